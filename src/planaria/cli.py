@@ -1,0 +1,62 @@
+"""The ``planaria`` command: wiring only. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from planaria import __version__
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _demo(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _demo as demo
+
+    demo.add_arguments(parser)
+    return demo.run
+
+
+def _check(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.check import _cli as check_cli
+
+    check_cli.add_arguments(parser)
+    return check_cli.run
+
+
+# name -> (help, builder); the builder adds the subcommand's arguments and returns its runner.
+_SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
+    "demo": ("watch the fault-recovery toolkit at work", _demo),
+    "check": ("check histories for linearizability and lost writes", _check),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
+    parser = argparse.ArgumentParser(
+        prog="planaria",
+        description="A self-healing, sharded, replicated key-value store and its toolkit.",
+    )
+    parser.add_argument("--version", action="version", version=f"planaria {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    runners: dict[str, Runner] = {}
+    for name, (help_text, builder) in _SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        runners[name] = builder(sub_parser)
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return runners[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

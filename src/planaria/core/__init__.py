@@ -1,0 +1,1 @@
+"""Pure, deterministic protocol state machines: messages and time in, effects out."""
