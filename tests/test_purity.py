@@ -62,9 +62,12 @@ def violations(source: str) -> list[str]:
                 for alias in node.names:
                     if alias.name != "Random":
                         found.append(f"line {node.lineno}: from random import {alias.name}")
-        elif isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name) and node.func.id == "hash":
-                found.append(f"line {node.lineno}: call to built-in hash()")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "hash"
+        ):
+            found.append(f"line {node.lineno}: call to built-in hash()")
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
