@@ -1,0 +1,228 @@
+"""Sequential specifications the checker compares histories against.
+
+A model is a small object: ``init()`` gives the initial state, ``step(state, input,
+output)`` says whether an operation with that input may return that output in that state
+and what the state becomes, ``partition(ops)`` splits a history into independent
+sub-histories (P-compositionality), and ``describe_*`` render operations and states for
+people. States must be hashable values (the search memoizes on them). An output of
+:data:`~planaria.check.history.UNKNOWN` means the outcome is unknown: the operation must then
+be accepted in any state, with the effect it would have had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from planaria.check.history import UNKNOWN, Operation
+from planaria.errors import HistoryError
+
+__all__ = [
+    "MODELS",
+    "CasRegister",
+    "Input",
+    "KvModel",
+    "Model",
+    "model_named",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """What an operation asked for: its function and argument."""
+
+    f: str
+    value: Hashable
+
+
+class Model(Protocol):
+    """The interface every model implements."""
+
+    name: str
+
+    def init(self) -> Hashable: ...
+
+    def step(self, state: Hashable, input: Input, output: Hashable) -> tuple[bool, Hashable]: ...
+
+    def partition(self, ops: Sequence[Operation]) -> list[tuple[Hashable, list[Operation]]]: ...
+
+    def validate(self, op: Operation) -> str | None:
+        """Why ``op`` is not an operation of this model, or None when it is."""
+        ...
+
+    def has_effect(self, op: Operation) -> bool:
+        """False when the operation can never change the state (a read)."""
+        ...
+
+    def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
+        """A cheap, sound pre-check: an operation no order can make legal, and why."""
+        ...
+
+    def describe_op(self, op: Operation) -> str: ...
+
+    def describe_state(self, state: Hashable) -> str: ...
+
+
+def _show(value: Hashable) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + " ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _pair(value: Hashable) -> tuple[Hashable, Hashable] | None:
+    if isinstance(value, tuple) and len(value) == 2:
+        return value[0], value[1]
+    return None
+
+
+class CasRegister:
+    """A register per key with ``read``, ``write v`` and ``cas [old new]``; starts as nil.
+
+    A read returns the value; an acknowledged cas means the value was ``old`` and became
+    ``new``. Keys (if any) are independent registers, checked one by one.
+    """
+
+    name: str = "cas-register"
+    _reads: Final = frozenset({"read", "get"})
+    _writes: Final = frozenset({"write", "put"})
+
+    def __init__(self, initial: Hashable = None) -> None:
+        self._initial = initial
+
+    def init(self) -> Hashable:
+        return self._initial
+
+    def step(self, state: Hashable, input: Input, output: Hashable) -> tuple[bool, Hashable]:
+        f = input.f
+        if f in self._reads:
+            return (output is UNKNOWN or output == state), state
+        if f in self._writes:
+            return True, input.value
+        if f == "cas":
+            old, new = _pair(input.value) or (None, None)
+            if state == old:
+                return True, new
+            return output is UNKNOWN, state
+        return False, state
+
+    def partition(self, ops: Sequence[Operation]) -> list[tuple[Hashable, list[Operation]]]:
+        return _by_key(ops)
+
+    def validate(self, op: Operation) -> str | None:
+        if op.f in self._reads or op.f in self._writes:
+            return None
+        if op.f == "cas":
+            return None if _pair(op.value) is not None else "cas needs a value [old new]"
+        return f"{self.name} has no operation {op.f!r} (read, write, cas)"
+
+    def has_effect(self, op: Operation) -> bool:
+        return op.f not in self._reads
+
+    def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
+        return _never_written(self, ops, self._reads)
+
+    def describe_op(self, op: Operation) -> str:
+        return _describe(self, op)
+
+    def describe_state(self, state: Hashable) -> str:
+        return _show(state)
+
+
+class KvModel(CasRegister):
+    """A map of independent keys: ``get``, ``put``, ``append``, ``delete``, ``cas [old new]``.
+
+    ``missing`` is the value a get of a missing key returns and what delete leaves (nil by
+    default; Porcupine's and Jepsen's kv histories use the empty string). ``append`` of a
+    string concatenates; of any other value it adds an element to a list.
+    """
+
+    name: str = "kv"
+
+    def __init__(self, missing: Hashable = None) -> None:
+        super().__init__(missing)
+
+    def step(self, state: Hashable, input: Input, output: Hashable) -> tuple[bool, Hashable]:
+        f = input.f
+        if f == "append":
+            return True, _append(state, input.value, self._initial)
+        if f == "delete":
+            return True, self._initial
+        return super().step(state, input, output)
+
+    def validate(self, op: Operation) -> str | None:
+        if op.f in ("append", "delete"):
+            return None
+        problem = super().validate(op)
+        if problem is None:
+            return None
+        return f"kv has no operation {op.f!r} (get, put, append, delete, cas)"
+
+    def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
+        if any(op.f == "append" for op in ops):
+            return None  # appends build values nobody wrote whole
+        return super().impossible(ops)
+
+
+def _append(state: Hashable, value: Hashable, missing: Hashable) -> Hashable:
+    base = ("" if isinstance(value, str) else ()) if state in (None, missing) else state
+    if isinstance(base, str) and isinstance(value, str):
+        return base + value
+    if isinstance(base, tuple):
+        return (*base, value)
+    return (base, value)  # a scalar followed by an element becomes a list
+
+
+def _by_key(ops: Sequence[Operation]) -> list[tuple[Hashable, list[Operation]]]:
+    groups: dict[Hashable, list[Operation]] = {}
+    for op in ops:
+        groups.setdefault(op.key, []).append(op)
+    return list(groups.items())
+
+
+def _never_written(
+    model: CasRegister, ops: Sequence[Operation], reads: frozenset[str]
+) -> tuple[Operation, str] | None:
+    # Any value a read returns must be the initial one or one some operation may have written.
+    possible: set[Hashable] = {model.init()}
+    for op in ops:
+        if op.f == "cas":
+            pair = _pair(op.value)
+            if pair is not None:
+                possible.add(pair[1])
+        elif op.f not in reads:
+            possible.add(op.value)
+    for op in ops:
+        if op.f in reads and op.known and op.output not in possible:
+            return op, f"no operation ever wrote {_show(op.output)}"
+    return None
+
+
+def _describe(model: CasRegister, op: Operation) -> str:
+    where = "" if op.key is None else f"key {_show(op.key)}: "
+    outcome = "" if op.known else " (outcome unknown)"
+    if op.f in model._reads:
+        result = "?" if not op.known else _show(op.output)
+        return f"{where}{op.f} -> {result}"
+    if op.f == "cas":
+        pair = _pair(op.value) or (None, None)
+        return f"{where}cas {_show(pair[0])} -> {_show(pair[1])}{outcome}"
+    if op.f == "delete":
+        return f"{where}delete{outcome}"
+    return f"{where}{op.f} {_show(op.value)}{outcome}"
+
+
+MODELS: Final[dict[str, type[CasRegister]]] = {"cas-register": CasRegister, "kv": KvModel}
+
+
+def model_named(name: str, *, missing: Hashable = None) -> CasRegister:
+    """A model by its CLI name; ``missing`` is the value of a missing key (kv only)."""
+    if name == "kv":
+        return KvModel(missing)
+    if name == "cas-register":
+        return CasRegister()
+    raise HistoryError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
