@@ -1,0 +1,147 @@
+"""``planaria check FILE...``: the I/O adapter around the pure checker.
+
+Exit status: 0 when every file is linearizable, 1 when any file is not (a definite finding
+wins over everything else), 2 when an answer is unknown (timeout) or an input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from planaria.check import default_model
+from planaria.check.linearizability import CheckResult, Verdict, check_operations
+from planaria.check.models import MODELS, Model
+from planaria.check.parse import FORMATS, parse_history
+from planaria.check.report import explain, render_html, result_to_json
+from planaria.errors import HistoryError
+
+__all__ = ["add_arguments", "run"]
+
+EXIT_OK = 0
+EXIT_NOT_LINEARIZABLE = 1
+EXIT_UNKNOWN = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="history files to check")
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=None,
+        help="the sequential model (default: cas-register for Jepsen logs, kv otherwise)",
+    )
+    parser.add_argument(
+        "--format", choices=("auto", *FORMATS), default="auto", help="history format"
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=None, metavar="N", help="give up on a file after N s"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    parser.add_argument("--html", metavar="FILE", help="write an HTML timeline report")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout_s is not None and args.timeout_s <= 0:
+        print("error: --timeout-s must be positive", file=sys.stderr)
+        return EXIT_UNKNOWN
+    sections: list[tuple[str, Model, CheckResult]] = []
+    codes: list[int] = []
+    with _ProgressBar() as report_progress:
+        for name in args.files:
+            code, payload, section = _check_file(name, args, report_progress)
+            codes.append(code)
+            if section is not None:
+                sections.append(section)
+            _print(payload, args.json)
+    if args.html:
+        try:
+            Path(args.html).write_text(render_html("planaria check", sections))
+        except OSError as error:
+            print(f"error: cannot write {args.html}: {error.strerror}", file=sys.stderr)
+            codes.append(EXIT_UNKNOWN)
+    if EXIT_NOT_LINEARIZABLE in codes:
+        return EXIT_NOT_LINEARIZABLE
+    return max(codes, default=EXIT_OK)
+
+
+def _check_file(
+    name: str, args: argparse.Namespace, progress: Callable[[str, int, int], None]
+) -> tuple[int, dict[str, Any], tuple[str, Model, CheckResult] | None]:
+    started = time.perf_counter()
+    try:
+        lines = Path(name).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return _error(name, f"error: {name}: no such file")
+    except (OSError, UnicodeDecodeError) as error:
+        return _error(name, f"error: {name}: cannot read: {error}")
+    try:
+        history = parse_history(lines, format=args.format, path=name)
+        model = default_model(history.format, args.model)
+        result = check_operations(
+            model,
+            history.operations,
+            clock=time.monotonic,
+            timeout_s=args.timeout_s,
+            progress=lambda done, total: progress(name, done, total),
+        )
+    except HistoryError as error:
+        message = str(error) if error.path else f"{name}: {error}"
+        return _error(name, f"error: {message}")
+    payload = {
+        "file": name,
+        "format": history.format,
+        **result_to_json(model, result),
+        "elapsed_s": round(time.perf_counter() - started, 6),
+    }
+    code = {
+        Verdict.LINEARIZABLE: EXIT_OK,
+        Verdict.NOT_LINEARIZABLE: EXIT_NOT_LINEARIZABLE,
+        Verdict.UNKNOWN: EXIT_UNKNOWN,
+    }[result.verdict]
+    payload["text"] = f"{name}: {explain(model, result)}"
+    return code, payload, (name, model, result)
+
+
+def _error(name: str, message: str) -> tuple[int, dict[str, Any], None]:
+    return EXIT_UNKNOWN, {"file": name, "verdict": "error", "error": message}, None
+
+
+def _print(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: v for k, v in payload.items() if k != "text"}, sort_keys=True))
+    elif "error" in payload:
+        print(payload["error"], file=sys.stderr)
+    else:
+        print(payload["text"])
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr over each file's partitions, only when it is a TTY."""
+
+    def __enter__(self) -> Callable[[str, int, int], None]:
+        self._bar: Any = None
+        if not sys.stderr.isatty():
+            return lambda name, done, total: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        tasks: dict[str, Any] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = self._bar.add_task(f"checking {name}", total=total)
+            self._bar.update(tasks[name], completed=done)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
