@@ -1,0 +1,326 @@
+"""The file layer the log is written against, and ``SimFS``, its in-memory twin for simulation.
+
+The log code only calls the small ``FileLayer`` interface, so the very same code runs on the
+real disk (``planaria.storage.osfs.OsFS``) and inside the deterministic simulator (``SimFS``).
+This module is pure: no os, time, threading or asyncio. Errors are raised as ``OSError`` with
+the errno a real disk would give (ENOSPC, EROFS, ENOENT, EWOULDBLOCK, EIO), so the log's error
+handling is exercised the same way in both worlds.
+
+``SimFS`` keeps, per file, the bytes that were fsynced and the bytes that were not, and per
+directory the entries that were fsynced (``fsync_dir``) and those that were not. ``crash(rng)``
+models a power loss: each file keeps its synced bytes plus a random prefix of its unsynced
+bytes (nothing, everything, or torn at a random byte), and each directory keeps either its
+synced or its current entries. Directories themselves (``makedirs``) are durable at once.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from random import Random
+from typing import Protocol
+
+__all__ = ["AppendFile", "FileLayer", "FileLock", "SimFS", "SimFSStats", "join"]
+
+
+def join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}"
+
+
+class AppendFile(Protocol):
+    """A file open for appending."""
+
+    def append(self, data: bytes) -> None:
+        """Write all of ``data`` at the end; on error some prefix of it may have been written."""
+
+    def fsync(self) -> None: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def size(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class FileLock(Protocol):
+    def release(self) -> None: ...
+
+
+class FileLayer(Protocol):
+    """What the storage code needs from a file system; paths are '/'-separated strings."""
+
+    def open_append(self, path: str, *, create: bool) -> AppendFile: ...
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer at the end of the file)."""
+
+    def size(self, path: str) -> int: ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` by ``src``."""
+
+    def listdir(self, directory: str) -> list[str]: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def fsync_dir(self, directory: str) -> None: ...
+
+    def makedirs(self, directory: str) -> None: ...
+
+    def is_dir(self, directory: str) -> bool: ...
+
+    def lock(self, directory: str) -> FileLock:
+        """Exclusive lock on ``directory``; ``OSError(EWOULDBLOCK)`` if someone holds it."""
+
+
+# --------------------------------------------------------------------------- SimFS
+
+
+@dataclass
+class _Inode:
+    data: bytearray = field(default_factory=bytearray)
+    synced_len: int = 0
+    # The synced content, saved when an unsynced truncate cut into it (else data[:synced_len]).
+    synced_before_truncate: bytes | None = None
+
+    def synced_content(self) -> bytes:
+        if self.synced_before_truncate is not None:
+            return self.synced_before_truncate
+        return bytes(self.data[: self.synced_len])
+
+
+@dataclass
+class SimFSStats:
+    fsyncs: int = 0
+    dir_fsyncs: int = 0
+    appends: int = 0
+    bytes_appended: int = 0
+    crashes: int = 0
+
+
+def _oserror(code: int, path: str) -> OSError:
+    return OSError(code, errno.errorcode.get(code, "error"), path)
+
+
+class _SimLock:
+    def __init__(self, fs: SimFS, directory: str) -> None:
+        self._fs = fs
+        self._directory = directory
+        self._generation = fs.generation
+
+    def release(self) -> None:
+        if self._generation == self._fs.generation:
+            self._fs._locks.discard(self._directory)
+
+
+class _SimFile:
+    def __init__(self, fs: SimFS, path: str, inode: _Inode) -> None:
+        self._fs = fs
+        self._path = path
+        self._inode = inode
+        self._generation = fs.generation
+        self._closed = False
+
+    def _check(self, op: str) -> None:
+        if self._closed or self._generation != self._fs.generation:
+            raise _oserror(errno.EBADF, self._path)
+        self._fs._maybe_fail(op, self._path)
+
+    def append(self, data: bytes) -> None:
+        self._check("append")
+        if self._fs.read_only:
+            raise _oserror(errno.EROFS, self._path)
+        fits = len(data)
+        if self._fs.capacity_bytes is not None:
+            fits = max(0, min(fits, self._fs.capacity_bytes - self._fs.used_bytes()))
+        # A real disk may write part of a buffer before reporting ENOSPC.
+        self._inode.data += data[:fits]
+        self._fs.stats.appends += 1
+        self._fs.stats.bytes_appended += fits
+        if fits < len(data):
+            raise _oserror(errno.ENOSPC, self._path)
+
+    def fsync(self) -> None:
+        self._check("fsync")
+        self._fs.stats.fsyncs += 1
+        self._inode.synced_len = len(self._inode.data)
+        self._inode.synced_before_truncate = None
+
+    def truncate(self, size: int) -> None:
+        self._check("truncate")
+        if self._fs.read_only:
+            raise _oserror(errno.EROFS, self._path)
+        inode = self._inode
+        if size < inode.synced_len and inode.synced_before_truncate is None:
+            inode.synced_before_truncate = bytes(inode.data[: inode.synced_len])
+        del inode.data[size:]
+        inode.synced_len = min(inode.synced_len, size)
+
+    def size(self) -> int:
+        self._check("size")
+        return len(self._inode.data)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class SimFS:
+    """An in-memory file system that can lose unsynced writes on ``crash(rng)``.
+
+    ``capacity_bytes`` bounds the total file bytes (ENOSPC beyond it, possibly after a partial
+    write); ``read_only`` makes every mutation fail with EROFS; ``fail_next(op, code)`` makes
+    the next ``op`` ("append", "fsync", "truncate", "rename", "remove", "fsync_dir", "open",
+    "read") fail with ``code``.
+    """
+
+    def __init__(self, *, capacity_bytes: int | None = None) -> None:
+        self.capacity_bytes = capacity_bytes
+        self.read_only = False
+        self.generation = 0
+        self.stats = SimFSStats()
+        self._dirs: dict[str, dict[str, _Inode]] = {"": {}}
+        self._synced_dirs: dict[str, dict[str, _Inode]] = {"": {}}
+        self._locks: set[str] = set()
+        self._failures: list[tuple[str, int]] = []
+
+    # ----------------------------------------------------------- fault injection
+
+    def fail_next(self, op: str, code: int = errno.EIO) -> None:
+        self._failures.append((op, code))
+
+    def _maybe_fail(self, op: str, path: str) -> None:
+        for i, (failing_op, code) in enumerate(self._failures):
+            if failing_op == op:
+                del self._failures[i]
+                raise _oserror(code, path)
+
+    def used_bytes(self) -> int:
+        inodes = {id(inode): inode for entries in self._dirs.values() for inode in entries.values()}
+        return sum(len(inode.data) for inode in inodes.values())
+
+    def crash(self, rng: Random) -> None:
+        """Power loss: unsynced bytes and directory entries may be lost, the last write torn."""
+        self.generation += 1
+        self.stats.crashes += 1
+        self._locks.clear()
+        for directory in self._dirs:
+            if self._dirs[directory] != self._synced_dirs[directory] and rng.random() < 0.5:
+                self._dirs[directory] = dict(self._synced_dirs[directory])
+            else:
+                self._synced_dirs[directory] = dict(self._dirs[directory])
+        seen: set[int] = set()
+        for entries in self._dirs.values():
+            for inode in entries.values():
+                if id(inode) in seen:
+                    continue
+                seen.add(id(inode))
+                self._crash_inode(inode, rng)
+
+    @staticmethod
+    def _crash_inode(inode: _Inode, rng: Random) -> None:
+        synced = inode.synced_content()
+        if inode.synced_before_truncate is not None:
+            # An unsynced truncate either reached the disk or did not.
+            kept = synced if rng.random() < 0.5 else bytes(inode.data)
+        else:
+            unsynced = len(inode.data) - inode.synced_len
+            mode = rng.randrange(3)
+            keep = 0 if mode == 0 else unsynced if mode == 1 else rng.randint(0, unsynced)
+            kept = bytes(inode.data[: inode.synced_len + keep])
+        inode.data = bytearray(kept)
+        inode.synced_len = len(kept)
+        inode.synced_before_truncate = None
+
+    # ----------------------------------------------------------- helpers
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        directory, _, name = path.rstrip("/").rpartition("/")
+        return directory, name
+
+    def _entries(self, directory: str, path: str) -> dict[str, _Inode]:
+        entries = self._dirs.get(directory.rstrip("/"))
+        if entries is None:
+            raise _oserror(errno.ENOENT, path)
+        return entries
+
+    def _inode(self, path: str) -> _Inode:
+        directory, name = self._split(path)
+        inode = self._entries(directory, path).get(name)
+        if inode is None:
+            raise _oserror(errno.ENOENT, path)
+        return inode
+
+    def _mutating(self, op: str, path: str) -> None:
+        self._maybe_fail(op, path)
+        if self.read_only:
+            raise _oserror(errno.EROFS, path)
+
+    # ----------------------------------------------------------- FileLayer
+
+    def open_append(self, path: str, *, create: bool) -> AppendFile:
+        self._maybe_fail("open", path)
+        directory, name = self._split(path)
+        entries = self._entries(directory, path)
+        inode = entries.get(name)
+        if inode is None:
+            if not create:
+                raise _oserror(errno.ENOENT, path)
+            self._mutating("create", path)
+            inode = entries[name] = _Inode()
+        elif self.read_only:
+            raise _oserror(errno.EROFS, path)
+        return _SimFile(self, path, inode)
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        self._maybe_fail("read", path)
+        return bytes(self._inode(path).data[offset : offset + length])
+
+    def size(self, path: str) -> int:
+        return len(self._inode(path).data)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._mutating("rename", src)
+        src_dir, src_name = self._split(src)
+        dst_dir, dst_name = self._split(dst)
+        inode = self._inode(src)
+        dst_entries = self._entries(dst_dir, dst)
+        del self._entries(src_dir, src)[src_name]
+        dst_entries[dst_name] = inode
+
+    def listdir(self, directory: str) -> list[str]:
+        return sorted(self._entries(directory, directory))
+
+    def remove(self, path: str) -> None:
+        self._mutating("remove", path)
+        directory, name = self._split(path)
+        self._inode(path)
+        del self._entries(directory, path)[name]
+
+    def fsync_dir(self, directory: str) -> None:
+        self._maybe_fail("fsync_dir", directory)
+        key = directory.rstrip("/")
+        self._synced_dirs[key] = dict(self._entries(key, directory))
+        self.stats.dir_fsyncs += 1
+
+    def makedirs(self, directory: str) -> None:
+        key = directory.rstrip("/")
+        if key in self._dirs:
+            return
+        self._mutating("makedirs", directory)
+        parts = key.split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            self._dirs.setdefault(prefix, {})
+            self._synced_dirs.setdefault(prefix, {})
+
+    def is_dir(self, directory: str) -> bool:
+        return directory.rstrip("/") in self._dirs
+
+    def lock(self, directory: str) -> FileLock:
+        key = directory.rstrip("/")
+        self._entries(key, directory)
+        if key in self._locks:
+            raise _oserror(errno.EWOULDBLOCK, directory)
+        self._locks.add(key)
+        return _SimLock(self, key)

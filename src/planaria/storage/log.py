@@ -1,0 +1,818 @@
+"""``PartitionLog``: one partition's durable log of (epoch, index, record), with snapshots.
+
+Pure logic over a ``FileLayer`` (no os, time, threading or asyncio), so the simulator runs this
+very code on ``SimFS``. Time comes in as ``now_ms`` arguments.
+
+Directory layout::
+
+    LOCK                          held while the log is open (two processes cannot share it)
+    meta                          current epoch + commit point (replaced atomically)
+    snap-<index>.snap             the latest snapshot (replaced atomically)
+    seg-<first index>.log         segments, each a header then records (see ``format``)
+
+Writing: ``append``/``append_many`` write records (not yet durable); ``sync()`` makes them
+durable; ``sync_if_due(now_ms)`` applies the fsync policy. ``GroupCommitter`` (asyncio) drives
+both for a node. Any write or fsync error puts the log in a refusing state: every later write
+raises ``StorageFailed`` until the log is reopened, because after a failed fsync the page cache
+no longer tells the truth about the disk.
+
+Recovery on open: load the newest snapshot, scan every segment, check every record's checksum,
+index and epoch order. A bad record in the last segment with no valid record after it is a torn
+tail (a write cut short by a crash): it is cut off and reported in ``recovery``. Anything else
+(a bad record followed by good ones, a bad older segment, a gap, a bad snapshot or meta file)
+raises ``StorageDamaged``: the replica is out of sync and must be refilled from the primary
+(``PartitionLog.wipe`` clears it for that).
+
+The persisted commit point may lag the in-memory one (it is written by ``persist_meta``, on
+snapshots and on close): a commit point only grows, and a replica that restarts with an older
+one learns the newer one from its primary, so lagging is safe where writing it on every
+commit would cost two more fsyncs per batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from planaria.errors import UsageError
+from planaria.storage.errors import (
+    StorageDamaged,
+    StorageError,
+    StorageFailed,
+    StorageMissing,
+    storage_error_from_os,
+)
+from planaria.storage.format import (
+    RECORD_HEADER,
+    SEGMENT_HEADER,
+    Entry,
+    Meta,
+    Snapshot,
+    decode_meta,
+    decode_segment_header,
+    decode_snapshot,
+    encode_meta,
+    encode_record,
+    encode_segment_header,
+    encode_snapshot,
+    find_record_after,
+    scan_records,
+)
+from planaria.storage.fs import AppendFile, FileLayer, FileLock, join
+
+__all__ = ["FsyncPolicy", "PartitionLog", "RecoveryReport"]
+
+META_NAME = "meta"
+SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024
+RECORD_BYTES_MAX_DEFAULT = 16 * 1024 * 1024
+_READ_BYTES_DEFAULT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """When appended records are fsynced.
+
+    ``always`` (default): before any acknowledgement (the group committer batches many writes
+    into one fsync). ``interval``: at most every ``interval_ms``; a crash may lose that much.
+    ``never``: only on ``sync()``, snapshots, segment rolls and close; the OS decides otherwise.
+    """
+
+    mode: Literal["always", "interval", "never"] = "always"
+    interval_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("always", "interval", "never"):
+            raise UsageError(f"unknown fsync policy {self.mode!r}; use always, interval or never")
+        if self.mode == "interval" and not self.interval_ms > 0:
+            raise UsageError(f"fsync interval must be > 0 ms, got {self.interval_ms}")
+
+    @classmethod
+    def parse(cls, text: str) -> FsyncPolicy:
+        """``"always"``, ``"never"`` or ``"interval:<ms>"``."""
+        mode, _, interval = text.partition(":")
+        if mode == "interval":
+            try:
+                return cls("interval", float(interval))
+            except ValueError:
+                raise UsageError(f"bad fsync interval in {text!r}; use interval:<ms>") from None
+        if interval:
+            raise UsageError(f"fsync policy {mode!r} takes no argument")
+        return cls(mode)  # type: ignore[arg-type]  # validated in __post_init__
+
+
+@dataclass
+class RecoveryReport:
+    """What opening the log found and repaired."""
+
+    records: int = 0
+    segments: int = 0
+    snapshot_index: int = 0
+    torn_tail_bytes: int = 0
+    torn_tail_reason: str | None = None
+    removed_files: list[str] = field(default_factory=list)
+    # Set when the persisted commit point was beyond the recovered log (possible only with
+    # fsync policy interval/never): the log end it was clamped to.
+    commit_index_clamped_from: int | None = None
+
+
+@dataclass
+class _Segment:
+    first_index: int
+    path: str
+    offsets: array[int]
+    end: int
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + len(self.offsets) - 1
+
+
+def _segment_name(first_index: int) -> str:
+    return f"seg-{first_index:020d}.log"
+
+
+def _snapshot_name(index: int) -> str:
+    return f"snap-{index:020d}.snap"
+
+
+def _parse_index(name: str, prefix: str, suffix: str) -> int | None:
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    digits = name[len(prefix) : len(name) - len(suffix)]
+    return int(digits) if digits.isdigit() else None
+
+
+class PartitionLog:
+    """An open partition log. Create with ``PartitionLog.open``; close with ``close()``."""
+
+    def __init__(
+        self,
+        fs: FileLayer,
+        *,
+        path: str,
+        lock: FileLock,
+        policy: FsyncPolicy,
+        segment_bytes: int,
+        record_bytes_max: int,
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.policy = policy
+        self.recovery = RecoveryReport()
+        self._lock: FileLock | None = lock
+        self._segment_bytes = segment_bytes
+        self._record_bytes_max = record_bytes_max
+        self._segments: list[_Segment] = []
+        self._segment_firsts: list[int] = []
+        self._epochs: list[tuple[int, int]] = []  # (epoch, first index of that epoch)
+        self._active: AppendFile | None = None
+        self._meta = Meta()
+        self._meta_dirty = False
+        self._snapshot: Snapshot | None = None
+        self._durable_index = 0
+        self._dir_dirty = False
+        self._last_sync_ms: float | None = None
+        self._failure: StorageFailed | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        fs: FileLayer,
+        path: str,
+        *,
+        policy: FsyncPolicy | None = None,
+        create: bool = True,
+        segment_bytes: int = SEGMENT_BYTES_DEFAULT,
+        record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
+    ) -> PartitionLog:
+        """Lock ``path``, recover snapshot + log, and return the open log.
+
+        Raises ``StorageMissing`` (no such directory and ``create`` is false, or no disk),
+        ``StorageReadOnly``, ``StorageLocked`` (another process has it open) or
+        ``StorageDamaged`` (corruption before the tail: refill this replica).
+        """
+        if segment_bytes <= SEGMENT_HEADER.size:
+            raise UsageError(f"segment_bytes must exceed {SEGMENT_HEADER.size}")
+        try:
+            if not fs.is_dir(path):
+                if not create:
+                    raise StorageMissing("data directory does not exist", path=path)
+                fs.makedirs(path)
+            lock = fs.lock(path)
+        except OSError as exc:
+            raise storage_error_from_os(exc, "opening the data directory", path) from exc
+        log = cls(
+            fs,
+            path=path,
+            lock=lock,
+            policy=policy or FsyncPolicy(),
+            segment_bytes=segment_bytes,
+            record_bytes_max=record_bytes_max,
+        )
+        try:
+            log._recover()
+        except BaseException:
+            log._release()
+            raise
+        return log
+
+    @classmethod
+    def wipe(cls, fs: FileLayer, path: str) -> None:
+        """Delete a (damaged) log's files so the replica can be refilled from its primary."""
+        try:
+            lock = fs.lock(path)
+            try:
+                for name in fs.listdir(path):
+                    if name != "LOCK":
+                        fs.remove(join(path, name))
+                fs.fsync_dir(path)
+            finally:
+                lock.release()
+        except OSError as exc:
+            raise storage_error_from_os(exc, "wiping the log", path) from exc
+
+    def _recover(self) -> None:
+        try:
+            self._recover_files()
+        except OSError as exc:
+            raise storage_error_from_os(exc, "recovering the log", self.path) from exc
+
+    def _recover_files(self) -> None:
+        fs, report = self.fs, self.recovery
+        names = fs.listdir(self.path)
+        for name in names:
+            if name.endswith(".tmp"):
+                self._remove(name)
+        if META_NAME in names:
+            meta = decode_meta(fs.read(self._file(META_NAME), 0, fs.size(self._file(META_NAME))))
+            if isinstance(meta, str):
+                raise StorageDamaged(meta, path=self._file(META_NAME))
+            self._meta = meta
+        snapshots = sorted(
+            (index, name)
+            for name in names
+            if (index := _parse_index(name, "snap-", ".snap")) is not None
+        )
+        if snapshots:
+            index, name = snapshots[-1]
+            snapshot = decode_snapshot(fs.read(self._file(name), 0, fs.size(self._file(name))))
+            if isinstance(snapshot, str):
+                raise StorageDamaged(snapshot, path=self._file(name))
+            if snapshot.index != index:
+                raise StorageDamaged(f"snapshot holds index {snapshot.index}", path=name)
+            self._snapshot = snapshot
+            report.snapshot_index = index
+            for _, old in snapshots[:-1]:
+                self._remove(old)
+        snapshot_index = self.snapshot_index
+        segment_names = sorted(
+            (first, name)
+            for name in names
+            if (first := _parse_index(name, "seg-", ".log")) is not None
+        )
+        last_epoch = 0
+        for position, (first, name) in enumerate(segment_names):
+            is_last = position == len(segment_names) - 1
+            segment, last_epoch = self._recover_segment(first, name, is_last, last_epoch)
+            if segment is None:
+                continue
+            if segment.last_index <= snapshot_index:
+                # Covered by the snapshot: left over from a compaction or snapshot install.
+                self._remove(name)
+                continue
+            if self._segments and segment.first_index != self._segments[-1].last_index + 1:
+                raise StorageDamaged(
+                    f"gap: segment starts at {segment.first_index}, previous ends at "
+                    f"{self._segments[-1].last_index}",
+                    path=segment.path,
+                )
+            self._segments.append(segment)
+        if self._segments and self._segments[0].first_index > snapshot_index + 1:
+            raise StorageDamaged(
+                f"log starts at {self._segments[0].first_index} but the snapshot ends at "
+                f"{snapshot_index}",
+                path=self.path,
+            )
+        if self._dir_dirty:
+            fs.fsync_dir(self.path)
+            self._dir_dirty = False
+        if not self._segments:
+            self._create_segment(snapshot_index + 1)
+        else:
+            self._active = fs.open_append(self._segments[-1].path, create=False)
+        self._segment_firsts = [s.first_index for s in self._segments]
+        if self._snapshot is not None and (
+            not self._epochs or self._epochs[0][1] > self._snapshot.index
+        ):
+            self._epochs.insert(0, (self._snapshot.epoch, self._snapshot.index))
+        self._durable_index = self.last_index
+        if self._meta.commit_index > self.last_index:
+            report.commit_index_clamped_from = self._meta.commit_index
+            self._meta = Meta(self._meta.epoch, self.last_index)
+            self._meta_dirty = True
+        if self._meta.epoch < self.last_epoch:
+            self._meta = Meta(self.last_epoch, self._meta.commit_index)
+            self._meta_dirty = True
+        report.records = self.last_index - self.first_index + 1
+        report.segments = len(self._segments)
+
+    def _recover_segment(
+        self, first: int, name: str, is_last: bool, last_epoch: int
+    ) -> tuple[_Segment | None, int]:
+        path = self._file(name)
+        buf = memoryview(self.fs.read(path, 0, self.fs.size(path)))
+        header_first = decode_segment_header(buf)
+        if header_first is None:
+            if is_last and len(buf) <= SEGMENT_HEADER.size:
+                # The crash hit while the segment was being created: nothing was in it.
+                self.recovery.torn_tail_bytes += len(buf)
+                self.recovery.torn_tail_reason = "segment header cut short"
+                self._remove(name)
+                return None, last_epoch
+            raise StorageDamaged("bad segment header", path=path, offset=0)
+        if header_first != first:
+            raise StorageDamaged(f"segment header says it starts at {header_first}", path=path)
+        scan = scan_records(buf, SEGMENT_HEADER.size, first, last_epoch)
+        if scan.error is not None:
+            bad_index = first + len(scan.offsets)
+            if not is_last:
+                raise StorageDamaged(
+                    f"{scan.error} (not the last segment)", path=path, offset=scan.end
+                )
+            if find_record_after(buf, scan.end, bad_index) is not None:
+                raise StorageDamaged(
+                    f"{scan.error}, with valid records after it", path=path, offset=scan.end
+                )
+            self.recovery.torn_tail_bytes += len(buf) - scan.end
+            self.recovery.torn_tail_reason = f"{scan.error} at byte {scan.end} of {name}"
+            handle = self.fs.open_append(path, create=False)
+            try:
+                handle.truncate(scan.end)
+                handle.fsync()
+            finally:
+                handle.close()
+        self._epochs.extend(scan.epochs)
+        if scan.epochs:
+            last_epoch = scan.epochs[-1][0]
+        offsets = array("Q", scan.offsets)
+        return _Segment(first, path, offsets, scan.end), last_epoch
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def first_index(self) -> int:
+        """The first index still in the log (records before it live only in the snapshot)."""
+        return self._segments[0].first_index
+
+    @property
+    def last_index(self) -> int:
+        """The last index appended (0 for an empty log without a snapshot)."""
+        return self._segments[-1].last_index
+
+    @property
+    def last_epoch(self) -> int:
+        return self._epochs[-1][0] if self._epochs else 0
+
+    @property
+    def durable_index(self) -> int:
+        """Every record up to here is on disk."""
+        return self._durable_index
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch as persisted by ``set_epoch``."""
+        return self._meta.epoch
+
+    @property
+    def commit_index(self) -> int:
+        return self._meta.commit_index
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def snapshot_index(self) -> int:
+        return self._snapshot.index if self._snapshot is not None else 0
+
+    @property
+    def failure(self) -> StorageFailed | None:
+        """Why the log refuses writes, or None while it is healthy."""
+        return self._failure
+
+    def epoch_at(self, index: int) -> int:
+        """The epoch of the record at ``index`` (or of the snapshot, at its index)."""
+        if index == 0:
+            return 0
+        if not self.first_index <= index <= self.last_index and index != self.snapshot_index:
+            raise UsageError(f"index {index} is not in the log ({self._range()})")
+        position = bisect.bisect_right(self._epochs, index, key=lambda pair: pair[1]) - 1
+        return self._epochs[position][0]
+
+    def last_index_in_epoch(self, epoch: int) -> int:
+        """The last index whose epoch is <= ``epoch`` (where a reconciling replica truncates)."""
+        position = bisect.bisect_right(self._epochs, epoch, key=lambda pair: pair[0])
+        if position == len(self._epochs):
+            return self.last_index
+        return self._epochs[position][1] - 1
+
+    def _range(self) -> str:
+        return f"{self.first_index}..{self.last_index}"
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, epoch: int, record: bytes) -> int:
+        """Write one record (not yet durable); returns its index."""
+        return self.append_many(((epoch, record),))
+
+    def append_many(self, entries: Sequence[tuple[int, bytes]]) -> int:
+        """Write records in one go (not yet durable); returns the last index."""
+        self._check_writable()
+        last_epoch, index = self.last_epoch, self.last_index
+        total = 0
+        for epoch, record in entries:
+            if not isinstance(record, bytes):
+                raise UsageError(f"a record must be bytes, not {type(record).__name__}")
+            if len(record) > self._record_bytes_max:
+                raise UsageError(f"record of {len(record)} bytes > {self._record_bytes_max}")
+            if not last_epoch <= epoch <= self._meta.epoch:
+                raise UsageError(
+                    f"record epoch {epoch} must be >= the last record's ({last_epoch}) and <= "
+                    f"the current epoch ({self._meta.epoch}; raise it with set_epoch first)"
+                )
+            last_epoch = epoch
+            total += RECORD_HEADER.size + len(record)
+        if not entries:
+            return index
+        active = self._segments[-1]
+        if active.offsets and active.end + total > self._segment_bytes:
+            self._roll_segment()
+            active = self._segments[-1]
+        parts = []
+        new_epochs = []
+        offsets = []
+        offset = active.end
+        last_epoch = self.last_epoch
+        for epoch, record in entries:
+            index += 1
+            encoded = encode_record(epoch, index, record)
+            parts.append(encoded)
+            offsets.append(offset)
+            offset += len(encoded)
+            if epoch != last_epoch:
+                new_epochs.append((epoch, index))
+                last_epoch = epoch
+        self._write(active, b"".join(parts))
+        active.offsets.extend(offsets)
+        active.end = offset
+        self._epochs.extend(new_epochs)
+        return index
+
+    def _write(self, segment: _Segment, data: bytes) -> None:
+        assert self._active is not None
+        try:
+            self._active.append(data)
+        except OSError as exc:
+            error = storage_error_from_os(exc, "appending to the log", segment.path)
+            try:
+                # Leave nothing half-written: cut back to the last good record.
+                self._active.truncate(segment.end)
+            except OSError as truncate_exc:
+                error.add_note(f"cutting back to byte {segment.end} also failed: {truncate_exc}")
+            self._fail(error)
+            raise error from exc
+
+    def sync(self, now_ms: float | None = None) -> None:
+        """Make every appended record durable (one fsync, plus the directory's if it changed)."""
+        self._check_writable()
+        target = self.last_index
+        if now_ms is not None:
+            self._last_sync_ms = now_ms
+        if target == self._durable_index and not self._dir_dirty:
+            return
+        assert self._active is not None
+        try:
+            self._active.fsync()
+            if self._dir_dirty:
+                self.fs.fsync_dir(self.path)
+                self._dir_dirty = False
+        except OSError as exc:
+            error = storage_error_from_os(exc, "fsync of the log", self._segments[-1].path)
+            self._fail(error)
+            raise error from exc
+        self._durable_index = target
+
+    def sync_due(self, now_ms: float) -> bool:
+        """Whether the fsync policy wants a sync now."""
+        if self._durable_index == self.last_index or self.policy.mode == "never":
+            return False
+        if self.policy.mode == "always" or self._last_sync_ms is None:
+            return True
+        return now_ms - self._last_sync_ms >= self.policy.interval_ms
+
+    def sync_if_due(self, now_ms: float) -> bool:
+        """Apply the fsync policy; True if it synced."""
+        if self._last_sync_ms is None:
+            self._last_sync_ms = now_ms
+        if not self.sync_due(now_ms):
+            return False
+        self.sync(now_ms)
+        return True
+
+    def _roll_segment(self) -> None:
+        # The sealed segment is synced first: recovery treats damage in any segment but the
+        # last as real damage, never as a torn tail.
+        self.sync()
+        self._create_segment(self.last_index + 1)
+        self._segment_firsts.append(self._segments[-1].first_index)
+
+    def _create_segment(self, first_index: int) -> None:
+        name = _segment_name(first_index)
+        path = self._file(name)
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+        try:
+            handle = self.fs.open_append(path, create=True)
+            self._active = handle
+            handle.truncate(0)
+            handle.append(encode_segment_header(first_index))
+            handle.fsync()
+            self.fs.fsync_dir(self.path)
+        except OSError as exc:
+            error = storage_error_from_os(exc, "creating a segment", path)
+            self._fail(error)
+            raise error from exc
+        self._segments.append(_Segment(first_index, path, array("Q"), SEGMENT_HEADER.size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Durably record a new current epoch (before acting in it: epoch fencing)."""
+        self._check_writable()
+        if epoch < self._meta.epoch:
+            raise UsageError(f"epoch {epoch} is older than the current {self._meta.epoch}")
+        if epoch == self._meta.epoch:
+            return
+        self._meta = Meta(epoch, self._meta.commit_index)
+        self._meta_dirty = True
+        self.persist_meta()
+
+    def set_commit_index(self, index: int) -> None:
+        """Record the commit point (persisted lazily: see the module docstring)."""
+        if index < self._meta.commit_index:
+            raise UsageError(f"commit index {index} < the current {self._meta.commit_index}")
+        if index > self.last_index:
+            raise UsageError(f"commit index {index} is past the log end {self.last_index}")
+        if index != self._meta.commit_index:
+            self._meta = Meta(self._meta.epoch, index)
+            self._meta_dirty = True
+
+    def persist_meta(self) -> None:
+        """Durably write the epoch and commit point if they changed."""
+        self._check_writable()
+        if self._meta_dirty:
+            self._write_atomic(META_NAME, encode_meta(self._meta))
+            self._meta_dirty = False
+
+    def _write_atomic(self, name: str, data: bytes) -> None:
+        tmp = self._file(name + ".tmp")
+        try:
+            handle = self.fs.open_append(tmp, create=True)
+            try:
+                handle.truncate(0)
+                handle.append(data)
+                handle.fsync()
+            finally:
+                handle.close()
+            self.fs.rename(tmp, self._file(name))
+            self.fs.fsync_dir(self.path)
+        except OSError as exc:
+            error = storage_error_from_os(exc, f"writing {name}", tmp)
+            self._fail(error)
+            raise error from exc
+
+    def truncate_after(self, index: int) -> None:
+        """Durably drop every record after ``index`` (a divergent, uncommitted suffix)."""
+        self._check_writable()
+        if index >= self.last_index:
+            return
+        if index < self._meta.commit_index:
+            raise UsageError(f"cannot truncate to {index}: commit index is {self.commit_index}")
+        if index < max(self.snapshot_index, self.first_index - 1):
+            raise UsageError(f"cannot truncate to {index}: the log starts at {self.first_index}")
+        try:
+            removed = False
+            while len(self._segments) > 1 and self._segments[-1].first_index > index:
+                if self._active is not None:
+                    self._active.close()
+                    self._active = None
+                self.fs.remove(self._segments.pop().path)
+                self._segment_firsts.pop()
+                removed = True
+            if removed:
+                self.fs.fsync_dir(self.path)
+            segment = self._segments[-1]
+            if self._active is None:
+                self._active = self.fs.open_append(segment.path, create=False)
+            keep = index - segment.first_index + 1
+            segment.end = segment.offsets[keep] if keep < len(segment.offsets) else segment.end
+            del segment.offsets[keep:]
+            self._active.truncate(segment.end)
+            self._active.fsync()
+        except OSError as exc:
+            error = storage_error_from_os(exc, "truncating the log", self.path)
+            self._fail(error)
+            raise error from exc
+        while self._epochs and self._epochs[-1][1] > index:
+            self._epochs.pop()
+        self._durable_index = min(self._durable_index, index)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Durably store a snapshot of the state up to ``snapshot.index``, then compact."""
+        self._check_writable()
+        if not self.snapshot_index <= snapshot.index <= self.last_index:
+            raise UsageError(
+                f"snapshot index {snapshot.index} must be in {self.snapshot_index}.."
+                f"{self.last_index}"
+            )
+        if snapshot.index and snapshot.epoch != self.epoch_at(snapshot.index):
+            raise UsageError(
+                f"snapshot epoch {snapshot.epoch} != the log's {self.epoch_at(snapshot.index)}"
+            )
+        self.sync()
+        self._store_snapshot(snapshot)
+        self.compact()
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the whole log by a snapshot received from the primary (a far-behind replica).
+
+        Records after ``snapshot.index`` are dropped as well: the primary resends them.
+        """
+        self._check_writable()
+        if snapshot.index < self.snapshot_index or snapshot.index < self.commit_index:
+            raise UsageError(f"snapshot at {snapshot.index} is older than this replica's state")
+        if snapshot.epoch > self.epoch:
+            self.set_epoch(snapshot.epoch)
+        # Recovery drops every segment that ends at or before the snapshot, so after the
+        # truncation below a crash at any step leaves either the old or the new state.
+        self.truncate_after(max(min(self.last_index, snapshot.index), self.first_index - 1))
+        self._store_snapshot(snapshot)
+        old = self._segments
+        self._segments = []
+        self._create_segment(snapshot.index + 1)
+        self._segment_firsts = [snapshot.index + 1]
+        try:
+            for segment in old:
+                if segment.path != self._segments[0].path:
+                    self.fs.remove(segment.path)
+            self.fs.fsync_dir(self.path)
+        except OSError as exc:
+            error = storage_error_from_os(exc, "removing replaced segments", self.path)
+            self._fail(error)
+            raise error from exc
+        self._epochs = [(snapshot.epoch, snapshot.index)]
+        self._durable_index = snapshot.index
+        if snapshot.index > self._meta.commit_index:
+            self._meta = Meta(self._meta.epoch, snapshot.index)
+            self._meta_dirty = True
+            self.persist_meta()
+
+    def _store_snapshot(self, snapshot: Snapshot) -> None:
+        previous = self._snapshot
+        name = _snapshot_name(snapshot.index)
+        self._write_atomic(name, encode_snapshot(snapshot))
+        self._snapshot = snapshot
+        if previous is not None and previous.index != snapshot.index:
+            try:
+                self.fs.remove(self._file(_snapshot_name(previous.index)))
+                self._dir_dirty = True
+            except OSError as exc:
+                error = storage_error_from_os(exc, "removing the old snapshot", self.path)
+                self._fail(error)
+                raise error from exc
+
+    def compact(self) -> int:
+        """Remove whole segments the snapshot covers (never the active one); returns how many."""
+        self._check_writable()
+        removed = 0
+        try:
+            while len(self._segments) > 1 and self._segments[0].last_index <= self.snapshot_index:
+                self.fs.remove(self._segments.pop(0).path)
+                self._segment_firsts.pop(0)
+                removed += 1
+            if removed or self._dir_dirty:
+                self.fs.fsync_dir(self.path)
+                self._dir_dirty = False
+        except OSError as exc:
+            error = storage_error_from_os(exc, "compacting the log", self.path)
+            self._fail(error)
+            raise error from exc
+        return removed
+
+    # ------------------------------------------------------------------ reading
+
+    def read(
+        self, from_index: int, *, count_max: int = 1 << 30, bytes_max: int = _READ_BYTES_DEFAULT
+    ) -> list[Entry]:
+        """Records from ``from_index`` on, at least one (if any), at most ``count_max`` and
+        about ``bytes_max`` bytes. Checksums are checked again: bit rot raises StorageDamaged.
+        """
+        if not self.first_index <= from_index <= self.last_index + 1:
+            raise UsageError(f"index {from_index} is not in the log ({self._range()})")
+        if from_index > self.last_index or count_max <= 0:
+            return []
+        position = bisect.bisect_right(self._segment_firsts, from_index) - 1
+        segment = self._segments[position]
+        first = from_index - segment.first_index
+        count = min(count_max, len(segment.offsets) - first)
+        start = segment.offsets[first]
+        end_position = first + count
+        end = segment.offsets[end_position] if end_position < len(segment.offsets) else segment.end
+        while end - start > bytes_max and end_position > first + 1:
+            end_position = max(first + 1, first + (end_position - first) // 2)
+            end = segment.offsets[end_position]
+        try:
+            buf = memoryview(self.fs.read(segment.path, start, end - start))
+        except OSError as exc:
+            raise storage_error_from_os(exc, "reading the log", segment.path) from exc
+        scan = scan_records(buf, 0, from_index, self.epoch_at(from_index))
+        if scan.error is not None or len(scan.offsets) != end_position - first:
+            raise StorageDamaged(
+                scan.error or "record vanished", path=segment.path, offset=start + scan.end
+            )
+        return [Entry(*self._decode(buf, offset)) for offset in scan.offsets]
+
+    @staticmethod
+    def _decode(buf: memoryview, offset: int) -> tuple[int, int, bytes]:
+        _, length, epoch, index = RECORD_HEADER.unpack_from(buf, offset)
+        body = offset + RECORD_HEADER.size
+        return epoch, index, bytes(buf[body : body + length])
+
+    def entries(self, from_index: int | None = None) -> Iterator[Entry]:
+        """Every record from ``from_index`` (default: just after the snapshot) to the end."""
+        index = self.snapshot_index + 1 if from_index is None else from_index
+        index = max(index, self.first_index)
+        while index <= self.last_index:
+            batch = self.read(index)
+            yield from batch
+            index = batch[-1].index + 1
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Sync (unless the log failed), persist the meta file and release the lock."""
+        try:
+            if self._failure is None and self._lock is not None:
+                self.sync()
+                self.persist_meta()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._active is not None:
+            handle, self._active = self._active, None
+            try:
+                handle.close()
+            finally:
+                self._release_lock()
+        else:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _file(self, name: str) -> str:
+        return join(self.path, name)
+
+    def _remove(self, name: str) -> None:
+        self.fs.remove(self._file(name))
+        self.recovery.removed_files.append(name)
+        self._dir_dirty = True
+
+    def _check_writable(self) -> None:
+        if self._lock is None:
+            raise UsageError(f"the log at {self.path} is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, error: StorageError) -> None:
+        if self._failure is None:
+            self._failure = StorageFailed(
+                "an earlier write failed", path=error.path or self.path, cause=error
+            )
