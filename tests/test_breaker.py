@@ -354,13 +354,17 @@ def test_outcomes_from_an_earlier_period_are_not_counted() -> None:
 
 def test_manual_open_holds_until_close() -> None:
     clock = FakeClock()
-    breaker = make(clock)
-    breaker.open()
+    seen: list[tuple[BreakerState, BreakerState]] = []
+    breaker = make(clock, listeners=[lambda b, o, n: seen.append((o, n))])
+    breaker.open(1.0)
+    breaker.open()  # already open: extended, not a new transition
+    assert seen == [(CLOSED, OPEN)]
     clock.advance(1e6)
     with pytest.raises(CircuitOpenError) as refused:
         breaker.call(ok)
     assert refused.value.remaining_s == float("inf")
     breaker.close()
+    assert seen == [(CLOSED, OPEN), (OPEN, CLOSED)]
     assert breaker.call(ok) == "ok"
     assert breaker.stats.refused_total == 1  # close() keeps the totals
 

@@ -417,7 +417,8 @@ class CircuitBreaker:
             self._enter(BreakerState.OPEN)
             self._opens_total += 1
             self._open_until = math.inf if duration_s is None else now + duration_s
-        self._notify([(old, BreakerState.OPEN)])
+        if old is not BreakerState.OPEN:
+            self._notify([(old, BreakerState.OPEN)])
 
     def close(self) -> None:
         """Close now: empty the window and reset the open backoff; totals are kept."""
