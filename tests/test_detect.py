@@ -136,7 +136,12 @@ def test_phi_matches_akka_formula_over_the_last_window(
     window = ([75.0, 125.0, *intervals])[-window_max:]
     assert detector.samples == len(window)
     assert detector.mean_ms == pytest.approx(statistics.fmean(window), rel=1e-9)
-    assert detector.std_ms == pytest.approx(statistics.pstdev(window), rel=1e-6, abs=1e-6)
+    # Running sums of squares cancel: the variance is exact up to float error of the
+    # largest square seen (far below std_min_ms**2).
+    scale = max(125.0, *intervals) ** 2
+    assert detector.std_ms**2 == pytest.approx(
+        statistics.pvariance(window), rel=1e-6, abs=1e-12 * scale
+    )
     mean = statistics.fmean(window) + 30.0
     std = max(statistics.pstdev(window), 10.0)
     if abs(silence - mean) / std < 6:  # where the direct formula is still precise
