@@ -60,7 +60,7 @@ _KETAMA_POINTS_PER_HASH = 4
 _TABLE_BITS_MAX = 18
 _TABLE_BITS_MIN = 8
 _MASK64 = (1 << 64) - 1
-_JUMP_MULTIPLIER = 2862933555777866173
+_JUMP_MULTIPLIER = 2862933555777941757
 
 Key: TypeAlias = str | bytes
 Nodes: TypeAlias = Iterable[str] | Mapping[str, float]
@@ -464,7 +464,9 @@ def _check_bounded_args(ring: _Ring, eps: object, replicas: object) -> tuple[Fra
         raise UsageError(f"ring must be a HashRing or KetamaRing, not {type(ring).__name__}")
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 <= eps < math.inf:
         raise UsageError(f"eps must be a finite number >= 0, not {eps!r}")
-    return Fraction(eps), ring._check_count(replicas, "replicas")
+    # The decimal the caller wrote (0.1, not the binary float just above it), so that
+    # (1 + 0.1) * 500 is exactly 550.
+    return Fraction(repr(eps)), ring._check_count(replicas, "replicas")
 
 
 def _caps(ring: _Ring, item_count: int, eps: Fraction, replicas: int) -> dict[str, int]:
