@@ -607,13 +607,15 @@ def test_budget_empty_uses_fallback(fake: FakeTime) -> None:
 
 
 def test_testing_switch_makes_waits_zero(fake: FakeTime) -> None:
-    options = fake.options(wait_initial_s=1.0, jitter="none")
+    slept: list[RetryState] = []
+    options = fake.options(wait_initial_s=1.0, jitter="none", before_sleep=slept.append)
     target = Script(PeerError(retry_after_ms=9000), ConnectionError(), "ok")
     with retry_testing():
         assert is_testing()
         assert retry(**options)(target)() == "ok"
     assert not is_testing()
-    assert fake.sleeps == [0.0, 0.0]
+    assert [s.next_wait_s for s in slept] == [0.0, 0.0]
+    assert fake.sleeps == []  # a zero wait does not sleep at all
     retry(**options)(Script(ConnectionError(), "ok"))()
     assert fake.sleeps[-1] == 1.0
 

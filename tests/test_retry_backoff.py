@@ -9,7 +9,7 @@ import statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planaria.retry import Jitter, RandomLike, retry
+from planaria.retry import Jitter, RandomLike, RetryState, retry
 
 
 class Low:
@@ -35,8 +35,12 @@ def waits_of(
     wait_max_s: float = 5.0,
     wait_multiplier: float = 2.0,
 ) -> list[float]:
-    """The waits a call that always fails sleeps through, with no deadline."""
+    """The waits chosen for a call that always fails, with no deadline."""
     waits: list[float] = []
+
+    def record(state: RetryState) -> None:
+        assert state.next_wait_s is not None
+        waits.append(state.next_wait_s)
 
     @retry(
         attempts_max=retries + 1,
@@ -47,7 +51,8 @@ def waits_of(
         jitter=jitter,
         rng=rng,
         clock=lambda: 0.0,
-        sleep=waits.append,
+        sleep=lambda _s: None,
+        before_sleep=record,
         retry_on=ArithmeticError,
     )
     def always_fails() -> None:

@@ -49,8 +49,9 @@ Retry budget. A ``RetryBudget`` shared by many calls caps retries at ``ratio`` o
 (plus a small floor) over a sliding ``ttl_s`` window, as Finagle's retry budget does: during an
 outage clients stop multiplying the load. An empty budget makes the call give up.
 
-Testing. ``set_testing(True)`` or ``with retry_testing():`` makes every wait zero, process-wide;
-``clock``, ``sleep``, ``async_sleep`` and ``rng`` can be injected instead for exact control.
+Testing. ``set_testing(True)`` or ``with retry_testing():`` makes every wait zero, process-wide
+(a zero wait does not call ``sleep`` at all); ``clock``, ``sleep``, ``async_sleep`` and ``rng``
+can be injected instead for exact control.
 """
 
 from __future__ import annotations
@@ -594,7 +595,8 @@ def _retry_sync(
         wait_s = run.after_failure(exception, result)
         if wait_s is None:
             return _give_up(policy, exception, result)
-        policy.sleep(wait_s)
+        if wait_s > 0:
+            policy.sleep(wait_s)
         try:
             result = fn(*args, **kwargs)
         except Exception as error:
@@ -626,7 +628,8 @@ async def _retry_async(
             if callable(policy.fallback) and inspect.isawaitable(value):
                 value = await value
             return value
-        await policy.async_sleep(wait_s)
+        if wait_s > 0:
+            await policy.async_sleep(wait_s)
         try:
             result = await fn(*args, **kwargs)
         except Exception as error:
@@ -835,7 +838,7 @@ class _AttemptLoop:
         attempt, wait_s = self._step()
         if attempt is None:
             raise StopIteration
-        if attempt.number > 1:
+        if wait_s > 0:
             self._retrying.policy.sleep(wait_s)
         return attempt
 
@@ -846,7 +849,7 @@ class _AttemptLoop:
         attempt, wait_s = self._step()
         if attempt is None:
             raise StopAsyncIteration
-        if attempt.number > 1:
+        if wait_s > 0:
             await self._retrying.policy.async_sleep(wait_s)
         return attempt
 
