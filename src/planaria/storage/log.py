@@ -412,7 +412,7 @@ class PartitionLog:
         if not self.first_index <= index <= self.last_index and index != self.snapshot_index:
             raise UsageError(f"index {index} is not in the log ({self._range()})")
         position = bisect.bisect_right(self._epochs, index, key=lambda pair: pair[1]) - 1
-        return self._epochs[position][0]
+        return self._epochs[position][0] if position >= 0 else 0
 
     def last_index_in_epoch(self, epoch: int) -> int:
         """The last index whose epoch is <= ``epoch`` (where a reconciling replica truncates)."""
@@ -557,9 +557,7 @@ class PartitionLog:
             raise UsageError(f"epoch {epoch} is older than the current {self._meta.epoch}")
         if epoch == self._meta.epoch:
             return
-        self._meta = Meta(epoch, self._meta.commit_index)
-        self._meta_dirty = True
-        self.persist_meta()
+        self._persist_meta(Meta(epoch, self._meta.commit_index))
 
     def set_commit_index(self, index: int) -> None:
         """Record the commit point (persisted lazily: see the module docstring)."""
@@ -575,8 +573,13 @@ class PartitionLog:
         """Durably write the epoch and commit point if they changed."""
         self._check_writable()
         if self._meta_dirty:
-            self._write_atomic(META_NAME, encode_meta(self._meta))
-            self._meta_dirty = False
+            self._persist_meta(self._meta)
+
+    def _persist_meta(self, meta: Meta) -> None:
+        # Memory follows the disk: a failed write leaves the old epoch in effect.
+        self._write_atomic(META_NAME, encode_meta(meta))
+        self._meta = meta
+        self._meta_dirty = False
 
     def _write_atomic(self, name: str, data: bytes) -> None:
         tmp = self._file(name + ".tmp")
@@ -679,9 +682,7 @@ class PartitionLog:
         self._epochs = [(snapshot.epoch, snapshot.index)]
         self._durable_index = snapshot.index
         if snapshot.index > self._meta.commit_index:
-            self._meta = Meta(self._meta.epoch, snapshot.index)
-            self._meta_dirty = True
-            self.persist_meta()
+            self._persist_meta(Meta(self._meta.epoch, snapshot.index))
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
         previous = self._snapshot
