@@ -106,6 +106,8 @@ def test_bounded_loads_never_exceed_the_cap(
     assert all(counts[node] <= caps[node] for node in counts)
     for chosen in assignment.values():
         assert len(chosen) == len(set(chosen)) == replicas
+        if zones is not None and len(set(zones.values())) >= replicas:
+            assert len({zones[node] for node in chosen}) == replicas
 
 
 @FAST

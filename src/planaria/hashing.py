@@ -66,6 +66,7 @@ Key: TypeAlias = str | bytes
 Nodes: TypeAlias = Iterable[str] | Mapping[str, float]
 Item: TypeAlias = str | bytes | int
 ItemT = TypeVar("ItemT", bound=Item)
+GroupT = TypeVar("GroupT")
 
 
 def _show(value: object) -> str:
@@ -435,15 +436,15 @@ class KetamaRing(_Ring):
 
 
 def _water_filled_shares(
-    weights: Mapping[str, float], item_count: int, replicas: int
-) -> dict[str, Fraction]:
+    weights: Mapping[GroupT, Fraction], item_count: int, replicas: int
+) -> dict[GroupT, Fraction]:
     """Weight-proportional shares of ``item_count * replicas``, none above ``item_count``.
 
-    A node can hold each item at most once, so the excess of a heavy node goes to the others,
-    again in proportion to weight. Exact arithmetic, so every process gets the same caps.
+    A node (or a zone) holds each item at most once, so the excess of a heavy one goes to the
+    others, again in proportion to weight. Exact arithmetic, so every process gets the same caps.
     """
-    shares: dict[str, Fraction] = {}
-    open_nodes = {name: Fraction(weight) for name, weight in weights.items()}
+    shares: dict[GroupT, Fraction] = {}
+    open_nodes = dict(weights)
     remaining = Fraction(item_count * replicas)
     while open_nodes:
         total = sum(open_nodes.values())
@@ -469,10 +470,31 @@ def _check_bounded_args(ring: _Ring, eps: object, replicas: object) -> tuple[Fra
     return Fraction(repr(eps)), ring._check_count(replicas, "replicas")
 
 
-def _caps(ring: _Ring, item_count: int, eps: Fraction, replicas: int) -> dict[str, int]:
-    weights = {name: ring._weights[name] for name in ring._walk(0)}
-    shares = _water_filled_shares(weights, item_count, replicas)
-    return {name: math.ceil((1 + eps) * share) for name, share in shares.items()}
+def _placement_groups(ring: _Ring, replicas: int) -> dict[str, tuple[str, str]]:
+    """What each reachable node's replicas must be distinct in: its zone when the ring has
+    at least ``replicas`` zones, else the node itself (zones then only a preference)."""
+    reachable = list(ring._walk(0)) if ring._points else []
+    by_zone = ring._zoned and ring._zone_count >= replicas
+    return {n: ring._zone_key(n) if by_zone else ("node", n) for n in reachable}
+
+
+def _caps(
+    groups: Mapping[str, tuple[str, str]],
+    weights: Mapping[str, float],
+    item_count: int,
+    eps: Fraction,
+    replicas: int,
+) -> dict[str, int]:
+    group_weights: dict[tuple[str, str], Fraction] = {}
+    for name, group in groups.items():
+        group_weights[group] = group_weights.get(group, Fraction(0)) + Fraction(weights[name])
+    group_shares = _water_filled_shares(group_weights, item_count, replicas)
+    return {
+        name: math.ceil(
+            (1 + eps) * group_shares[group] * Fraction(weights[name]) / group_weights[group]
+        )
+        for name, group in groups.items()
+    }
 
 
 def bounded_caps(
@@ -481,13 +503,15 @@ def bounded_caps(
     """The most (item, replica) assignments :func:`assign_bounded` gives each node.
 
     A node's cap is ``ceil((1 + eps) * share)``, where ``share`` is its weight-proportional
-    part of ``item_count * replicas`` (for equal weights: ``(1 + eps)`` times the average);
-    shares above ``item_count`` (one replica per item) are spread over the other nodes.
+    part of ``item_count * replicas`` (for equal weights: ``(1 + eps)`` times the average).
+    A node, or a zone when the ring has at least ``replicas`` zones, holds each item at most
+    once, so a share above ``item_count`` is spread over the others, in proportion to weight:
+    nodes in small zones then get more than their weight alone would give them.
     """
     eps_exact, replicas = _check_bounded_args(ring, eps, replicas)
     if isinstance(item_count, bool) or not isinstance(item_count, int) or item_count < 0:
         raise UsageError(f"item_count must be an int >= 0, not {item_count!r}")
-    return _caps(ring, item_count, eps_exact, replicas)
+    return _caps(_placement_groups(ring, replicas), ring._weights, item_count, eps_exact, replicas)
 
 
 def _item_bytes(item: object) -> tuple[int, bytes]:
@@ -506,11 +530,14 @@ def assign_bounded(
 
     Consistent hashing with bounded loads: items are taken in the order of their hash (so
     the result does not depend on the order of ``items``); each walks the ring clockwise from
-    its hash and takes the first nodes that are below their cap (:func:`bounded_caps`), in
-    distinct zones when the ring has zones. Zone distinctness gives way only to the caps, or
-    when there are fewer zones than replicas. Items are str, bytes or int (an int hashes as
-    its decimal digits). A membership change moves few items: those whose ring successor
-    changed, plus a cascade bounded by the slack ``eps``.
+    its hash and takes the first nodes that are below their cap (:func:`bounded_caps`).
+    When the ring has at least ``replicas`` zones, the replicas of every item are always in
+    distinct zones; with fewer zones, each item prefers nodes in zones it does not use yet,
+    as far as the caps allow (best effort: zones may repeat more than strictly needed).
+    When capacity runs short, the walk skips ahead to nodes (zones) that every remaining
+    item needs, so the placement never gets stuck. Items are str, bytes or int (an
+    int hashes as its decimal digits). A membership change moves few items: those whose ring
+    successor changed, plus a cascade bounded by the slack ``eps``.
     """
     eps_exact, replicas = _check_bounded_args(ring, eps, replicas)
     keyed: list[tuple[int, int, bytes, ItemT]] = []
@@ -522,37 +549,45 @@ def assign_bounded(
         if before[:3] == after[:3]:
             raise UsageError(f"item {_show(after[3])} is listed twice")
     item_count = len(keyed)
-    room = _caps(ring, item_count, eps_exact, replicas)
-    node_count = len(room)
-    zone_count = ring._zone_count if ring._zoned else node_count
+    group = _placement_groups(ring, replicas)
+    room = _caps(group, ring._weights, item_count, eps_exact, replicas)
+    group_room: dict[tuple[str, str], int] = {}
+    for name, cap in room.items():
+        group_room[group[name]] = group_room.get(group[name], 0) + cap
+    group_count = len(group_room)
+    # With fewer zones than replicas, groups are nodes and zones are only a preference:
+    # a first pass takes nodes in unused zones, a second fills up with any node.
+    soft_zones = ring._zoned and ring._zone_count < replicas
     zone_key = {name: ring._zone_key(name) for name in room}
     points = ring._points
 
     # Greedy can paint itself into a corner (e.g. 3 nodes, 2 replicas: two nodes fill up
     # together and the last items find one node with room). Track the slack
-    # S = sum(min(R, room)) - R * replicas over the R items left: it stays >= 0 exactly when
-    # the rest remains placeable, and it drops by the number of nodes with room >= R that the
-    # current item does not use. So when S is small, such "tight" nodes must be chosen.
+    # S = sum(min(R, group room)) - R * replicas over the R items left: it stays >= 0 exactly
+    # when the rest remains placeable (one replica per group per item), and it drops by the
+    # number of groups with room >= R that the current item does not use. So when S is
+    # small, such "tight" groups must be chosen.
     slack_floor = -1
     result: dict[ItemT, list[str]] = {}
     for done, (position, _, _, item) in enumerate(keyed):
         left = item_count - done
         tight_needed = 0
-        if slack_floor < node_count:
-            slack = sum(min(left, r) for r in room.values()) - left * replicas
+        if slack_floor < group_count:
+            slack = sum(min(left, r) for r in group_room.values()) - left * replicas
             if slack < 0:
                 raise InternalError(f"bounded-load slack went negative ({slack})")
             slack_floor = slack
-            if slack < node_count:
-                tight_needed = max(0, sum(r >= left for r in room.values()) - slack)
+            if slack < group_count:
+                tight_needed = max(0, sum(r >= left for r in group_room.values()) - slack)
         order: list[str] = []
         walk = ring._walk(_bisect(points, position))
         chosen: list[str] = []
+        groups_used: set[tuple[str, str]] = set()
         zones_used: set[tuple[str, str]] = set()
-        for strict in (True, False) if ring._zoned else (False,):
+        for prefer_new_zone in (True, False) if soft_zones else (False,):
             index = 0
             while len(chosen) < replicas:
-                if strict and len(zones_used) == zone_count:
+                if prefer_new_zone and len(zones_used) == ring._zone_count:
                     break
                 if index == len(order):
                     node = next(walk, None)
@@ -561,22 +596,24 @@ def assign_bounded(
                     order.append(node)
                 node = order[index]
                 index += 1
-                if room[node] <= 0 or node in chosen:
+                if room[node] <= 0 or group[node] in groups_used:
                     continue
-                if strict and zone_key[node] in zones_used:
+                if prefer_new_zone and zone_key[node] in zones_used:
                     continue
-                tight = room[node] >= left
+                tight = group_room[group[node]] >= left
                 if not tight and replicas - len(chosen) - 1 < tight_needed:
                     continue
                 chosen.append(node)
+                groups_used.add(group[node])
                 zones_used.add(zone_key[node])
                 tight_needed -= tight
         if len(chosen) < replicas:
             raise InternalError(f"bounded-load placement found no room for item {_show(item)}")
         for node in chosen:
             room[node] -= 1
+            group_room[group[node]] -= 1
         result[item] = chosen
-        slack_floor -= node_count - replicas
+        slack_floor -= group_count - replicas
     return result
 
 
