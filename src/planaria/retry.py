@@ -43,11 +43,18 @@ still bounded by the deadline.
 When it gives up, it re-raises the last exception itself (same object, original traceback, no
 wrapper), or returns the last result after result-based retries, unless ``fallback`` is set: a
 value, or a callable receiving the last exception (``None`` after result-based retries); an
-``async`` callable fallback is awaited by an async function.
+``async`` callable fallback is awaited by an async function. (To fall back to a function object
+itself, wrap it: ``fallback=lambda _error: handler``.) The fallback serves give-ups only: an
+error that is not retryable propagates at once, untouched.
 
 Retry budget. A ``RetryBudget`` shared by many calls caps retries at ``ratio`` of the requests
 (plus a small floor) over a sliding ``ttl_s`` window, as Finagle's retry budget does: during an
-outage clients stop multiplying the load. An empty budget makes the call give up.
+outage clients stop multiplying the load. An empty budget makes the call give up. No budget is
+used unless one is passed (``budget=``); share one per downstream service.
+
+Hooks ``before_sleep`` and ``on_give_up`` receive a frozen ``RetryState``. Each decorated
+function counts its calls, retries and give-ups in ``fn.retry_stats`` (``retry_stats(fn)`` for
+type checkers).
 
 Testing. ``set_testing(True)`` or ``with retry_testing():`` makes every wait zero, process-wide
 (a zero wait does not call ``sleep`` at all); ``clock``, ``sleep``, ``async_sleep`` and ``rng``
@@ -78,6 +85,7 @@ __all__ = [
     "NO_FALLBACK",
     "Attempt",
     "Jitter",
+    "RandomLike",
     "RetryBudget",
     "RetryOptions",
     "RetryPolicy",
