@@ -320,6 +320,28 @@ def test_bounded_replicas_are_distinct_and_zone_distinct() -> None:
     assert all(loads(assignment)[n] <= caps[n] for n in NAMES)
 
 
+def test_bounded_keeps_zones_distinct_with_unbalanced_zones() -> None:
+    # Two nodes share zone a: plain greedy under node caps alone would pair them up.
+    zones = {"a1": "a", "a2": "a", "b1": "b", "c1": "c"}
+    ring = HashRing(list(zones), vnodes=8, zones=zones)
+    assignment = assign_bounded(range(400), ring, replicas=2)
+    caps = bounded_caps(ring, 400, replicas=2)
+    assert all(zones[x] != zones[y] for x, y in assignment.values())
+    assert all(loads(assignment)[n] <= caps[n] for n in zones)
+    # Zone a can hold each item once: 400 of the 800 replicas, split over its two nodes.
+    assert caps == {"a1": 250, "a2": 250, "b1": 250, "c1": 250}
+
+
+def test_bounded_moves_few_items_when_a_node_joins() -> None:
+    ring = HashRing(NAMES, vnodes=64)
+    items = list(range(4000))
+    before = assign_bounded(items, ring, eps=0.25)
+    ring.add("node-10")
+    after = assign_bounded(items, ring, eps=0.25)
+    moved = sum(before[i] != after[i] for i in items) / len(items)
+    assert moved < 1.5 / 11
+
+
 def test_bounded_caps_follow_weights_and_spread_the_excess() -> None:
     ring = HashRing({"a": 1, "b": 1, "c": 2}, vnodes=16)
     assert bounded_caps(ring, 100, eps=0) == {"a": 25, "b": 25, "c": 50}
