@@ -151,7 +151,10 @@ def test_membership_accessors() -> None:
             call("b")
     with pytest.raises(UsageError, match="positive finite"):
         ring.add("d", 0)
+    with pytest.raises(UsageError, match="zone"):
+        ring.add("d", 1, "")
     assert "d" not in ring
+    assert ring.nodes_for("k", 2)  # still consistent after the refused adds
 
 
 def test_ring_does_not_depend_on_insertion_order() -> None:

@@ -192,8 +192,7 @@ class _Ring:
         self._owners = owners + owners[:1]
         self._table, self._shift = _lookup_table(points, self._owners, self._hash_bits)
         self._reachable = len(set(owners))
-        zone_keys = {name: self._zone_key(name) for name in set(owners)}
-        self._zone_count = len(set(zone_keys.values()))
+        self._zone_count = len({self._zone_key(name) for name in set(owners)})
         self._zoned = any(zone is not None for zone in self._zones.values())
 
     def _zone_key(self, name: str) -> tuple[str, str]:
@@ -233,8 +232,8 @@ class _Ring:
     def add(self, node: str, weight: float = 1, zone: str | None = None) -> None:
         """Add ``node``, or set the weight and zone of a node already in the ring."""
         name = _check_name(node)
-        self._weights[name] = _check_weight(name, weight)
-        self._zones[name] = _check_zone(name, zone)
+        checked = _check_weight(name, weight), _check_zone(name, zone)
+        self._weights[name], self._zones[name] = checked
         self._rebuild()
 
     def remove(self, node: str) -> None:
