@@ -39,6 +39,12 @@ class _CountingFile:
         self._owner.fsyncs += 1
         self._inner.fsync()
 
+    def seek(self, offset: int) -> None:
+        self._inner.seek(offset)
+
+    def preallocate(self, size: int) -> None:
+        self._inner.preallocate(size)
+
     def truncate(self, size: int) -> None:
         self._inner.truncate(size)
 

@@ -73,7 +73,7 @@ def test_single_writer_gets_one_fsync_per_append() -> None:
 
 def test_write_error_fails_the_whole_batch_and_refuses() -> None:
     fs = SimFS()
-    log = open_sim(fs)
+    log = open_sim(fs, preallocate_bytes=0)
     log.set_epoch(1)
 
     async def main() -> None:

@@ -180,7 +180,7 @@ def test_fsync_policies_sync_when_told() -> None:
 
 def test_disk_full_keeps_nothing_half_written_and_refuses() -> None:
     fs = SimFS()
-    log = open_sim(fs)
+    log = open_sim(fs, preallocate_bytes=0)
     fill(log, 10)
     fs.capacity_bytes = fs.used_bytes() + 70  # room for part of a batch only
     with pytest.raises(StorageFull, match="disk full"):
@@ -194,6 +194,24 @@ def test_disk_full_keeps_nothing_half_written_and_refuses() -> None:
     log = open_sim(fs)
     assert log.recovery.torn_tail_bytes == 0  # cut back at once, not left for recovery
     assert [e.record for e in log.entries()] == [record_for(i) for i in range(1, 11)]
+
+
+def test_preallocation_is_trimmed_and_gives_way_to_a_full_disk() -> None:
+    fs = SimFS()
+    log = open_sim(fs, preallocate_bytes=4096)
+    fill(log, 3)
+    segment = "/data/p0/seg-00000000000000000001.log"
+    assert fs.size(segment) >= 4096  # zeros ahead of the writes
+    log.close()
+    assert fs.size(segment) < 200  # trimmed on close
+    log = open_sim(fs, preallocate_bytes=4096)
+    fs.capacity_bytes = fs.used_bytes() + 100  # no room to preallocate, some to write
+    log.append(1, b"fits")
+    log.sync()
+    with pytest.raises(StorageFull):
+        log.append(1, b"y" * 200)
+    log.close()
+    assert [e.record for e in open_sim(fs).entries()][-1] == b"fits"
 
 
 def test_fsync_failure_fails_and_refuses() -> None:

@@ -104,3 +104,18 @@ def test_torn_segment_creation_is_dropped(tmp_path: Path) -> None:
     ]
     assert log.append(1, b"next") == RECORDS + 1
     log.close()
+
+
+def test_zeros_after_the_last_record_are_a_clean_end(tmp_path: Path) -> None:
+    segment = make_log(tmp_path)[0]
+    full = segment.read_bytes()
+    segment.write_bytes(full + bytes(5000))  # preallocated space left by a crash
+    log = reopen(tmp_path)
+    assert log.last_index == RECORDS and log.recovery.torn_tail_bytes == 0
+    assert log.append(1, record_for(RECORDS + 1)) == RECORDS + 1  # overwrites the zeros
+    log.close()
+    assert reopen(tmp_path).last_index == RECORDS + 1
+    # A record torn inside preallocated space: part of it, then zeros.
+    segment.write_bytes(full + full[-RECORD_BYTES:][:7] + bytes(5000))
+    log = reopen(tmp_path)
+    assert log.last_index == RECORDS and log.recovery.torn_tail_bytes == 7 + 5000

@@ -28,16 +28,27 @@ def join(directory: str, name: str) -> str:
 
 
 class AppendFile(Protocol):
-    """A file open for appending."""
+    """A file open for appending at a write position (initially the end of the file)."""
 
     def append(self, data: bytes) -> None:
-        """Write all of ``data`` at the end; on error some prefix of it may have been written."""
+        """Write all of ``data`` at the write position and advance it; on error some prefix
+        of it may have been written."""
+
+    def seek(self, offset: int) -> None:
+        """Move the write position (onto preallocated space, say)."""
+
+    def preallocate(self, size: int) -> None:
+        """Grow the file to ``size`` bytes of written zeros, so later appends overwrite
+        allocated blocks and an fdatasync need not commit a size change. The write position
+        does not move."""
 
     def fsync(self) -> None: ...
 
-    def truncate(self, size: int) -> None: ...
+    def truncate(self, size: int) -> None:
+        """Cut the file to ``size`` bytes; the write position moves back to it if beyond."""
 
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """The file's size in bytes (preallocated zeros included)."""
 
     def close(self) -> None: ...
 
@@ -78,15 +89,14 @@ class FileLayer(Protocol):
 
 @dataclass
 class _Inode:
-    data: bytearray = field(default_factory=bytearray)
-    synced_len: int = 0
-    # The synced content, saved when an unsynced truncate cut into it (else data[:synced_len]).
-    synced_before_truncate: bytes | None = None
+    data: bytearray = field(default_factory=bytearray)  # what reads see now
+    synced: bytearray = field(default_factory=bytearray)  # what survives any crash
+    dirty_from: int | None = None  # lowest offset changed since the last fsync
+    dirty_to: int = 0  # just past the highest offset written since the last fsync
 
-    def synced_content(self) -> bytes:
-        if self.synced_before_truncate is not None:
-            return self.synced_before_truncate
-        return bytes(self.data[: self.synced_len])
+    def touch(self, offset: int, end: int) -> None:
+        self.dirty_from = offset if self.dirty_from is None else min(self.dirty_from, offset)
+        self.dirty_to = max(self.dirty_to, end)
 
 
 @dataclass
@@ -120,6 +130,7 @@ class _SimFile:
         self._inode = inode
         self._generation = fs.generation
         self._closed = False
+        self._position = len(inode.data)
 
     def _check(self, op: str) -> None:
         if self._closed or self._generation != self._fs.generation:
@@ -128,33 +139,60 @@ class _SimFile:
 
     def append(self, data: bytes) -> None:
         self._check("append")
+        self._write(data, move=True)
+
+    def _write(self, data: bytes, *, move: bool) -> None:
         if self._fs.read_only:
             raise _oserror(errno.EROFS, self._path)
+        inode, position = self._inode, self._position
         fits = len(data)
         if self._fs.capacity_bytes is not None:
-            fits = max(0, min(fits, self._fs.capacity_bytes - self._fs.used_bytes()))
+            growth = max(0, position + fits - len(inode.data))
+            room = self._fs.capacity_bytes - self._fs.used_bytes()
+            if growth > room:
+                fits = max(0, len(inode.data) + room - position)
         # A real disk may write part of a buffer before reporting ENOSPC.
-        self._inode.data += data[:fits]
+        inode.data[position : position + fits] = data[:fits]
+        inode.touch(position, position + fits)
+        if move:
+            self._position += fits
         self._fs.stats.appends += 1
         self._fs.stats.bytes_appended += fits
         if fits < len(data):
             raise _oserror(errno.ENOSPC, self._path)
 
+    def seek(self, offset: int) -> None:
+        self._check("seek")
+        self._position = offset
+
+    def preallocate(self, size: int) -> None:
+        self._check("preallocate")
+        current = len(self._inode.data)
+        if size > current:
+            saved, self._position = self._position, current
+            try:
+                self._write(bytes(size - current), move=False)
+            finally:
+                self._position = saved
+
     def fsync(self) -> None:
         self._check("fsync")
         self._fs.stats.fsyncs += 1
-        self._inode.synced_len = len(self._inode.data)
-        self._inode.synced_before_truncate = None
+        inode = self._inode
+        if inode.dirty_from is not None:
+            del inode.synced[inode.dirty_from :]
+            inode.synced += inode.data[inode.dirty_from :]
+            inode.dirty_from = None
+            inode.dirty_to = 0
 
     def truncate(self, size: int) -> None:
         self._check("truncate")
         if self._fs.read_only:
             raise _oserror(errno.EROFS, self._path)
-        inode = self._inode
-        if size < inode.synced_len and inode.synced_before_truncate is None:
-            inode.synced_before_truncate = bytes(inode.data[: inode.synced_len])
-        del inode.data[size:]
-        inode.synced_len = min(inode.synced_len, size)
+        if size < len(self._inode.data):
+            del self._inode.data[size:]
+            self._inode.touch(size, size)
+        self._position = min(self._position, size)
 
     def size(self) -> int:
         self._check("size")
@@ -169,8 +207,8 @@ class SimFS:
 
     ``capacity_bytes`` bounds the total file bytes (ENOSPC beyond it, possibly after a partial
     write); ``read_only`` makes every mutation fail with EROFS; ``fail_next(op, code)`` makes
-    the next ``op`` ("append", "fsync", "truncate", "rename", "remove", "fsync_dir", "open",
-    "read") fail with ``code``.
+    the next ``op`` ("append", "fsync", "truncate", "seek", "preallocate", "rename", "remove",
+    "fsync_dir", "open", "read") fail with ``code``.
     """
 
     def __init__(self, *, capacity_bytes: int | None = None) -> None:
@@ -218,18 +256,22 @@ class SimFS:
 
     @staticmethod
     def _crash_inode(inode: _Inode, rng: Random) -> None:
-        synced = inode.synced_content()
-        if inode.synced_before_truncate is not None:
-            # An unsynced truncate either reached the disk or did not.
-            kept = synced if rng.random() < 0.5 else bytes(inode.data)
-        else:
-            unsynced = len(inode.data) - inode.synced_len
+        if inode.dirty_from is not None:
+            # The unsynced changes reached the disk up to some byte: none, all, or torn.
+            new, old = inode.data, inode.synced
             mode = rng.randrange(3)
-            keep = 0 if mode == 0 else unsynced if mode == 1 else rng.randint(0, unsynced)
-            kept = bytes(inode.data[: inode.synced_len + keep])
-        inode.data = bytearray(kept)
-        inode.synced_len = len(kept)
-        inode.synced_before_truncate = None
+            cut = (
+                inode.dirty_from
+                if mode == 0
+                else len(new)
+                if mode == 1
+                else rng.randint(inode.dirty_from, max(inode.dirty_from, inode.dirty_to))
+            )
+            kept = new[:cut] + old[cut:] if mode != 1 else bytearray(new)
+            inode.data = bytearray(kept)
+            inode.synced = bytearray(kept)
+            inode.dirty_from = None
+            inode.dirty_to = 0
 
     # ----------------------------------------------------------- helpers
 

@@ -11,6 +11,7 @@ from planaria.storage.fs import AppendFile, FileLock, join
 __all__ = ["OsFS"]
 
 LOCK_NAME = "LOCK"
+_ZERO_CHUNK_BYTES = 1 << 20
 
 
 class _OsFile:
@@ -18,21 +19,34 @@ class _OsFile:
         self._path = path
         self._fd = fd
         self._size = os.fstat(fd).st_size
+        self._position = self._size
 
     def append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
-            self._size += written
+            written = os.pwrite(self._fd, view, self._position)
+            self._position += written
+            self._size = max(self._size, self._position)
             view = view[written:]
 
+    def seek(self, offset: int) -> None:
+        self._position = offset
+
+    def preallocate(self, size: int) -> None:
+        # Real zeros, not fallocate: writing into fallocated (unwritten) extents still makes
+        # every fdatasync commit extent changes to the journal.
+        chunk = bytes(min(size - self._size, _ZERO_CHUNK_BYTES)) if size > self._size else b""
+        while self._size < size:
+            self._size += os.pwrite(self._fd, chunk[: size - self._size], self._size)
+
     def fsync(self) -> None:
-        # fdatasync also flushes the size change an append makes, which is all we need.
+        # fdatasync also flushes a size change, which is all an append needs.
         os.fdatasync(self._fd)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         self._size = size
+        self._position = min(self._position, size)
 
     def size(self) -> int:
         return self._size
@@ -56,7 +70,7 @@ class OsFS:
     """``FileLayer`` on the real file system."""
 
     def open_append(self, path: str, *, create: bool) -> AppendFile:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         return _OsFile(path, os.open(path, flags, 0o644))
 
     def read(self, path: str, offset: int, length: int) -> bytes:
