@@ -114,7 +114,9 @@ def test_zeros_after_the_last_record_are_a_clean_end(tmp_path: Path) -> None:
     assert log.last_index == RECORDS and log.recovery.torn_tail_bytes == 0
     assert log.append(1, record_for(RECORDS + 1)) == RECORDS + 1  # overwrites the zeros
     log.close()
-    assert reopen(tmp_path).last_index == RECORDS + 1
+    log = reopen(tmp_path)
+    assert log.last_index == RECORDS + 1
+    log.close()
     # A record torn inside preallocated space: part of it, then zeros.
     segment.write_bytes(full + full[-RECORD_BYTES:][:7] + bytes(5000))
     log = reopen(tmp_path)

@@ -83,5 +83,6 @@ def storage_error_from_os(exc: OSError, action: str, path: str) -> StorageError:
     if code in (errno.ENOENT, errno.ENOTDIR):
         return StorageMissing(f"{detail} (missing)", path=path)
     if code in (errno.EWOULDBLOCK, errno.EAGAIN):
-        return StorageLocked(f"{detail} (locked by another process)", path=path)
+        hint = "" if "locked" in detail else " (locked by another process)"
+        return StorageLocked(f"{detail}{hint}", path=path)
     return StorageError(detail, path=path)
