@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from planaria import __version__
+from planaria.errors import PlanariaError, UsageError
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -54,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return runners[args.command](args)
+    except UsageError as error:
+        print(f"planaria {args.command}: {error}", file=sys.stderr)
+        return 2
+    except PlanariaError as error:
+        print(f"planaria {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

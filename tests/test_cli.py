@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from planaria import __version__
+from planaria.cli import main
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_demo_shows_every_primitive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "replicas moved" in out
+    assert "3 replicas in 3 zones: True" in out
+    assert "give-ups" in out
+    assert "closed -> open" in out
+    assert "half_open -> closed" in out
+    assert "suspected" in out
+
+
+def test_usage_error_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    # Seven replicas cannot fit on the demo's six nodes.
+    assert main(["demo", "--replicas", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("planaria demo: ")
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "planaria.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert "demo" in done.stdout
+    assert "check" in done.stdout
