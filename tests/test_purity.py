@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "planaria"
 PURE_PACKAGES = ("core", "check", "sim")
 PURE_MODULES = ("hashing.py", "detect.py")
 # Thin I/O adapters that live inside pure packages (command-line wiring).
-ADAPTERS = {"check/_cli.py"}
+ADAPTERS = {"check/_cli.py", "sim/_cli.py"}
 
 FORBIDDEN_MODULES = {
     "asyncio",

@@ -1,0 +1,277 @@
+"""Every message, log entry, config and effect of the replication protocol.
+
+The protocol (DESIGN.md §4, PacificA / Kafka-ISR style) is a set of pure state machines:
+messages and the time go in, a :class:`Ready` comes out. The runtime that drives them (the
+simulator, or a node process with sockets and disks) must execute a Ready **in order**, as
+etcd's raft does:
+
+1. ``persist``: make every :class:`Persist` durable (log truncation and appends, epoch);
+2. ``send``: hand every :class:`Send` to the network (best effort: it may be lost);
+3. ``replies``: answer clients (an acknowledgement only ever follows step 1);
+4. ``requests``: forward every :class:`ProposeIsr` to the controller (best effort).
+
+Everything here is immutable and made of plain values (str, int, bytes, tuples), so a message
+can be logged, compared, hashed, duplicated and replayed by the simulator, and serialized
+(msgpack) by the real transport.
+
+Vocabulary:
+
+- a *node* holds *replicas*, one per partition it is assigned; one replica of a partition is
+  the *primary*, the rest are *backups*;
+- every write gets a *version* ``(epoch, index)``: the epoch of the primary that took it and its
+  place in the partition's log; the first entry of every epoch is an :class:`Entry` with
+  ``op=None`` (the new primary's barrier: once it commits, everything before it did too);
+- the *config* of a partition lives in the coordinator and changes only by compare-and-set on
+  its ``version``; ``isr`` (the in-sync replicas) always includes the primary.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+__all__ = [
+    "Append",
+    "AppendReply",
+    "ClientReply",
+    "ClientRequest",
+    "ConfigUpdate",
+    "Delete",
+    "Entry",
+    "ErrorCode",
+    "Get",
+    "Message",
+    "NodeId",
+    "Op",
+    "PartitionConfig",
+    "PartitionId",
+    "Persist",
+    "ProposeIsr",
+    "Ready",
+    "Reply",
+    "RequestId",
+    "Send",
+    "Set",
+    "Version",
+    "WriteOp",
+]
+
+NodeId: TypeAlias = str
+PartitionId: TypeAlias = int
+# (client id, sequence number): unique per client write; retries reuse it (invariant 8).
+RequestId: TypeAlias = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Version:
+    """Where a write sits in a partition's history: compared by epoch, then index."""
+
+    epoch: int
+    index: int
+
+
+# --- client operations -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    """SET key value [NX | XX] [IFEQ if_value]: at most one of the conditions."""
+
+    key: bytes
+    value: bytes
+    nx: bool = False  # only if the key does not exist
+    xx: bool = False  # only if the key exists
+    if_value: bytes | None = None  # only if the current value equals this (compare-and-set)
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+
+
+WriteOp: TypeAlias = Set | Delete
+Op: TypeAlias = Get | Set | Delete
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a replica refused a client request. Every refusal means: certainly not applied."""
+
+    NOT_PRIMARY = "not-primary"  # ask ``primary_hint``, or refresh the map
+    NOT_READY = "not-ready"  # the primary is reconciling, or its lease is not valid
+    NOT_ENOUGH_REPLICAS = "not-enough-replicas"  # |ISR| < min_insync (invariant 5)
+    STALE_EPOCH = "stale-epoch"  # the request named an older epoch than the replica's
+    OVERLOADED = "overloaded"  # too many pending writes: back off and retry
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    partition: PartitionId
+    client: str  # where the reply goes (the runtime's address for the client connection)
+    request_id: RequestId  # writes: unique per write; reads: unique per read attempt
+    op: Op
+    stale_ok: bool = False  # a read any replica may answer from its applied state
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """The answer to one :class:`ClientRequest`.
+
+    On success ``error`` is None; ``value`` is the value read (Get) or the previous value
+    (Set/Delete); ``applied`` says whether a conditional write took effect (Set NX/XX/IFEQ)
+    or a Delete found the key; ``version`` is the write's version, or for a read the version
+    of the value read (None for a missing key). ``stale`` marks a read from a backup.
+    """
+
+    partition: PartitionId
+    request_id: RequestId
+    error: ErrorCode | None = None
+    value: bytes | None = None
+    applied: bool = False
+    version: Version | None = None
+    stale: bool = False
+    primary_hint: NodeId | None = None
+    epoch: int = 0
+
+
+# --- the replicated log --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log record. ``op is None`` marks the first entry of an epoch (the barrier)."""
+
+    epoch: int
+    index: int
+    request_id: RequestId | None = None
+    op: WriteOp | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionConfig:
+    """A partition's config as stored in the coordinator; changed only by CAS on ``version``.
+
+    ``epoch`` grows by one on every change of primary. ``isr`` includes the primary (when
+    there is one). ``replicas`` is the preference list from placement, primary first.
+    """
+
+    partition: PartitionId
+    epoch: int
+    primary: NodeId | None
+    replicas: tuple[NodeId, ...]
+    isr: frozenset[NodeId]
+    version: int
+
+
+# --- messages between replicas (and from the coordinator) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Primary -> backup: entries after ``(prev_index, prev_epoch)``; also the heartbeat.
+
+    A backup accepts it only when its log holds an entry at ``prev_index`` of ``prev_epoch``
+    (the log-matching check); it then truncates anything after ``prev_index`` that differs and
+    appends. ``commit_index`` lets it apply what is committed.
+    """
+
+    partition: PartitionId
+    epoch: int
+    sender: NodeId
+    prev_index: int
+    prev_epoch: int
+    entries: tuple[Entry, ...]
+    commit_index: int
+    sent_ms: float = 0.0  # the primary's clock when sent, echoed back (lag/RTT measurement)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendReply:
+    """Backup -> primary. On success ``match_index`` is the last index now known equal to
+    the primary's log (durably persisted before this reply). On failure, ``hint_index`` is
+    where the primary should retry from (the backup's log end, or the start of the
+    conflicting epoch). A reply with a higher ``epoch`` than the primary's fences it.
+    """
+
+    partition: PartitionId
+    epoch: int
+    sender: NodeId
+    success: bool
+    match_index: int = 0
+    hint_index: int = 0
+    echo_sent_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigUpdate:
+    """Coordinator -> node: the current config of a partition (from a watch or a read)."""
+
+    config: PartitionConfig
+
+
+Message: TypeAlias = ClientRequest | ClientReply | Append | AppendReply | ConfigUpdate
+
+
+# --- effects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Make durable, in this order: drop every entry after ``truncate_after`` (if not None),
+    append ``entries``, and record ``epoch`` (the highest epoch this replica has seen) and
+    ``commit_index`` (a hint: recovery may recompute it, it is never used to ack)."""
+
+    partition: PartitionId
+    truncate_after: int | None
+    entries: tuple[Entry, ...]
+    epoch: int
+    commit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: NodeId
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    client: str
+    reply: ClientReply
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeIsr:
+    """Primary -> controller: please CAS the ISR of ``partition`` from ``expected_version`` to
+    ``isr``. The primary keeps requiring acks from every member of the old ISR and of the new
+    one until it sees the resulting config (so no write is acked by fewer copies than the
+    coordinator's ISR, whichever way the CAS goes)."""
+
+    partition: PartitionId
+    epoch: int
+    expected_version: int
+    isr: frozenset[NodeId]
+
+
+@dataclass(slots=True)
+class Ready:
+    """What one step of a state machine asks its runtime to do, in field order."""
+
+    persist: list[Persist] = field(default_factory=list)
+    send: list[Send] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    requests: list[ProposeIsr] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.persist or self.send or self.replies or self.requests)
+
+    def extend(self, other: Ready) -> None:
+        self.persist.extend(other.persist)
+        self.send.extend(other.send)
+        self.replies.extend(other.replies)
+        self.requests.extend(other.requests)
