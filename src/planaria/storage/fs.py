@@ -6,11 +6,12 @@ This module is pure: no os, time, threading or asyncio. Errors are raised as ``O
 the errno a real disk would give (ENOSPC, EROFS, ENOENT, EWOULDBLOCK, EIO), so the log's error
 handling is exercised the same way in both worlds.
 
-``SimFS`` keeps, per file, the bytes that were fsynced and the bytes that were not, and per
+``SimFS`` keeps, per file, the content that was fsynced and the content written since, and per
 directory the entries that were fsynced (``fsync_dir``) and those that were not. ``crash(rng)``
-models a power loss: each file keeps its synced bytes plus a random prefix of its unsynced
-bytes (nothing, everything, or torn at a random byte), and each directory keeps either its
-synced or its current entries. Directories themselves (``makedirs``) are durable at once.
+models a power loss: in each file the writes since its last fsync reached the disk up to a
+random byte (none of them, all of them, or torn in the middle, over the old content, e.g.
+preallocated zeros), and each directory keeps either its synced or its current entries.
+Directories themselves (``makedirs``) are durable at once.
 """
 
 from __future__ import annotations
