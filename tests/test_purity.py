@@ -16,7 +16,15 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "planaria"
 
 # Packages whose every module is pure, and single pure modules.
 PURE_PACKAGES = ("core", "check", "sim")
-PURE_MODULES = ("hashing.py", "detect.py")
+PURE_MODULES = (
+    "hashing.py",
+    "detect.py",
+    # the storage logic the simulator drives on its in-memory file layer
+    "storage/errors.py",
+    "storage/format.py",
+    "storage/fs.py",
+    "storage/log.py",
+)
 # Thin I/O adapters that live inside pure packages (command-line wiring).
 ADAPTERS = {"check/_cli.py", "sim/_cli.py"}
 

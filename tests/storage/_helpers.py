@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-from pathlib import Path
-
 from planaria.storage import FileLayer, PartitionLog, SimFS
 from planaria.storage.fs import AppendFile, FileLock
 
@@ -92,17 +88,3 @@ class CountingFS:
 
     def lock(self, directory: str) -> FileLock:
         return self.inner.lock(directory)
-
-
-def _load_violations() -> Callable[[str], list[str]]:
-    # The same checker tests/test_purity.py applies to core/, check/ and sim/.
-    path = Path(__file__).resolve().parents[1] / "test_purity.py"
-    spec = importlib.util.spec_from_file_location("_purity_rule", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    checker: Callable[[str], list[str]] = module.violations
-    return checker
-
-
-violations = _load_violations()
