@@ -166,6 +166,11 @@ class PartitionConfig:
     replicas: tuple[NodeId, ...]
     isr: frozenset[NodeId]
     version: int
+    # The coordinator session incarnation of ``primary`` when it was made primary (0: not
+    # known). A primary whose node now runs a different incarnation restarted, and a
+    # restarted replica never serves an epoch it may have served before (invariant 7): the
+    # controller must bump the epoch.
+    primary_incarnation: int = 0
 
 
 # --- messages between replicas (and from the coordinator) -------------------------------------

@@ -1,0 +1,131 @@
+"""The controller's decisions, as pure functions from what it sees to config changes.
+
+The controller never writes to the coordinator itself: every decision is a
+:class:`ConfigChange` ``(partition, expected_version, config)`` that the runtime applies by
+compare-and-set on the partition's config. A CAS that fails (someone changed the config
+meanwhile) is simply dropped: the runtime reads the configs again and asks again. So a
+stale second controller cannot corrupt anything (DESIGN.md §3).
+
+Inputs are the partitions' current configs and a :class:`SessionView` per node (the
+coordinator's sessions, as the coordinator sees them, times in the coordinator's clock).
+
+Rules (DESIGN.md §4, invariants 2 and 4):
+
+- **Failover**: a partition needs a new primary when it has none, when its primary's session
+  expired, or when its primary's node runs another session incarnation than the one it was
+  promoted under (it restarted: a rebuilt replica never serves an epoch it knew). The new
+  primary is the first live ISR member in preference-list order (``promote-out-of-sync``: the
+  first live replica); epoch + 1, isr = old isr ∩ live (+ the new primary), version + 1. With
+  no candidate the config is left alone (the partition stays unavailable; no unclean
+  election). A session that merely stopped renewing is *not* expired: the controller waits
+  for the coordinator to expire it, which happens only after the old lease surely ran out
+  (``no-lease-wait``: a primary not renewed for ``suspect_after_ms`` counts as dead).
+- **Dead backups** in the ISR of a healthy primary are removed (same epoch, version + 1):
+  the primary keeps requiring them until it sees the change, so this is always safe.
+- **ISR proposals** from a primary (:meth:`Controller.on_propose`) are validated: the
+  proposal's epoch and expected version are the config's, the sender is the primary, the new
+  ISR contains the primary and only nodes of ``replicas``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from planaria.core.messages import NodeId, PartitionConfig, PartitionId, ProposeIsr
+from planaria.errors import UsageError
+
+__all__ = [
+    "CONTROLLER_BUGS",
+    "ConfigChange",
+    "Controller",
+    "ControllerSettings",
+    "SessionView",
+]
+
+CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """One node's coordinator session as the controller sees it (coordinator clock, ms).
+
+    ``incarnation`` identifies the session (a new process, or a new session after an expiry,
+    gets a new one, never reused for a node). ``alive`` is False once the coordinator expired
+    it. ``renewed_ms`` is when the coordinator last received a renewal; ``expires_ms`` when it
+    will expire (or did) without another.
+    """
+
+    node: NodeId
+    incarnation: int
+    alive: bool
+    renewed_ms: float
+    expires_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """Apply by ``CAS(config.partition, expected_version, config)``; ``reason`` for traces."""
+
+    partition: PartitionId
+    expected_version: int
+    config: PartitionConfig
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """- ``suspect_after_ms``: only with the ``no-lease-wait`` bug: a primary whose session
+      was not renewed for this long is failed over although its session is alive.
+    - ``bugs``: known-bug switches (the controller reads ``no-lease-wait`` and
+      ``promote-out-of-sync``; other names are accepted and ignored so one set can be
+      given to every component).
+    """
+
+    suspect_after_ms: float = 50.0
+    bugs: frozenset[str] = field(default_factory=frozenset)
+
+
+class Controller:
+    """Stateless decisions; one instance may serve every partition."""
+
+    def __init__(self, settings: ControllerSettings | None = None) -> None:
+        raise NotImplementedError
+
+    def initial_configs(
+        self,
+        placement: Mapping[PartitionId, tuple[NodeId, ...]],
+        sessions: Mapping[NodeId, SessionView] | None = None,
+    ) -> dict[PartitionId, PartitionConfig]:
+        """The first config of every partition: epoch 1, primary = replicas[0], isr = all
+        replicas (empty logs are trivially in sync), version 1 (create these in the
+        coordinator before any node starts a replica: version 0 means "absent")."""
+        raise NotImplementedError
+
+    def decide(
+        self,
+        configs: Iterable[PartitionConfig],
+        sessions: Mapping[NodeId, SessionView],
+        now_ms: float,
+    ) -> list[ConfigChange]:
+        """Failovers and dead-backup removals for ``configs`` (the current ones), in
+        partition order. A node without an entry in ``sessions`` counts as dead. Call it
+        whenever sessions or configs change, and periodically (``now_ms`` only matters with
+        the ``no-lease-wait`` bug)."""
+        raise NotImplementedError
+
+    def on_propose(
+        self,
+        proposal: ProposeIsr,
+        sender: NodeId,
+        config: PartitionConfig,
+    ) -> ConfigChange | None:
+        """The change a valid ISR proposal asks for, or None when it is stale or invalid
+        (wrong partition, epoch or version, sender not the primary, new ISR without the
+        primary or with a node outside ``replicas``) or changes nothing."""
+        raise NotImplementedError
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
