@@ -162,44 +162,28 @@ def operations_from_events(
             )
         if event.type == "fail":
             continue
-        known = event.type == "ok"
-        done.append(
-            (
-                position_invoked,
-                Operation(
-                    index=0,
-                    process=invoke.process,
-                    f=invoke.f,
-                    key=invoke.key,
-                    value=invoke.value,
-                    output=event.value if known else UNKNOWN,
-                    call=invoke.time,
-                    ret=event.time if known else None,
-                    status="ok" if known else "info",
-                    line=invoke.line,
-                ),
-            )
-        )
+        completion = event if event.type == "ok" else None
+        done.append((position_invoked, _operation(invoke, completion)))
     for position_invoked, invoke in pending.values():
-        done.append(
-            (
-                position_invoked,
-                Operation(
-                    index=0,
-                    process=invoke.process,
-                    f=invoke.f,
-                    key=invoke.key,
-                    value=invoke.value,
-                    output=UNKNOWN,
-                    call=invoke.time,
-                    ret=None,
-                    status="info",
-                    line=invoke.line,
-                ),
-            )
-        )
+        done.append((position_invoked, _operation(invoke, None)))
     done.sort(key=lambda item: item[0])
     return tuple(_renumber(op for _, op in done))
+
+
+def _operation(invoke: Event, completion: Event | None) -> Operation:
+    """The operation ``invoke`` started; ``completion`` is its ``ok``, or None when unknown."""
+    return Operation(
+        index=0,
+        process=invoke.process,
+        f=invoke.f,
+        key=invoke.key,
+        value=invoke.value,
+        output=UNKNOWN if completion is None else completion.value,
+        call=invoke.time,
+        ret=None if completion is None else completion.time,
+        status="info" if completion is None else "ok",
+        line=invoke.line,
+    )
 
 
 def _renumber(ops: Iterable[Operation]) -> Sequence[Operation]:
