@@ -30,7 +30,7 @@ Rules (DESIGN.md §4, invariants 2 and 4):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planaria.core.messages import NodeId, PartitionConfig, PartitionId, ProposeIsr
 from planaria.errors import UsageError
@@ -50,8 +50,9 @@ CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync"})
 class SessionView:
     """One node's coordinator session as the controller sees it (coordinator clock, ms).
 
-    ``incarnation`` identifies the session (a new process, or a new session after an expiry,
-    gets a new one, never reused for a node). ``alive`` is False once the coordinator expired
+    ``incarnation`` identifies the session: >= 1 (0 means "unknown" in
+    :attr:`PartitionConfig.primary_incarnation`), and a new process or a new session after an
+    expiry gets a new one, never reused for that node. ``alive`` is False once the coordinator expired
     it. ``renewed_ms`` is when the coordinator last received a renewal; ``expires_ms`` when it
     will expire (or did) without another.
     """
@@ -90,7 +91,14 @@ class Controller:
     """Stateless decisions; one instance may serve every partition."""
 
     def __init__(self, settings: ControllerSettings | None = None) -> None:
-        raise NotImplementedError
+        self._settings = settings if settings is not None else ControllerSettings()
+        if not self._settings.suspect_after_ms > 0:
+            raise UsageError("suspect_after_ms must be > 0")
+        self._bugs = self._settings.bugs
+
+    @property
+    def settings(self) -> ControllerSettings:
+        return self._settings
 
     def initial_configs(
         self,
@@ -99,8 +107,30 @@ class Controller:
     ) -> dict[PartitionId, PartitionConfig]:
         """The first config of every partition: epoch 1, primary = replicas[0], isr = all
         replicas (empty logs are trivially in sync), version 1 (create these in the
-        coordinator before any node starts a replica: version 0 means "absent")."""
-        raise NotImplementedError
+        coordinator before any node starts a replica: version 0 means "absent").
+        ``primary_incarnation`` is the primary's live session incarnation if ``sessions``
+        has one, else 0 ("unknown": :meth:`decide` then gives the partition a new epoch
+        under the current incarnation as soon as the primary has a live session)."""
+        configs: dict[PartitionId, PartitionConfig] = {}
+        for partition in sorted(placement):
+            replicas = tuple(placement[partition])
+            if not replicas:
+                raise UsageError(f"partition {partition} has no replicas")
+            if len(set(replicas)) != len(replicas):
+                raise UsageError(f"partition {partition} lists a node twice: {replicas}")
+            session = (sessions or {}).get(replicas[0])
+            configs[partition] = PartitionConfig(
+                partition=partition,
+                epoch=1,
+                primary=replicas[0],
+                replicas=replicas,
+                isr=frozenset(replicas),
+                version=1,
+                primary_incarnation=session.incarnation
+                if session is not None and session.alive
+                else 0,
+            )
+        return configs
 
     def decide(
         self,
@@ -112,7 +142,12 @@ class Controller:
         partition order. A node without an entry in ``sessions`` counts as dead. Call it
         whenever sessions or configs change, and periodically (``now_ms`` only matters with
         the ``no-lease-wait`` bug)."""
-        raise NotImplementedError
+        changes: list[ConfigChange] = []
+        for config in sorted(configs, key=lambda c: c.partition):
+            change = self._decide_one(config, sessions, now_ms)
+            if change is not None:
+                changes.append(change)
+        return changes
 
     def on_propose(
         self,
@@ -123,9 +158,82 @@ class Controller:
         """The change a valid ISR proposal asks for, or None when it is stale or invalid
         (wrong partition, epoch or version, sender not the primary, new ISR without the
         primary or with a node outside ``replicas``) or changes nothing."""
-        raise NotImplementedError
+        valid = (
+            proposal.partition == config.partition
+            and proposal.epoch == config.epoch
+            and proposal.expected_version == config.version
+            and config.primary is not None
+            and sender == config.primary
+            and config.primary in proposal.isr
+            and proposal.isr <= frozenset(config.replicas)
+            and proposal.isr != config.isr
+        )
+        if not valid:
+            return None
+        new = replace(config, isr=proposal.isr, version=config.version + 1)
+        return ConfigChange(config.partition, config.version, new, f"isr proposed by {sender}")
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _primary_gone(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
+    ) -> str | None:
+        """Why the partition needs a new primary, or None."""
+        if config.primary is None:
+            return "no primary"
+        session = sessions.get(config.primary)
+        if session is None or not session.alive:
+            return f"primary {config.primary} session expired"
+        if session.incarnation != config.primary_incarnation:
+            return f"primary {config.primary} now runs incarnation {session.incarnation}"
+        if (
+            "no-lease-wait" in self._bugs
+            and now_ms - session.renewed_ms >= self._settings.suspect_after_ms
+        ):
+            return f"primary {config.primary} suspected (no-lease-wait bug)"
+        return None
+
+    def _decide_one(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
+    ) -> ConfigChange | None:
+        reason = self._primary_gone(config, sessions, now_ms)
+        old_primary = config.primary
+        if reason is None:
+            dead = sorted(n for n in config.isr if not _live(n, sessions))
+            if not dead:
+                return None
+            isr = config.isr - set(dead)
+            new = replace(config, isr=isr, version=config.version + 1)
+            return ConfigChange(
+                config.partition, config.version, new, f"dead backups {dead} leave the isr"
+            )
+        pool = (
+            config.replicas
+            if "promote-out-of-sync" in self._bugs
+            else tuple(n for n in config.replicas if n in config.isr)
+        )
+        candidates = [
+            n
+            for n in pool
+            if _live(n, sessions) and not (n == old_primary and "no-lease-wait" in self._bugs)
+        ]
+        if not candidates:
+            return None  # no unclean election: wait for an in-sync replica to come back
+        primary = candidates[0]
+        live_isr = frozenset(n for n in config.isr if _live(n, sessions))
+        if "no-lease-wait" in self._bugs and old_primary is not None:
+            live_isr -= {old_primary}
+        new = replace(
+            config,
+            epoch=config.epoch + 1,
+            primary=primary,
+            isr=live_isr | {primary},
+            version=config.version + 1,
+            primary_incarnation=sessions[primary].incarnation,
+        )
+        return ConfigChange(config.partition, config.version, new, f"{reason}: {primary} promoted")
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise UsageError(message)
+def _live(node: NodeId, sessions: Mapping[NodeId, SessionView]) -> bool:
+    session = sessions.get(node)
+    return session is not None and session.alive

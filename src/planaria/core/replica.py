@@ -32,15 +32,30 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from planaria.core.messages import (
+    Append,
+    AppendReply,
+    ClientReply,
+    ClientRequest,
+    ConfigUpdate,
     Entry,
+    ErrorCode,
+    Get,
     Message,
     NodeId,
     PartitionConfig,
     PartitionId,
+    Persist,
+    ProposeIsr,
     Ready,
+    Reply,
+    RequestId,
+    Send,
+    Set,
     Version,
+    WriteOp,
 )
 from planaria.errors import UsageError
 
@@ -110,6 +125,17 @@ class ReplicaSettings:
             raise UsageError(f"unknown bug switch(es): {sorted(unknown)}; known: {sorted(BUGS)}")
 
 
+@dataclass(slots=True)
+class _Peer:
+    """What a primary knows about one other replica during its epoch."""
+
+    next_index: int  # the next entry to send
+    match_index: int = 0  # known equal to ours up to here (durable there)
+    acked: bool = False  # replied with success at least once this epoch
+    last_ok_ms: float = 0.0  # last successful reply (or the promotion)
+    last_sent_ms: float = float("-inf")
+
+
 class Replica:
     """One partition replica on one node (primary or backup).
 
@@ -128,7 +154,36 @@ class Replica:
         epoch: int = 0,
         commit_index: int = 0,
     ) -> None:
-        raise NotImplementedError
+        self._node = node
+        self._partition = partition
+        self._settings = settings if settings is not None else ReplicaSettings()
+        self._bugs = self._settings.bugs
+        self._log: list[Entry] = list(log)
+        for position, entry in enumerate(self._log, start=1):
+            if entry.index != position:
+                raise UsageError(f"log entry {position} has index {entry.index}")
+            if position > 1 and entry.epoch < self._log[position - 2].epoch:
+                raise UsageError(f"log entry {position} has a lower epoch than its predecessor")
+        if epoch < 0 or commit_index < 0:
+            raise UsageError("epoch and commit_index must be >= 0")
+        self._epoch = max(epoch, self._log[-1].epoch if self._log else 0)
+        self._role = Role.BACKUP
+        self._config: PartitionConfig | None = None
+        self._lease_until_ms = float("-inf")
+        self._commit_index = 0
+        self._applied_index = 0
+        self._kv: dict[bytes, tuple[bytes, Version]] = {}
+        self._dedup: dict[str, tuple[int, ClientReply]] = {}
+        # primary state (reset on every promotion)
+        self._barrier_index = 0
+        self._promoted_ms = 0.0
+        self._peers: dict[NodeId, _Peer] = {}
+        self._append_ms: dict[int, float] = {}
+        self._in_log: dict[RequestId, int] = {}  # uncommitted writes -> their index
+        self._waiters: dict[RequestId, list[str]] = {}
+        self._proposal: ProposeIsr | None = None
+        self._proposal_sent_ms = 0.0
+        self._advance_commit(min(commit_index, len(self._log)), Ready())
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -144,16 +199,45 @@ class Replica:
         epoch. At the same epoch, the primary adopts the new ISR and drops a pending
         ProposeIsr once ``config.version`` moved past the proposal's expected version.
         """
-        raise NotImplementedError
+        self._check_partition(config.partition)
+        ready = Ready()
+        if config.epoch < self._epoch:
+            return ready
+        if self._config is not None and (config.epoch, config.version) <= (
+            self._config.epoch,
+            self._config.version,
+        ):
+            return ready
+        self._config = config
+        if config.epoch > self._epoch:
+            self._step_down()
+            self._epoch = config.epoch
+            if config.primary == self._node:
+                self._promote(now_ms, ready)
+            else:
+                ready.persist.append(self._persist(None, ()))
+            return ready
+        if self._role is Role.PRIMARY:
+            if config.primary != self._node:
+                self._step_down()
+                return ready
+            if self._proposal is not None and config.version > self._proposal.expected_version:
+                self._proposal = None
+            self._sync_peers(now_ms)
+            # A smaller required set may let entries commit now.
+            self._try_commit(ready)
+        return ready
 
     def on_message(self, message: Message, now_ms: float) -> Ready:
         """Handle one message addressed to this replica's partition.
 
-        - :class:`ClientRequest`: reads and writes (see :meth:`_on_client`); a refusal is
-          always certain (not applied); a write is answered only once committed and
-          applied; a retry of a request id still in the log waits for that entry; a retry of
-          an older sequence number than the client's last applied one gets no answer (the
-          client times out: unknown outcome).
+        - :class:`ClientRequest`: reads and writes. A refusal is always certain (not
+          applied). A write is answered only once committed and applied (a primary that
+          steps down drops the waiting requests: the client times out, unknown outcome). A
+          retry of a request id still in the log waits for that entry; a retry of the
+          client's last applied request gets the stored reply; a retry of an older one
+          gets no answer (the client times out: unknown outcome). ``stale_ok`` reads are
+          answered by any replica from its applied state, marked ``stale`` unless it serves.
         - :class:`Append` / :class:`AppendReply`: replication (fencing, log matching,
           truncation, commit).
         - :class:`ConfigUpdate`: same as :meth:`on_config`.
@@ -161,7 +245,16 @@ class Replica:
         Uses the lease given to the last :meth:`tick`. Raises UsageError for a message of
         another partition or a ClientReply.
         """
-        raise NotImplementedError
+        if isinstance(message, ConfigUpdate):
+            return self.on_config(message.config, now_ms)
+        if isinstance(message, ClientReply):
+            raise UsageError("a replica does not take ClientReply messages")
+        self._check_partition(message.partition)
+        if isinstance(message, ClientRequest):
+            return self._on_client(message, now_ms)
+        if isinstance(message, Append):
+            return self._on_append(message)
+        return self._on_append_reply(message, now_ms)
 
     def tick(self, now_ms: float, lease_until_ms: float) -> Ready:
         """Advance time: heartbeats / retransmissions, ISR shrink/expand proposals.
@@ -171,7 +264,19 @@ class Replica:
         there is none). The replica keeps it until the next tick; a primary serves only while
         ``now_ms < lease_until_ms``. Call at least every ``heartbeat_ms / 2``.
         """
-        raise NotImplementedError
+        self._lease_until_ms = lease_until_ms
+        ready = Ready()
+        if self._role is not Role.PRIMARY:
+            return ready
+        for name in sorted(self._peers):
+            peer = self._peers[name]
+            if now_ms - peer.last_sent_ms >= self._settings.heartbeat_ms:
+                if peer.acked:
+                    # Resend whatever is unacknowledged (a lost Append or reply).
+                    peer.next_index = peer.match_index + 1
+                self._send_append(name, peer, now_ms, ready)
+        self._maybe_propose_isr(now_ms, ready)
+        return ready
 
     # --- views -----------------------------------------------------------------------------
 
@@ -179,64 +284,466 @@ class Replica:
         """True when this replica may answer linearizable reads and take writes now: it is
         the primary of the config epoch it knows, its barrier committed, and its lease (from
         the last tick) is valid at ``now_ms``."""
-        raise NotImplementedError
+        return (
+            self._role is Role.PRIMARY
+            and self._config is not None
+            and self._config.primary == self._node
+            and self._config.epoch == self._epoch
+            and self._commit_index >= self._barrier_index
+            and (now_ms < self._lease_until_ms or "no-lease-wait" in self._bugs)
+        )
 
     @property
     def node(self) -> NodeId:
-        raise NotImplementedError
+        return self._node
 
     @property
     def partition(self) -> PartitionId:
-        raise NotImplementedError
+        return self._partition
+
+    @property
+    def settings(self) -> ReplicaSettings:
+        return self._settings
 
     @property
     def role(self) -> Role:
-        raise NotImplementedError
+        return self._role
 
     @property
     def epoch(self) -> int:
         """The highest epoch this replica has seen (and persisted)."""
-        raise NotImplementedError
+        return self._epoch
 
     @property
     def commit_index(self) -> int:
-        raise NotImplementedError
+        return self._commit_index
 
     @property
     def applied_index(self) -> int:
         """Entries up to here are applied to :attr:`applied` (== commit_index after a step)."""
-        raise NotImplementedError
+        return self._applied_index
 
     @property
     def last_index(self) -> int:
-        raise NotImplementedError
+        return len(self._log)
 
     @property
     def last_version(self) -> Version:
         """(epoch, index) of the last log entry; Version(0, 0) for an empty log."""
-        raise NotImplementedError
+        if not self._log:
+            return Version(0, 0)
+        return Version(self._log[-1].epoch, self._log[-1].index)
 
     @property
     def config(self) -> PartitionConfig | None:
         """The newest config seen (None before the first)."""
-        raise NotImplementedError
+        return self._config
 
     @property
     def isr(self) -> frozenset[NodeId]:
         """The primary's required set: confirmed ISR plus a pending proposal's (else the
         config's ISR)."""
-        raise NotImplementedError
+        return self._required()
+
+    @property
+    def barrier_index(self) -> int:
+        """Index of this primary's barrier entry (0 when not primary)."""
+        return self._barrier_index
 
     @property
     def applied(self) -> Mapping[bytes, tuple[bytes, Version]]:
         """The applied (committed) key-value state: key -> (value, version). Read-only."""
-        raise NotImplementedError
+        return MappingProxyType(self._kv)
 
     @property
     def dedup(self) -> Mapping[str, int]:
         """Per client id: the last applied write sequence number (replicated state)."""
-        raise NotImplementedError
+        return {client: seq for client, (seq, _) in sorted(self._dedup.items())}
+
+    def match_index(self, peer: NodeId) -> int:
+        """As primary: the index up to which ``peer`` is known to match (0 if unknown)."""
+        state = self._peers.get(peer)
+        return state.match_index if state is not None else 0
 
     def entries_after(self, index: int) -> tuple[Entry, ...]:
         """The log entries with index > ``index``, in order."""
-        raise NotImplementedError
+        return tuple(self._log[max(index, 0) :])
+
+    def __repr__(self) -> str:
+        return (
+            f"Replica({self._node!r}, p{self._partition}, {self._role}, epoch={self._epoch}, "
+            f"last={self.last_index}, commit={self._commit_index})"
+        )
+
+    # --- client requests -------------------------------------------------------------------
+
+    def _on_client(self, request: ClientRequest, now_ms: float) -> Ready:
+        ready = Ready()
+        serving = self.serving(now_ms)
+        op = request.op
+        if isinstance(op, Get):
+            if serving or request.stale_ok:
+                found = self._kv.get(op.key)
+                reply = ClientReply(
+                    partition=self._partition,
+                    request_id=request.request_id,
+                    value=found[0] if found is not None else None,
+                    version=found[1] if found is not None else None,
+                    stale=not serving,
+                    epoch=self._epoch,
+                )
+                ready.replies.append(Reply(request.client, reply))
+            else:
+                ready.replies.append(self._refusal(request, self._not_serving_error()))
+            return ready
+        if not serving:
+            ready.replies.append(self._refusal(request, self._not_serving_error()))
+            return ready
+        client_id, seq = request.request_id
+        applied = self._dedup.get(client_id)
+        if applied is not None and seq <= applied[0]:
+            if seq == applied[0]:
+                ready.replies.append(Reply(request.client, applied[1]))
+            return ready
+        if request.request_id in self._in_log:
+            self._waiters.setdefault(request.request_id, []).append(request.client)
+            return ready
+        if self._config is not None and len(self._config.isr) < self._settings.min_insync:
+            ready.replies.append(self._refusal(request, ErrorCode.NOT_ENOUGH_REPLICAS))
+            return ready
+        if self.last_index - self._commit_index >= self._settings.pending_writes_max:
+            ready.replies.append(self._refusal(request, ErrorCode.OVERLOADED))
+            return ready
+        entry = Entry(self._epoch, self.last_index + 1, request.request_id, op)
+        self._log.append(entry)
+        self._append_ms[entry.index] = now_ms
+        self._in_log[request.request_id] = entry.index
+        self._waiters[request.request_id] = [request.client]
+        ready.persist.append(self._persist(None, (entry,)))
+        for name in sorted(self._peers):
+            peer = self._peers[name]
+            if peer.acked and peer.next_index == entry.index:
+                self._send_append(name, peer, now_ms, ready)
+        self._try_commit(ready)
+        return ready
+
+    def _not_serving_error(self) -> ErrorCode:
+        config = self._config
+        if self._role is Role.PRIMARY or (config is not None and config.primary == self._node):
+            return ErrorCode.NOT_READY
+        return ErrorCode.NOT_PRIMARY
+
+    def _refusal(self, request: ClientRequest, error: ErrorCode) -> Reply:
+        hint = self._config.primary if self._config is not None else None
+        reply = ClientReply(
+            partition=self._partition,
+            request_id=request.request_id,
+            error=error,
+            primary_hint=hint,
+            epoch=self._epoch,
+        )
+        return Reply(request.client, reply)
+
+    # --- replication: backup side ----------------------------------------------------------
+
+    def _on_append(self, append: Append) -> Ready:
+        ready = Ready()
+        reply_epoch = self._epoch
+        if append.epoch < self._epoch:
+            if "no-epoch-fence" not in self._bugs or self._role is Role.PRIMARY:
+                ready.send.append(self._append_reply(append, self._epoch, False, 0, 0))
+                return ready
+            reply_epoch = append.epoch  # the bug: pretend to be of the sender's epoch
+        epoch_changed = False
+        if append.epoch > self._epoch:
+            self._step_down()
+            self._epoch = append.epoch
+            reply_epoch = append.epoch
+            epoch_changed = True
+        elif append.epoch == self._epoch and self._role is Role.PRIMARY:
+            # Two primaries of one epoch cannot exist (one config per epoch): refuse.
+            ready.send.append(self._append_reply(append, self._epoch, False, 0, 0))
+            return ready
+        prev = append.prev_index
+        if prev > self.last_index or (prev > 0 and self._log[prev - 1].epoch != append.prev_epoch):
+            if epoch_changed:
+                ready.persist.append(self._persist(None, ()))
+            hint = self._mismatch_hint(prev)
+            ready.send.append(self._append_reply(append, reply_epoch, False, 0, hint))
+            return ready
+        truncate_after: int | None = None
+        appended: list[Entry] = []
+        for offset, entry in enumerate(append.entries, start=1):
+            index = prev + offset
+            if entry.index != index:
+                raise UsageError(f"Append entries are not consecutive after {prev}")
+            if index <= self.last_index:
+                if self._log[index - 1].epoch == entry.epoch or "skip-truncate" in self._bugs:
+                    continue
+                truncate_after = index - 1
+                del self._log[index - 1 :]
+                self._forget_after(index - 1)
+            self._log.append(entry)
+            appended.append(entry)
+        match = prev + len(append.entries)
+        commit = min(append.commit_index, match)
+        if truncate_after is not None or appended or epoch_changed:
+            # The commit hint persisted is the one known before these entries are applied.
+            ready.persist.append(self._persist(truncate_after, tuple(appended)))
+        self._advance_commit(commit, ready)
+        ready.send.append(self._append_reply(append, reply_epoch, True, match, 0))
+        return ready
+
+    def _mismatch_hint(self, prev: int) -> int:
+        """Where the primary should retry from: our log end, or before the conflicting
+        epoch's first entry (never below what we know is committed)."""
+        if prev > self.last_index:
+            return self.last_index
+        conflict_epoch = self._log[prev - 1].epoch
+        first = prev
+        while first > 1 and self._log[first - 2].epoch == conflict_epoch:
+            first -= 1
+        return max(first - 1, min(self._commit_index, prev - 1))
+
+    def _append_reply(
+        self, append: Append, epoch: int, success: bool, match: int, hint: int
+    ) -> Send:
+        reply = AppendReply(
+            partition=self._partition,
+            epoch=epoch,
+            sender=self._node,
+            success=success,
+            match_index=match,
+            hint_index=hint,
+            echo_sent_ms=append.sent_ms,
+        )
+        return Send(append.sender, reply)
+
+    # --- replication: primary side ---------------------------------------------------------
+
+    def _on_append_reply(self, reply: AppendReply, now_ms: float) -> Ready:
+        ready = Ready()
+        if reply.epoch > self._epoch:
+            self._step_down()
+            self._epoch = reply.epoch
+            ready.persist.append(self._persist(None, ()))
+            return ready
+        if self._role is not Role.PRIMARY or reply.epoch < self._epoch:
+            return ready
+        peer = self._peers.get(reply.sender)
+        if peer is None:
+            return ready
+        if reply.success:
+            peer.match_index = max(peer.match_index, min(reply.match_index, self.last_index))
+            peer.acked = True
+            peer.last_ok_ms = now_ms
+            peer.next_index = max(peer.next_index, peer.match_index + 1)
+            self._try_commit(ready)
+            if peer.next_index <= self.last_index:
+                self._send_append(reply.sender, peer, now_ms, ready)
+            self._maybe_propose_isr(now_ms, ready)
+        else:
+            retry_from = max(peer.match_index, min(reply.hint_index, self.last_index)) + 1
+            peer.next_index = retry_from
+            self._send_append(reply.sender, peer, now_ms, ready)
+        return ready
+
+    def _send_append(self, name: NodeId, peer: _Peer, now_ms: float, ready: Ready) -> None:
+        start = peer.next_index
+        entries = tuple(self._log[start - 1 : start - 1 + self._settings.batch_entries_max])
+        prev = start - 1
+        append = Append(
+            partition=self._partition,
+            epoch=self._epoch,
+            sender=self._node,
+            prev_index=prev,
+            prev_epoch=self._log[prev - 1].epoch if prev > 0 else 0,
+            entries=entries,
+            commit_index=self._commit_index,
+            sent_ms=now_ms,
+        )
+        peer.next_index = start + len(entries)
+        peer.last_sent_ms = now_ms
+        ready.send.append(Send(name, append))
+
+    def _required(self) -> frozenset[NodeId]:
+        if self._config is None:
+            return frozenset()
+        if self._proposal is None:
+            return self._config.isr
+        return self._config.isr | self._proposal.isr
+
+    def _try_commit(self, ready: Ready) -> None:
+        if self._role is not Role.PRIMARY or self._config is None:
+            return
+        if "ack-before-replicate" in self._bugs:
+            self._advance_commit(self.last_index, ready)
+            return
+        if len(self._config.isr) < self._settings.min_insync:
+            return
+        candidate = self.last_index
+        for name in self._required():
+            if name == self._node:
+                continue
+            peer = self._peers.get(name)
+            candidate = min(candidate, peer.match_index if peer is not None else 0)
+        self._advance_commit(candidate, ready)
+
+    def _maybe_propose_isr(self, now_ms: float, ready: Ready) -> None:
+        config = self._config
+        if config is None or self._role is not Role.PRIMARY:
+            return
+        if self._proposal is not None:
+            if now_ms - self._proposal_sent_ms >= self._settings.propose_retry_ms:
+                self._proposal_sent_ms = now_ms
+                ready.requests.append(self._proposal)
+            return
+        desired = set(config.isr)
+        for name in sorted(config.isr - {self._node}):
+            if self._lagging(name, now_ms):
+                desired.discard(name)
+        for name in sorted(set(config.replicas) - config.isr):
+            peer = self._peers.get(name)
+            if (
+                peer is not None
+                and peer.acked
+                and peer.match_index >= max(self._barrier_index, self._commit_index)
+                and not self._lagging(name, now_ms)
+            ):
+                desired.add(name)
+        if desired == config.isr:
+            return
+        self._proposal = ProposeIsr(
+            partition=self._partition,
+            epoch=self._epoch,
+            expected_version=config.version,
+            isr=frozenset(desired),
+        )
+        self._proposal_sent_ms = now_ms
+        ready.requests.append(self._proposal)
+
+    def _lagging(self, name: NodeId, now_ms: float) -> bool:
+        peer = self._peers.get(name)
+        if peer is None:
+            return True  # not a replica any more
+        lag_ms = self._settings.replica_lag_ms
+        if now_ms - peer.last_ok_ms > lag_ms:
+            return True
+        if peer.match_index >= self.last_index:
+            return False
+        oldest_missing_ms = self._append_ms.get(peer.match_index + 1, self._promoted_ms)
+        return now_ms - oldest_missing_ms > lag_ms
+
+    def _promote(self, now_ms: float, ready: Ready) -> None:
+        self._role = Role.PRIMARY
+        self._promoted_ms = now_ms
+        barrier = Entry(self._epoch, self.last_index + 1)
+        self._log.append(barrier)
+        self._barrier_index = barrier.index
+        self._append_ms = {barrier.index: now_ms}
+        self._in_log = {}
+        for entry in self._log[self._applied_index : barrier.index - 1]:
+            if entry.request_id is not None:
+                self._in_log[entry.request_id] = entry.index
+        self._waiters = {}
+        self._proposal = None
+        self._peers = {}
+        self._sync_peers(now_ms)
+        ready.persist.append(self._persist(None, (barrier,)))
+        for name in sorted(self._peers):
+            self._send_append(name, self._peers[name], now_ms, ready)
+        self._try_commit(ready)
+
+    def _sync_peers(self, now_ms: float) -> None:
+        if self._config is None:
+            return
+        wanted = [name for name in self._config.replicas if name != self._node]
+        for name in list(self._peers):
+            if name not in wanted:
+                del self._peers[name]
+        for name in wanted:
+            if name not in self._peers:
+                # Probe at the barrier: a backup in sync accepts it at once.
+                self._peers[name] = _Peer(next_index=self._barrier_index, last_ok_ms=now_ms)
+
+    def _step_down(self) -> None:
+        if self._role is Role.PRIMARY:
+            self._role = Role.BACKUP
+            self._barrier_index = 0
+            self._peers = {}
+            self._append_ms = {}
+            self._in_log = {}
+            self._waiters = {}
+            self._proposal = None
+
+    # --- log and state -----------------------------------------------------------------------
+
+    def _persist(self, truncate_after: int | None, entries: tuple[Entry, ...]) -> Persist:
+        return Persist(
+            partition=self._partition,
+            truncate_after=truncate_after,
+            entries=entries,
+            epoch=self._epoch,
+            commit_index=self._commit_index,
+        )
+
+    def _forget_after(self, index: int) -> None:
+        for request_id in [rid for rid, at in self._in_log.items() if at > index]:
+            del self._in_log[request_id]
+
+    def _advance_commit(self, commit: int, ready: Ready) -> None:
+        commit = min(commit, self.last_index)
+        if commit <= self._commit_index:
+            return
+        self._commit_index = commit
+        while self._applied_index < commit:
+            entry = self._log[self._applied_index]
+            self._applied_index += 1
+            self._append_ms.pop(entry.index, None)
+            if entry.request_id is None or entry.op is None:
+                continue
+            self._in_log.pop(entry.request_id, None)
+            reply = self._apply(entry, entry.request_id, entry.op)
+            waiters = self._waiters.pop(entry.request_id, ())
+            if reply is not None:
+                ready.replies.extend(Reply(client, reply) for client in waiters)
+
+    def _apply(self, entry: Entry, request_id: RequestId, op: WriteOp) -> ClientReply | None:
+        """Apply one committed write once per request id; return its (stored) reply, or
+        None for a request older than the client's last applied one (never applied)."""
+        client_id, seq = request_id
+        done = self._dedup.get(client_id)
+        if done is not None and seq <= done[0]:
+            return done[1] if seq == done[0] else None
+        current = self._kv.get(op.key)
+        version = Version(entry.epoch, entry.index)
+        previous = current[0] if current is not None else None
+        if isinstance(op, Set):
+            # Conditions combine with AND (NX with XX can never hold).
+            take = (
+                (not op.nx or current is None)
+                and (not op.xx or current is not None)
+                and (op.if_value is None or previous == op.if_value)
+            )
+            if take:
+                self._kv[op.key] = (op.value, version)
+        else:
+            take = current is not None
+            if take:
+                del self._kv[op.key]
+        reply = ClientReply(
+            partition=self._partition,
+            request_id=request_id,
+            value=previous,
+            applied=take,
+            version=version if take else None,
+            epoch=entry.epoch,
+        )
+        self._dedup[client_id] = (seq, reply)
+        return reply
+
+    def _check_partition(self, partition: PartitionId) -> None:
+        if partition != self._partition:
+            raise UsageError(
+                f"message for partition {partition} given to replica of {self._partition}"
+            )
