@@ -52,9 +52,9 @@ class SessionView:
 
     ``incarnation`` identifies the session: >= 1 (0 means "unknown" in
     :attr:`PartitionConfig.primary_incarnation`), and a new process or a new session after an
-    expiry gets a new one, never reused for that node. ``alive`` is False once the coordinator expired
-    it. ``renewed_ms`` is when the coordinator last received a renewal; ``expires_ms`` when it
-    will expire (or did) without another.
+    expiry gets a new one, never reused for that node. ``alive`` is False once the
+    coordinator expired it. ``renewed_ms`` is when the coordinator last received a renewal;
+    ``expires_ms`` when it will expire (or did) without another.
     """
 
     node: NodeId
