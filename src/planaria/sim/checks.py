@@ -1,0 +1,150 @@
+"""The checks every run is held to (DESIGN.md §4), as the run goes and at its end.
+
+During the run (a :class:`Violation` stops it at once, with the trace around it):
+
+- ``two-serving``: at most one replica of a partition serves at any instant; after every
+  event each replica of the node that handled it is asked ``serving(local now)``, and if it
+  serves, so are the partition's other replicas (at their own clocks);
+- ``ack-not-replicated``: an acknowledged write is durable (synced) in the log of every
+  member of the coordinator's ISR at the moment of the ack (invariant 1);
+- ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces
+  (invariant 2);
+- ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down;
+- ``truncated-committed``: a replica never truncates entries it persisted as committed;
+- ``persist-order``: Persists append right after the log's end.
+
+At the end: linearizability of the history (``planaria.check``, kv model, per key),
+``lost-write`` (final reads after healing against every acknowledged write), and liveness:
+``no-primary`` (every partition gets a serving primary within a bound after healing),
+``final-read`` (every final read succeeds) and ``diverged`` (every replica of a partition
+reaches the same applied state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from planaria.core.messages import ClientReply, PartitionConfig
+from planaria.errors import InternalError
+
+if TYPE_CHECKING:
+    from planaria.sim.node import SimNode
+
+__all__ = ["CHECKS", "Monitor", "Violation"]
+
+CHECKS = (
+    "two-serving",
+    "ack-not-replicated",
+    "promoted-out-of-sync",
+    "epoch-decreased",
+    "truncated-committed",
+    "persist-order",
+    "not-linearizable",
+    "lost-write",
+    "no-primary",
+    "final-read",
+    "diverged",
+    "crashed",
+)
+
+
+class Violation(InternalError):
+    """A check failed: ``check`` names it, ``detail`` says what was seen."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(f"{check}: {detail}")
+        self.check = check
+        self.detail = detail
+
+
+class Monitor:
+    """Watches the nodes and the coordinator's configs while the run goes."""
+
+    def __init__(
+        self,
+        nodes: Mapping[str, SimNode],
+        config_of: Callable[[int], PartitionConfig],
+    ) -> None:
+        self.nodes = nodes
+        self.config_of = config_of
+        self.acks_checked = 0
+        self.serving_checks = 0
+
+    # ------------------------------------------------------------------ node hooks
+
+    def on_ack(self, node: SimNode, reply: ClientReply) -> None:
+        version = reply.version
+        if version is None:
+            raise Violation(
+                "ack-not-replicated", f"{node.pid} acked {reply.request_id} without a version"
+            )
+        config = self.config_of(reply.partition)
+        self.acks_checked += 1
+        for member in sorted(config.isr):
+            if not self._durable(self.nodes[member], reply.partition, version.epoch, version.index):
+                raise Violation(
+                    "ack-not-replicated",
+                    f"{node.pid} acked write {reply.request_id} at {version} in p{reply.partition}"
+                    f" but ISR member {member} (config epoch {config.epoch} version "
+                    f"{config.version}, isr {sorted(config.isr)}) has not durably logged it",
+                )
+
+    @staticmethod
+    def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:
+        log = node.logs.get(partition) or node.last_logs.get(partition)
+        if log is None or log.durable_index < index or index < log.first_index:
+            return False
+        return log.epoch_at(index) == epoch
+
+    def on_persist_epoch(self, node: SimNode, partition: int, old: int, new: int) -> None:
+        if new < old:
+            raise Violation(
+                "epoch-decreased", f"{node.pid} p{partition} persists epoch {new} after {old}"
+            )
+
+    def on_truncate(self, node: SimNode, partition: int, after: int, committed: int) -> None:
+        if after < committed:
+            raise Violation(
+                "truncated-committed",
+                f"{node.pid} p{partition} truncates after {after} below its persisted commit "
+                f"index {committed}",
+            )
+
+    # ------------------------------------------------------------------ coordinator hook
+
+    def on_config_change(self, old: PartitionConfig, new: PartitionConfig) -> None:
+        p = new.partition
+        if new.epoch < old.epoch:
+            raise Violation("epoch-decreased", f"p{p} config epoch {old.epoch} -> {new.epoch}")
+        if new.primary is not None and new.primary != old.primary and new.primary not in old.isr:
+            raise Violation(
+                "promoted-out-of-sync",
+                f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
+                f"{sorted(old.isr)} (epoch {old.epoch})",
+            )
+
+    # ------------------------------------------------------------------ after every event
+
+    def after_event(self, pid: str) -> None:
+        node = self.nodes.get(pid)
+        if node is None or not node.up:
+            return
+        now = node.local_now()
+        for partition, replica in node.replicas.items():
+            if not replica.serving(now):
+                continue
+            self.serving_checks += 1
+            for other_id in self.config_of(partition).replicas:
+                if other_id == pid:
+                    continue
+                other = self.nodes[other_id]
+                if not other.up:
+                    continue
+                peer = other.replicas.get(partition)
+                if peer is not None and peer.serving(other.local_now()):
+                    raise Violation(
+                        "two-serving",
+                        f"p{partition}: {pid} (epoch {replica.epoch}) and {other_id} (epoch "
+                        f"{peer.epoch}) both serve",
+                    )

@@ -1,0 +1,147 @@
+"""The simulated coordinator: sessions, the partition configs, and the controller.
+
+One process plays the coordination service and the (single, elected) controller. Sessions
+expire ``session_ttl_ms`` after the last renewal received (the coordinator's clock is true
+time). The core :class:`~planaria.core.controller.Controller` decides failovers and ISR
+changes; each decision is applied by compare-and-set on the partition's config version and
+pushed to the partition's replicas (nodes also poll, since pushes can be lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from planaria.core.controller import ConfigChange, Controller, SessionView
+from planaria.core.messages import ConfigUpdate, PartitionConfig
+from planaria.sim.network import Network
+from planaria.sim.sessions import Sessions
+from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
+from planaria.sim.world import Process, World
+
+__all__ = ["CoordinatorSettings", "SimCoordinator"]
+
+COORDINATOR = "coord"
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    session_ttl_ms: float = 150.0
+    check_every_ms: float = 10.0
+
+
+class SimCoordinator(Process):
+    def __init__(
+        self,
+        world: World,
+        network: Network,
+        *,
+        controller: Controller,
+        settings: CoordinatorSettings,
+        on_change: Callable[[PartitionConfig, PartitionConfig], None],
+    ) -> None:
+        super().__init__(world, COORDINATOR)
+        self.network = network
+        self.controller = controller
+        self.settings = settings
+        self.on_change = on_change
+        self.sessions = Sessions(settings.session_ttl_ms)
+        self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
+        self.configs: dict[int, PartitionConfig] = {}
+        self.changes = 0
+        network.register(COORDINATOR, self.on_message)
+
+    def preopen(self, node: str, *, nonce: int, now_ms: float) -> int:
+        """Open the session a node's first incarnation will ask for (with ``nonce``)."""
+        session = self.sessions.open(node, now_ms)
+        self.opened[node] = (nonce, session)
+        return session
+
+    def create_configs(self, placement: Mapping[int, tuple[str, ...]]) -> None:
+        """Create every partition's first config (before any node starts)."""
+        self.configs = dict(self.controller.initial_configs(placement, self.sessions.views()))
+
+    def config_of(self, partition: int) -> PartitionConfig:
+        return self.configs[partition]
+
+    def start(self) -> None:
+        self.after_local(self.settings.check_every_ms, self._check)
+
+    def _check(self, _: Any) -> None:
+        for session in self.sessions.expire(self.world.now_ms):
+            self.world.trace.add(self.world.now_ms, self.pid, "session expired", session)
+        self._decide()
+        self.after_local(self.settings.check_every_ms, self._check)
+
+    def _views(self) -> dict[str, SessionView]:
+        return self.sessions.views()
+
+    def _decide(self) -> None:
+        changes = self.controller.decide(
+            [self.configs[p] for p in sorted(self.configs)], self._views(), self.world.now_ms
+        )
+        for change in changes:
+            self._apply(change)
+
+    def _apply(self, change: ConfigChange) -> None:
+        old = self.configs[change.partition]
+        if old.version != change.expected_version:
+            return  # the CAS failed: someone changed it meanwhile
+        new = change.config
+        self.on_change(old, new)
+        self.configs[change.partition] = new
+        self.changes += 1
+        self.world.trace.add(
+            self.world.now_ms, self.pid, f"config p{new.partition}", _show(new, change.reason)
+        )
+        update = ConfigUpdate(new)
+        for node in new.replicas:
+            self.network.send(self.pid, node, update)
+
+    # ------------------------------------------------------------------ messages
+
+    def on_message(self, src: str, message: object) -> None:
+        now = self.world.now_ms
+        if isinstance(message, Renew):
+            self._on_renew(src, message, now)
+        elif isinstance(message, ConfigRead):
+            snapshot = ConfigSnapshot(tuple(self.configs[p] for p in sorted(self.configs)))
+            self.network.send(self.pid, src, snapshot)
+        elif isinstance(message, IsrRequest):
+            proposal = message.proposal
+            config = self.configs.get(proposal.partition)
+            if config is not None:
+                change = self.controller.on_propose(proposal, message.node, config)
+                if change is not None:
+                    self._apply(change)
+
+    def _on_renew(self, src: str, renew: Renew, now: float) -> None:
+        if renew.session is None:
+            opened = self.opened.get(renew.node)
+            if opened is not None and opened[0] == renew.nonce:
+                session = opened[1]  # a retried or duplicated open: the same session
+                ok = self.sessions.renew(session, now)
+            elif opened is not None and opened[0] > renew.nonce:
+                return  # an open older than the node's newest: nobody waits for it
+            else:
+                # A new session of the node proves its older one dead (one process per
+                # data directory): end it at once.
+                if opened is not None:
+                    self.sessions.close(opened[1])
+                session = self.sessions.open(renew.node, now)
+                self.opened[renew.node] = (renew.nonce, session)
+                self.world.trace.add(now, self.pid, f"session {session} opened", renew.node)
+                ok = True
+                self._decide()
+        else:
+            session = renew.session
+            ok = self.sessions.renew(session, now)
+        self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
+
+
+def _show(config: PartitionConfig, reason: str) -> str:
+    return (
+        f"epoch {config.epoch} v{config.version} primary {config.primary} "
+        f"isr {sorted(config.isr)} ({reason})"
+    )

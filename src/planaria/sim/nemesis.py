@@ -1,0 +1,287 @@
+"""The nemesis: a fault schedule drawn from the run's seed.
+
+While the workload runs, the nemesis starts a fault every so often (gaps and durations drawn
+from the seed) and heals each one after its duration; ``heal_all`` ends every fault at once
+before the quiet period. Fault kinds (``--faults``):
+
+- ``crash``: a node crashes (memory lost, its disk loses unsynced writes) and restarts later;
+- ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
+  fsynced), so its log's tail is lost or torn, and restarts later;
+- ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
+- ``partition``: random halves, one-way cuts, the primary of a partition isolated, or a
+  rotating "swizzle" of cuts;
+- ``loss``: the network loses, duplicates and delays (reorders) messages for a while;
+- ``drift``: node clocks start with random offsets and drift at rates within
+  ``1 ± drift_max``; rates change during the run, always within the bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from planaria.errors import UsageError
+from planaria.sim.network import Network, NetworkSettings
+from planaria.sim.world import World
+
+__all__ = ["FAULT_KINDS", "Nemesis", "NemesisSettings", "Target", "parse_faults"]
+
+FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk")
+
+
+def parse_faults(text: str) -> frozenset[str]:
+    """``"crash,pause"`` -> the set of kinds; ``""`` or ``"none"`` -> no faults."""
+    if text.strip() in ("", "none"):
+        return frozenset()
+    kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(kinds - set(FAULT_KINDS))
+    if unknown:
+        raise UsageError(f"unknown fault kind(s) {unknown}; choose from {', '.join(FAULT_KINDS)}")
+    return kinds
+
+
+@dataclass
+class NemesisSettings:
+    gap_mean_ms: float = 120.0  # mean time between the starts of two faults
+    duration_min_ms: float = 30.0
+    duration_max_ms: float = 600.0
+    process_faults_max: int = 2  # nodes crashed or paused at the same time, at most
+    drift_max: float = 0.01  # clock rates stay within 1 ± drift_max
+    clock_offset_max_ms: float = 1000.0
+    swizzle_every_ms: float = 40.0
+
+
+class Target(Protocol):
+    """What the nemesis needs to know about the cluster and how it hurts a node."""
+
+    def node_ids(self) -> Sequence[str]: ...
+
+    def primary_of_some_partition(self) -> str | None: ...
+
+    def crash_node(self, node: str, *, mid_write: bool) -> None: ...
+
+    def restart_node(self, node: str) -> None: ...
+
+
+class Nemesis:
+    def __init__(
+        self,
+        world: World,
+        network: Network,
+        target: Target,
+        faults: frozenset[str],
+        settings: NemesisSettings,
+        *,
+        hosts: Sequence[str],
+    ) -> None:
+        self.world = world
+        self.network = network
+        self.target = target
+        self.faults = tuple(kind for kind in FAULT_KINDS if kind in faults)
+        self.settings = settings
+        self.hosts = tuple(hosts)  # who partitions split: the nodes and the coordinator
+        self.injected: Counter[str] = Counter()
+        self.active = True
+        self._down: dict[str, str] = {}  # node -> "crash" | "pause"
+        self._cut_generation = 0
+        self._loss_generation = 0
+
+    # ------------------------------------------------------------------ schedule
+
+    def start(self) -> None:
+        if "drift" in self.faults:
+            self._start_drift()
+        active = [kind for kind in self.faults if kind != "drift"]
+        if active or "drift" in self.faults:
+            self._schedule_next()
+
+    def _schedule_next(self) -> None:
+        gap = self.world.rng.expovariate(1.0 / self.settings.gap_mean_ms)
+        self.world.at(self.world.now_ms + gap, self._inject)
+
+    def _inject(self, _: Any) -> None:
+        if not self.active:
+            return
+        rng = self.world.rng
+        kind = self.faults[rng.randrange(len(self.faults))]
+        duration = rng.uniform(self.settings.duration_min_ms, self.settings.duration_max_ms)
+        if kind in ("crash", "disk"):
+            self._crash(duration, mid_write=kind == "disk")
+        elif kind == "pause":
+            self._pause(duration)
+        elif kind == "partition":
+            self._partition(duration)
+        elif kind == "loss":
+            self._loss(duration)
+        else:
+            self._change_drift()
+        self._schedule_next()
+
+    def _later(self, delay_ms: float, fn: Callable[[Any], None], arg: Any = None) -> None:
+        self.world.at(self.world.now_ms + delay_ms, fn, arg)
+
+    def _note(self, what: str, detail: object = None) -> None:
+        self.world.trace.add(self.world.now_ms, "nemesis", what, detail)
+
+    # ------------------------------------------------------------------ processes
+
+    def _pick_healthy_node(self) -> str | None:
+        if len(self._down) >= self.settings.process_faults_max:
+            return None
+        healthy = [node for node in self.target.node_ids() if node not in self._down]
+        return healthy[self.world.rng.randrange(len(healthy))] if healthy else None
+
+    def _crash(self, duration_ms: float, *, mid_write: bool) -> None:
+        node = self._pick_healthy_node()
+        if node is None:
+            return
+        kind = "disk" if mid_write else "crash"
+        self.injected[kind] += 1
+        self._down[node] = "crash"
+        self._note(f"{kind} {node}", f"for {duration_ms:.0f} ms")
+        self.target.crash_node(node, mid_write=mid_write)
+        self._later(duration_ms, self._restart, node)
+
+    def _restart(self, node: str) -> None:
+        if self._down.get(node) == "crash":
+            del self._down[node]
+            self.target.restart_node(node)
+
+    def _pause(self, duration_ms: float) -> None:
+        node = self._pick_healthy_node()
+        if node is None:
+            return
+        self.injected["pause"] += 1
+        self._down[node] = "pause"
+        self._note(f"pause {node}", f"for {duration_ms:.0f} ms")
+        self.world.pause(node)
+        self._later(duration_ms, self._resume, node)
+
+    def _resume(self, node: str) -> None:
+        if self._down.get(node) == "pause":
+            del self._down[node]
+            self.world.resume(node)
+
+    # ------------------------------------------------------------------ network
+
+    def _partition(self, duration_ms: float) -> None:
+        rng = self.world.rng
+        self.injected["partition"] += 1
+        self._cut_generation += 1
+        generation = self._cut_generation
+        self.network.heal()
+        shape = rng.choice(("halves", "one-way", "isolate-primary", "swizzle"))
+        if shape == "halves":
+            self._random_halves()
+        elif shape == "one-way":
+            hosts = self.hosts
+            pairs = set()
+            for _ in range(rng.randint(1, len(hosts))):
+                a, b = rng.sample(hosts, 2)
+                pairs.add((a, b))
+            self.network.cut(sorted(pairs))
+            self._note("partition one-way", sorted(pairs))
+        elif shape == "isolate-primary":
+            primary = self.target.primary_of_some_partition()
+            if primary is None:
+                self._random_halves()
+            else:
+                everyone = [pid for pid in self.world.processes if pid != primary]
+                self.network.split([primary], everyone)
+                self._note("partition isolate", primary)
+        else:
+            self._note("partition swizzle", f"every {self.settings.swizzle_every_ms:.0f} ms")
+            self._swizzle((generation, self.world.now_ms + duration_ms))
+        self._later(duration_ms, self._heal_cuts, generation)
+
+    def _random_halves(self) -> None:
+        hosts = list(self.hosts)
+        self.world.rng.shuffle(hosts)
+        cut = self.world.rng.randint(1, len(hosts) - 1)
+        self.network.split(hosts[:cut], hosts[cut:])
+        self._note("partition halves", (sorted(hosts[:cut]), sorted(hosts[cut:])))
+
+    def _swizzle(self, state: tuple[int, float]) -> None:
+        generation, end_ms = state
+        if generation != self._cut_generation or self.world.now_ms >= end_ms:
+            return
+        self.network.heal()
+        self._random_halves()
+        self._later(self.settings.swizzle_every_ms, self._swizzle, state)
+
+    def _heal_cuts(self, generation: int) -> None:
+        if generation == self._cut_generation:
+            self._cut_generation += 1
+            self.network.heal()
+            self._note("heal partition")
+
+    def _loss(self, duration_ms: float) -> None:
+        rng = self.world.rng
+        self.injected["loss"] += 1
+        self._loss_generation += 1
+        calm = self.network.calm
+        settings = NetworkSettings(
+            delay_min_ms=calm.delay_min_ms,
+            delay_mean_ms=calm.delay_mean_ms * rng.uniform(1, 4),
+            slow_probability=rng.uniform(0.0, 0.2),
+            slow_delay_ms=rng.uniform(5, 60),
+            loss=rng.uniform(0.02, 0.3),
+            duplication=rng.uniform(0.0, 0.2),
+        )
+        self.network.degrade(settings)
+        self._note(
+            "loss",
+            f"loss {settings.loss:.2f} dup {settings.duplication:.2f} "
+            f"slow {settings.slow_probability:.2f} for {duration_ms:.0f} ms",
+        )
+        self._later(duration_ms, self._calm, self._loss_generation)
+
+    def _calm(self, generation: int) -> None:
+        if generation == self._loss_generation:
+            self.network.calm_down()
+            self._note("heal loss")
+
+    # ------------------------------------------------------------------ clocks
+
+    def _start_drift(self) -> None:
+        rng, settings = self.world.rng, self.settings
+        for node in self.target.node_ids():
+            offset = rng.uniform(-settings.clock_offset_max_ms, settings.clock_offset_max_ms)
+            rate = rng.uniform(1 - settings.drift_max, 1 + settings.drift_max)
+            self.world.processes[node].clock.reset(self.world.now_ms, offset, rate)
+        self.injected["drift"] += 1
+
+    def _change_drift(self) -> None:
+        rng = self.world.rng
+        nodes = self.target.node_ids()
+        node = nodes[rng.randrange(len(nodes))]
+        rate = rng.uniform(1 - self.settings.drift_max, 1 + self.settings.drift_max)
+        self.world.processes[node].clock.set_rate(self.world.now_ms, rate)
+        self.injected["drift"] += 1
+        self._note(f"drift {node}", f"rate {rate:.4f}")
+
+    # ------------------------------------------------------------------ the end
+
+    def heal_all(self) -> None:
+        """End every fault now (drift stays: it is within its bound)."""
+        self.active = False
+        self._cut_generation += 1
+        self._loss_generation += 1
+        self.network.heal()
+        self.network.calm_down()
+        for node, kind in sorted(self._down.items()):
+            if kind == "crash":
+                self.target.restart_node(node)
+            else:
+                self.world.resume(node)
+        self._down.clear()
+        self._note("heal all")
+
+    def describe(self) -> dict[str, int]:
+        return dict(sorted(self.injected.items()))
+
+    @staticmethod
+    def total(counts: dict[str, int]) -> int:
+        return sum(counts.values())

@@ -1,0 +1,304 @@
+"""A simulated node: a thin runtime around the core's replicas, on a simulated disk.
+
+Per partition it assigns, a node holds one :class:`~planaria.core.replica.Replica` and one
+:class:`~planaria.storage.PartitionLog` on the node's own :class:`~planaria.storage.SimFS`.
+It renews its coordinator session (which gives the lease), ticks its replicas, and executes
+every Ready in order: persist (through the real storage code, then one fsync per log), send,
+reply, forward ProposeIsr. A crash loses memory and the disk's unsynced writes; a restart
+recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
+from it, under a new session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from planaria.core.messages import (
+    Append,
+    AppendReply,
+    ClientReply,
+    ClientRequest,
+    ConfigUpdate,
+    Delete,
+    ErrorCode,
+    PartitionConfig,
+    Ready,
+    Set,
+)
+from planaria.core.replica import Replica, ReplicaSettings
+from planaria.sim.checks import Violation
+from planaria.sim.codec import decode_entry, encode_entry
+from planaria.sim.network import Network
+from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
+from planaria.sim.world import Process, World
+from planaria.storage import PartitionLog, SimFS, StorageDamaged
+
+__all__ = ["NodeSettings", "SimNode"]
+
+COORDINATOR = "coord"
+NO_LEASE = float("-inf")
+# Open-session nonces: process incarnation * this + the number of the wish in the incarnation.
+NONCES_PER_INCARNATION = 1_000_000
+FIRST_NONCE = 1  # the first incarnation's first wish
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    tick_ms: float = 10.0
+    config_poll_ms: float = 100.0  # re-read the configs (a pushed update may be lost)
+    session_renew_ms: float = 30.0
+    lease_ms: float = 100.0
+    segment_bytes: int = 32 * 1024
+    preallocate_bytes: int = 4096
+
+
+class Hooks(Protocol):
+    """What the checks observe in a node (the monitor implements it)."""
+
+    def on_ack(self, node: SimNode, reply: ClientReply) -> None: ...
+
+    def on_persist_epoch(self, node: SimNode, partition: int, old: int, new: int) -> None: ...
+
+    def on_truncate(self, node: SimNode, partition: int, after: int, committed: int) -> None: ...
+
+
+class SimNode(Process):
+    def __init__(
+        self,
+        world: World,
+        network: Network,
+        pid: str,
+        *,
+        partitions: Sequence[int],
+        settings: NodeSettings,
+        replica_settings: ReplicaSettings,
+        hooks: Hooks,
+    ) -> None:
+        super().__init__(world, pid)
+        self.network = network
+        self.partitions = tuple(sorted(partitions))
+        self.settings = settings
+        self.replica_settings = replica_settings
+        self.hooks = hooks
+        self.fs = SimFS()
+        self.logs: dict[int, PartitionLog] = {}
+        # The logs of the last incarnation, kept after a crash so the checks can still ask
+        # what was durable on this node.
+        self.last_logs: dict[int, PartitionLog] = {}
+        self.replicas: dict[int, Replica] = {}
+        self.session: int | None = None
+        self.nonce = 0
+        self.sessions_opened = 0
+        self.lease_until_ms = NO_LEASE
+        self.crash_mid_write = False
+        self.writes: set[tuple[str, int]] = set()  # request ids of writes received
+        self.crash_requested: Callable[[SimNode], None] | None = None
+        self.recoveries_torn = 0
+        self.recoveries_damaged = 0
+        network.register(pid, self.on_message)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_start(self) -> None:
+        self._open_logs()
+        self._rebuild_replicas()
+        self._new_session()
+        self._poll(None)
+        self.after_local(self.settings.tick_ms, self._tick)
+
+    def on_crash(self) -> None:
+        self.replicas = {}
+        self.last_logs = self.logs
+        self.logs = {}
+        self.lease_until_ms = NO_LEASE
+        self.crash_mid_write = False
+        self.writes.clear()
+        self.fs.crash(self.world.rng)
+
+    def _open_logs(self) -> None:
+        for partition in self.partitions:
+            path = f"/data/p{partition}"
+            try:
+                log = self._open(path)
+            except StorageDamaged as damage:
+                # Not a torn tail: this replica must be refilled from its primary.
+                self.recoveries_damaged += 1
+                self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
+                PartitionLog.wipe(self.fs, path)
+                log = self._open(path)
+            if log.recovery.torn_tail_bytes:
+                self.recoveries_torn += 1
+                self.world.trace.add(
+                    self.world.now_ms,
+                    self.pid,
+                    f"recovered p{partition}",
+                    f"torn tail {log.recovery.torn_tail_bytes} bytes: "
+                    f"{log.recovery.torn_tail_reason}",
+                )
+            self.logs[partition] = log
+        self.last_logs = dict(self.logs)
+
+    def _open(self, path: str) -> PartitionLog:
+        return PartitionLog.open(
+            self.fs,
+            path,
+            segment_bytes=self.settings.segment_bytes,
+            preallocate_bytes=self.settings.preallocate_bytes,
+        )
+
+    def _rebuild_replicas(self) -> None:
+        self.replicas = {}
+        for partition, log in self.logs.items():
+            entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
+            self.replicas[partition] = Replica(
+                self.pid,
+                partition,
+                self.replica_settings,
+                log=entries,
+                epoch=log.epoch,
+                commit_index=log.commit_index,
+            )
+
+    def _new_session(self) -> None:
+        """Ask the coordinator for a new session; no lease until it answers."""
+        self.sessions_opened += 1
+        self.nonce = self.incarnation * NONCES_PER_INCARNATION + self.sessions_opened
+        self.session = None
+        self.lease_until_ms = NO_LEASE
+        self._renew(self.nonce)
+
+    def _renew(self, nonce: int) -> None:
+        if nonce != self.nonce:
+            return
+        self.network.send(
+            self.pid, COORDINATOR, Renew(self.pid, nonce, self.session, self.local_now())
+        )
+        self.after_local(self.settings.session_renew_ms, self._renew, nonce)
+
+    def _poll(self, _: Any) -> None:
+        self.network.send(self.pid, COORDINATOR, ConfigRead())
+        self.after_local(self.settings.config_poll_ms, self._poll)
+
+    def _tick(self, _: Any) -> None:
+        now = self.local_now()
+        for partition in self.partitions:
+            replica = self.replicas.get(partition)
+            if replica is not None:
+                self._execute(partition, replica.tick(now, self.lease_until_ms))
+                if not self.up:
+                    return
+        self.after_local(self.settings.tick_ms, self._tick)
+
+    # ------------------------------------------------------------------ messages
+
+    def on_message(self, src: str, message: object) -> None:
+        now = self.local_now()
+        if isinstance(message, ClientRequest | Append | AppendReply):
+            replica = self.replicas.get(message.partition)
+            if replica is None:
+                if isinstance(message, ClientRequest):
+                    refusal = ClientReply(
+                        message.partition, message.request_id, error=ErrorCode.NOT_PRIMARY
+                    )
+                    self.network.send(self.pid, src, refusal)
+                return
+            if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
+                self.writes.add(message.request_id)
+            self._execute(message.partition, replica.on_message(message, now))
+        elif isinstance(message, ConfigUpdate):
+            self._on_config(message.config, now)
+        elif isinstance(message, ConfigSnapshot):
+            for config in message.configs:
+                self._on_config(config, now)
+                if not self.up:
+                    return
+        elif isinstance(message, RenewAck):
+            self._on_renew_ack(message)
+
+    def _on_config(self, config: PartitionConfig, now: float) -> None:
+        replica = self.replicas.get(config.partition)
+        if replica is not None:
+            self._execute(config.partition, replica.on_config(config, now))
+
+    def _on_renew_ack(self, ack: RenewAck) -> None:
+        if ack.nonce != self.nonce:
+            return
+        if ack.ok:
+            if self.session is None:
+                self.session = ack.session
+            if ack.session == self.session:
+                lease = ack.sent_local_ms + self.settings.lease_ms
+                self.lease_until_ms = max(self.lease_until_ms, lease)
+            return
+        if ack.session != self.session:
+            return
+        # The coordinator expired this session: our lease is gone and the controller may
+        # have promoted someone else. Start over from the disk under a new session.
+        self.world.trace.add(self.world.now_ms, self.pid, "session expired", ack.session)
+        for log in self.logs.values():
+            log.close()
+        self._open_logs()
+        self._rebuild_replicas()
+        self._new_session()
+        self.network.send(self.pid, COORDINATOR, ConfigRead())
+
+    # ------------------------------------------------------------------ effects
+
+    def _execute(self, partition: int, ready: Ready) -> None:
+        if not ready:
+            return
+        if ready.persist:
+            self._persist(ready)
+            if not self.up:
+                return  # crashed in the middle of the write: nothing else happens
+        send = self.network.send
+        pid = self.pid
+        for effect in ready.send:
+            send(pid, effect.to, effect.message)
+        for answer in ready.replies:
+            reply = answer.reply
+            if reply.error is None and reply.request_id in self.writes:
+                self.hooks.on_ack(self, reply)
+            send(pid, answer.client, reply)
+        for proposal in ready.requests:
+            self.world.trace.add(self.world.now_ms, pid, "propose isr", proposal)
+            send(pid, COORDINATOR, IsrRequest(pid, proposal))
+
+    def _persist(self, ready: Ready) -> None:
+        touched: list[PartitionLog] = []
+        for persist in ready.persist:
+            log = self.logs[persist.partition]
+            if persist.epoch != log.epoch:
+                self.hooks.on_persist_epoch(self, persist.partition, log.epoch, persist.epoch)
+                log.set_epoch(persist.epoch)
+            if persist.truncate_after is not None and persist.truncate_after < log.last_index:
+                self.hooks.on_truncate(
+                    self, persist.partition, persist.truncate_after, log.commit_index
+                )
+                log.truncate_after(persist.truncate_after)
+            if persist.entries:
+                first = persist.entries[0].index
+                if first != log.last_index + 1:
+                    raise _persist_gap(self.pid, persist.partition, first, log.last_index)
+                log.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
+            commit = min(persist.commit_index, log.last_index)
+            if commit > log.commit_index:
+                log.set_commit_index(commit)
+            touched.append(log)
+        if self.crash_mid_write:
+            # The disk fault: the records were written but the fsync never happened.
+            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
+            if self.crash_requested is not None:
+                self.crash_requested(self)
+            return
+        for log in touched:
+            log.sync()
+
+
+def _persist_gap(node: str, partition: int, first: int, last: int) -> Violation:
+    return Violation(
+        "persist-order",
+        f"{node} p{partition}: a Persist appends index {first} after log end {last}",
+    )

@@ -1,0 +1,368 @@
+"""One simulated run per seed: build the world, run workload + nemesis, heal, check.
+
+``run_seed(SimConfig(seed=7, faults=...))`` returns a :class:`SimResult`: passed or the
+first violated check with the trace around it and the command that replays it. Phases:
+
+1. *workload*: clients run ``ops`` operations while the nemesis injects faults;
+2. *heal*: every fault ends; within ``liveness_ms`` every partition must have a serving
+   primary (``no-primary``);
+3. *final reads*: every key ever written is read once more through the clients
+   (``final-read`` if one cannot be read);
+4. *convergence*: within ``liveness_ms`` every replica of a partition must reach the same
+   applied state (``diverged``);
+5. the history must be linearizable (``not-linearizable``) and no acknowledged write may be
+   missing from the final reads (``lost-write``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from planaria.check.history import operations_from_events
+from planaria.check.linearizability import Verdict, check_operations
+from planaria.check.lostwrites import find_lost_writes
+from planaria.check.models import KvModel
+from planaria.check.report import explain
+from planaria.core.controller import Controller, ControllerSettings
+from planaria.core.replica import ReplicaSettings
+from planaria.errors import UsageError
+from planaria.hashing import HashRing
+from planaria.sim.checks import Monitor, Violation
+from planaria.sim.client import ClientSettings, History, SimClient, Workload
+from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
+from planaria.sim.nemesis import FAULT_KINDS, Nemesis, NemesisSettings
+from planaria.sim.network import Network, NetworkSettings
+from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
+from planaria.sim.world import World
+
+__all__ = ["SimConfig", "SimResult", "placement_for", "replay_command", "run_seed"]
+
+TRACE_LINES = 60
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything a run depends on; the same config replays the same run."""
+
+    seed: int = 0
+    nodes: int = 5
+    partitions: int = 8
+    replicas: int = 3
+    ops: int = 300
+    clients: int = 5
+    keys: int = 4  # keys shared by every client (for linearizability)
+    faults: frozenset[str] = frozenset(FAULT_KINDS)
+    bugs: frozenset[str] = frozenset()
+    liveness_ms: float = 4000.0
+    trace_keep: int | None = 400
+    node: NodeSettings = field(default_factory=NodeSettings)
+    coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+    client: ClientSettings = field(default_factory=ClientSettings)
+    nemesis: NemesisSettings = field(default_factory=NemesisSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    replica: ReplicaSettings | None = None  # default: ReplicaSettings(bugs=bugs)
+
+    def __post_init__(self) -> None:
+        if self.nodes < self.replicas:
+            raise UsageError(f"{self.nodes} nodes cannot hold {self.replicas} replicas each")
+        if self.replicas < 1 or self.partitions < 1 or self.clients < 1 or self.keys < 1:
+            raise UsageError("replicas, partitions, clients and keys must be >= 1")
+        if self.ops < 0:
+            raise UsageError(f"ops must be >= 0, got {self.ops}")
+        unknown = sorted(set(self.faults) - set(FAULT_KINDS))
+        if unknown:
+            raise UsageError(f"unknown fault kind(s) {unknown}")
+        # The lease rule: a session expires only after the lease surely ran out, even on a
+        # clock running slow by drift_max.
+        drift = self.nemesis.drift_max
+        lease_true_ms = self.node.lease_ms / (1 - drift)
+        if self.coordinator.session_ttl_ms < lease_true_ms + self.node.tick_ms:
+            raise UsageError(
+                f"session_ttl_ms {self.coordinator.session_ttl_ms} must be >= lease_ms / "
+                f"(1 - drift_max) + tick_ms = {lease_true_ms + self.node.tick_ms:.1f}"
+            )
+
+
+@dataclass
+class SimResult:
+    seed: int
+    passed: bool
+    check: str | None = None
+    detail: str | None = None
+    operations: int = 0
+    ok_operations: int = 0
+    info_operations: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    messages: int = 0
+    sim_ms: float = 0.0
+    trace: list[str] = field(default_factory=list)
+    command: str = ""
+    history: list[Any] = field(default_factory=list)
+    full_trace: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "passed": self.passed,
+            "check": self.check,
+            "detail": self.detail,
+            "operations": self.operations,
+            "ok": self.ok_operations,
+            "info": self.info_operations,
+            "faults": self.faults,
+            "events": self.events,
+            "messages": self.messages,
+            "sim_ms": round(self.sim_ms, 3),
+            "command": self.command,
+        }
+
+
+def placement_for(nodes: list[str], partitions: int, replicas: int) -> dict[int, tuple[str, ...]]:
+    ring = HashRing(nodes)
+    return {p: tuple(ring.nodes_for(f"partition-{p}", replicas)) for p in range(partitions)}
+
+
+def replay_command(config: SimConfig) -> str:
+    faults = ",".join(kind for kind in FAULT_KINDS if kind in config.faults) or "none"
+    parts = [
+        "planaria sim",
+        f"--seed {config.seed}",
+        f"--faults {faults}",
+        f"--nodes {config.nodes}",
+        f"--partitions {config.partitions}",
+        f"--replicas {config.replicas}",
+        f"--ops {config.ops}",
+    ]
+    parts.extend(f"--bug {bug}" for bug in sorted(config.bugs))
+    return " ".join(parts)
+
+
+class _Run:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        world = self.world = World(config.seed, trace_keep=config.trace_keep)
+        network = self.network = Network(world, config.network)
+        node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
+        self.placement = placement_for(node_ids, config.partitions, config.replicas)
+        replica_settings = config.replica or ReplicaSettings(bugs=config.bugs)
+        controller = Controller(ControllerSettings(bugs=config.bugs))
+        self.nodes: dict[str, SimNode] = {}
+        self.monitor = Monitor(self.nodes, self._config_of)
+        self.coordinator = SimCoordinator(
+            world,
+            network,
+            controller=controller,
+            settings=config.coordinator,
+            on_change=self.monitor.on_config_change,
+        )
+        for node_id in node_ids:
+            hosted = [p for p, replicas in self.placement.items() if node_id in replicas]
+            node = SimNode(
+                world,
+                network,
+                node_id,
+                partitions=hosted,
+                settings=config.node,
+                replica_settings=replica_settings,
+                hooks=self.monitor,
+            )
+            node.crash_requested = self._crash_now
+            self.nodes[node_id] = node
+        # The nodes registered before the cluster was created: their first sessions exist.
+        for node_id in node_ids:
+            self.coordinator.preopen(node_id, nonce=FIRST_NONCE, now_ms=0.0)
+        self.coordinator.create_configs(self.placement)
+        self.history = History()
+        keys = tuple(f"k{i}".encode() for i in range(config.keys))
+        self.workload = Workload(ops_left=config.ops, keys=keys)
+        self.clients = [
+            SimClient(
+                world,
+                network,
+                f"c{i}",
+                partitions=config.partitions,
+                workload=self.workload,
+                history=self.history,
+                settings=config.client,
+            )
+            for i in range(1, config.clients + 1)
+        ]
+        self.nemesis = Nemesis(
+            world,
+            network,
+            self,
+            config.faults,
+            config.nemesis,
+            hosts=[*node_ids, COORDINATOR],
+        )
+        network.tracer = world.trace
+
+    # ------------------------------------------------------------------ nemesis target
+
+    def node_ids(self) -> list[str]:
+        return list(self.nodes)
+
+    def primary_of_some_partition(self) -> str | None:
+        configs = [self.coordinator.configs[p] for p in sorted(self.coordinator.configs)]
+        primaries = [c.primary for c in configs if c.primary is not None]
+        return primaries[self.world.rng.randrange(len(primaries))] if primaries else None
+
+    def crash_node(self, node: str, *, mid_write: bool) -> None:
+        if mid_write:
+            self.nodes[node].crash_mid_write = True
+            # If it writes nothing for a while, it crashes anyway.
+            self.world.at(self.world.now_ms + 50.0, self._crash_if_up, node)
+        else:
+            self.world.crash(node)
+
+    def _crash_if_up(self, node: str) -> None:
+        target = self.nodes[node]
+        if target.up and target.crash_mid_write:
+            self.world.crash(node)
+
+    def _crash_now(self, node: SimNode) -> None:
+        self.world.crash(node.pid)
+
+    def restart_node(self, node: str) -> None:
+        self.world.restart(node)
+
+    def _config_of(self, partition: int) -> Any:
+        return self.coordinator.configs[partition]
+
+    # ------------------------------------------------------------------ phases
+
+    def run(self) -> SimResult:
+        config = self.config
+        result = SimResult(config.seed, passed=True, command=replay_command(config))
+        try:
+            self._run_phases(result)
+        except Violation as violation:
+            result.passed = False
+            result.check = violation.check
+            result.detail = violation.detail
+        except Exception as error:  # the code under test crashed: that is a finding too
+            result.passed = False
+            result.check = "crashed"
+            lines = traceback.format_exception(error)
+            result.detail = f"{type(error).__name__}: {error}\n" + "".join(lines[-6:])
+        self._fill(result)
+        return result
+
+    def _run_phases(self, result: SimResult) -> None:
+        world = self.world
+        world.after_event = self.monitor.after_event
+        self.coordinator.start()
+        for node in self.nodes.values():
+            node.on_start()
+        for client in self.clients:
+            client.start()
+        self.nemesis.start()
+        workload_end_ms = max(10_000.0, self.config.ops * 50.0)
+        world.run_until(workload_end_ms, stop=self._workload_done)
+        self.nemesis.heal_all()
+        healed_ms = world.now_ms
+        self._wait_for("no-primary", self._every_partition_serving, healed_ms)
+        keys = sorted({str(event.key) for event in self.history.events})
+        reader_count = len(self.clients)
+        for i, client in enumerate(self.clients):
+            client.read_finally([k.encode() for k in keys[i::reader_count]])
+        world.run_until(world.now_ms + self.config.liveness_ms * 4, stop=self._clients_idle)
+        unknown = sorted(k for c in self.clients for k in c.final_unknown)
+        if unknown or not self._clients_idle():
+            raise Violation("final-read", f"no answer after healing for key(s) {unknown[:5]}")
+        self._wait_for("diverged", self._converged, world.now_ms)
+        self._check_history()
+
+    def _workload_done(self) -> bool:
+        return self.workload.ops_left <= 0 and self._clients_idle()
+
+    def _clients_idle(self) -> bool:
+        return all(client.idle for client in self.clients)
+
+    def _wait_for(self, check: str, condition: Callable[[], str | None], since_ms: float) -> None:
+        world = self.world
+        deadline = since_ms + self.config.liveness_ms
+        problem = condition()
+        while problem is not None:
+            if world.now_ms >= deadline:
+                raise Violation(
+                    check, f"{problem} {deadline - since_ms:.0f} ms after the faults healed"
+                )
+            world.run_until(min(deadline, world.now_ms + 5.0))
+            problem = condition()
+
+    def _every_partition_serving(self) -> str | None:
+        for partition in sorted(self.placement):
+            config = self.coordinator.configs[partition]
+            primary = self.nodes.get(config.primary or "")
+            replica = primary.replicas.get(partition) if primary is not None else None
+            if primary is None or replica is None or not replica.serving(primary.local_now()):
+                return f"p{partition} has no serving primary (config {config.primary})"
+        return None
+
+    def _converged(self) -> str | None:
+        for partition in sorted(self.placement):
+            config = self.coordinator.configs[partition]
+            primary = self.nodes[config.primary] if config.primary else None
+            reference = primary.replicas.get(partition) if primary is not None else None
+            if reference is None:
+                return f"p{partition} has no primary"
+            for node_id in self.placement[partition]:
+                replica = self.nodes[node_id].replicas.get(partition)
+                if replica is None:
+                    return f"p{partition}: {node_id} has no replica"
+                if (
+                    replica.applied_index != reference.applied_index
+                    or replica.applied != reference.applied
+                    or replica.dedup != reference.dedup
+                ):
+                    return (
+                        f"p{partition}: {node_id} applied up to {replica.applied_index}, "
+                        f"primary {config.primary} up to {reference.applied_index} (states "
+                        f"{'equal' if replica.applied == reference.applied else 'differ'})"
+                    )
+        return None
+
+    def _check_history(self) -> None:
+        operations = operations_from_events(self.history.events)
+        model = KvModel()
+        verdict = check_operations(model, operations)
+        if verdict.verdict is Verdict.NOT_LINEARIZABLE:
+            raise Violation("not-linearizable", explain(model, verdict))
+        final: dict[Hashable, Hashable] = {}
+        for client in self.clients:
+            final.update(client.final_values)
+        lost = find_lost_writes(operations, final)
+        if lost:
+            shown = "; ".join(
+                f"{model.describe_op(item.op)} {item.op.span()} but the final value is "
+                f"{item.final!r}"
+                for item in lost[:3]
+            )
+            raise Violation("lost-write", f"{len(lost)} acknowledged write(s) lost: {shown}")
+
+    def _fill(self, result: SimResult) -> None:
+        world = self.world
+        events = self.history.events
+        completions = [e for e in events if e.type != "invoke"]
+        result.operations = sum(1 for e in events if e.type == "invoke")
+        result.ok_operations = sum(1 for e in completions if e.type == "ok")
+        result.info_operations = sum(1 for e in completions if e.type == "info")
+        result.faults = self.nemesis.describe()
+        result.events = world.events
+        result.messages = self.network.stats.sent
+        result.sim_ms = world.now_ms
+        result.history = list(events)
+        if not result.passed:
+            result.trace = world.trace.tail(TRACE_LINES)
+        if world.trace.keep is None:
+            result.full_trace = [line.render() for line in world.trace.lines]
+
+
+def run_seed(config: SimConfig) -> SimResult:
+    """Run one seed; never raises for a failing run (the result says what failed)."""
+    return _Run(config).run()
