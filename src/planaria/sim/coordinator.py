@@ -1,10 +1,11 @@
 """The simulated coordinator: sessions, the partition configs, and the controller.
 
-One process plays the coordination service and the (single, elected) controller. Sessions
+One process plays the coordination service (the coord package's pure ``MemoryStore``:
+sessions with TTL, versioned compare-and-set) and the (single, elected) controller. Sessions
 expire ``session_ttl_ms`` after the last renewal received (the coordinator's clock is true
 time). The core :class:`~planaria.core.controller.Controller` decides failovers and ISR
-changes; each decision is applied by compare-and-set on the partition's config version and
-pushed to the partition's replicas (nodes also poll, since pushes can be lost).
+changes; each decision is applied by compare-and-set on the partition's config key in the
+store and pushed to the partition's replicas (nodes also poll, since pushes can be lost).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from planaria.coord.errors import SessionExpired, VersionConflict
+from planaria.coord.layout import config_key, encode_config
+from planaria.coord.memory import MemoryStore
+from planaria.coord.types import SessionId
 from planaria.core.controller import ConfigChange, Controller, SessionView
 from planaria.core.messages import ConfigUpdate, PartitionConfig
 from planaria.sim.network import Network
-from planaria.sim.sessions import Sessions
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
 
@@ -46,7 +50,7 @@ class SimCoordinator(Process):
         self.controller = controller
         self.settings = settings
         self.on_change = on_change
-        self.sessions = Sessions(settings.session_ttl_ms)
+        self.store = MemoryStore()
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
@@ -54,13 +58,17 @@ class SimCoordinator(Process):
 
     def preopen(self, node: str, *, nonce: int, now_ms: float) -> int:
         """Open the session a node's first incarnation will ask for (with ``nonce``)."""
-        session = self.sessions.open(node, now_ms)
+        session = self.store.open_session(node, self.settings.session_ttl_ms, now_ms)
         self.opened[node] = (nonce, session)
         return session
 
     def create_configs(self, placement: Mapping[int, tuple[str, ...]]) -> None:
         """Create every partition's first config (before any node starts)."""
-        self.configs = dict(self.controller.initial_configs(placement, self.sessions.views()))
+        configs = self.controller.initial_configs(placement, self._views())
+        for partition in sorted(configs):
+            self.store.create(config_key(partition), encode_config(configs[partition]))
+        # A decoded copy of the store's configs (kept equal to it on every CAS).
+        self.configs = dict(configs)
 
     def config_of(self, partition: int) -> PartitionConfig:
         return self.configs[partition]
@@ -69,13 +77,18 @@ class SimCoordinator(Process):
         self.after_local(self.settings.check_every_ms, self._check)
 
     def _check(self, _: Any) -> None:
-        for session in self.sessions.expire(self.world.now_ms):
-            self.world.trace.add(self.world.now_ms, self.pid, "session expired", session)
+        for info in self.store.expire(self.world.now_ms):
+            self.world.trace.add(
+                self.world.now_ms, self.pid, f"session {info.session} of {info.owner} expired"
+            )
         self._decide()
         self.after_local(self.settings.check_every_ms, self._check)
 
     def _views(self) -> dict[str, SessionView]:
-        return self.sessions.views()
+        return {
+            owner: SessionView(owner, info.session, info.alive, info.renewed_ms, info.expires_ms)
+            for owner, info in self.store.latest_sessions().items()
+        }
 
     def _decide(self) -> None:
         changes = self.controller.decide(
@@ -86,9 +99,16 @@ class SimCoordinator(Process):
 
     def _apply(self, change: ConfigChange) -> None:
         old = self.configs[change.partition]
-        if old.version != change.expected_version:
-            return  # the CAS failed: someone changed it meanwhile
         new = change.config
+        try:
+            self.store.set_if_version(
+                config_key(change.partition),
+                encode_config(new),
+                version=change.expected_version,
+                now_ms=self.world.now_ms,
+            )
+        except VersionConflict:
+            return  # someone changed it meanwhile: the controller will decide again
         self.on_change(old, new)
         self.configs[change.partition] = new
         self.changes += 1
@@ -121,23 +141,30 @@ class SimCoordinator(Process):
             opened = self.opened.get(renew.node)
             if opened is not None and opened[0] == renew.nonce:
                 session = opened[1]  # a retried or duplicated open: the same session
-                ok = self.sessions.renew(session, now)
+                ok = self._renew(session, now)
             elif opened is not None and opened[0] > renew.nonce:
                 return  # an open older than the node's newest: nobody waits for it
             else:
                 # A new session of the node proves its older one dead (one process per
                 # data directory): end it at once.
                 if opened is not None:
-                    self.sessions.close(opened[1])
-                session = self.sessions.open(renew.node, now)
+                    self.store.close_session(SessionId(opened[1]), now)
+                session = self.store.open_session(renew.node, self.settings.session_ttl_ms, now)
                 self.opened[renew.node] = (renew.nonce, session)
                 self.world.trace.add(now, self.pid, f"session {session} opened", renew.node)
                 ok = True
                 self._decide()
         else:
             session = renew.session
-            ok = self.sessions.renew(session, now)
+            ok = self._renew(session, now)
         self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
+
+    def _renew(self, session: int, now: float) -> bool:
+        try:
+            self.store.renew(SessionId(session), now)
+        except SessionExpired:
+            return False
+        return True
 
 
 def _show(config: PartitionConfig, reason: str) -> str:

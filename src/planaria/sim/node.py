@@ -25,7 +25,9 @@ from planaria.core.messages import (
     ErrorCode,
     PartitionConfig,
     Ready,
+    RequestId,
     Set,
+    Version,
 )
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.sim.checks import Violation
@@ -57,7 +59,9 @@ class NodeSettings:
 class Hooks(Protocol):
     """What the checks observe in a node (the monitor implements it)."""
 
-    def on_ack(self, node: SimNode, reply: ClientReply) -> None: ...
+    def on_ack(
+        self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
+    ) -> None: ...
 
     def on_persist_epoch(self, node: SimNode, partition: int, old: int, new: int) -> None: ...
 
@@ -94,6 +98,9 @@ class SimNode(Process):
         self.lease_until_ms = NO_LEASE
         self.crash_mid_write = False
         self.writes: set[tuple[str, int]] = set()  # request ids of writes received
+        # Where each write's entry was persisted here: an ack without a version (a cas that
+        # did not swap, a delete of a missing key) is checked at this place.
+        self.persisted_at: dict[tuple[str, int], Version] = {}
         self.crash_requested: Callable[[SimNode], None] | None = None
         self.recoveries_torn = 0
         self.recoveries_damaged = 0
@@ -115,6 +122,7 @@ class SimNode(Process):
         self.lease_until_ms = NO_LEASE
         self.crash_mid_write = False
         self.writes.clear()
+        self.persisted_at.clear()
         self.fs.crash(self.world.rng)
 
     def _open_logs(self) -> None:
@@ -260,7 +268,8 @@ class SimNode(Process):
         for answer in ready.replies:
             reply = answer.reply
             if reply.error is None and reply.request_id in self.writes:
-                self.hooks.on_ack(self, reply)
+                version = reply.version or self.persisted_at.get(reply.request_id)
+                self.hooks.on_ack(self, reply.partition, reply.request_id, version)
             send(pid, answer.client, reply)
         for proposal in ready.requests:
             self.world.trace.add(self.world.now_ms, pid, "propose isr", proposal)
@@ -283,6 +292,9 @@ class SimNode(Process):
                 if first != log.last_index + 1:
                     raise _persist_gap(self.pid, persist.partition, first, log.last_index)
                 log.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
+                for entry in persist.entries:
+                    if entry.request_id is not None:
+                        self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
             commit = min(persist.commit_index, log.last_index)
             if commit > log.commit_index:
                 log.set_commit_index(commit)

@@ -36,6 +36,7 @@ from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordi
 from planaria.sim.nemesis import FAULT_KINDS, Nemesis, NemesisSettings
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
+from planaria.sim.show import show
 from planaria.sim.world import World
 
 __all__ = ["SimConfig", "SimResult", "placement_for", "replay_command", "run_seed"]
@@ -145,6 +146,7 @@ class _Run:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         world = self.world = World(config.seed, trace_keep=config.trace_keep)
+        world.trace.show = show
         network = self.network = Network(world, config.network)
         node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
         self.placement = placement_for(node_ids, config.partitions, config.replicas)
@@ -360,7 +362,7 @@ class _Run:
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES)
         if world.trace.keep is None:
-            result.full_trace = [line.render() for line in world.trace.lines]
+            result.full_trace = world.trace.render_all()
 
 
 def run_seed(config: SimConfig) -> SimResult:

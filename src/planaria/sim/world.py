@@ -58,16 +58,17 @@ class TraceLine:
     what: str
     detail: object = None
 
-    def render(self) -> str:
-        detail = "" if self.detail is None else f" {self.detail}"
+    def render(self, show: Callable[[object], str] = str) -> str:
+        detail = "" if self.detail is None else f" {show(self.detail)}"
         return f"{self.time_ms:10.3f} {self.process:<8} {self.what}{detail}"
 
 
 class Trace:
     """The run's events as (time, process, what, detail); ``keep`` bounds memory (None: all)."""
 
-    def __init__(self, keep: int | None = 400) -> None:
+    def __init__(self, keep: int | None = 400, show: Callable[[object], str] = str) -> None:
         self.keep = keep
+        self.show = show  # renders a line's detail (a message, a config, ...)
         self.lines: list[TraceLine] = []
         self.count = 0
 
@@ -78,7 +79,10 @@ class Trace:
             del self.lines[: len(self.lines) - self.keep]
 
     def tail(self, lines: int) -> list[str]:
-        return [line.render() for line in self.lines[-lines:]]
+        return [line.render(self.show) for line in self.lines[-lines:]]
+
+    def render_all(self) -> list[str]:
+        return [line.render(self.show) for line in self.lines]
 
 
 class Process:
