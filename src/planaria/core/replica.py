@@ -486,10 +486,10 @@ class Replica:
             self._log.append(entry)
             appended.append(entry)
         match = prev + len(append.entries)
-        commit = min(append.commit_index, match)
+        commit = max(self._commit_index, min(append.commit_index, match))
         if truncate_after is not None or appended or epoch_changed:
-            # The commit hint persisted is the one known before these entries are applied.
-            ready.persist.append(self._persist(truncate_after, tuple(appended)))
+            # The commit hint is persisted with the entries it covers.
+            ready.persist.append(self._persist(truncate_after, tuple(appended), commit))
         self._advance_commit(commit, ready)
         ready.send.append(self._append_reply(append, reply_epoch, True, match, 0))
         return ready
@@ -678,13 +678,15 @@ class Replica:
 
     # --- log and state -----------------------------------------------------------------------
 
-    def _persist(self, truncate_after: int | None, entries: tuple[Entry, ...]) -> Persist:
+    def _persist(
+        self, truncate_after: int | None, entries: tuple[Entry, ...], commit: int | None = None
+    ) -> Persist:
         return Persist(
             partition=self._partition,
             truncate_after=truncate_after,
             entries=entries,
             epoch=self._epoch,
-            commit_index=self._commit_index,
+            commit_index=self._commit_index if commit is None else commit,
         )
 
     def _forget_after(self, index: int) -> None:

@@ -1,0 +1,692 @@
+"""Replica scenarios, driven by a tiny in-test world (the simulator proper lives in sim/).
+
+``Pump`` holds one partition on a few nodes: a FIFO network with cuttable links, in-memory
+disks that apply every Persist, a coordinator holding the config (changed by CAS through the
+real Controller) and a manual clock. Each test tells one story.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from planaria.core.controller import Controller, ControllerSettings, SessionView
+from planaria.core.messages import (
+    Append,
+    AppendReply,
+    ClientReply,
+    ClientRequest,
+    ConfigUpdate,
+    Delete,
+    Entry,
+    ErrorCode,
+    Get,
+    Message,
+    NodeId,
+    Op,
+    PartitionConfig,
+    Persist,
+    ProposeIsr,
+    Ready,
+    RequestId,
+    Set,
+    Version,
+)
+from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.errors import UsageError
+
+CLIENT = "client"
+
+
+@dataclass
+class Disk:
+    log: list[Entry] = field(default_factory=list)
+    epoch: int = 0
+    commit_index: int = 0
+
+    def apply(self, persist: Persist) -> None:
+        if persist.truncate_after is not None:
+            del self.log[persist.truncate_after :]
+        self.log.extend(persist.entries)
+        self.epoch = persist.epoch
+        self.commit_index = persist.commit_index
+
+
+class Pump:
+    """One partition, a FIFO network, in-memory disks, a coordinator and the controller."""
+
+    def __init__(
+        self,
+        nodes: tuple[NodeId, ...] = ("a", "b", "c"),
+        *,
+        bugs: frozenset[str] = frozenset(),
+        **settings: float,
+    ) -> None:
+        self.now = 0.0
+        self.settings = ReplicaSettings(bugs=bugs, **settings)  # type: ignore[arg-type]
+        self.controller = Controller(ControllerSettings(bugs=bugs))
+        self.nodes = nodes
+        self.incarnation = dict.fromkeys(nodes, 1)
+        self.session_alive = dict.fromkeys(nodes, True)
+        self.renewed_ms = dict.fromkeys(nodes, 0.0)
+        self.lease_until = dict.fromkeys(nodes, math.inf)
+        self.disk = {n: Disk() for n in nodes}
+        self.replicas: dict[NodeId, Replica] = {n: Replica(n, 0, self.settings) for n in nodes}
+        self.down: set[NodeId] = set()
+        self.cut: set[tuple[NodeId, NodeId]] = set()
+        self.network: deque[tuple[NodeId, NodeId, Message]] = deque()
+        self.replies: dict[RequestId, list[ClientReply]] = {}
+        self.proposals: deque[tuple[NodeId, ProposeIsr]] = deque()
+        self.auto_propose = True
+        self.trace: list[tuple[NodeId, str]] = []  # effect kinds in execution order
+        self.delivered: list[tuple[NodeId, NodeId, Message]] = []
+        self.config = self.controller.initial_configs({0: nodes}, self.sessions())[0]
+        self.renew()
+        self.broadcast()
+
+    def renew(self) -> None:
+        """Hand every live replica its node's lease, without letting time pass."""
+        for node in self.nodes:
+            if node not in self.down:
+                self.run(node, self.replicas[node].tick(self.now, self.lease_until[node]))
+
+    # --- the world ---------------------------------------------------------------------------
+
+    def sessions(self) -> dict[NodeId, SessionView]:
+        return {
+            n: SessionView(n, self.incarnation[n], self.session_alive[n], self.renewed_ms[n], 0.0)
+            for n in self.nodes
+        }
+
+    def run(self, node: NodeId, ready: Ready) -> None:
+        for persist in ready.persist:
+            self.disk[node].apply(persist)
+            self.trace.append((node, "persist"))
+        for send in ready.send:
+            self.network.append((node, send.to, send.message))
+            self.trace.append((node, "send"))
+        for reply in ready.replies:
+            self.replies.setdefault(reply.reply.request_id, []).append(reply.reply)
+            self.trace.append((node, "reply"))
+        for request in ready.requests:
+            self.proposals.append((node, request))
+
+    def broadcast(self) -> None:
+        for node in self.nodes:
+            if node not in self.down:
+                self.run(node, self.replicas[node].on_config(self.config, self.now))
+
+    def cas(self, expected_version: int, config: PartitionConfig) -> bool:
+        if self.config.version != expected_version:
+            return False
+        self.config = config
+        self.broadcast()
+        return True
+
+    def step(self) -> bool:
+        """Deliver one message or proposal; False when nothing is in flight."""
+        if self.network:
+            source, target, message = self.network.popleft()
+            if target == CLIENT:
+                return True
+            if target not in self.down and (source, target) not in self.cut:
+                self.delivered.append((source, target, message))
+                self.run(target, self.replicas[target].on_message(message, self.now))
+            return True
+        if self.proposals and self.auto_propose:
+            sender, proposal = self.proposals.popleft()
+            change = self.controller.on_propose(proposal, sender, self.config)
+            if change is not None:
+                self.cas(change.expected_version, change.config)
+            return True
+        return False
+
+    def settle(self, steps_max: int = 10_000) -> None:
+        for _ in range(steps_max):
+            if not self.step():
+                return
+        raise AssertionError("the network never went quiet")
+
+    def tick(self, ms: float, *, every_ms: float = 10.0) -> None:
+        """Let ``ms`` pass: tick every live replica every ``every_ms``, settling between."""
+        end = self.now + ms
+        while self.now < end:
+            self.now = min(end, self.now + every_ms)
+            for node in self.nodes:
+                if node not in self.down:
+                    ready = self.replicas[node].tick(self.now, self.lease_until[node])
+                    self.run(node, ready)
+            self.settle()
+
+    def failover(self) -> list[str]:
+        reasons = []
+        for change in self.controller.decide([self.config], self.sessions(), self.now):
+            if self.cas(change.expected_version, change.config):
+                reasons.append(change.reason)
+        self.settle()
+        return reasons
+
+    def crash(self, node: NodeId) -> None:
+        self.down.add(node)
+
+    def restart(self, node: NodeId) -> Replica:
+        disk = self.disk[node]
+        self.replicas[node] = Replica(
+            node,
+            0,
+            self.settings,
+            log=list(disk.log),
+            epoch=disk.epoch,
+            commit_index=disk.commit_index,
+        )
+        self.incarnation[node] += 1
+        self.down.discard(node)
+        self.run(node, self.replicas[node].tick(self.now, self.lease_until[node]))
+        self.run(node, self.replicas[node].on_config(self.config, self.now))
+        return self.replicas[node]
+
+    def isolate(self, node: NodeId) -> None:
+        for other in self.nodes:
+            if other != node:
+                self.cut |= {(node, other), (other, node)}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def send(self, node: NodeId, op: Op, rid: RequestId, *, stale_ok: bool = False) -> None:
+        request = ClientRequest(0, CLIENT, rid, op, stale_ok=stale_ok)
+        self.run(node, self.replicas[node].on_message(request, self.now))
+
+    def call(
+        self, node: NodeId, op: Op, rid: RequestId, *, stale_ok: bool = False
+    ) -> ClientReply | None:
+        """Send and settle; the last reply for ``rid`` (None if unanswered)."""
+        self.send(node, op, rid, stale_ok=stale_ok)
+        self.settle()
+        got = self.replies.get(rid)
+        return got[-1] if got else None
+
+    # --- views ---------------------------------------------------------------------------------
+
+    @property
+    def primary(self) -> Replica:
+        assert self.config.primary is not None
+        return self.replicas[self.config.primary]
+
+    def log(self, node: NodeId) -> list[Entry]:
+        return list(self.replicas[node].entries_after(0))
+
+
+def ready_pump(**kwargs: object) -> Pump:
+    pump = Pump(**kwargs)  # type: ignore[arg-type]
+    pump.settle()
+    assert pump.primary.serving(pump.now)
+    return pump
+
+
+def acked(reply: ClientReply | None) -> bool:
+    return reply is not None and reply.error is None
+
+
+# --- the normal write path ------------------------------------------------------------------
+
+
+def test_write_persists_then_replicates_then_acks_after_every_isr_member() -> None:
+    pump = ready_pump()
+    primary = pump.replicas["a"]
+    request = ClientRequest(0, CLIENT, ("c1", 1), Set(b"k", b"v1"))
+    ready = primary.on_message(request, pump.now)
+    # One step: the entry is persisted and sent to both backups, nobody is answered yet.
+    assert [p.entries[0].op for p in ready.persist] == [Set(b"k", b"v1")]
+    assert sorted(s.to for s in ready.send) == ["b", "c"]
+    assert ready.replies == []
+    pump.run("a", ready)
+    # b's ack alone does not commit: c is in the ISR too.
+    pump.cut.add(("c", "a"))
+    pump.settle()
+    assert pump.replies == {}
+    assert pump.disk["c"].log[-1].op == Set(b"k", b"v1")  # c has it durably, its ack got lost
+    pump.heal()
+    pump.tick(60)  # the heartbeat retransmits; c acks again
+    [reply] = pump.replies[("c1", 1)]
+    assert reply.error is None and reply.applied and reply.value is None
+    assert reply.version == Version(1, 2)  # the barrier of epoch 1 sits at index 1
+    for node in pump.nodes:
+        assert pump.disk[node].log == pump.log("a")
+    assert pump.replicas["a"].applied[b"k"] == (b"v1", Version(1, 2))
+
+
+def test_the_ack_comes_after_the_persist_of_every_copy() -> None:
+    pump = ready_pump()
+    pump.trace.clear()
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    persists = [i for i, (_, kind) in enumerate(pump.trace) if kind == "persist"]
+    [reply_at] = [i for i, (_, kind) in enumerate(pump.trace) if kind == "reply"]
+    assert len(persists) == 3 and max(persists) < reply_at
+
+
+def test_backups_apply_what_the_primary_committed() -> None:
+    pump = ready_pump()
+    for seq in range(1, 4):
+        assert acked(pump.call("a", Set(b"k", b"v%d" % seq), ("c1", seq)))
+    pump.tick(60)  # a heartbeat carries the commit index
+    for node in ("b", "c"):
+        assert pump.replicas[node].applied[b"k"][0] == b"v3"
+        assert pump.replicas[node].commit_index == pump.replicas["a"].commit_index
+
+
+@pytest.mark.parametrize(
+    ("before", "op", "applied", "previous", "after"),
+    [
+        (None, Set(b"k", b"new"), True, None, b"new"),
+        (b"old", Set(b"k", b"new"), True, b"old", b"new"),
+        (None, Set(b"k", b"new", nx=True), True, None, b"new"),
+        (b"old", Set(b"k", b"new", nx=True), False, b"old", b"old"),
+        (None, Set(b"k", b"new", xx=True), False, None, None),
+        (b"old", Set(b"k", b"new", xx=True), True, b"old", b"new"),
+        (b"old", Set(b"k", b"new", if_value=b"old"), True, b"old", b"new"),
+        (b"old", Set(b"k", b"new", if_value=b"other"), False, b"old", b"old"),
+        (None, Set(b"k", b"new", if_value=b"old"), False, None, None),
+        (b"old", Set(b"k", b"new", nx=True, xx=True), False, b"old", b"old"),
+        (b"old", Delete(b"k"), True, b"old", None),
+        (None, Delete(b"k"), False, None, None),
+    ],
+)
+def test_write_semantics_are_redis_like(
+    before: bytes | None,
+    op: Set | Delete,
+    applied: bool,
+    previous: bytes | None,
+    after: bytes | None,
+) -> None:
+    pump = ready_pump(nodes=("a",), min_insync=1)
+    if before is not None:
+        assert acked(pump.call("a", Set(b"k", before), ("c0", 1)))
+    reply = pump.call("a", op, ("c1", 1))
+    assert reply is not None and reply.error is None
+    assert (reply.applied, reply.value) == (applied, previous)
+    assert (reply.version is not None) == applied
+    read = pump.call("a", Get(b"k"), ("r", 1))
+    assert read is not None and read.value == after and not read.stale
+
+
+# --- reads and serving -----------------------------------------------------------------------
+
+
+def test_reads_are_answered_only_by_a_serving_primary() -> None:
+    pump = Pump()
+    # Before the barrier commits, the primary is not ready; backups redirect.
+    assert not pump.replicas["a"].serving(pump.now)
+    pump.send("a", Get(b"k"), ("r", 1))
+    assert pump.replies[("r", 1)][-1].error is ErrorCode.NOT_READY
+    pump.settle()
+    assert pump.replicas["a"].serving(pump.now)
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    read = pump.call("a", Get(b"k"), ("r", 2))
+    assert read is not None and read.value == b"v" and read.version == Version(1, 2)
+    redirect = pump.call("b", Get(b"k"), ("r", 3))
+    assert redirect is not None
+    assert (redirect.error, redirect.primary_hint) == (ErrorCode.NOT_PRIMARY, "a")
+    write_redirect = pump.call("b", Set(b"k", b"x"), ("c1", 2))
+    assert write_redirect is not None and write_redirect.error is ErrorCode.NOT_PRIMARY
+
+
+def test_stale_reads_on_a_backup_say_so() -> None:
+    pump = ready_pump()
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    before_heartbeat = pump.call("b", Get(b"k"), ("r", 1), stale_ok=True)
+    assert before_heartbeat is not None and before_heartbeat.stale
+    assert before_heartbeat.value is None  # b has the entry but not yet the commit point
+    pump.tick(60)
+    after = pump.call("b", Get(b"k"), ("r", 2), stale_ok=True)
+    assert after is not None and after.stale and after.value == b"v"
+    on_primary = pump.call("a", Get(b"k"), ("r", 3), stale_ok=True)
+    assert on_primary is not None and not on_primary.stale
+
+
+def test_lease_expiry_stops_serving_until_renewed() -> None:
+    pump = ready_pump()
+    pump.lease_until["a"] = pump.now + 100
+    pump.tick(90)
+    assert pump.replicas["a"].serving(pump.now)
+    pump.tick(20)
+    assert not pump.replicas["a"].serving(pump.now)
+    for rid, op in ((("r", 1), Get(b"k")), (("c1", 1), Set(b"k", b"v"))):
+        reply = pump.call("a", op, rid)
+        assert reply is not None and reply.error is ErrorCode.NOT_READY
+    assert pump.replicas["a"].last_index == 1  # the refused write never reached the log
+    pump.lease_until["a"] = pump.now + 1000
+    pump.tick(10)
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+
+
+# --- failover, barrier, fencing --------------------------------------------------------------
+
+
+def expire(pump: Pump, node: NodeId) -> None:
+    """``node``'s session expires (its lease surely ran out): it is dead to the controller."""
+    pump.session_alive[node] = False
+    pump.lease_until[node] = pump.now
+
+
+def test_new_primary_serves_only_after_its_barrier_commits() -> None:
+    pump = ready_pump()
+    assert acked(pump.call("a", Set(b"k", b"v1"), ("c1", 1)))
+    pump.crash("a")
+    expire(pump, "a")
+    pump.cut |= {("b", "c")}  # b's barrier cannot reach c yet
+    assert pump.failover() == ["primary a session expired: b promoted"]
+    b = pump.replicas["b"]
+    assert (b.role, b.epoch, pump.config.isr) == (Role.PRIMARY, 2, frozenset("bc"))
+    assert b.entries_after(b.last_index - 1) == (Entry(2, 3),)  # the barrier
+    assert not b.serving(pump.now)
+    reply = pump.call("b", Get(b"k"), ("r", 1))
+    assert reply is not None and reply.error is ErrorCode.NOT_READY
+    pump.heal()
+    pump.tick(60)
+    assert b.serving(pump.now)
+    read = pump.call("b", Get(b"k"), ("r", 2))
+    assert read is not None and read.value == b"v1"
+
+
+def test_writes_in_flight_at_failover_survive_on_the_new_primary() -> None:
+    pump = ready_pump()
+    pump.cut |= {("b", "a"), ("c", "a")}  # the acks never come back
+    pump.send("a", Set(b"k", b"v"), ("c1", 1))
+    pump.settle()
+    assert pump.replies == {}
+    pump.crash("a")
+    expire(pump, "a")
+    pump.failover()
+    pump.heal()
+    pump.tick(60)
+    # The client retries at the new primary: the entry is in b's log; it waits for it, once.
+    reply = pump.call("b", Set(b"k", b"v"), ("c1", 1))
+    assert reply is not None and reply.applied and reply.version == Version(1, 2)
+    writes = [e for e in pump.log("b") if e.request_id == ("c1", 1)]
+    assert len(writes) == 1
+
+
+def test_a_stale_epoch_is_rejected_both_ways() -> None:
+    pump = ready_pump()
+    pump.isolate("a")
+    pump.crash("a")
+    expire(pump, "a")
+    pump.failover()
+    pump.tick(60)
+    assert pump.replicas["b"].serving(pump.now)
+    # The old primary (epoch 1) still talks: c rejects it and names epoch 2.
+    old = pump.replicas["a"]
+    stale = Append(0, 1, "a", prev_index=1, prev_epoch=1, entries=(), commit_index=1)
+    ready = pump.replicas["c"].on_message(stale, pump.now)
+    [send] = ready.send
+    assert isinstance(send.message, AppendReply)
+    assert (send.message.success, send.message.epoch) == (False, 2)
+    # ... and the old primary, on that reply, steps down and persists the new epoch.
+    back = old.on_message(send.message, pump.now)
+    assert old.role is Role.BACKUP and old.epoch == 2
+    assert [p.epoch for p in back.persist] == [2]
+    # The other way round: a reply from an older epoch does not move the new primary.
+    b = pump.replicas["b"]
+    commit = b.commit_index
+    b.on_message(AppendReply(0, 1, "c", success=True, match_index=99), pump.now)
+    assert b.match_index("c") <= b.last_index and b.commit_index == commit
+    # Configs of older epochs are ignored.
+    assert not pump.replicas["c"].on_config(
+        PartitionConfig(0, 1, "a", ("a", "b", "c"), frozenset("abc"), 1), pump.now
+    )
+    assert pump.replicas["c"].config == pump.config
+
+
+def test_a_primary_steps_down_on_a_config_of_a_higher_epoch() -> None:
+    pump = ready_pump()
+    a = pump.replicas["a"]
+    pump.cut |= {("b", "a"), ("c", "a")}
+    pump.send("a", Set(b"k", b"v"), ("c1", 1))
+    newer = PartitionConfig(0, 2, "b", ("a", "b", "c"), frozenset("bc"), 2)
+    ready = a.on_config(newer, pump.now)
+    assert a.role is Role.BACKUP and not a.serving(pump.now)
+    assert [p.epoch for p in ready.persist] == [2]
+    reply = a.on_message(ClientRequest(0, CLIENT, ("c1", 2), Get(b"k")), pump.now)
+    assert reply.replies[0].reply.error is ErrorCode.NOT_PRIMARY
+    assert reply.replies[0].reply.primary_hint == "b"
+
+
+def test_a_divergent_suffix_is_truncated() -> None:
+    pump = ready_pump()
+    assert acked(pump.call("a", Set(b"k", b"v1"), ("c1", 1)))
+    pump.isolate("a")
+    pump.send("a", Set(b"k", b"lost"), ("c1", 2))  # persisted on a only, never acked
+    pump.settle()
+    assert pump.log("a")[-1].op == Set(b"k", b"lost")
+    expire(pump, "a")
+    pump.failover()
+    pump.tick(60)
+    assert acked(pump.call("b", Set(b"k", b"v2"), ("c2", 1)))
+    # a comes back (new session, rebuilt as after a restart) and rejoins as a backup.
+    pump.crash("a")
+    pump.restart("a")
+    pump.session_alive["a"] = True
+    pump.heal()
+    pump.tick(200)
+    assert pump.log("a") == pump.log("b") == pump.log("c")
+    assert pump.disk["a"].log == pump.log("b")
+    assert all(e.op != Set(b"k", b"lost") for e in pump.log("a"))
+    assert pump.replicas["a"].applied[b"k"][0] == b"v2"
+    assert pump.config.isr == frozenset("abc")  # caught up, added back
+
+
+def test_a_lagging_backup_catches_up_from_the_log_and_rejoins_the_isr() -> None:
+    pump = ready_pump(replica_lag_ms=100, batch_entries_max=4)
+    pump.isolate("c")
+    for seq in range(1, 11):
+        pump.send("a", Set(b"k%d" % seq, b"v"), ("c1", seq))
+    pump.tick(200)
+    assert pump.config.isr == frozenset("ab")  # shrunk before anything committed without c
+    assert all(acked(pump.replies[("c1", s)][-1]) for s in range(1, 11))
+    assert pump.replicas["c"].last_index == 1
+    pump.heal()
+    pump.tick(100)
+    assert pump.log("c") == pump.log("a")
+    assert pump.replicas["c"].applied == pump.replicas["a"].applied
+    assert pump.config.isr == frozenset("abc")
+
+
+def test_a_write_commits_without_a_lagging_member_only_after_the_isr_shrank() -> None:
+    pump = ready_pump(replica_lag_ms=100)
+    pump.cut.add(("a", "c"))
+    pump.auto_propose = False
+    pump.send("a", Set(b"k", b"v"), ("c1", 1))
+    pump.tick(150)
+    assert ("c1", 1) not in pump.replies
+    [(sender, proposal)] = list(pump.proposals)
+    assert (sender, proposal.isr, proposal.expected_version) == ("a", frozenset("ab"), 1)
+    pump.tick(300)  # no answer from the controller: the proposal is sent again, no ack yet
+    assert len(pump.proposals) > 1 and ("c1", 1) not in pump.replies
+    pump.auto_propose = True
+    pump.settle()
+    assert pump.config.isr == frozenset("ab") and pump.config.version == 2
+    assert acked(pump.replies[("c1", 1)][-1])
+
+
+def test_writes_are_refused_below_min_insync() -> None:
+    pump = ready_pump(replica_lag_ms=100)
+    pump.isolate("a")
+    pump.cut -= {("a", CLIENT)}
+    pump.tick(150)
+    assert pump.config.isr == frozenset("a")
+    reply = pump.call("a", Set(b"k", b"v"), ("c1", 1))
+    assert reply is not None and reply.error is ErrorCode.NOT_ENOUGH_REPLICAS
+    read = pump.call("a", Get(b"k"), ("r", 1))
+    assert read is not None and read.error is None  # reads still served under the lease
+
+
+# --- restart ---------------------------------------------------------------------------------
+
+
+def test_a_restarted_backup_is_rebuilt_from_its_persisted_log() -> None:
+    pump = ready_pump()
+    for seq in range(1, 4):
+        assert acked(pump.call("a", Set(b"k", b"v%d" % seq), ("c1", seq)))
+    pump.tick(60)
+    pump.crash("b")
+    b = pump.restart("b")
+    assert b.role is Role.BACKUP and b.last_index == 4
+    # Applied up to the persisted commit hint (the one that came with the last entries).
+    assert b.commit_index == pump.disk["b"].commit_index == 3
+    assert b.applied[b"k"][0] == b"v2"
+    assert b.dedup == {"c1": 2}
+    pump.tick(60)
+    assert b.applied[b"k"][0] == b"v3"
+    assert acked(pump.call("a", Set(b"k", b"v4"), ("c1", 4)))
+    assert pump.log("b") == pump.log("a")
+
+
+def test_a_restarted_primary_waits_for_a_new_epoch() -> None:
+    pump = ready_pump()
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    pump.crash("a")
+    a = pump.restart("a")  # came back before its session expired, with a new incarnation
+    assert pump.config.primary == "a" and a.role is Role.BACKUP and not a.serving(pump.now)
+    reply = pump.call("a", Get(b"k"), ("r", 1))
+    assert reply is not None and reply.error is ErrorCode.NOT_READY
+    [reason] = pump.failover()
+    assert "incarnation 2" in reason
+    pump.tick(20)
+    assert pump.config.epoch == 2
+    assert pump.primary.serving(pump.now)
+    read = pump.call(pump.config.primary, Get(b"k"), ("r", 2))
+    assert read is not None and read.value == b"v"
+
+
+# --- dedup and back-pressure -----------------------------------------------------------------
+
+
+def test_a_retried_committed_write_is_answered_from_the_dedup_table() -> None:
+    pump = ready_pump()
+    first = pump.call("a", Set(b"k", b"v", nx=True), ("c1", 1))
+    assert first is not None and first.applied
+    last = pump.replicas["a"].last_index
+    again = pump.call("a", Set(b"k", b"v", nx=True), ("c1", 1))
+    assert again == first  # the same answer, applied=True, not re-run (NX would now fail)
+    assert pump.replicas["a"].last_index == last
+    older = pump.call("a", Set(b"k", b"old"), ("c1", 0))
+    assert older is None  # older than the last applied: no answer (unknown outcome)
+
+
+def test_a_retried_pending_write_waits_for_its_entry() -> None:
+    pump = ready_pump()
+    pump.cut.add(("a", "b"))
+    pump.send("a", Set(b"k", b"v"), ("c1", 1))
+    pump.send("a", Set(b"k", b"v"), ("c1", 1))
+    pump.settle()
+    assert ("c1", 1) not in pump.replies
+    pump.heal()
+    pump.tick(60)
+    replies = pump.replies[("c1", 1)]
+    assert len(replies) == 2 and replies[0] == replies[1] and replies[0].applied
+    assert sum(e.request_id == ("c1", 1) for e in pump.log("a")) == 1
+
+
+def test_too_many_pending_writes_are_refused_as_overloaded() -> None:
+    pump = ready_pump(pending_writes_max=2)
+    pump.cut.add(("b", "a"))
+    for seq in (1, 2, 3):
+        pump.send("a", Set(b"k", b"v"), ("c1", seq))
+    assert pump.replies[("c1", 3)][-1].error is ErrorCode.OVERLOADED
+    assert ("c1", 1) not in pump.replies
+    pump.heal()
+    pump.tick(60)
+    assert acked(pump.replies[("c1", 2)][-1])
+
+
+def test_appends_are_batched() -> None:
+    pump = ready_pump(batch_entries_max=3)
+    pump.isolate("c")
+    for seq in range(1, 8):
+        assert acked(pump.call("a", Set(b"k", b"v"), ("c1", seq))) is False
+    pump.heal()
+    pump.delivered.clear()
+    pump.tick(100)
+    sizes = [
+        len(m.entries)
+        for _, target, m in pump.delivered
+        if isinstance(m, Append) and target == "c" and m.entries
+    ]
+    assert sizes and max(sizes) == 3 and sum(sizes) >= 7
+    assert pump.log("c") == pump.log("a")
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_clearly() -> None:
+    replica = Replica("a", 0)
+    with pytest.raises(UsageError, match="partition 1"):
+        replica.on_message(ConfigUpdate(PartitionConfig(1, 1, "a", ("a",), frozenset("a"), 1)), 0)
+    with pytest.raises(UsageError, match="ClientReply"):
+        replica.on_message(ClientReply(0, ("c", 1)), 0)
+    with pytest.raises(UsageError, match="index"):
+        Replica("a", 0, log=[Entry(1, 2)])
+    with pytest.raises(UsageError, match="bug"):
+        ReplicaSettings(bugs=frozenset({"no-such-bug"}))
+    with pytest.raises(UsageError, match="min_insync"):
+        ReplicaSettings(min_insync=0)
+
+
+# --- the known-bug switches -------------------------------------------------------------------
+
+
+def test_bug_ack_before_replicate_acks_after_the_local_persist() -> None:
+    for bugs, expect_ack in ((frozenset(), False), (frozenset({"ack-before-replicate"}), True)):
+        pump = ready_pump(bugs=bugs)
+        pump.isolate("a")
+        pump.cut -= {("a", CLIENT)}
+        assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1))) is expect_ack
+
+
+def test_bug_no_epoch_fence_lets_an_old_primary_write_to_a_backup() -> None:
+    for bugs, accepted in ((frozenset(), False), (frozenset({"no-epoch-fence"}), True)):
+        pump = ready_pump(bugs=bugs)
+        pump.isolate("a")
+        expire(pump, "a")
+        pump.failover()
+        pump.tick(60)
+        c = pump.replicas["c"]
+        old = Entry(1, 2, ("c9", 1), Set(b"k", b"old"))
+        ready = c.on_message(Append(0, 1, "a", 1, 1, (old,), 1), pump.now)
+        [send] = ready.send
+        assert isinstance(send.message, AppendReply)
+        assert send.message.success is accepted
+        assert (old in c.entries_after(0)) is accepted
+
+
+def test_bug_skip_truncate_keeps_a_divergent_suffix() -> None:
+    for bugs, diverged in ((frozenset(), False), (frozenset({"skip-truncate"}), True)):
+        pump = ready_pump(bugs=bugs)
+        pump.isolate("a")
+        pump.send("a", Set(b"k", b"lost"), ("c1", 1))
+        pump.settle()
+        expire(pump, "a")
+        pump.failover()
+        pump.tick(60)
+        assert acked(pump.call("b", Set(b"k", b"v2"), ("c2", 1)))
+        pump.crash("a")
+        pump.restart("a")
+        pump.session_alive["a"] = True
+        pump.heal()
+        pump.tick(100)
+        assert (pump.log("a") != pump.log("b")) is diverged
+
+
+def test_bug_no_lease_wait_serves_past_the_lease() -> None:
+    for bugs, serves in ((frozenset(), False), (frozenset({"no-lease-wait"}), True)):
+        pump = ready_pump(bugs=bugs)
+        pump.lease_until["a"] = pump.now + 50
+        pump.tick(100)
+        assert pump.replicas["a"].serving(pump.now) is serves
