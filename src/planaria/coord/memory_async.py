@@ -104,8 +104,9 @@ class MemoryCoordinator(Coordinator):
 
     def _now_ms(self) -> float:
         # Several coordinators (with their own clocks) may share a store: never step back.
+        # Microsecond rounding keeps float noise of seconds-to-ms off exact deadlines.
         known = self.store.now_ms
-        now_ms = self._clock() * 1000.0
+        now_ms = round(self._clock() * 1000.0, 3)
         return now_ms if known is None or now_ms > known else known
 
     def _enter(self) -> float:
