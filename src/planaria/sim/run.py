@@ -230,6 +230,8 @@ class _Run:
         self.world.crash(node.pid)
 
     def restart_node(self, node: str) -> None:
+        if self.nodes[node].up:
+            self.world.crash(node)  # a mid-write crash still waiting for a write
         self.world.restart(node)
 
     def _config_of(self, partition: int) -> Any:
@@ -257,12 +259,12 @@ class _Run:
     def _run_phases(self, result: SimResult) -> None:
         world = self.world
         world.after_event = self.monitor.after_event
+        self.nemesis.start()  # first: it sets the clocks' offsets and rates
         self.coordinator.start()
         for node in self.nodes.values():
             node.on_start()
         for client in self.clients:
             client.start()
-        self.nemesis.start()
         workload_end_ms = max(10_000.0, self.config.ops * 50.0)
         world.run_until(workload_end_ms, stop=self._workload_done)
         self.nemesis.heal_all()
