@@ -1,0 +1,177 @@
+"""The controller's decisions, table by table: who is promoted, when, and which CAS."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from planaria.core.controller import (
+    ConfigChange,
+    Controller,
+    ControllerSettings,
+    SessionView,
+)
+from planaria.core.messages import PartitionConfig, ProposeIsr
+from planaria.errors import UsageError
+
+REPLICAS = ("a", "b", "c")
+
+
+def config(
+    *,
+    epoch: int = 3,
+    primary: str | None = "a",
+    isr: str = "abc",
+    version: int = 7,
+    incarnation: int = 1,
+) -> PartitionConfig:
+    return PartitionConfig(0, epoch, primary, REPLICAS, frozenset(isr), version, incarnation)
+
+
+def sessions(
+    alive: str = "abc", *, incarnations: dict[str, int] | None = None, renewed_ms: float = 0.0
+) -> dict[str, SessionView]:
+    incarnations = incarnations or {}
+    return {
+        n: SessionView(n, incarnations.get(n, 1), n in alive, renewed_ms, renewed_ms + 1000)
+        for n in "abcd"
+    }
+
+
+def decide_one(
+    current: PartitionConfig,
+    views: dict[str, SessionView],
+    *,
+    bugs: frozenset[str] = frozenset(),
+    now_ms: float = 0.0,
+) -> ConfigChange | None:
+    controller = Controller(ControllerSettings(suspect_after_ms=50, bugs=bugs))
+    changes = controller.decide([current], views, now_ms)
+    assert len(changes) <= 1
+    return changes[0] if changes else None
+
+
+def test_initial_configs() -> None:
+    controller = Controller()
+    placement = {1: ("b", "c", "a"), 0: ("a", "b", "c")}
+    configs = controller.initial_configs(placement, sessions("ab", incarnations={"b": 4}))
+    assert list(configs) == [0, 1]
+    assert configs[1] == PartitionConfig(1, 1, "b", ("b", "c", "a"), frozenset("abc"), 1, 4)
+    assert configs[0].primary_incarnation == 1
+    assert controller.initial_configs({0: ("c", "a")})[0].primary_incarnation == 0
+    with pytest.raises(UsageError, match="twice"):
+        controller.initial_configs({0: ("a", "a")})
+    with pytest.raises(UsageError, match="no replicas"):
+        controller.initial_configs({0: ()})
+
+
+# (story, config, alive sessions, incarnations, new primary, new isr) -- None: no change.
+FAILOVERS = [
+    ("healthy primary and isr: nothing to do", config(), "abc", {}, None, None),
+    ("primary expired: first live isr member", config(), "bc", {}, "b", "bc"),
+    ("first isr member dead too", config(), "c", {}, "c", "c"),
+    ("only in-sync replicas may lead", config(isr="ab"), "c", {}, None, None),
+    ("out-of-sync replica stays out", config(isr="ac"), "bc", {}, "c", "c"),
+    ("restarted primary: new epoch, same node", config(), "abc", {"a": 2}, "a", "abc"),
+    ("unknown incarnation: confirmed by a new epoch", config(incarnation=0), "abc", {}, "a", "abc"),
+    ("no primary at all", config(primary=None, isr="bc"), "abc", {}, "b", "bc"),
+]
+
+
+@pytest.mark.parametrize(
+    ("current", "alive", "incarnations", "primary", "isr"),
+    [row[1:] for row in FAILOVERS],
+    ids=[row[0] for row in FAILOVERS],
+)
+def test_failover(
+    current: PartitionConfig,
+    alive: str,
+    incarnations: dict[str, int],
+    primary: str | None,
+    isr: str | None,
+) -> None:
+    change = decide_one(current, sessions(alive, incarnations=incarnations))
+    if primary is None:
+        assert change is None
+        return
+    assert change is not None and isr is not None
+    assert change.expected_version == current.version
+    new = change.config
+    assert (new.primary, new.isr) == (primary, frozenset(isr))
+    assert (new.epoch, new.version) == (current.epoch + 1, current.version + 1)
+    assert new.primary_incarnation == incarnations.get(primary, 1)
+    assert new.replicas == current.replicas
+
+
+def test_dead_backups_leave_the_isr_without_a_new_epoch() -> None:
+    change = decide_one(config(), sessions("ab"))
+    assert change is not None
+    assert change.config == replace(config(), isr=frozenset("ab"), version=8)
+
+
+def test_a_silent_primary_is_not_replaced_before_its_session_expires() -> None:
+    # Not renewed for a long time, but the coordinator has not expired it: its lease may
+    # still be valid, so wait.
+    assert decide_one(config(), sessions(renewed_ms=0.0), now_ms=10_000) is None
+
+
+def test_bug_no_lease_wait_promotes_on_suspicion() -> None:
+    bug = frozenset({"no-lease-wait"})
+    assert decide_one(config(), sessions(renewed_ms=0.0), bugs=bug, now_ms=10) is None
+    change = decide_one(config(), sessions(renewed_ms=0.0), bugs=bug, now_ms=60)
+    assert change is not None
+    assert (change.config.primary, change.config.isr) == ("b", frozenset("bc"))
+
+
+def test_bug_promote_out_of_sync_takes_any_live_replica() -> None:
+    current = config(isr="ab")
+    assert decide_one(current, sessions("c")) is None
+    change = decide_one(current, sessions("c"), bugs=frozenset({"promote-out-of-sync"}))
+    assert change is not None and change.config.primary == "c"
+
+
+def test_decisions_come_in_partition_order() -> None:
+    configs = [replace(config(), partition=p) for p in (5, 2, 9)]
+    changes = Controller().decide(configs, sessions("bc"), 0.0)
+    assert [c.partition for c in changes] == [2, 5, 9]
+    assert all(c.config.partition == c.partition for c in changes)
+
+
+def proposal(isr: str, *, epoch: int = 3, version: int = 7) -> ProposeIsr:
+    return ProposeIsr(0, epoch, version, frozenset(isr))
+
+
+# (story, proposal, sender, accepted)
+PROPOSALS = [
+    ("shrink by the primary", proposal("ab"), "a", True),
+    ("expand by the primary", proposal("abc"), "a", False),  # no change: isr is already abc
+    ("stale epoch", proposal("ab", epoch=2), "a", False),
+    ("stale version", proposal("ab", version=6), "a", False),
+    ("not the primary", proposal("ab"), "b", False),
+    ("without the primary", proposal("bc"), "a", False),
+    ("a node outside the replicas", proposal("abd"), "a", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "sender", "accepted"),
+    [row[1:] for row in PROPOSALS],
+    ids=[row[0] for row in PROPOSALS],
+)
+def test_isr_proposals_are_validated(request_: ProposeIsr, sender: str, accepted: bool) -> None:
+    change = Controller().on_propose(request_, sender, config())
+    assert (change is not None) is accepted
+    if change is not None:
+        assert change.expected_version == 7
+        assert change.config == replace(config(), isr=request_.isr, version=8)
+
+
+def test_expand_after_a_shrink() -> None:
+    change = Controller().on_propose(proposal("abc"), "a", config(isr="a"))
+    assert change is not None and change.config.isr == frozenset("abc")
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(UsageError):
+        Controller(ControllerSettings(suspect_after_ms=0))
