@@ -123,6 +123,13 @@ def decode_config(data: bytes) -> PartitionConfig:
     try:
         record["replicas"] = tuple(record["replicas"])
         record["isr"] = frozenset(record["isr"])
-        return PartitionConfig(**record)
+        config = PartitionConfig(**record)
     except (KeyError, TypeError) as exc:
         raise MalformedRecord(f"not a partition config: {exc}") from exc
+    names = [*config.replicas, *config.isr, *([config.primary] if config.primary else [])]
+    numbers = [config.partition, config.epoch, config.version, config.primary_incarnation]
+    if not all(isinstance(n, str) for n in names) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in numbers
+    ):
+        raise MalformedRecord(f"partition config with wrong field types: {data[:120]!r}")
+    return config
