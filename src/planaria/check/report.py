@@ -134,7 +134,11 @@ def _timeline_svg(model: Model, part: PartitionResult) -> str:
     known_ends = [op.ret for op in ops if op.ret is not None]
     end = max([*known_ends, *(op.call for op in ops)]) + 1
     scale = (_WIDTH_PX - _LEFT_PX - 10) / max(end - start, 1e-9)
-    processes = sorted({op.process for op in ops}, key=lambda p: (str(type(p)), str(p)))
+    # Numbers in numeric order (2 before 10), then names.
+    processes = sorted(
+        {op.process for op in ops},
+        key=lambda p: (0, p, "") if isinstance(p, int) else (1, 0, str(p)),
+    )
     lane = {p: n for n, p in enumerate(processes)}
     height = len(processes) * _LANE_PX + 20
     parts = [f'<svg width="{_WIDTH_PX}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
