@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,7 +187,7 @@ def test_register_refuses_bad_input() -> None:
 def test_conflicts_say_what_was_expected_and_found() -> None:
     store = MemoryStore()
     store.create("/k", b"1")
-    cases = [
+    cases: list[tuple[Callable[[], object], int | None, int | None]] = [
         (lambda: store.create("/k", b""), None, 1),
         (lambda: store.set_if_version("/k", b"", version=2), 2, 1),
         (lambda: store.delete_if_version("/k", version=3), 3, 1),
@@ -241,7 +242,7 @@ def test_multi_refuses_bad_input_before_changing_anything() -> None:
     bad: list[object] = [
         [Create("/k", b""), CheckVersion("/k", 1)],
         [Create("k", b"")],
-        [Create("/k", "text")],
+        [Create("/k", "text")],  # type: ignore[arg-type]
         [SetIfVersion("/k", b"", 0)],
         [CheckLeader("/ctl", 1)],
         [CheckLeader("/ctl/", 0)],
@@ -258,7 +259,7 @@ def test_multi_refuses_bad_input_before_changing_anything() -> None:
 
 def test_value_limit() -> None:
     store = MemoryStore()
-    store.create("/ok", bytearray(512 * 1024))
+    store.create("/ok", bytearray(512 * 1024))  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         store.create("/big", b"x" * (512 * 1024 + 1))
 

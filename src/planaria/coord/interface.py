@@ -38,6 +38,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Self
 
 from planaria.coord.errors import VersionConflict
 from planaria.coord.layout import MEMBERS_PREFIX, Registration, decode_registration
@@ -79,7 +80,7 @@ class Watch(abc.ABC):
     async def close(self) -> None:
         """Stop the subscription (idempotent); a pending ``__anext__`` ends."""
 
-    async def __aenter__(self) -> Watch:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -218,7 +219,7 @@ class Coordinator(abc.ABC):
         """Close every watch and every session this client opened (their ephemerals vanish;
         if the backend is unreachable they expire by TTL). Idempotent."""
 
-    async def __aenter__(self) -> Coordinator:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
