@@ -26,10 +26,18 @@ def _check(parser: argparse.ArgumentParser) -> Runner:
     return check_cli.run
 
 
+def _sim(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.sim import _cli as sim_cli
+
+    sim_cli.add_arguments(parser)
+    return sim_cli.run
+
+
 # name -> (help, builder); the builder adds the subcommand's arguments and returns its runner.
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
     "demo": ("watch the fault-recovery toolkit at work", _demo),
     "check": ("check histories for linearizability and lost writes", _check),
+    "sim": ("run the deterministic fault simulator over seeds", _sim),
 }
 
 

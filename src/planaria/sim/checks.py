@@ -52,10 +52,11 @@ CHECKS = (
 class Violation(InternalError):
     """A check failed: ``check`` names it, ``detail`` says what was seen."""
 
-    def __init__(self, check: str, detail: str) -> None:
+    def __init__(self, check: str, detail: str, *, focus: str | None = None) -> None:
         super().__init__(f"{check}: {detail}")
         self.check = check
         self.detail = detail
+        self.focus = focus  # a word the interesting trace lines contain (e.g. "p3")
 
 
 class Monitor:
@@ -69,6 +70,9 @@ class Monitor:
         self.nodes = nodes
         self.config_of = config_of
         self.acks_checked = 0
+        # (node, partition) -> (role, epoch) last seen: changes go to the trace, and the
+        # epoch must never go down, not even across a restart (it is persisted first).
+        self.roles: dict[tuple[str, int], tuple[str, int]] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
 
@@ -127,12 +131,33 @@ class Monitor:
 
     # ------------------------------------------------------------------ after every event
 
+    def _role_changed(
+        self,
+        node: SimNode,
+        partition: int,
+        seen: tuple[str, int] | None,
+        state: tuple[str, int],
+    ) -> None:
+        self.roles[(node.pid, partition)] = state
+        node.world.trace.add(node.world.now_ms, node.pid, f"p{partition} {state[0]} e{state[1]}")
+        if seen is not None and state[1] < seen[1]:
+            raise Violation(
+                "epoch-decreased",
+                f"{node.pid} p{partition}: replica epoch {seen[1]} -> {state[1]}",
+                focus=f"p{partition}",
+            )
+
     def after_event(self, pid: str) -> None:
         node = self.nodes.get(pid)
         if node is None or not node.up:
             return
         now = node.local_now()
+        roles = self.roles
         for partition, replica in node.replicas.items():
+            state = (replica.role.value, replica.epoch)
+            seen = roles.get((pid, partition))
+            if seen != state:
+                self._role_changed(node, partition, seen, state)
             if not replica.serving(now):
                 continue
             self.serving_checks += 1

@@ -58,7 +58,7 @@ class SimConfig:
     faults: frozenset[str] = frozenset(FAULT_KINDS)
     bugs: frozenset[str] = frozenset()
     liveness_ms: float = 4000.0
-    trace_keep: int | None = 400
+    trace_keep: int | None = 3000
     node: NodeSettings = field(default_factory=NodeSettings)
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
     client: ClientSettings = field(default_factory=ClientSettings)
@@ -145,6 +145,7 @@ def replay_command(config: SimConfig) -> str:
 class _Run:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        self.focus: str | None = None
         world = self.world = World(config.seed, trace_keep=config.trace_keep)
         world.trace.show = show
         network = self.network = Network(world, config.network)
@@ -248,6 +249,7 @@ class _Run:
             result.passed = False
             result.check = violation.check
             result.detail = violation.detail
+            self.focus = violation.focus
         except Exception as error:  # the code under test crashed: that is a finding too
             result.passed = False
             result.check = "crashed"
@@ -287,48 +289,55 @@ class _Run:
     def _clients_idle(self) -> bool:
         return all(client.idle for client in self.clients)
 
-    def _wait_for(self, check: str, condition: Callable[[], str | None], since_ms: float) -> None:
+    def _wait_for(
+        self, check: str, condition: Callable[[], tuple[str, int] | None], since_ms: float
+    ) -> None:
         world = self.world
         deadline = since_ms + self.config.liveness_ms
         problem = condition()
         while problem is not None:
             if world.now_ms >= deadline:
+                text, partition = problem
                 raise Violation(
-                    check, f"{problem} {deadline - since_ms:.0f} ms after the faults healed"
+                    check,
+                    f"{text} {deadline - since_ms:.0f} ms after the faults healed",
+                    focus=f"p{partition}",
                 )
             world.run_until(min(deadline, world.now_ms + 5.0))
             problem = condition()
 
-    def _every_partition_serving(self) -> str | None:
+    def _every_partition_serving(self) -> tuple[str, int] | None:
         for partition in sorted(self.placement):
             config = self.coordinator.configs[partition]
             primary = self.nodes.get(config.primary or "")
             replica = primary.replicas.get(partition) if primary is not None else None
             if primary is None or replica is None or not replica.serving(primary.local_now()):
-                return f"p{partition} has no serving primary (config {config.primary})"
+                text = f"p{partition} has no serving primary (config {config.primary})"
+                return text, partition
         return None
 
-    def _converged(self) -> str | None:
+    def _converged(self) -> tuple[str, int] | None:
         for partition in sorted(self.placement):
             config = self.coordinator.configs[partition]
             primary = self.nodes[config.primary] if config.primary else None
             reference = primary.replicas.get(partition) if primary is not None else None
             if reference is None:
-                return f"p{partition} has no primary"
+                return f"p{partition} has no primary", partition
             for node_id in self.placement[partition]:
                 replica = self.nodes[node_id].replicas.get(partition)
                 if replica is None:
-                    return f"p{partition}: {node_id} has no replica"
+                    return f"p{partition}: {node_id} has no replica", partition
                 if (
                     replica.applied_index != reference.applied_index
                     or replica.applied != reference.applied
                     or replica.dedup != reference.dedup
                 ):
-                    return (
+                    same = "equal" if replica.applied == reference.applied else "differ"
+                    text = (
                         f"p{partition}: {node_id} applied up to {replica.applied_index}, "
-                        f"primary {config.primary} up to {reference.applied_index} (states "
-                        f"{'equal' if replica.applied == reference.applied else 'differ'})"
+                        f"primary {config.primary} up to {reference.applied_index} (states {same})"
                     )
+                    return text, partition
         return None
 
     def _check_history(self) -> None:
@@ -362,7 +371,7 @@ class _Run:
         result.sim_ms = world.now_ms
         result.history = list(events)
         if not result.passed:
-            result.trace = world.trace.tail(TRACE_LINES)
+            result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
         if world.trace.keep is None:
             result.full_trace = world.trace.render_all()
 

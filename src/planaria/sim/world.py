@@ -64,22 +64,47 @@ class TraceLine:
 
 
 class Trace:
-    """The run's events as (time, process, what, detail); ``keep`` bounds memory (None: all)."""
+    """The run's events as (time, process, what, detail); ``keep`` bounds memory (None: all).
 
-    def __init__(self, keep: int | None = 400, show: Callable[[object], str] = str) -> None:
+    Besides the last ``keep`` lines, the last ``keep`` *notable* lines (anything but a message
+    delivery: faults, config changes, sessions, proposals) are kept, so a liveness failure
+    seconds after its cause still shows the cause.
+    """
+
+    def __init__(self, keep: int | None = 3000, show: Callable[[object], str] = str) -> None:
         self.keep = keep
         self.show = show  # renders a line's detail (a message, a config, ...)
         self.lines: list[TraceLine] = []
+        self.notable: list[TraceLine] = []
         self.count = 0
 
     def add(self, time_ms: float, process: str, what: str, detail: object = None) -> None:
-        self.lines.append(TraceLine(time_ms, process, what, detail))
+        line = TraceLine(time_ms, process, what, detail)
+        self.lines.append(line)
         self.count += 1
-        if self.keep is not None and len(self.lines) > 2 * self.keep:
-            del self.lines[: len(self.lines) - self.keep]
+        keep = self.keep
+        if not what.startswith("<-"):
+            self.notable.append(line)
+            if keep is not None and len(self.notable) > 2 * keep:
+                del self.notable[: len(self.notable) - keep]
+        if keep is not None and len(self.lines) > 2 * keep:
+            del self.lines[: len(self.lines) - keep]
 
-    def tail(self, lines: int) -> list[str]:
-        return [line.render(self.show) for line in self.lines[-lines:]]
+    def tail(self, lines: int, focus: str | None = None) -> list[str]:
+        """The last ``lines`` lines; with ``focus`` (a partition, "p3"), the last lines that
+        mention it, and faults."""
+        if focus is None:
+            return [line.render(self.show) for line in self.lines[-lines:]]
+        pattern = focus + " "
+        picked: dict[int, str] = {}
+        for line in [*self.notable, *self.lines]:
+            if id(line) in picked:
+                continue
+            text = line.render(self.show)
+            if pattern in text + " " or line.process == "nemesis" or line.what.isupper():
+                picked[id(line)] = text
+        ordered = sorted(picked.values(), key=lambda text: float(text.split()[0]))
+        return ordered[-lines:]
 
     def render_all(self) -> list[str]:
         return [line.render(self.show) for line in self.lines]
@@ -120,7 +145,7 @@ class Process:
 class World:
     """The event loop of one run."""
 
-    def __init__(self, seed: int, *, trace_keep: int | None = 400) -> None:
+    def __init__(self, seed: int, *, trace_keep: int | None = 3000) -> None:
         self.seed = seed
         self.rng = Random(seed)
         self.now_ms = 0.0

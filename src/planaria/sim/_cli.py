@@ -1,0 +1,187 @@
+"""``planaria sim``: run the deterministic simulator over one seed or many (I/O adapter).
+
+Exit status: 0 when every seed passes, 1 when any seed violates a check (each failing seed
+is printed with the command that replays it and the trace around the violation), 2 on bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from planaria.errors import UsageError
+from planaria.sim.nemesis import FAULT_KINDS, parse_faults
+from planaria.sim.run import SimConfig, SimResult, run_seed
+
+__all__ = ["add_arguments", "run"]
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+BUG_NAMES = (
+    "ack-before-replicate",
+    "no-epoch-fence",
+    "promote-out-of-sync",
+    "no-lease-wait",
+    "skip-truncate",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 (default 1)")
+    which.add_argument("--seed", type=int, metavar="S", help="run (replay) seed S only")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, metavar="S", help="with --seeds: start at S"
+    )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULT_KINDS),
+        metavar="LIST",
+        help=f"comma-separated fault kinds, or none (default: {','.join(FAULT_KINDS)})",
+    )
+    parser.add_argument("--nodes", type=int, default=5, help="nodes (default 5)")
+    parser.add_argument("--partitions", type=int, default=8, help="partitions (default 8)")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas each (default 3)")
+    parser.add_argument("--ops", type=int, default=300, help="operations per seed (default 300)")
+    parser.add_argument("--clients", type=int, default=5, help="clients (default 5)")
+    parser.add_argument(
+        "--bug",
+        action="append",
+        default=[],
+        choices=BUG_NAMES,
+        metavar="NAME",
+        help=f"switch on a known bug (repeatable): {', '.join(BUG_NAMES)}",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="run seeds in N processes (default 1)"
+    )
+    parser.add_argument(
+        "--trace-lines", type=int, default=40, metavar="N", help="trace lines per failing seed"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+
+def _configs(args: argparse.Namespace) -> list[SimConfig]:
+    faults = parse_faults(args.faults)
+    if args.seed is not None:
+        seeds = [args.seed]
+    else:
+        count = 1 if args.seeds is None else args.seeds
+        if count < 1:
+            raise UsageError(f"--seeds must be >= 1, got {count}")
+        seeds = list(range(args.first_seed, args.first_seed + count))
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    return [
+        SimConfig(
+            seed=seed,
+            nodes=args.nodes,
+            partitions=args.partitions,
+            replicas=args.replicas,
+            ops=args.ops,
+            clients=args.clients,
+            faults=faults,
+            bugs=frozenset(args.bug),
+        )
+        for seed in seeds
+    ]
+
+
+def _results(configs: list[SimConfig], jobs: int) -> Iterator[SimResult]:
+    if jobs == 1 or len(configs) == 1:
+        yield from map(run_seed, configs)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(run_seed, configs, chunksize=4)
+
+
+def run(args: argparse.Namespace) -> int:
+    configs = _configs(args)
+    started = time.perf_counter()
+    failed: list[SimResult] = []
+    totals: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
+    with _ProgressBar(len(configs)) as advance:
+        for result in _results(configs, args.jobs):
+            totals["seeds"] += 1
+            totals["operations"] += result.operations
+            totals["ok"] += result.ok_operations
+            totals["info"] += result.info_operations
+            faults.update(result.faults)
+            if not result.passed:
+                failed.append(result)
+                _print_failure(result, args)
+            elif args.json and len(configs) == 1:
+                print(json.dumps(result.summary(), sort_keys=True))
+            advance(not result.passed)
+    elapsed_s = time.perf_counter() - started
+    summary = {
+        "seeds": totals["seeds"],
+        "operations": totals["operations"],
+        "ok": totals["ok"],
+        "info": totals["info"],
+        "faults": dict(sorted(faults.items())),
+        "faults_total": sum(faults.values()),
+        "violations": len(failed),
+        "failed_seeds": [r.seed for r in failed],
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    if args.json:
+        print(json.dumps({"summary": summary}, sort_keys=True))
+    else:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(faults.items()))
+        print(
+            f"sim: {summary['seeds']} seeds, {summary['operations']} operations "
+            f"({summary['ok']} ok, {summary['info']} unknown), {summary['faults_total']} faults "
+            f"injected ({kinds or 'none'}), {len(failed)} violations, {elapsed_s:.1f} s"
+        )
+    return EXIT_VIOLATION if failed else EXIT_OK
+
+
+def _print_failure(result: SimResult, args: argparse.Namespace) -> None:
+    if args.json:
+        payload = result.summary()
+        payload["trace"] = result.trace[-args.trace_lines :]
+        print(json.dumps(payload, sort_keys=True))
+        return
+    print(f"seed {result.seed} FAILED {result.check}: {result.detail}")
+    print(f"  replay: {result.command}")
+    print("  trace (last events before the violation):")
+    for line in result.trace[-args.trace_lines :]:
+        print(f"    {line}")
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr over the seeds, only for many seeds on a TTY."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[bool], None]:
+        if self.total < 2 or not sys.stderr.isatty():
+            return lambda failed: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("seeds", total=self.total)
+        failures = [0]
+
+        def advance(failed: bool) -> None:
+            failures[0] += failed
+            self._bar.update(task, advance=1, description=f"seeds ({failures[0]} failed)")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
