@@ -27,9 +27,9 @@ from planaria.check.lostwrites import find_lost_writes
 from planaria.check.models import KvModel
 from planaria.check.report import explain
 from planaria.core.controller import Controller, ControllerSettings
+from planaria.core.placement import place
 from planaria.core.replica import ReplicaSettings
 from planaria.errors import UsageError
-from planaria.hashing import HashRing
 from planaria.sim.checks import Monitor, Violation
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
@@ -39,7 +39,7 @@ from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
 from planaria.sim.show import show
 from planaria.sim.world import World
 
-__all__ = ["SimConfig", "SimResult", "placement_for", "replay_command", "run_seed"]
+__all__ = ["SimConfig", "SimResult", "replay_command", "run_seed"]
 
 TRACE_LINES = 60
 
@@ -122,11 +122,6 @@ class SimResult:
         }
 
 
-def placement_for(nodes: list[str], partitions: int, replicas: int) -> dict[int, tuple[str, ...]]:
-    ring = HashRing(nodes)
-    return {p: tuple(ring.nodes_for(f"partition-{p}", replicas)) for p in range(partitions)}
-
-
 def replay_command(config: SimConfig) -> str:
     faults = ",".join(kind for kind in FAULT_KINDS if kind in config.faults) or "none"
     parts = [
@@ -150,7 +145,7 @@ class _Run:
         world.trace.show = show
         network = self.network = Network(world, config.network)
         node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
-        self.placement = placement_for(node_ids, config.partitions, config.replicas)
+        self.placement = place(config.partitions, node_ids, replicas=config.replicas)
         replica_settings = config.replica or ReplicaSettings(bugs=config.bugs)
         controller = Controller(ControllerSettings(bugs=config.bugs))
         self.nodes: dict[str, SimNode] = {}
