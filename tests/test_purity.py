@@ -24,6 +24,12 @@ PURE_MODULES = (
     "storage/format.py",
     "storage/fs.py",
     "storage/log.py",
+    # the coordination interface and the store the simulator's coordinator runs on
+    "coord/errors.py",
+    "coord/interface.py",
+    "coord/layout.py",
+    "coord/memory.py",
+    "coord/types.py",
 )
 # Thin I/O adapters that live inside pure packages (command-line wiring).
 ADAPTERS = {"check/_cli.py", "sim/_cli.py"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -489,16 +488,3 @@ def test_random_histories_keep_the_stores_promises(ops: list[tuple[str, int, int
                 info = store.session_info(item.session)
                 assert info.alive and info.expires_ms > now
     assert leaders == sorted(set(leaders))  # every new leader has a larger token
-
-
-# --- purity --------------------------------------------------------------------------------------
-
-PURE = ["errors.py", "types.py", "layout.py", "memory.py", "interface.py"]
-
-
-@pytest.mark.parametrize("name", PURE)
-def test_pure_modules_stay_pure(name: str) -> None:
-    from test_purity import violations  # tests/ is on sys.path (rootdir of tests/test_purity.py)
-
-    source = Path(__file__).resolve().parents[2] / "src" / "planaria" / "coord" / name
-    assert violations(source.read_text()) == []
