@@ -104,6 +104,7 @@ class SimNode(Process):
         self.crash_requested: Callable[[SimNode], None] | None = None
         self.recoveries_torn = 0
         self.recoveries_damaged = 0
+        self.sessions_lost = 0
         network.register(pid, self.on_message)
 
     # ------------------------------------------------------------------ lifecycle
@@ -245,6 +246,7 @@ class SimNode(Process):
         # The coordinator expired this session: our lease is gone and the controller may
         # have promoted someone else. Start over from the disk under a new session.
         self.world.trace.add(self.world.now_ms, self.pid, "session expired", ack.session)
+        self.sessions_lost += 1
         for log in self.logs.values():
             log.close()
         self._open_logs()

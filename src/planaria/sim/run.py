@@ -103,6 +103,7 @@ class SimResult:
     trace: list[str] = field(default_factory=list)
     command: str = ""
     history: list[Any] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
     full_trace: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -365,6 +366,24 @@ class _Run:
         result.messages = self.network.stats.sent
         result.sim_ms = world.now_ms
         result.history = list(events)
+        net = self.network.stats
+        nodes = list(self.nodes.values())
+        rates = [node.clock.rate for node in nodes]
+        result.stats = {
+            "messages_lost": net.lost,
+            "messages_duplicated": net.duplicated,
+            "messages_cut": net.cut,
+            "held_events": sum(node.held_total for node in nodes),
+            "restarts": sum(node.incarnation for node in nodes),
+            "torn_tails": sum(node.recoveries_torn for node in nodes),
+            "damaged_logs": sum(node.recoveries_damaged for node in nodes),
+            "sessions_expired": sum(node.sessions_lost for node in nodes),
+            "clock_rate_spread": max(rates) - min(rates),
+            "config_changes": self.coordinator.changes,
+            "acks_checked": self.monitor.acks_checked,
+            "acks_unchecked": self.monitor.acks_unchecked,
+            "serving_checks": self.monitor.serving_checks,
+        }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
         if world.trace.keep is None:

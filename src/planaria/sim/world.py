@@ -121,6 +121,7 @@ class Process:
         self.paused = False
         self.incarnation = 0
         self.held: list[Event] = []
+        self.held_total = 0  # events that waited for a resume, over the whole run
         world.add_process(self)
 
     def local_now(self) -> float:
@@ -238,5 +239,6 @@ class World:
         process.paused = False
         self.trace.add(self.now_ms, pid, "RESUME", f"{len(process.held)} held events")
         held, process.held = process.held, []
+        process.held_total += len(held)
         for _, _, _, incarnation, fn, arg in held:  # in their original order
             self.schedule(0.0, pid, fn, arg, incarnation)

@@ -1,0 +1,62 @@
+"""Every fault kind actually happens, and has the effect it claims."""
+
+from __future__ import annotations
+
+import pytest
+
+from planaria.errors import UsageError
+from planaria.sim.nemesis import parse_faults
+from planaria.sim.run import SimConfig, SimResult, run_seed
+
+
+def _sweep(faults: str, seeds: range, ops: int = 150) -> list[SimResult]:
+    return [run_seed(SimConfig(seed=s, ops=ops, faults=parse_faults(faults))) for s in seeds]
+
+
+def _total(results: list[SimResult], stat: str) -> float:
+    return sum(result.stats[stat] for result in results)
+
+
+@pytest.mark.parametrize(
+    ("kind", "effect"),
+    [
+        ("crash", "restarts"),
+        ("disk", "restarts"),
+        ("pause", "held_events"),
+        ("partition", "messages_cut"),
+        ("loss", "messages_lost"),
+        ("loss", "messages_duplicated"),
+        ("drift", "clock_rate_spread"),
+    ],
+)
+def test_each_fault_kind_is_injected_and_has_its_effect(kind: str, effect: str) -> None:
+    results = _sweep(kind, range(3))
+    assert all(result.passed for result in results), [r.detail for r in results]
+    assert sum(result.faults.get(kind, 0) for result in results) > 0
+    assert _total(results, effect) > 0
+
+
+def test_disk_faults_tear_log_tails_that_recovery_cuts_off() -> None:
+    results = _sweep("disk", range(8))
+    assert _total(results, "torn_tails") > 0
+    assert all(result.passed for result in results)
+
+
+def test_long_pauses_and_partitions_expire_sessions_and_change_configs() -> None:
+    results = _sweep("pause,partition", range(4))
+    assert _total(results, "sessions_expired") > 0
+    assert _total(results, "config_changes") > 0
+
+
+def test_no_faults_means_none_injected_and_nothing_lost() -> None:
+    (result,) = _sweep("none", range(1))
+    assert result.passed
+    assert result.faults == {}
+    assert result.stats["messages_lost"] == result.stats["messages_cut"] == 0
+    assert result.info_operations == 0
+    assert result.stats["acks_checked"] > 0
+
+
+def test_unknown_fault_kinds_are_refused() -> None:
+    with pytest.raises(UsageError, match="unknown fault"):
+        parse_faults("crash,meteor")
