@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planaria.core.controller import Controller, ControllerSettings, SessionView
 from planaria.core.messages import (
@@ -690,3 +692,109 @@ def test_bug_no_lease_wait_serves_past_the_lease() -> None:
         pump.lease_until["a"] = pump.now + 50
         pump.tick(100)
         assert pump.replicas["a"].serving(pump.now) is serves
+
+
+# --- random fault schedules (a small property test; the simulator does this at scale) -------
+
+NODE_NAMES = ("a", "b", "c")
+actions = st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 2)),
+    st.tuples(st.just("tick"), st.sampled_from([10, 30, 60, 200])),
+    st.tuples(st.just("cut"), st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.just("heal"), st.just(0)),
+    st.tuples(st.just("restart"), st.integers(0, 2)),
+    st.tuples(st.just("expire"), st.integers(0, 2)),
+    st.tuples(st.just("revive"), st.integers(0, 2)),
+)
+
+
+def check_invariants(pump: Pump, acks: dict[RequestId, Version]) -> None:
+    live = [n for n in pump.nodes if n not in pump.down]
+    serving = [n for n in live if pump.replicas[n].serving(pump.now)]
+    assert len(serving) <= 1, f"two primaries serving: {serving}"
+    for x in live:
+        for y in live:
+            common = min(pump.replicas[x].commit_index, pump.replicas[y].commit_index)
+            assert pump.log(x)[:common] == pump.log(y)[:common], "committed prefixes differ"
+    for rid, version in acks.items():
+        for node in pump.config.isr:
+            log = pump.disk[node].log
+            assert len(log) >= version.index and log[version.index - 1].request_id == rid, (
+                f"acked {rid} at {version} missing on isr member {node}"
+            )
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedule=st.lists(actions, min_size=5, max_size=40))
+def test_random_fault_schedules_keep_the_invariants(schedule: list[tuple[object, ...]]) -> None:
+    run_schedule(schedule)
+
+
+def test_the_schedule_checks_catch_ack_before_replicate() -> None:
+    schedule: list[tuple[object, ...]] = [("cut", 0, 1), ("write", 0), ("tick", 10)]
+    run_schedule(schedule)
+    with pytest.raises(AssertionError, match="missing on isr member b"):
+        run_schedule(schedule, bugs=frozenset({"ack-before-replicate"}))
+
+
+def run_schedule(schedule: list[tuple[object, ...]], bugs: frozenset[str] = frozenset()) -> None:
+    pump = ready_pump(replica_lag_ms=100, bugs=bugs)
+    acks: dict[RequestId, Version] = {}
+    seq = 0
+
+    def collect() -> None:
+        for rid, replies in pump.replies.items():
+            for reply in replies:
+                if reply.error is None and rid[0] == "w" and reply.version is not None:
+                    assert acks.setdefault(rid, reply.version) == reply.version
+
+    for action in schedule:
+        kind, arg = action[0], action[1]
+        assert isinstance(arg, int)
+        node = NODE_NAMES[arg % 3]
+        if kind == "write":
+            seq += 1
+            if node not in pump.down:
+                pump.send(node, Set(b"k%d" % (seq % 3), b"v%d" % seq), ("w", seq))
+            pump.settle()
+        elif kind == "tick":
+            pump.tick(arg)
+        elif kind == "cut":
+            target = action[2]
+            assert isinstance(target, int)
+            other = NODE_NAMES[target % 3]
+            if other != node:
+                pump.cut.add((node, other))
+        elif kind == "heal":
+            pump.heal()
+        elif kind == "restart":
+            pump.crash(node)
+            pump.restart(node)
+        elif kind == "expire" and pump.session_alive[node]:
+            expire(pump, node)
+            pump.crash(node)  # the runtime rebuilds every replica when its session is lost
+            pump.restart(node)
+            pump.failover()
+        elif kind == "revive" and not pump.session_alive[node]:
+            pump.session_alive[node] = True
+            pump.lease_until[node] = math.inf
+            pump.renew()
+            pump.failover()
+        collect()
+        check_invariants(pump, acks)
+    # Heal everything: a primary serves again and the replicas converge.
+    pump.heal()
+    for node in pump.nodes:
+        if not pump.session_alive[node]:
+            pump.session_alive[node] = True
+            pump.incarnation[node] += 1
+            pump.lease_until[node] = math.inf
+    for _ in range(5):
+        pump.failover()
+        pump.tick(200)
+    collect()
+    check_invariants(pump, acks)
+    assert pump.primary.serving(pump.now), pump.config
+    assert pump.config.isr == frozenset(pump.nodes)
+    assert pump.log("a") == pump.log("b") == pump.log("c")
+    assert pump.replicas["a"].applied == pump.replicas["b"].applied == pump.replicas["c"].applied
