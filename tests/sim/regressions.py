@@ -1,0 +1,72 @@
+"""Every seed that ever failed, replayed in CI (tests/sim/test_sim_regressions.py).
+
+Add a row whenever a run fails: its seed and settings, why it failed, and what is expected
+now: ``expect`` is the check a known-bug switch must trip (None: the run must pass), and
+``open_bug`` names a protocol bug that is not fixed yet (the row is an xfail until it is:
+strict, so a fix shows up as XPASS and the row's ``open_bug`` must then be cleared).
+
+Seeds are tied to the simulator and protocol as they are: a change to either may move a
+failure to other seeds, so keep the old rows (they must still pass) and add the new ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planaria.sim.nemesis import FAULT_KINDS
+from planaria.sim.run import SimConfig
+
+ALL = ",".join(FAULT_KINDS)
+
+# The core bug the simulator found first (open at the time of writing): a replica that
+# learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
+# reaches it adopts the epoch as a backup; when the config naming it primary of that very
+# epoch then arrives, ``on_config`` sees "same epoch, I am a backup" and never promotes. The
+# controller sees a live primary and changes nothing: the partition has no serving primary
+# forever (typically: a restarted node promotes itself on a stale config of epoch e, the
+# controller bumps to e+1 for the new incarnation, a backup that already saw e+1 fences it).
+STUCK_BACKUP = (
+    "core: a replica that adopted epoch e from a peer ignores the config of epoch e naming "
+    "it primary (Replica.on_config), so the partition never gets a serving primary"
+)
+
+
+@dataclass(frozen=True)
+class Regression:
+    seed: int
+    why: str
+    ops: int = 300
+    faults: str = ALL
+    bugs: tuple[str, ...] = ()
+    expect: str | None = None
+    open_bug: str | None = None
+
+    def config(self) -> SimConfig:
+        faults = frozenset(self.faults.split(",")) if self.faults != "none" else frozenset()
+        return SimConfig(seed=self.seed, ops=self.ops, faults=faults, bugs=frozenset(self.bugs))
+
+
+REGRESSIONS: tuple[Regression, ...] = (
+    # Found while building the simulator (its own bugs, fixed; the seeds must pass).
+    Regression(7, "sim: clock offsets were set after the first renewal (a lease in the future)"),
+    Regression(11, "sim: a mid-write crash fired after its restart, leaving a node down"),
+    Regression(69, "core stuck-backup bug, under the first (HashRing) placement"),
+    # Protocol bugs found by the simulator.
+    Regression(209, "no serving primary for p1 after healing", open_bug=STUCK_BACKUP),
+    Regression(270, "no serving primary for p2 after healing", open_bug=STUCK_BACKUP),
+    Regression(281, "no serving primary for p3 after healing", open_bug=STUCK_BACKUP),
+    # Known-bug switches: each seed must trip its check (and pass without the switch:
+    # tests/sim/test_sim_bugs.py).
+    Regression(0, "acks after the local persist", 150, bugs=("ack-before-replicate",),
+               expect="ack-not-replicated"),
+    Regression(21, "old-epoch appends truncate committed entries", 150,
+               bugs=("no-epoch-fence",), expect="truncated-committed"),
+    Regression(42, "old-epoch appends make replicas diverge", 150, bugs=("no-epoch-fence",),
+               expect="diverged"),
+    Regression(2, "an out-of-sync replica is promoted", 150, bugs=("promote-out-of-sync",),
+               expect="promoted-out-of-sync"),
+    Regression(2, "promotion before the old lease ran out", 150, bugs=("no-lease-wait",),
+               expect="two-serving"),
+    Regression(7, "a stale suffix survives a primary change", 150, bugs=("skip-truncate",),
+               expect="diverged"),
+)  # fmt: skip

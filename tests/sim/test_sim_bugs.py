@@ -1,0 +1,46 @@
+"""Each known-bug switch makes some seed of a bounded sweep fail, and that same seed passes
+without the switch: the checks bite, and they bite because of the bug."""
+
+from __future__ import annotations
+
+import pytest
+
+from planaria.sim.nemesis import FAULT_KINDS
+from planaria.sim.run import SimConfig, SimResult, run_seed
+
+from .regressions import REGRESSIONS
+
+SEEDS_MAX = 60
+OPS = 150
+# The checks each bug is expected to trip first (others may follow from the same bug).
+EXPECTED = {
+    "ack-before-replicate": {"ack-not-replicated"},
+    "no-epoch-fence": {"truncated-committed", "diverged", "lost-write", "not-linearizable"},
+    "promote-out-of-sync": {"promoted-out-of-sync"},
+    "no-lease-wait": {"two-serving", "not-linearizable"},
+    "skip-truncate": {"diverged", "ack-not-replicated", "lost-write", "not-linearizable"},
+}
+KNOWN_OPEN = {(row.seed, row.ops) for row in REGRESSIONS if row.open_bug is not None}
+
+
+def _first_failure(bug: str) -> SimResult | None:
+    for seed in range(SEEDS_MAX):
+        config = SimConfig(seed=seed, ops=OPS, faults=frozenset(FAULT_KINDS), bugs=frozenset({bug}))
+        result = run_seed(config)
+        if not result.passed:
+            return result
+    return None
+
+
+@pytest.mark.parametrize("bug", sorted(EXPECTED))
+def test_a_bounded_sweep_catches_the_bug(bug: str) -> None:
+    caught = _first_failure(bug)
+    assert caught is not None, f"{bug}: no seed in 0..{SEEDS_MAX - 1} failed"
+    assert caught.check in EXPECTED[bug], f"{caught.check}: {caught.detail}"
+    assert f"--bug {bug}" in caught.command
+    clean = run_seed(
+        replace(
+            SimConfig(seed=caught.seed, ops=OPS, faults=frozenset(FAULT_KINDS)), bugs=frozenset()
+        )
+    )
+    assert clean.passed or (caught.seed, OPS) in KNOWN_OPEN, clean.detail
