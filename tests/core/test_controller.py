@@ -175,3 +175,12 @@ def test_expand_after_a_shrink() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(UsageError):
         Controller(ControllerSettings(suspect_after_ms=0))
+
+
+def test_a_proposal_cannot_add_a_dead_node() -> None:
+    controller = Controller()
+    assert controller.on_propose(proposal("abc"), "a", config(isr="a"), sessions("ab")) is None
+    change = controller.on_propose(proposal("ab"), "a", config(isr="a"), sessions("ab"))
+    assert change is not None and change.config.isr == frozenset("ab")
+    # Removing a dead node is always fine.
+    assert controller.on_propose(proposal("a"), "a", config(isr="ab"), sessions("a")) is not None

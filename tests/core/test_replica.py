@@ -566,6 +566,20 @@ def test_a_restarted_primary_waits_for_a_new_epoch() -> None:
     assert read is not None and read.value == b"v"
 
 
+def test_a_replica_that_learned_the_epoch_from_a_peer_still_takes_the_lead() -> None:
+    pump = ready_pump()
+    a = pump.replicas["a"]
+    # A reply of epoch 2 fences a (epoch 1) before the config of epoch 2 reaches it...
+    a.on_message(AppendReply(0, 2, "b", success=False), pump.now)
+    assert (a.role, a.epoch) == (Role.BACKUP, 2)
+    # ... and that config names a: it never led epoch 2, so it leads it now.
+    newer = PartitionConfig(0, 2, "a", ("a", "b", "c"), frozenset("abc"), 2, 1)
+    pump.config = newer
+    pump.broadcast()
+    pump.settle()
+    assert a.role is Role.PRIMARY and a.serving(pump.now)
+
+
 # --- dedup and back-pressure -----------------------------------------------------------------
 
 

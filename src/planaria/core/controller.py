@@ -154,10 +154,13 @@ class Controller:
         proposal: ProposeIsr,
         sender: NodeId,
         config: PartitionConfig,
+        sessions: Mapping[NodeId, SessionView] | None = None,
     ) -> ConfigChange | None:
         """The change a valid ISR proposal asks for, or None when it is stale or invalid
         (wrong partition, epoch or version, sender not the primary, new ISR without the
-        primary or with a node outside ``replicas``) or changes nothing."""
+        primary or with a node outside ``replicas``, or, when ``sessions`` is given, adding
+        a node whose session is not alive) or changes nothing."""
+        added = proposal.isr - config.isr
         valid = (
             proposal.partition == config.partition
             and proposal.epoch == config.epoch
@@ -167,6 +170,7 @@ class Controller:
             and config.primary in proposal.isr
             and proposal.isr <= frozenset(config.replicas)
             and proposal.isr != config.isr
+            and (sessions is None or all(_live(n, sessions) for n in added))
         )
         if not valid:
             return None

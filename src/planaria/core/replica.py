@@ -16,8 +16,9 @@ simulator or a node process) must:
 - after a crash, or when the node learns that its coordinator session expired, throw every
   Replica away and build new ones from the persisted state (``log``, ``epoch``,
   ``commit_index`` of the last Persists that became durable), and only then start the new
-  session. A rebuilt replica is a backup: it never serves as primary an epoch it already
-  knew (invariant 7), so the controller gives the partition a new epoch.
+  session. A rebuilt replica is a backup: it never leads an epoch it was rebuilt with (a
+  previous incarnation may have led it; invariant 7), so the controller gives the partition
+  a new epoch (it notices the new session incarnation).
 
 The protocol (DESIGN.md §4, notes/replication-brief.md): Raft-style log matching with
 ``(epoch, index)`` versions; an entry commits when every member of the *required set*
@@ -167,6 +168,8 @@ class Replica:
         if epoch < 0 or commit_index < 0:
             raise UsageError("epoch and commit_index must be >= 0")
         self._epoch = max(epoch, self._log[-1].epoch if self._log else 0)
+        # The epochs a previous incarnation may have served as primary: never again (inv. 7).
+        self._recovered_epoch = self._epoch
         self._role = Role.BACKUP
         self._config: PartitionConfig | None = None
         self._lease_until_ms = float("-inf")
@@ -191,13 +194,13 @@ class Replica:
         """The partition's current config from the coordinator (watch or read).
 
         Older epochs are ignored. A higher epoch is adopted (and persisted); a primary that
-        learns of a higher epoch steps down. A config of a *higher* epoch naming this node
-        primary promotes it: it appends and persists the barrier entry and starts replicating
-        to every replica in ``config.replicas``; it serves only once the barrier commits.
-        A config of the epoch this replica already knew naming it primary while it is a
-        backup (it was rebuilt after a restart) does not promote it: it waits for a new
-        epoch. At the same epoch, the primary adopts the new ISR and drops a pending
-        ProposeIsr once ``config.version`` moved past the proposal's expected version.
+        learns of a higher epoch steps down. A config naming this node primary promotes it
+        (it appends and persists the barrier entry and starts replicating to every replica in
+        ``config.replicas``; it serves only once the barrier commits) unless its epoch is one
+        this replica was rebuilt with (a previous incarnation may have led it): then it
+        waits for a new epoch. At the same epoch, the primary adopts the new ISR and drops a
+        pending ProposeIsr once ``config.version`` moved past the proposal's expected
+        version.
         """
         self._check_partition(config.partition)
         ready = Ready()
@@ -209,13 +212,18 @@ class Replica:
         ):
             return ready
         self._config = config
+        may_lead = config.primary == self._node and config.epoch > self._recovered_epoch
         if config.epoch > self._epoch:
             self._step_down()
             self._epoch = config.epoch
-            if config.primary == self._node:
+            if may_lead:
                 self._promote(now_ms, ready)
             else:
                 ready.persist.append(self._persist(None, ()))
+            return ready
+        if self._role is Role.BACKUP and may_lead:
+            # This incarnation learned the epoch from a peer before its config: it never led it.
+            self._promote(now_ms, ready)
             return ready
         if self._role is Role.PRIMARY:
             if config.primary != self._node:
@@ -607,6 +615,7 @@ class Replica:
             if (
                 peer is not None
                 and peer.acked
+                and now_ms - peer.last_ok_ms <= 2 * self._settings.heartbeat_ms  # alive now
                 and peer.match_index >= max(self._barrier_index, self._commit_index)
                 and not self._lagging(name, now_ms)
             ):
