@@ -1,0 +1,707 @@
+"""The commands planaria speaks over RESP: their table, parsing into typed requests, and the
+rendering of the replication core's answers as Redis would send them.
+
+:func:`parse_request` turns a command (a list of bytes from :class:`~planaria.net.resp.
+RequestReader`) into one of:
+
+- :class:`ClientOp`: GET, SET, DEL, EXISTS as ``core.messages`` operations on one slot;
+- a :data:`NodeRequest` the node answers from its own state (INFO and CLUSTER SLOTS, SHARDS,
+  NODES, INFO, MYID);
+- a :data:`LocalRequest` that needs nothing but the connection (PING, READONLY, COMMAND,
+  CLIENT SETINFO, CONFIG GET, HELLO 2, ...), answered by :func:`answer_local`.
+
+It raises :class:`CommandError` (carrying the RESP error to send) for unknown commands, wrong
+arity, syntax errors, oversized keys or values and multi-key requests across slots, with
+Redis' own words where clients depend on them. The connection stays usable after one.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Op, Set
+from planaria.core.slots import keyslot
+from planaria.errors import UsageError
+from planaria.net import resp
+
+__all__ = [
+    "COMMANDS",
+    "ClientCommand",
+    "ClientOp",
+    "ClusterInfo",
+    "ClusterKeyslot",
+    "ClusterMyId",
+    "ClusterNodes",
+    "ClusterShards",
+    "ClusterSlots",
+    "CommandError",
+    "CommandQuery",
+    "CommandSpec",
+    "ConfigGet",
+    "ConnectionState",
+    "DataCommand",
+    "Echo",
+    "Hello",
+    "Info",
+    "Limits",
+    "LocalRequest",
+    "NodeRequest",
+    "Ping",
+    "Quit",
+    "ReadOnly",
+    "ReadWrite",
+    "Request",
+    "Select",
+    "answer_local",
+    "error_reply",
+    "parse_request",
+    "render_info",
+    "render_reply",
+]
+
+
+class CommandError(UsageError):
+    """A request the server refuses; :attr:`reply` is the RESP error to send back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reply = resp.error(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    key_bytes_max: int = 8 * 1024
+    value_bytes_max: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.key_bytes_max < 1 or self.value_bytes_max < 1:
+            raise UsageError("key_bytes_max and value_bytes_max must be >= 1")
+
+
+# --- the command table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One row of ``COMMAND``: arity counts the name (negative: at least -arity); key
+    positions are argument indexes (first, last (-1: the last argument), step)."""
+
+    name: str
+    arity: int
+    flags: tuple[str, ...]
+    first_key: int = 0
+    last_key: int = 0
+    step: int = 0
+    categories: tuple[str, ...] = ()
+    summary: str = ""
+    group: str = "generic"
+    subcommands: tuple[CommandSpec, ...] = ()
+
+    def entry(self) -> list[resp.RespValue]:
+        """This command as one ``COMMAND`` / ``COMMAND INFO`` entry (Redis 7 layout)."""
+        return [
+            self.name,
+            self.arity,
+            [resp.RespSimple(flag) for flag in self.flags],
+            self.first_key,
+            self.last_key,
+            self.step,
+            [resp.RespSimple(category) for category in self.categories],
+            [],  # tips
+            [],  # key specs (the positions above are all planaria's commands need)
+            [sub.entry() for sub in self.subcommands],
+        ]
+
+    def docs(self) -> resp.RespMap:
+        return resp.RespMap(["summary", self.summary, "since", "1.0.0", "group", self.group])
+
+
+def _sub(parent: str, name: str, arity: int, flags: tuple[str, ...], summary: str) -> CommandSpec:
+    return CommandSpec(
+        f"{parent}|{name}", arity, flags, categories=("@slow",), summary=summary, group=parent
+    )
+
+
+_STALE = ("loading", "stale")
+COMMANDS: Mapping[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec("get", 2, ("readonly", "fast"), 1, 1, 1, ("@read", "@string", "@fast"),
+                    "Returns the value of a key.", "string"),
+        CommandSpec("set", -3, ("write", "denyoom"), 1, 1, 1, ("@write", "@string", "@slow"),
+                    "Sets the value of a key [NX | XX | IFEQ value] [GET] [KEEPTTL].", "string"),
+        CommandSpec("del", -2, ("write",), 1, -1, 1, ("@keyspace", "@write", "@slow"),
+                    "Deletes keys (all in one slot).", "generic"),
+        CommandSpec("exists", -2, ("readonly", "fast"), 1, -1, 1,
+                    ("@keyspace", "@read", "@fast"),
+                    "Counts how many of the keys (all in one slot) exist.", "generic"),
+        CommandSpec("ping", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Returns PONG, or the message given.", group="connection"),
+        CommandSpec("echo", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Returns the message given.", group="connection"),
+        CommandSpec("info", -1, ("loading", "stale"), categories=("@slow", "@dangerous"),
+                    summary="Returns information about the server.", group="server"),
+        CommandSpec("readonly", 1, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Allows stale reads from replicas on this connection.",
+                    group="cluster"),
+        CommandSpec("readwrite", 1, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Reads from primaries only (the default).", group="cluster"),
+        CommandSpec("select", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Selects database 0 (the only one in cluster mode).",
+                    group="connection"),
+        CommandSpec("quit", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Closes the connection.", group="connection"),
+        CommandSpec("hello", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
+                    summary="Handshake; RESP2 only.", group="connection"),
+        CommandSpec(
+            "cluster", -2, (), categories=("@slow",), summary="Cluster topology.",
+            group="cluster",
+            subcommands=(
+                _sub("cluster", "slots", 2, ("loading", "stale"), "Slot ranges and their nodes."),
+                _sub("cluster", "shards", 2, ("loading", "stale"), "Shards and their nodes."),
+                _sub("cluster", "nodes", 2, ("loading", "stale"), "The nodes, as text."),
+                _sub("cluster", "info", 2, ("loading", "stale"), "Cluster state."),
+                _sub("cluster", "myid", 2, ("loading", "stale"), "This node's id."),
+                _sub("cluster", "keyslot", 3, ("loading", "stale"), "The slot of a key."),
+            ),
+        ),
+        CommandSpec(
+            "command", -1, ("loading", "stale"), categories=("@slow", "@connection"),
+            summary="The command table.", group="server",
+            subcommands=(
+                _sub("command", "count", 2, ("loading", "stale"), "Number of commands."),
+                _sub("command", "docs", -2, ("loading", "stale"), "Command documentation."),
+                _sub("command", "info", -2, ("loading", "stale"), "Command entries."),
+                _sub("command", "list", -2, ("loading", "stale"), "Command names."),
+                _sub("command", "getkeys", -3, ("loading", "stale"), "Keys of a command."),
+            ),
+        ),
+        CommandSpec(
+            "client", -2, (), categories=("@slow", "@connection"),
+            summary="Connection settings.", group="connection",
+            subcommands=(
+                _sub("client", "setname", 3, ("loading", "stale"), "Names the connection."),
+                _sub("client", "getname", 2, ("loading", "stale"), "The connection's name."),
+                _sub("client", "setinfo", 4, ("loading", "stale"), "Client library info."),
+                _sub("client", "id", 2, ("loading", "stale"), "The connection's id."),
+            ),
+        ),
+        CommandSpec(
+            "config", -2, (), categories=("@slow",), summary="Server settings (read only).",
+            group="server",
+            subcommands=(_sub("config", "get", -3, ("loading", "stale"), "Settings by glob."),),
+        ),
+    )
+}  # fmt: skip
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class DataCommand(enum.StrEnum):
+    GET = "get"
+    SET = "set"
+    DEL = "del"
+    EXISTS = "exists"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOp:
+    """A data command as core operations, all on ``slot``: GET and SET carry one op, DEL and
+    EXISTS one per key (Delete / Get). ``return_old``: SET ... GET answers the old value."""
+
+    command: DataCommand
+    ops: tuple[Op, ...]
+    slot: int
+    return_old: bool = False
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        return tuple(op.key for op in self.ops)
+
+    @property
+    def is_write(self) -> bool:
+        return self.command in (DataCommand.SET, DataCommand.DEL)
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    sections: tuple[str, ...]  # lower case; empty: the default sections
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSlots:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterShards:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNodes:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMyId:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    message: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWrite:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    db: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    protocol: int | None
+    client_name: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterKeyslot:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommandQuery:
+    """COMMAND [COUNT | DOCS | INFO | LIST | GETKEYS] [args]; ``sub`` is "" for COMMAND."""
+
+    sub: str
+    args: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """CLIENT SETNAME / GETNAME / SETINFO / ID."""
+
+    sub: str
+    args: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigGet:
+    patterns: tuple[str, ...]
+
+
+# Answered by the node (its data and topology) / by the connection alone (answer_local).
+NodeRequest: TypeAlias = (
+    ClientOp | Info | ClusterSlots | ClusterShards | ClusterNodes | ClusterInfo | ClusterMyId
+)
+LocalRequest: TypeAlias = (
+    Ping
+    | Echo
+    | ReadOnly
+    | ReadWrite
+    | Quit
+    | Select
+    | Hello
+    | ClusterKeyslot
+    | CommandQuery
+    | ClientCommand
+    | ConfigGet
+)
+Request: TypeAlias = NodeRequest | LocalRequest
+
+
+_CLUSTER_REQUESTS: Mapping[str, NodeRequest] = {
+    "slots": ClusterSlots(),
+    "shards": ClusterShards(),
+    "nodes": ClusterNodes(),
+    "info": ClusterInfo(),
+    "myid": ClusterMyId(),
+}
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _arity_error(name: str) -> CommandError:
+    return CommandError(f"ERR wrong number of arguments for '{name}' command")
+
+
+def _check_arity(spec: CommandSpec, argc: int) -> None:
+    if (spec.arity > 0 and argc != spec.arity) or argc < -spec.arity:
+        raise _arity_error(spec.name)
+
+
+def _unknown_command(command: Sequence[bytes]) -> CommandError:
+    # Redis' exact words: the name as sent, then up to ~128 bytes of quoted arguments.
+    shown = ""
+    for arg in command[1:]:
+        if len(shown) >= 128:
+            break
+        shown += f"'{_text(arg)[: 128 - len(shown)]}' "
+    name = _text(command[0])[:128]
+    return CommandError(f"ERR unknown command '{name}', with args beginning with: {shown}")
+
+
+def _subcommand(spec: CommandSpec, command: Sequence[bytes]) -> str:
+    sub = _text(command[1]).lower()
+    for child in spec.subcommands:
+        if child.name == f"{spec.name}|{sub}":
+            _check_arity(child, len(command))
+            return sub
+    raise CommandError(
+        f"ERR unknown subcommand '{_text(command[1])[:128]}'. Try {spec.name.upper()} HELP."
+    )
+
+
+def _check_key(key: bytes, limits: Limits) -> bytes:
+    if len(key) > limits.key_bytes_max:
+        raise CommandError(f"ERR key too long ({len(key)} bytes, limit {limits.key_bytes_max})")
+    return key
+
+
+def _check_value(value: bytes, limits: Limits) -> bytes:
+    if len(value) > limits.value_bytes_max:
+        raise CommandError(
+            f"ERR value too long ({len(value)} bytes, limit {limits.value_bytes_max})"
+        )
+    return value
+
+
+def _one_slot(keys: Sequence[bytes]) -> int:
+    slot = keyslot(keys[0])
+    for key in keys[1:]:
+        if keyslot(key) != slot:
+            raise CommandError("CROSSSLOT Keys in request don't hash to the same slot")
+    return slot
+
+
+_TTL_OPTIONS = frozenset((b"ex", b"px", b"exat", b"pxat"))
+_SYNTAX = "ERR syntax error"
+
+
+def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
+    key = _check_key(command[1], limits)
+    value = _check_value(command[2], limits)
+    nx = xx = return_old = False
+    if_value: bytes | None = None
+    i = 3
+    while i < len(command):
+        option = command[i].lower()
+        if option == b"nx" and not xx and if_value is None:
+            nx = True
+        elif option == b"xx" and not nx and if_value is None:
+            xx = True
+        elif option == b"ifeq" and not (nx or xx) and if_value is None and i + 1 < len(command):
+            i += 1
+            if_value = _check_value(command[i], limits)
+        elif option == b"get":
+            return_old = True
+        elif option == b"keepttl":
+            pass  # no key ever has a TTL, so keeping it is exact
+        elif option in _TTL_OPTIONS:
+            raise CommandError(
+                f"ERR SET {_text(option).upper()}: key expiry (TTL) is not supported by planaria"
+            )
+        else:
+            raise CommandError(_SYNTAX)
+        i += 1
+    op = Set(key, value, nx=nx, xx=xx, if_value=if_value)
+    return ClientOp(DataCommand.SET, (op,), keyslot(key), return_old)
+
+
+def _parse_int(data: bytes) -> int:
+    try:
+        return int(data)
+    except ValueError:
+        raise CommandError("ERR value is not an integer or out of range") from None
+
+
+def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
+    """The typed request for ``command`` (name first, any case). Raises CommandError."""
+    name = command[0].lower()
+    spec = COMMANDS.get(_text(name))
+    if spec is None:
+        raise _unknown_command(command)
+    _check_arity(spec, len(command))
+    if name == b"get":
+        key = _check_key(command[1], limits)
+        return ClientOp(DataCommand.GET, (Get(key),), keyslot(key))
+    if name == b"set":
+        return _parse_set(command, limits)
+    if name in (b"del", b"exists"):
+        keys = [_check_key(key, limits) for key in command[1:]]
+        slot = _one_slot(keys)
+        if name == b"del":
+            return ClientOp(DataCommand.DEL, tuple(Delete(key) for key in keys), slot)
+        return ClientOp(DataCommand.EXISTS, tuple(Get(key) for key in keys), slot)
+    if name == b"ping":
+        if len(command) > 2:
+            raise _arity_error("ping")
+        return Ping(command[1] if len(command) == 2 else None)
+    if name == b"echo":
+        return Echo(command[1])
+    if name == b"info":
+        return Info(tuple(_text(section).lower() for section in command[1:]))
+    if name == b"readonly":
+        return ReadOnly()
+    if name == b"readwrite":
+        return ReadWrite()
+    if name == b"quit":
+        return Quit()
+    if name == b"select":
+        return Select(_parse_int(command[1]))
+    if name == b"hello":
+        return _parse_hello(command)
+    if name == b"command" and len(command) == 1:
+        return CommandQuery("")
+    sub = _subcommand(spec, command)
+    if name == b"cluster":
+        if sub == "keyslot":
+            return ClusterKeyslot(command[2])
+        return _CLUSTER_REQUESTS[sub]
+    if name == b"command":
+        return CommandQuery(sub, tuple(command[2:]))
+    if name == b"client":
+        return ClientCommand(sub, tuple(command[2:]))
+    # config get
+    return ConfigGet(tuple(_text(pattern).lower() for pattern in command[2:]))
+
+
+def _parse_hello(command: Sequence[bytes]) -> Hello:
+    if len(command) == 1:
+        return Hello(None)
+    try:
+        protocol = int(command[1])
+    except ValueError:
+        raise CommandError("ERR Protocol version is not an integer or out of range") from None
+    client_name = None
+    i = 2
+    while i < len(command):
+        option = command[i].lower()
+        if option == b"setname" and i + 1 < len(command):
+            client_name = command[i + 1]
+            i += 2
+        elif option == b"auth":
+            raise CommandError("ERR AUTH is not supported: planaria has no users")
+        else:
+            raise CommandError(f"ERR Syntax error in HELLO option '{_text(command[i])}'")
+    return Hello(protocol, client_name)
+
+
+# --- connection-local answers -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    """What one client connection has told the server about itself."""
+
+    id: int
+    peer: str = ""
+    readonly: bool = False  # READONLY: stale reads from replicas are fine
+    protocol: int = 2  # HELLO 3: maps are sent as RESP3 maps (redis-py 8 asks for RESP3)
+    name: bytes | None = None
+    library: dict[str, bytes] = field(default_factory=dict)  # CLIENT SETINFO
+    closing: bool = False  # QUIT: close once the reply is written
+
+
+def answer_local(
+    request: LocalRequest, state: ConnectionState, settings: Mapping[str, str]
+) -> bytes:
+    """The reply to a request that needs only the connection (and the server's settings,
+    for CONFIG GET). Updates ``state`` (READONLY, CLIENT SETNAME, QUIT)."""
+    if isinstance(request, Ping):
+        return resp.PONG if request.message is None else resp.bulk(request.message)
+    if isinstance(request, Echo):
+        return resp.bulk(request.message)
+    if isinstance(request, ReadOnly | ReadWrite):
+        state.readonly = isinstance(request, ReadOnly)
+        return resp.OK
+    if isinstance(request, Quit):
+        state.closing = True
+        return resp.OK
+    if isinstance(request, Select):
+        if request.db != 0:
+            return resp.error("ERR SELECT is not allowed in cluster mode")
+        return resp.OK
+    if isinstance(request, Hello):
+        return _answer_hello(request, state)
+    if isinstance(request, ClusterKeyslot):
+        return resp.integer(keyslot(request.key))
+    if isinstance(request, CommandQuery):
+        return _answer_command(request, state.protocol)
+    if isinstance(request, ClientCommand):
+        return _answer_client(request, state)
+    found: list[resp.RespValue] = []
+    for name, value in settings.items():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in request.patterns):
+            found += [name, value]
+    return resp.encode(resp.RespMap(found), state.protocol)
+
+
+def _answer_hello(request: Hello, state: ConnectionState) -> bytes:
+    if request.protocol not in (None, 2, 3):
+        return resp.error("NOPROTO unsupported protocol version")
+    if request.client_name is not None:
+        state.name = request.client_name
+    if request.protocol is not None:
+        state.protocol = request.protocol
+    return resp.encode(
+        resp.RespMap(
+            [
+                "server", "redis", "version", "7.0.0", "proto", state.protocol, "id", state.id,
+                "mode", "cluster", "role", "master", "modules", [],
+            ]
+        ),
+        state.protocol,
+    )  # fmt: skip
+
+
+def _answer_command(request: CommandQuery, protocol: int) -> bytes:
+    names = [_text(arg).lower() for arg in request.args]
+    if request.sub == "":
+        return resp.encode([spec.entry() for spec in COMMANDS.values()])
+    if request.sub == "count":
+        return resp.integer(len(COMMANDS))
+    if request.sub == "list":
+        return resp.encode(list(COMMANDS))
+    if request.sub == "info":
+        specs = [COMMANDS.get(name) for name in names] if names else list(COMMANDS.values())
+        return resp.encode([spec.entry() if spec else None for spec in specs])
+    if request.sub == "docs":
+        docs: list[resp.RespValue] = []
+        for name in names or list(COMMANDS):
+            if name in COMMANDS:
+                docs += [name, COMMANDS[name].docs()]
+        return resp.encode(resp.RespMap(docs), protocol)
+    # getkeys
+    spec = COMMANDS.get(names[0])
+    if spec is None:
+        return resp.error("ERR Invalid command specified")
+    if (spec.arity > 0 and len(names) != spec.arity) or len(names) < -spec.arity:
+        return resp.error("ERR Invalid number of arguments specified for command")
+    if spec.first_key == 0:
+        return resp.error("ERR The command has no key arguments")
+    last = spec.last_key if spec.last_key >= 0 else len(names) + spec.last_key
+    return resp.encode(list(request.args[spec.first_key : last + 1 : spec.step]))
+
+
+def _answer_client(request: ClientCommand, state: ConnectionState) -> bytes:
+    if request.sub == "setname":
+        name = request.args[0]
+        if any(byte <= 0x20 or byte >= 0x7F for byte in name):
+            return resp.error(
+                "ERR Client names cannot contain spaces, newlines or special characters."
+            )
+        state.name = name or None
+        return resp.OK
+    if request.sub == "getname":
+        return resp.bulk(state.name)
+    if request.sub == "id":
+        return resp.integer(state.id)
+    # setinfo
+    attribute = _text(request.args[0]).lower()
+    if attribute not in ("lib-name", "lib-ver"):
+        return resp.error(f"ERR Unrecognized option '{_text(request.args[0])}'")
+    state.library[attribute] = request.args[1]
+    return resp.OK
+
+
+# --- rendering the core's answers -----------------------------------------------------------------
+
+
+def error_reply(
+    code: ErrorCode, *, slot: int, partition: int, moved_to: str | None = None
+) -> bytes:
+    """The RESP error for a replica's refusal (every one means: certainly not applied).
+
+    Chosen for what redis-py's cluster client does with them: MOVED updates its slot map
+    and retries; TRYAGAIN retries soon on the same node (a primary reconciling or renewing
+    its lease: a short wait); CLUSTERDOWN reloads the topology and retries (no primary known,
+    too few in-sync replicas). BUSY is not retried: an overloaded partition wants less load.
+    """
+    if code is ErrorCode.NOT_PRIMARY:
+        if moved_to is not None:
+            return resp.error(f"MOVED {slot} {moved_to}")
+        return resp.error(f"CLUSTERDOWN partition {partition} has no known primary right now")
+    if code is ErrorCode.NOT_READY:
+        return resp.error(
+            f"TRYAGAIN partition {partition} is not ready (its primary is reconciling or "
+            "renewing its lease)"
+        )
+    if code is ErrorCode.NOT_ENOUGH_REPLICAS:
+        return resp.error(
+            f"CLUSTERDOWN partition {partition} has fewer in-sync replicas than min_insync; "
+            "the write was not applied"
+        )
+    if code is ErrorCode.STALE_EPOCH:
+        return resp.error(f"TRYAGAIN partition {partition} saw a stale epoch; retry")
+    return resp.error(
+        f"BUSY partition {partition} is overloaded (too many pending writes); back off and retry"
+    )
+
+
+def render_reply(
+    op: ClientOp, replies: Sequence[ClientReply], *, moved_to: str | None = None
+) -> bytes:
+    """Redis' reply to ``op`` from the core's replies, one per op in order. The first error
+    wins (``moved_to``: the primary's ``host:port`` for NOT_PRIMARY, if known). GET: bulk or
+    null; SET: +OK, null when NX/XX/IFEQ did not hold, the old value with GET; DEL: how many
+    keys existed; EXISTS: how many exist."""
+    if len(replies) != len(op.ops):
+        raise UsageError(f"{len(op.ops)} ops but {len(replies)} replies")
+    for reply in replies:
+        if reply.error is not None:
+            return error_reply(
+                reply.error, slot=op.slot, partition=reply.partition, moved_to=moved_to
+            )
+    command = op.command
+    if command is DataCommand.GET:
+        return resp.bulk(replies[0].value)
+    if command is DataCommand.SET:
+        if op.return_old:
+            return resp.bulk(replies[0].value)
+        return resp.OK if replies[0].applied else resp.NULL
+    if command is DataCommand.DEL:
+        return resp.integer(sum(reply.applied for reply in replies))
+    return resp.integer(sum(reply.value is not None for reply in replies))
+
+
+def render_info(sections: Mapping[str, Mapping[str, object]]) -> bytes:
+    """INFO's bulk text: ``# Section`` headers and ``field:value`` lines."""
+    lines: list[str] = []
+    for section, fields in sections.items():
+        if lines:
+            lines.append("")
+        lines.append(f"# {section}")
+        lines.extend(f"{name}:{value}" for name, value in fields.items())
+    return resp.bulk(("\r\n".join(lines) + "\r\n").encode())

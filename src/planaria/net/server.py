@@ -1,0 +1,290 @@
+"""An asyncio RESP server with a pluggable handler: the node's client-facing socket.
+
+The server parses requests (:mod:`.resp`, :mod:`.commands`), answers connection-level ones
+itself (PING, READONLY, COMMAND, CLIENT, CONFIG GET, HELLO, SELECT, QUIT, CLUSTER KEYSLOT)
+and hands the rest (:data:`~planaria.net.commands.NodeRequest`: data commands, INFO, CLUSTER
+SLOTS/SHARDS/NODES/INFO/MYID) to ``handler(state, request)``, which returns the reply bytes
+or an awaitable of them. Replies go out in request order, however the awaitables finish.
+
+Bounds, so a flood of clients or requests cannot exhaust memory:
+
+- ``connections_max``: one more connection is answered ``-ERR max number of clients
+  reached`` and closed, as Redis does;
+- ``pipeline_depth_max``: a connection with that many unanswered requests is not read from
+  until some are answered (requests already received wait, unparsed, in its buffer);
+- a connection whose socket buffer is full (a client that does not read) is not read from;
+- ``request_bytes_max`` bounds one request on the wire (a longer one is a protocol error);
+  keys over ``key_bytes_max`` and values over ``value_bytes_max`` get an error reply.
+
+Malformed RESP gets ``-ERR Protocol error: ...`` and that connection is closed; nothing else
+is affected. A handler that raises gets its request an error reply (and a log record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+from planaria.errors import Moved, UsageError
+from planaria.net import resp
+from planaria.net.commands import (
+    ClientCommand,
+    ClusterKeyslot,
+    CommandError,
+    CommandQuery,
+    ConfigGet,
+    ConnectionState,
+    Echo,
+    Hello,
+    Limits,
+    NodeRequest,
+    Ping,
+    Quit,
+    ReadOnly,
+    ReadWrite,
+    Select,
+    answer_local,
+    parse_request,
+)
+
+__all__ = ["Handler", "RespServer"]
+
+log = logging.getLogger(__name__)
+
+Handler: TypeAlias = Callable[[ConnectionState, NodeRequest], "bytes | Awaitable[bytes]"]
+
+_LOCAL = (
+    Ping, Echo, ReadOnly, ReadWrite, Quit, Select, Hello, ClusterKeyslot, CommandQuery,
+    ClientCommand, ConfigGet,
+)  # fmt: skip
+MAX_CLIENTS_REPLY = resp.error("ERR max number of clients reached")
+
+
+def _error_for(exc: BaseException) -> bytes:
+    if isinstance(exc, CommandError):
+        return exc.reply
+    if isinstance(exc, Moved):
+        return resp.error(f"MOVED {exc.slot} {exc.address}")
+    if isinstance(exc, UsageError):
+        return resp.error(f"ERR {exc}")
+    log.error("RESP handler failed", exc_info=exc)
+    return resp.error(f"ERR internal error: {type(exc).__name__}: {exc}")
+
+
+class RespServer:
+    """``async with RespServer(handler) as server:`` listens on ``server.port``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        connections_max: int = 10_000,
+        pipeline_depth_max: int = 1024,
+        key_bytes_max: int = 8 * 1024,
+        value_bytes_max: int = 1024 * 1024,
+        request_bytes_max: int | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        if connections_max < 1 or pipeline_depth_max < 1:
+            raise UsageError("connections_max and pipeline_depth_max must be >= 1")
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.connections_max = connections_max
+        self.pipeline_depth_max = pipeline_depth_max
+        self.limits = Limits(key_bytes_max, value_bytes_max)
+        # Room for the largest valid request (SET key value IFEQ old), so that an oversized
+        # key or value gets its own error reply rather than a protocol error.
+        self.request_bytes_max = request_bytes_max or (
+            key_bytes_max + 2 * value_bytes_max + 64 * 1024
+        )
+        self.settings: dict[str, str] = {
+            "save": "",
+            "appendonly": "no",
+            "databases": "1",
+            "cluster-enabled": "yes",
+            "maxclients": str(connections_max),
+            "proto-max-bulk-len": str(self.request_bytes_max),
+            **(settings or {}),
+        }
+        self._connections: set[_Connection] = set()
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RespServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: RespServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._reader = resp.RequestReader(request_bytes_max=server.request_bytes_max)
+        self.state = ConnectionState(next(server._ids))
+        # Unanswered requests in order: a reply ready to write, or one still being computed.
+        self._pending: deque[bytes | asyncio.Future[bytes]] = deque()
+        self._reading_paused = False
+        self._writing_paused = False
+        self._closing = False  # no more requests: close once the pending replies are out
+        self._lost = False
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if len(self._server._connections) >= self._server.connections_max:
+            self._lost = True
+            transport.write(MAX_CLIENTS_REPLY)
+            transport.close()
+            return
+        self._server._connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.state.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._lost:
+            return
+        self._reader.feed(data)
+        self._take_requests()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._server._connections.discard(self)
+        self._pending.clear()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._take_requests()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- requests in, replies out, in order
+
+    def _take_requests(self) -> None:
+        depth_max = self._server.pipeline_depth_max
+        while not (self._closing or self._writing_paused) and len(self._pending) < depth_max:
+            try:
+                command = self._reader.next_command()
+            except resp.RespProtocolError as exc:
+                self._reply(exc.reply)
+                self._close_after_replies()
+                break
+            if command is None:
+                break
+            self._dispatch(command)
+        self._update_reading()
+
+    def _dispatch(self, command: list[bytes]) -> None:
+        try:
+            request = parse_request(command, self._server.limits)
+            if isinstance(request, _LOCAL):
+                self._reply(answer_local(request, self.state, self._server.settings))
+                if self.state.closing:
+                    self._close_after_replies()
+                return
+            result = self._server.handler(self.state, request)
+        except Exception as exc:
+            # CommandError is the client's mistake; anything else is logged as a bug.
+            self._reply(_error_for(exc))
+            return
+        if isinstance(result, bytes):
+            self._reply(result)
+            return
+        future = asyncio.ensure_future(result)
+        self._pending.append(future)
+        future.add_done_callback(self._on_done)
+
+    def _reply(self, reply: bytes) -> None:
+        if self._pending:
+            self._pending.append(reply)
+        elif self._transport is not None and not self._lost:
+            self._transport.write(reply)
+
+    def _on_done(self, future: asyncio.Future[Any]) -> None:
+        if self._lost:
+            if not future.cancelled():
+                future.exception()  # retrieved: the client is gone, nobody wants the reply
+            return
+        self._flush()
+        if self._closing:
+            self._close_after_replies()
+        else:
+            self._take_requests()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        transport = self._transport
+        assert transport is not None
+        while pending:
+            head = pending[0]
+            if isinstance(head, bytes):
+                transport.write(head)
+            elif head.done():
+                if head.cancelled():
+                    transport.write(resp.error("ERR request cancelled"))
+                elif head.exception() is not None:
+                    transport.write(_error_for(head.exception()))  # type: ignore[arg-type]
+                else:
+                    transport.write(head.result())
+            else:
+                return
+            pending.popleft()
+
+    def _close_after_replies(self) -> None:
+        self._closing = True
+        if not self._pending and self._transport is not None:
+            self._transport.close()  # writes what is buffered, then closes
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._lost or transport.is_closing():
+            return
+        stop = (
+            self._closing
+            or self._writing_paused
+            or len(self._pending) >= self._server.pipeline_depth_max
+        )
+        if stop and not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+        elif not stop and self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
