@@ -18,7 +18,7 @@ from planaria.sim.run import SimConfig
 
 ALL = ",".join(FAULT_KINDS)
 
-# The core bug the simulator found first (open at the time of writing): a replica that
+# The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
 # reaches it adopts the epoch as a backup; when the config naming it primary of that very
 # epoch then arrives, ``on_config`` sees "same epoch, I am a backup" and never promotes. The
@@ -26,7 +26,7 @@ ALL = ",".join(FAULT_KINDS)
 # forever (typically: a restarted node promotes itself on a stale config of epoch e, the
 # controller bumps to e+1 for the new incarnation, a backup that already saw e+1 fences it).
 STUCK_BACKUP = (
-    "core: a replica that adopted epoch e from a peer ignores the config of epoch e naming "
+    "was: core: a replica that adopted epoch e from a peer ignores the config of epoch e naming "
     "it primary (Replica.on_config), so the partition never gets a serving primary"
 )
 
@@ -52,9 +52,9 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(11, "sim: a mid-write crash fired after its restart, leaving a node down"),
     Regression(69, "core stuck-backup bug, under the first (HashRing) placement"),
     # Protocol bugs found by the simulator.
-    Regression(209, "no serving primary for p1 after healing", open_bug=STUCK_BACKUP),
-    Regression(270, "no serving primary for p2 after healing", open_bug=STUCK_BACKUP),
-    Regression(281, "no serving primary for p3 after healing", open_bug=STUCK_BACKUP),
+    Regression(209, f"no serving primary for p1 after healing; {STUCK_BACKUP}"),
+    Regression(270, f"no serving primary for p2 after healing; {STUCK_BACKUP}"),
+    Regression(281, f"no serving primary for p3 after healing; {STUCK_BACKUP}"),
     # Known-bug switches: each seed must trip its check (and pass without the switch:
     # tests/sim/test_sim_bugs.py).
     Regression(0, "acks after the local persist", 150, bugs=("ack-before-replicate",),

@@ -70,9 +70,10 @@ class Monitor:
         self.nodes = nodes
         self.config_of = config_of
         self.acks_checked = 0
-        # (node, partition) -> (role, epoch) last seen: changes go to the trace, and the
+        # (node, partition) -> (epoch, serving) last seen: changes go to the trace, and the
         # epoch must never go down, not even across a restart (it is persisted first).
-        self.roles: dict[tuple[str, int], tuple[str, int]] = {}
+        self.states: dict[tuple[str, int], tuple[int, bool]] = {}
+        self.serving_leases: dict[tuple[str, int], float] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
 
@@ -131,19 +132,22 @@ class Monitor:
 
     # ------------------------------------------------------------------ after every event
 
-    def _role_changed(
+    def _state_changed(
         self,
         node: SimNode,
         partition: int,
-        seen: tuple[str, int] | None,
-        state: tuple[str, int],
+        seen: tuple[int, bool] | None,
+        state: tuple[int, bool],
     ) -> None:
-        self.roles[(node.pid, partition)] = state
-        node.world.trace.add(node.world.now_ms, node.pid, f"p{partition} {state[0]} e{state[1]}")
-        if seen is not None and state[1] < seen[1]:
+        self.states[(node.pid, partition)] = state
+        epoch, serving = state
+        replica = node.replicas[partition]
+        what = "serving" if serving else replica.role.value
+        node.world.trace.add(node.world.now_ms, node.pid, f"p{partition} {what} e{epoch}")
+        if seen is not None and epoch < seen[0]:
             raise Violation(
                 "epoch-decreased",
-                f"{node.pid} p{partition}: replica epoch {seen[1]} -> {state[1]}",
+                f"{node.pid} p{partition}: replica epoch {seen[0]} -> {epoch}",
                 focus=f"p{partition}",
             )
 
@@ -152,25 +156,37 @@ class Monitor:
         if node is None or not node.up:
             return
         now = node.local_now()
-        roles = self.roles
+        states, leases = self.states, self.serving_leases
         for partition, replica in node.replicas.items():
-            state = (replica.role.value, replica.epoch)
-            seen = roles.get((pid, partition))
+            serving = replica.serving(now)
+            key = (pid, partition)
+            state = (replica.epoch, serving)
+            seen = states.get(key)
             if seen != state:
-                self._role_changed(node, partition, seen, state)
-            if not replica.serving(now):
+                self._state_changed(node, partition, seen, state)
+            if not serving:
                 continue
-            self.serving_checks += 1
-            for other_id in self.config_of(partition).replicas:
-                if other_id == pid:
-                    continue
-                other = self.nodes[other_id]
-                if not other.up:
-                    continue
-                peer = other.replicas.get(partition)
-                if peer is not None and peer.serving(other.local_now()):
-                    raise Violation(
-                        "two-serving",
-                        f"p{partition}: {pid} (epoch {replica.epoch}) and {other_id} (epoch "
-                        f"{peer.epoch}) both serve",
-                    )
+            # Serving can only *begin* at an event of its own node, and two serving intervals
+            # overlap only if one begins inside the other: so check the peers whenever this
+            # replica begins to serve, i.e. unless it served at its last event under a lease
+            # (the one its last tick gave it) that has not run out since.
+            if seen is not None and seen[1] and leases.get(key, -1.0) > now:
+                continue
+            leases[key] = node.ticked_lease_ms
+            self._no_other_serving(node, partition)
+
+    def _no_other_serving(self, node: SimNode, partition: int) -> None:
+        self.serving_checks += 1
+        nodes = self.nodes
+        for other_id in self.config_of(partition).replicas:
+            if other_id == node.pid:
+                continue
+            other = nodes[other_id]
+            peer = other.replicas.get(partition) if other.up else None
+            if peer is not None and peer.serving(other.local_now()):
+                raise Violation(
+                    "two-serving",
+                    f"p{partition}: {node.pid} (epoch {node.replicas[partition].epoch}) and "
+                    f"{other_id} (epoch {peer.epoch}) both serve",
+                    focus=f"p{partition}",
+                )

@@ -96,6 +96,7 @@ class SimNode(Process):
         self.nonce = 0
         self.sessions_opened = 0
         self.lease_until_ms = NO_LEASE
+        self.ticked_lease_ms = NO_LEASE  # the lease the replicas got at the last tick
         self.crash_mid_write = False
         self.writes: set[tuple[str, int]] = set()  # request ids of writes received
         # Where each write's entry was persisted here: an ack without a version (a cas that
@@ -192,6 +193,7 @@ class SimNode(Process):
 
     def _tick(self, _: Any) -> None:
         now = self.local_now()
+        self.ticked_lease_ms = self.lease_until_ms
         for partition in self.partitions:
             replica = self.replicas.get(partition)
             if replica is not None:
