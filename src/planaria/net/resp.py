@@ -321,6 +321,9 @@ class RequestReader:
                 self._check_partial()
                 return None
             self._scan_args_left = -1
+            for arg in command or ():
+                if type(arg) is not bytes:
+                    raise RespProtocolError(_not_bulk(arg))
             if self._hiredis.has_data():
                 self._offset += 5 if command is None else _wire_size(command)
                 if self._offset > _COMPACT_AFTER_BYTES:
@@ -331,9 +334,6 @@ class RequestReader:
                 self._offset = 0
             if not command:  # "*0" or "*-1": nothing to do
                 continue
-            for arg in command:
-                if type(arg) is not bytes:
-                    raise RespProtocolError(f"expected '$', got {_kind(arg)}")
             args: list[bytes] = command
             return args
         if self._offset:
@@ -398,11 +398,13 @@ class RequestReader:
             raise RespProtocolError(f"invalid {what} length") from None
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, int):
-        return "an integer"
+def _not_bulk(value: object) -> str:
+    """Redis' words for a request element that is not a bulk string (hiredis parsed it as
+    another RESP type: the type byte is known from the Python type)."""
     if value is None:
-        return "a null"
-    return "a non-bulk value"
+        return "invalid bulk length"
+    kinds = ((bool, "#"), (int, ":"), (float, ","), (list, "*"), (dict, "%"), (set, "~"))
+    for kind, byte in kinds:
+        if isinstance(value, kind):
+            return f"expected '$', got '{byte}'"
+    return f"expected '$', got '{'-' if isinstance(value, Exception) else '+'}'"
