@@ -15,6 +15,7 @@ from redis.cluster import LoadBalancingStrategy, RedisCluster
 
 from planaria.net.commands import ClientOp
 from planaria.net.server import RespServer
+
 from ._toy import ToyCluster, serving
 
 TIMEOUT_S = 5.0
@@ -252,9 +253,11 @@ def test_redis_cluster_client_follows_moved_and_reads_replicas() -> None:
                 plain.get("key1")
         plain.close()
         readers = RedisCluster(
-            host="127.0.0.1", port=servers[0].port, load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS,
+            host="127.0.0.1",
+            port=servers[0].port,
+            load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS,
             socket_timeout=TIMEOUT_S,
-        )  # fmt: skip
+        )
         for i in range(1, 30):
             assert readers.get(f"key{i}") == str(i).encode()
         readers.close()

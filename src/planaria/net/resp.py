@@ -235,16 +235,6 @@ _HIREDIS_ERRORS = {
 }
 
 
-def _wire_size(command: list[bytes]) -> int:
-    """Bytes of ``command`` as a canonical multibulk (hiredis accepts only canonical lengths,
-    so this is exactly what it consumed)."""
-    size = 3 + len(str(len(command)))
-    for arg in command:
-        length = len(arg)
-        size += 5 + len(str(length)) + length
-    return size
-
-
 class RequestReader:
     """Turns the bytes of one client connection into commands (lists of bytes), in order.
 
@@ -325,7 +315,8 @@ class RequestReader:
                 if type(arg) is not bytes:
                     raise RespProtocolError(_not_bulk(arg))
             if self._hiredis.has_data():
-                self._offset += 5 if command is None else _wire_size(command)
+                # More requests follow: find where this one ended, to look at the next one.
+                self._offset = self._command_end(self._offset)
                 if self._offset > _COMPACT_AFTER_BYTES:
                     del buf[: self._offset]
                     self._offset = 0
@@ -357,6 +348,20 @@ class RequestReader:
             line = line[:-1]
         return split_inline(line)
 
+    def _command_end(self, start: int) -> int:
+        """Where the complete multibulk at ``start`` ends, walking its headers (this also
+        rejects elements hiredis accepts but Redis does not, like ``+OK``)."""
+        buf = self._buf
+        end = buf.index(b"\r\n", start)
+        count = int(buf[start + 1 : end])
+        pos = end + 2
+        for _ in range(count):
+            if buf[pos] != 0x24:  # "$"
+                raise RespProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+            end = buf.index(b"\r\n", pos)
+            pos = end + 2 + int(buf[pos + 1 : end]) + 2
+        return pos
+
     def _check_partial(self) -> None:
         """Limits on the incomplete multibulk at ``_offset``, checked on the raw bytes before
         hiredis has all of it: its header, every bulk header so far, and its total size."""
@@ -386,7 +391,9 @@ class RequestReader:
 
     def _length_at(self, pos: int, what: str) -> int | None:
         """The length on the ``*N`` / ``$N`` line at ``pos``; None if the line is incomplete.
-        hiredis has already rejected a complete line that is not a canonical integer."""
+        hiredis has already rejected a complete line that is not a canonical integer.
+        (A lone request may hold other simple RESP types hiredis reads as bytes, e.g. ``+OK``:
+        taken as arguments, harmlessly; between pipelined requests they are rejected.)"""
         end = self._buf.find(b"\r\n", pos, pos + _LENGTH_LINE_BYTES_MAX)
         if end < 0:
             if len(self._buf) - pos >= _LENGTH_LINE_BYTES_MAX:
