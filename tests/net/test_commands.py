@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import hiredis
+import pytest
+from redis._parsers.helpers import parse_command
+
+from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Set
+from planaria.core.slots import keyslot
+from planaria.net import resp
+from planaria.net.commands import (
+    COMMANDS,
+    ClientOp,
+    ClusterKeyslot,
+    ClusterSlots,
+    CommandError,
+    CommandQuery,
+    ConfigGet,
+    ConnectionState,
+    DataCommand,
+    Hello,
+    Limits,
+    ReadOnly,
+    answer_local,
+    error_reply,
+    parse_request,
+    render_reply,
+)
+
+LIMITS = Limits(key_bytes_max=16, value_bytes_max=32)
+
+
+def parse(*args: bytes | str) -> object:
+    return parse_request([a.encode() if isinstance(a, str) else a for a in args], LIMITS)
+
+
+def refused(*args: bytes | str) -> bytes:
+    with pytest.raises(CommandError) as caught:
+        parse(*args)
+    return caught.value.reply
+
+
+def decode(data: bytes) -> object:
+    reader = hiredis.Reader()
+    reader.feed(data)
+    return reader.gets()
+
+
+def test_data_commands() -> None:
+    assert parse("get", "k") == ClientOp(DataCommand.GET, (Get(b"k"),), keyslot(b"k"))
+    assert parse("SET", "k", "v", "nx", "get") == ClientOp(
+        DataCommand.SET, (Set(b"k", b"v", nx=True),), keyslot(b"k"), return_old=True
+    )
+    assert parse("set", "k", "v", "IFEQ", "old", "KEEPTTL").ops == (
+        Set(b"k", b"v", if_value=b"old"),
+    )
+    both = parse("del", "{u}a", "{u}b")
+    assert isinstance(both, ClientOp)
+    assert both.ops == (Delete(b"{u}a"), Delete(b"{u}b"))
+    assert both.keys == (b"{u}a", b"{u}b")
+    assert both.is_write
+    exists = parse("exists", "a", "a")
+    assert isinstance(exists, ClientOp)
+    assert exists.ops == (Get(b"a"), Get(b"a"))
+    assert not exists.is_write
+
+
+@pytest.mark.parametrize(
+    ("args", "reply"),
+    [
+        (("get",), b"-ERR wrong number of arguments for 'get' command\r\n"),
+        (("get", "a", "b"), b"-ERR wrong number of arguments for 'get' command\r\n"),
+        (("set", "k"), b"-ERR wrong number of arguments for 'set' command\r\n"),
+        (("cluster", "slots", "x"),
+         b"-ERR wrong number of arguments for 'cluster|slots' command\r\n"),
+        (("cluster", "bogus"), b"-ERR unknown subcommand 'bogus'. Try CLUSTER HELP.\r\n"),
+        (("FOO", "a", "b"), b"-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"),
+        (("set", "k", "v", "nx", "xx"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "ifeq"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "xx", "ifeq", "a"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "bogus"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "px", "10"),
+         b"-ERR SET PX: key expiry (TTL) is not supported by planaria\r\n"),
+        (("del", "a", "b"), b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
+        (("get", "k" * 17), b"-ERR key too long (17 bytes, limit 16)\r\n"),
+        (("set", "k", "v" * 33), b"-ERR value too long (33 bytes, limit 32)\r\n"),
+        (("set", "k", "v", "ifeq", "v" * 33), b"-ERR value too long (33 bytes, limit 32)\r\n"),
+        (("select", "x"), b"-ERR value is not an integer or out of range\r\n"),
+    ],
+)  # fmt: skip
+def test_refusals_use_redis_words(args: tuple[str, ...], reply: bytes) -> None:
+    assert refused(*args) == reply
+
+
+def test_unknown_command_args_are_cut_at_128_bytes() -> None:
+    reply = refused("nope", "x" * 300, "y")
+    assert reply.startswith(b"-ERR unknown command 'nope', with args beginning with: 'xxx")
+    assert b"y" not in reply
+    assert len(reply) < 220
+
+
+def test_admin_requests() -> None:
+    assert parse("cluster", "SLOTS") == ClusterSlots()
+    assert parse("cluster", "keyslot", "foo") == ClusterKeyslot(b"foo")
+    assert parse("command") == CommandQuery("")
+    assert parse("config", "get", "SAVE", "app*") == ConfigGet(("save", "app*"))
+    assert parse("hello", "3", "setname", "me") == Hello(3, b"me")
+    assert parse("readonly") == ReadOnly()
+
+
+def test_answer_local() -> None:
+    state = ConnectionState(7)
+    settings = {"save": "", "appendonly": "no", "maxclients": "10"}
+    local = [
+        (("ping",), b"+PONG\r\n"),
+        (("ping", "hi"), b"$2\r\nhi\r\n"),
+        (("echo", "x"), b"$1\r\nx\r\n"),
+        (("select", "0"), b"+OK\r\n"),
+        (("select", "1"), b"-ERR SELECT is not allowed in cluster mode\r\n"),
+        (("cluster", "keyslot", "foo"), b":12182\r\n"),
+        (("client", "setinfo", "lib-name", "redis-py"), b"+OK\r\n"),
+        (("client", "setname", "worker"), b"+OK\r\n"),
+        (("client", "getname"), b"$6\r\nworker\r\n"),
+        (("client", "id"), b":7\r\n"),
+        (("command", "count"), b":%d\r\n" % len(COMMANDS)),
+        (("command", "getkeys", "del", "a", "b"), b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+        (("command", "getkeys", "ping"), b"-ERR The command has no key arguments\r\n"),
+        (("hello", "4"), b"-NOPROTO unsupported protocol version\r\n"),
+    ]
+    for args, reply in local:
+        request = parse(*args)
+        assert answer_local(request, state, settings) == reply, args  # type: ignore[arg-type]
+    assert state.library == {"lib-name": b"redis-py"}
+    assert decode(answer_local(ConfigGet(("save", "append*")), state, settings)) == [
+        b"save", b"", b"appendonly", b"no",
+    ]  # fmt: skip
+    assert not state.readonly
+    answer_local(ReadOnly(), state, settings)
+    assert state.readonly
+    hello = decode(answer_local(Hello(3), state, settings))
+    assert state.protocol == 3
+    assert isinstance(hello, dict)
+    assert hello[b"proto"] == 3
+    assert decode(answer_local(ConfigGet(("save",)), state, settings)) == {b"save": b""}
+
+
+def test_command_table_is_what_redis_py_reads() -> None:
+    table = parse_command(decode(answer_local(CommandQuery(""), ConnectionState(1), {})))
+    assert set(table) == set(COMMANDS)
+    assert (table["get"]["first_key_pos"], table["get"]["last_key_pos"]) == (1, 1)
+    assert table["del"]["last_key_pos"] == -1
+    assert "readonly" in table["get"]["flags"]
+    assert table["set"]["arity"] == -3
+
+
+def reply(**fields: object) -> ClientReply:
+    return ClientReply(0, ("c", 1), **fields)  # type: ignore[arg-type]
+
+
+def test_render_reply() -> None:
+    get = ClientOp(DataCommand.GET, (Get(b"k"),), 1)
+    assert render_reply(get, [reply(value=b"v")]) == b"$1\r\nv\r\n"
+    assert render_reply(get, [reply()]) == b"$-1\r\n"
+    set_ = ClientOp(DataCommand.SET, (Set(b"k", b"v", nx=True),), 1)
+    assert render_reply(set_, [reply(applied=True)]) == b"+OK\r\n"
+    assert render_reply(set_, [reply(applied=False, value=b"old")]) == b"$-1\r\n"
+    set_get = ClientOp(DataCommand.SET, (Set(b"k", b"v"),), 1, return_old=True)
+    assert render_reply(set_get, [reply(applied=True, value=b"old")]) == b"$3\r\nold\r\n"
+    delete = ClientOp(DataCommand.DEL, (Delete(b"a"), Delete(b"a")), 1)
+    assert render_reply(delete, [reply(applied=True), reply(applied=False)]) == b":1\r\n"
+    exists = ClientOp(DataCommand.EXISTS, (Get(b"a"), Get(b"b")), 1)
+    assert render_reply(exists, [reply(value=b""), reply()]) == b":1\r\n"
+    moved = render_reply(get, [reply(error=ErrorCode.NOT_PRIMARY)], moved_to="10.0.0.2:7001")
+    assert moved == b"-MOVED 1 10.0.0.2:7001\r\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "prefix"),
+    [
+        (ErrorCode.NOT_PRIMARY, b"-CLUSTERDOWN "),
+        (ErrorCode.NOT_READY, b"-TRYAGAIN "),
+        (ErrorCode.NOT_ENOUGH_REPLICAS, b"-CLUSTERDOWN "),
+        (ErrorCode.STALE_EPOCH, b"-TRYAGAIN "),
+        (ErrorCode.OVERLOADED, b"-BUSY "),
+    ],
+)
+def test_error_replies(code: ErrorCode, prefix: bytes) -> None:
+    rendered = error_reply(code, slot=5, partition=3)
+    assert rendered.startswith(prefix)
+    assert b"partition 3" in rendered
+    assert rendered.endswith(b"\r\n")
+    assert rendered.count(b"\r\n") == 1
+
+
+def test_resp_error_classes_in_redis_py() -> None:
+    from redis._parsers.base import BaseParser
+    from redis.exceptions import ClusterDownError, MovedError, TryAgainError
+
+    for code, kind in [
+        (ErrorCode.NOT_READY, TryAgainError),
+        (ErrorCode.NOT_ENOUGH_REPLICAS, ClusterDownError),
+    ]:
+        text = error_reply(code, slot=5, partition=3)[1:-2].decode()
+        assert type(BaseParser.parse_error(text)) is kind
+    moved = BaseParser.parse_error(
+        error_reply(ErrorCode.NOT_PRIMARY, slot=5, partition=3, moved_to="h:1")[1:-2].decode()
+    )
+    assert isinstance(moved, MovedError)
+    assert (moved.slot_id, moved.host, moved.port) == (5, "h", 1)
+
+
+def test_resp_module_constants() -> None:
+    assert resp.OK == b"+OK\r\n"
+    assert resp.NULL == b"$-1\r\n"
