@@ -94,6 +94,10 @@ class Codec:
         for cls in self._tags.values():
             self._fields_of(cls)
 
+    @property
+    def tags(self) -> Mapping[int, type]:
+        return dict(self._tags)
+
     def extend(self, tags: Mapping[int, type]) -> Codec:
         """A codec that also knows ``tags`` (e.g. the runtime's own coordinator messages)."""
         clash = set(tags) & set(self._tags)
