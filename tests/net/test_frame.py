@@ -132,7 +132,7 @@ def test_frame_errors_are_peer_errors() -> None:
 
 
 def test_oversized_frames() -> None:
-    small = Codec(dict(CODEC._tags), frame_bytes_max=64)
+    small = Codec(CODEC.tags, frame_bytes_max=64)
     with pytest.raises(UsageError):
         small.frame(m.Get(b"k" * 100))
     decoder = FrameDecoder(small)
