@@ -157,6 +157,8 @@ class _Connection(asyncio.Protocol):
         self._writing_paused = False
         self._closing = False  # no more requests: close once the pending replies are out
         self._lost = False
+        # Replies ready while handling one read, written with one call (one send syscall).
+        self._out: list[bytes] = []
 
     # -- asyncio.Protocol
 
@@ -209,6 +211,7 @@ class _Connection(asyncio.Protocol):
             if command is None:
                 break
             self._dispatch(command)
+        self._write_out()
         self._update_reading()
 
     def _dispatch(self, command: list[bytes]) -> None:
@@ -234,8 +237,14 @@ class _Connection(asyncio.Protocol):
     def _reply(self, reply: bytes) -> None:
         if self._pending:
             self._pending.append(reply)
-        elif self._transport is not None and not self._lost:
-            self._transport.write(reply)
+        else:
+            self._out.append(reply)
+
+    def _write_out(self) -> None:
+        out = self._out
+        if out and self._transport is not None and not self._lost:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     def _on_done(self, future: asyncio.Future[Any]) -> None:
         if self._lost:
@@ -250,25 +259,26 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         pending = self._pending
-        transport = self._transport
-        assert transport is not None
+        out = self._out
         while pending:
             head = pending[0]
             if isinstance(head, bytes):
-                transport.write(head)
+                out.append(head)
             elif head.done():
                 if head.cancelled():
-                    transport.write(resp.error("ERR request cancelled"))
+                    out.append(resp.error("ERR request cancelled"))
                 elif head.exception() is not None:
-                    transport.write(_error_for(head.exception()))  # type: ignore[arg-type]
+                    out.append(_error_for(head.exception()))  # type: ignore[arg-type]
                 else:
-                    transport.write(head.result())
+                    out.append(head.result())
             else:
-                return
+                break
             pending.popleft()
+        self._write_out()
 
     def _close_after_replies(self) -> None:
         self._closing = True
+        self._write_out()
         if not self._pending and self._transport is not None:
             self._transport.close()  # writes what is buffered, then closes
         self._update_reading()
