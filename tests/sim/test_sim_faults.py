@@ -36,10 +36,11 @@ def test_each_fault_kind_is_injected_and_has_its_effect(kind: str, effect: str) 
     assert _total(results, effect) > 0
 
 
-def test_disk_faults_tear_log_tails_that_recovery_cuts_off() -> None:
-    results = _sweep("disk", range(8))
+def test_disk_faults_lose_unsynced_records_and_tear_tails_that_recovery_cuts_off() -> None:
+    results = _sweep("disk", range(10))
+    assert _total(results, "records_lost") > 0
     assert _total(results, "torn_tails") > 0
-    assert all(result.passed for result in results)
+    assert all(result.passed for result in results), [r.detail for r in results]
 
 
 def test_long_pauses_and_partitions_expire_sessions_and_change_configs() -> None:

@@ -11,7 +11,7 @@ from .regressions import REGRESSIONS, Regression
 
 def _id(row: Regression) -> str:
     bugs = "+".join(row.bugs) or "no-bug"
-    return f"seed{row.seed}-{bugs}"
+    return f"seed{row.seed}-ops{row.ops}-p{row.partitions}-{bugs}"
 
 
 def _params() -> list[object]:

@@ -8,7 +8,8 @@ before the quiet period. Fault kinds (``--faults``):
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
-- ``partition``: random halves, one-way cuts, the primary of a partition isolated, or a
+- ``partition``: random halves, one-way cuts, the primary of a partition isolated, a
+  primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
   rotating "swizzle" of cuts;
 - ``loss``: the network loses, duplicates and delays (reorders) messages for a while;
 - ``drift``: node clocks start with random offsets and drift at rates within
@@ -75,6 +76,7 @@ class Nemesis:
         settings: NemesisSettings,
         *,
         hosts: Sequence[str],
+        coordinator: str,
     ) -> None:
         self.world = world
         self.network = network
@@ -82,6 +84,7 @@ class Nemesis:
         self.faults = tuple(kind for kind in FAULT_KINDS if kind in faults)
         self.settings = settings
         self.hosts = tuple(hosts)  # who partitions split: the nodes and the coordinator
+        self.coordinator = coordinator
         self.injected: Counter[str] = Counter()
         self.active = True
         self._down: dict[str, str] = {}  # node -> "crash" | "pause"
@@ -172,7 +175,7 @@ class Nemesis:
         self._cut_generation += 1
         generation = self._cut_generation
         self.network.heal()
-        shape = rng.choice(("halves", "one-way", "isolate-primary", "swizzle"))
+        shape = rng.choice(("halves", "one-way", "isolate-primary", "zombie-primary", "swizzle"))
         if shape == "halves":
             self._random_halves()
         elif shape == "one-way":
@@ -191,6 +194,19 @@ class Nemesis:
                 everyone = [pid for pid in self.world.processes if pid != primary]
                 self.network.split([primary], everyone)
                 self._note("partition isolate", primary)
+        elif shape == "zombie-primary":
+            # Cut a primary from the coordinator only: it keeps talking to its backups and
+            # clients while the controller replaces it (epoch fencing must stop it).
+            primary = self.target.primary_of_some_partition()
+            if primary is None:
+                self._random_halves()
+            else:
+                cut_from = [self.coordinator]
+                others = [host for host in self.hosts if host not in (primary, self.coordinator)]
+                if others and rng.random() < 0.5:
+                    cut_from.append(others[rng.randrange(len(others))])  # and one peer
+                self.network.split([primary], cut_from)
+                self._note("partition zombie", (primary, sorted(cut_from)))
         else:
             self._note("partition swizzle", f"every {self.settings.swizzle_every_ms:.0f} ms")
             self._swizzle((generation, self.world.now_ms + duration_ms))

@@ -106,6 +106,8 @@ class SimNode(Process):
         self.recoveries_torn = 0
         self.recoveries_damaged = 0
         self.sessions_lost = 0
+        self.records_lost = 0  # log records a crash took (never synced)
+        self.last_index_at_crash: dict[int, int] = {}
         network.register(pid, self.on_message)
 
     # ------------------------------------------------------------------ lifecycle
@@ -118,6 +120,7 @@ class SimNode(Process):
         self.after_local(self.settings.tick_ms, self._tick)
 
     def on_crash(self) -> None:
+        self.last_index_at_crash = {p: log.last_index for p, log in self.logs.items()}
         self.replicas = {}
         self.last_logs = self.logs
         self.logs = {}
@@ -148,6 +151,8 @@ class SimNode(Process):
                     f"{log.recovery.torn_tail_reason}",
                 )
             self.logs[partition] = log
+            before = self.last_index_at_crash.pop(partition, log.last_index)
+            self.records_lost += max(0, before - log.last_index)
         self.last_logs = dict(self.logs)
 
     def _open(self, path: str) -> PartitionLog:
@@ -303,7 +308,7 @@ class SimNode(Process):
             if commit > log.commit_index:
                 log.set_commit_index(commit)
             touched.append(log)
-        if self.crash_mid_write:
+        if self.crash_mid_write and any(persist.entries for persist in ready.persist):
             # The disk fault: the records were written but the fsync never happened.
             self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
             if self.crash_requested is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from planaria.check.history import operations_from_events
@@ -160,12 +160,15 @@ class _Run:
         )
         for node_id in node_ids:
             hosted = [p for p, replicas in self.placement.items() if node_id in replicas]
+            # Half the disks preallocate segments (a torn write then ends in zeros, a
+            # clean end), half do not (it ends the file: a torn tail to cut off).
+            preallocate = world.rng.choice((0, config.node.preallocate_bytes))
             node = SimNode(
                 world,
                 network,
                 node_id,
                 partitions=hosted,
-                settings=config.node,
+                settings=replace(config.node, preallocate_bytes=preallocate),
                 replica_settings=replica_settings,
                 hooks=self.monitor,
             )
@@ -197,6 +200,7 @@ class _Run:
             config.faults,
             config.nemesis,
             hosts=[*node_ids, COORDINATOR],
+            coordinator=COORDINATOR,
         )
         network.tracer = world.trace
 
@@ -376,6 +380,7 @@ class _Run:
             "held_events": sum(node.held_total for node in nodes),
             "restarts": sum(node.incarnation for node in nodes),
             "torn_tails": sum(node.recoveries_torn for node in nodes),
+            "records_lost": sum(node.records_lost for node in nodes),
             "damaged_logs": sum(node.recoveries_damaged for node in nodes),
             "sessions_expired": sum(node.sessions_lost for node in nodes),
             "clock_rate_spread": max(rates) - min(rates),
