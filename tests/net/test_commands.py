@@ -211,3 +211,70 @@ def test_resp_error_classes_in_redis_py() -> None:
 def test_resp_module_constants() -> None:
     assert resp.OK == b"+OK\r\n"
     assert resp.NULL == b"$-1\r\n"
+
+
+# --- REQID <client-id> <seq> on SET and single-key DEL ------------------------------------------
+
+
+def test_set_and_del_carry_a_request_id() -> None:
+    cid = "0123456789abcdef0123456789abcdef"
+    assert parse("set", "k", "v", "REQID", cid, "7") == ClientOp(
+        DataCommand.SET, (Set(b"k", b"v"),), keyslot(b"k"), request_id=(cid, 7)
+    )
+    conditional = parse("SET", "k", "v", "xx", "reqid", "c", "0")
+    assert isinstance(conditional, ClientOp)
+    assert conditional.ops == (Set(b"k", b"v", xx=True),)
+    assert conditional.request_id == ("c", 0)
+    ifeq = parse("set", "k", "v", "ifeq", "old", "reqid", "c", str(2**63 - 1))
+    assert isinstance(ifeq, ClientOp)
+    assert ifeq.ops == (Set(b"k", b"v", if_value=b"old"),)
+    assert ifeq.request_id == ("c", 2**63 - 1)
+    assert parse("del", "k", "ReqId", cid, "12") == ClientOp(
+        DataCommand.DEL, (Delete(b"k"),), keyslot(b"k"), request_id=(cid, 12)
+    )
+
+
+def test_without_reqid_there_is_no_request_id() -> None:
+    for args in (("set", "k", "v"), ("del", "k"), ("get", "k"), ("exists", "k")):
+        op = parse(*args)
+        assert isinstance(op, ClientOp)
+        assert op.request_id is None
+    # Fewer than the three REQID words: DEL's arguments are all keys (same slot here).
+    short = parse("del", "{t}reqid", "{t}c")
+    assert isinstance(short, ClientOp)
+    assert short.keys == (b"{t}reqid", b"{t}c")
+    assert short.request_id is None
+
+
+@pytest.mark.parametrize(
+    ("args", "reply"),
+    [
+        (("set", "k", "v", "reqid", "c", "1", "nx"),
+         b"-ERR syntax error: REQID <client-id> <seq> must be the last option of SET\r\n"),
+        (("set", "k", "v", "reqid", "c"),
+         b"-ERR syntax error: REQID <client-id> <seq> must be the last option of SET\r\n"),
+        (("set", "k", "v", "get", "reqid", "c", "1"),
+         b"-ERR SET with REQID cannot also take GET\r\n"),
+        (("set", "k", "v", "reqid", "c", "-1"),
+         b"-ERR REQID sequence must be an integer from 0 to 2^63-1\r\n"),
+        (("set", "k", "v", "reqid", "c", "1_000"),
+         b"-ERR REQID sequence must be an integer from 0 to 2^63-1\r\n"),
+        (("set", "k", "v", "reqid", "c", str(2**63)),
+         b"-ERR REQID sequence must be an integer from 0 to 2^63-1\r\n"),
+        (("set", "k", "v", "reqid", "has space", "1"),
+         b"-ERR REQID client id must be 1 to 64 printable ASCII characters without spaces\r\n"),
+        (("del", "k", "reqid", "", "1"),
+         b"-ERR REQID client id must be 1 to 64 printable ASCII characters without spaces\r\n"),
+        (("del", "k", "reqid", "c" * 65, "1"),
+         b"-ERR REQID client id must be 1 to 64 printable ASCII characters without spaces\r\n"),
+        (("del", "{t}a", "{t}b", "reqid", "c", "1"),
+         b"-ERR DEL with REQID takes exactly one key: DEL key REQID cid seq\r\n"),
+        (("del", "k" * 17, "reqid", "c", "1"), b"-ERR key too long (17 bytes, limit 16)\r\n"),
+        (("get", "k", "reqid", "c", "1"),
+         b"-ERR REQID is only valid on SET and DEL, not GET (reads need no request id)\r\n"),
+        (("exists", "k", "reqid", "c", "1"),
+         b"-ERR REQID is only valid on SET and DEL, not EXISTS (reads need no request id)\r\n"),
+    ],
+)  # fmt: skip
+def test_reqid_refusals(args: tuple[str, ...], reply: bytes) -> None:
+    assert refused(*args) == reply

@@ -4,7 +4,8 @@ rendering of the replication core's answers as Redis would send them.
 :func:`parse_request` turns a command (a list of bytes from :class:`~planaria.net.resp.
 RequestReader`) into one of:
 
-- :class:`ClientOp`: GET, SET, DEL, EXISTS as ``core.messages`` operations on one slot;
+- :class:`ClientOp`: GET, SET, DEL, EXISTS as ``core.messages`` operations on one slot, with
+  the request id of a trailing ``REQID <client-id> <seq>`` on SET and single-key DEL;
 - a :data:`NodeRequest` the node answers from its own state (INFO and CLUSTER SLOTS, SHARDS,
   NODES, INFO, MYID);
 - a :data:`LocalRequest` that needs nothing but the connection (PING, READONLY, COMMAND,
@@ -30,6 +31,7 @@ from planaria.net import resp
 
 __all__ = [
     "COMMANDS",
+    "REQUEST_CLIENT_ID_BYTES_MAX",
     "ClientCommand",
     "ClientOp",
     "ClusterInfo",
@@ -211,12 +213,16 @@ class DataCommand(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class ClientOp:
     """A data command as core operations, all on ``slot``: GET and SET carry one op, DEL and
-    EXISTS one per key (Delete / Get). ``return_old``: SET ... GET answers the old value."""
+    EXISTS one per key (Delete / Get). ``return_old``: SET ... GET answers the old value.
+    ``request_id``: ``(client id, sequence)`` from a trailing ``REQID <client-id> <seq>`` of
+    SET or single-key DEL (planaria's client sends it so the primary applies a retried write
+    once); None when the client sent none (plain Redis clients)."""
 
     command: DataCommand
     ops: tuple[Op, ...]
     slot: int
     return_old: bool = False
+    request_id: tuple[str, int] | None = None
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -408,16 +414,48 @@ def _one_slot(keys: Sequence[bytes]) -> int:
 _TTL_OPTIONS = frozenset((b"ex", b"px", b"exat", b"pxat"))
 _SYNTAX = "ERR syntax error"
 
+# REQID <client-id> <seq>: the id is printable ASCII without spaces (planaria's client sends
+# 32 hex digits); the sequence a non-negative 64-bit signed integer.
+_REQID = b"reqid"
+REQUEST_CLIENT_ID_BYTES_MAX = 64
+_REQUEST_SEQ_MAX = 2**63 - 1
+
+
+def _has_trailing_reqid(command: Sequence[bytes]) -> bool:
+    # ``NAME key REQID cid seq`` at the least: a REQID third from the end, after the first key.
+    return len(command) >= 5 and command[-3].lower() == _REQID
+
+
+def _parse_request_id(client_id: bytes, seq: bytes) -> tuple[str, int]:
+    if not 1 <= len(client_id) <= REQUEST_CLIENT_ID_BYTES_MAX or not all(
+        0x21 <= byte <= 0x7E for byte in client_id
+    ):
+        raise CommandError(
+            f"ERR REQID client id must be 1 to {REQUEST_CLIENT_ID_BYTES_MAX} printable ASCII "
+            "characters without spaces"
+        )
+    if not (seq.isdigit() and len(seq) <= 19 and int(seq) <= _REQUEST_SEQ_MAX):
+        raise CommandError("ERR REQID sequence must be an integer from 0 to 2^63-1")
+    return client_id.decode("ascii"), int(seq)
+
 
 def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
     key = _check_key(command[1], limits)
     value = _check_value(command[2], limits)
     nx = xx = return_old = False
     if_value: bytes | None = None
+    request_id: tuple[str, int] | None = None
     i = 3
     while i < len(command):
         option = command[i].lower()
-        if option == b"nx" and not xx and if_value is None:
+        if option == _REQID:
+            if i + 3 != len(command):
+                raise CommandError(
+                    "ERR syntax error: REQID <client-id> <seq> must be the last option of SET"
+                )
+            request_id = _parse_request_id(command[i + 1], command[i + 2])
+            i += 2
+        elif option == b"nx" and not xx and if_value is None:
             nx = True
         elif option == b"xx" and not nx and if_value is None:
             xx = True
@@ -435,8 +473,22 @@ def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
         else:
             raise CommandError(_SYNTAX)
         i += 1
+    if return_old and request_id is not None:
+        # A deduplicated retry could not answer the old value it saw the first time.
+        raise CommandError("ERR SET with REQID cannot also take GET")
     op = Set(key, value, nx=nx, xx=xx, if_value=if_value)
-    return ClientOp(DataCommand.SET, (op,), keyslot(key), return_old)
+    return ClientOp(DataCommand.SET, (op,), keyslot(key), return_old, request_id)
+
+
+def _parse_del(command: Sequence[bytes], limits: Limits) -> ClientOp:
+    if _has_trailing_reqid(command):
+        if len(command) != 5:
+            raise CommandError("ERR DEL with REQID takes exactly one key: DEL key REQID cid seq")
+        key = _check_key(command[1], limits)
+        request_id = _parse_request_id(command[3], command[4])
+        return ClientOp(DataCommand.DEL, (Delete(key),), keyslot(key), request_id=request_id)
+    keys = [_check_key(key, limits) for key in command[1:]]
+    return ClientOp(DataCommand.DEL, tuple(Delete(key) for key in keys), _one_slot(keys))
 
 
 def _parse_int(data: bytes) -> int:
@@ -452,18 +504,22 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
     spec = COMMANDS.get(_text(name))
     if spec is None:
         raise _unknown_command(command)
+    if name in (b"get", b"exists") and _has_trailing_reqid(command):
+        raise CommandError(
+            f"ERR REQID is only valid on SET and DEL, not {_text(name).upper()} "
+            "(reads need no request id)"
+        )
     _check_arity(spec, len(command))
     if name == b"get":
         key = _check_key(command[1], limits)
         return ClientOp(DataCommand.GET, (Get(key),), keyslot(key))
     if name == b"set":
         return _parse_set(command, limits)
-    if name in (b"del", b"exists"):
+    if name == b"del":
+        return _parse_del(command, limits)
+    if name == b"exists":
         keys = [_check_key(key, limits) for key in command[1:]]
-        slot = _one_slot(keys)
-        if name == b"del":
-            return ClientOp(DataCommand.DEL, tuple(Delete(key) for key in keys), slot)
-        return ClientOp(DataCommand.EXISTS, tuple(Get(key) for key in keys), slot)
+        return ClientOp(DataCommand.EXISTS, tuple(Get(key) for key in keys), _one_slot(keys))
     if name == b"ping":
         if len(command) > 2:
             raise _arity_error("ping")
