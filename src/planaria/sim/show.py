@@ -13,6 +13,7 @@ from planaria.core.messages import (
     Get,
     Op,
     PartitionConfig,
+    ProposeIsr,
     Set,
 )
 from planaria.sim.wire import ConfigSnapshot, IsrRequest, Renew, RenewAck
@@ -84,8 +85,8 @@ def show(detail: object) -> str:
         return f"Renew session={detail.session} nonce={detail.nonce}"
     if isinstance(detail, RenewAck):
         return f"RenewAck session={detail.session} ok={detail.ok}"
-    if isinstance(detail, IsrRequest):
-        p = detail.proposal
+    if isinstance(detail, IsrRequest | ProposeIsr):
+        p = detail.proposal if isinstance(detail, IsrRequest) else detail
         return (
             f"ProposeIsr p{p.partition} e{p.epoch} from v{p.expected_version} "
             f"isr={','.join(sorted(p.isr))}"
