@@ -1,0 +1,952 @@
+"""A local cluster: one coordinator and N nodes as processes on loopback.
+
+:class:`LocalCluster` starts ``planaria coordinator`` and ``planaria node`` processes (each
+``sys.executable -m planaria.cli ...``, output to ``logs/<name>.log`` in the data directory),
+writes the ``/cluster`` metadata before the nodes start, and waits until every partition has
+a serving primary. Everything it started is recorded in ``cluster.json`` in the data
+directory, so another process (``planaria down``, ``planaria status``, ``planaria node kill``)
+finds the processes again: :meth:`LocalCluster.open`.
+
+Layout of a data directory::
+
+    cluster.json          ports, ids and pids of the coordinator and the nodes
+    cluster.lock          serializes updates of cluster.json between processes
+    coordinator/          the coordinator's data
+    nodes/<id>/           one node's data (its logs and snapshots)
+    logs/<name>.log       stdout and stderr of each process (appended across restarts)
+
+Ports: node ``i`` (from 1) serves RESP on ``base_port + i - 1`` and replication on that port
+plus 10,000 (Redis Cluster's bus convention); the coordinator listens on
+``coordinator_port`` (default 7000, or ``base_port - 1`` for a base port other than 7001).
+Every wait is bounded; a process that dies while the cluster starts is reported with the last
+lines of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import hiredis
+
+from planaria.core.messages import PartitionConfig
+from planaria.core.slots import keyslot, partition_of_slot, slot_range
+from planaria.errors import PlanariaError, UsageError
+
+__all__ = [
+    "BUS_PORT_OFFSET",
+    "DEFAULT_BASE_PORT",
+    "DEFAULT_COORDINATOR_PORT",
+    "STATE_FILE",
+    "ClusterError",
+    "ClusterStatus",
+    "LocalCluster",
+    "NoCluster",
+    "NodeStatus",
+    "PartitionStatus",
+    "PortInUse",
+    "free_base_port",
+    "parse_partition_lags",
+    "probe_keys",
+    "resp_command",
+]
+
+BUS_PORT_OFFSET: Final = 10_000
+DEFAULT_BASE_PORT: Final = 7001
+DEFAULT_COORDINATOR_PORT: Final = 7000
+STATE_FILE: Final = "cluster.json"
+_LOCK_FILE: Final = "cluster.lock"
+_STATE_FORMAT: Final = 1
+_LOG_TAIL_LINES: Final = 15
+_POLL_S: Final = 0.05
+
+
+class ClusterError(PlanariaError):
+    """The local cluster could not be started, stopped or inspected (a process died, or the
+    cluster did not serve in time); the message says which process and shows its log."""
+
+
+class PortInUse(UsageError):
+    """A port the cluster needs is taken; ``port`` names it."""
+
+    def __init__(self, port: int, host: str, what: str) -> None:
+        super().__init__(
+            f"port {port} on {host} ({what}) is already in use; stop what holds it or pick "
+            "other ports (--port)"
+        )
+        self.port = port
+
+
+class NoCluster(UsageError):
+    """There is no cluster in the data directory (no cluster.json)."""
+
+
+# --- state file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Process:
+    """One process of the cluster as recorded in cluster.json (pid None: not running)."""
+
+    name: str
+    host: str
+    port: int
+    pid: int | None
+    log: str  # relative to the data directory
+    data: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    host: str
+    partitions: int
+    replicas: int
+    min_insync: int
+    fsync: str | None
+    coordinator: _Process
+    nodes: tuple[_Process, ...]
+
+    def node(self, node_id: str) -> _Process:
+        for node in self.nodes:
+            if node.name == node_id:
+                return node
+        known = ", ".join(n.name for n in self.nodes)
+        raise UsageError(f"no node {node_id!r} in this cluster (nodes: {known})")
+
+    def with_node(self, updated: _Process) -> _State:
+        nodes = tuple(updated if n.name == updated.name else n for n in self.nodes)
+        return replace(self, nodes=nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": _STATE_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any], path: Path) -> _State:
+        try:
+            if record.get("format") != _STATE_FORMAT:
+                raise ValueError(f"unknown format {record.get('format')!r}")
+            return cls(
+                host=str(record["host"]),
+                partitions=int(record["partitions"]),
+                replicas=int(record["replicas"]),
+                min_insync=int(record["min_insync"]),
+                fsync=record["fsync"],
+                coordinator=_Process(**record["coordinator"]),
+                nodes=tuple(_Process(**node) for node in record["nodes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{path}: not a planaria cluster state file: {exc}") from exc
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A node: ``alive`` if its process runs (``paused`` if it is stopped by SIGSTOP);
+    ``registered`` if it holds a live registration in the coordinator (None: unknown)."""
+
+    id: str
+    address: str
+    pid: int | None
+    alive: bool
+    paused: bool = False
+    registered: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """A partition's config as the coordinator holds it; ``slots`` is ``[first, last]``;
+    ``lag`` is how many log entries the slowest replica is behind its primary (None:
+    unknown, e.g. the primary does not say or is down)."""
+
+    id: int
+    slots: tuple[int, int]
+    primary: str | None
+    replicas: tuple[str, ...]
+    isr: tuple[str, ...]
+    epoch: int
+    lag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    nodes: tuple[NodeStatus, ...]
+    partitions: tuple[PartitionStatus, ...]
+    coordinator: str | None = None
+    coordinator_alive: bool | None = None
+    errors: tuple[str, ...] = field(default=())
+
+    def primary_counts(self) -> dict[str, int]:
+        """How many partitions each node is primary for."""
+        counts = {node.id: 0 for node in self.nodes}
+        for partition in self.partitions:
+            if partition.primary is not None:
+                counts[partition.primary] = counts.get(partition.primary, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(record: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
+
+        return {
+            "nodes": [clean(asdict(node)) for node in self.nodes],
+            "partitions": [clean(asdict(p)) for p in self.partitions],
+            "coordinator": {"address": self.coordinator, "alive": self.coordinator_alive},
+            "errors": list(self.errors),
+        }
+
+
+# --- small RESP client (the node's own protocol; no client library needed) ---------------
+
+
+def resp_command(
+    address: str, *commands: Sequence[str | bytes], timeout_s: float = 2.0
+) -> list[Any]:
+    """Send ``commands`` pipelined to ``host:port`` and return their replies in order
+    (errors come back as ``hiredis.ReplyError`` values, not raised). Raises ``OSError`` when
+    the node cannot be reached or does not answer within ``timeout_s``."""
+    host, port = _split_address(address)
+    payload = b"".join(_encode_command(command) for command in commands)
+    reader = hiredis.Reader()
+    replies: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        while len(replies) < len(commands):
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError(f"{address} closed the connection")
+            reader.feed(data)
+            while len(replies) < len(commands):
+                reply = reader.gets()
+                if reply is False:
+                    break
+                replies.append(reply)
+    return replies
+
+
+def _encode_command(command: Sequence[str | bytes]) -> bytes:
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"an address is HOST:PORT, not {address!r}")
+    return host, int(port)
+
+
+def probe_keys(partitions: int) -> dict[int, str]:
+    """One key per partition (``{probe-N}``), for checks that must touch every partition."""
+    keys: dict[int, str] = {}
+    n = 0
+    while len(keys) < partitions:
+        key = f"{{probe-{n}}}"
+        keys.setdefault(partition_of_slot(keyslot(key), partitions), key)
+        n += 1
+    return keys
+
+
+# --- ports and processes ------------------------------------------------------------------
+
+
+def _port_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR as asyncio servers set it: a port in TIME_WAIT is usable, a listener's not.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_ports(base_port: int, nodes: int, coordinator_port: int) -> list[tuple[int, str]]:
+    ports = [(coordinator_port, "coordinator")]
+    for i in range(nodes):
+        ports.append((base_port + i, f"node n{i + 1}"))
+        ports.append((base_port + i + BUS_PORT_OFFSET, f"node n{i + 1} replication bus"))
+    return ports
+
+
+def free_base_port(nodes: int, host: str = "127.0.0.1", *, start: int = 20001) -> int:
+    """A base port such that ``base - 1`` (the coordinator), the nodes' ports and their bus
+    ports are all free now (for tests and the demo, which must not collide with a cluster
+    the user runs on the default ports)."""
+    for base in range(start, 55000 - BUS_PORT_OFFSET, nodes + 7):
+        if all(_port_free(host, port) for port, _ in _cluster_ports(base, nodes, base - 1)):
+            return base
+    raise ClusterError(f"no {2 * nodes + 1} free ports found on {host}")
+
+
+def _proc_state(pid: int) -> str | None:
+    """The process state letter from /proc (R, S, T, Z, ...), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: the state follows the last ')'.
+    return stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
+
+
+def _is_planaria(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"planaria" in cmdline
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(empty log)"
+
+
+def _run(coroutine: Any) -> Any:
+    """Run a coroutine to completion from synchronous code (also inside a running loop's
+    thread, e.g. from a test that is itself async: then on a helper thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+# --- the launcher -------------------------------------------------------------------------
+
+
+class LocalCluster:
+    """A coordinator and ``nodes`` nodes as local processes, their state in ``data_dir``.
+
+    ``LocalCluster(dir, ...)`` describes a new cluster (or reopens a stopped one in the same
+    directory with the same shape); :meth:`start` launches it. :meth:`open` attaches to the
+    cluster recorded in a directory, e.g. from another process. Use as a context manager to
+    stop everything on exit.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        nodes: int = 3,
+        partitions: int = 64,
+        replicas: int = 3,
+        min_insync: int | None = None,
+        base_port: int = DEFAULT_BASE_PORT,
+        coordinator_port: int | None = None,
+        host: str = "127.0.0.1",
+        fsync: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise UsageError(f"a cluster needs at least one node, not {nodes}")
+        if not 1 <= replicas <= nodes:
+            raise UsageError(f"replicas must be between 1 and the node count {nodes}")
+        if not 1 <= partitions <= 16384:
+            raise UsageError(f"partitions must be between 1 and 16384, not {partitions}")
+        if min_insync is None:
+            min_insync = min(2, replicas)
+        if not 1 <= min_insync <= replicas:
+            raise UsageError(f"min_insync must be between 1 and replicas ({replicas})")
+        if fsync not in (None, "always", "interval", "never"):
+            raise UsageError(f"fsync is always, interval or never, not {fsync!r}")
+        if coordinator_port is None:
+            coordinator_port = (
+                DEFAULT_COORDINATOR_PORT if base_port == DEFAULT_BASE_PORT else base_port - 1
+            )
+        last_port = base_port + nodes - 1 + BUS_PORT_OFFSET
+        if not base_port > 0 or last_port > 65535 or not 0 < coordinator_port <= 65535:
+            raise UsageError(
+                f"ports out of range: base {base_port}, coordinator {coordinator_port}"
+            )
+        self.data_dir = Path(data_dir).resolve()
+        self._env = dict(env) if env is not None else None
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._state = _State(
+            host=host,
+            partitions=partitions,
+            replicas=replicas,
+            min_insync=min_insync,
+            fsync=fsync,
+            coordinator=_Process(
+                "coordinator",
+                host,
+                coordinator_port,
+                None,
+                "logs/coordinator.log",
+                "coordinator",
+            ),
+            nodes=tuple(
+                _Process(f"n{i}", host, base_port + i - 1, None, f"logs/n{i}.log", f"nodes/n{i}")
+                for i in range(1, nodes + 1)
+            ),
+        )
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike[str]) -> LocalCluster:
+        """The cluster recorded in ``data_dir`` (``NoCluster`` if there is none)."""
+        path = Path(data_dir).resolve() / STATE_FILE
+        if not path.exists():
+            raise NoCluster(
+                f"no cluster in {path.parent} (no {STATE_FILE}); start one: planaria up"
+            )
+        cluster = cls.__new__(cls)
+        cluster.data_dir = path.parent
+        cluster._env = None
+        cluster._children = {}
+        cluster._state = cluster._load()
+        return cluster
+
+    # --- properties --------------------------------------------------------------------
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [node.name for node in self._state.nodes]
+
+    @property
+    def partitions(self) -> int:
+        return self._state.partitions
+
+    @property
+    def coordinator_url(self) -> str:
+        return f"planaria://{self._state.coordinator.address}"
+
+    @property
+    def coordinator_address(self) -> str:
+        return self._state.coordinator.address
+
+    def address(self, node_id: str) -> str:
+        """``host:port`` where ``node_id`` serves RESP."""
+        return self._state.node(node_id).address
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {node.name: node.address for node in self._state.nodes}
+
+    def pid(self, node_id: str) -> int | None:
+        return self._refresh().node(node_id).pid
+
+    def log_path(self, name: str) -> Path:
+        """The log file of ``name`` (a node id or ``coordinator``)."""
+        process = self._state.coordinator if name == "coordinator" else self._state.node(name)
+        return self.data_dir / process.log
+
+    # --- state file --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / _LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> _State:
+        path = self.data_dir / STATE_FILE
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise NoCluster(f"no cluster in {self.data_dir} (no {STATE_FILE})") from exc
+        except ValueError as exc:
+            raise ClusterError(f"{path}: not JSON: {exc}") from exc
+        return _State.from_json(record, path)
+
+    def _save(self, state: _State) -> None:
+        path = self.data_dir / STATE_FILE
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+        os.replace(temporary, path)
+        self._state = state
+
+    def _refresh(self) -> _State:
+        """Re-read cluster.json: another process may have restarted a node meanwhile."""
+        if (self.data_dir / STATE_FILE).exists():
+            self._state = self._load()
+        return self._state
+
+    # --- processes ---------------------------------------------------------------------
+
+    def _alive(self, pid: int | None) -> bool:
+        if pid is None:
+            return False
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None  # also reaps it, so a dead child is no zombie
+        state = _proc_state(pid)
+        return state is not None and state not in ("Z", "X") and _is_planaria(pid)
+
+    def _paused(self, pid: int | None) -> bool:
+        return pid is not None and self._alive(pid) and _proc_state(pid) == "T"
+
+    def _spawn(self, process: _Process, argv: Sequence[str]) -> _Process:
+        log_path = self.data_dir / process.log
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / process.data).mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self._env is None else self._env)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"--- {stamp} planaria {' '.join(argv)}\n".encode())
+            log.flush()
+            child = subprocess.Popen(
+                [sys.executable, "-m", "planaria.cli", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                env=env,
+                # Its own session: Ctrl-C in the terminal reaches the launcher only, which
+                # then stops every process in order.
+                start_new_session=True,
+            )
+        self._children[child.pid] = child
+        return replace(process, pid=child.pid)
+
+    def _node_argv(self, node: _Process) -> list[str]:
+        argv = [
+            "node",
+            "--id",
+            node.name,
+            "--listen",
+            node.address,
+            "--coordinator",
+            self.coordinator_url,
+            "--data",
+            str(self.data_dir / node.data),
+        ]
+        if self._state.fsync is not None:
+            argv += ["--fsync", self._state.fsync]
+        return argv
+
+    def _check_ports(self, processes: Sequence[_Process]) -> None:
+        for process in processes:
+            ports = [(process.port, process.name)]
+            if process.name != "coordinator":
+                ports.append((process.port + BUS_PORT_OFFSET, f"{process.name} replication bus"))
+            for port, what in ports:
+                if not _port_free(process.host, port):
+                    raise PortInUse(port, process.host, what)
+
+    def _wait_listening(self, process: _Process, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self._alive(process.pid):
+                raise self._died(process, "while starting")
+            try:
+                with socket.create_connection((process.host, process.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"{process.name} (pid {process.pid}) did not listen on {process.address} "
+                    f"within {timeout_s:g} s; last lines of {self.data_dir / process.log}:\n"
+                    + _tail(self.data_dir / process.log)
+                )
+            time.sleep(_POLL_S)
+
+    def _died(self, process: _Process, when: str) -> ClusterError:
+        child = self._children.get(process.pid or -1)
+        code = (
+            "" if child is None or child.returncode is None else f", exit code {child.returncode}"
+        )
+        return ClusterError(
+            f"{process.name} (pid {process.pid}{code}) died {when}; last lines of "
+            f"{self.data_dir / process.log}:\n{_tail(self.data_dir / process.log)}"
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self, node_id: str | None = None, *, timeout_s: float = 30.0) -> None:
+        """Start the whole cluster and wait until every partition has a serving primary;
+        or, with ``node_id``, restart that one node from its data directory (it recovers
+        from its log and catches up; this does not wait for that)."""
+        if node_id is not None:
+            self._start_node(node_id, timeout_s)
+            return
+        with self._locked():
+            self._adopt_existing()
+            state = self._state
+            running = [p.name for p in (state.coordinator, *state.nodes) if self._alive(p.pid)]
+            if running:
+                raise UsageError(
+                    f"a cluster is already running in {self.data_dir} ({', '.join(running)}); "
+                    f"stop it first: planaria down --data {self.data_dir}"
+                )
+            self._check_ports([state.coordinator, *state.nodes])
+            coordinator = self._spawn(
+                state.coordinator,
+                [
+                    "coordinator",
+                    "--listen",
+                    state.coordinator.address,
+                    "--data",
+                    str(self.data_dir / state.coordinator.data),
+                ],
+            )
+            self._save(replace(state, coordinator=coordinator))
+        try:
+            self._wait_listening(coordinator, timeout_s)
+            self._write_metadata(timeout_s)
+            with self._locked():
+                state = self._state
+                nodes = tuple(self._spawn(node, self._node_argv(node)) for node in state.nodes)
+                self._save(replace(state, nodes=nodes))
+            self.wait_serving(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _adopt_existing(self) -> None:
+        """Reuse a stopped cluster's directory only with the same shape (its data depends
+        on it); take its recorded pids so a running one is found."""
+        path = self.data_dir / STATE_FILE
+        if not path.exists():
+            return
+        recorded = self._load()
+        mine, theirs = self._state, recorded
+        shape = ("host", "partitions", "replicas", "min_insync")
+        differs = [name for name in shape if getattr(mine, name) != getattr(theirs, name)]
+        if [n.address for n in mine.nodes] != [n.address for n in theirs.nodes]:
+            differs.append("nodes/ports")
+        if mine.coordinator.address != theirs.coordinator.address:
+            differs.append("coordinator port")
+        if differs:
+            raise UsageError(
+                f"{self.data_dir} holds a cluster of another shape ({', '.join(differs)} "
+                "differ); use another --data directory or the same options"
+            )
+        self._state = replace(recorded, fsync=mine.fsync)
+
+    def _start_node(self, node_id: str, timeout_s: float) -> None:
+        with self._locked():
+            state = self._refresh()
+            node = state.node(node_id)
+            if self._alive(node.pid):
+                raise UsageError(f"node {node_id} is already running (pid {node.pid})")
+            self._check_ports([node])
+            started = self._spawn(node, self._node_argv(node))
+            self._save(state.with_node(started))
+        self._wait_listening(started, timeout_s)
+
+    def _write_metadata(self, timeout_s: float) -> None:
+        from planaria import control  # noqa: PLC0415 -- the coordinator client loads lazily
+
+        state = self._state
+
+        async def write() -> None:
+            await asyncio.wait_for(
+                control.write_cluster_metadata(
+                    self.coordinator_url,
+                    partitions=state.partitions,
+                    replicas=state.replicas,
+                    min_insync=state.min_insync,
+                    nodes=[node.name for node in state.nodes],
+                ),
+                timeout_s,
+            )
+
+        try:
+            _run(write())
+        except TimeoutError as exc:
+            raise ClusterError(
+                f"could not write /cluster to the coordinator at {self.coordinator_address} "
+                f"within {timeout_s:g} s; last lines of its log:\n"
+                + _tail(self.data_dir / state.coordinator.log)
+            ) from exc
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        """Wait until every partition answers a read on its primary; ``ClusterError`` after
+        ``timeout_s`` or as soon as a node process dies."""
+        deadline = time.monotonic() + timeout_s
+        missing: list[int] = list(range(self._state.partitions))
+        while True:
+            state = self._refresh()
+            for node in state.nodes:
+                if node.pid is not None and not self._alive(node.pid):
+                    raise self._died(node, "before the cluster served")
+            missing = self.unserved_partitions()
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                shown = ", ".join(str(p) for p in missing[:10])
+                more = "" if len(missing) <= 10 else f" and {len(missing) - 10} more"
+                logs = "\n".join(
+                    f"--- {node.name}:\n{_tail(self.data_dir / node.log, 5)}"
+                    for node in state.nodes
+                )
+                raise ClusterError(
+                    f"the cluster did not serve within {timeout_s:g} s: partitions {shown}{more} "
+                    f"have no serving primary; last lines of the node logs:\n{logs}"
+                )
+            time.sleep(0.1)
+
+    def unserved_partitions(self, timeout_s: float = 1.0) -> list[int]:
+        """Partitions whose primary (by CLUSTER SLOTS of any live node) does not answer a
+        read now: unknown primary, or an error such as TRYAGAIN or CLUSTERDOWN."""
+        partitions = self._state.partitions
+        owners = self._slot_owners(timeout_s)
+        if owners is None:
+            return list(range(partitions))
+        keys = probe_keys(partitions)
+        by_address: dict[str, list[int]] = {}
+        unserved: list[int] = []
+        for partition, key in keys.items():
+            address = owners.get(keyslot(key))
+            if address is None:
+                unserved.append(partition)
+            else:
+                by_address.setdefault(address, []).append(partition)
+        for address, group in by_address.items():
+            try:
+                replies = resp_command(
+                    address, *(("GET", keys[p]) for p in group), timeout_s=timeout_s
+                )
+            except OSError:
+                unserved += group
+                continue
+            unserved += [p for p, r in zip(group, replies, strict=True) if _is_error(r)]
+        return sorted(unserved)
+
+    def _slot_owners(self, timeout_s: float) -> dict[int, str] | None:
+        """slot -> primary address, from the first live node that answers CLUSTER SLOTS."""
+        for node in self._state.nodes:
+            if not self._alive(node.pid) or self._paused(node.pid):
+                continue
+            try:
+                (reply,) = resp_command(node.address, ("CLUSTER", "SLOTS"), timeout_s=timeout_s)
+            except OSError:
+                continue
+            if _is_error(reply) or not isinstance(reply, list):
+                continue
+            return _owners_from_slots(reply)
+        return None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every process: SIGTERM (and SIGCONT, so a paused one sees it), then wait;
+        SIGKILL after ``timeout_s``. Nodes first, then the coordinator."""
+        with self._locked():
+            state = self._refresh()
+            self._terminate([n for n in state.nodes if n.pid is not None], timeout_s)
+            self._terminate([state.coordinator] if state.coordinator.pid else [], timeout_s)
+            stopped = replace(
+                state,
+                coordinator=replace(state.coordinator, pid=None),
+                nodes=tuple(replace(n, pid=None) for n in state.nodes),
+            )
+            if (self.data_dir / STATE_FILE).exists():
+                self._save(stopped)
+
+    def stop_node(self, node_id: str, timeout_s: float = 10.0) -> None:
+        """Stop one node cleanly (SIGTERM, SIGKILL after ``timeout_s``)."""
+        with self._locked():
+            state = self._refresh()
+            node = state.node(node_id)
+            self._terminate([node], timeout_s)
+            self._save(state.with_node(replace(node, pid=None)))
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a node: SIGKILL (a crash), SIGSTOP (a pause), SIGCONT (resume)."""
+        with self._locked():
+            state = self._refresh()
+            node = state.node(node_id)
+            if not self._alive(node.pid) or node.pid is None:
+                raise UsageError(f"node {node_id} is not running")
+            os.kill(node.pid, sig)
+            if sig == signal.SIGKILL:
+                self._wait_gone(node.pid, 5.0)
+                self._save(state.with_node(replace(node, pid=None)))
+
+    def _terminate(self, processes: Sequence[_Process], timeout_s: float) -> None:
+        pids = [p.pid for p in processes if p.pid is not None and self._alive(p.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + timeout_s
+        for pid in pids:
+            if not self._wait_gone(pid, max(0.0, deadline - time.monotonic())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_gone(pid, 5.0)
+
+    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self._alive(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        self._children.pop(pid, None)
+        return True
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- status ------------------------------------------------------------------------
+
+    def status(self, timeout_s: float = 2.0) -> ClusterStatus:
+        """Nodes (process alive, registered) and partitions (the coordinator's configs,
+        with replication lag from the primaries' INFO where they report it)."""
+        state = self._refresh()
+        errors: list[str] = []
+        coordinator_alive = self._alive(state.coordinator.pid)
+        members: set[str] | None = None
+        configs: list[PartitionConfig] = []
+        if coordinator_alive:
+            try:
+                members, configs = _run(_read_coordinator(self.coordinator_url, timeout_s))
+            except (PlanariaError, OSError, TimeoutError) as exc:
+                errors.append(f"coordinator {state.coordinator.address}: {exc!r}")
+        else:
+            errors.append(f"coordinator {state.coordinator.address} is not running")
+        nodes = tuple(
+            NodeStatus(
+                id=node.name,
+                address=node.address,
+                pid=node.pid if self._alive(node.pid) else None,
+                alive=self._alive(node.pid),
+                paused=self._paused(node.pid),
+                registered=None if members is None else node.name in members,
+            )
+            for node in state.nodes
+        )
+        serving = {n.id: n.address for n in nodes if n.alive and not n.paused}
+        lags = _replication_lags(serving, timeout_s, errors)
+        return ClusterStatus(
+            nodes=nodes,
+            partitions=_partition_statuses(configs, state.partitions, lags),
+            coordinator=state.coordinator.address,
+            coordinator_alive=coordinator_alive,
+            errors=tuple(errors),
+        )
+
+
+# --- helpers shared by status() and status --seed -------------------------------------------
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, hiredis.ReplyError)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _owners_from_slots(reply: list[Any]) -> dict[int, str]:
+    owners: dict[int, str] = {}
+    for entry in reply:
+        start, end, primary = int(entry[0]), int(entry[1]), entry[2]
+        address = f"{_text(primary[0])}:{int(primary[1])}"
+        for slot in range(start, end + 1):
+            owners[slot] = address
+    return owners
+
+
+async def _read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
+    from planaria.coord import CONFIGS_PREFIX, decode_config  # noqa: PLC0415
+    from planaria.coord.url import connect  # noqa: PLC0415 -- lands with the coordinator
+
+    async def read() -> tuple[set[str], list[PartitionConfig]]:
+        coordinator = await _maybe_await(connect(url))
+        async with coordinator:
+            members = set(await coordinator.members())
+            items = await coordinator.list_prefix(CONFIGS_PREFIX)
+        return members, [decode_config(item.value) for item in items]
+
+    return await asyncio.wait_for(read(), timeout_s)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value):
+        return await value
+    return value
+
+
+def _partition_statuses(
+    configs: Sequence[PartitionConfig], partitions: int, lags: Mapping[int, int]
+) -> tuple[PartitionStatus, ...]:
+    by_id = {config.partition: config for config in configs}
+    statuses = []
+    for partition in range(partitions):
+        slots = slot_range(partition, partitions)
+        config = by_id.get(partition)
+        if config is None:
+            statuses.append(
+                PartitionStatus(partition, (slots.start, slots.stop - 1), None, (), (), 0)
+            )
+            continue
+        statuses.append(
+            PartitionStatus(
+                id=partition,
+                slots=(slots.start, slots.stop - 1),
+                primary=config.primary,
+                replicas=config.replicas,
+                isr=tuple(r for r in config.replicas if r in config.isr),
+                epoch=config.epoch,
+                lag=lags.get(partition),
+            )
+        )
+    return tuple(statuses)
+
+
+def _replication_lags(
+    addresses: Mapping[str, str], timeout_s: float, errors: list[str]
+) -> dict[int, int]:
+    """partition -> entries its slowest replica is behind, from each node's ``INFO
+    replication`` (lines ``partition<N>:role=primary,...,lag=<entries>``), primaries only."""
+    lags: dict[int, int] = {}
+    for node_id, address in addresses.items():
+        try:
+            (reply,) = resp_command(address, ("INFO", "replication"), timeout_s=timeout_s)
+        except OSError as exc:
+            errors.append(f"{node_id} {address}: {exc!r}")
+            continue
+        if _is_error(reply) or not isinstance(reply, bytes):
+            continue
+        lags.update(parse_partition_lags(reply.decode(errors="replace")))
+    return lags
+
+
+def parse_partition_lags(info: str) -> dict[int, int]:
+    """Lags from INFO text: ``partition<N>:role=primary,...,lag=<entries>`` lines."""
+    lags: dict[int, int] = {}
+    for line in info.splitlines():
+        name, sep, fields_text = line.strip().partition(":")
+        if not sep or not name.startswith("partition") or not name[9:].isdigit():
+            continue
+        fields = dict(item.partition("=")[::2] for item in fields_text.split(","))
+        if fields.get("role") == "primary" and fields.get("lag", "").isdigit():
+            lags[int(name[9:])] = int(fields["lag"])
+    return lags
