@@ -33,11 +33,35 @@ def _sim(parser: argparse.ArgumentParser) -> Runner:
     return sim_cli.run
 
 
+def _up(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _cluster_cli as cluster_cli
+
+    cluster_cli.add_up_arguments(parser)
+    return cluster_cli.run_up
+
+
+def _down(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _cluster_cli as cluster_cli
+
+    cluster_cli.add_down_arguments(parser)
+    return cluster_cli.run_down
+
+
+def _status(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _cluster_cli as cluster_cli
+
+    cluster_cli.add_status_arguments(parser)
+    return cluster_cli.run_status
+
+
 # name -> (help, builder); the builder adds the subcommand's arguments and returns its runner.
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
     "demo": ("watch the fault-recovery toolkit at work", _demo),
     "check": ("check histories for linearizability and lost writes", _check),
     "sim": ("run the deterministic fault simulator over seeds", _sim),
+    "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
+    "down": ("stop the local cluster in a data directory", _down),
+    "status": ("nodes and partitions of a cluster", _status),
 }
 
 

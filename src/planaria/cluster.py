@@ -42,6 +42,7 @@ from typing import Any, Final
 
 import hiredis
 
+from planaria.coord import CONFIGS_PREFIX, decode_config
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
 from planaria.errors import PlanariaError, UsageError
@@ -62,12 +63,14 @@ __all__ = [
     "parse_partition_lags",
     "probe_keys",
     "resp_command",
+    "status_from_seed",
 ]
 
 BUS_PORT_OFFSET: Final = 10_000
 DEFAULT_BASE_PORT: Final = 7001
 DEFAULT_COORDINATOR_PORT: Final = 7000
 STATE_FILE: Final = "cluster.json"
+CLUSTER_KEY: Final = "/cluster"  # the cluster's shape in the coordinator
 _LOCK_FILE: Final = "cluster.lock"
 _STATE_FORMAT: Final = 1
 _LOG_TAIL_LINES: Final = 15
@@ -826,7 +829,8 @@ class LocalCluster:
         configs: list[PartitionConfig] = []
         if coordinator_alive:
             try:
-                members, configs = _run(_read_coordinator(self.coordinator_url, timeout_s))
+                view: _CoordinatorView = _run(_read_coordinator(self.coordinator_url, timeout_s))
+                members, configs = set(view.members), view.configs
             except (PlanariaError, OSError, TimeoutError) as exc:
                 errors.append(f"coordinator {state.coordinator.address}: {exc!r}")
         else:
@@ -874,24 +878,90 @@ def _owners_from_slots(reply: list[Any]) -> dict[int, str]:
     return owners
 
 
-async def _read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
-    from planaria.coord import CONFIGS_PREFIX, decode_config  # noqa: PLC0415
+@dataclass(frozen=True, slots=True)
+class _CoordinatorView:
+    members: dict[str, str]  # node id -> RESP address of every registered node
+    configs: list[PartitionConfig]
+    partitions: int | None  # from /cluster
+
+
+async def _read_coordinator(url: str, timeout_s: float) -> _CoordinatorView:
     from planaria.coord.url import connect  # noqa: PLC0415 -- lands with the coordinator
 
-    async def read() -> tuple[set[str], list[PartitionConfig]]:
+    async def read() -> _CoordinatorView:
         coordinator = await _maybe_await(connect(url))
         async with coordinator:
-            members = set(await coordinator.members())
+            members = await coordinator.members()
             items = await coordinator.list_prefix(CONFIGS_PREFIX)
-        return members, [decode_config(item.value) for item in items]
+            spec = await coordinator.get(CLUSTER_KEY)
+        partitions = None
+        if spec is not None:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                partitions = int(json.loads(spec.value)["partitions"])
+        return _CoordinatorView(
+            {node: reg.address for node, reg in members.items()},
+            [decode_config(item.value) for item in items],
+            partitions,
+        )
 
-    return await asyncio.wait_for(read(), timeout_s)
+    view: _CoordinatorView = await asyncio.wait_for(read(), timeout_s)
+    return view
 
 
 async def _maybe_await(value: Any) -> Any:
     if asyncio.iscoroutine(value):
         return await value
     return value
+
+
+def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
+    """The status of the cluster ``seed`` (a node's ``host:port``) belongs to: the seed's
+    ``INFO server`` names its coordinator, which has the members and configs; each member's
+    pid comes from its own INFO (``process_id``), so ``alive`` means "answers"."""
+    try:
+        (reply,) = resp_command(seed, ("INFO", "server"), timeout_s=timeout_s)
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the seed node {seed}: {exc}") from exc
+    info = _info_fields(reply)
+    url = info.get("coordinator")
+    if url is None:
+        raise ClusterError(f"{seed} does not name its coordinator in INFO server")
+    view: _CoordinatorView = _run(_read_coordinator(url, timeout_s))
+    errors: list[str] = []
+    nodes = []
+    for node_id, address in sorted(view.members.items()):
+        pid = None
+        try:
+            (node_info,) = resp_command(address, ("INFO", "server"), timeout_s=timeout_s)
+            text = _info_fields(node_info).get("process_id", "")
+            pid = int(text) if text.isdigit() else None
+        except OSError as exc:
+            errors.append(f"{node_id} {address}: {exc!r}")
+        nodes.append(NodeStatus(node_id, address, pid, pid is not None, registered=True))
+    # Nodes named by configs but not registered are dead (their sessions expired).
+    named = {n for c in view.configs for n in c.replicas} - set(view.members)
+    nodes += [NodeStatus(n, "?", None, False, registered=False) for n in sorted(named)]
+    serving = {n.id: n.address for n in nodes if n.alive}
+    lags = _replication_lags(serving, timeout_s, errors)
+    partitions = view.partitions or len(view.configs)
+    return ClusterStatus(
+        nodes=tuple(nodes),
+        partitions=_partition_statuses(view.configs, partitions, lags),
+        coordinator=url.removeprefix("planaria://"),
+        coordinator_alive=True,
+        errors=tuple(errors),
+    )
+
+
+def _info_fields(reply: Any) -> dict[str, str]:
+    if _is_error(reply) or not isinstance(reply, bytes):
+        return {}
+    fields: dict[str, str] = {}
+    for line in reply.decode(errors="replace").splitlines():
+        name, sep, value = line.strip().partition(":")
+        if sep and not name.startswith("#"):
+            fields[name] = value
+    return fields
 
 
 def _partition_statuses(

@@ -1,0 +1,295 @@
+"""``planaria up``, ``down``, ``status`` and ``node start|stop|kill``: a local cluster from
+the command line (see :mod:`planaria.cluster`).
+
+Each command has ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``; cli.py
+wires them. :func:`render_status` is the rich view that ``up`` refreshes and ``status``
+prints once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from planaria.cluster import (
+    DEFAULT_BASE_PORT,
+    ClusterStatus,
+    LocalCluster,
+    PartitionStatus,
+    status_from_seed,
+)
+from planaria.errors import UsageError
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "add_down_arguments",
+    "add_node_control_arguments",
+    "add_status_arguments",
+    "add_up_arguments",
+    "render_status",
+    "run_down",
+    "run_node_control",
+    "run_status",
+    "run_up",
+]
+
+DEFAULT_DATA_DIR = "planaria-data"
+NODE_ACTIONS = ("start", "stop", "kill")
+_SIGNALS = {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}
+_REFRESH_S = 0.5
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help=f"the cluster's data directory (default ./{DEFAULT_DATA_DIR})",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=_positive, default=3, help="node processes (default 3)")
+    parser.add_argument(
+        "--partitions", type=_positive, default=64, help="partitions, fixed at creation (64)"
+    )
+    parser.add_argument("--replicas", type=_positive, default=3, help="replicas per partition (3)")
+    _add_data(parser)
+    parser.add_argument(
+        "--port",
+        type=_positive,
+        default=DEFAULT_BASE_PORT,
+        help=f"RESP port of the first node; the next nodes count up (default {DEFAULT_BASE_PORT})",
+    )
+    parser.add_argument(
+        "--coordinator-port",
+        type=_positive,
+        default=None,
+        help="the coordinator's port (default 7000, or PORT - 1 for another --port)",
+    )
+    parser.add_argument(
+        "--fsync", choices=("always", "interval", "never"), default=None, help="nodes' fsync policy"
+    )
+    parser.add_argument(
+        "--detach", action="store_true", help="return once the cluster serves; stop it with down"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the cluster to serve"
+    )
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM to the launcher stops the cluster as Ctrl-C does."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    console = Console()
+    cluster = LocalCluster(
+        args.data,
+        nodes=args.nodes,
+        partitions=args.partitions,
+        replicas=args.replicas,
+        base_port=args.port,
+        coordinator_port=args.coordinator_port,
+        fsync=args.fsync,
+    )
+    with _sigterm_as_interrupt():
+        try:
+            with console.status(
+                f"starting a coordinator and {args.nodes} nodes in {cluster.data_dir} ..."
+            ):
+                started = time.monotonic()
+                cluster.start(timeout_s=args.timeout)
+            console.print(
+                f"[bold green]cluster serving[/] after {time.monotonic() - started:.1f} s: "
+                f"{args.partitions} partitions x {args.replicas} replicas on {args.nodes} nodes"
+            )
+            _print_addresses(console, cluster)
+            if args.detach:
+                console.print(f"stop it with: planaria down --data {cluster.data_dir}")
+                return 0
+            console.print("[dim]live status below; Ctrl-C stops the cluster[/]")
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                while True:
+                    live.update(render_status(cluster.status(), compact=True))
+                    time.sleep(_REFRESH_S)
+        except KeyboardInterrupt:
+            console.print("stopping the cluster ...")
+            cluster.stop()
+            console.print("[bold]stopped[/]")
+            return 130
+    return 0
+
+
+def _print_addresses(console: Console, cluster: LocalCluster) -> None:
+    console.print(f"  coordinator  planaria://{cluster.coordinator_address}")
+    for node_id, address in cluster.addresses.items():
+        console.print(f"  {node_id:<12} {address}   (redis-cli -c -p {address.rsplit(':', 1)[1]})")
+    console.print(f"  data         {cluster.data_dir}")
+
+
+# --- down ---------------------------------------------------------------------------------
+
+
+def add_down_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_data(parser)
+
+
+def run_down(args: argparse.Namespace) -> int:
+    cluster = LocalCluster.open(args.data)
+    cluster.stop()
+    print(f"stopped the cluster in {cluster.data_dir}")
+    return 0
+
+
+# --- node start|stop|kill -----------------------------------------------------------------
+
+
+def add_node_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ACTION ID [--data DIR] [--signal S]`` (cli.py adds these to ``planaria node``)."""
+    parser.add_argument("action", choices=NODE_ACTIONS, help="start, stop (SIGTERM) or kill")
+    parser.add_argument("node_id", metavar="ID", help="the node, e.g. n2")
+    _add_data(parser)
+    parser.add_argument(
+        "--signal",
+        choices=tuple(_SIGNALS),
+        default="KILL",
+        help="kill: KILL (a crash, default), STOP (a pause) or CONT (resume)",
+    )
+
+
+def run_node_control(args: argparse.Namespace) -> int:
+    cluster = LocalCluster.open(args.data)
+    if args.action == "start":
+        cluster.start(args.node_id)
+        print(f"started {args.node_id} (pid {cluster.pid(args.node_id)})")
+    elif args.action == "stop":
+        cluster.stop_node(args.node_id)
+        print(f"stopped {args.node_id}")
+    elif args.action == "kill":
+        pid = cluster.pid(args.node_id)
+        cluster.kill(args.node_id, _SIGNALS[args.signal])
+        print(f"sent SIG{args.signal} to {args.node_id} (pid {pid})")
+    else:
+        raise UsageError(f"unknown node action {args.action!r}")
+    return 0
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help=f"a local cluster's data directory (default ./{DEFAULT_DATA_DIR})",
+    )
+    where.add_argument("--seed", metavar="HOST:PORT", help="any node of a running cluster")
+    parser.add_argument("--json", action="store_true", help="print JSON: nodes and partitions")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    if args.seed is not None:
+        status = status_from_seed(args.seed)
+    else:
+        status = LocalCluster.open(args.data or DEFAULT_DATA_DIR).status()
+    if args.json:
+        json.dump(status.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        Console().print(render_status(status, compact=False))
+    return 0
+
+
+def _healthy(partition: PartitionStatus) -> bool:
+    return (
+        partition.primary is not None
+        and len(partition.isr) == len(partition.replicas)
+        and partition.lag in (None, 0)
+    )
+
+
+def render_status(status: ClusterStatus, *, compact: bool) -> RenderableType:
+    """Nodes and partitions as rich tables. ``compact`` lists only the partitions that are
+    not fully healthy (no primary, a replica out of the ISR, or lagging), for a live view."""
+    nodes = Table(title="nodes", title_justify="left")
+    for column in ("id", "address", "pid", "state", "primary of", "in ISR of"):
+        nodes.add_column(column)
+    primaries = status.primary_counts()
+    for node in status.nodes:
+        if node.paused:
+            state = "[yellow]paused[/]"
+        elif node.alive:
+            state = "[green]up[/]" if node.registered is not False else "[yellow]unregistered[/]"
+        else:
+            state = "[red]down[/]"
+        in_isr = sum(node.id in p.isr for p in status.partitions)
+        nodes.add_row(
+            node.id,
+            node.address,
+            str(node.pid or "-"),
+            state,
+            str(primaries.get(node.id, 0)),
+            str(in_isr),
+        )
+    shown = [p for p in status.partitions if not compact or not _healthy(p)]
+    healthy = sum(_healthy(p) for p in status.partitions)
+    summary = Text(
+        f"{healthy}/{len(status.partitions)} partitions healthy (a primary, every replica in "
+        "the ISR, no lag)",
+        style="green" if healthy == len(status.partitions) else "yellow",
+    )
+    parts: list[RenderableType] = [nodes, summary]
+    if shown:
+        table = Table(title="partitions" + (" needing attention" if compact else ""))
+        for column in ("id", "slots", "primary", "replicas", "isr", "epoch", "lag"):
+            table.add_column(column)
+        for p in shown:
+            table.add_row(
+                str(p.id),
+                f"{p.slots[0]}-{p.slots[1]}",
+                p.primary or "[red]none[/]",
+                " ".join(p.replicas),
+                " ".join(p.isr),
+                str(p.epoch),
+                "?" if p.lag is None else str(p.lag),
+            )
+        parts.append(table)
+    parts += [Text(f"! {error}", style="red") for error in status.errors]
+    return Group(*parts)
