@@ -34,6 +34,13 @@ def _sim(parser: argparse.ArgumentParser) -> Runner:
     return sim_cli.run
 
 
+def _coordinator(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.coord import _cli as coord_cli
+
+    coord_cli.add_arguments(parser)
+    return coord_cli.run
+
+
 def _up(parser: argparse.ArgumentParser) -> Runner:
     from planaria import _cluster_cli as cluster_cli
 
@@ -60,6 +67,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]]
     "demo": ("watch the fault-recovery toolkit at work", _demo),
     "check": ("check histories for linearizability and lost writes", _check),
     "sim": ("run the deterministic fault simulator over seeds", _sim),
+    "coordinator": ("run the embedded coordinator (sessions, configs, elections)", _coordinator),
     "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
     "down": ("stop the local cluster in a data directory", _down),
     "status": ("nodes and partitions of a cluster", _status),

@@ -60,7 +60,7 @@ from planaria.coord.types import (
 )
 from planaria.errors import UsageError
 
-__all__ = ["WATCH_QUEUE_MAX", "MemoryStore", "WatchId"]
+__all__ = ["WATCH_QUEUE_MAX", "MemoryStore", "StoreState", "WatchId"]
 
 WatchId = NewType("WatchId", int)
 # Events a watch holds before they are replaced by one RESET (a reader that fell behind).
@@ -78,6 +78,20 @@ class _Session:
     @property
     def expires_ms(self) -> float:
         return self.renewed_ms + self.ttl_ms
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Everything of a store that outlives a restart (for a persisting server): every key,
+    the live sessions as ``(id, owner, ttl_ms)``, the ended ones, the last session id issued
+    and the last token of every election. Times of live sessions are not kept: a restored
+    session gets a full TTL from the restore time (as ZooKeeper does after a leader change)."""
+
+    items: tuple[VersionedValue, ...]
+    sessions: tuple[tuple[SessionId, str, float], ...]
+    ended: tuple[SessionInfo, ...]
+    session_ids_issued: int
+    sequences: tuple[tuple[str, int], ...]
 
 
 @dataclass(slots=True)
@@ -102,6 +116,42 @@ class MemoryStore:
         self._watch_ids_issued = 0
         self._expired_unreported: list[SessionInfo] = []
         self._to_notify: set[WatchId] = set()
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def export_state(self) -> StoreState:
+        """The durable part of the store (watches and times are not part of it)."""
+        return StoreState(
+            items=tuple(self._data[k] for k in sorted(self._data)),
+            sessions=tuple((sid, s.owner, s.ttl_ms) for sid, s in sorted(self._sessions.items())),
+            ended=tuple(self._ended[sid] for sid in sorted(self._ended)),
+            session_ids_issued=self._session_ids_issued,
+            sequences=tuple(sorted(self._sequences.items())),
+        )
+
+    @classmethod
+    def from_state(cls, state: StoreState, now_ms: float) -> MemoryStore:
+        """A store holding ``state`` at ``now_ms``: every live session renewed at ``now_ms``.
+        ``UsageError`` if the state is inconsistent (an ephemeral of an unknown session)."""
+        store = cls()
+        now = store._advance(now_ms)
+        for sid, owner, ttl_ms in state.sessions:
+            store._sessions[validate_session_id(sid)] = _Session(
+                owner, validate_ttl_ms(ttl_ms), now, now
+            )
+        store._ended = {info.session: info for info in state.ended}
+        issued = max([state.session_ids_issued, *store._sessions, *store._ended], default=0)
+        store._session_ids_issued = issued
+        for item in state.items:
+            key = validate_key(item.key)
+            if item.session is not None:
+                owner_session = store._sessions.get(item.session)
+                if owner_session is None:
+                    raise UsageError(f"{key} belongs to session {item.session}, which is not alive")
+                owner_session.keys.add(key)
+            store._data[key] = item
+        store._sequences = dict(state.sequences)
+        return store
 
     # --- time ----------------------------------------------------------------------------
 
