@@ -1,0 +1,1 @@
+"""Private parts of :mod:`planaria.client`: wire encoding, the slot map, connections."""

@@ -1,0 +1,348 @@
+"""The decisions of the client, shared by ``Client`` and ``AsyncClient``: what to send where,
+what a reply means, when to refresh the map, what to retry, and what to raise on giving up.
+The two clients only add the I/O (sockets or asyncio) around these."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import hiredis
+
+from planaria._client.protocol import (
+    ClusterDown,
+    TryAgain,
+    encode_command,
+    error_from_reply,
+    to_bytes,
+)
+from planaria._client.routing import Shard, SlotMap, parse_address
+from planaria.breaker import BreakerState, CircuitBreaker
+from planaria.core.slots import keyslot
+from planaria.errors import (
+    CircuitOpenError,
+    InternalError,
+    Moved,
+    PeerError,
+    Unavailable,
+    UnknownOutcome,
+    UsageError,
+)
+from planaria.retry import RandomLike, RetryBudget, Retrying, RetryPolicy
+
+__all__ = [
+    "CLUSTER_SHARDS",
+    "CLUSTER_SLOTS",
+    "PRIMARY_UNREACHABLE",
+    "REDIRECTS_MAX",
+    "REFRESH_FAILURES",
+    "Call",
+    "ClientCore",
+    "RandomSource",
+    "default_breaker",
+    "set_arguments",
+]
+
+log = logging.getLogger("planaria.client")
+
+CLUSTER_SHARDS = encode_command([b"CLUSTER", b"SHARDS"])
+CLUSTER_SLOTS = encode_command([b"CLUSTER", b"SLOTS"])
+REDIRECTS_MAX = 2  # MOVED redirects followed inside one attempt, without backoff
+
+
+class RandomSource(RandomLike, Protocol):
+    """What the client needs of ``random.Random``: ids and jitter."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+# The node is unreachable or not serving: a stale read may try a backup instead.
+PRIMARY_UNREACHABLE = (ConnectionError, UnknownOutcome, CircuitOpenError, TryAgain, ClusterDown)
+# After these the map may be wrong: refresh it (at most every refresh_interval_s).
+_MAP_SUSPECT = (*PRIMARY_UNREACHABLE, Moved, TimeoutError)
+# A node that fails one of these cannot give the map now: ask the next one.
+REFRESH_FAILURES = (
+    ConnectionError,
+    TimeoutError,
+    UnknownOutcome,
+    CircuitOpenError,
+    PeerError,
+    UsageError,
+)
+
+
+def set_arguments(value: object, *, nx: bool, xx: bool, if_value: object) -> tuple[bytes, ...]:
+    """SET's arguments after the key: the value and its condition (at most one)."""
+    if (nx, xx, if_value is not None).count(True) > 1:
+        raise UsageError("set takes at most one of nx, xx and if_value")
+    data = to_bytes("value", value)
+    if nx:
+        return (data, b"NX")
+    if xx:
+        return (data, b"XX")
+    if if_value is not None:
+        return (data, b"IFEQ", to_bytes("if_value", if_value))
+    return (data,)
+
+
+def default_breaker(address: str, clock: Callable[[], float]) -> CircuitBreaker:
+    """Opens after 3 of the last 10 calls to the node failed (at least half of them), for
+    0.5 s doubling up to 5 s; then one trial call decides."""
+    return CircuitBreaker(
+        address,
+        failure_rate_threshold=0.5,
+        window_size=10,
+        calls_min=3,
+        open_s=0.5,
+        open_max_s=5.0,
+        half_open_calls=1,
+        clock=clock,
+    )
+
+
+@dataclass(slots=True)
+class Call:
+    """One logical call: the same ``payload`` (and so the same request id) on every attempt."""
+
+    command: str
+    key: bytes
+    slot: int
+    payload: bytes
+    is_write: bool
+    timeout_s: float
+    stale_ok: bool = False
+    request_id: tuple[str, int] | None = None
+    outcome_unknown: bool = False  # some attempt was sent and never answered
+
+    def describe(self) -> str:
+        rid = (
+            ""
+            if self.request_id is None
+            else f" (request id {self.request_id[0]}:{self.request_id[1]})"
+        )
+        return f"{self.command} {self.key!r}{rid}"
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _seeds(seeds: str | Iterable[str]) -> tuple[str, ...]:
+    found = (seeds,) if isinstance(seeds, str) else tuple(seeds)
+    if not found:
+        raise UsageError("give at least one seed address 'host:port'")
+    for seed in found:
+        parse_address(seed)
+    return found
+
+
+class ClientCore:
+    def __init__(
+        self,
+        seeds: str | Iterable[str],
+        *,
+        timeout_s: float,
+        attempt_timeout_s: float,
+        request_ids: bool,
+        attempts_max: int,
+        retry_budget: RetryBudget | None,
+        refresh_interval_s: float,
+        clock: Callable[[], float],
+        rng: RandomSource,
+        breaker_factory: Callable[[str], CircuitBreaker] | None,
+        policy_options: dict[str, object],
+    ) -> None:
+        self.seeds = _seeds(seeds)
+        self.timeout_s = _positive("timeout_s", timeout_s)
+        self.attempt_timeout_s = _positive("attempt_timeout_s", attempt_timeout_s)
+        self.refresh_interval_s = _positive("refresh_interval_s", refresh_interval_s)
+        self.request_ids = bool(request_ids)
+        self.clock = clock
+        self.client_id = f"{rng.getrandbits(128):032x}"
+        self._sequence = itertools.count(1)
+        self.budget = retry_budget if retry_budget is not None else RetryBudget(clock=clock)
+        self._breaker_factory = breaker_factory or (lambda address: default_breaker(address, clock))
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.slot_map: SlotMap | None = None
+        self.map_suspect = True
+        self.refreshed_at_s = float("-inf")
+        self.refresh_error: Exception | None = None  # why the last refresh found no map
+        self.closed = False
+        base = RetryPolicy(
+            attempts_max=attempts_max,
+            timeout_s=self.timeout_s,
+            wait_initial_s=0.005,
+            wait_max_s=0.25,
+            budget=self.budget,
+            clock=clock,
+            rng=rng,
+            **policy_options,  # type: ignore[arg-type]
+        )
+        # Writes without request ids must not be repeated once their outcome is unknown.
+        self._policy_any = replace(base, retry_on=_retryable_any)
+        self._policy_definite = replace(base, retry_on=_retryable_definite)
+
+    # ------------------------------------------------------------------ calls
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise UsageError("the client is closed")
+
+    def call(
+        self,
+        command: str,
+        key: bytes,
+        extra: tuple[bytes, ...] = (),
+        *,
+        is_write: bool = False,
+        timeout_s: float | None = None,
+        stale_ok: bool = False,
+    ) -> Call:
+        self.check_open()
+        args = [command.encode(), key, *extra]
+        request_id = None
+        if is_write and self.request_ids:
+            request_id = (self.client_id, next(self._sequence))
+            args += [b"REQID", self.client_id.encode(), b"%d" % request_id[1]]
+        return Call(
+            command,
+            key,
+            keyslot(key),
+            encode_command(args),
+            is_write,
+            self.timeout_s if timeout_s is None else _positive("timeout_s", timeout_s),
+            stale_ok,
+            request_id,
+        )
+
+    def attempt_timeout(self, deadline_s: float) -> float:
+        """The time one exchange may take; TimeoutError (nothing sent) once the deadline passed."""
+        remaining_s = deadline_s - self.clock()
+        if remaining_s <= 0:
+            raise TimeoutError("the call's deadline passed before the request was sent")
+        return min(self.attempt_timeout_s, remaining_s)
+
+    def shard(self, call: Call) -> Shard:
+        slot_map = self.slot_map
+        shard = None if slot_map is None else slot_map.shard(call.slot)
+        if shard is None:
+            raise ClusterDown(f"no node serves slot {call.slot} in the cluster map")
+        return shard
+
+    def breaker(self, address: str) -> CircuitBreaker:
+        breaker = self.breakers.get(address)
+        if breaker is None:
+            breaker = self.breakers.setdefault(address, self._breaker_factory(address))
+        return breaker
+
+    @staticmethod
+    def check_reply(reply: object, address: str) -> object:
+        """The reply from ``address``, or raise what its error reply means."""
+        if isinstance(reply, hiredis.ReplyError):
+            raise error_from_reply(str(reply), parse_address(address)[0])
+        return reply
+
+    def on_moved(self, moved: Moved) -> str:
+        """Follow a redirect: repoint the slot; refresh soon (the whole partition moved)."""
+        parse_address(moved.address)
+        if self.slot_map is not None:
+            self.slot_map.redirect(moved.slot, moved.address)
+        self.map_suspect = True
+        return moved.address
+
+    @staticmethod
+    def decode(call: Call, reply: object) -> object:
+        command = call.command
+        if command == "GET":
+            if reply is None or isinstance(reply, bytes):
+                return reply
+        elif command == "SET":
+            if reply == b"OK" or reply is None:
+                return reply is not None
+        elif isinstance(reply, int) and not isinstance(reply, bool):
+            return reply > 0
+        raise InternalError(f"unexpected reply to {call.describe()}: {reply!r}")
+
+    # ------------------------------------------------------------------ failures and retries
+
+    def note_failure(self, call: Call, error: Exception) -> None:
+        if isinstance(error, UnknownOutcome):
+            call.outcome_unknown = True
+        if isinstance(error, _MAP_SUSPECT):
+            self.map_suspect = True
+
+    def retryable(self, call: Call, error: Exception) -> bool:
+        policy = self._policy(call)
+        return policy.is_retryable(error)
+
+    def _policy(self, call: Call) -> RetryPolicy:
+        if call.is_write and call.request_id is None:
+            return self._policy_definite
+        return self._policy_any
+
+    def retrying(self, call: Call, deadline_s: float) -> Retrying | None:
+        """The retry loop for the rest of the call, or None when the deadline has passed."""
+        remaining_s = deadline_s - self.clock()
+        if remaining_s <= 0:
+            return None
+        return Retrying(self._policy(call), name=call.command, timeout_s=remaining_s)
+
+    def deposit(self) -> None:
+        self.budget.deposit()
+
+    def give_up(self, call: Call, error: Exception) -> Exception:
+        """What a call raises when retrying stopped on ``error``: errors that are not worth
+        retrying as they are; UnknownOutcome if some attempt went unanswered; else Unavailable."""
+        if not self.retryable(call, error) and not isinstance(error, UnknownOutcome):
+            return error
+        if call.outcome_unknown:
+            return UnknownOutcome(
+                f"{call.describe()}: no answer within {call.timeout_s:g} s; it may or may not "
+                f"have been applied (last error: {error})"
+            )
+        return Unavailable(f"{call.describe()} was not applied: {error}")
+
+    # ------------------------------------------------------------------ the map
+
+    def refresh_due(self) -> bool:
+        return self.slot_map is None or (
+            self.map_suspect and self.clock() - self.refreshed_at_s >= self.refresh_interval_s
+        )
+
+    def refresh_candidates(self) -> list[str]:
+        """Nodes to ask for the map: known nodes, then seeds; open breakers last."""
+        known = list(self.slot_map.addresses()) if self.slot_map is not None else []
+        ordered = list(dict.fromkeys([*known, *self.seeds]))
+        closed = [a for a in ordered if self.breaker(a).state is not BreakerState.OPEN]
+        return closed + [a for a in ordered if a not in closed]
+
+    def install(self, reply: object, address: str, *, shards: bool) -> None:
+        """Take the map from ``address``'s reply to CLUSTER SHARDS (``shards``) or SLOTS."""
+        parse = SlotMap.from_cluster_shards if shards else SlotMap.from_cluster_slots
+        self.slot_map = parse(self.check_reply(reply, address), parse_address(address)[0])
+        self.map_suspect = False
+        self.refreshed_at_s = self.clock()
+        self.refresh_error = None
+
+    def refresh_failed(self, errors: list[Exception]) -> None:
+        """No node gave a map: keep the old one (if any) and wait before asking again."""
+        self.refreshed_at_s = self.clock()
+        self.refresh_error = Unavailable(
+            "no node answered CLUSTER SHARDS / SLOTS: " + "; ".join(str(e) for e in errors)
+        )
+        log.debug("cluster map refresh failed: %s", self.refresh_error)
+        if self.slot_map is None:
+            raise self.refresh_error
+
+
+def _retryable_definite(error: Exception) -> bool:
+    return isinstance(error, ConnectionError | TimeoutError | PeerError | CircuitOpenError)
+
+
+def _retryable_any(error: Exception) -> bool:
+    return _retryable_definite(error) or isinstance(error, UnknownOutcome)
