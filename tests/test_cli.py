@@ -22,7 +22,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_shows_every_primitive(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seed", "3"]) == 0
+    assert main(["demo", "--toolkit", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "replicas moved" in out
     assert "3 replicas in 3 zones: True" in out
@@ -34,11 +34,21 @@ def test_demo_shows_every_primitive(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_usage_error_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     # Seven replicas cannot fit on the demo's six nodes.
-    assert main(["demo", "--replicas", "7"]) == 2
+    assert main(["demo", "--toolkit", "--replicas", "7"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("planaria demo: ")
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cluster_demo_refuses_more_replicas_than_nodes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Checked before any process starts: one line, exit 2.
+    assert main(["demo", "--replicas", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("planaria demo: ")
+    assert "Traceback" not in err
 
 
 def test_console_script_runs() -> None:
@@ -50,5 +60,5 @@ def test_console_script_runs() -> None:
         timeout=60,
     )
     assert done.returncode == 0
-    assert "demo" in done.stdout
-    assert "check" in done.stdout
+    for command in ("demo", "check", "up", "down", "status"):
+        assert command in done.stdout

@@ -1,12 +1,12 @@
-"""``planaria demo``: the fault-recovery toolkit at work, in about five seconds.
+"""``planaria demo``: by default the cluster demo (``planaria._cluster_demo``: a real
+cluster, kill -9, failover, catch-up, and the proof that nothing was lost); with
+``--toolkit``, the fault-recovery toolkit at work, in about five seconds:
 
 1. Placement: keys -> slots -> partitions -> three replicas in three zones, by consistent
    hashing with bounded loads; a node dies and only its replicas move.
 2. Retry: a flaky dependency, ridden through with backoff, jitter and a retry budget.
 3. Circuit breaker: the dependency goes down; the breaker trips, refuses fast, probes, heals.
 4. Failure detection: a phi-accrual detector notices a peer that went silent.
-
-Until the store itself runs, this is what ``make demo`` shows.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
+from planaria import _cluster_demo as cluster_demo
 from planaria.breaker import BreakerState, CircuitBreaker
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.detect import PhiAccrualDetector
@@ -30,16 +31,31 @@ ZONES = {"n1": "zone-a", "n2": "zone-b", "n3": "zone-c", "n4": "zone-a", "n5": "
 ZONES |= {"n6": "zone-c"}
 
 
+TOOLKIT_PARTITIONS = 12
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=7, help="seed of the flaky dependency")
-    parser.add_argument("--partitions", type=int, default=12, help="partitions to place")
+    parser.add_argument(
+        "--toolkit", action="store_true", help="show the toolkit (placement, retry, breaker, ...)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="toolkit: seed of the flaky dependency")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help=f"partitions (toolkit {TOOLKIT_PARTITIONS}, "
+        f"cluster {cluster_demo.DEFAULT_PARTITIONS})",
+    )
     parser.add_argument("--replicas", type=int, default=3, help="replicas per partition")
+    cluster_demo.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.toolkit:
+        return 0 if cluster_demo.run_cluster_demo(args).passed else 1
     console = Console()
     console.rule("[bold]planaria demo[/]: the fault-recovery toolkit")
-    _placement(console, args.partitions, args.replicas)
+    _placement(console, args.partitions or TOOLKIT_PARTITIONS, args.replicas)
     rng = random.Random(args.seed)
     _retry(console, rng)
     _breaker(console)
