@@ -1,0 +1,432 @@
+"""The controller service every node runs as a candidate, and its coordinator helpers.
+
+- :class:`ControllerService` campaigns on ``/controller/`` with the node's session. The
+  leader watches ``/members/``, ``/partitions/`` and the election, and on every change
+  (and every ``decide_interval_s``) re-reads members and configs, creates the initial
+  configs once ``/cluster`` exists and every expected node registered, and applies
+  ``Controller.decide``'s changes, each fenced:
+  ``multi([CheckLeader(election, token), SetIfVersion(config, new, version read)])``.
+  A version conflict means someone changed the config meanwhile: re-read and re-decide.
+  ``LeadershipLost`` (deposed) ends the leadership; the service campaigns again.
+  ``CoordinatorUnavailable`` is logged and retried with backoff, never fatal;
+  ``SessionExpired`` ends :meth:`ControllerService.run` (the node opens a new session).
+- :func:`apply_proposal`: a primary's ISR proposal, validated by
+  ``Controller.on_propose`` and applied by CAS (safe from any node).
+- ``/cluster`` (JSON ``{partitions, replicas, min_insync, nodes}``), written once by
+  ``planaria up``: :func:`write_cluster_metadata`, :func:`read_cluster_metadata`.
+
+Sessions, as the controller sees them, come from ``/members/`` registrations: a registered
+node is alive and its session id is its incarnation; a node without a registration is dead
+(its session expired in the coordinator, which happens only after its lease ran out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from planaria.coord import (
+    CONFIGS_PREFIX,
+    CONTROLLER_ELECTION,
+    MEMBERS_PREFIX,
+    CheckLeader,
+    Coordinator,
+    CoordinatorUnavailable,
+    Create,
+    LeadershipLost,
+    MalformedRecord,
+    Registration,
+    SessionId,
+    SetIfVersion,
+    TxnOp,
+    VersionConflict,
+    Watch,
+    config_key,
+    decode_config,
+    encode_config,
+    partition_of_key,
+)
+from planaria.coord.types import validate_segment
+from planaria.core.controller import Controller, ControllerSettings, SessionView
+from planaria.core.messages import NodeId, PartitionConfig, PartitionId, ProposeIsr
+from planaria.core.placement import place
+from planaria.errors import UsageError
+
+__all__ = [
+    "CLUSTER_KEY",
+    "ClusterMetadata",
+    "ControlSettings",
+    "ControllerService",
+    "apply_proposal",
+    "initial_placement",
+    "read_cluster_metadata",
+    "read_configs",
+    "sessions_from_members",
+    "write_cluster_metadata",
+]
+
+log = logging.getLogger("planaria.control")
+
+CLUSTER_KEY = "/cluster"
+
+
+# --- /cluster ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMetadata:
+    """The cluster's shape, fixed at creation: P partitions, R replicas each, writes need
+    ``min_insync`` in-sync copies, and the node ids expected before configs are created."""
+
+    partitions: int
+    replicas: int
+    min_insync: int
+    nodes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("partitions", "replicas", "min_insync"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be an int >= 1, not {value!r}")
+        for node in self.nodes:
+            validate_segment(node, "node id")
+        if len(set(self.nodes)) != len(self.nodes):
+            raise UsageError(f"nodes lists a node twice: {list(self.nodes)}")
+        if self.replicas > len(self.nodes):
+            raise UsageError(f"{self.replicas} replicas need >= {self.replicas} nodes")
+        if self.min_insync > self.replicas:
+            raise UsageError(f"min_insync {self.min_insync} > replicas {self.replicas}")
+
+    def encode(self) -> bytes:
+        record = {
+            "partitions": self.partitions,
+            "replicas": self.replicas,
+            "min_insync": self.min_insync,
+            "nodes": list(self.nodes),
+        }
+        return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClusterMetadata:
+        try:
+            record = json.loads(data)
+            return cls(
+                partitions=record["partitions"],
+                replicas=record["replicas"],
+                min_insync=record["min_insync"],
+                nodes=tuple(record["nodes"]),
+            )
+        except (ValueError, TypeError, KeyError, UsageError) as exc:
+            raise MalformedRecord(f"{CLUSTER_KEY} is not cluster metadata: {exc}") from exc
+
+
+async def read_cluster_metadata(coordinator: Coordinator) -> ClusterMetadata | None:
+    """``/cluster``, or None before ``planaria up`` wrote it."""
+    item = await coordinator.get(CLUSTER_KEY)
+    return None if item is None else ClusterMetadata.decode(item.value)
+
+
+async def write_cluster_metadata(
+    coordinator: Coordinator | str,
+    *,
+    partitions: int,
+    replicas: int,
+    min_insync: int,
+    nodes: Sequence[str],
+) -> ClusterMetadata:
+    """Create ``/cluster`` (``coordinator`` may be a URL). Writing the same shape again is
+    fine (a retried ``planaria up``); another shape raises ``UsageError``: the partition
+    count of a cluster never changes."""
+    metadata = ClusterMetadata(partitions, replicas, min_insync, tuple(nodes))
+    if isinstance(coordinator, str):
+        from planaria.coord.url import connect  # noqa: PLC0415 (the client loads lazily)
+
+        async with connect(coordinator) as client:
+            return await _write_metadata(client, metadata)
+    return await _write_metadata(coordinator, metadata)
+
+
+async def _write_metadata(coordinator: Coordinator, metadata: ClusterMetadata) -> ClusterMetadata:
+    try:
+        await coordinator.create(CLUSTER_KEY, metadata.encode())
+    except VersionConflict:
+        existing = await read_cluster_metadata(coordinator)
+        if existing != metadata:
+            raise UsageError(
+                f"the coordinator already holds another cluster: {existing}; "
+                f"use another data directory or coordinator"
+            ) from None
+    return metadata
+
+
+# --- reading state -------------------------------------------------------------------------
+
+
+def sessions_from_members(
+    members: Mapping[str, Registration], now_ms: float = 0.0
+) -> dict[NodeId, SessionView]:
+    """The controller's view: every registered node alive, incarnation = its session."""
+    return {
+        node: SessionView(node, int(reg.session), True, now_ms, float("inf"))
+        for node, reg in members.items()
+    }
+
+
+async def read_configs(coordinator: Coordinator) -> dict[PartitionId, tuple[PartitionConfig, int]]:
+    """Every partition's config with its coordinator version (the CAS precondition).
+    A malformed config is logged and skipped (nobody can decide on it)."""
+    configs: dict[PartitionId, tuple[PartitionConfig, int]] = {}
+    for item in await coordinator.list_prefix(CONFIGS_PREFIX):
+        partition = partition_of_key(item.key)
+        if partition is None:
+            continue
+        try:
+            configs[partition] = (decode_config(item.value), item.version)
+        except MalformedRecord as exc:
+            log.error("%s: %s", item.key, exc)
+    return configs
+
+
+# --- ISR proposals -------------------------------------------------------------------------
+
+
+async def apply_proposal(
+    coordinator: Coordinator,
+    proposal: ProposeIsr,
+    sender: NodeId,
+    *,
+    controller: Controller | None = None,
+) -> PartitionConfig | None:
+    """Apply a primary's ISR proposal by CAS: the new config, or None when it is invalid or
+    stale (``Controller.on_propose`` refused it, or the config changed meanwhile: the
+    primary sees the new config and proposes again if it still needs to). Raises
+    ``CoordinatorUnavailable`` (unknown outcome: the primary learns it from the config)."""
+    key = config_key(proposal.partition)
+    item = await coordinator.get(key)
+    if item is None:
+        return None
+    config = decode_config(item.value)
+    sessions = sessions_from_members(await coordinator.members())
+    change = (controller or Controller()).on_propose(proposal, sender, config, sessions)
+    if change is None:
+        return None
+    try:
+        await coordinator.set_if_version(key, encode_config(change.config), version=item.version)
+    except VersionConflict:
+        return None
+    log.info("p%d: %s -> isr %s", proposal.partition, change.reason, sorted(change.config.isr))
+    return change.config
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    """- ``decide_interval_s``: the leader re-decides at least this often without events.
+    - ``retry_wait_initial_s`` / ``retry_wait_max_s``: backoff (full jitter) after the
+      coordinator was unavailable.
+    - ``conflict_rounds_max``: re-read-and-decide passes per reconcile while CASes conflict.
+    - ``controller``: the decision rules' settings (known-bug switches).
+    """
+
+    decide_interval_s: float = 0.1
+    retry_wait_initial_s: float = 0.02
+    retry_wait_max_s: float = 1.0
+    conflict_rounds_max: int = 8
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("decide_interval_s", "retry_wait_initial_s", "retry_wait_max_s"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be > 0")
+        if self.conflict_rounds_max < 1:
+            raise UsageError("conflict_rounds_max must be >= 1")
+
+
+class ControllerService:
+    """One node's controller candidacy; :meth:`run` until cancelled (see the module doc)."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        node_id: NodeId,
+        session: SessionId,
+        *,
+        settings: ControlSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.coordinator = coordinator
+        self.node_id = validate_segment(node_id, "node id")
+        self.session = session
+        self.settings = settings if settings is not None else ControlSettings()
+        self.controller = Controller(self.settings.controller)
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self.leading: CheckLeader | None = None  # the fence while leading
+        self.changes_applied = 0
+        self._failures = 0
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign, lead until deposed, campaign again; forever (until cancelled).
+        ``SessionExpired`` propagates: the node's session ended."""
+        while True:
+            try:
+                candidate = await self.coordinator.campaign(
+                    CONTROLLER_ELECTION, self.session, self.node_id.encode()
+                )
+                fence = CheckLeader(CONTROLLER_ELECTION, candidate.token)
+                log.info("%s leads the controller (token %d)", self.node_id, candidate.token)
+                await self._lead(fence)
+            except LeadershipLost as exc:
+                log.info("%s no longer leads the controller: %s", self.node_id, exc)
+            except CoordinatorUnavailable as exc:
+                log.warning("controller %s: coordinator unavailable: %s", self.node_id, exc)
+                await self._back_off()
+            finally:
+                self.leading = None
+
+    async def _lead(self, fence: CheckLeader) -> None:
+        changed = asyncio.Event()
+        watches: list[Watch] = []
+        pumps: list[asyncio.Task[None]] = []
+        try:
+            # Watch first, then read: no change is missed.
+            for prefix in (MEMBERS_PREFIX, CONFIGS_PREFIX, CONTROLLER_ELECTION):
+                watch = await self.coordinator.watch(prefix)
+                watches.append(watch)
+                pumps.append(asyncio.get_running_loop().create_task(_pump(watch, changed)))
+            self.leading = fence
+            while True:
+                changed.clear()
+                try:
+                    await self.reconcile(fence)
+                    self._failures = 0
+                except CoordinatorUnavailable as exc:
+                    log.warning("controller %s: coordinator unavailable: %s", self.node_id, exc)
+                    await self._back_off()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.settings.decide_interval_s)
+        finally:
+            for task in pumps:
+                task.cancel()
+            for watch in watches:
+                # The watches die with the connection anyway if the coordinator is gone.
+                with contextlib.suppress(CoordinatorUnavailable):
+                    await watch.close()
+
+    async def _back_off(self) -> None:
+        self._failures += 1
+        settings = self.settings
+        ceiling = settings.retry_wait_initial_s * 2 ** min(self._failures - 1, 30)
+        await asyncio.sleep(self._rng.uniform(0, min(settings.retry_wait_max_s, ceiling)))
+
+    # --- one pass ------------------------------------------------------------------------
+
+    async def reconcile(self, fence: CheckLeader) -> int:
+        """Read members and configs, decide, apply (fenced); re-read and re-decide while a
+        CAS conflicts (up to ``conflict_rounds_max`` passes). Returns the changes applied.
+        Raises ``LeadershipLost`` when ``fence`` no longer leads, ``CoordinatorUnavailable``
+        when the coordinator cannot be reached (re-reading resolves unknown outcomes)."""
+        applied = 0
+        for _ in range(self.settings.conflict_rounds_max):
+            leader = await self.coordinator.leader(fence.election)
+            if leader is None or leader.token != fence.token:
+                raise LeadershipLost(
+                    fence.election,
+                    token=fence.token,
+                    leader_token=None if leader is None else leader.token,
+                )
+            done, conflicts = await self._pass(fence)
+            applied += done
+            if not conflicts:
+                break
+        self.changes_applied += applied
+        return applied
+
+    async def _pass(self, fence: CheckLeader) -> tuple[int, int]:
+        now_ms = self._clock() * 1000.0
+        members = await self.coordinator.members()
+        sessions = sessions_from_members(members, now_ms)
+        configs = await read_configs(self.coordinator)
+        if not configs:
+            return await self._bootstrap(fence, members, sessions)
+        changes = self.controller.decide([c for c, _ in configs.values()], sessions, now_ms)
+        applied = conflicts = 0
+        for change in changes:
+            version = configs[change.partition][1]
+            ops: list[TxnOp] = [
+                fence,
+                SetIfVersion(config_key(change.partition), encode_config(change.config), version),
+            ]
+            if await self._apply(ops):
+                applied += 1
+                log.info("p%d: %s (epoch %d)", change.partition, change.reason, change.config.epoch)
+            else:
+                conflicts += 1
+        return applied, conflicts
+
+    async def _apply(self, ops: list[TxnOp]) -> bool:
+        """Apply fenced ``ops``: False on a version conflict (someone changed a config)."""
+        try:
+            await self.coordinator.multi(ops)
+        except VersionConflict as exc:
+            log.info("controller %s: %s; re-reading", self.node_id, exc)
+            return False
+        return True
+
+    async def _bootstrap(
+        self,
+        fence: CheckLeader,
+        members: Mapping[str, Registration],
+        sessions: Mapping[NodeId, SessionView],
+    ) -> tuple[int, int]:
+        """Create every partition's first config once ``/cluster`` exists and all its
+        nodes registered (one fenced transaction: all configs or none)."""
+        cluster = await read_cluster_metadata(self.coordinator)
+        if cluster is None:
+            return 0, 0
+        missing = [node for node in cluster.nodes if node not in members]
+        if missing:
+            log.info("waiting for %s to register before creating configs", missing)
+            return 0, 0
+        configs = self.controller.initial_configs(initial_placement(cluster, members), sessions)
+        ops: list[TxnOp] = [fence]
+        ops += [Create(config_key(p), encode_config(c)) for p, c in sorted(configs.items())]
+        if not await self._apply(ops):
+            return 0, 1
+        log.info("created the configs of %d partitions", len(configs))
+        return len(configs), 0
+
+
+def initial_placement(
+    cluster: ClusterMetadata, members: Mapping[str, Registration]
+) -> dict[PartitionId, tuple[NodeId, ...]]:
+    """``core.placement`` over the expected nodes, with the weight and zone they
+    registered (``weight``, ``zone`` metadata; weight 1 and no zone when absent)."""
+    weights: dict[str, float] = {}
+    zones: dict[str, str] = {}
+    for node in cluster.nodes:
+        meta = members[node].meta() if node in members else {}
+        try:
+            weights[node] = float(meta.get("weight", "1"))
+        except ValueError:
+            raise UsageError(f"node {node} registered a bad weight {meta['weight']!r}") from None
+        if "zone" in meta:
+            zones[node] = meta["zone"]
+    return place(cluster.partitions, weights, replicas=cluster.replicas, zones=zones or None)
+
+
+async def _pump(watch: Watch, changed: asyncio.Event) -> None:
+    async for _event in watch:
+        changed.set()
