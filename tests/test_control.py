@@ -196,11 +196,9 @@ def test_a_deposed_controller_cannot_write() -> None:
         stale_fence = await leader_fence(stale)
         await stale.reconcile(stale_fence)
         # n1's candidacy goes (as if its session had expired and come back): n2 leads.
-        await world.clients["n1"].resign(
-            (
-                await world.admin.leader(CONTROLLER_ELECTION)  # type: ignore[arg-type]
-            )
-        )
+        current = await world.admin.leader(CONTROLLER_ELECTION)
+        assert current is not None
+        await world.clients["n1"].resign(current)
         fresh_fence = await leader_fence(fresh)
         assert fresh_fence.token > stale_fence.token
         before = await read_configs(world.admin)
