@@ -37,6 +37,7 @@ __all__ = [
     "add_node_control_arguments",
     "add_status_arguments",
     "add_up_arguments",
+    "missing_run_options",
     "render_status",
     "run_down",
     "run_node_control",
@@ -180,32 +181,58 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def add_node_control_arguments(parser: argparse.ArgumentParser) -> None:
-    """``ACTION ID [--data DIR] [--signal S]`` (cli.py adds these to ``planaria node``)."""
-    parser.add_argument("action", choices=NODE_ACTIONS, help="start, stop (SIGTERM) or kill")
-    parser.add_argument("node_id", metavar="ID", help="the node, e.g. n2")
-    _add_data(parser)
-    parser.add_argument(
-        "--signal",
-        choices=tuple(_SIGNALS),
-        default="KILL",
-        help="kill: KILL (a crash, default), STOP (a pause) or CONT (resume)",
-    )
+    """``planaria node start|stop|kill ID [--data DIR] [--signal S]`` as sub-commands of the
+    ``node`` parser, beside the options of ``planaria node --id ...`` (run a node process),
+    which stay on the parser itself: ``args.node_action`` is None for that one."""
+    actions = parser.add_subparsers(dest="node_action", metavar="{start,stop,kill}")
+    helps = {
+        "start": "start a stopped node of a local cluster from its data directory",
+        "stop": "stop a node of a local cluster cleanly (SIGTERM)",
+        "kill": "send a node of a local cluster a signal (default KILL: a crash)",
+    }
+    for action in NODE_ACTIONS:
+        sub = actions.add_parser(action, help=helps[action], description=helps[action])
+        sub.add_argument("node_id", metavar="ID", help="the node, e.g. n2")
+        _add_data(sub)
+        if action == "kill":
+            sub.add_argument(
+                "--signal",
+                choices=tuple(_SIGNALS),
+                default="KILL",
+                help="KILL (a crash, default), STOP (a pause) or CONT (resume)",
+            )
+    # ``planaria node kill n1`` carries none of the run options: none may be required.
+    required = [a for a in parser._actions if a.required and a.option_strings]
+    for option in required:
+        option.required = False
+    parser.set_defaults(node_required_options=[a.dest for a in required])
+
+
+def missing_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fail as argparse would when ``planaria node`` (run) lacks an option it requires."""
+    missing = [
+        "/".join(a.option_strings)
+        for a in parser._actions
+        if a.dest in getattr(args, "node_required_options", ()) and getattr(args, a.dest) is None
+    ]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
 
 
 def run_node_control(args: argparse.Namespace) -> int:
     cluster = LocalCluster.open(args.data)
-    if args.action == "start":
+    if args.node_action == "start":
         cluster.start(args.node_id)
         print(f"started {args.node_id} (pid {cluster.pid(args.node_id)})")
-    elif args.action == "stop":
+    elif args.node_action == "stop":
         cluster.stop_node(args.node_id)
         print(f"stopped {args.node_id}")
-    elif args.action == "kill":
+    elif args.node_action == "kill":
         pid = cluster.pid(args.node_id)
         cluster.kill(args.node_id, _SIGNALS[args.signal])
         print(f"sent SIG{args.signal} to {args.node_id} (pid {pid})")
     else:
-        raise UsageError(f"unknown node action {args.action!r}")
+        raise UsageError(f"unknown node action {args.node_action!r}")
     return 0
 
 

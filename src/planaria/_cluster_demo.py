@@ -140,7 +140,7 @@ class _Recorder:
 
 
 def _client_factory(seeds: list[str]) -> Callable[[], Any]:
-    from planaria import Client  # type: ignore[attr-defined]  # noqa: PLC0415 -- lands with client
+    from planaria.client import Client  # noqa: PLC0415 -- the client loads with the demo
 
     def make() -> Any:
         return Client(seeds)

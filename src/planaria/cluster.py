@@ -43,9 +43,10 @@ from typing import Any, Final
 import hiredis
 
 from planaria.coord import CONFIGS_PREFIX, decode_config
+from planaria.coord.url import connect
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
-from planaria.errors import PlanariaError, UsageError
+from planaria.errors import PlanariaError, UnknownOutcome, UsageError
 
 __all__ = [
     "BUS_PORT_OFFSET",
@@ -60,7 +61,7 @@ __all__ = [
     "PartitionStatus",
     "PortInUse",
     "free_base_port",
-    "parse_partition_lags",
+    "partition_lines",
     "probe_keys",
     "resp_command",
     "status_from_seed",
@@ -70,11 +71,11 @@ BUS_PORT_OFFSET: Final = 10_000
 DEFAULT_BASE_PORT: Final = 7001
 DEFAULT_COORDINATOR_PORT: Final = 7000
 STATE_FILE: Final = "cluster.json"
-CLUSTER_KEY: Final = "/cluster"  # the cluster's shape in the coordinator
 _LOCK_FILE: Final = "cluster.lock"
 _STATE_FORMAT: Final = 1
 _LOG_TAIL_LINES: Final = 15
 _POLL_S: Final = 0.05
+_CLI_MODULE = "planaria.cli"  # what the processes run: python -m <this> coordinator|node ...
 
 
 class ClusterError(PlanariaError):
@@ -315,12 +316,14 @@ def _proc_state(pid: int) -> str | None:
     return stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
 
 
-def _is_planaria(pid: int) -> bool:
+def _is_ours(pid: int) -> bool:
+    """Whether ``pid`` runs the planaria CLI (and is not another process that reused a
+    recorded pid)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"planaria" in cmdline
+    return _CLI_MODULE.encode() in cmdline
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -505,7 +508,7 @@ class LocalCluster:
         if child is not None:
             return child.poll() is None  # also reaps it, so a dead child is no zombie
         state = _proc_state(pid)
-        return state is not None and state not in ("Z", "X") and _is_planaria(pid)
+        return state is not None and state not in ("Z", "X") and _is_ours(pid)
 
     def _paused(self, pid: int | None) -> bool:
         return pid is not None and self._alive(pid) and _proc_state(pid) == "T"
@@ -521,7 +524,7 @@ class LocalCluster:
             log.write(f"--- {stamp} planaria {' '.join(argv)}\n".encode())
             log.flush()
             child = subprocess.Popen(
-                [sys.executable, "-m", "planaria.cli", *argv],
+                [sys.executable, "-m", _CLI_MODULE, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -662,28 +665,24 @@ class LocalCluster:
         self._wait_listening(started, timeout_s)
 
     def _write_metadata(self, timeout_s: float) -> None:
-        from planaria import control  # noqa: PLC0415 -- the coordinator client loads lazily
+        """Write ``/cluster`` (the shape the controller builds the initial configs from)
+        unless it is there: a restarted cluster keeps its own."""
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
 
         state = self._state
-
-        async def write() -> None:
-            await asyncio.wait_for(
-                control.write_cluster_metadata(
-                    self.coordinator_url,
-                    partitions=state.partitions,
-                    replicas=state.replicas,
-                    min_insync=state.min_insync,
-                    nodes=[node.name for node in state.nodes],
-                ),
-                timeout_s,
-            )
-
+        write = control.write_cluster_metadata(
+            self.coordinator_url,
+            partitions=state.partitions,
+            replicas=state.replicas,
+            min_insync=state.min_insync,
+            nodes=[node.name for node in state.nodes],
+        )
         try:
-            _run(write())
-        except TimeoutError as exc:
+            _run(asyncio.wait_for(write, timeout_s))
+        except (TimeoutError, UnknownOutcome) as exc:
             raise ClusterError(
                 f"could not write /cluster to the coordinator at {self.coordinator_address} "
-                f"within {timeout_s:g} s; last lines of its log:\n"
+                f"within {timeout_s:g} s ({exc}); last lines of its log:\n"
                 + _tail(self.data_dir / state.coordinator.log)
             ) from exc
 
@@ -829,8 +828,7 @@ class LocalCluster:
         configs: list[PartitionConfig] = []
         if coordinator_alive:
             try:
-                view: _CoordinatorView = _run(_read_coordinator(self.coordinator_url, timeout_s))
-                members, configs = set(view.members), view.configs
+                members, configs = _run(_read_coordinator(self.coordinator_url, timeout_s))
             except (PlanariaError, OSError, TimeoutError) as exc:
                 errors.append(f"coordinator {state.coordinator.address}: {exc!r}")
         else:
@@ -878,82 +876,84 @@ def _owners_from_slots(reply: list[Any]) -> dict[int, str]:
     return owners
 
 
-@dataclass(frozen=True, slots=True)
-class _CoordinatorView:
-    members: dict[str, str]  # node id -> RESP address of every registered node
-    configs: list[PartitionConfig]
-    partitions: int | None  # from /cluster
+async def _read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
+    """The registered node ids and the partition configs."""
 
-
-async def _read_coordinator(url: str, timeout_s: float) -> _CoordinatorView:
-    from planaria.coord.url import connect  # noqa: PLC0415 -- lands with the coordinator
-
-    async def read() -> _CoordinatorView:
-        coordinator = await _maybe_await(connect(url))
-        async with coordinator:
+    async def read() -> tuple[set[str], list[PartitionConfig]]:
+        async with connect(url) as coordinator:
             members = await coordinator.members()
             items = await coordinator.list_prefix(CONFIGS_PREFIX)
-            spec = await coordinator.get(CLUSTER_KEY)
-        partitions = None
-        if spec is not None:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                partitions = int(json.loads(spec.value)["partitions"])
-        return _CoordinatorView(
-            {node: reg.address for node, reg in members.items()},
-            [decode_config(item.value) for item in items],
-            partitions,
-        )
+        return set(members), [decode_config(item.value) for item in items]
 
-    view: _CoordinatorView = await asyncio.wait_for(read(), timeout_s)
-    return view
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value):
-        return await value
-    return value
+    return await asyncio.wait_for(read(), timeout_s)
 
 
 def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
-    """The status of the cluster ``seed`` (a node's ``host:port``) belongs to: the seed's
-    ``INFO server`` names its coordinator, which has the members and configs; each member's
-    pid comes from its own INFO (``process_id``), so ``alive`` means "answers"."""
+    """The status of the cluster that ``seed`` (any node's ``host:port``) belongs to, from
+    the nodes alone: CLUSTER NODES names every node; each node's INFO gives its id, pid and,
+    per partition it holds, role, epoch, ISR and (on the primary) lag. Nodes that do not
+    answer are shown dead. The order of ``replicas`` is the primary first, then by id."""
     try:
-        (reply,) = resp_command(seed, ("INFO", "server"), timeout_s=timeout_s)
+        (reply,) = resp_command(seed, ("CLUSTER", "NODES"), timeout_s=timeout_s)
     except OSError as exc:
         raise ClusterError(f"cannot reach the seed node {seed}: {exc}") from exc
-    info = _info_fields(reply)
-    url = info.get("coordinator")
-    if url is None:
-        raise ClusterError(f"{seed} does not name its coordinator in INFO server")
-    view: _CoordinatorView = _run(_read_coordinator(url, timeout_s))
-    errors: list[str] = []
-    nodes = []
-    for node_id, address in sorted(view.members.items()):
-        pid = None
-        try:
-            (node_info,) = resp_command(address, ("INFO", "server"), timeout_s=timeout_s)
-            text = _info_fields(node_info).get("process_id", "")
-            pid = int(text) if text.isdigit() else None
-        except OSError as exc:
-            errors.append(f"{node_id} {address}: {exc!r}")
-        nodes.append(NodeStatus(node_id, address, pid, pid is not None, registered=True))
-    # Nodes named by configs but not registered are dead (their sessions expired).
-    named = {n for c in view.configs for n in c.replicas} - set(view.members)
-    nodes += [NodeStatus(n, "?", None, False, registered=False) for n in sorted(named)]
-    serving = {n.id: n.address for n in nodes if n.alive}
-    lags = _replication_lags(serving, timeout_s, errors)
-    partitions = view.partitions or len(view.configs)
-    return ClusterStatus(
-        nodes=tuple(nodes),
-        partitions=_partition_statuses(view.configs, partitions, lags),
-        coordinator=url.removeprefix("planaria://"),
-        coordinator_alive=True,
-        errors=tuple(errors),
+    if _is_error(reply) or not isinstance(reply, bytes):
+        raise ClusterError(f"{seed} answered CLUSTER NODES with {reply!r}")
+    addresses = sorted(
+        {line.split()[1].split("@")[0] for line in reply.decode().splitlines() if line.strip()}
     )
+    errors: list[str] = []
+    nodes: list[NodeStatus] = []
+    holders: dict[int, dict[str, dict[str, str]]] = {}  # partition -> node -> its line
+    partitions = 0
+    for address in addresses:
+        try:
+            (info_reply,) = resp_command(address, ("INFO", "all"), timeout_s=timeout_s)
+        except OSError as exc:
+            errors.append(f"{address}: {exc!r}")
+            nodes.append(NodeStatus(address, address, None, False))
+            continue
+        info = _info_fields(info_reply)
+        node_id = info.get("planaria_node", address)
+        pid_text = info.get("process_id", "")
+        nodes.append(
+            NodeStatus(node_id, address, int(pid_text) if pid_text.isdigit() else None, True)
+        )
+        if info.get("partitions_total", "").isdigit():
+            partitions = max(partitions, int(info["partitions_total"]))
+        for partition, fields in partition_lines(info).items():
+            holders.setdefault(partition, {})[node_id] = fields
+    statuses = []
+    for partition in range(max(partitions, max(holders, default=-1) + 1)):
+        slots = slot_range(partition, partitions) if partitions else range(0, 0)
+        by_node = holders.get(partition, {})
+        leaders = sorted(
+            (int(f.get("epoch", "0") or 0), node)
+            for node, f in by_node.items()
+            if f.get("role") == "primary"
+        )
+        primary = leaders[-1][1] if leaders else None
+        lead = by_node.get(primary or "", {})
+        epoch = max((int(f.get("epoch", "0") or 0) for f in by_node.values()), default=0)
+        isr = tuple(n for n in lead.get("isr", "").split("|") if n)
+        others = sorted(n for n in by_node if n != primary)
+        lag = lead.get("lag", "")
+        statuses.append(
+            PartitionStatus(
+                id=partition,
+                slots=(slots.start, slots.stop - 1) if slots else (0, -1),
+                primary=primary,
+                replicas=((primary,) if primary else ()) + tuple(others),
+                isr=isr,
+                epoch=epoch,
+                lag=int(lag) if lag.isdigit() else None,
+            )
+        )
+    return ClusterStatus(nodes=tuple(nodes), partitions=tuple(statuses), errors=tuple(errors))
 
 
 def _info_fields(reply: Any) -> dict[str, str]:
+    """INFO's ``name:value`` lines as a dict (section headers skipped)."""
     if _is_error(reply) or not isinstance(reply, bytes):
         return {}
     fields: dict[str, str] = {}
@@ -962,6 +962,17 @@ def _info_fields(reply: Any) -> dict[str, str]:
         if sep and not name.startswith("#"):
             fields[name] = value
     return fields
+
+
+def partition_lines(info: Mapping[str, str]) -> dict[int, dict[str, str]]:
+    """The node's per-partition INFO lines (``p<N>:role=primary,epoch=3,...,lag=0``) as
+    partition -> fields."""
+    lines: dict[int, dict[str, str]] = {}
+    for name, text in info.items():
+        if name.startswith("p") and name[1:].isdigit():
+            pairs = (item.partition("=") for item in text.split(","))
+            lines[int(name[1:])] = {k: v for k, _, v in pairs}
+    return lines
 
 
 def _partition_statuses(
@@ -994,29 +1005,15 @@ def _partition_statuses(
 def _replication_lags(
     addresses: Mapping[str, str], timeout_s: float, errors: list[str]
 ) -> dict[int, int]:
-    """partition -> entries its slowest replica is behind, from each node's ``INFO
-    replication`` (lines ``partition<N>:role=primary,...,lag=<entries>``), primaries only."""
+    """partition -> entries its slowest replica is behind, as the primaries' INFO says."""
     lags: dict[int, int] = {}
     for node_id, address in addresses.items():
         try:
-            (reply,) = resp_command(address, ("INFO", "replication"), timeout_s=timeout_s)
+            (reply,) = resp_command(address, ("INFO", "partitions"), timeout_s=timeout_s)
         except OSError as exc:
             errors.append(f"{node_id} {address}: {exc!r}")
             continue
-        if _is_error(reply) or not isinstance(reply, bytes):
-            continue
-        lags.update(parse_partition_lags(reply.decode(errors="replace")))
-    return lags
-
-
-def parse_partition_lags(info: str) -> dict[int, int]:
-    """Lags from INFO text: ``partition<N>:role=primary,...,lag=<entries>`` lines."""
-    lags: dict[int, int] = {}
-    for line in info.splitlines():
-        name, sep, fields_text = line.strip().partition(":")
-        if not sep or not name.startswith("partition") or not name[9:].isdigit():
-            continue
-        fields = dict(item.partition("=")[::2] for item in fields_text.split(","))
-        if fields.get("role") == "primary" and fields.get("lag", "").isdigit():
-            lags[int(name[9:])] = int(fields["lag"])
+        for partition, fields in partition_lines(_info_fields(reply)).items():
+            if fields.get("role") == "primary" and fields.get("lag", "").isdigit():
+                lags[partition] = int(fields["lag"])
     return lags
