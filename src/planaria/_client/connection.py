@@ -10,6 +10,7 @@ connection is dropped, since a late reply would answer the next request.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 from collections import deque
@@ -43,6 +44,13 @@ def _closed() -> ConnectionResetError:
 def _check_setup_reply(address: str, reply: object) -> None:
     if reply != b"OK":
         raise ConnectFailed(f"{address}: READONLY was answered {reply!r}")
+
+
+def _readable(fd: int) -> bool:
+    # Readable while idle means EOF, an error, or junk: the connection is unusable.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 # --------------------------------------------------------------------------- sync
@@ -107,6 +115,11 @@ class Connection:
         self.last_used_s = time.monotonic()
         return reply
 
+    def closed_by_peer(self) -> bool:
+        """Whether the idle connection was closed (or sent something unasked): checked before
+        reuse, so a request is not sent into a connection the node already dropped."""
+        return _readable(self._sock.fileno())
+
     def close(self) -> None:
         self._sock.close()
 
@@ -134,6 +147,9 @@ class Pool:
                 connection = idle.pop()
             except IndexError:  # another thread took the last one
                 break
+            if connection.closed_by_peer():
+                connection.close()
+                continue
             if time.monotonic() - connection.last_used_s < self.health_check_s:
                 return connection
             try:
@@ -219,6 +235,13 @@ class AsyncConnection:
         self.last_used_s = time.monotonic()
         return reply
 
+    def closed_by_peer(self) -> bool:
+        """As :meth:`Connection.closed_by_peer` (the loop may not have read the EOF yet)."""
+        if self._stream.at_eof() or self._writer.is_closing():
+            return True
+        sock = self._writer.get_extra_info("socket")
+        return sock is not None and _readable(sock.fileno())
+
     def close(self) -> None:
         self._writer.close()
 
@@ -242,6 +265,9 @@ class AsyncPool:
         idle = self._idle
         while idle:
             connection = idle.pop()
+            if connection.closed_by_peer():
+                connection.close()
+                continue
             if time.monotonic() - connection.last_used_s < self.health_check_s:
                 return connection
             try:

@@ -1,0 +1,377 @@
+"""Client and AsyncClient (every test runs on both) against scripted toy clusters on
+loopback: routing, redirects and map refreshes, retries with the same request id, deadlines
+and what they raise, breakers, stale reads, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from planaria.breaker import BreakerState
+from planaria.client import Client, CommandRefused, ReadResult
+from planaria.core.slots import keyslot
+from planaria.errors import CircuitOpenError, Unavailable, UnknownOutcome, UsageError
+from planaria.net import resp
+from planaria.net.commands import ClientOp
+from planaria.retry import RetryBudget
+
+from ._cluster import Reply, ScriptedCluster, running
+from .conftest import Connect, FakeTime
+
+
+def key_on(cluster: ScriptedCluster, node: str, prefix: str = "k") -> str:
+    """A key whose slot ``node`` is primary of."""
+    for i in range(10_000):
+        key = f"{prefix}{i}"
+        if cluster.primary_of(keyslot(key)) == node:
+            return key
+    raise AssertionError(f"no key on {node}")
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def test_operations_and_request_ids(connect: Connect) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"))
+        assert db.get("a") is None
+        assert db.set("a", "1") is True
+        assert db.get("a") == b"1"
+        assert db.get(b"a") == b"1"
+        assert db.exists("a") is True
+        assert db.set("a", b"2", nx=True) is False
+        assert db.set("b", "x", xx=True) is False
+        assert db.set("a", "3", if_value="1") is True
+        assert db.set("a", "4", if_value="nope") is False
+        assert db.get_result("a") == ReadResult(b"3", stale=False)
+        assert db.delete("a") is True
+        assert db.delete("a") is False
+        assert db.exists("a") is False
+        assert db.set("ü", "ünïcode") is True
+        assert db.get("ü") == "ünïcode".encode()
+        writes = cluster.seen_writes()
+        assert [w.request_id for w in writes] == [(db.client_id, seq) for seq in range(1, 9)]
+        assert len(db.client_id) == 32 and int(db.client_id, 16) >= 0
+        reads = [s for s in cluster.seen if s.command in ("GET", "EXISTS")]
+        assert reads and all(s.request_id is None for s in reads)
+        # Every key went straight to its primary: no redirects needed after the bootstrap.
+        assert all(s.node == cluster.primary_of(keyslot(s.key)) for s in cluster.seen)
+
+
+def test_client_ids_come_from_the_injected_rng(connect: Connect) -> None:
+    with running(ScriptedCluster(1)) as cluster:
+        import random
+
+        first = connect(cluster.address("n0"), rng=random.Random(1))
+        again = connect(cluster.address("n0"), rng=random.Random(1))
+        other = connect(cluster.address("n0"), rng=random.Random(2))
+        assert first.client_id == again.client_id != other.client_id
+
+
+def test_bootstrap_skips_a_dead_seed_and_falls_back_to_cluster_slots(connect: Connect) -> None:
+    with running(ScriptedCluster(2, shards_supported=False)) as cluster:
+        dead = "127.0.0.1:1"  # nothing listens on port 1
+        db = connect([dead, cluster.address("n1")])
+        assert db.set("k", "v") is True
+        assert db.get("k") == b"v"
+        assert cluster.topology_requests["n1"] == 2  # SHARDS refused, then SLOTS
+
+
+def test_no_reachable_seed_is_unavailable_within_the_deadline(connect: Connect) -> None:
+    db = connect("127.0.0.1:1", timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        db.get("k")
+    assert time.monotonic() - started < 2.0
+    assert not isinstance(caught.value, UnknownOutcome)
+
+
+def test_moved_is_followed_and_the_map_refreshed(connect: Connect, fake_time: FakeTime) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n0"))
+        key = key_on(cluster, "n0")
+        assert db.set(key, "1") is True
+        requests_before = sum(cluster.topology_requests.values())
+        cluster.fail_over("n0", "n2")  # the client's map is now stale
+        assert db.set(key, "2") is True
+        hops = [s.node for s in cluster.seen_writes()[1:]]
+        assert hops == ["n0", "n2"]  # a MOVED, followed at once
+        # Both attempts carry the same request id: one logical write.
+        assert len({s.request_id for s in cluster.seen_writes()[1:]}) == 1
+        assert cluster.data[key.encode()] == b"2"
+        # Refreshes are at most one per refresh_interval_s (0.1 s): none yet.
+        assert sum(cluster.topology_requests.values()) == requests_before
+        fake_time.sleep(0.1)
+        other = key_on(cluster, "n2", prefix="other")  # same moved range, another slot
+        assert db.get(other) is None
+        assert sum(cluster.topology_requests.values()) == requests_before + 1
+        # The whole moved range was re-learnt: straight to n2, no redirect.
+        assert [s.node for s in cluster.seen[-1:]] == ["n2"]
+
+
+def test_moved_to_a_node_missing_from_the_map(connect: Connect) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        cluster.layout(["n0", "n1"])  # n2 serves nothing yet
+        db = connect(cluster.address("n0"))
+        key = key_on(cluster, "n1")
+        assert db.set(key, "a") is True
+        cluster.fail_over("n1", "n2")
+        assert db.get(key) == b"a"
+        assert cluster.seen[-1].node == "n2"
+        assert db._core.slot_map is not None and cluster.address("n2") in db._core.slot_map
+
+
+def test_tryagain_then_success_refreshes_and_backs_off(
+    connect: Connect, fake_time: FakeTime
+) -> None:
+    refusals = [2]
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write and refusals[0] > 0:
+            refusals[0] -= 1
+            return resp.error("TRYAGAIN partition 3 is not ready")
+        return None
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        db = connect(cluster.address("n0"), refresh_interval_s=0.001)
+        assert db.set("k", "v") is True
+        writes = cluster.seen_writes()
+        assert len(writes) == 3
+        assert len({w.request_id for w in writes}) == 1
+        assert cluster.applied[b"k"] == 1
+        assert len(fake_time.slept) == 2  # backoff (with jitter) between attempts
+        assert sum(cluster.topology_requests.values()) >= 2  # bootstrap + a refresh
+
+
+def test_a_swallowed_write_is_retried_with_the_same_id_and_applied_once(
+    connect: Connect,
+) -> None:
+    swallowed = [0]
+    cluster_ref: list[ScriptedCluster] = []
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write and swallowed[0] == 0:
+            swallowed[0] += 1
+            cluster = cluster_ref[0]
+            cluster.serve(node, _primary_state(), request)  # applied, but the reply is lost
+            return cluster.swallow()
+        return None
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        cluster_ref.append(cluster)
+        db = connect(cluster.address("n0"), attempt_timeout_s=0.05)
+        assert db.set("k", "v", nx=True) is True  # the dedup'd first answer, not "not set"
+        writes = cluster.seen_writes()
+        assert len(writes) == 2
+        assert writes[0].request_id == writes[1].request_id
+        assert cluster.applied[b"k"] == 1
+
+
+def _primary_state() -> Any:
+    from planaria.net.commands import ConnectionState
+
+    return ConnectionState(0)
+
+
+def test_deadline_with_unanswered_writes_is_unknown_outcome(connect: Connect) -> None:
+    cluster_ref: list[ScriptedCluster] = []
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        return cluster_ref[0].swallow() if request.is_write else None
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        cluster_ref.append(cluster)
+        db = connect(cluster.address("n0"), timeout_s=0.3, attempt_timeout_s=0.04)
+        started = time.monotonic()
+        with pytest.raises(UnknownOutcome) as caught:
+            db.delete("k")
+        assert time.monotonic() - started < 1.0
+        assert "may or may not have been applied" in str(caught.value)
+        assert not isinstance(caught.value, Unavailable)
+        writes = cluster.seen_writes()
+        assert len(writes) >= 2
+        assert len({w.request_id for w in writes}) == 1
+
+
+def test_unknown_outcome_of_a_write_without_request_ids_is_not_retried(
+    connect: Connect,
+) -> None:
+    cluster_ref: list[ScriptedCluster] = []
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        return cluster_ref[0].swallow() if request.is_write else None
+
+    with running(ScriptedCluster(1, script=script)) as cluster:
+        cluster_ref.append(cluster)
+        db = connect(cluster.address("n0"), request_ids=False, attempt_timeout_s=0.04)
+        with pytest.raises(UnknownOutcome):
+            db.set("k", "v")
+        writes = cluster.seen_writes()
+        assert [w.request_id for w in writes] == [None]
+
+
+def test_definite_refusals_until_the_deadline_are_unavailable(
+    connect: Connect, fake_time: FakeTime
+) -> None:
+    def script(node: str, request: ClientOp) -> Reply | None:
+        return resp.error("CLUSTERDOWN partition 0 has fewer in-sync replicas than min_insync")
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        db = connect(cluster.address("n0"), timeout_s=2.0)
+        with pytest.raises(Unavailable) as caught:
+            db.set("k", "v")
+        assert not isinstance(caught.value, UnknownOutcome)
+        assert "was not applied" in str(caught.value)
+        assert len(cluster.seen_writes()) > 2
+        assert sum(fake_time.slept) <= 2.0  # the waits fit in the deadline
+
+
+def test_an_empty_retry_budget_gives_up_at_once(connect: Connect) -> None:
+    def script(node: str, request: ClientOp) -> Reply | None:
+        return resp.error("TRYAGAIN not ready")
+
+    with running(ScriptedCluster(1, script=script)) as cluster:
+        budget = RetryBudget(ratio=0.0, min_retries_per_s=0.0)
+        db = connect(cluster.address("n0"), retry_budget=budget)
+        with pytest.raises(Unavailable):
+            db.get("k")
+        assert len(cluster.seen) == 1
+
+
+def test_dead_node_opens_its_breaker_and_calls_go_elsewhere_after_a_refresh(
+    connect: Connect, fake_time: FakeTime
+) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"), timeout_s=1.0, refresh_interval_s=0.5)
+        key = key_on(cluster, "n0")
+        assert db.set(key, "before") is True
+        dead = cluster.address("n0")
+        cluster.stop("n0")
+        # No failover yet: every attempt is refused; the breaker opens and then refuses
+        # the attempts itself, without connecting.
+        with pytest.raises(Unavailable) as caught:
+            db.set(key, "during")
+        assert db._core.breakers[dead].state is BreakerState.OPEN
+        assert any(isinstance(e, CircuitOpenError) for e in chain(caught.value))
+        # The controller promotes n1; the next refresh finds it.
+        cluster.fail_over("n0", "n1")
+        fake_time.sleep(0.5)
+        assert db.set(key, "after") is True
+        assert cluster.seen_writes()[-1].node == "n1"
+        assert db.get(key) == b"after"
+
+
+def test_stale_reads_fall_back_to_a_backup_and_say_so(connect: Connect) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"), timeout_s=0.5)
+        key = key_on(cluster, "n0")
+        db.set(key, "v")
+        assert db.get_result(key, stale=True) == ReadResult(b"v", stale=False)
+        cluster.stop("n0")
+        assert db.get_result(key, stale=True) == ReadResult(b"v", stale=True)
+        last = cluster.seen[-1]
+        assert (last.node, last.readonly) == ("n1", True)  # the backup, over READONLY
+        with pytest.raises(Unavailable):
+            db.get_result(key)  # stale=False never reads a backup
+        with pytest.raises(Unavailable):
+            db.get(key)
+
+
+def test_bad_input_is_a_usage_error_without_retries(connect: Connect) -> None:
+    with running(ScriptedCluster(1), key_bytes_max=8) as cluster:
+        db = connect(cluster.address("n0"))
+        bad_calls: list[Callable[[], object]] = [
+            lambda: db.get(5),
+            lambda: db.set("k", None),
+            lambda: db.set("k", "v", nx=True, xx=True),
+            lambda: db.set("k", "v", xx=True, if_value="w"),
+            lambda: db.get("k", timeout_s=0),
+            lambda: db.delete("k", timeout_s=-1.0),
+        ]
+        for bad in bad_calls:
+            with pytest.raises(UsageError):
+                bad()
+        assert cluster.seen == []
+        with pytest.raises(CommandRefused, match="key too long"):
+            db.set("k" * 9, "v")  # the node refuses it: no retry
+        assert len(cluster.seen_writes()) == 0  # refused while parsing, never handled
+        with pytest.raises(UsageError):
+            connect("no-port")
+        with pytest.raises(UsageError):
+            connect([])
+
+
+def test_closed_client_refuses_calls(connect: Connect) -> None:
+    with running(ScriptedCluster(1)) as cluster:
+        db = connect(cluster.address("n0"))
+        db.set("k", "v")
+        db.close()
+        with pytest.raises(UsageError, match="closed"):
+            db.get("k")
+
+
+def test_context_managers() -> None:
+    import asyncio
+
+    from planaria.client import AsyncClient
+
+    with running(ScriptedCluster(1)) as cluster:
+        with Client(cluster.address("n0")) as db:
+            db.set("k", "sync")
+
+        async def main() -> bytes | None:
+            async with AsyncClient(cluster.address("n0")) as adb:
+                return await adb.get("k")
+
+        assert asyncio.run(main()) == b"sync"
+
+
+def test_one_client_shared_by_threads() -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = Client(cluster.address("n0"))
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for i in range(40):
+                    assert db.set(f"w{worker}:{i}", str(i)) is True
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        db.close()
+        assert errors == []
+        assert len(cluster.data) == 160
+        ids = [w.request_id for w in cluster.seen_writes()]
+        assert len(set(ids)) == 160
+        assert sum(cluster.topology_requests.values()) == 1
+
+
+def test_reused_connections_survive_a_node_restart(connect: Connect) -> None:
+    # The pooled connection dies with the server; the next call still succeeds (a PING
+    # health check, or a retry with the same id).
+    with running(ScriptedCluster(1)) as cluster:
+        db = connect(cluster.address("n0"), health_check_s=0.0)
+        db.set("k", "1")
+        assert cluster.loop is not None
+        import asyncio
+
+        server = cluster.servers["n0"]
+        asyncio.run_coroutine_threadsafe(server.close(), cluster.loop).result(5)
+        asyncio.run_coroutine_threadsafe(server.start(), cluster.loop).result(5)
+        assert db.set("k", "2") is True
+        assert len(cluster.seen_writes()) == 2  # the health check caught it: no resend
