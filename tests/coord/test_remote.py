@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -335,5 +336,31 @@ def test_server_limits_connections_and_watches() -> None:
         await other.close()
         await c.close()
         await server.stop()
+
+    asyncio.run(main())
+
+
+def test_a_failed_fsync_stops_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with serving(tmp_path) as server:
+            c = client_of(server, timeout_s=0.5)
+            await c.create("/k", b"1")
+
+            def broken(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(os, "fdatasync", broken)
+            with pytest.raises(CoordinatorUnavailable):  # no reply for a change not durable
+                await c.set_if_version("/k", b"2", version=1)
+            assert server.failed.is_set()
+            with pytest.raises(CoordinatorUnavailable):  # nor anything after it
+                await c.get("/k")
+            monkeypatch.undo()
+            await c.close()
+        async with serving(tmp_path) as server:
+            c = client_of(server)
+            item = await c.get("/k")
+            assert item is not None and item.version in (1, 2)  # written, maybe not synced
+            await c.close()
 
     asyncio.run(main())

@@ -88,6 +88,8 @@ class _RemoteWatch(Watch):
         self.closed = False
 
     def deliver(self, event: WatchEvent) -> None:
+        if self.closed:
+            return
         if self._events and self._events[-1].kind is EventKind.RESET:
             pass  # a pending RESET already covers it
         elif len(self._events) >= WATCH_BUFFER_MAX or event.kind is EventKind.RESET:
@@ -319,18 +321,27 @@ class RemoteCoordinator(Coordinator):
 
     async def _call(self, make: Callable[[int], Request], *, changing: bool = False) -> Reply:
         """Send one request and wait for its reply, within ``request_timeout_s`` in all."""
+        link, deadline = await self._connected()
+        return await self._call_on(link, make, deadline, changing=changing)
+
+    async def _connected(self) -> tuple[_Link, float]:
+        """A live link, and the deadline of the call that asked for it."""
         if self._closed:
             raise UsageError("this coordinator is closed")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout_s
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
         try:
             async with asyncio.timeout_at(deadline):
-                link = await self._ensure_link()
+                return await self._ensure_link(), deadline
         except TimeoutError:
             raise CoordinatorUnavailable(
                 f"cannot reach the coordinator at {self.address} in time"
             ) from None
-        reply = await link.call(make(self._rid()), max(deadline - loop.time(), 0.001))
+
+    async def _call_on(
+        self, link: _Link, make: Callable[[int], Request], deadline: float, *, changing: bool
+    ) -> Reply:
+        left_s = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        reply = await link.call(make(self._rid()), left_s)
         if changing and self._replies_to_lose > 0:
             self._replies_to_lose -= 1
             raise CoordinatorUnavailable("the reply was lost (injected): outcome unknown")
@@ -411,15 +422,22 @@ class RemoteCoordinator(Coordinator):
 
     async def watch(self, prefix: str) -> Watch:
         prefix = validate_prefix(prefix)
-        reply = await self._call(lambda rid: WatchRequest(rid, prefix))
+        link, deadline = await self._connected()
         watch = _RemoteWatch(self, prefix)
+        # Listed before the request: if this link dies after the server made the watch,
+        # the reconnect re-creates it (a new link is only made once this one died).
         self._watches.append(watch)
-        link = self._link
-        if link is not None and link.alive:
+        try:
+            reply = await self._call_on(
+                link, lambda rid: WatchRequest(rid, prefix), deadline, changing=False
+            )
+        except BaseException:
+            watch.end()
+            with contextlib.suppress(ValueError):
+                self._watches.remove(watch)
+            raise
+        if link.alive:
             link.attach(_number(reply), watch)
-        else:
-            # Lost right after the reply: the reconnect re-creates it (with a RESET).
-            self._schedule_reconnect()
         return watch
 
     async def _unwatch(self, watch: _RemoteWatch) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "CampaignRequest",
     "CloseSessionRequest",
     "CoordinatorServer",
+    "CoordinatorStopped",
     "Event",
     "GetRequest",
     "KeepAliveRequest",
@@ -89,6 +90,12 @@ log = logging.getLogger("planaria.coord.server")
 DEFAULT_PORT = 7000
 # Values are at most 512 KiB (types.VALUE_BYTES_MAX); a multi or a listing may hold several.
 COORD_FRAME_BYTES_MAX = 8 * 1024 * 1024
+
+
+class CoordinatorStopped(InternalError):
+    """The server could not make a change durable and stopped serving (fail-stop: after a
+    failed fsync nothing it holds in memory can be trusted to be on disk)."""
+
 
 # --- wire messages -----------------------------------------------------------------------
 
@@ -455,9 +462,9 @@ class _Journal:
         self._fd: int | None = None
         self.size = 0
 
-    def load(self, now_ms: float) -> MemoryStore:
+    def load(self, now_ms: float, session_id_floor: int) -> MemoryStore:
         """Replay snapshot and journal; cut a torn journal tail; open the journal."""
-        state = _MutableState()
+        state = _MutableState(issued=session_id_floor)
         snapshot_path = self.directory / self.SNAPSHOT
         if snapshot_path.exists():
             records, end = _unpack_records(snapshot_path.read_bytes())
@@ -535,7 +542,7 @@ class _MutableState:
     tokens: dict[str, int] = field(default_factory=dict)
 
     def load_snapshot(self, snapshot: _JSnapshot) -> None:
-        self.issued = snapshot.session_ids_issued
+        self.issued = max(self.issued, snapshot.session_ids_issued)
         records: list[_Record] = [_JPut(item) for item in snapshot.items]
         records += [*snapshot.sessions, *snapshot.ended, *snapshot.tokens]
         for record in records:
@@ -603,6 +610,7 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.watches: set[WatchId] = set()
+        writer.transport.set_write_buffer_limits(high=server.limits.pending_bytes_max)
         self.has_events = asyncio.Event()
         self.closed = False
 
@@ -656,6 +664,8 @@ class CoordinatorServer:
             else _Journal(Path(data_dir), compact_bytes=self.limits.journal_compact_bytes)
         )
         self.store = MemoryStore()
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
         self._changes_watch: WatchId | None = None
         self._pending: list[_Record] = []
         self._connections: set[_Connection] = set()
@@ -672,11 +682,17 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         """Load the data directory (if any), bind, and start the expiry timer."""
+        # Session ids start above the wall clock in ms, so an id (a process's incarnation)
+        # is not reused even by a coordinator that lost its data directory.
+        id_floor = int(time.time() * 1000)
         if self._journal is not None:
-            self.store = self._journal.load(self._now_ms())
+            self.store = self._journal.load(self._now_ms(), id_floor)
             restored = len(self.store.sessions())
             if restored:
                 log.info("restored %d sessions with a full TTL from now", restored)
+        else:
+            empty = StoreState((), (), (), id_floor, ())
+            self.store = MemoryStore.from_state(empty, self._now_ms())
         # Every change under "/", to journal it (drained after every operation).
         self._changes_watch = self.store.watch("/")
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -733,8 +749,11 @@ class CoordinatorServer:
         return expired
 
     async def _expiry_loop(self) -> None:
-        while True:
-            self.check_expiry()
+        while self.failure is None:
+            try:
+                self.check_expiry()
+            except CoordinatorStopped:
+                return
             deadline = self.store.next_expiry_ms()
             delay_s = 1.0 if deadline is None else max(0.0, (deadline - self._now_ms()) / 1000.0)
             self._rearm.clear()
@@ -746,6 +765,8 @@ class CoordinatorServer:
 
     def _commit(self) -> None:
         """Journal what the last operation changed, durably, before anything else runs."""
+        if self.failure is not None:
+            return
         if self._changes_watch is not None:
             for event in self.store.drain_events(self._changes_watch):
                 self._pending.append(self._change_record(event))
@@ -754,9 +775,24 @@ class CoordinatorServer:
         records, self._pending = self._pending, []
         if self._journal is None:
             return
-        self._journal.append(records)
-        if self._journal.size > self._journal.compact_bytes:
-            self._journal.compact(self.store)
+        try:
+            self._journal.append(records)
+            if self._journal.size > self._journal.compact_bytes:
+                self._journal.compact(self.store)
+        except OSError as exc:
+            self._fail(exc)
+            raise CoordinatorStopped(f"cannot persist a change: {exc}") from exc
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop serving at once: no reply may follow a change that is not durable."""
+        where = None if self._journal is None else self._journal.directory
+        log.critical("coordinator stopping: cannot persist to %s: %s", where, exc)
+        self.failure = exc
+        self.failed.set()
+        if self._server is not None:
+            self._server.close()
+        for connection in self._connections:
+            connection.writer.transport.abort()
 
     def _change_record(self, event: WatchEvent) -> _Record:
         if event.kind is EventKind.RESET:
@@ -786,6 +822,8 @@ class CoordinatorServer:
         except FrameError as exc:
             peer = writer.get_extra_info("peername")
             log.warning("closing the connection of %s: %s", peer, exc)
+        except CoordinatorStopped:
+            pass  # logged once by _fail
         finally:
             connection.closed = True
             connection.drop_watches()
@@ -817,6 +855,8 @@ class CoordinatorServer:
 
     def handle(self, request: object, connection: _Connection | None = None) -> Reply:
         """Apply one request to the store (durably) and return its reply."""
+        if self.failure is not None:
+            raise CoordinatorStopped("the coordinator stopped after a persistence failure")
         if not isinstance(request, _REQUEST_TYPES):
             raise FrameError(f"protocol error: {type(request).__name__} is not a request")
         rid = request.rid
@@ -824,6 +864,8 @@ class CoordinatorServer:
         try:
             self._pending.extend(_end_record(i) for i in self.store.expire(now_ms))
             return self._apply(request, rid, now_ms, connection)
+        except CoordinatorStopped:
+            raise
         except PlanariaError as exc:
             return Reply(rid, error=error_to_wire(exc))
         finally:
