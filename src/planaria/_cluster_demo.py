@@ -173,7 +173,7 @@ class _Worker(threading.Thread):
         self._recorder = recorder
         self._make_client = make_client
         self._keys = keys
-        self._stop = stop
+        self._stopping = stop
         self._writes_only = writes_only
         self._pause_s = pause_s
         self._rng = random.Random(index)
@@ -191,7 +191,7 @@ class _Worker(threading.Thread):
 
     def _loop(self, client: Any) -> None:
         seq = 0
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             key = self._rng.choice(self._keys)
             if self._writes_only or self._rng.random() < _WRITE_SHARE:
                 seq += 1
@@ -199,7 +199,7 @@ class _Worker(threading.Thread):
             else:
                 self._get(client, key)
             if self._pause_s:
-                self._stop.wait(self._pause_s)
+                self._stopping.wait(self._pause_s)
 
     def _put(self, client: Any, key: str, value: str) -> None:
         invoked = self._recorder.invoke(self._process, "put", key, value)
@@ -402,17 +402,27 @@ def _run(
             if caught_up is not None:
                 result.catch_up_s = caught_up - restart_s
                 view.lines.append(
-                    f"[green]✓[/] {victim} caught up (lag 0, in the ISR of every partition it "
-                    f"replicates) {result.catch_up_s:.1f} s after its restart"
+                    f"[green]✓[/] {victim} caught up: back in the ISR of every partition it "
+                    f"replicates {result.catch_up_s:.1f} s after its restart"
                 )
             _wait_while_healthy(workers, steady_s / 2)
             view.phase = "stopping the workload"
     finally:
         stop.set()
+        join_deadline = time.monotonic() + 15.0
         for worker in workers:
-            worker.join(timeout=15.0)
+            worker.join(timeout=max(0.0, join_deadline - time.monotonic()))
     for line in view.lines:
         console.print(line)
+    with console.status("writes stopped; waiting for lag 0 everywhere ..."):
+        settled = _wait_settled(cluster, 10.0)
+    if settled is None:
+        result.problems.append("replicas did not reach lag 0 with full ISRs within 10 s")
+    else:
+        console.print(
+            f"[green]✓[/] writes stopped: all {len(settled.partitions)} partitions have "
+            "their full ISR and lag 0"
+        )
     _failover_table(console, result.failover_ms)
     errors = [w.error for w in workers if w.error is not None]
     stuck = [w.name for w in workers if w.is_alive()]
@@ -459,27 +469,40 @@ def _wait_failover(
     return acked
 
 
-def _caught_up(status: ClusterStatus, node: str) -> tuple[int, int, bool]:
-    """(partitions whose ISR holds ``node``, partitions it replicates, lag all zero)."""
+def _isr_of(status: ClusterStatus, node: str) -> tuple[int, int, int | None]:
+    """(partitions whose ISR holds ``node``, partitions it replicates, their largest lag)."""
     mine = [p for p in status.partitions if node in p.replicas]
-    in_isr = sum(node in p.isr for p in mine)
-    lag_zero = all(p.lag in (0, None) for p in mine)
-    return in_isr, len(mine), lag_zero
+    lags = [p.lag for p in mine if p.lag is not None]
+    return sum(node in p.isr for p in mine), len(mine), max(lags, default=None)
 
 
 def _wait_caught_up(
     cluster: LocalCluster, node: str, view: _Phase, workers: list[_Worker], timeout_s: float
 ) -> float | None:
+    """When ``node`` is back in the ISR of every partition it replicates (the primaries
+    add it once it reached their log end), while the workload keeps writing."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        in_isr, total, lag = _isr_of(cluster.status(), node)
+        lag_text = "" if lag is None else f", lag {lag} entries"
+        view.phase = f"{node} catching up: in the ISR of {in_isr}/{total} partitions{lag_text}"
+        if total and in_isr == total:
+            return time.monotonic()
+        _wait_while_healthy(workers, 0.1)
+    return None
+
+
+def _wait_settled(cluster: LocalCluster, timeout_s: float) -> ClusterStatus | None:
+    """Once writes stopped: every partition with a primary, its full ISR, and lag 0."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = cluster.status()
-        in_isr, total, lag_zero = _caught_up(status, node)
-        lags = [p.lag for p in status.partitions if node in p.replicas and p.lag is not None]
-        lag_text = f", lag {max(lags)} entries" if lags else ""
-        view.phase = f"{node} catching up: in the ISR of {in_isr}/{total} partitions{lag_text}"
-        if total and in_isr == total and lag_zero:
-            return time.monotonic()
-        _wait_while_healthy(workers, 0.2)
+        if all(
+            p.primary is not None and len(p.isr) == len(p.replicas) and p.lag == 0
+            for p in status.partitions
+        ):
+            return status
+        time.sleep(0.1)
     return None
 
 
