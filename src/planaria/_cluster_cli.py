@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
@@ -264,17 +264,55 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _partition_table(partitions: Sequence[PartitionStatus]) -> Table:
+    table = Table(title="partitions")
+    for column in ("id", "slots", "primary", "replicas", "isr", "epoch", "lag"):
+        table.add_column(column)
+    for p in partitions:
+        table.add_row(
+            str(p.id),
+            f"{p.slots[0]}-{p.slots[1]}",
+            p.primary or "[red]none[/]",
+            " ".join(p.replicas),
+            " ".join(p.isr),
+            str(p.epoch),
+            "?" if p.lag is None else str(p.lag),
+        )
+    return table
+
+
+def _troubles(partitions: Sequence[PartitionStatus]) -> Table:
+    """Unhealthy partitions grouped by what is wrong (one row per primary and set of
+    replicas out of the ISR), so the live view fits a terminal even when a node is down."""
+    groups: dict[tuple[str, tuple[str, ...]], list[PartitionStatus]] = {}
+    for p in partitions:
+        outside = tuple(r for r in p.replicas if r not in p.isr)
+        groups.setdefault((p.primary or "", outside), []).append(p)
+    table = Table(title="partitions needing attention", title_justify="left")
+    for column in ("partitions", "primary", "out of the ISR", "max lag", "epochs"):
+        table.add_column(column)
+    for (primary, outside), members in sorted(groups.items()):
+        ids = [str(p.id) for p in members]
+        shown = " ".join(ids[:12]) + (f" ... ({len(ids)})" if len(ids) > 12 else "")
+        lags = [p.lag for p in members if p.lag is not None]
+        epochs = sorted({p.epoch for p in members})
+        table.add_row(
+            shown,
+            primary or "[red]none[/]",
+            " ".join(outside) or "-",
+            str(max(lags)) if lags else "?",
+            f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
+        )
+    return table
+
+
 def _healthy(partition: PartitionStatus) -> bool:
-    return (
-        partition.primary is not None
-        and len(partition.isr) == len(partition.replicas)
-        and partition.lag in (None, 0)
-    )
+    return partition.primary is not None and len(partition.isr) == len(partition.replicas)
 
 
 def render_status(status: ClusterStatus, *, compact: bool) -> RenderableType:
-    """Nodes and partitions as rich tables. ``compact`` lists only the partitions that are
-    not fully healthy (no primary, a replica out of the ISR, or lagging), for a live view."""
+    """Nodes and partitions as rich tables. ``compact`` (the live view) shows only the
+    partitions that are not healthy (no primary, or a replica out of the ISR), grouped."""
     nodes = Table(title="nodes", title_justify="left")
     for column in ("id", "address", "pid", "state", "primary of", "in ISR of"):
         nodes.add_column(column)
@@ -295,28 +333,19 @@ def render_status(status: ClusterStatus, *, compact: bool) -> RenderableType:
             str(primaries.get(node.id, 0)),
             str(in_isr),
         )
-    shown = [p for p in status.partitions if not compact or not _healthy(p)]
     healthy = sum(_healthy(p) for p in status.partitions)
+    lags = [p.lag for p in status.partitions if p.lag is not None]
     summary = Text(
-        f"{healthy}/{len(status.partitions)} partitions healthy (a primary, every replica in "
-        "the ISR, no lag)",
+        f"{healthy}/{len(status.partitions)} partitions healthy (a primary and every replica "
+        "in the ISR)" + (f"; largest lag {max(lags)} entries" if lags else ""),
         style="green" if healthy == len(status.partitions) else "yellow",
     )
     parts: list[RenderableType] = [nodes, summary]
-    if shown:
-        table = Table(title="partitions" + (" needing attention" if compact else ""))
-        for column in ("id", "slots", "primary", "replicas", "isr", "epoch", "lag"):
-            table.add_column(column)
-        for p in shown:
-            table.add_row(
-                str(p.id),
-                f"{p.slots[0]}-{p.slots[1]}",
-                p.primary or "[red]none[/]",
-                " ".join(p.replicas),
-                " ".join(p.isr),
-                str(p.epoch),
-                "?" if p.lag is None else str(p.lag),
-            )
-        parts.append(table)
+    if compact:
+        troubled = [p for p in status.partitions if not _healthy(p)]
+        if troubled:
+            parts.append(_troubles(troubled))
+    else:
+        parts.append(_partition_table(status.partitions))
     parts += [Text(f"! {error}", style="red") for error in status.errors]
     return Group(*parts)
