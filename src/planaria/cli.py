@@ -62,11 +62,29 @@ def _status(parser: argparse.ArgumentParser) -> Runner:
     return cluster_cli.run_status
 
 
+def _node(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _cluster_cli as cluster_cli
+    from planaria import _node_cli as node_cli
+
+    # ``planaria node --id ...`` runs a node; ``planaria node start|stop|kill ID`` manages one.
+    node_cli.add_arguments(parser)
+    cluster_cli.add_node_control_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.node_action is not None:
+            return cluster_cli.run_node_control(args)
+        cluster_cli.missing_run_options(parser, args)
+        return node_cli.run(args)
+
+    return run
+
+
 # name -> (help, builder); the builder adds the subcommand's arguments and returns its runner.
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
     "demo": ("watch the fault-recovery toolkit at work", _demo),
     "check": ("check histories for linearizability and lost writes", _check),
     "sim": ("run the deterministic fault simulator over seeds", _sim),
+    "node": ("run one planaria node (RESP server, replicas, controller candidate)", _node),
     "coordinator": ("run the embedded coordinator (sessions, configs, elections)", _coordinator),
     "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
     "down": ("stop the local cluster in a data directory", _down),

@@ -1,0 +1,85 @@
+"""``planaria node``: run one node process until SIGTERM / SIGINT (then stop cleanly)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+DEFAULT_INTERVAL_MS = 10  # for a bare ``--fsync interval``
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, dest="node_id", help="this node's id (e.g. n1)")
+    parser.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="RESP address for clients; the replication bus listens on PORT + 10000",
+    )
+    parser.add_argument(
+        "--coordinator",
+        default="planaria://127.0.0.1:7000",
+        metavar="URL",
+        help="coordinator URL (default planaria://127.0.0.1:7000)",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="this node's data directory")
+    parser.add_argument("--zone", default=None, help="failure zone (replicas avoid sharing one)")
+    parser.add_argument("--weight", type=float, default=1.0, help="relative capacity (default 1)")
+    parser.add_argument(
+        "--fsync",
+        default="always",
+        metavar="always|interval[:MS]|never",
+        help="when log writes are fsynced (default always: before every acknowledgement; "
+        f"interval alone means interval:{DEFAULT_INTERVAL_MS})",
+    )
+    parser.add_argument(
+        "--bus", default=None, metavar="HOST:PORT", help="bus address (default: PORT + 10000)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Lazy, so `planaria --help` starts fast.
+    from planaria.coord.url import connect  # noqa: PLC0415
+    from planaria.node import Node, NodeSettings  # noqa: PLC0415
+    from planaria.storage import FsyncPolicy  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format=f"%(asctime)s {args.node_id} %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
+    settings = NodeSettings(fsync=FsyncPolicy.parse(fsync))
+
+    async def main() -> int:
+        coordinator = connect(args.coordinator)
+        node = Node(
+            args.node_id,
+            listen=args.listen,
+            coordinator=coordinator,
+            data_dir=args.data,
+            settings=settings,
+            zone=args.zone,
+            weight=args.weight,
+            bus_listen=args.bus,
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await node.start()
+            await stop.wait()
+            logging.getLogger("planaria.node").info("stopping on a signal")
+        finally:
+            await node.close()
+            await coordinator.close()
+        return 0
+
+    return asyncio.run(main())

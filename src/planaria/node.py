@@ -1,0 +1,825 @@
+"""One planaria node: the core's replicas driven by real time, sockets and disks.
+
+A :class:`Node` serves clients over RESP (``listen``), replicates to its peers over the bus
+(msgpack frames on the RESP port + 10000), keeps a coordinator session alive (its lease),
+stands as a controller candidate, and holds one replica per partition whose config names it.
+Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: persist
+(group commit, fsync in a thread), then send, then reply, then propose, as DESIGN.md says.
+
+Timing defaults (``NodeSettings``), tuned for failover in well under a second after kill -9
+without spurious failovers under load: keep-alive every 50 ms, lease 200 ms from the send
+time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 + 80 ms), ticks
+every 10 ms, heartbeats every 50 ms.
+
+Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
+its lease, then stops serving until the coordinator answers again); an expired session
+rebuilds every replica from disk under a new session; a storage failure refuses that
+partition's writes; a bad peer frame closes that peer connection; client input errors get a
+RESP error. Every exception is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from planaria._node.partition import NO_LEASE, PartitionRuntime
+from planaria._node.tasks import cancel_all
+from planaria._node.transport import PeerBus
+from planaria.control import (
+    ControllerService,
+    apply_proposal,
+    read_cluster_metadata,
+)
+from planaria.coord import (
+    CONFIGS_PREFIX,
+    MEMBERS_PREFIX,
+    Coordinator,
+    CoordinatorUnavailable,
+    EventKind,
+    MalformedRecord,
+    SessionExpired,
+    SessionId,
+    Watch,
+    decode_config,
+    partition_of_key,
+)
+from planaria.core.messages import (
+    Append,
+    AppendReply,
+    ClientReply,
+    ClientRequest,
+    PartitionConfig,
+    ProposeIsr,
+    Reply,
+    RequestId,
+    Send,
+)
+from planaria.core.replica import ReplicaSettings, Role
+from planaria.core.slots import partition_of_slot
+from planaria.errors import UsageError
+from planaria.net import resp
+from planaria.net.commands import (
+    ClientOp,
+    ClusterInfo,
+    ClusterMyId,
+    ClusterNodes,
+    ClusterShards,
+    ClusterSlots,
+    ConnectionState,
+    Info,
+    NodeRequest,
+    render_info,
+    render_reply,
+)
+from planaria.net.server import RespServer
+from planaria.net.topology import (
+    NodeAddress,
+    Topology,
+    cluster_info,
+    cluster_nodes,
+    cluster_shards,
+    cluster_slots,
+    node_id_hex,
+)
+from planaria.storage import FileLock, FsyncPolicy, OsFS, StorageError, StorageLocked
+from planaria.storage.errors import storage_error_from_os
+
+__all__ = ["Node", "NodeSettings", "parse_address"]
+
+log = logging.getLogger("planaria.node")
+
+BUS_PORT_OFFSET = 10_000  # Redis Cluster's bus convention
+DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for
+LEASE_MARGIN_MS = 20.0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); UsageError when malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"an address is HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Tunables of a node (times in ms of the node's monotonic clock).
+
+    ``session_ttl_ms`` must be at least ``lease_ms * (1 + 0.05) + 20`` so that once the
+    coordinator expires the session, the node's lease surely ran out.
+    """
+
+    session_ttl_ms: float = 300.0
+    lease_ms: float = 200.0
+    keepalive_interval_ms: float = 50.0
+    tick_ms: float = 10.0
+    config_poll_ms: float = 500.0
+    write_timeout_ms: float = 30_000.0  # a pending write is answered UNKNOWN after this
+    coordinator_timeout_ms: float = 2_000.0
+    start_timeout_ms: float = 30_000.0  # how long start() waits for the coordinator
+    fsync: FsyncPolicy = field(default_factory=FsyncPolicy)
+    replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    connections_max: int = 10_000
+    pipeline_depth_max: int = 1024
+    partition_inbox_max: int = 10_000
+    storage_threads: int = 4
+
+    def __post_init__(self) -> None:
+        for name in (
+            "session_ttl_ms", "lease_ms", "keepalive_interval_ms", "tick_ms", "config_poll_ms",
+            "write_timeout_ms", "coordinator_timeout_ms", "start_timeout_ms",
+        ):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.session_ttl_ms < self.lease_ms * (1 + DRIFT_MAX) + LEASE_MARGIN_MS:
+            raise UsageError(
+                f"session_ttl_ms {self.session_ttl_ms} must be >= lease_ms * {1 + DRIFT_MAX} "
+                f"+ {LEASE_MARGIN_MS} (lease_ms = {self.lease_ms})"
+            )
+        if self.keepalive_interval_ms >= self.lease_ms:
+            raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
+        if self.storage_threads < 1 or self.partition_inbox_max < 1:
+            raise UsageError("storage_threads and partition_inbox_max must be >= 1")
+
+
+class _OutcomeUnknown(Exception):
+    """A write left the node's hands without an answer (primary stepped down, timeout)."""
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def _unknown(partition: int, why: str) -> bytes:
+    return resp.error(
+        f"UNKNOWN partition {partition}: {why}; the write may or may not have been applied"
+    )
+
+
+class Node:
+    """One node process's worth of planaria. ``await node.start()``, then serve until
+    ``await node.close()`` (or use ``serve_forever``)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        listen: str,
+        coordinator: Coordinator,
+        data_dir: str | os.PathLike[str],
+        settings: NodeSettings | None = None,
+        zone: str | None = None,
+        weight: float = 1.0,
+        bus_listen: str | None = None,
+    ) -> None:
+        if not node_id or "/" in node_id or not node_id.isprintable() or " " in node_id:
+            raise UsageError(f"a node id is printable text without '/' or spaces: {node_id!r}")
+        if not weight > 0:
+            raise UsageError(f"weight must be > 0, got {weight}")
+        self.node_id = node_id
+        self.host, port = parse_address(listen)
+        self.port = port
+        if bus_listen is None:
+            bus_listen = f"{self.host}:{port + BUS_PORT_OFFSET if port else 0}"
+        self.bus_host, self.bus_port = parse_address(bus_listen)
+        self.coordinator = coordinator
+        self.data_dir = Path(data_dir)
+        self.settings = settings if settings is not None else NodeSettings()
+        self.zone = zone
+        self.weight = weight
+        self.session: SessionId | None = None
+        self.lease_until_ms = NO_LEASE
+        self.configs: dict[int, PartitionConfig] = {}
+        self.partitions: dict[int, PartitionRuntime] = {}
+        self.partition_count: int | None = None
+        self.min_insync: int | None = None
+        self.started_ms = _now_ms()
+        self.sessions_lost = 0
+        self._addresses: dict[str, NodeAddress] = {}
+        self._topology: Topology | None = None
+        self._lock: FileLock | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
+        )
+        self._bus = PeerBus(node_id, self._on_peer_message)
+        self._server = RespServer(
+            self._handle,
+            self.host,
+            port,
+            connections_max=self.settings.connections_max,
+            pipeline_depth_max=self.settings.pipeline_depth_max,
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._controller_task: asyncio.Task[None] | None = None
+        self._opening: dict[int, asyncio.Task[None]] = {}
+        # token -> (partition, future, deadline in ms)
+        self._waiting: dict[str, tuple[int, asyncio.Future[ClientReply], float]] = {}
+        self._tokens = itertools.count(1)
+        self._seq = itertools.count(1)
+        # Client ids for plain Redis clients: unique across restarts of this node.
+        self._boot = secrets.token_hex(4)
+        self._closed = asyncio.Event()
+        self._stopping = False
+        self._session_lock = asyncio.Lock()
+        self._unreachable_since_ms: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def bus_address(self) -> str:
+        return f"{self.bus_host}:{self.bus_port}"
+
+    async def start(self) -> None:
+        """Lock the data dir, listen, open a session and register, start every loop."""
+        self._lock_data_dir()
+        try:
+            self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
+            await self._server.start()
+            self.port = self._server.port
+            self._spawn(self._tick_loop(), "tick")
+            deadline_ms = _now_ms() + self.settings.start_timeout_ms
+            await self._retry_until(deadline_ms, self._open_session, "opening a session")
+            await self._retry_until(deadline_ms, self._load_cluster, "reading the cluster")
+            await self._retry_until(deadline_ms, self._watch_all, "watching the configs")
+        except BaseException:
+            await self.close(close_session=True)
+            raise
+        log.info(
+            "node %s ready: resp %s, bus %s, session %s, data %s",
+            self.node_id, self.address, self.bus_address, self.session, self.data_dir,
+        )  # fmt: skip
+
+    async def serve_forever(self) -> None:
+        """Run until :meth:`close` is called (from a signal handler, say)."""
+        await self._closed.wait()
+
+    async def close(self, *, close_session: bool = True) -> None:
+        """Stop serving: no new requests, finish the persists in flight, close the logs,
+        then end the session so the controller fails over at once. With
+        ``close_session=False`` the session is left to expire (as after a crash)."""
+        if self._stopping:
+            await self._closed.wait()
+            return
+        self._stopping = True
+        try:
+            await self._server.close()
+            tasks = {*self._tasks, *self._opening.values()}
+            if self._controller_task is not None:
+                tasks.add(self._controller_task)
+            await cancel_all(tasks)
+            for runtime in list(self.partitions.values()):
+                await runtime.close()
+            await self._bus.close()
+            self._fail_waiting(None, "the node is shutting down")
+            if close_session and self.session is not None:
+                try:
+                    await asyncio.wait_for(
+                        self.coordinator.close_session(self.session),
+                        self.settings.coordinator_timeout_ms / 1000,
+                    )
+                except (CoordinatorUnavailable, TimeoutError, UsageError) as exc:
+                    log.warning("closing the session failed (it will expire): %s", exc)
+        finally:
+            self._executor.shutdown(wait=True)
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            self._closed.set()
+            log.info("node %s stopped", self.node_id)
+
+    def _lock_data_dir(self) -> None:
+        fs = OsFS()
+        path = str(self.data_dir)
+        try:
+            fs.makedirs(path)
+            self._lock = fs.lock(path)
+        except OSError as exc:
+            error = storage_error_from_os(exc, "locking the data directory", path)
+            if isinstance(error, StorageLocked):
+                raise StorageLocked(
+                    f"{exc.strerror or exc}: another node process uses it", path=path
+                ) from exc
+            raise error from exc
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"planaria-{self.node_id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _retry_until(
+        self, deadline_ms: float, step: Callable[[], Awaitable[None]], what: str
+    ) -> None:
+        delay_s = 0.05
+        while True:
+            try:
+                await step()
+                return
+            except (CoordinatorUnavailable, TimeoutError) as exc:
+                if _now_ms() >= deadline_ms:
+                    raise CoordinatorUnavailable(f"{what}: {exc}") from exc
+                log.warning("%s: coordinator unreachable (%s); retrying", what, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 1.0)
+
+    async def _coord(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(call, self.settings.coordinator_timeout_ms / 1000)
+        except TimeoutError as exc:
+            raise CoordinatorUnavailable("the coordinator did not answer in time") from exc
+
+    # ------------------------------------------------------------------ session and lease
+
+    async def _open_session(self) -> None:
+        if self.session is None:
+            sent_ms = _now_ms()
+            self.session = await self._coord(
+                self.coordinator.open_session(self.node_id, self.settings.session_ttl_ms)
+            )
+            self.lease_until_ms = sent_ms + self.settings.lease_ms
+        metadata = {
+            "bus": self.bus_address,
+            "weight": repr(self.weight),
+            "pid": str(os.getpid()),
+        }
+        if self.zone is not None:
+            metadata["zone"] = self.zone
+        await self._coord(
+            self.coordinator.register(self.session, self.node_id, self.address, metadata)
+        )
+        if self._controller_task is not None:
+            self._controller_task.cancel()
+        self._controller_task = asyncio.create_task(
+            self._controller_loop(self.session), name=f"planaria-{self.node_id}-controller"
+        )
+        if not any(t.get_name().endswith("-keepalive") for t in self._tasks):
+            self._spawn(self._keepalive_loop(), "keepalive")
+
+    async def _keepalive_loop(self) -> None:
+        interval_s = self.settings.keepalive_interval_ms / 1000
+        while not self._stopping:
+            sent_ms = _now_ms()
+            session = self.session
+            try:
+                if session is None:
+                    raise SessionExpired(0, "no session")
+                await asyncio.wait_for(
+                    self.coordinator.keep_alive(session), self.settings.lease_ms / 1000
+                )
+                self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.settings.lease_ms)
+                if self._unreachable_since_ms is not None:
+                    log.info("the coordinator answers again")
+                    self._unreachable_since_ms = None
+            except SessionExpired:
+                await self._session_lost()
+            except (CoordinatorUnavailable, TimeoutError) as exc:
+                if self._unreachable_since_ms is None:
+                    self._unreachable_since_ms = sent_ms
+                    log.warning("keep-alive failed, serving only under the lease: %s", exc)
+            except Exception:
+                log.exception("keep-alive failed unexpectedly")
+            await asyncio.sleep(max(0.0, interval_s - (_now_ms() - sent_ms) / 1000))
+
+    async def _session_lost(self) -> None:
+        """The coordinator expired our session: another node may lead our partitions now.
+        Rebuild every replica from disk and start over under a new session."""
+        async with self._session_lock:
+            self.sessions_lost += 1
+            log.warning("session %s expired: rebuilding every replica from disk", self.session)
+            self.lease_until_ms = NO_LEASE
+            self.session = None
+            if self._controller_task is not None:
+                self._controller_task.cancel()
+            for runtime in list(self.partitions.values()):
+                await runtime.reset()
+            self._fail_waiting(None, "the node lost its coordinator session")
+            delay_s = 0.05
+            while not self._stopping:
+                try:
+                    await self._open_session()
+                    break
+                except (CoordinatorUnavailable, SessionExpired) as exc:
+                    log.warning("reopening a session: %s", exc)
+                    self.session = None
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 1.0)
+            for runtime in self.partitions.values():
+                if runtime.config is not None:
+                    runtime.deliver(runtime.config)
+            self._spawn(self._reload_configs(), "reload")
+
+    async def _controller_loop(self, session: SessionId) -> None:
+        delay_s = 0.1
+        while not self._stopping:
+            try:
+                service = ControllerService(self.coordinator, self.node_id, session)
+                await service.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except SessionExpired:
+                return  # the keep-alive loop starts over with a new session
+            except CoordinatorUnavailable as exc:
+                log.info("controller: coordinator unreachable (%s); retrying", exc)
+            except Exception:
+                log.exception("controller failed; restarting it")
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 2.0)
+
+    # ------------------------------------------------------------------ ticks
+
+    async def _tick_loop(self) -> None:
+        tick_s = self.settings.tick_ms / 1000
+        interval = self.settings.fsync.mode == "interval"
+        last_sweep_ms = _now_ms()
+        while not self._stopping:
+            await asyncio.sleep(tick_s)
+            lease = self.lease_until_ms
+            for runtime in self.partitions.values():
+                runtime.tick(lease)
+                if interval:
+                    runtime.sync_tick()
+            now = _now_ms()
+            if now - last_sweep_ms >= 100:
+                last_sweep_ms = now
+                self._expire_waiting(now)
+
+    # ------------------------------------------------------------------ configs and members
+
+    async def _load_cluster(self) -> None:
+        try:
+            metadata = await self._coord(read_cluster_metadata(self.coordinator))
+        except MalformedRecord as exc:
+            log.error("%s", exc)
+            return
+        if metadata is not None:
+            self.partition_count = metadata.partitions
+            self.min_insync = metadata.min_insync
+
+    async def _watch_all(self) -> None:
+        # Watch first, then read: nothing is missed.
+        configs_watch = await self._coord(self.coordinator.watch(CONFIGS_PREFIX))
+        members_watch = await self._coord(self.coordinator.watch(MEMBERS_PREFIX))
+        self._spawn(self._config_events(configs_watch), "configs-watch")
+        self._spawn(self._member_events(members_watch), "members-watch")
+        await self._reload_members()
+        await self._reload_configs_once()
+        self._spawn(self._poll_loop(), "poll")
+
+    async def _config_events(self, watch: Watch) -> None:
+        async with watch:
+            async for event in watch:
+                try:
+                    if event.kind is EventKind.RESET:
+                        await self._reload_configs_once()
+                        continue
+                    partition = partition_of_key(event.key)
+                    if partition is None:
+                        continue
+                    item = await self._coord(self.coordinator.get(event.key))
+                    if item is not None:
+                        await self._on_config(decode_config(item.value))
+                except (CoordinatorUnavailable, MalformedRecord) as exc:
+                    log.warning("reading a config after a watch event: %s", exc)
+
+    async def _member_events(self, watch: Watch) -> None:
+        async with watch:
+            async for _event in watch:
+                try:
+                    await self._reload_members()
+                except CoordinatorUnavailable as exc:
+                    log.warning("reading the members: %s", exc)
+
+    async def _poll_loop(self) -> None:
+        # Watches deliver at least once, but a reconnection may lose events: re-read too.
+        while not self._stopping:
+            await asyncio.sleep(self.settings.config_poll_ms / 1000)
+            try:
+                await self._reload_configs_once()
+                await self._reload_members()
+            except CoordinatorUnavailable as exc:
+                log.debug("poll: %s", exc)
+
+    async def _reload_configs(self) -> None:
+        try:
+            await self._reload_configs_once()
+        except CoordinatorUnavailable as exc:
+            log.info("reloading configs: %s", exc)
+
+    async def _reload_configs_once(self) -> None:
+        if self.partition_count is None:
+            await self._load_cluster()
+        items = await self._coord(self.coordinator.list_prefix(CONFIGS_PREFIX))
+        for item in items:
+            if partition_of_key(item.key) is None:
+                continue
+            try:
+                config = decode_config(item.value)
+            except MalformedRecord as exc:
+                log.error("%s: %s", item.key, exc)
+                continue
+            await self._on_config(config)
+
+    async def _reload_members(self) -> None:
+        members = await self._coord(self.coordinator.members())
+        changed = False
+        for node, registration in members.items():
+            try:
+                host, port = parse_address(registration.address)
+            except UsageError as exc:
+                log.error("member %s: %s", node, exc)
+                continue
+            address = NodeAddress(host, port)
+            if self._addresses.get(node) != address:
+                self._addresses[node] = address
+                changed = True
+            bus = registration.meta().get("bus")
+            if bus is not None and node != self.node_id:
+                self._bus.set_address(node, bus)
+        if changed:
+            self._topology = None
+
+    async def _on_config(self, config: PartitionConfig) -> None:
+        known = self.configs.get(config.partition)
+        if known is not None and (config.epoch, config.version) <= (known.epoch, known.version):
+            return
+        self.configs[config.partition] = config
+        self._topology = None
+        runtime = self.partitions.get(config.partition)
+        if runtime is None and self.node_id in config.replicas:
+            runtime = await self._open_partition(config.partition)
+        if runtime is not None:
+            runtime.deliver(config)
+
+    async def _open_partition(self, partition: int) -> PartitionRuntime | None:
+        opening = self._opening.get(partition)
+        if opening is None:
+            opening = asyncio.create_task(self._create_partition(partition))
+            self._opening[partition] = opening
+        try:
+            await asyncio.shield(opening)
+        except StorageError as exc:
+            log.error("p%d: cannot open its log: %s", partition, exc)
+        finally:
+            if opening.done():
+                self._opening.pop(partition, None)
+        return self.partitions.get(partition)
+
+    async def _create_partition(self, partition: int) -> None:
+        settings = self.settings.replica
+        if self.min_insync is not None and self.min_insync != settings.min_insync:
+            settings = replace(settings, min_insync=self.min_insync)
+        runtime = PartitionRuntime(
+            self.node_id,
+            partition,
+            directory=self.data_dir / f"p{partition}",
+            policy=self.settings.fsync,
+            replica_settings=settings,
+            executor=self._executor,
+            clock_ms=_now_ms,
+            send=self._send,
+            reply=self._on_reply,
+            propose=self._propose,
+            on_step_down=self._on_step_down,
+            inbox_max=self.settings.partition_inbox_max,
+        )
+        await runtime.open()
+        runtime.tick(self.lease_until_ms)
+        self.partitions[partition] = runtime
+
+    # ------------------------------------------------------------------ effects
+
+    def _send(self, send: Send) -> None:
+        if send.to == self.node_id:
+            self._on_peer_message(send.message)
+        else:
+            self._bus.send(send.to, send.message)
+
+    def _on_peer_message(self, message: Append | AppendReply | Any) -> None:
+        if not isinstance(message, Append | AppendReply):
+            log.warning("dropping an unexpected peer message %s", type(message).__name__)
+            return
+        runtime = self.partitions.get(message.partition)
+        if runtime is not None:
+            runtime.deliver(message)
+
+    def _propose(self, proposal: ProposeIsr) -> None:
+        self._spawn(self._apply_proposal(proposal), f"propose-p{proposal.partition}")
+
+    async def _apply_proposal(self, proposal: ProposeIsr) -> None:
+        try:
+            await self._coord(apply_proposal(self.coordinator, proposal, self.node_id))
+        except (CoordinatorUnavailable, SessionExpired) as exc:
+            log.info("p%d: ISR proposal not applied (%s)", proposal.partition, exc)
+        except Exception:
+            log.exception("p%d: applying an ISR proposal failed", proposal.partition)
+
+    def _on_reply(self, reply: Reply) -> None:
+        waiting = self._waiting.pop(reply.client, None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(reply.reply)
+
+    def _on_step_down(self, partition: int) -> None:
+        self._fail_waiting(partition, "its primary stepped down before the write committed")
+
+    def _fail_waiting(self, partition: int | None, why: str) -> None:
+        for token, (p, future, _deadline) in list(self._waiting.items()):
+            if partition is None or p == partition:
+                del self._waiting[token]
+                if not future.done():
+                    future.set_exception(_OutcomeUnknown(why))
+
+    def _expire_waiting(self, now_ms: float) -> None:
+        for token, (_p, future, deadline_ms) in list(self._waiting.items()):
+            if now_ms >= deadline_ms:
+                del self._waiting[token]
+                if not future.done():
+                    future.set_exception(
+                        _OutcomeUnknown(
+                            f"not committed within {self.settings.write_timeout_ms:.0f} ms"
+                        )
+                    )
+
+    # ------------------------------------------------------------------ clients
+
+    def _handle(self, state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:
+        if isinstance(request, ClientOp):
+            return self._client_op(state, request)
+        if isinstance(request, Info):
+            return render_info(self.info(request.sections))
+        if isinstance(request, ClusterMyId):
+            return resp.bulk(node_id_hex(self.node_id).encode())
+        topology = self.topology()
+        if isinstance(request, ClusterSlots):
+            return cluster_slots(topology)
+        if isinstance(request, ClusterShards):
+            return cluster_shards(topology, state.protocol)
+        if isinstance(request, ClusterNodes):
+            return cluster_nodes(topology, self.node_id)
+        if isinstance(request, ClusterInfo):
+            return cluster_info(topology, self.node_id)
+        raise UsageError(f"unsupported request {type(request).__name__}")
+
+    def _moved(self, op: ClientOp, partition: int, primary: str | None) -> bytes:
+        address = self._addresses.get(primary) if primary is not None else None
+        if primary is None or address is None:
+            return resp.error(f"CLUSTERDOWN partition {partition} has no known primary right now")
+        if primary == self.node_id:
+            return resp.error(f"TRYAGAIN partition {partition} is opening on this node")
+        return resp.error(f"MOVED {op.slot} {address}")
+
+    def _client_op(self, state: ConnectionState, op: ClientOp) -> bytes | Awaitable[bytes]:
+        count = self.partition_count
+        if count is None:
+            return resp.error("CLUSTERDOWN the cluster has no partitions yet")
+        partition = partition_of_slot(op.slot, count)
+        config = self.configs.get(partition)
+        primary = config.primary if config is not None else None
+        stale_ok = state.readonly and not op.is_write
+        runtime = self.partitions.get(partition)
+        if runtime is None or (primary != self.node_id and not stale_ok):
+            return self._moved(op, partition, primary)
+        if op.is_write and runtime.storage_failure is not None:
+            return resp.error(
+                f"CLUSTERDOWN partition {partition} cannot persist writes on this node: "
+                f"{runtime.storage_failure}"
+            )
+        futures: list[asyncio.Future[ClientReply]] = []
+        tokens: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline_ms = _now_ms() + self.settings.write_timeout_ms
+        request_id: RequestId | None = getattr(op, "request_id", None)
+        for item in op.ops:
+            rid: RequestId
+            if request_id is not None:
+                rid = request_id
+            else:
+                rid = (f"{self.node_id}.{self._boot}.{state.id}", next(self._seq))
+            token = f"c{next(self._tokens)}"
+            future: asyncio.Future[ClientReply] = loop.create_future()
+            request = ClientRequest(partition, token, rid, item, stale_ok=stale_ok)
+            self._waiting[token] = (partition, future, deadline_ms)
+            tokens.append(token)
+            if not runtime.deliver(request):
+                for done in tokens:
+                    self._waiting.pop(done, None)
+                if runtime.storage_failure is not None or runtime.log is None:
+                    return resp.error(
+                        f"TRYAGAIN partition {partition} is recovering its log on this node"
+                    )
+                return resp.error(f"BUSY partition {partition} has too many queued requests")
+            futures.append(future)
+        return self._await_replies(op, partition, futures)
+
+    async def _await_replies(
+        self, op: ClientOp, partition: int, futures: list[asyncio.Future[ClientReply]]
+    ) -> bytes:
+        try:
+            replies = [await future for future in futures]
+        except _OutcomeUnknown as exc:
+            if not op.is_write:
+                return resp.error(f"TRYAGAIN partition {partition}: {exc}")
+            return _unknown(partition, str(exc))
+        hint = next((r.primary_hint for r in replies if r.error is not None), None)
+        address = self._addresses.get(hint) if hint is not None and hint != self.node_id else None
+        return render_reply(op, replies, moved_to=str(address) if address else None)
+
+    # ------------------------------------------------------------------ views
+
+    def topology(self) -> Topology:
+        """Who serves which slots, from the configs and the registrations."""
+        if self._topology is not None:
+            return self._topology
+        count = self.partition_count or len(self.configs)
+        known = self._addresses
+        configs: list[PartitionConfig] = []
+        for config in self.configs.values():
+            if config.partition >= count:
+                continue
+            primary = config.primary if config.primary in known else None
+            configs.append(
+                replace(config, primary=primary, isr=frozenset(n for n in config.isr if n in known))
+            )
+        if count:
+            self._topology = Topology.from_configs(dict(known), configs, count)
+        else:
+            self._topology = Topology(dict(known), ())
+        return self._topology
+
+    def serving_partitions(self) -> list[int]:
+        now = _now_ms()
+        return sorted(p for p, r in self.partitions.items() if r.replica.serving(now))
+
+    def info(self, sections: Iterable[str] = ()) -> dict[str, dict[str, object]]:
+        """INFO's sections: server, cluster (roles, serving), partitions (epoch, lag)."""
+        now = _now_ms()
+        primaries = sum(r.replica.role is Role.PRIMARY for r in self.partitions.values())
+        result: dict[str, dict[str, object]] = {
+            "Server": {
+                "redis_version": "7.0.0",
+                "planaria_node": self.node_id,
+                "process_id": os.getpid(),
+                "tcp_port": self.port,
+                "bus_port": self.bus_port,
+                "uptime_in_seconds": int((now - self.started_ms) / 1000),
+                "session": self.session if self.session is not None else "none",
+                "lease_remaining_ms": max(0, int(self.lease_until_ms - now))
+                if self.lease_until_ms > now
+                else 0,
+                "sessions_lost": self.sessions_lost,
+                "fsync": self.settings.fsync.mode,
+            },
+            "Cluster": {
+                "cluster_enabled": 1,
+                "partitions_total": self.partition_count or 0,
+                "partitions_here": len(self.partitions),
+                "primaries": primaries,
+                "backups": len(self.partitions) - primaries,
+                "serving": len(self.serving_partitions()),
+                "connected_clients": self._server.connections,
+                "pending_writes": len(self._waiting),
+            },
+            "Partitions": {
+                f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())
+            },
+        }
+        wanted = {s.lower() for s in sections} - {"all", "everything", "default"}
+        if wanted:
+            result = {name: body for name, body in result.items() if name.lower() in wanted}
+        return result
+
+    def _partition_line(self, runtime: PartitionRuntime, now_ms: float) -> str:
+        replica = runtime.replica
+        config = runtime.config
+        lag = 0
+        if replica.role is Role.PRIMARY and config is not None:
+            peers = [n for n in config.replicas if n != self.node_id]
+            lag = max((replica.last_index - replica.match_index(n) for n in peers), default=0)
+        isr = "|".join(sorted(config.isr)) if config is not None else ""
+        return (
+            f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
+            f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
+            f"storage={'failed' if runtime.storage_failure else 'ok'}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Node({self.node_id!r}, {self.address}, partitions={len(self.partitions)})"
