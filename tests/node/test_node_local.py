@@ -1,0 +1,284 @@
+"""Nodes in one event loop on one MemoryStore: routing, failover, catch-up, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from planaria.core.replica import Role
+from planaria.core.slots import keyslot, partition_of_slot
+from planaria.errors import UsageError
+from planaria.node import Node, NodeSettings, parse_address
+from planaria.storage import StorageLocked
+
+from ._cluster import FAST, LocalCluster
+from ._writer import Writer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def key_of(partition: int, partitions: int, prefix: str = "k") -> bytes:
+    """A key whose slot belongs to ``partition``."""
+    for i in range(100_000):
+        key = f"{prefix}{i}".encode()
+        if partition_of_slot(keyslot(key), partitions) == partition:
+            return key
+    raise AssertionError("no key found")
+
+
+def test_settings_refuse_a_lease_longer_than_the_session() -> None:
+    with pytest.raises(UsageError, match="session_ttl_ms"):
+        NodeSettings(session_ttl_ms=200, lease_ms=200)
+    with pytest.raises(UsageError, match="HOST:PORT"):
+        parse_address("localhost")
+
+
+def test_redis_py_cluster_writes_reads_and_moved(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path)
+        await cluster.start()
+        try:
+            first = next(iter(cluster.nodes.values()))
+            seed = aredis.RedisCluster(host="127.0.0.1", port=first.port)
+            for i in range(60):
+                assert await seed.set(f"key{i}", f"value{i}")
+            assert await seed.get("key7") == b"value7"
+            assert await seed.set("key7", "x", nx=True) is None  # NX on an existing key
+            assert await seed.delete("key8") == 1
+            assert await seed.exists("key8", "key9") == 1
+            await seed.aclose()
+            # A plain client asking the wrong node is redirected to the primary.
+            key = key_of(0, cluster.partitions)
+            primary = cluster.primary_of(0)
+            other = next(n for n in cluster.nodes.values() if n.node_id != primary)
+            plain = aredis.Redis(port=other.port)
+            with pytest.raises(redis.exceptions.MovedError) as moved:
+                await plain.set(key, b"v")
+            assert str(moved.value).split()[1] == cluster.nodes[str(primary)].address
+            # READONLY reads may come from a backup (stale reads, honestly labelled).
+            owner = aredis.Redis(port=cluster.nodes[str(primary)].port)
+            assert await owner.set(key, b"v1")
+            await plain.execute_command("READONLY")
+            deadline = time.monotonic() + 2
+            while await plain.get(key) != b"v1":  # a backup applies once it learns the commit
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            info = await plain.info()
+            assert info["planaria_node"] == other.node_id
+            assert info["partitions_here"] == cluster.partitions
+            cluster_info = (await plain.execute_command("CLUSTER", "INFO")).decode()
+            assert "cluster_state:ok" in cluster_info
+            slots = await plain.execute_command("CLUSTER", "SLOTS")
+            assert sum(end - start + 1 for start, end, *_ in slots) == 16384
+            await plain.aclose()
+            await owner.aclose()
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_primary_crash_fails_over_and_keeps_every_acked_write(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path)
+        await cluster.start()
+        writer = Writer([n.address for n in cluster.nodes.values()])
+        try:
+            counts = Counter(cluster.primary_of(p) for p in range(cluster.partitions))
+            victim = counts.most_common(1)[0][0]
+            assert victim is not None
+            affected = {p for p in range(cluster.partitions) if cluster.primary_of(p) == victim}
+            writer.seeds = [n.address for n in cluster.nodes.values() if n.node_id != victim]
+            stop = asyncio.Event()
+
+            async def load(worker: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    await writer.write(f"w{worker}-{i}".encode(), f"v{i}".encode())
+                    i += 1
+
+            workers = [asyncio.create_task(load(w)) for w in range(4)]
+            await asyncio.sleep(0.2)
+            before = len(writer.acked)
+            killed_at = time.monotonic()
+            await cluster.crash(victim)
+            await cluster.wait_for(
+                lambda: affected <= cluster.serving(), 10.0, "the victim's partitions served"
+            )
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*workers)
+            assert before > 0 and len(writer.acked) > before
+            first_after = min(
+                t
+                for t, key in writer.ack_times
+                if t > killed_at
+                and partition_of_slot(keyslot(key), cluster.partitions) in affected
+            )
+            assert first_after - killed_at < 5.0
+            reader = Writer(writer.seeds)
+            for key, value in writer.acked.items():
+                assert await reader.command(b"GET", key) == value, key
+            await reader.close()
+        finally:
+            await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_restarted_node_catches_up_and_rejoins_the_isr(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=4)
+        await cluster.start()
+        writer = Writer([n.address for n in cluster.nodes.values()])
+        try:
+            for i in range(20):
+                assert await writer.write(f"a{i}".encode(), b"1")
+            await cluster.crash("n3")
+            writer.seeds = [cluster.nodes["n1"].address, cluster.nodes["n2"].address]
+            await cluster.wait_for(cluster.all_serving, 10.0, "served without n3")
+            for i in range(40):
+                assert await writer.write(f"b{i}".encode(), b"2")
+            with pytest.raises(StorageLocked):  # one process per data directory
+                node = Node(
+                    "n1",
+                    listen="127.0.0.1:0",
+                    bus_listen="127.0.0.1:0",
+                    coordinator=cluster.admin,
+                    data_dir=tmp_path / "n1",
+                )
+                await node.start()
+            await cluster.start_node("n3")
+
+            def caught_up() -> bool:
+                for partition in range(cluster.partitions):
+                    primary = cluster.primary_of(partition)
+                    if primary is None:
+                        return False
+                    runtime = cluster.nodes[primary].partitions[partition]
+                    config = runtime.config
+                    if config is None or "n3" not in config.isr:
+                        return False
+                    if runtime.replica.match_index("n3") < runtime.replica.last_index:
+                        return False
+                return True
+
+            await cluster.wait_for(caught_up, 10.0, "n3 caught up and back in every ISR")
+            n3 = cluster.nodes["n3"]
+            assert all(r.replica.role is Role.BACKUP for r in n3.partitions.values())
+            applied = sum(len(r.replica.applied) for r in n3.partitions.values())
+            assert applied == 60
+        finally:
+            await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_coordinator_loss_stops_serving_then_the_node_rejoins(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=4)
+        await cluster.start()
+        try:
+            victim = cluster.primary_of(0)
+            assert victim is not None
+            node = cluster.nodes[victim]
+            mine = set(node.serving_partitions())
+            cluster.coordinators[victim].disconnect()
+            # Its lease runs out: it stops serving (never two primaries), and the others
+            # take over once its session expired.
+            await cluster.wait_for(lambda: not node.serving_partitions(), 2.0, "lease ran out")
+            await cluster.wait_for(
+                lambda: mine <= {p for n in cluster.nodes.values() for p in n.serving_partitions()},
+                10.0,
+                "failover",
+            )
+            cluster.coordinators[victim].reconnect()
+            await cluster.wait_for(lambda: node.sessions_lost == 1, 5.0, "session loss noticed")
+            await cluster.wait_for(
+                lambda: all(
+                    c is not None and victim in c.isr
+                    for c in (r.config for r in node.partitions.values())
+                ),
+                10.0,
+                "rejoined every ISR",
+            )
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_bad_input_keeps_the_node_healthy(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            node = cluster.nodes["n1"]
+            loop = asyncio.get_running_loop()
+
+            def garbage(port: int, payload: bytes) -> bytes:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                    sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    chunks = []
+                    while chunk := sock.recv(4096):
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+
+            reply = await loop.run_in_executor(None, garbage, node.port, b"*2\r\n$3\r\nGET\r\n:1\r\n")
+            assert reply.startswith(b"-ERR Protocol error")
+            # Garbage on the replication bus closes that connection only.
+            reply = await loop.run_in_executor(
+                None, garbage, node.bus_port, b"\x00\x00\x00\x05hello"
+            )
+            assert reply == b""
+            client = aredis.Redis(port=node.port)
+            with pytest.raises(redis.ResponseError, match="unknown command"):
+                await client.execute_command("FLUSHALL")
+            with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+                await client.execute_command("GET")
+            with pytest.raises(redis.ResponseError):
+                await client.set(b"k" * 10_000, b"v")
+            assert await client.ping()
+            writer = Writer([node.address])
+            assert await writer.write(b"after", b"garbage")
+            await writer.close()
+            await client.aclose()
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_fsync_always_cluster_serves_with_group_commit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2, settings=NodeSettings())
+        await cluster.start()
+        writer = Writer([n.address for n in cluster.nodes.values()])
+        try:
+            keys = [f"g{i}".encode() for i in range(200)]
+            results = await asyncio.gather(*(writer.write(k, b"v") for k in keys))
+            assert all(results)
+            runtimes = [r for n in cluster.nodes.values() for r in n.partitions.values()]
+            entries = sum(r.persisted_entries for r in runtimes)
+            batches = sum(r.persist_batches for r in runtimes)
+            assert entries >= 3 * len(keys)
+            assert batches < entries  # concurrent writes share fsyncs
+        finally:
+            await writer.close()
+            await cluster.close()
+
+    run(scenario())
