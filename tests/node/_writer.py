@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, MovedError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,6 +25,7 @@ class Writer:
         self.acked: dict[bytes, bytes] = {}
         self.ack_times: list[tuple[float, bytes]] = []
         self.unknown = 0
+        self.errors: list[tuple[float, str, str]] = []
 
     def _client(self, address: str) -> aredis.Redis:
         client = self._clients.get(address)
@@ -33,6 +36,7 @@ class Writer:
                 port=int(port),
                 socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 0),  # retries are ours (redis-py's back off for seconds)
             )
             self._clients[address] = client
         return client
@@ -54,7 +58,8 @@ class Writer:
             except ResponseError as exc:
                 if not str(exc).startswith(RETRY_PREFIXES):
                     raise
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.errors.append((time.monotonic(), address, repr(exc)))
                 address = self.seeds[attempt % len(self.seeds)]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{args[:2]} not done in {deadline_s} s")

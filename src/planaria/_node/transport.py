@@ -107,8 +107,10 @@ class _PeerLink:
             if not self.queue:
                 self._wakeup.clear()
                 waiter = asyncio.create_task(self._wakeup.wait())
-                await asyncio.wait({waiter, reader_task}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                try:
+                    await asyncio.wait({waiter, reader_task}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
                 continue
             frames = list(self.queue)
             self.queue.clear()
