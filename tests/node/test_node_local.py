@@ -18,7 +18,7 @@ from planaria.errors import UsageError
 from planaria.node import Node, NodeSettings, parse_address
 from planaria.storage import StorageLocked
 
-from ._cluster import FAST, LocalCluster
+from ._cluster import LocalCluster
 from ._writer import Writer
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,8 +123,7 @@ def test_primary_crash_fails_over_and_keeps_every_acked_write(tmp_path: Path) ->
             first_after = min(
                 t
                 for t, key in writer.ack_times
-                if t > killed_at
-                and partition_of_slot(keyslot(key), cluster.partitions) in affected
+                if t > killed_at and partition_of_slot(keyslot(key), cluster.partitions) in affected
             )
             assert first_after - killed_at < 5.0
             reader = Writer(writer.seeds)
@@ -238,7 +237,9 @@ def test_bad_input_keeps_the_node_healthy(tmp_path: Path) -> None:
                         chunks.append(chunk)
                     return b"".join(chunks)
 
-            reply = await loop.run_in_executor(None, garbage, node.port, b"*2\r\n$3\r\nGET\r\n:1\r\n")
+            reply = await loop.run_in_executor(
+                None, garbage, node.port, b"*2\r\n$3\r\nGET\r\n:1\r\n"
+            )
             assert reply.startswith(b"-ERR Protocol error")
             # Garbage on the replication bus closes that connection only.
             reply = await loop.run_in_executor(
