@@ -66,9 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--duration-s",
         type=float,
-        default=6.0,
-        help="seconds of steady workload around the faults (default 6; the whole demo takes "
-        "about this plus 20-30 s)",
+        default=10.0,
+        help="seconds of steady workload around the faults (default 10; starting, checking "
+        "and stopping add about 10 s)",
     )
     group.add_argument(
         "--fsync", choices=("always", "interval", "never"), default=None, help="nodes' fsync"
