@@ -163,7 +163,7 @@ def test_kill_9_a_primary_then_restart_it(cluster: LocalCluster) -> None:
     _assert_serving(cluster.status(), {"n1", "n2", "n3"})
 
 
-def test_pause_shows_as_paused_and_resume_clears_it(cluster: LocalCluster) -> None:
+def test_pause_shows_as_paused_resume_clears_it_and_stop_ends_it(cluster: LocalCluster) -> None:
     cluster.kill("n2", signal.SIGSTOP)
     try:
         n2 = next(n for n in cluster.status().nodes if n.id == "n2")
@@ -172,6 +172,12 @@ def test_pause_shows_as_paused_and_resume_clears_it(cluster: LocalCluster) -> No
         cluster.kill("n2", signal.SIGCONT)
     n2 = next(n for n in cluster.status().nodes if n.id == "n2")
     assert n2.alive and not n2.paused
+
+    # A paused node still stops cleanly (SIGTERM, then SIGCONT so that it sees it).
+    cluster.kill("n3", signal.SIGSTOP)
+    pids = [cluster.pid(n) for n in cluster.node_ids]
+    cluster.stop(timeout_s=10.0)
+    assert all(pid is not None and _gone(pid) for pid in pids)
 
 
 def test_up_detach_status_node_kill_start_down(tmp_path: Path) -> None:
