@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -296,11 +297,17 @@ def _cluster_ports(base_port: int, nodes: int, coordinator_port: int) -> list[tu
     return ports
 
 
-def free_base_port(nodes: int, host: str = "127.0.0.1", *, start: int = 20001) -> int:
+def free_base_port(nodes: int, host: str = "127.0.0.1") -> int:
     """A base port such that ``base - 1`` (the coordinator), the nodes' ports and their bus
     ports are all free now (for tests and the demo, which must not collide with a cluster
-    the user runs on the default ports)."""
-    for base in range(start, 55000 - BUS_PORT_OFFSET, nodes + 7):
+    the user runs on the default ports). Nodes get ports in 20001..22767, so their bus ports
+    stay below Linux's ephemeral range (32768 and up), where outgoing connections could take
+    them; the search starts at a random port, so two launchers rarely race for the same."""
+    low, high = 20_001, 32_768 - BUS_PORT_OFFSET
+    span = high - low
+    offset = random.Random().randrange(span)
+    for step in range(0, span, nodes + 7):
+        base = low + (offset + step) % span
         if all(_port_free(host, port) for port, _ in _cluster_ports(base, nodes, base - 1)):
             return base
     raise ClusterError(f"no {2 * nodes + 1} free ports found on {host}")

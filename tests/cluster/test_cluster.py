@@ -113,6 +113,7 @@ def test_bad_shapes_are_usage_errors(tmp_path: Path) -> None:
 def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
     base = free_base_port(3)
     with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a TIME_WAIT
         holder.bind(("127.0.0.1", base + 1))
         holder.listen()
         local = LocalCluster(tmp_path, nodes=3, partitions=PARTITIONS, base_port=base)
