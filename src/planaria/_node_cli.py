@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             zone=args.zone,
             weight=args.weight,
             bus_listen=args.bus,
+            # Keep-alives from their own thread and connection: a busy loop cannot starve them.
+            keepalive_connect=lambda: connect(args.coordinator),
         )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

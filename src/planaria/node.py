@@ -9,7 +9,7 @@ Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: p
 Timing defaults (``NodeSettings``), tuned for failover in well under a second after kill -9
 without spurious failovers under load: keep-alive every 50 ms, lease 200 ms from the send
 time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 + 80 ms), ticks
-every 10 ms, heartbeats every 50 ms.
+every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
 
 Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
 its lease, then stops serving until the coordinator answers again); an expired session
@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from planaria._node.lease import KeepAliveThread
 from planaria._node.partition import NO_LEASE, PartitionRuntime
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
@@ -122,13 +124,19 @@ class NodeSettings:
     session_ttl_ms: float = 300.0
     lease_ms: float = 200.0
     keepalive_interval_ms: float = 50.0
-    tick_ms: float = 10.0
+    tick_ms: float = 20.0
     config_poll_ms: float = 500.0
     write_timeout_ms: float = 30_000.0  # a pending write is answered UNKNOWN after this
     coordinator_timeout_ms: float = 2_000.0
     start_timeout_ms: float = 30_000.0  # how long start() waits for the coordinator
     fsync: FsyncPolicy = field(default_factory=FsyncPolicy)
-    replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    # Heartbeats every 100 ms (a node holds many partitions: each heartbeats every peer);
+    # an ISR backup is dropped after 1 s without progress, so a busy disk or a loaded
+    # machine does not shrink ISRs spuriously (a dead backup leaves sooner: its session
+    # expires after session_ttl_ms and the controller removes it).
+    replica: ReplicaSettings = field(
+        default_factory=lambda: ReplicaSettings(heartbeat_ms=100.0, replica_lag_ms=1000.0)
+    )
     connections_max: int = 10_000
     pipeline_depth_max: int = 1024
     partition_inbox_max: int = 10_000
@@ -181,6 +189,7 @@ class Node:
         zone: str | None = None,
         weight: float = 1.0,
         bus_listen: str | None = None,
+        keepalive_connect: Callable[[], Coordinator] | None = None,
     ) -> None:
         if not node_id or "/" in node_id or not node_id.isprintable() or " " in node_id:
             raise UsageError(f"a node id is printable text without '/' or spaces: {node_id!r}")
@@ -231,7 +240,11 @@ class Node:
         self._closed = asyncio.Event()
         self._stopping = False
         self._session_lock = asyncio.Lock()
-        self._unreachable_since_ms: float | None = None
+        # A second coordinator client for keep-alives in their own thread (None: on the loop).
+        self._keepalive_connect = keepalive_connect
+        self._keepalive_thread: KeepAliveThread | None = None
+        self._lease_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -245,6 +258,7 @@ class Node:
 
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
+        self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
         try:
             self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
@@ -281,6 +295,8 @@ class Node:
             if self._controller_task is not None:
                 tasks.add(self._controller_task)
             await cancel_all(tasks)
+            if self._keepalive_thread is not None:
+                await asyncio.to_thread(self._keepalive_thread.stop)
             for runtime in list(self.partitions.values()):
                 await runtime.close()
             await self._bus.close()
@@ -352,10 +368,12 @@ class Node:
     async def _open_session(self) -> None:
         if self.session is None:
             sent_ms = _now_ms()
-            self.session = await self._coord(
+            session = await self._coord(
                 self.coordinator.open_session(self.node_id, self.settings.session_ttl_ms)
             )
-            self.lease_until_ms = sent_ms + self.settings.lease_ms
+            with self._lease_lock:
+                self.session = session
+                self.lease_until_ms = sent_ms + self.settings.lease_ms
         metadata = {
             "bus": self.bus_address,
             "weight": repr(self.weight),
@@ -371,32 +389,60 @@ class Node:
         self._controller_task = asyncio.create_task(
             self._controller_loop(self.session), name=f"planaria-{self.node_id}-controller"
         )
-        if not any(t.get_name().endswith("-keepalive") for t in self._tasks):
-            self._spawn(self._keepalive_loop(), "keepalive")
+        if self._keepalive_connect is None:
+            if not any(t.get_name().endswith("-keepalive") for t in self._tasks):
+                self._spawn(self._keepalive_loop(), "keepalive")
+        elif self._keepalive_thread is None:
+            self._keepalive_thread = KeepAliveThread(
+                self._keepalive_connect,
+                interval_ms=self.settings.keepalive_interval_ms,
+                timeout_ms=self.settings.lease_ms,
+                on_ack=self._on_keepalive_ack,
+                on_expired=self._on_keepalive_expired,
+            )
+            self._keepalive_thread.start(self.session)
+        else:
+            self._keepalive_thread.set_session(self.session)
+
+    def _on_keepalive_ack(self, session: SessionId, sent_ms: float) -> None:
+        # Called from the keep-alive thread too: a lock keeps the check and the write whole.
+        with self._lease_lock:
+            if session == self.session:
+                self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.settings.lease_ms)
+
+    def _on_keepalive_expired(self, session: SessionId) -> None:
+        """From the keep-alive thread: hand the loss over to the event loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._session_expired, session)
+
+    def _session_expired(self, session: SessionId) -> None:
+        if session == self.session and not self._stopping:
+            self._spawn(self._session_lost(), "session-lost")
 
     async def _keepalive_loop(self) -> None:
+        """Keep-alives on the event loop (when no keep-alive thread is configured)."""
         interval_s = self.settings.keepalive_interval_ms / 1000
+        unreachable = False
         while not self._stopping:
             sent_ms = _now_ms()
             session = self.session
-            try:
-                if session is None:
-                    raise SessionExpired(0, "no session")
-                await asyncio.wait_for(
-                    self.coordinator.keep_alive(session), self.settings.lease_ms / 1000
-                )
-                self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.settings.lease_ms)
-                if self._unreachable_since_ms is not None:
-                    log.info("the coordinator answers again")
-                    self._unreachable_since_ms = None
-            except SessionExpired:
-                await self._session_lost()
-            except (CoordinatorUnavailable, TimeoutError) as exc:
-                if self._unreachable_since_ms is None:
-                    self._unreachable_since_ms = sent_ms
-                    log.warning("keep-alive failed, serving only under the lease: %s", exc)
-            except Exception:
-                log.exception("keep-alive failed unexpectedly")
+            if session is not None:
+                try:
+                    await asyncio.wait_for(
+                        self.coordinator.keep_alive(session), self.settings.lease_ms / 1000
+                    )
+                    self._on_keepalive_ack(session, sent_ms)
+                    if unreachable:
+                        log.info("keep-alives reach the coordinator again")
+                        unreachable = False
+                except SessionExpired:
+                    self._session_expired(session)
+                except (CoordinatorUnavailable, TimeoutError) as exc:
+                    if not unreachable:
+                        log.warning("keep-alive failed, serving only under the lease: %s", exc)
+                        unreachable = True
+                except Exception:
+                    log.exception("keep-alive failed unexpectedly")
             await asyncio.sleep(max(0.0, interval_s - (_now_ms() - sent_ms) / 1000))
 
     async def _session_lost(self) -> None:
@@ -405,8 +451,9 @@ class Node:
         async with self._session_lock:
             self.sessions_lost += 1
             log.warning("session %s expired: rebuilding every replica from disk", self.session)
-            self.lease_until_ms = NO_LEASE
-            self.session = None
+            with self._lease_lock:
+                self.session = None
+                self.lease_until_ms = NO_LEASE
             if self._controller_task is not None:
                 self._controller_task.cancel()
             for runtime in list(self.partitions.values()):

@@ -57,6 +57,10 @@ class _Sync:
     pass
 
 
+class _Broken(Exception):
+    """An inline step failed: the worker rebuilds the replica."""
+
+
 StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick | _Sync
 
 
@@ -117,6 +121,10 @@ class PartitionRuntime:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # True while the worker owns the replica: a batch is stepped and not yet executed.
+        self._busy = False
+        self._broken = False
+        self._stepped: tuple[Ready, bool, bool] | None = None  # (ready, was primary, sync)
         self.log: PartitionLog | None = None
         self.replica: Replica = Replica(node_id, partition, replica_settings)
         self.config: PartitionConfig | None = None
@@ -178,6 +186,8 @@ class PartitionRuntime:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
         await self._stop_worker()
         self._inbox.clear()
+        self._stepped = None
+        self._busy = self._broken = False
         await self._reopen()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"planaria-p{self.partition}")
@@ -202,7 +212,12 @@ class PartitionRuntime:
     # ------------------------------------------------------------------ inputs
 
     def deliver(self, item: StepInput) -> bool:
-        """Queue an input; False if the inbox is full (the caller refuses the request)."""
+        """Hand the replica an input; False if refused (inbox full, log not open).
+
+        When the worker is idle the input is stepped at once, and a Ready without anything
+        to persist (heartbeats, acks, reads, ticks) is executed at once too: no task switch.
+        Anything else waits in the inbox for the worker (in order, behind a pending persist).
+        """
         if self._closing:
             return False
         if isinstance(item, ClientRequest) and (
@@ -216,8 +231,25 @@ class PartitionRuntime:
             ):
                 return True
             self.config = item
-        self._inbox.append(item)
-        self._wakeup.set()
+        if self._busy or self._inbox or self.log is None:
+            self._inbox.append(item)
+            self._wakeup.set()
+            return True
+        was_primary = self.replica.role is Role.PRIMARY
+        try:
+            ready = self._step(item, Ready(), self._clock_ms())
+        except Exception:
+            log.exception("p%d: step failed; rebuilding the replica from disk", self.partition)
+            self._busy = True
+            self._broken = True
+            self._wakeup.set()
+            return True
+        if ready.persist or isinstance(item, _Sync):
+            self._busy = True
+            self._stepped = (ready, was_primary, isinstance(item, _Sync))
+            self._wakeup.set()
+        else:
+            self._execute(ready, was_primary)
         return True
 
     def tick(self, lease_until_ms: float) -> None:
@@ -233,20 +265,29 @@ class PartitionRuntime:
 
     async def _run(self) -> None:
         while True:
-            if not self._inbox:
+            if not (self._busy or self._inbox):
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            self._busy = True
             try:
+                if self._broken:
+                    raise _Broken
                 await self._batch()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("p%d: step failed; rebuilding the replica from disk", self.partition)
+            except Exception as exc:
+                if not isinstance(exc, _Broken):
+                    log.exception("p%d: step failed; rebuilding from disk", self.partition)
                 self._inbox.clear()
+                self._stepped = None
+                self._broken = False
                 await self._recover()
+            finally:
+                if not self._inbox and self._stepped is None:
+                    self._busy = False
 
     async def _recover(self) -> None:
         """Reopen the log and rebuild the replica, retrying with backoff while it fails."""
@@ -260,32 +301,40 @@ class PartitionRuntime:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
 
-    async def _batch(self) -> None:
+    def _step(self, item: StepInput, ready: Ready, now: float) -> Ready:
         replica = self.replica
-        ready = Ready()
-        sync = False
-        was_primary = replica.role is Role.PRIMARY
+        if isinstance(item, _Tick):
+            ready.extend(replica.tick(now, item.lease_until_ms))
+        elif isinstance(item, PartitionConfig):
+            ready.extend(replica.on_config(item, now))
+        elif not isinstance(item, _Sync):
+            ready.extend(replica.on_message(item, now))
+        return ready
+
+    async def _batch(self) -> None:
+        if self._stepped is not None:
+            ready, was_primary, sync = self._stepped
+            self._stepped = None
+        else:
+            ready, was_primary, sync = Ready(), self.replica.role is Role.PRIMARY, False
         inbox = self._inbox
         now = self._clock_ms()
         while inbox:
             item = inbox.popleft()
-            if isinstance(item, _Tick):
-                ready.extend(replica.tick(now, item.lease_until_ms))
-            elif isinstance(item, PartitionConfig):
-                ready.extend(replica.on_config(item, now))
-            elif isinstance(item, _Sync):
-                sync = True
-            else:
-                ready.extend(replica.on_message(item, now))
+            sync = sync or isinstance(item, _Sync)
+            self._step(item, ready, now)
         if (ready.persist or sync) and not await self._persist(ready.persist):
             return
+        self._execute(ready, was_primary)
+
+    def _execute(self, ready: Ready, was_primary: bool) -> None:
         for send in ready.send:
             self._send(send)
         for reply in ready.replies:
             self._reply(reply)
         for proposal in ready.requests:
             self._propose(proposal)
-        if was_primary and replica.role is not Role.PRIMARY:
+        if was_primary and self.replica.role is not Role.PRIMARY:
             self._on_step_down(self.partition)
 
     async def _persist(self, persists: list[Persist]) -> bool:

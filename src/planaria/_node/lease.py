@@ -1,0 +1,93 @@
+"""Session keep-alives in a dedicated thread, so a busy event loop cannot starve them.
+
+The node's lease counts from the *send* time of the last keep-alive the coordinator
+acknowledged. If keep-alives ran on the node's event loop, a loop busy with client traffic
+would delay them, the session would expire and the controller would fail the node over
+although it is healthy. Here a thread with its own event loop and its own coordinator client
+renews the session every ``interval_ms``; the main loop only reads the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from planaria.coord import Coordinator, CoordinatorUnavailable, SessionExpired, SessionId
+
+__all__ = ["KeepAliveThread"]
+
+log = logging.getLogger("planaria.node.lease")
+
+
+class KeepAliveThread:
+    """Renews ``session`` until :meth:`stop`. ``on_ack(session, sent_ms)`` runs in this
+    thread after each acknowledged renewal (sent_ms: ``time.monotonic()`` ms at send);
+    ``on_expired(session)`` once the coordinator says the session ended."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Coordinator],
+        *,
+        interval_ms: float,
+        timeout_ms: float,
+        on_ack: Callable[[SessionId, float], None],
+        on_expired: Callable[[SessionId], None],
+    ) -> None:
+        self._connect = connect
+        self._interval_s = interval_ms / 1000
+        self._timeout_s = timeout_ms / 1000
+        self._on_ack = on_ack
+        self._on_expired = on_expired
+        self._session: SessionId | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="planaria-keepalive", daemon=True)
+
+    def start(self, session: SessionId) -> None:
+        self._session = session
+        self._thread.start()
+
+    def set_session(self, session: SessionId | None) -> None:
+        self._session = session
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except Exception:
+            log.exception("the keep-alive thread failed")
+
+    async def _run(self) -> None:
+        coordinator = self._connect()
+        unreachable = False
+        try:
+            while not self._stop.is_set():
+                sent_ms = time.monotonic() * 1000.0
+                session = self._session
+                if session is not None:
+                    try:
+                        await asyncio.wait_for(coordinator.keep_alive(session), self._timeout_s)
+                        self._on_ack(session, sent_ms)
+                        if unreachable:
+                            log.info("keep-alives reach the coordinator again")
+                            unreachable = False
+                    except SessionExpired:
+                        if self._session == session:
+                            self._session = None
+                            self._on_expired(session)
+                    except (CoordinatorUnavailable, TimeoutError) as exc:
+                        if not unreachable:
+                            log.warning("keep-alive failed, serving only under the lease: %s", exc)
+                            unreachable = True
+                    except Exception:
+                        log.exception("keep-alive failed unexpectedly")
+                elapsed_s = time.monotonic() - sent_ms / 1000.0
+                await asyncio.sleep(max(0.0, self._interval_s - elapsed_s))
+        finally:
+            await coordinator.close()
