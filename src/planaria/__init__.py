@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planaria.client import AsyncClient, Client, ReadResult
 from planaria.errors import (
     CircuitOpenError,
     HistoryError,
@@ -19,13 +20,16 @@ from planaria.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "CircuitOpenError",
+    "Client",
     "HistoryError",
     "InternalError",
     "Moved",
     "NotPrimary",
     "PeerError",
     "PlanariaError",
+    "ReadResult",
     "StaleEpoch",
     "Unavailable",
     "UnknownOutcome",
