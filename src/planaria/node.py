@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from planaria._node.disk import DiskQueue
 from planaria._node.lease import KeepAliveThread
 from planaria._node.partition import NO_LEASE, PartitionRuntime
 from planaria._node.tasks import cancel_all
@@ -220,6 +221,7 @@ class Node:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
+        self._disk = DiskQueue(f"planaria-{node_id}")
         self._bus = PeerBus(node_id, self._on_peer_message)
         self._server = RespServer(
             self._handle,
@@ -260,6 +262,7 @@ class Node:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
+        self._disk.start()
         try:
             self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
             await self._server.start()
@@ -299,6 +302,7 @@ class Node:
                 await asyncio.to_thread(self._keepalive_thread.stop)
             for runtime in list(self.partitions.values()):
                 await runtime.close()
+            await self._disk.close()
             await self._bus.close()
             self._fail_waiting(None, "the node is shutting down")
             if close_session and self.session is not None:
@@ -642,6 +646,7 @@ class Node:
             policy=self.settings.fsync,
             replica_settings=settings,
             executor=self._executor,
+            disk=self._disk,
             clock_ms=_now_ms,
             send=self._send,
             reply=self._on_reply,
@@ -844,6 +849,8 @@ class Node:
                 "serving": len(self.serving_partitions()),
                 "connected_clients": self._server.connections,
                 "pending_writes": len(self._waiting),
+                "disk_jobs": self._disk.jobs_run,
+                "disk_handoffs": self._disk.handoffs,
             },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())

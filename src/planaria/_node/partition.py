@@ -24,6 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from planaria._node.disk import DiskQueue
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -98,6 +99,7 @@ class PartitionRuntime:
         policy: FsyncPolicy,
         replica_settings: ReplicaSettings,
         executor: Executor,
+        disk: DiskQueue,
         clock_ms: Callable[[], float],
         send: Callable[[Send], None],
         reply: Callable[[Reply], None],
@@ -110,7 +112,8 @@ class PartitionRuntime:
         self.directory = directory
         self.policy = policy
         self.replica_settings = replica_settings
-        self._executor = executor
+        self._executor = executor  # opening, recovery, closing
+        self._disk = disk  # persists
         self._clock_ms = clock_ms
         self._send = send
         self._reply = reply
@@ -323,9 +326,29 @@ class PartitionRuntime:
             item = inbox.popleft()
             sync = sync or isinstance(item, _Sync)
             self._step(item, ready, now)
+        if ready.persist and self._may_send_early(ready.persist):
+            # A primary's Appends may leave while its own fsync runs (as in Raft): backups
+            # then persist in parallel. Acks still follow this persist: any input that could
+            # commit waits in the inbox until the batch is done.
+            early = [send for send in ready.send if isinstance(send.message, Append)]
+            if early:
+                ready.send = [send for send in ready.send if not isinstance(send.message, Append)]
+                for send in early:
+                    self._send(send)
         if (ready.persist or sync) and not await self._persist(ready.persist):
             return
         self._execute(ready, was_primary)
+
+    def _may_send_early(self, persists: list[Persist]) -> bool:
+        """Only appends in an epoch already durable here, without truncation: a restarted
+        replica never leads an epoch it persisted, so no other entry can ever take the
+        (epoch, index) of one sent early."""
+        log_ = self.log
+        return (
+            log_ is not None
+            and self.replica.role is Role.PRIMARY
+            and all(p.truncate_after is None and p.epoch <= log_.epoch for p in persists)
+        )
 
     def _execute(self, ready: Ready, was_primary: bool) -> None:
         for send in ready.send:
@@ -343,9 +366,7 @@ class PartitionRuntime:
             return False
         now = self._clock_ms()
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, apply_persists, log_, persists, now
-            )
+            await self._disk.run(lambda: apply_persists(log_, persists, now))
         except StorageError as exc:
             self.storage_failure = exc
             log.error(
