@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from planaria.core.replica import Role
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import UsageError
 from planaria.node import Node, NodeSettings, parse_address
-from planaria.storage import StorageLocked
+from planaria.storage import StorageFull, StorageLocked
 
 from ._cluster import LocalCluster
 from ._writer import Writer
@@ -280,6 +281,41 @@ def test_fsync_always_cluster_serves_with_group_commit(tmp_path: Path) -> None:
             assert batches < entries  # concurrent writes share fsyncs
         finally:
             await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_full_disk_refuses_writes_instead_of_acking(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            primary = cluster.primary_of(0)
+            assert primary is not None
+            node = cluster.nodes[primary]
+            runtime = node.partitions[0]
+            assert runtime.log is not None
+            segment = runtime.log._active  # the open segment file
+
+            def disk_full(data: bytes) -> None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            segment.append = disk_full  # type: ignore[method-assign, union-attr]
+            client = aredis.Redis(port=node.port)
+            key = key_of(0, cluster.partitions)
+            with pytest.raises(redis.ResponseError, match="UNKNOWN"):
+                await client.set(key, b"never acked")
+            assert isinstance(runtime.storage_failure, StorageFull)
+            with pytest.raises(redis.ResponseError, match="cannot persist"):
+                await client.set(key, b"refused")
+            # The node stays healthy: it answers, and the other partition takes writes.
+            assert await client.ping()
+            other = Writer([n.address for n in cluster.nodes.values()])
+            assert await other.write(key_of(1, cluster.partitions), b"fine")
+            await other.close()
+            await client.aclose()
+        finally:
             await cluster.close()
 
     run(scenario())
