@@ -774,12 +774,15 @@ class Node:
             if not runtime.deliver(request):
                 for done in tokens:
                     self._waiting.pop(done, None)
-                if runtime.storage_failure is not None or runtime.log is None:
-                    return resp.error(
-                        f"TRYAGAIN partition {partition} is recovering its log on this node"
-                    )
-                return resp.error(f"BUSY partition {partition} has too many queued requests")
+                if runtime.inbox_length >= runtime.inbox_max:
+                    return resp.error(f"BUSY partition {partition} has too many queued requests")
+                return resp.error(
+                    f"TRYAGAIN partition {partition} is reopening its log on this node"
+                )
             futures.append(future)
+        if all(f.done() and f.exception() is None for f in futures):
+            # Answered while stepping (reads, refusals): no task needed.
+            return self._render(op, [f.result() for f in futures])
         return self._await_replies(op, partition, futures)
 
     async def _await_replies(
@@ -791,6 +794,9 @@ class Node:
             if not op.is_write:
                 return resp.error(f"TRYAGAIN partition {partition}: {exc}")
             return _unknown(partition, str(exc))
+        return self._render(op, replies)
+
+    def _render(self, op: ClientOp, replies: list[ClientReply]) -> bytes:
         hint = next((r.primary_hint for r in replies if r.error is not None), None)
         address = self._addresses.get(hint) if hint is not None and hint != self.node_id else None
         return render_reply(op, replies, moved_to=str(address) if address else None)
