@@ -73,6 +73,22 @@ async def write_through_fault(
     return writer, failover_s - faulted_at
 
 
+def rejoined(cluster: ProcCluster, node: str) -> bool:
+    """Every primary lists ``node`` in its ISR with no replica lagging (INFO partitions)."""
+    seen = 0
+    for name in cluster.names:
+        info = cluster.info(name) or {}
+        for field, value in info.items():
+            if not (field.startswith("p") and field[1:].isdigit() and isinstance(value, dict)):
+                continue
+            if value.get("role") != "primary":
+                continue
+            seen += 1
+            if node not in str(value.get("isr", "")).split("|") or value.get("lag") != 0:
+                return False
+    return seen == cluster.partitions
+
+
 async def read_back(seeds: list[str], acked: dict[bytes, bytes]) -> list[bytes]:
     reader = Writer(seeds)
     try:
@@ -98,9 +114,13 @@ def test_kill9_of_a_primary_during_writes_loses_no_acked_write(tmp_path: Path) -
             assert lost == [], cluster.logs()
 
         asyncio.run(scenario())
-        # The killed node restarts from its data directory and rejoins.
+        # The killed node restarts from its data directory, catches up and rejoins every ISR.
         cluster.start_node(victim)
         cluster.wait_serving(20.0)
+        deadline = time.monotonic() + 20.0
+        while not rejoined(cluster, victim):
+            assert time.monotonic() < deadline, cluster.logs()
+            time.sleep(0.1)
     finally:
         cluster.stop()
 

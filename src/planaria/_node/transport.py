@@ -45,18 +45,32 @@ class _PeerLink:
         self.node = node
         self.address = address
         self.queue: deque[bytes] = deque()
+        self._heartbeats: deque[bytes] = deque()  # queued empty Appends (by identity)
         self.dropped = 0
         self.connected = False
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"planaria-bus-to-{node}")
         self._writer: asyncio.StreamWriter | None = None
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, *, essential: bool = True) -> None:
         if len(self.queue) >= QUEUE_FRAMES_MAX:
-            self.queue.popleft()
-            self.dropped += 1
+            self._drop_one()
         self.queue.append(frame)
+        if not essential:
+            self._heartbeats.append(frame)
         self._wakeup.set()
+
+    def _drop_one(self) -> None:
+        """Drop the oldest heartbeat still queued, else the oldest frame (the protocol
+        tolerates loss: the primary resends from the last acknowledged index)."""
+        self.dropped += 1
+        while self._heartbeats:
+            heartbeat = self._heartbeats.popleft()
+            for position, frame in enumerate(self.queue):
+                if frame is heartbeat:
+                    del self.queue[position]
+                    return
+        self.queue.popleft()
 
     def retarget(self, address: str) -> None:
         if address != self.address:
@@ -81,8 +95,7 @@ class _PeerLink:
                 log.debug("bus: cannot reach %s at %s: %s", self.node, self.address, exc)
                 # Frames queued meanwhile are stale by the time we connect: keep the newest.
                 while len(self.queue) > QUEUE_FRAMES_MAX // 4:
-                    self.queue.popleft()
-                    self.dropped += 1
+                    self._drop_one()
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RECONNECT_DELAY_MAX_S)
                 continue
@@ -114,6 +127,7 @@ class _PeerLink:
                 continue
             frames = list(self.queue)
             self.queue.clear()
+            self._heartbeats.clear()
             writer.write(b"".join(frames))
             await writer.drain()
 
@@ -154,7 +168,8 @@ class PeerBus:
             if address is None:
                 return  # not registered (yet): the message is lost, as on a network
             link = self._links[to] = _PeerLink(to, address)
-        link.send(CODEC.frame(message))
+        heartbeat = isinstance(message, Append) and not message.entries
+        link.send(CODEC.frame(message), essential=not heartbeat)
 
     def stats(self) -> dict[str, tuple[bool, int, int]]:
         """Per peer: (connected, queued frames, dropped frames)."""

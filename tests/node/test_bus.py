@@ -1,0 +1,54 @@
+"""The peer bus: bounded queues that shed heartbeats first, bad frames close one link."""
+
+from __future__ import annotations
+
+import asyncio
+
+from planaria._node.transport import QUEUE_FRAMES_MAX, PeerBus
+from planaria.core.messages import Append, AppendReply, Entry, Set
+from planaria.net.frame import CODEC
+
+
+def append(entries: int, index: int = 1) -> Append:
+    batch = tuple(Entry(1, index + i, ("c", index + i), Set(b"k", b"v")) for i in range(entries))
+    return Append(0, 1, "n1", index - 1, 1, batch, 0)
+
+
+def test_a_full_queue_drops_heartbeats_before_entries() -> None:
+    async def scenario() -> None:
+        bus = PeerBus("n1", lambda message: None)
+        bus.set_address("n2", "127.0.0.1:9")  # nothing listens: frames stay queued
+        bus.send("n2", append(0))  # a heartbeat, the oldest frame
+        for i in range(QUEUE_FRAMES_MAX - 1):
+            bus.send("n2", append(1, index=i + 1))
+        bus.send("n2", append(1, index=QUEUE_FRAMES_MAX))  # one too many
+        link = bus._links["n2"]
+        assert len(link.queue) == QUEUE_FRAMES_MAX
+        assert link.dropped == 1
+        # The heartbeat went, every entry stayed.
+        assert all(CODEC.decode(frame[4:]).entries for frame in link.queue)
+        bus.send("n2", append(1, index=QUEUE_FRAMES_MAX + 1))  # no heartbeat left: oldest
+        assert CODEC.decode(link.queue[0][4:]).entries[0].index == 2
+        await bus.close()
+
+    asyncio.run(scenario())
+
+
+def test_incoming_frames_reach_the_callback_and_garbage_closes_the_connection() -> None:
+    async def scenario() -> None:
+        received: list[object] = []
+        bus = PeerBus("n2", received.append)
+        port = await bus.listen("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reply = AppendReply(0, 1, "n1", True, 3)
+        writer.write(CODEC.frame(reply) + CODEC.frame(append(1)))
+        await writer.drain()
+        writer.write(b"\x00\x00\x00\x03abc")  # not msgpack of a message
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 2.0) == b""  # closed by the bus
+        assert received == [reply, append(1)]
+        assert bus.frames_bad == 1
+        writer.close()
+        await bus.close()
+
+    asyncio.run(scenario())
