@@ -783,18 +783,33 @@ class Node:
         if all(f.done() and f.exception() is None for f in futures):
             # Answered while stepping (reads, refusals): no task needed.
             return self._render(op, [f.result() for f in futures])
-        return self._await_replies(op, partition, futures)
+        return self._when_answered(op, partition, futures)
 
-    async def _await_replies(
+    def _when_answered(
         self, op: ClientOp, partition: int, futures: list[asyncio.Future[ClientReply]]
-    ) -> bytes:
-        try:
-            replies = [await future for future in futures]
-        except _OutcomeUnknown as exc:
-            if not op.is_write:
-                return resp.error(f"TRYAGAIN partition {partition}: {exc}")
-            return _unknown(partition, str(exc))
-        return self._render(op, replies)
+    ) -> asyncio.Future[bytes]:
+        """A future of the rendered reply, resolved by callbacks (no task per request)."""
+        out: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def answered(_: asyncio.Future[ClientReply]) -> None:
+            if out.done() or not all(f.done() for f in futures):
+                return
+            try:
+                replies = [f.result() for f in futures]
+            except _OutcomeUnknown as exc:
+                if op.is_write:
+                    out.set_result(_unknown(partition, str(exc)))
+                else:
+                    out.set_result(resp.error(f"TRYAGAIN partition {partition}: {exc}"))
+                return
+            except BaseException as exc:
+                out.set_exception(exc)
+                return
+            out.set_result(self._render(op, replies))
+
+        for future in futures:
+            future.add_done_callback(answered)
+        return out
 
     def _render(self, op: ClientOp, replies: list[ClientReply]) -> bytes:
         hint = next((r.primary_hint for r in replies if r.error is not None), None)
