@@ -774,7 +774,7 @@ class Node:
             if not runtime.deliver(request):
                 for done in tokens:
                     self._waiting.pop(done, None)
-                if runtime.inbox_length >= runtime.inbox_max:
+                if runtime.overloaded:
                     return resp.error(f"BUSY partition {partition} has too many queued requests")
                 return resp.error(
                     f"TRYAGAIN partition {partition} is reopening its log on this node"

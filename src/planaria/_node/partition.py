@@ -1,14 +1,28 @@
-"""One partition on one node: its Replica, its PartitionLog, and the worker that drives them.
+"""One partition on one node: its Replica, its PartitionLog, and the pipeline that drives them.
 
-Every input of the replica (client requests, Appends and replies, configs, ticks) goes
-through one queue, drained by one task. The task steps the replica on *every* queued input,
-then executes the merged Ready in order: persist (one write and one fsync for the whole
-batch, in a thread, so the event loop keeps running), send, reply, propose. Inputs that
-arrive while an fsync runs form the next batch: group commit across concurrent clients.
-Merging is safe because every effect of the batch follows every persist of the batch (a
-stricter order than one Ready at a time).
+Every input (client request, Append, AppendReply, config, tick) is stepped at once, on the
+event loop. What a step asks for is executed in the order the protocol needs, without
+making later inputs wait for the disk:
 
-A failed persist (full disk, I/O error) drops the rest of that batch (nothing is sent or
+- a Ready without anything to persist, when nothing is being persisted, is executed at once;
+- otherwise its persists join a *stage*; stages are written one after another by the node's
+  disk thread (one write and one fsync per stage, so concurrent writes share an fsync:
+  group commit), and a stage's effects (sends, client replies, ISR proposals) leave only
+  after its persist is durable. Effects of later steps without persists join the last
+  stage, so **every effect follows every persist stepped before it**: an acknowledgement
+  never precedes the durability of anything it depends on, whichever step produced it;
+- exception: a primary's Appends leave at once when its epoch is already durable here
+  (as a Raft leader sends while it writes): backups persist in parallel with the primary.
+  Safe because a replica never leads an epoch it persisted, so no other entry can ever take
+  the (epoch, index) of one sent early, and no acknowledgement of the primary leaves before
+  its own persist.
+
+Stepping while a persist is in flight is the one liberty taken with the core's "execute each
+Ready before the next input": the replica's memory runs ahead of its disk, but nothing
+leaves the node before the disk caught up, which is all that rule protects (a crash loses
+exactly what was not durable, and nothing was said about it).
+
+A failed persist (full disk, I/O error) drops every pending effect (nothing is sent or
 acknowledged), reopens the log (after a failed fsync only a reopen tells the truth) and
 rebuilds the replica from what is on disk, as after a crash; until a later persist works,
 client writes to the partition are refused with a storage error.
@@ -41,7 +55,7 @@ from planaria.errors import InternalError
 from planaria.sim.codec import decode_entry, encode_entry
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageDamaged, StorageError
 
-__all__ = ["PartitionRuntime", "StepInput", "apply_persists"]
+__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "apply_persists"]
 
 log = logging.getLogger("planaria.node")
 
@@ -58,16 +72,25 @@ class _Sync:
     pass
 
 
-class _Broken(Exception):
-    """An inline step failed: the worker rebuilds the replica."""
-
-
 StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick | _Sync
+
+
+@dataclass(slots=True)
+class _Stage:
+    """Persists written together, and the effects that wait for them."""
+
+    effects: Ready  # its ``persist`` is what this stage writes
+    sync: bool = False
+    started: bool = False  # the disk thread has it: only effects may join now
+
+    def join(self, ready: Ready, sync: bool) -> None:
+        self.effects.extend(ready)
+        self.sync = self.sync or sync
 
 
 def apply_persists(log_: PartitionLog, persists: list[Persist], now_ms: float) -> None:
     """Apply Persist effects in order, then make them durable per the log's fsync policy.
-    Blocking (runs in a thread)."""
+    Blocking (runs in the disk thread)."""
     for persist in persists:
         if persist.epoch > log_.epoch:
             log_.set_epoch(persist.epoch)  # durable at once (atomic meta write)
@@ -119,15 +142,13 @@ class PartitionRuntime:
         self._reply = reply
         self._propose = propose
         self._on_step_down = on_step_down
-        self.inbox_max = inbox_max
-        self._inbox: deque[StepInput] = deque()
+        self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
+        self._stages: deque[_Stage] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # True while the worker owns the replica: a batch is stepped and not yet executed.
-        self._busy = False
-        self._broken = False
-        self._stepped: tuple[Ready, bool, bool] | None = None  # (ready, was primary, sync)
+        self._recovering = True  # until the log is open; inputs but configs are dropped
+        self._broken = False  # a step raised: rebuild from disk
         self.log: PartitionLog | None = None
         self.replica: Replica = Replica(node_id, partition, replica_settings)
         self.config: PartitionConfig | None = None
@@ -143,6 +164,7 @@ class PartitionRuntime:
         self._task = asyncio.create_task(self._run(), name=f"planaria-p{self.partition}")
 
     async def _reopen(self) -> None:
+        self._recovering = True
         loop = asyncio.get_running_loop()
         if self.log is not None:
             old, self.log = self.log, None
@@ -161,9 +183,9 @@ class PartitionRuntime:
             epoch=log_.epoch,
             commit_index=log_.commit_index,
         )
+        self._recovering = False
         if self.config is not None:
-            self._inbox.appendleft(self.config)
-            self._wakeup.set()
+            self.deliver(self.config)
 
     def _open_log(self) -> PartitionLog:
         fs = OsFS()
@@ -188,15 +210,12 @@ class PartitionRuntime:
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
         await self._stop_worker()
-        self._inbox.clear()
-        self._stepped = None
-        self._busy = self._broken = False
-        await self._reopen()
         self._closing = False
+        await self._reopen()
         self._task = asyncio.create_task(self._run(), name=f"planaria-p{self.partition}")
 
     async def close(self) -> None:
-        """Finish the batch in flight, then close the log (sync + meta)."""
+        """Finish the stages pending (persists, then their effects), then close the log."""
         await self._stop_worker()
         if self.log is not None:
             old, self.log = self.log, None
@@ -211,20 +230,15 @@ class PartitionRuntime:
                 await task
             except Exception:
                 log.exception("p%d: worker failed", self.partition)
+        self._stages.clear()
 
     # ------------------------------------------------------------------ inputs
 
     def deliver(self, item: StepInput) -> bool:
-        """Hand the replica an input; False if refused (inbox full, log not open).
-
-        When the worker is idle the input is stepped at once, and a Ready without anything
-        to persist (heartbeats, acks, reads, ticks) is executed at once too: no task switch.
-        Anything else waits in the inbox for the worker (in order, behind a pending persist).
-        """
-        if self._closing:
-            return False
+        """Step the replica on ``item`` now; False if a client request is refused (the log
+        is not open, or too many replies already wait for the disk)."""
         if isinstance(item, ClientRequest) and (
-            self.log is None or len(self._inbox) >= self.inbox_max
+            self._closing or self._recovering or self._broken or self.overloaded
         ):
             return False
         if isinstance(item, PartitionConfig):
@@ -234,25 +248,20 @@ class PartitionRuntime:
             ):
                 return True
             self.config = item
-        if self._busy or self._inbox or self.log is None:
-            self._inbox.append(item)
-            self._wakeup.set()
-            return True
-        was_primary = self.replica.role is Role.PRIMARY
+        if self._closing or self._recovering or self._broken:
+            return True  # dropped, as a network may drop it (configs are fed again later)
+        replica = self.replica
+        was_primary = replica.role is Role.PRIMARY
         try:
-            ready = self._step(item, Ready(), self._clock_ms())
+            ready = self._step(item)
         except Exception:
             log.exception("p%d: step failed; rebuilding the replica from disk", self.partition)
-            self._busy = True
             self._broken = True
             self._wakeup.set()
             return True
-        if ready.persist or isinstance(item, _Sync):
-            self._busy = True
-            self._stepped = (ready, was_primary, isinstance(item, _Sync))
-            self._wakeup.set()
-        else:
-            self._execute(ready, was_primary)
+        self._dispatch(ready, isinstance(item, _Sync))
+        if was_primary and replica.role is not Role.PRIMARY:
+            self._on_step_down(self.partition)
         return True
 
     def tick(self, lease_until_ms: float) -> None:
@@ -264,106 +273,118 @@ class PartitionRuntime:
         if log_ is not None and log_.failure is None and log_.sync_due(self._clock_ms()):
             self.deliver(_Sync())
 
-    # ------------------------------------------------------------------ the worker
-
-    async def _run(self) -> None:
-        while True:
-            if not (self._busy or self._inbox):
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            self._busy = True
-            try:
-                if self._broken:
-                    raise _Broken
-                await self._batch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, _Broken):
-                    log.exception("p%d: step failed; rebuilding from disk", self.partition)
-                self._inbox.clear()
-                self._stepped = None
-                self._broken = False
-                await self._recover()
-            finally:
-                if not self._inbox and self._stepped is None:
-                    self._busy = False
-
-    async def _recover(self) -> None:
-        """Reopen the log and rebuild the replica, retrying with backoff while it fails."""
-        delay_s = 0.05
-        while not self._closing:
-            try:
-                await self._reopen()
-                return
-            except Exception:
-                log.exception("p%d: reopening the log failed; retrying", self.partition)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
-
-    def _step(self, item: StepInput, ready: Ready, now: float) -> Ready:
+    def _step(self, item: StepInput) -> Ready:
         replica = self.replica
-        if isinstance(item, _Tick):
-            ready.extend(replica.tick(now, item.lease_until_ms))
-        elif isinstance(item, PartitionConfig):
-            ready.extend(replica.on_config(item, now))
-        elif not isinstance(item, _Sync):
-            ready.extend(replica.on_message(item, now))
-        return ready
-
-    async def _batch(self) -> None:
-        if self._stepped is not None:
-            ready, was_primary, sync = self._stepped
-            self._stepped = None
-        else:
-            ready, was_primary, sync = Ready(), self.replica.role is Role.PRIMARY, False
-        inbox = self._inbox
         now = self._clock_ms()
-        while inbox:
-            item = inbox.popleft()
-            sync = sync or isinstance(item, _Sync)
-            self._step(item, ready, now)
-        if ready.persist and self._may_send_early(ready.persist):
-            # A primary's Appends may leave while its own fsync runs (as in Raft): backups
-            # then persist in parallel. Acks still follow this persist: any input that could
-            # commit waits in the inbox until the batch is done.
-            early = [send for send in ready.send if isinstance(send.message, Append)]
-            if early:
-                ready.send = [send for send in ready.send if not isinstance(send.message, Append)]
-                for send in early:
-                    self._send(send)
-        if (ready.persist or sync) and not await self._persist(ready.persist):
-            return
-        self._execute(ready, was_primary)
+        if isinstance(item, _Tick):
+            return replica.tick(now, item.lease_until_ms)
+        if isinstance(item, PartitionConfig):
+            return replica.on_config(item, now)
+        if isinstance(item, _Sync):
+            return Ready()
+        return replica.on_message(item, now)
 
-    def _may_send_early(self, persists: list[Persist]) -> bool:
-        """Only appends in an epoch already durable here, without truncation: a restarted
-        replica never leads an epoch it persisted, so no other entry can ever take the
-        (epoch, index) of one sent early."""
+    @property
+    def overloaded(self) -> bool:
+        """Too many replies wait for the disk: refuse more client requests (BUSY)."""
+        return sum(len(stage.effects.replies) for stage in self._stages) >= self.inbox_max
+
+    def _dispatch(self, ready: Ready, sync: bool) -> None:
+        if ready.send and self._may_send_early():
+            later: list[Send] = []
+            for send in ready.send:
+                if isinstance(send.message, Append):
+                    self._send(send)
+                else:
+                    later.append(send)
+            ready.send = later
+        needs_disk = bool(ready.persist) or sync
+        if not self._stages:
+            if needs_disk:
+                self._stages.append(_Stage(ready, sync))
+                self._wakeup.set()
+            else:
+                self._execute(ready)
+            return
+        tail = self._stages[-1]
+        if needs_disk and tail.started:
+            self._stages.append(_Stage(ready, sync))
+        else:
+            tail.join(ready, sync)  # after every persist stepped before it
+
+    def _may_send_early(self) -> bool:
+        """A primary's Appends may leave before its own persist when its epoch is durable
+        here (see the module docstring)."""
         log_ = self.log
+        replica = self.replica
         return (
             log_ is not None
-            and self.replica.role is Role.PRIMARY
-            and all(p.truncate_after is None and p.epoch <= log_.epoch for p in persists)
+            and replica.role is Role.PRIMARY
+            and replica.epoch <= log_.epoch
+            and self.storage_failure is None
         )
 
-    def _execute(self, ready: Ready, was_primary: bool) -> None:
+    def _execute(self, ready: Ready) -> None:
         for send in ready.send:
             self._send(send)
         for reply in ready.replies:
             self._reply(reply)
         for proposal in ready.requests:
             self._propose(proposal)
-        if was_primary and self.replica.role is not Role.PRIMARY:
-            self._on_step_down(self.partition)
 
-    async def _persist(self, persists: list[Persist]) -> bool:
+    # ------------------------------------------------------------------ the worker
+
+    async def _run(self) -> None:
+        while True:
+            if self._broken:
+                await self._recover()
+                continue
+            if not self._stages:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            stage = self._stages[0]
+            stage.started = True
+            try:
+                durable = await self._persist(stage.effects.persist, stage.sync)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("p%d: persist failed; rebuilding from disk", self.partition)
+                durable = False
+                self._broken = True
+            if not durable:
+                continue
+            self._stages.popleft()
+            self._execute(stage.effects)
+
+    async def _recover(self) -> None:
+        """Drop every pending effect, reopen the log and rebuild the replica (retrying with
+        backoff while that fails)."""
+        was_primary = self.replica.role is Role.PRIMARY
+        self._stages.clear()
+        if was_primary:
+            self._on_step_down(self.partition)
+        delay_s = 0.05
+        while not self._closing:
+            try:
+                self._broken = False
+                await self._reopen()
+                return
+            except Exception:
+                log.exception("p%d: reopening the log failed; retrying", self.partition)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+        self._broken = False
+
+    async def _persist(self, persists: list[Persist], sync: bool) -> bool:
         log_ = self.log
         if log_ is None:
             return False
+        if not persists and not sync:
+            return True
         now = self._clock_ms()
         try:
             await self._disk.run(lambda: apply_persists(log_, persists, now))
@@ -374,11 +395,7 @@ class PartitionRuntime:
                 self.partition,
                 exc,
             )
-            self._inbox.clear()
-            was_primary = self.replica.role is Role.PRIMARY
-            await self._recover()
-            if was_primary:
-                self._on_step_down(self.partition)
+            self._broken = True
             return False
         if any(p.entries for p in persists):
             self.storage_failure = None
@@ -390,7 +407,8 @@ class PartitionRuntime:
 
     @property
     def inbox_length(self) -> int:
-        return len(self._inbox)
+        """Stages waiting for the disk (the one being written included)."""
+        return len(self._stages)
 
 
 def _close_quietly(log_: PartitionLog) -> None:
