@@ -23,7 +23,9 @@ class Writer:
         self.timeout_s = timeout_s
         self._clients: dict[str, aredis.Redis] = {}
         self.acked: dict[bytes, bytes] = {}
-        self.ack_times: list[tuple[float, bytes]] = []
+        # (when, key, the node that acknowledged it)
+        self.ack_times: list[tuple[float, bytes, str]] = []
+        self.last_address = ""
         self.unknown = 0
         self.errors: list[tuple[float, str, str]] = []
 
@@ -49,7 +51,9 @@ class Writer:
         while True:
             attempt += 1
             try:
-                return await self._client(address).execute_command(*args)
+                result = await self._client(address).execute_command(*args)
+                self.last_address = address
+                return result
             except MovedError as exc:
                 address = f"{exc.host}:{exc.port}"
                 continue
@@ -69,12 +73,13 @@ class Writer:
         """SET; True when acknowledged. A timeout or lost connection is an unknown outcome."""
         try:
             reply = await self.command(b"SET", key, value)
+            address = self.last_address
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, ResponseError):
             self.unknown += 1
             return False
         if reply is True or reply == b"OK":
             self.acked[key] = value
-            self.ack_times.append((time.monotonic(), key))
+            self.ack_times.append((time.monotonic(), key, address))
             return True
         return False
 

@@ -123,7 +123,7 @@ def test_primary_crash_fails_over_and_keeps_every_acked_write(tmp_path: Path) ->
             assert before > 0 and len(writer.acked) > before
             first_after = min(
                 t
-                for t, key in writer.ack_times
+                for t, key, _node in writer.ack_times
                 if t > killed_at and partition_of_slot(keyslot(key), cluster.partitions) in affected
             )
             assert first_after - killed_at < 5.0

@@ -47,10 +47,11 @@ async def write_through_fault(
             i += 1
 
     def acked_after(moment: float) -> set[int]:
+        """Partitions with a write acknowledged by another node than the victim since."""
         return {
             partition_of_slot(keyslot(key), cluster.partitions)
-            for t, key in writer.ack_times
-            if t > moment
+            for t, key, address in writer.ack_times
+            if t > moment and address != cluster.address(victim)
         }
 
     workers = [asyncio.create_task(load(w)) for w in range(8)]
@@ -67,8 +68,10 @@ async def write_through_fault(
     await asyncio.gather(*workers)
     failover_s = min(
         t
-        for t, key in writer.ack_times
-        if t > faulted_at and partition_of_slot(keyslot(key), cluster.partitions) in affected
+        for t, key, address in writer.ack_times
+        if t > faulted_at
+        and address != cluster.address(victim)
+        and partition_of_slot(keyslot(key), cluster.partitions) in affected
     )
     return writer, failover_s - faulted_at
 
