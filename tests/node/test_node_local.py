@@ -319,3 +319,24 @@ def test_full_disk_refuses_writes_instead_of_acking(tmp_path: Path) -> None:
             await cluster.close()
 
     run(scenario())
+
+
+def test_a_retried_reqid_write_is_applied_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            key = key_of(0, cluster.partitions)
+            primary = cluster.primary_of(0)
+            assert primary is not None
+            client = aredis.Redis(port=cluster.nodes[primary].port)
+            assert await client.execute_command("SET", key, "v1", "REQID", "client-a", "1")
+            assert await client.delete(key) == 1  # a plain write in between
+            # The retry gets the stored reply and is not applied again.
+            assert await client.execute_command("SET", key, "v1", "REQID", "client-a", "1")
+            assert await client.get(key) is None
+            await client.aclose()
+        finally:
+            await cluster.close()
+
+    run(scenario())
