@@ -4,12 +4,18 @@ A :class:`Node` serves clients over RESP (``listen``), replicates to its peers o
 (msgpack frames on the RESP port + 10000), keeps a coordinator session alive (its lease),
 stands as a controller candidate, and holds one replica per partition whose config names it.
 Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: persist
-(group commit, fsync in a thread), then send, then reply, then propose, as DESIGN.md says.
+(group commit, fsync in the node's disk thread), then send, then reply, then propose, as
+DESIGN.md says (a primary's Appends may leave during its own fsync; see that module).
 
-Timing defaults (``NodeSettings``), tuned for failover in well under a second after kill -9
-without spurious failovers under load: keep-alive every 50 ms, lease 200 ms from the send
-time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 + 80 ms), ticks
-every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
+Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
+SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of
+its own when ``keepalive_connect`` is given, as ``planaria node`` does), lease 200 ms from
+the send time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 +
+20 ms), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
+
+Request ids: a write's REQID (planaria's client) is used as is; a plain Redis client's
+write gets a fresh id per command (``<node>.<boot nonce>.<connection>``, a node-wide
+sequence), so its retries may apply twice, as with Redis itself.
 
 Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
 its lease, then stops serving until the coordinator answers again); an expired session
@@ -140,8 +146,8 @@ class NodeSettings:
     )
     connections_max: int = 10_000
     pipeline_depth_max: int = 1024
-    partition_inbox_max: int = 10_000
-    storage_threads: int = 4
+    partition_inbox_max: int = 10_000  # replies waiting for a partition's disk; then BUSY
+    storage_threads: int = 4  # opening, recovering and closing logs (persists: one thread)
 
     def __post_init__(self) -> None:
         for name in (
