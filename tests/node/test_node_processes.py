@@ -188,3 +188,32 @@ def test_full_cluster_kill9_and_restart_keeps_every_acked_write(tmp_path: Path) 
         assert asyncio.run(read_back(seeds, acked)) == [], cluster.logs()
     finally:
         cluster.stop()
+
+
+def test_a_dead_coordinator_stops_serving_at_the_lease_end_and_nodes_resume(
+    tmp_path: Path,
+) -> None:
+    cluster = ProcCluster(tmp_path, partitions=4)
+    try:
+        cluster.start()
+        cluster.signal("coordinator", signal.SIGKILL)
+        killed_at = time.monotonic()
+        # Nodes stop serving once their lease ran out (200 ms): never two primaries.
+        deadline = killed_at + 5.0
+        while cluster.serving():
+            assert time.monotonic() < deadline, cluster.logs()
+            time.sleep(0.02)
+        assert all(cluster.procs[n].poll() is None for n in cluster.names)  # none crashed
+        cluster.start_coordinator()
+        cluster.wait_serving(20.0)
+
+        async def write() -> bool:
+            writer = Writer([cluster.address(n) for n in cluster.names])
+            try:
+                return await writer.write(b"after-the-coordinator", b"1")
+            finally:
+                await writer.close()
+
+        assert asyncio.run(write())
+    finally:
+        cluster.stop()
