@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria._node.disk import DiskQueue
-from planaria._node.lease import KeepAliveThread
+from planaria._node.lease import KeepAliveThread, keep_alive_forever
 from planaria._node.partition import NO_LEASE, PartitionRuntime
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
@@ -306,8 +306,7 @@ class Node:
             await cancel_all(tasks)
             if self._keepalive_thread is not None:
                 await asyncio.to_thread(self._keepalive_thread.stop)
-            for runtime in list(self.partitions.values()):
-                await runtime.close()
+            await asyncio.gather(*(runtime.close() for runtime in self.partitions.values()))
             await self._disk.close()
             await self._bus.close()
             self._fail_waiting(None, "the node is shutting down")
@@ -427,38 +426,26 @@ class Node:
 
     def _session_expired(self, session: SessionId) -> None:
         if session == self.session and not self._stopping:
-            self._spawn(self._session_lost(), "session-lost")
+            self._spawn(self._session_lost(session), "session-lost")
 
     async def _keepalive_loop(self) -> None:
         """Keep-alives on the event loop (when no keep-alive thread is configured)."""
-        interval_s = self.settings.keepalive_interval_ms / 1000
-        unreachable = False
-        while not self._stopping:
-            sent_ms = _now_ms()
-            session = self.session
-            if session is not None:
-                try:
-                    await asyncio.wait_for(
-                        self.coordinator.keep_alive(session), self.settings.lease_ms / 1000
-                    )
-                    self._on_keepalive_ack(session, sent_ms)
-                    if unreachable:
-                        log.info("keep-alives reach the coordinator again")
-                        unreachable = False
-                except SessionExpired:
-                    self._session_expired(session)
-                except (CoordinatorUnavailable, TimeoutError) as exc:
-                    if not unreachable:
-                        log.warning("keep-alive failed, serving only under the lease: %s", exc)
-                        unreachable = True
-                except Exception:
-                    log.exception("keep-alive failed unexpectedly")
-            await asyncio.sleep(max(0.0, interval_s - (_now_ms() - sent_ms) / 1000))
+        await keep_alive_forever(
+            self.coordinator,
+            session=lambda: self.session,
+            stopped=lambda: self._stopping,
+            interval_ms=self.settings.keepalive_interval_ms,
+            timeout_ms=self.settings.lease_ms,
+            on_ack=self._on_keepalive_ack,
+            on_expired=self._session_expired,
+        )
 
-    async def _session_lost(self) -> None:
+    async def _session_lost(self, session: SessionId) -> None:
         """The coordinator expired our session: another node may lead our partitions now.
         Rebuild every replica from disk and start over under a new session."""
         async with self._session_lock:
+            if self.session != session:
+                return  # already handled
             self.sessions_lost += 1
             log.warning("session %s expired: rebuilding every replica from disk", self.session)
             with self._lease_lock:

@@ -17,15 +17,52 @@ from collections.abc import Callable
 
 from planaria.coord import Coordinator, CoordinatorUnavailable, SessionExpired, SessionId
 
-__all__ = ["KeepAliveThread"]
+__all__ = ["KeepAliveThread", "keep_alive_forever"]
 
 log = logging.getLogger("planaria.node.lease")
 
 
+async def keep_alive_forever(
+    coordinator: Coordinator,
+    *,
+    session: Callable[[], SessionId | None],
+    stopped: Callable[[], bool],
+    interval_ms: float,
+    timeout_ms: float,
+    on_ack: Callable[[SessionId, float], None],
+    on_expired: Callable[[SessionId], None],
+) -> None:
+    """Renew ``session()`` every ``interval_ms`` until ``stopped()``. ``on_ack(session,
+    sent_ms)`` after each acknowledged renewal (``sent_ms``: ``time.monotonic()`` in ms when
+    it was sent, where the lease counts from); ``on_expired(session)`` when the coordinator
+    says it ended. An unreachable coordinator is logged (once per outage) and retried."""
+    interval_s = interval_ms / 1000
+    unreachable = False
+    while not stopped():
+        sent_ms = time.monotonic() * 1000.0
+        current = session()
+        if current is not None:
+            try:
+                await asyncio.wait_for(coordinator.keep_alive(current), timeout_ms / 1000)
+                on_ack(current, sent_ms)
+                if unreachable:
+                    log.info("keep-alives reach the coordinator again")
+                    unreachable = False
+            except SessionExpired:
+                on_expired(current)
+            except (CoordinatorUnavailable, TimeoutError) as exc:
+                if not unreachable:
+                    log.warning("keep-alive failed, serving only under the lease: %s", exc)
+                    unreachable = True
+            except Exception:
+                log.exception("keep-alive failed unexpectedly")
+        elapsed_s = time.monotonic() - sent_ms / 1000.0
+        await asyncio.sleep(max(0.0, interval_s - elapsed_s))
+
+
 class KeepAliveThread:
-    """Renews ``session`` until :meth:`stop`. ``on_ack(session, sent_ms)`` runs in this
-    thread after each acknowledged renewal (sent_ms: ``time.monotonic()`` ms at send);
-    ``on_expired(session)`` once the coordinator says the session ended."""
+    """:func:`keep_alive_forever` in a thread of its own, with its own event loop and its
+    own coordinator client (``connect()``), until :meth:`stop`."""
 
     def __init__(
         self,
@@ -37,8 +74,8 @@ class KeepAliveThread:
         on_expired: Callable[[SessionId], None],
     ) -> None:
         self._connect = connect
-        self._interval_s = interval_ms / 1000
-        self._timeout_s = timeout_ms / 1000
+        self._interval_ms = interval_ms
+        self._timeout_ms = timeout_ms
         self._on_ack = on_ack
         self._on_expired = on_expired
         self._session: SessionId | None = None
@@ -63,31 +100,22 @@ class KeepAliveThread:
         except Exception:
             log.exception("the keep-alive thread failed")
 
+    def _expired(self, session: SessionId) -> None:
+        if self._session == session:
+            self._session = None  # renew nothing until the node opened a new session
+            self._on_expired(session)
+
     async def _run(self) -> None:
         coordinator = self._connect()
-        unreachable = False
         try:
-            while not self._stop.is_set():
-                sent_ms = time.monotonic() * 1000.0
-                session = self._session
-                if session is not None:
-                    try:
-                        await asyncio.wait_for(coordinator.keep_alive(session), self._timeout_s)
-                        self._on_ack(session, sent_ms)
-                        if unreachable:
-                            log.info("keep-alives reach the coordinator again")
-                            unreachable = False
-                    except SessionExpired:
-                        if self._session == session:
-                            self._session = None
-                            self._on_expired(session)
-                    except (CoordinatorUnavailable, TimeoutError) as exc:
-                        if not unreachable:
-                            log.warning("keep-alive failed, serving only under the lease: %s", exc)
-                            unreachable = True
-                    except Exception:
-                        log.exception("keep-alive failed unexpectedly")
-                elapsed_s = time.monotonic() - sent_ms / 1000.0
-                await asyncio.sleep(max(0.0, self._interval_s - elapsed_s))
+            await keep_alive_forever(
+                coordinator,
+                session=lambda: self._session,
+                stopped=self._stop.is_set,
+                interval_ms=self._interval_ms,
+                timeout_ms=self._timeout_ms,
+                on_ack=self._on_ack,
+                on_expired=self._expired,
+            )
         finally:
             await coordinator.close()
