@@ -325,7 +325,8 @@ class PartitionRuntime:
         )
 
     def _execute(self, ready: Ready) -> None:
-        for send in ready.send:
+        sends = _latest_acks(ready.send) if len(ready.send) > 1 else ready.send
+        for send in sends:
             self._send(send)
         for reply in ready.replies:
             self._reply(reply)
@@ -409,6 +410,28 @@ class PartitionRuntime:
     def inbox_length(self) -> int:
         """Stages waiting for the disk (the one being written included)."""
         return len(self._stages)
+
+
+def _latest_acks(sends: list[Send]) -> list[Send]:
+    """Keep, per primary, only the successful AppendReply that says the most (highest
+    epoch, then match index): fewer messages, same meaning (the others count as lost)."""
+    best: dict[str, tuple[int, int, int]] = {}  # to -> (epoch, match, position)
+    acks = 0
+    for position, send in enumerate(sends):
+        message = send.message
+        if isinstance(message, AppendReply) and message.success:
+            acks += 1
+            key = (message.epoch, message.match_index, position)
+            if send.to not in best or key >= best[send.to]:
+                best[send.to] = key
+    if acks == len(best):
+        return sends
+    keep = {position for _, _, position in best.values()}
+    return [
+        send
+        for position, send in enumerate(sends)
+        if position in keep or not (isinstance(send.message, AppendReply) and send.message.success)
+    ]
 
 
 def _close_quietly(log_: PartitionLog) -> None:
