@@ -14,8 +14,8 @@ the send time of the last acknowledged keep-alive, session TTL 300 ms (>= lease 
 20 ms), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
 
 Request ids: a write's REQID (planaria's client) is used as is; a plain Redis client's
-write gets a fresh id per command (``<node>.<boot nonce>.<connection>``, a node-wide
-sequence), so its retries may apply twice, as with Redis itself.
+write gets a fresh id per command (``<node>.<boot nonce>`` and a node-wide sequence), so
+its retries may apply twice, as with Redis itself.
 
 Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
 its lease, then stops serving until the coordinator answers again); an expired session
@@ -242,9 +242,12 @@ class Node:
         # token -> (partition, future, deadline in ms)
         self._waiting: dict[str, tuple[int, asyncio.Future[ClientReply], float]] = {}
         self._tokens = itertools.count(1)
+        # Request ids for plain Redis clients: one client id per node process (a boot nonce
+        # makes it unique across restarts) and a node-wide sequence, assigned in the order
+        # requests reach each partition, so every partition sees it increase. One id per
+        # process, not per connection, keeps the replicated dedup table small.
         self._seq = itertools.count(1)
-        # Client ids for plain Redis clients: unique across restarts of this node.
-        self._boot = secrets.token_hex(4)
+        self._client_id = f"{node_id}.{secrets.token_hex(4)}"
         self._closed = asyncio.Event()
         self._stopping = False
         self._session_lock = asyncio.Lock()
@@ -754,11 +757,7 @@ class Node:
         deadline_ms = _now_ms() + self.settings.write_timeout_ms
         request_id: RequestId | None = getattr(op, "request_id", None)
         for item in op.ops:
-            rid: RequestId
-            if request_id is not None:
-                rid = request_id
-            else:
-                rid = (f"{self.node_id}.{self._boot}.{state.id}", next(self._seq))
+            rid = request_id if request_id is not None else (self._client_id, next(self._seq))
             token = f"c{next(self._tokens)}"
             future: asyncio.Future[ClientReply] = loop.create_future()
             request = ClientRequest(partition, token, rid, item, stale_ok=stale_ok)
