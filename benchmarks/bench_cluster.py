@@ -1,0 +1,588 @@
+"""The running system on 127.0.0.1: failover, stability under load and throughput of a
+3-node planaria cluster (R=3, default settings: fsync always), side by side with etcd and
+Redis where an anchor exists.
+
+    .venv/bin/python benchmarks/bench_cluster.py [--steady-s 60] [--kills 5] [--stops 5]
+                                                 [--phases steady,put,get,kill,stop]
+
+1. kill -9 of the primary of the most partitions, while probers write every partition
+   (one thread each, 5 ms apart) and loader threads write and read at full speed (each its
+   own ``planaria.Client``). Per affected partition: ms from the kill to the first write
+   acknowledged by another node than the victim, (a) completed after the kill (lower
+   bound), (b) invoked after the kill (upper bound, the target's measure). The node is
+   restarted and must rejoin every ISR before the next run. Target p50 <= 400 ms. Anchors
+   measured on this kind of machine (not re-run here; the chaos harness runs them):
+   ZooKeeper 0.4-0.5 s, etcd 1.1-1.6 s, Redis Sentinel 2.2-2.3 s.
+2. SIGSTOP of the primary of the most partitions (nothing closes a connection), SIGCONT
+   once measured. Target p50 <= 1.0 s.
+3. Spurious failovers: ``--steady-s`` of full load (Client threads plus redis-benchmark
+   --cluster SET/GET), no faults; epochs (and config versions: ISR changes) from the
+   coordinator before and after. Target 0 epoch changes.
+4. Durable replicated SET/s (R=3, fsync always), 16 threads x N puts of 100-byte values:
+   planaria via ``planaria.Client`` and via ``redis-benchmark --cluster -c 16``, against a
+   single etcd member (its default fsync) via its v3 JSON gateway, 16 keep-alive
+   connections. Alternating repeats, medians. Target planaria >= 3x etcd.
+5. GET/s with ``redis-benchmark -t get -n 100000 -c 50 --cluster`` against planaria and
+   without --cluster against a single redis-server (save '', appendonly no). Alternating
+   repeats, medians. Target >= 25% of Redis.
+
+Everything it starts is stopped on exit, also on error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _cluster_anchors import (
+    AnchorUnavailable,
+    EtcdPutLoad,
+    redis_benchmark_rps,
+    running_etcd,
+    running_redis,
+    timed_threads,
+)
+from _cluster_load import (
+    VALUE_BYTES,
+    AckRecorder,
+    WorkerPool,
+    first_acks_after,
+    percentile,
+)
+from _common import write_results
+from planaria.client import Client
+from planaria.cluster import LocalCluster, free_base_port, probe_keys
+from planaria.coord import CONFIGS_PREFIX, decode_config
+from planaria.coord.url import connect
+from planaria.core.messages import PartitionConfig
+
+PHASES = ("steady", "put", "get", "kill", "stop")
+TARGET_KILL_P50_MS = 400.0
+TARGET_STOP_P50_MS = 1000.0
+TARGET_PUT_RATIO = 3.0
+TARGET_GET_RATIO = 0.25
+ANCHORS_KILL = "ZooKeeper 0.4-0.5 s, etcd 1.1-1.6 s, Redis Sentinel 2.2-2.3 s"
+VALUE = b"v" * VALUE_BYTES
+
+
+# --- cluster helpers --------------------------------------------------------------------------
+
+
+def read_configs(url: str, timeout_s: float = 5.0) -> dict[int, PartitionConfig]:
+    """Every partition's config as the coordinator holds it."""
+
+    async def read() -> dict[int, PartitionConfig]:
+        async with connect(url) as coordinator:
+            items = await coordinator.list_prefix(CONFIGS_PREFIX)
+        configs = (decode_config(item.value) for item in items)
+        return {config.partition: config for config in configs}
+
+    return asyncio.run(asyncio.wait_for(read(), timeout_s))
+
+
+def wait_rejoined(cluster: LocalCluster, node: str, timeout_s: float) -> float:
+    """Seconds until ``node`` is in the ISR of every partition it replicates and every
+    partition serves; RuntimeError after ``timeout_s``."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        configs = read_configs(cluster.coordinator_url)
+        mine = [c for c in configs.values() if node in c.replicas]
+        if mine and all(node in c.isr for c in mine) and not cluster.unserved_partitions():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise RuntimeError(f"{node} did not rejoin every ISR within {timeout_s:g} s")
+
+
+def busiest_primary(cluster: LocalCluster) -> tuple[str, list[int]]:
+    configs = read_configs(cluster.coordinator_url)
+    by_node: dict[str, list[int]] = {node: [] for node in cluster.node_ids}
+    for config in configs.values():
+        if config.primary is not None:
+            by_node[config.primary].append(config.partition)
+    victim = max(sorted(by_node), key=lambda node: len(by_node[node]))
+    return victim, sorted(by_node[victim])
+
+
+# --- 1 and 2: failover ------------------------------------------------------------------------
+
+
+def fault_runs(
+    cluster: LocalCluster, fault: signal.Signals, args: argparse.Namespace
+) -> dict[str, Any]:
+    runs_max = args.kills if fault == signal.SIGKILL else args.stops
+    seeds = list(cluster.addresses.values())
+    recorder = AckRecorder(cluster.partitions)
+    pool = WorkerPool(
+        seeds,
+        recorder,
+        probe_keys=list(probe_keys(cluster.partitions).values()),
+        loaders=args.loaders,
+        client_options=client_options(args),
+    )
+    runs: list[dict[str, Any]] = []
+    pool.start()
+    try:
+        sleep_checked(pool, 1.0)  # connections made, maps loaded, writes flowing
+        for run in range(runs_max):
+            runs.append(one_fault(cluster, fault, recorder, pool, args))
+            summary = runs[-1]
+            print(
+                f"  {fault.name} run {run + 1}/{runs_max}: {summary['victim']} "
+                f"({len(summary['partitions'])} partitions), first ack invoked after: "
+                f"{fmt_ms_list(summary['invoked_ms'])}; rejoined in {summary['rejoin_s']:.1f} s",
+                flush=True,
+            )
+    finally:
+        pool.stop()
+    pool.check()
+    lower = [ms for r in runs for ms in r["completed_ms"] if ms is not None]
+    upper = [ms for r in runs for ms in r["invoked_ms"] if ms is not None]
+    missing = sum(ms is None for r in runs for ms in r["invoked_ms"])
+    return {
+        "runs": runs,
+        "samples": len(upper),
+        "no_failover_within_timeout": missing,
+        "completed_after_ms": stats_ms(lower),
+        "invoked_after_ms": stats_ms(upper),
+        "ops": dict(recorder.counts),
+    }
+
+
+def one_fault(
+    cluster: LocalCluster,
+    fault: signal.Signals,
+    recorder: AckRecorder,
+    pool: WorkerPool,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    victim, affected = busiest_primary(cluster)
+    pid = cluster.pid(victim)
+    if pid is None:
+        raise RuntimeError(f"{victim} is not running")
+    victim_address = cluster.address(victim)
+    recorder.start_window()
+    fault_s = time.monotonic()
+    os.kill(pid, fault)
+    try:
+        deadline = fault_s + args.fault_timeout_s
+        while time.monotonic() < deadline:
+            found = first_acks_after(recorder.snapshot(), affected, fault_s, victim_address)
+            if all(upper is not None for _, upper in found.values()):
+                break
+            sleep_checked(pool, 0.02)
+        found = first_acks_after(recorder.stop_window(), affected, fault_s, victim_address)
+    finally:
+        if fault == signal.SIGKILL:
+            cluster.start(victim)
+        else:
+            os.kill(pid, signal.SIGCONT)
+    rejoin_s = wait_rejoined(cluster, victim, args.rejoin_timeout_s)
+    sleep_checked(pool, 0.5)  # the restarted node serves a moment before the next fault
+    return {
+        "victim": victim,
+        "partitions": affected,
+        "completed_ms": [found[p][0] for p in affected],
+        "invoked_ms": [found[p][1] for p in affected],
+        "rejoin_s": round(rejoin_s, 2),
+    }
+
+
+def sleep_checked(pool: WorkerPool, seconds: float) -> None:
+    pool.check()
+    time.sleep(seconds)
+
+
+def stats_ms(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(statistics.median(values), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "max": round(max(values), 1),
+        "min": round(min(values), 1),
+        "count": len(values),
+    }
+
+
+def fmt_ms_list(values: Sequence[float | None]) -> str:
+    return " ".join("none" if v is None else f"{v:.0f}" for v in values) + " ms"
+
+
+def client_options(args: argparse.Namespace) -> dict[str, float]:
+    return {} if args.attempt_timeout_s is None else {"attempt_timeout_s": args.attempt_timeout_s}
+
+
+# --- 3: spurious failovers ----------------------------------------------------------------
+
+
+def steady(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
+    seeds = list(cluster.addresses.values())
+    before = read_configs(cluster.coordinator_url)
+    recorder = AckRecorder(cluster.partitions)
+    pool = WorkerPool(
+        seeds, recorder, loaders=args.steady_threads, client_options=client_options(args)
+    )
+    stopping = threading.Event()
+    rb_rps: list[dict[str, float]] = []
+    rb_errors: list[BaseException] = []
+    port = int(seeds[0].rsplit(":", 1)[1])
+
+    def redis_benchmark_load() -> None:
+        try:
+            while not stopping.is_set():
+                rb_rps.append(
+                    redis_benchmark_rps(
+                        port,
+                        ["-t", "set,get", "-d", str(VALUE_BYTES), "-r", "100000",
+                         "-n", "4000", "-c", "16"],
+                        cluster=True,
+                        timeout_s=60.0,
+                    )
+                )  # fmt: skip
+        except BaseException as exc:  # reported below
+            rb_errors.append(exc)
+
+    rb_thread = threading.Thread(target=redis_benchmark_load, daemon=True)
+    isr_short_polls = 0
+    primaries_changed_polls = 0
+    polls = 0
+    started = time.monotonic()
+    pool.start()
+    if args.steady_redis_benchmark:
+        rb_thread.start()
+    try:
+        deadline = started + args.steady_s
+        while time.monotonic() < deadline:
+            sleep_checked(pool, min(1.0, max(0.0, deadline - time.monotonic())))
+            now = read_configs(cluster.coordinator_url)
+            polls += 1
+            isr_short_polls += sum(len(c.isr) < len(c.replicas) for c in now.values())
+            primaries_changed_polls += sum(
+                c.primary != before[p].primary for p, c in now.items() if p in before
+            )
+    finally:
+        stopping.set()
+        pool.stop()
+        if rb_thread.is_alive():
+            rb_thread.join(90.0)
+    elapsed = time.monotonic() - started
+    pool.check()
+    if rb_errors:
+        raise RuntimeError(f"redis-benchmark load failed: {rb_errors[0]!r}") from rb_errors[0]
+    after = read_configs(cluster.coordinator_url)
+    epoch_changes = sum(after[p].epoch - before[p].epoch for p in before)
+    version_changes = sum(after[p].version - before[p].version for p in before)
+    counts = recorder.counts
+    return {
+        "duration_s": round(elapsed, 1),
+        "client_threads": args.steady_threads,
+        "redis_benchmark": args.steady_redis_benchmark,
+        "epoch_changes": epoch_changes,
+        "config_version_changes": version_changes,
+        "polls": polls,
+        "partition_polls_with_short_isr": isr_short_polls,
+        "partition_polls_with_other_primary": primaries_changed_polls,
+        "client_ops_per_s": round((counts["write_ok"] + counts["read_ok"]) / elapsed),
+        "client_ops": dict(counts),
+        "redis_benchmark_median_rps": {
+            name: round(statistics.median(r[name] for r in rb_rps))
+            for name in ("SET", "GET")
+            if rb_rps and all(name in r for r in rb_rps)
+        },
+    }
+
+
+# --- 4: durable SET throughput vs etcd ------------------------------------------------------
+
+
+class ClientPutLoad:
+    """``threads`` threads with a ``planaria.Client`` each (maps loaded before the clock
+    starts), each doing ``puts`` SETs of distinct keys."""
+
+    def __init__(self, seeds: list[str], threads: int) -> None:
+        self._clients = [Client(seeds) for _ in range(threads)]
+        for client in self._clients:
+            client.get("warm-up")
+        self._round = 0
+
+    def run(self, puts: int) -> float:
+        self._round += 1
+        prefix = f"c{self._round}"
+
+        def work(index: int) -> None:
+            client = self._clients[index]
+            for i in range(puts):
+                client.set(f"{prefix}-{index}-{i}", VALUE)
+
+        return len(self._clients) * puts / timed_threads(len(self._clients), work)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+def put_throughput(
+    cluster: LocalCluster, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    seeds = list(cluster.addresses.values())
+    port = int(seeds[0].rsplit(":", 1)[1])
+    total = args.threads * args.puts
+    with contextlib.ExitStack() as stack:
+        client_load = ClientPutLoad(seeds, args.threads)
+        stack.callback(client_load.close)
+        contenders: dict[str, Callable[[], float]] = {
+            "planaria_client": lambda: client_load.run(args.puts),
+            "planaria_redis_benchmark": lambda: redis_benchmark_rps(
+                port,
+                ["-t", "set", "-d", str(VALUE_BYTES), "-r", "1000000", "-n", str(total),
+                 "-c", str(args.threads)],
+                cluster=True,
+            )["SET"],
+        }  # fmt: skip
+        skipped = None
+        try:
+            etcd_port = stack.enter_context(running_etcd(workdir / "etcd"))
+            etcd = EtcdPutLoad(etcd_port, args.threads, VALUE)
+            contenders["etcd"] = lambda: etcd.run(args.puts)
+        except AnchorUnavailable as exc:
+            skipped = f"etcd skipped: {exc}"
+            print(skipped, flush=True)
+        samples = alternate(contenders, args.repeats, warm_up=True)
+    medians = {name: round(statistics.median(values)) for name, values in samples.items()}
+    result: dict[str, Any] = {
+        "threads": args.threads,
+        "puts_per_thread": args.puts,
+        "value_bytes": VALUE_BYTES,
+        "samples": {name: [round(v) for v in values] for name, values in samples.items()},
+        "median_ops_per_s": medians,
+        "etcd_skipped": skipped,
+    }
+    if "etcd" in medians:
+        result["ratio_client_over_etcd"] = round(medians["planaria_client"] / medians["etcd"], 2)
+        result["ratio_redis_benchmark_over_etcd"] = round(
+            medians["planaria_redis_benchmark"] / medians["etcd"], 2
+        )
+    return result
+
+
+def alternate(
+    contenders: dict[str, Callable[[], float]], repeats: int, *, warm_up: bool
+) -> dict[str, list[float]]:
+    """Each contender ``repeats`` times, the order rotated every repeat; one untimed run each
+    first when ``warm_up``."""
+    names = list(contenders)
+    if warm_up:
+        for name in names:
+            contenders[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(contenders[name]())
+            print(f"  {name}: {samples[name][-1]:,.0f} ops/s", flush=True)
+    return samples
+
+
+# --- 5: GET throughput vs Redis ----------------------------------------------------------
+
+
+def get_throughput(
+    cluster: LocalCluster, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    planaria_port = int(cluster.address(cluster.node_ids[0]).rsplit(":", 1)[1])
+    populate = ["-t", "set", "-d", str(VALUE_BYTES), "-n", "1000", "-c", "4"]
+    gets = ["-t", "get", "-n", str(args.gets), "-c", str(args.get_clients)]
+    with running_redis(workdir / "redis") as redis_port:
+        # The keys GET reads exist on both sides (redis-benchmark's key:<tag>:000000000000).
+        redis_benchmark_rps(planaria_port, populate, cluster=True)
+        redis_benchmark_rps(redis_port, populate, cluster=False)
+        samples = alternate(
+            {
+                "planaria": lambda: redis_benchmark_rps(planaria_port, gets, cluster=True)["GET"],
+                "redis": lambda: redis_benchmark_rps(redis_port, gets, cluster=False)["GET"],
+            },
+            args.repeats,
+            warm_up=False,
+        )
+    medians = {name: round(statistics.median(values)) for name, values in samples.items()}
+    return {
+        "requests": args.gets,
+        "clients": args.get_clients,
+        "samples": {name: [round(v) for v in values] for name, values in samples.items()},
+        "median_ops_per_s": medians,
+        "ratio_planaria_over_redis": round(medians["planaria"] / medians["redis"], 3),
+    }
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str, str, str]] = []
+    for phase, name, target in (
+        ("kill", "failover after kill -9", TARGET_KILL_P50_MS),
+        ("stop", "failover after SIGSTOP", TARGET_STOP_P50_MS),
+    ):
+        found = results.get(phase)
+        if found is None:
+            continue
+        upper, lower = found["invoked_after_ms"], found["completed_after_ms"]
+        if upper is None:
+            rows.append((name, "no failover measured", "", f"p50 <= {target:.0f} ms", "MISSED"))
+            continue
+        anchor = ANCHORS_KILL if phase == "kill" else "-"
+        rows.append((
+            f"{name}, first ack invoked after (n={upper['count']})",
+            f"p50 {upper['p50']:.0f} / p99 {upper['p99']:.0f} / max {upper['max']:.0f} ms",
+            anchor,
+            f"p50 <= {target:.0f} ms",
+            verdict(upper["p50"] <= target and found["no_failover_within_timeout"] == 0),
+        ))  # fmt: skip
+        if lower is not None:
+            rows.append((
+                f"{name}, first ack completed after (n={lower['count']})",
+                f"p50 {lower['p50']:.0f} / p99 {lower['p99']:.0f} / max {lower['max']:.0f} ms",
+                "", "lower bound", "",
+            ))  # fmt: skip
+    steady_result = results.get("steady")
+    if steady_result is not None:
+        rows.append((
+            f"epoch changes in {steady_result['duration_s']:.0f} s of full load",
+            f"{steady_result['epoch_changes']} (config versions "
+            f"+{steady_result['config_version_changes']}, client "
+            f"{steady_result['client_ops_per_s']:,} ops/s)",
+            "", "0", verdict(steady_result["epoch_changes"] == 0),
+        ))  # fmt: skip
+    put = results.get("put")
+    if put is not None:
+        medians = put["median_ops_per_s"]
+        etcd = medians.get("etcd")
+        for name, label in (
+            ("planaria_client", "planaria.Client"),
+            ("planaria_redis_benchmark", "redis-benchmark --cluster"),
+        ):
+            ratio = None if etcd is None else medians[name] / etcd
+            rows.append((
+                f"durable SET/s, {put['threads']} threads ({label})",
+                f"{medians[name]:,}",
+                "etcd skipped" if etcd is None else f"etcd {etcd:,} ({ratio:.2f}x)",
+                f">= {TARGET_PUT_RATIO:g}x etcd",
+                "n/a" if ratio is None else verdict(ratio >= TARGET_PUT_RATIO),
+            ))  # fmt: skip
+    got = results.get("get")
+    if got is not None:
+        medians = got["median_ops_per_s"]
+        ratio = got["ratio_planaria_over_redis"]
+        rows.append((
+            f"GET/s, redis-benchmark -c {got['clients']}",
+            f"{medians['planaria']:,}",
+            f"redis {medians['redis']:,} ({ratio:.1%})",
+            f">= {TARGET_GET_RATIO:.0%} of Redis",
+            verdict(ratio >= TARGET_GET_RATIO),
+        ))  # fmt: skip
+    header = ("measure", "planaria", "anchor", "target", "")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(5)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--kills", type=int, default=5, help="kill -9 runs")
+    parser.add_argument("--stops", type=int, default=5, help="SIGSTOP runs")
+    parser.add_argument("--loaders", type=int, default=4, help="full-speed threads in faults")
+    parser.add_argument("--fault-timeout-s", type=float, default=10.0)
+    parser.add_argument("--rejoin-timeout-s", type=float, default=30.0)
+    parser.add_argument(
+        "--attempt-timeout-s", type=float, default=None,
+        help="the clients' attempt_timeout_s (default: planaria.Client's)",
+    )  # fmt: skip
+    parser.add_argument("--steady-s", type=float, default=60.0)
+    parser.add_argument("--steady-threads", type=int, default=8)
+    parser.add_argument(
+        "--no-steady-redis-benchmark", dest="steady_redis_benchmark", action="store_false",
+        help="steady load from Client threads only",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=16, help="SET throughput threads")
+    parser.add_argument("--puts", type=int, default=250, help="puts per thread per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gets", type=int, default=100_000)
+    parser.add_argument("--get-clients", type=int, default=50)
+    args = parser.parse_args(argv)
+    args.phases = [p for p in args.phases.split(",") if p]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally: processes stopped
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    results: dict[str, Any] = {"partitions": args.partitions, "nodes": 3, "replicas": 3}
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        workdir = Path(tmp)
+        cluster = LocalCluster(
+            workdir / "planaria",
+            nodes=3,
+            partitions=args.partitions,
+            replicas=3,
+            base_port=free_base_port(3),
+            fsync="always",
+        )
+        try:
+            cluster.start(timeout_s=60.0)
+            print(f"cluster: {cluster.addresses}, {args.partitions} partitions", flush=True)
+            for phase in args.phases:
+                print(f"--- {phase}", flush=True)
+                t0 = time.monotonic()
+                if phase == "steady":
+                    results[phase] = steady(cluster, args)
+                elif phase == "put":
+                    results[phase] = put_throughput(cluster, workdir, args)
+                elif phase == "get":
+                    results[phase] = get_throughput(cluster, workdir, args)
+                else:
+                    fault = signal.SIGKILL if phase == "kill" else signal.SIGSTOP
+                    results[phase] = fault_runs(cluster, fault, args)
+                print(f"    ({time.monotonic() - t0:.0f} s)", flush=True)
+        finally:
+            cluster.stop()
+    results["elapsed_s"] = round(time.monotonic() - began, 1)
+    results["anchors_failover_kill"] = ANCHORS_KILL + " (measured on this kind of machine)"
+    results["command"] = "benchmarks/bench_cluster.py " + " ".join(argv)
+    print()
+    print_table(results)
+    print(f"total {results['elapsed_s']:.0f} s")
+    write_results("cluster", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
