@@ -48,10 +48,12 @@ from planaria.control import (
     ControllerService,
     apply_proposal,
     read_cluster_metadata,
+    sessions_from_members,
 )
 from planaria.coord import (
     CONFIGS_PREFIX,
     MEMBERS_PREFIX,
+    Conflict,
     Coordinator,
     CoordinatorUnavailable,
     EventKind,
@@ -59,9 +61,12 @@ from planaria.coord import (
     SessionExpired,
     SessionId,
     Watch,
+    config_key,
     decode_config,
+    encode_config,
     partition_of_key,
 )
+from planaria.core.controller import Controller
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -648,6 +653,7 @@ class Node:
             reply=self._on_reply,
             propose=self._propose,
             on_step_down=self._on_step_down,
+            on_storage_failure=self._on_storage_failure,
             inbox_max=self.settings.partition_inbox_max,
         )
         await runtime.open()
@@ -685,6 +691,33 @@ class Node:
         waiting = self._waiting.pop(reply.client, None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(reply.reply)
+
+    def _on_storage_failure(self, partition: int) -> None:
+        self._spawn(self._resign(partition), f"resign-p{partition}")
+
+    async def _resign(self, partition: int) -> None:
+        """This primary's disk failed: its replica is rebuilt as a backup that may never
+        lead this epoch again, so hand the partition to another in-sync replica now rather
+        than leave it unavailable. The controller's own failover rule decides, seeing this
+        node as dead for this partition (safe: this node no longer serves it), by CAS."""
+        try:
+            item = await self._coord(self.coordinator.get(config_key(partition)))
+            if item is None:
+                return
+            config = decode_config(item.value)
+            if config.primary != self.node_id:
+                return
+            members = await self._coord(self.coordinator.members())
+            others = {node: reg for node, reg in members.items() if node != self.node_id}
+            for change in Controller().decide([config], sessions_from_members(others), 0.0):
+                await self._coord(
+                    self.coordinator.set_if_version(
+                        config_key(partition), encode_config(change.config), version=item.version
+                    )
+                )
+                log.warning("p%d: resigned after a storage failure: %s", partition, change.reason)
+        except (CoordinatorUnavailable, Conflict) as exc:
+            log.warning("p%d: could not resign after a storage failure: %s", partition, exc)
 
     def _on_step_down(self, partition: int) -> None:
         self._fail_waiting(partition, "its primary stepped down before the write committed")

@@ -286,7 +286,7 @@ def test_fsync_always_cluster_serves_with_group_commit(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_full_disk_refuses_writes_instead_of_acking(tmp_path: Path) -> None:
+def test_full_disk_refuses_the_write_and_the_primary_resigns(tmp_path: Path) -> None:
     async def scenario() -> None:
         cluster = LocalCluster(tmp_path, partitions=2)
         await cluster.start()
@@ -307,13 +307,17 @@ def test_full_disk_refuses_writes_instead_of_acking(tmp_path: Path) -> None:
             with pytest.raises(redis.ResponseError, match="UNKNOWN"):
                 await client.set(key, b"never acked")
             assert isinstance(runtime.storage_failure, StorageFull)
-            with pytest.raises(redis.ResponseError, match="cannot persist"):
-                await client.set(key, b"refused")
-            # The node stays healthy: it answers, and the other partition takes writes.
+            # The primary resigned: another in-sync replica serves the partition, and
+            # writes go on there; the one that met the full disk was never acknowledged.
+            await cluster.wait_for(
+                lambda: cluster.primary_of(0) not in (None, primary), 5.0, "resigned"
+            )
             assert await client.ping()
-            other = Writer([n.address for n in cluster.nodes.values()])
-            assert await other.write(key_of(1, cluster.partitions), b"fine")
-            await other.close()
+            writer = Writer([n.address for n in cluster.nodes.values()])
+            assert await writer.write(key, b"after")
+            assert await writer.write(key_of(1, cluster.partitions), b"fine")
+            assert await writer.command(b"GET", key) == b"after"
+            await writer.close()
             await client.aclose()
         finally:
             await cluster.close()

@@ -128,6 +128,7 @@ class PartitionRuntime:
         reply: Callable[[Reply], None],
         propose: Callable[[ProposeIsr], None],
         on_step_down: Callable[[int], None],
+        on_storage_failure: Callable[[int], None] = lambda partition: None,
         inbox_max: int = 10_000,
     ) -> None:
         self.node_id = node_id
@@ -142,6 +143,7 @@ class PartitionRuntime:
         self._reply = reply
         self._propose = propose
         self._on_step_down = on_step_down
+        self._on_storage_failure = on_storage_failure
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
         self._stages: deque[_Stage] = deque()
         self._wakeup = asyncio.Event()
@@ -397,6 +399,8 @@ class PartitionRuntime:
                 exc,
             )
             self._broken = True
+            if self.replica.role is Role.PRIMARY:
+                self._on_storage_failure(self.partition)
             return False
         if any(p.entries for p in persists):
             self.storage_failure = None
