@@ -29,11 +29,12 @@ def _free(port: int) -> bool:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` ports p, each with p + 10000 free too (the node's bus)."""
+    """``count`` ports p, each with p + 10000 free too (the node's bus). Both stay below
+    Linux's ephemeral range (32768+), so no outgoing connection takes one meanwhile."""
     rng = random.Random()
     found: list[int] = []
     while len(found) < count:
-        port = rng.randrange(20_000, 30_000)
+        port = rng.randrange(12_000, 22_000)
         if port not in found and _free(port) and _free(port + BUS_OFFSET):
             found.append(port)
     return found
