@@ -411,7 +411,7 @@ class PartitionRuntime:
     # ------------------------------------------------------------------ views
 
     @property
-    def inbox_length(self) -> int:
+    def stages_pending(self) -> int:
         """Stages waiting for the disk (the one being written included)."""
         return len(self._stages)
 
