@@ -355,35 +355,34 @@ def put_throughput(
 ) -> dict[str, Any]:
     seeds = list(cluster.addresses.values())
     port = int(seeds[0].rsplit(":", 1)[1])
-    total = args.threads * args.puts
+
+    def set_benchmark(clients: int) -> Callable[[int], float]:
+        def run(puts: int) -> float:
+            # 3x the requests: redis-benchmark's rate of a run of 2-3 s is coarse (its
+            # elapsed time is quantized), so longer runs.
+            arguments = ["-t", "set", "-d", str(VALUE_BYTES), "-r", "1000000",
+                         "-n", str(3 * args.threads * puts), "-c", str(clients)]  # fmt: skip
+            return redis_benchmark_rps(port, arguments, cluster=True)["SET"]
+
+        return run
+
     with contextlib.ExitStack() as stack:
         client_load = ClientPutLoad(seeds, args.threads)
         stack.callback(client_load.close)
-        contenders: dict[str, Callable[[], float]] = {
-            "planaria_client": lambda: client_load.run(args.puts),
-            "planaria_redis_benchmark": lambda: redis_benchmark_rps(
-                port,
-                ["-t", "set", "-d", str(VALUE_BYTES), "-r", "1000000", "-n", str(total),
-                 "-c", str(args.threads)],
-                cluster=True,
-            )["SET"],
+        contenders: dict[str, Callable[[int], float]] = {
+            "planaria_client": client_load.run,
+            "planaria_redis_benchmark": set_benchmark(args.threads),
             # Informative: how throughput grows with concurrency (latency-bound or not).
-            "planaria_redis_benchmark_c64": lambda: redis_benchmark_rps(
-                port,
-                ["-t", "set", "-d", str(VALUE_BYTES), "-r", "1000000", "-n", str(4 * total),
-                 "-c", "64"],
-                cluster=True,
-            )["SET"],
-        }  # fmt: skip
+            "planaria_redis_benchmark_c64": set_benchmark(64),
+        }
         skipped = None
         try:
             etcd_port = stack.enter_context(running_etcd(workdir / "etcd"))
-            etcd = EtcdPutLoad(etcd_port, args.threads, VALUE)
-            contenders["etcd"] = lambda: etcd.run(args.puts)
+            contenders["etcd"] = EtcdPutLoad(etcd_port, args.threads, VALUE).run
         except AnchorUnavailable as exc:
             skipped = f"etcd skipped: {exc}"
             print(skipped, flush=True)
-        samples = alternate(contenders, args.repeats, warm_up=True)
+        samples = alternate(contenders, args.puts, args.repeats, warm_up=True)
     medians = {name: round(statistics.median(values)) for name, values in samples.items()}
     result: dict[str, Any] = {
         "threads": args.threads,
@@ -402,19 +401,19 @@ def put_throughput(
 
 
 def alternate(
-    contenders: dict[str, Callable[[], float]], repeats: int, *, warm_up: bool
+    contenders: dict[str, Callable[[int], float]], size: int, repeats: int, *, warm_up: bool
 ) -> dict[str, list[float]]:
-    """Each contender ``repeats`` times, the order rotated every repeat; one untimed run each
-    first when ``warm_up``."""
+    """Each contender ``repeats`` times with ``size``, the order rotated every repeat; one
+    short untimed run each first when ``warm_up``."""
     names = list(contenders)
     if warm_up:
         for name in names:
-            contenders[name]()
+            contenders[name](max(1, size // 5))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(contenders[name]())
+            samples[name].append(contenders[name](size))
             print(f"  {name}: {samples[name][-1]:,.0f} ops/s", flush=True)
     return samples
 
@@ -427,19 +426,20 @@ def get_throughput(
 ) -> dict[str, Any]:
     planaria_port = int(cluster.address(cluster.node_ids[0]).rsplit(":", 1)[1])
     populate = ["-t", "set", "-d", str(VALUE_BYTES), "-n", "1000", "-c", "4"]
-    gets = ["-t", "get", "-n", str(args.gets), "-c", str(args.get_clients)]
+
+    def gets(port: int, cluster: bool) -> Callable[[int], float]:
+        def run(requests: int) -> float:
+            arguments = ["-t", "get", "-n", str(requests), "-c", str(args.get_clients)]
+            return redis_benchmark_rps(port, arguments, cluster=cluster)["GET"]
+
+        return run
+
     with running_redis(workdir / "redis") as redis_port:
         # The keys GET reads exist on both sides (redis-benchmark's key:<tag>:000000000000).
         redis_benchmark_rps(planaria_port, populate, cluster=True)
         redis_benchmark_rps(redis_port, populate, cluster=False)
-        samples = alternate(
-            {
-                "planaria": lambda: redis_benchmark_rps(planaria_port, gets, cluster=True)["GET"],
-                "redis": lambda: redis_benchmark_rps(redis_port, gets, cluster=False)["GET"],
-            },
-            args.repeats,
-            warm_up=False,
-        )
+        contenders = {"planaria": gets(planaria_port, True), "redis": gets(redis_port, False)}
+        samples = alternate(contenders, args.gets, args.repeats, warm_up=False)
     medians = {name: round(statistics.median(values)) for name, values in samples.items()}
     return {
         "requests": args.gets,
