@@ -918,7 +918,8 @@ class Node:
         return (
             f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
             f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
-            f"storage={'failed' if runtime.storage_failure else 'ok'}"
+            f"storage={'failed' if runtime.storage_failure else 'ok'},"
+            f"storage_failures={runtime.storage_failures}"
         )
 
     def __repr__(self) -> str:

@@ -310,7 +310,8 @@ def test_full_disk_refuses_the_write_and_the_primary_resigns(tmp_path: Path) -> 
             key = key_of(0, cluster.partitions)
             with pytest.raises(redis.ResponseError, match="UNKNOWN"):
                 await client.set(key, b"never acked")
-            assert isinstance(runtime.storage_failure, StorageFull)
+            assert runtime.storage_failures == 1
+            assert isinstance(runtime.last_storage_error, StorageFull)
             # The primary resigned: another in-sync replica serves the partition, and
             # writes go on there; the one that met the full disk was never acknowledged.
             await cluster.wait_for(

@@ -154,7 +154,9 @@ class PartitionRuntime:
         self.log: PartitionLog | None = None
         self.replica: Replica = Replica(node_id, partition, replica_settings)
         self.config: PartitionConfig | None = None
-        self.storage_failure: StorageError | None = None
+        self.storage_failure: StorageError | None = None  # the last one, until a write works
+        self.storage_failures = 0
+        self.last_storage_error: StorageError | None = None  # kept after writes work again
         self.persist_batches = 0
         self.persisted_entries = 0
 
@@ -393,6 +395,8 @@ class PartitionRuntime:
             await self._disk.run(lambda: apply_persists(log_, persists, now))
         except StorageError as exc:
             self.storage_failure = exc
+            self.storage_failures += 1
+            self.last_storage_error = exc
             log.error(
                 "p%d: persist failed, refusing writes and rebuilding from disk: %s",
                 self.partition,
