@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from planaria.client import Client
+from planaria.client import Client, CommandRefused
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import PlanariaError, UnknownOutcome, UsageError
 
@@ -165,6 +165,13 @@ class WorkerPool:
                         else:
                             client.get(key)
                             recorder.count("read_ok")
+                    except CommandRefused as refused:
+                        # The node's "-UNKNOWN ..." (a primary stepped down with the write
+                        # pending) reaches the client as a refusal, not UnknownOutcome:
+                        # counted apart, so the gap shows.
+                        if not str(refused).startswith("UNKNOWN"):
+                            raise
+                        recorder.count("unknown_reported_as_refused")
                     except UsageError:
                         raise
                     except UnknownOutcome:

@@ -74,6 +74,9 @@ TARGET_PUT_RATIO = 3.0
 TARGET_GET_RATIO = 0.25
 ANCHORS_KILL = "ZooKeeper 0.4-0.5 s, etcd 1.1-1.6 s, Redis Sentinel 2.2-2.3 s"
 VALUE = b"v" * VALUE_BYTES
+# Set by SIGTERM: the SystemExit its handler raises could be caught inside a library, so
+# every wait loop checks this too and raises again.
+TERMINATING = threading.Event()
 
 
 # --- cluster helpers --------------------------------------------------------------------------
@@ -101,7 +104,7 @@ def wait_rejoined(cluster: LocalCluster, node: str, timeout_s: float) -> float:
         mine = [c for c in configs.values() if node in c.replicas]
         if mine and all(node in c.isr for c in mine) and not cluster.unserved_partitions():
             return time.monotonic() - started
-        time.sleep(0.1)
+        sleep_checked(None, 0.1)
     raise RuntimeError(f"{node} did not rejoin every ISR within {timeout_s:g} s")
 
 
@@ -216,8 +219,11 @@ def one_fault(
     }
 
 
-def sleep_checked(pool: WorkerPool, seconds: float) -> None:
-    pool.check()
+def sleep_checked(pool: WorkerPool | None, seconds: float) -> None:
+    if TERMINATING.is_set():
+        raise SystemExit(128 + signal.SIGTERM)
+    if pool is not None:
+        pool.check()
     time.sleep(seconds)
 
 
@@ -578,6 +584,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _terminate(signum: int, frame: object) -> None:
+    TERMINATING.set()
     raise SystemExit(128 + signum)  # unwinds through every finally: processes stopped
 
 
@@ -600,6 +607,7 @@ def main(argv: Sequence[str]) -> int:
             cluster.start(timeout_s=60.0)
             print(f"cluster: {cluster.addresses}, {args.partitions} partitions", flush=True)
             for phase in args.phases:
+                sleep_checked(None, 0.0)
                 print(f"--- {phase}", flush=True)
                 t0 = time.monotonic()
                 if phase == "steady":
