@@ -592,6 +592,7 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     results: dict[str, Any] = {"partitions": args.partitions, "nodes": 3, "replicas": 3}
+    results["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         workdir = Path(tmp)
@@ -627,11 +628,15 @@ def main(argv: Sequence[str]) -> int:
         finally:
             cluster.stop()
     results["elapsed_s"] = round(time.monotonic() - began, 1)
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["anchors_failover_kill"] = ANCHORS_KILL + " (measured on this kind of machine)"
     results["command"] = "benchmarks/bench_cluster.py " + " ".join(argv)
     print()
     print_table(results)
-    print(f"total {results['elapsed_s']:.0f} s")
+    print(
+        f"total {results['elapsed_s']:.0f} s; load average (1/5/15 min) at start "
+        f"{results['load_average_at_start']}, at end {results['load_average_at_end']}"
+    )
     write_results("cluster", results)
     return 0
 
