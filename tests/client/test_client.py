@@ -220,6 +220,37 @@ def test_unknown_outcome_of_a_write_without_request_ids_is_not_retried(
         assert [w.request_id for w in writes] == [None]
 
 
+def test_an_unknown_reply_is_retried_with_the_same_id(connect: Connect) -> None:
+    unknowns = [1]
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write and unknowns[0] > 0:
+            unknowns[0] -= 1
+            return resp.error("UNKNOWN partition 3: the primary stepped down")
+        return None
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        db = connect(cluster.address("n0"))
+        assert db.set("k", "v") is True
+        writes = cluster.seen_writes()
+        assert len(writes) == 2
+        assert writes[0].request_id == writes[1].request_id
+        assert cluster.applied[b"k"] == 1
+
+
+def test_an_unknown_reply_without_request_ids_is_unknown_outcome(connect: Connect) -> None:
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write:
+            return resp.error("UNKNOWN partition 3: the primary stepped down")
+        return None
+
+    with running(ScriptedCluster(1, script=script)) as cluster:
+        db = connect(cluster.address("n0"), request_ids=False)
+        with pytest.raises(UnknownOutcome, match="stepped down"):
+            db.set("k", "v")
+        assert len(cluster.seen_writes()) == 1  # never retried without an id
+
+
 def test_definite_refusals_until_the_deadline_are_unavailable(
     connect: Connect, fake_time: FakeTime
 ) -> None:

@@ -1,16 +1,26 @@
 """What the client says and hears: RESP command encoding, key and value coercion, and the
 mapping of a node's error replies onto planaria's errors (see ``net.commands.error_reply``).
 
-Every error reply is a definite answer (the node did not apply the request). MOVED, TRYAGAIN,
-CLUSTERDOWN, BUSY, LOADING and MASTERDOWN are worth retrying; anything else (``-ERR`` and
-friends) is the caller's mistake and raised at once as :class:`CommandRefused`.
+Every error reply but one is a definite answer (the node did not apply the request). MOVED,
+TRYAGAIN, CLUSTERDOWN, BUSY, LOADING and MASTERDOWN are worth retrying; anything else (``-ERR``
+and friends) is the caller's mistake and raised at once as :class:`CommandRefused`. The
+exception is ``-UNKNOWN``: a planaria node could not learn whether a write it took was
+committed (its primary stepped down, or the write waited too long), so it is
+:class:`~planaria.errors.UnknownOutcome`, retried only with the same request id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planaria.errors import InternalError, Moved, PeerError, Unavailable, UsageError
+from planaria.errors import (
+    InternalError,
+    Moved,
+    PeerError,
+    Unavailable,
+    UnknownOutcome,
+    UsageError,
+)
 
 __all__ = [
     "ClusterDown",
@@ -79,6 +89,8 @@ def error_from_reply(message: str, origin_host: str) -> Exception:
         if address.startswith(":"):
             address = origin_host + address
         return Moved(int(slot_text), address)
+    if code == "UNKNOWN":
+        return UnknownOutcome(message)
     kind = _RETRYABLE.get(code)
     if kind is not None:
         return kind(message)
