@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -465,13 +466,16 @@ def verdict(met: bool) -> str:
 
 def print_table(results: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str, str, str]] = []
+    failed = {p: r["error"] for p, r in results.items() if isinstance(r, dict) and "error" in r}
+    for phase, error in failed.items():
+        rows.append((f"{phase}: FAILED", error[:100], "", "", "MISSED"))
     for phase, template, target in (
         ("kill", "failover after kill -9", TARGET_KILL_P50_MS),
         ("stop", "failover after SIGSTOP", TARGET_STOP_P50_MS),
         ("stop-fast", "SIGSTOP, client attempt_timeout_s {}", TARGET_STOP_P50_MS),
     ):
         found = results.get(phase)
-        if found is None:
+        if found is None or phase in failed:
             continue
         name = template.format(found["client_options"].get("attempt_timeout_s"))
         upper, lower = found["invoked_after_ms"], found["completed_after_ms"]
@@ -499,7 +503,7 @@ def print_table(results: dict[str, Any]) -> None:
                     "", note, "",
                 ))  # fmt: skip
     steady_result = results.get("steady")
-    if steady_result is not None:
+    if steady_result is not None and "steady" not in failed:
         rows.append((
             f"epoch changes in {steady_result['duration_s']:.0f} s of full load",
             f"{steady_result['epoch_changes']} (config versions "
@@ -507,8 +511,15 @@ def print_table(results: dict[str, Any]) -> None:
             f"{steady_result['client_ops_per_s']:,} ops/s)",
             "", "0", verdict(steady_result["epoch_changes"] == 0),
         ))  # fmt: skip
+    quiet = {p: results[p]["epoch_changes_in_phase"] for p in ("put", "get") if p in results}
+    if quiet:
+        rows.append((
+            "epoch changes during the throughput phases (no faults)",
+            ", ".join(f"{p} {n}" for p, n in quiet.items()),
+            "", "0", verdict(not any(quiet.values())),
+        ))  # fmt: skip
     put = results.get("put")
-    if put is not None:
+    if put is not None and "put" not in failed:
         medians = put["median_ops_per_s"]
         etcd = medians.get("etcd")
         for name, label in (
@@ -528,7 +539,7 @@ def print_table(results: dict[str, Any]) -> None:
             f"{medians['planaria_redis_benchmark_c64']:,}", "-", "-", "",
         ))  # fmt: skip
     got = results.get("get")
-    if got is not None:
+    if got is not None and "get" not in failed:
         medians = got["median_ops_per_s"]
         ratio = got["ratio_planaria_over_redis"]
         rows.append((
@@ -583,6 +594,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def run_phase(
+    phase: str, cluster: LocalCluster, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    if phase == "steady":
+        return steady(cluster, args)
+    if phase == "put":
+        return put_throughput(cluster, workdir, args)
+    if phase == "get":
+        return get_throughput(cluster, workdir, args)
+    if phase == "kill":
+        return fault_runs(cluster, signal.SIGKILL, args, client_options(args))
+    if phase == "stop":
+        return fault_runs(cluster, signal.SIGSTOP, args, client_options(args))
+    fast = {"attempt_timeout_s": args.fast_attempt_timeout_s}
+    return fault_runs(cluster, signal.SIGSTOP, args, fast)
+
+
 def _terminate(signum: int, frame: object) -> None:
     TERMINATING.set()
     raise SystemExit(128 + signum)  # unwinds through every finally: processes stopped
@@ -611,20 +639,25 @@ def main(argv: Sequence[str]) -> int:
                 sleep_checked(None, 0.0)
                 print(f"--- {phase}", flush=True)
                 t0 = time.monotonic()
-                if phase == "steady":
-                    results[phase] = steady(cluster, args)
-                elif phase == "put":
-                    results[phase] = put_throughput(cluster, workdir, args)
-                elif phase == "get":
-                    results[phase] = get_throughput(cluster, workdir, args)
-                elif phase == "kill":
-                    results[phase] = fault_runs(cluster, signal.SIGKILL, args, client_options(args))
-                elif phase == "stop":
-                    results[phase] = fault_runs(cluster, signal.SIGSTOP, args, client_options(args))
-                else:
-                    fast = {"attempt_timeout_s": args.fast_attempt_timeout_s}
-                    results[phase] = fault_runs(cluster, signal.SIGSTOP, args, fast)
-                print(f"    ({time.monotonic() - t0:.0f} s)", flush=True)
+                before = read_configs(cluster.coordinator_url)
+                try:
+                    results[phase] = run_phase(phase, cluster, workdir, args)
+                except Exception as exc:  # recorded; the other phases still run
+                    results[phase] = {"error": repr(exc)}
+                    print(f"    {phase} failed: {exc!r}", flush=True)
+                after = read_configs(cluster.coordinator_url)
+                results[phase]["epoch_changes_in_phase"] = sum(
+                    after[p].epoch - before[p].epoch for p in before
+                )
+                results[phase]["primaries_after"] = dict(
+                    sorted(Counter(str(c.primary) for c in after.values()).items())
+                )
+                print(
+                    f"    ({time.monotonic() - t0:.0f} s; epoch changes "
+                    f"{results[phase]['epoch_changes_in_phase']}; primaries after: "
+                    f"{results[phase]['primaries_after']})",
+                    flush=True,
+                )
         finally:
             cluster.stop()
     results["elapsed_s"] = round(time.monotonic() - began, 1)
