@@ -132,6 +132,18 @@ def _port(cluster: LocalCluster, node: str) -> int:
     return int(cluster.address(node).rsplit(":", 1)[1])
 
 
+def wait_healthy(cluster: LocalCluster, timeout_s: float) -> float:
+    """Seconds until every partition serves with its full ISR (a fault phase starts from a
+    healthy cluster, whatever the phase before it did); RuntimeError after ``timeout_s``."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout_s:
+        configs = read_configs(cluster.coordinator_url).values()
+        if all(set(c.replicas) <= c.isr for c in configs) and not cluster.unserved_partitions():
+            return time.monotonic() - started
+        sleep_checked(None, 0.1)
+    raise RuntimeError(f"the cluster did not get every ISR full within {timeout_s:g} s")
+
+
 def busiest_primary(cluster: LocalCluster) -> tuple[str, list[int]]:
     configs = read_configs(cluster.coordinator_url)
     by_node: dict[str, list[int]] = {node: [] for node in cluster.node_ids}
@@ -162,6 +174,7 @@ def fault_runs(
         client_options=options,
     )
     runs: list[dict[str, Any]] = []
+    healthy_after_s = wait_healthy(cluster, args.rejoin_timeout_s)
     pool.start()
     try:
         sleep_checked(pool, 1.0)  # connections made, maps loaded, writes flowing
@@ -183,6 +196,7 @@ def fault_runs(
     reconfigured = [ms for r in runs for ms in r["new_primary_in_coordinator_ms"] if ms is not None]
     return {
         "runs": runs,
+        "waited_for_full_isrs_s": round(healthy_after_s, 2),
         "samples": len(upper),
         "no_failover_within_timeout": missing,
         "completed_after_ms": stats_ms(lower),
@@ -403,9 +417,11 @@ def put_throughput(
         except AnchorUnavailable as exc:
             skipped = f"etcd skipped: {exc}"
             print(skipped, flush=True)
-        samples = alternate(contenders, args.puts, args.repeats, warm_up=True)
-    medians = {name: round(statistics.median(values)) for name, values in samples.items()}
+        failures: dict[str, list[str]] = {}
+        samples = alternate(contenders, args.puts, args.repeats, warm_up=True, failures=failures)
+    medians = median_rates(samples)
     result: dict[str, Any] = {
+        "failed_runs": failures,
         "threads": args.threads,
         "puts_per_thread": args.puts,
         "value_bytes": VALUE_BYTES,
@@ -413,28 +429,49 @@ def put_throughput(
         "median_ops_per_s": medians,
         "etcd_skipped": skipped,
     }
-    if "etcd" in medians:
-        result["ratio_client_over_etcd"] = round(medians["planaria_client"] / medians["etcd"], 2)
-        result["ratio_redis_benchmark_over_etcd"] = round(
-            medians["planaria_redis_benchmark"] / medians["etcd"], 2
-        )
+    etcd = medians.get("etcd")
+    for name, key in (
+        ("planaria_client", "ratio_client_over_etcd"),
+        ("planaria_redis_benchmark", "ratio_redis_benchmark_over_etcd"),
+    ):
+        ours = medians.get(name)
+        result[key] = None if etcd is None or ours is None else round(ours / etcd, 2)
     return result
 
 
+def median_rates(samples: dict[str, list[float]]) -> dict[str, int | None]:
+    """The median of each contender's successful runs (None: none succeeded)."""
+    return {name: round(statistics.median(v)) if v else None for name, v in samples.items()}
+
+
 def alternate(
-    contenders: dict[str, Callable[[int], float]], size: int, repeats: int, *, warm_up: bool
+    contenders: dict[str, Callable[[int], float]],
+    size: int,
+    repeats: int,
+    *,
+    warm_up: bool,
+    failures: dict[str, list[str]],
 ) -> dict[str, list[float]]:
     """Each contender ``repeats`` times with ``size``, the order rotated every repeat; one
-    short untimed run each first when ``warm_up``."""
+    short untimed run each first when ``warm_up``. A run that fails is noted in
+    ``failures`` and leaves no sample."""
     names = list(contenders)
     if warm_up:
         for name in names:
-            contenders[name](max(1, size // 5))
+            try:
+                contenders[name](max(1, size // 5))
+            except RuntimeError as exc:
+                failures.setdefault(name, []).append(f"warm-up: {str(exc)[-300:]}")
     samples: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(contenders[name](size))
+            try:
+                samples[name].append(contenders[name](size))
+            except RuntimeError as exc:  # e.g. redis-benchmark lost track of the slot map
+                failures.setdefault(name, []).append(str(exc)[-300:])
+                print(f"  {name}: failed: {str(exc)[-200:]!r}", flush=True)
+                continue
             print(f"  {name}: {samples[name][-1]:,.0f} ops/s", flush=True)
     return samples
 
@@ -458,14 +495,19 @@ def get_throughput(
             "planaria": lambda n: planaria_rb(cluster, gets(n))["GET"],
             "redis": lambda n: redis_benchmark_rps(redis_port, gets(n), cluster=False)["GET"],
         }
-        samples = alternate(contenders, args.gets, args.repeats, warm_up=False)
-    medians = {name: round(statistics.median(values)) for name, values in samples.items()}
+        failures: dict[str, list[str]] = {}
+        samples = alternate(contenders, args.gets, args.repeats, warm_up=False, failures=failures)
+    medians = median_rates(samples)
+    planaria, redis = medians["planaria"], medians["redis"]
     return {
+        "failed_runs": failures,
         "requests": args.gets,
         "clients": args.get_clients,
         "samples": {name: [round(v) for v in values] for name, values in samples.items()},
         "median_ops_per_s": medians,
-        "ratio_planaria_over_redis": round(medians["planaria"] / medians["redis"], 3),
+        "ratio_planaria_over_redis": None
+        if not (planaria and redis)
+        else round(planaria / redis, 3),
     }
 
 
@@ -537,29 +579,35 @@ def print_table(results: dict[str, Any]) -> None:
         for name, label in (
             ("planaria_client", "planaria.Client"),
             ("planaria_redis_benchmark", "redis-benchmark --cluster"),
+            ("planaria_redis_benchmark_c64", "redis-benchmark --cluster -c 64, informative"),
         ):
-            ratio = None if etcd is None else medians[name] / etcd
+            ours = medians.get(name)
+            threads = 64 if name.endswith("c64") else put["threads"]
+            ratio = None if etcd is None or ours is None else ours / etcd
+            informative = name.endswith("c64")
             rows.append((
-                f"durable SET/s, {put['threads']} threads ({label})",
-                f"{medians[name]:,}",
-                "etcd skipped" if etcd is None else f"etcd {etcd:,} ({ratio:.2f}x)",
-                f">= {TARGET_PUT_RATIO:g}x etcd",
-                "n/a" if ratio is None else verdict(ratio >= TARGET_PUT_RATIO),
+                f"durable SET/s, {threads} clients ({label})",
+                "every run failed" if ours is None else f"{ours:,}",
+                "etcd: none" if etcd is None
+                else f"etcd {etcd:,} at 16 ({ratio:.2f}x)" if ratio is not None
+                else f"etcd {etcd:,}",
+                "-" if informative else f">= {TARGET_PUT_RATIO:g}x etcd",
+                "" if informative else "n/a" if ratio is None
+                else verdict(ratio >= TARGET_PUT_RATIO),
             ))  # fmt: skip
-        rows.append((
-            "durable SET/s, redis-benchmark --cluster -c 64 (informative)",
-            f"{medians['planaria_redis_benchmark_c64']:,}", "-", "-", "",
-        ))  # fmt: skip
+        for name, errors in put["failed_runs"].items():
+            rows.append((f"  {name}: {len(errors)} failed run(s)", errors[-1][-100:], "", "", ""))
     got = results.get("get")
     if got is not None and "get" not in failed:
         medians = got["median_ops_per_s"]
         ratio = got["ratio_planaria_over_redis"]
         rows.append((
             f"GET/s, redis-benchmark -c {got['clients']}",
-            f"{medians['planaria']:,}",
-            f"redis {medians['redis']:,} ({ratio:.1%})",
+            "every run failed" if medians["planaria"] is None else f"{medians['planaria']:,}",
+            "redis: every run failed" if medians["redis"] is None
+            else f"redis {medians['redis']:,}" + ("" if ratio is None else f" ({ratio:.1%})"),
             f">= {TARGET_GET_RATIO:.0%} of Redis",
-            verdict(ratio >= TARGET_GET_RATIO),
+            "n/a" if ratio is None else verdict(ratio >= TARGET_GET_RATIO),
         ))  # fmt: skip
     header = ("measure", "planaria", "anchor", "target", "")
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(5)]
