@@ -62,7 +62,7 @@ from planaria._client.core import (
 )
 from planaria._client.protocol import ClusterDown, CommandRefused, Overloaded, TryAgain, to_bytes
 from planaria.breaker import CircuitBreaker
-from planaria.errors import Moved
+from planaria.errors import Moved, UnknownOutcome
 from planaria.retry import RetryBudget
 
 __all__ = [
@@ -76,6 +76,8 @@ __all__ = [
 ]
 
 _STALE_SKIP = (*PRIMARY_UNREACHABLE, Moved)
+# Failures of the exchange itself (not a node's answer): the node may be down or paused.
+TRANSPORT_FAILURES = (ConnectionError, TimeoutError, UnknownOutcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,7 @@ class Client:
         seeds: str | Iterable[str],
         *,
         timeout_s: float = 5.0,
-        attempt_timeout_s: float = 1.0,
+        attempt_timeout_s: float = 0.5,
         request_ids: bool = True,
         attempts_max: int = 32,
         retry_budget: RetryBudget | None = None,
@@ -329,7 +331,11 @@ class Client:
                     health_check_s=self._health_check_s,
                 ),
             )
-        return self._core.breaker(address).call(pool.request, payload, timeout_s)
+        try:
+            return self._core.breaker(address).call(pool.request, payload, timeout_s)
+        except TRANSPORT_FAILURES:
+            self._core.note_unreachable(address)
+            raise
 
     def _refresh(self, deadline_s: float) -> None:
         core = self._core
@@ -364,7 +370,7 @@ class AsyncClient:
         seeds: str | Iterable[str],
         *,
         timeout_s: float = 5.0,
-        attempt_timeout_s: float = 1.0,
+        attempt_timeout_s: float = 0.5,
         request_ids: bool = True,
         attempts_max: int = 32,
         retry_budget: RetryBudget | None = None,
@@ -536,7 +542,11 @@ class AsyncClient:
                     health_check_s=self._health_check_s,
                 ),
             )
-        return await self._core.breaker(address).call_async(pool.request, payload, timeout_s)
+        try:
+            return await self._core.breaker(address).call_async(pool.request, payload, timeout_s)
+        except TRANSPORT_FAILURES:
+            self._core.note_unreachable(address)
+            raise
 
     async def _refresh(self, deadline_s: float) -> None:
         core = self._core

@@ -406,3 +406,17 @@ def test_reused_connections_survive_a_node_restart(connect: Connect) -> None:
         asyncio.run_coroutine_threadsafe(server.start(), cluster.loop).result(5)
         assert db.set("k", "2") is True
         assert len(cluster.seen_writes()) == 2  # the health check caught it: no resend
+
+
+def test_a_node_that_failed_lately_is_asked_for_the_map_last(fake_time: FakeTime) -> None:
+    from planaria import Client
+
+    seeds = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    db = Client(seeds, clock=fake_time.clock, sleep=fake_time.sleep)
+    core = db._core
+    assert core.refresh_candidates() == seeds
+    core.note_unreachable(seeds[0])  # e.g. a paused primary whose breaker is still closed
+    assert core.refresh_candidates() == [seeds[1], seeds[2], seeds[0]]
+    fake_time.offset_s += 60.0  # long ago: back in its place
+    assert core.refresh_candidates() == seeds
+    db.close()

@@ -50,6 +50,8 @@ log = logging.getLogger("planaria.client")
 
 CLUSTER_SHARDS = encode_command([b"CLUSTER", b"SHARDS"])
 CLUSTER_SLOTS = encode_command([b"CLUSTER", b"SLOTS"])
+# A node that failed in transport this recently is asked for the map after the others.
+UNREACHABLE_DEMOTE_S = 5.0
 REDIRECTS_MAX = 2  # MOVED redirects followed inside one attempt, without backoff
 
 
@@ -172,6 +174,7 @@ class ClientCore:
         self.map_suspect = True
         self.refreshed_at_s = float("-inf")
         self.refresh_error: Exception | None = None  # why the last refresh found no map
+        self.unreachable_at_s: dict[str, float] = {}  # address -> last transport failure
         self.closed = False
         base = RetryPolicy(
             attempts_max=attempts_max,
@@ -314,12 +317,26 @@ class ClientCore:
             self.map_suspect and self.clock() - self.refreshed_at_s >= self.refresh_interval_s
         )
 
+    def note_unreachable(self, address: str) -> None:
+        """An exchange with ``address`` failed in transport (refused, reset, no answer)."""
+        self.unreachable_at_s[address] = self.clock()
+
     def refresh_candidates(self) -> list[str]:
-        """Nodes to ask for the map: known nodes, then seeds; open breakers last."""
+        """Nodes to ask for the map: known nodes, then seeds; nodes that failed lately and
+        open breakers last (a paused node's breaker may still be closed: asking it first would
+        cost a whole attempt timeout before the map could move on)."""
         known = list(self.slot_map.addresses()) if self.slot_map is not None else []
         ordered = list(dict.fromkeys([*known, *self.seeds]))
-        closed = [a for a in ordered if self.breaker(a).state is not BreakerState.OPEN]
-        return closed + [a for a in ordered if a not in closed]
+        now = self.clock()
+
+        def rank(address: str) -> int:
+            if self.breaker(address).state is BreakerState.OPEN:
+                return 2
+            failed_at_s = self.unreachable_at_s.get(address)
+            recent = failed_at_s is not None and now - failed_at_s < UNREACHABLE_DEMOTE_S
+            return 1 if recent else 0
+
+        return sorted(ordered, key=rank)  # stable: known order within a rank
 
     def install(self, reply: object, address: str, *, shards: bool) -> None:
         """Take the map from ``address``'s reply to CLUSTER SHARDS (``shards``) or SLOTS."""
