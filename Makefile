@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test lint typecheck pytest bench clean
+.PHONY: install system-deps bench-deps demo test lint typecheck pytest bench clean
 
 # Debian packages the tests and benchmarks use: redis-cli, redis-benchmark and redis-server
 # prove that existing Redis clients work against planaria and anchor its numbers.
@@ -30,6 +30,16 @@ system-deps:
 	  fi; \
 	fi
 
+# etcd is only a benchmark anchor (bench_cluster.py compares durable writes against it).
+bench-deps: system-deps
+	@command -v etcd >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing etcd-server from Debian"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	  else \
+	    echo "etcd-server is missing: bench_cluster.py will skip its etcd anchor" >&2; \
+	  fi; }
+
 demo: $(STAMP)
 	$(BIN)/planaria demo
 
@@ -45,7 +55,7 @@ pytest: $(STAMP) system-deps
 
 test: lint typecheck pytest
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) bench-deps
 	$(BIN)/python benchmarks/run.py
 
 clean:
