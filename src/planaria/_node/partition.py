@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planaria._node.disk import DiskQueue
+from planaria.core.codec import decode_entry, encode_entry
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -52,7 +53,6 @@ from planaria.core.messages import (
 )
 from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.errors import InternalError
-from planaria.sim.codec import decode_entry, encode_entry
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageDamaged, StorageError
 
 __all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "apply_persists"]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from planaria.core.codec import decode_entry, encode_entry
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -31,7 +32,6 @@ from planaria.core.messages import (
 )
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.sim.checks import Violation
-from planaria.sim.codec import decode_entry, encode_entry
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World

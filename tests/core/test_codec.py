@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from planaria.core.codec import decode_entry, encode_entry
 from planaria.core.messages import Delete, Entry, Set
-from planaria.sim.codec import decode_entry, encode_entry
 
 ops = st.one_of(
     st.builds(
