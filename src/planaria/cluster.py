@@ -29,6 +29,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import random
 import signal
@@ -43,7 +44,8 @@ from typing import Any, Final
 
 import hiredis
 
-from planaria.coord import CONFIGS_PREFIX, decode_config
+from planaria._client.protocol import encode_command, to_bytes
+from planaria._client.routing import MalformedTopology, SlotMap, parse_address
 from planaria.coord.url import connect
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
@@ -77,6 +79,8 @@ _STATE_FORMAT: Final = 1
 _LOG_TAIL_LINES: Final = 15
 _POLL_S: Final = 0.05
 _CLI_MODULE = "planaria.cli"  # what the processes run: python -m <this> coordinator|node ...
+
+log = logging.getLogger("planaria.cluster")
 
 
 class ClusterError(PlanariaError):
@@ -228,8 +232,10 @@ def resp_command(
     """Send ``commands`` pipelined to ``host:port`` and return their replies in order
     (errors come back as ``hiredis.ReplyError`` values, not raised). Raises ``OSError`` when
     the node cannot be reached or does not answer within ``timeout_s``."""
-    host, port = _split_address(address)
-    payload = b"".join(_encode_command(command) for command in commands)
+    host, port = parse_address(address)
+    payload = b"".join(
+        encode_command([to_bytes("argument", arg) for arg in command]) for command in commands
+    )
     reader = hiredis.Reader()
     replies: list[Any] = []
     deadline = time.monotonic() + timeout_s
@@ -247,21 +253,6 @@ def resp_command(
                     break
                 replies.append(reply)
     return replies
-
-
-def _encode_command(command: Sequence[str | bytes]) -> bytes:
-    parts = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UsageError(f"an address is HOST:PORT, not {address!r}")
-    return host, int(port)
 
 
 def probe_keys(partitions: int) -> dict[int, str]:
@@ -730,11 +721,11 @@ class LocalCluster:
         by_address: dict[str, list[int]] = {}
         unserved: list[int] = []
         for partition, key in keys.items():
-            address = owners.get(keyslot(key))
-            if address is None:
+            shard = owners.shard(keyslot(key))
+            if shard is None:
                 unserved.append(partition)
             else:
-                by_address.setdefault(address, []).append(partition)
+                by_address.setdefault(shard.primary, []).append(partition)
         for address, group in by_address.items():
             try:
                 replies = resp_command(
@@ -746,8 +737,8 @@ class LocalCluster:
             unserved += [p for p, r in zip(group, replies, strict=True) if _is_error(r)]
         return sorted(unserved)
 
-    def _slot_owners(self, timeout_s: float) -> dict[int, str] | None:
-        """slot -> primary address, from the first live node that answers CLUSTER SLOTS."""
+    def _slot_owners(self, timeout_s: float) -> SlotMap | None:
+        """The slot map, from the first live node that answers CLUSTER SLOTS."""
         for node in self._state.nodes:
             if not self._alive(node.pid) or self._paused(node.pid):
                 continue
@@ -757,7 +748,10 @@ class LocalCluster:
                 continue
             if _is_error(reply) or not isinstance(reply, list):
                 continue
-            return _owners_from_slots(reply)
+            try:
+                return SlotMap.from_cluster_slots(reply, parse_address(node.address)[0])
+            except MalformedTopology as error:
+                log.warning("%s answered CLUSTER SLOTS with no map: %s", node.name, error)
         return None
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -869,28 +863,16 @@ def _is_error(reply: Any) -> bool:
     return isinstance(reply, hiredis.ReplyError)
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _owners_from_slots(reply: list[Any]) -> dict[int, str]:
-    owners: dict[int, str] = {}
-    for entry in reply:
-        start, end, primary = int(entry[0]), int(entry[1]), entry[2]
-        address = f"{_text(primary[0])}:{int(primary[1])}"
-        for slot in range(start, end + 1):
-            owners[slot] = address
-    return owners
-
-
 async def _read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
     """The registered node ids and the partition configs."""
+
+    from planaria import control  # noqa: PLC0415 -- loads the controller only here
 
     async def read() -> tuple[set[str], list[PartitionConfig]]:
         async with connect(url) as coordinator:
             members = await coordinator.members()
-            items = await coordinator.list_prefix(CONFIGS_PREFIX)
-        return set(members), [decode_config(item.value) for item in items]
+            configs = await control.read_configs(coordinator)
+        return set(members), [config for config, _ in configs.values()]
 
     return await asyncio.wait_for(read(), timeout_s)
 

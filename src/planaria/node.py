@@ -48,6 +48,7 @@ from planaria.control import (
     ControllerService,
     apply_proposal,
     read_cluster_metadata,
+    read_configs,
     sessions_from_members,
 )
 from planaria.coord import (
@@ -72,6 +73,7 @@ from planaria.core.messages import (
     AppendReply,
     ClientReply,
     ClientRequest,
+    ErrorCode,
     PartitionConfig,
     ProposeIsr,
     Reply,
@@ -92,6 +94,7 @@ from planaria.net.commands import (
     ConnectionState,
     Info,
     NodeRequest,
+    error_reply,
     render_info,
     render_reply,
 )
@@ -580,15 +583,8 @@ class Node:
     async def _reload_configs_once(self) -> None:
         if self.partition_count is None:
             await self._load_cluster()
-        items = await self._coord(self.coordinator.list_prefix(CONFIGS_PREFIX))
-        for item in items:
-            if partition_of_key(item.key) is None:
-                continue
-            try:
-                config = decode_config(item.value)
-            except MalformedRecord as exc:
-                log.error("%s: %s", item.key, exc)
-                continue
+        configs = await self._coord(read_configs(self.coordinator))
+        for config, _ in configs.values():
             await self._on_config(config)
 
     async def _reload_members(self) -> None:
@@ -762,11 +758,12 @@ class Node:
 
     def _moved(self, op: ClientOp, partition: int, primary: str | None) -> bytes:
         address = self._addresses.get(primary) if primary is not None else None
-        if primary is None or address is None:
-            return resp.error(f"CLUSTERDOWN partition {partition} has no known primary right now")
-        if primary == self.node_id:
+        if address is not None and primary == self.node_id:
             return resp.error(f"TRYAGAIN partition {partition} is opening on this node")
-        return resp.error(f"MOVED {op.slot} {address}")
+        moved_to = None if address is None else str(address)
+        return error_reply(
+            ErrorCode.NOT_PRIMARY, slot=op.slot, partition=partition, moved_to=moved_to
+        )
 
     def _client_op(self, state: ConnectionState, op: ClientOp) -> bytes | Awaitable[bytes]:
         count = self.partition_count
