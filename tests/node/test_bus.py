@@ -52,3 +52,26 @@ def test_incoming_frames_reach_the_callback_and_garbage_closes_the_connection() 
         await bus.close()
 
     asyncio.run(scenario())
+
+
+def test_a_bad_bus_address_keeps_the_link_alive_until_it_is_corrected() -> None:
+    async def scenario() -> None:
+        received: list[object] = []
+        server = PeerBus("n2", received.append)
+        port = await server.listen("127.0.0.1", 0)
+        bus = PeerBus("n1", lambda message: None)
+        bus.set_address("n2", "127.0.0.1:not-a-port")  # a malformed registration
+        bus.send("n2", append(1))
+        await asyncio.sleep(0.05)
+        link = bus._links["n2"]
+        assert not link._task.done()  # the link did not die on the bad address
+        bus.set_address("n2", f"127.0.0.1:{port}")
+        for _ in range(300):  # bounded: up to ~3 s for the retry after the bad address
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        assert received and isinstance(received[0], Append)
+        await bus.close()
+        await server.close()
+
+    asyncio.run(scenario())

@@ -18,8 +18,10 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from planaria._client.routing import parse_address
 from planaria._node.tasks import cancel_all
 from planaria.core.messages import Append, AppendReply, Message
+from planaria.errors import UsageError
 from planaria.net.frame import CODEC, FrameDecoder, FrameError
 
 __all__ = ["PeerBus"]
@@ -31,11 +33,6 @@ RECONNECT_DELAY_MIN_S = 0.02
 RECONNECT_DELAY_MAX_S = 1.0
 WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT_S = 1.0
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
 
 
 class _PeerLink:
@@ -86,7 +83,16 @@ class _PeerLink:
     async def _run(self) -> None:
         delay_s = RECONNECT_DELAY_MIN_S
         while True:
-            host, port = _split(self.address)
+            try:
+                host, port = parse_address(self.address)
+            except UsageError as exc:
+                # A peer registered a bad bus address: keep queueing (bounded) and retry, so
+                # a corrected registration (retarget) is picked up; never end the link.
+                log.error("bus: %s registered a bad bus address: %s", self.node, exc)
+                while len(self.queue) > QUEUE_FRAMES_MAX // 4:
+                    self._drop_one()
+                await asyncio.sleep(RECONNECT_DELAY_MAX_S)
+                continue
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
