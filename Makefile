@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: install system-deps bench-deps demo test lint typecheck pytest bench clean
 
 # Debian packages the tests and benchmarks use: redis-cli, redis-benchmark and redis-server
-# prove that existing Redis clients work against planaria and anchor its numbers.
-SYSTEM_TOOLS    := redis-cli redis-benchmark redis-server
-SYSTEM_PACKAGES := redis-tools redis-server
+# prove that existing Redis clients work against planaria and anchor its numbers; ZooKeeper
+# and etcd are coordination backends (tests start ensembles on loopback); redis-sentinel and
+# etcd are the chaos harness's peers; iptables cuts links inside the harness's namespaces.
+SYSTEM_TOOLS    := redis-cli redis-benchmark redis-server redis-sentinel etcd iptables \
+                   /usr/share/zookeeper/bin/zkServer.sh
+SYSTEM_PACKAGES := redis-tools redis-server redis-sentinel etcd-server zookeeper iptables
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,15 +33,7 @@ system-deps:
 	  fi; \
 	fi
 
-# etcd is only a benchmark anchor (bench_cluster.py compares durable writes against it).
 bench-deps: system-deps
-	@command -v etcd >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing etcd-server from Debian"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
-	  else \
-	    echo "etcd-server is missing: bench_cluster.py will skip its etcd anchor" >&2; \
-	  fi; }
 
 demo: $(STAMP)
 	$(BIN)/planaria demo

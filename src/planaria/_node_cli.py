@@ -40,13 +40,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bus", default=None, metavar="HOST:PORT", help="bus address (default: PORT + 10000)"
     )
+    parser.add_argument(
+        "--session-ttl-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="coordinator session TTL: how long a silent node keeps its partitions "
+        "(default 300; etcd cannot grant less than its minimum lease TTL)",
+    )
+    parser.add_argument(
+        "--lease-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="primary lease (default 200; at most (session TTL - 20) / 1.05)",
+    )
+    parser.add_argument(
+        "--bug",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="turn on a known-bug switch (tests of the tests only; e.g. ack-before-replicate)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
 def run(args: argparse.Namespace) -> int:
     # Lazy, so `planaria --help` starts fast.
+    from dataclasses import replace  # noqa: PLC0415
+
     from planaria.coord.url import connect  # noqa: PLC0415
-    from planaria.node import Node, NodeSettings  # noqa: PLC0415
+    from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
     logging.basicConfig(
@@ -56,6 +80,20 @@ def run(args: argparse.Namespace) -> int:
     )
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
     settings = NodeSettings(fsync=FsyncPolicy.parse(fsync))
+    session_ttl_ms = args.session_ttl_ms or settings.session_ttl_ms
+    if args.lease_ms is not None:
+        lease_ms = float(args.lease_ms)
+    elif args.session_ttl_ms is not None:  # the longest lease the TTL allows
+        lease_ms = (session_ttl_ms - LEASE_MARGIN_MS) / (1 + DRIFT_MAX)
+    else:
+        lease_ms = settings.lease_ms
+    settings = replace(
+        settings,
+        session_ttl_ms=session_ttl_ms,
+        lease_ms=lease_ms,
+        keepalive_interval_ms=min(settings.keepalive_interval_ms, lease_ms / 4),
+        replica=replace(settings.replica, bugs=frozenset(args.bug)),
+    )
 
     async def main() -> int:
         coordinator = connect(args.coordinator)

@@ -131,6 +131,7 @@ class _State:
     fsync: str | None
     coordinator: _Process
     nodes: tuple[_Process, ...]
+    node_args: tuple[str, ...] = ()  # extra `planaria node` options (e.g. --bug for tests)
 
     def node(self, node_id: str) -> _Process:
         for node in self.nodes:
@@ -159,6 +160,7 @@ class _State:
                 fsync=record["fsync"],
                 coordinator=_Process(**record["coordinator"]),
                 nodes=tuple(_Process(**node) for node in record["nodes"]),
+                node_args=tuple(str(arg) for arg in record.get("node_args", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{path}: not a planaria cluster state file: {exc}") from exc
@@ -368,6 +370,7 @@ class LocalCluster:
         host: str = "127.0.0.1",
         fsync: str | None = None,
         env: Mapping[str, str] | None = None,
+        node_args: Sequence[str] = (),
     ) -> None:
         if nodes < 1:
             raise UsageError(f"a cluster needs at least one node, not {nodes}")
@@ -399,6 +402,7 @@ class LocalCluster:
             replicas=replicas,
             min_insync=min_insync,
             fsync=fsync,
+            node_args=tuple(node_args),
             coordinator=_Process(
                 "coordinator",
                 host,
@@ -549,7 +553,7 @@ class LocalCluster:
         ]
         if self._state.fsync is not None:
             argv += ["--fsync", self._state.fsync]
-        return argv
+        return [*argv, *self._state.node_args]
 
     def _check_ports(self, processes: Sequence[_Process]) -> None:
         for process in processes:
@@ -649,7 +653,7 @@ class LocalCluster:
                 f"{self.data_dir} holds a cluster of another shape ({', '.join(differs)} "
                 "differ); use another --data directory or the same options"
             )
-        self._state = replace(recorded, fsync=mine.fsync)
+        self._state = replace(recorded, fsync=mine.fsync, node_args=mine.node_args)
 
     def _start_node(self, node_id: str, timeout_s: float) -> None:
         with self._locked():
