@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from planaria._node.disk import DiskQueue
 from planaria._node.lease import KeepAliveThread, keep_alive_forever
 from planaria._node.partition import NO_LEASE, PartitionRuntime
 from planaria._node.tasks import cancel_all
@@ -108,7 +107,14 @@ from planaria.net.topology import (
     cluster_slots,
     node_id_hex,
 )
-from planaria.storage import FileLock, FsyncPolicy, OsFS, StorageError, StorageLocked
+from planaria.storage import (
+    FileLock,
+    FsyncPolicy,
+    GroupCommitter,
+    OsFS,
+    StorageError,
+    StorageLocked,
+)
 from planaria.storage.errors import storage_error_from_os
 
 __all__ = ["Node", "NodeSettings", "parse_address"]
@@ -235,7 +241,7 @@ class Node:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
-        self._disk = DiskQueue(f"planaria-{node_id}")
+        self._committer = GroupCommitter(name=f"planaria-{node_id}-disk")
         self._bus = PeerBus(node_id, self._on_peer_message)
         self._server = RespServer(
             self._handle,
@@ -279,7 +285,7 @@ class Node:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
-        self._disk.start()
+        self._committer.start()
         try:
             self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
             await self._server.start()
@@ -318,7 +324,7 @@ class Node:
             if self._keepalive_thread is not None:
                 await asyncio.to_thread(self._keepalive_thread.stop)
             await asyncio.gather(*(runtime.close() for runtime in self.partitions.values()))
-            await self._disk.close()
+            await self._committer.close()
             await self._bus.close()
             self._fail_waiting(None, "the node is shutting down")
             if close_session and self.session is not None:
@@ -504,15 +510,12 @@ class Node:
 
     async def _tick_loop(self) -> None:
         tick_s = self.settings.tick_ms / 1000
-        interval = self.settings.fsync.mode == "interval"
         last_sweep_ms = _now_ms()
         while not self._stopping:
             await asyncio.sleep(tick_s)
             lease = self.lease_until_ms
             for runtime in self.partitions.values():
                 runtime.tick(lease)
-                if interval:
-                    runtime.sync_tick()
             now = _now_ms()
             if now - last_sweep_ms >= 100:
                 last_sweep_ms = now
@@ -643,7 +646,7 @@ class Node:
             policy=self.settings.fsync,
             replica_settings=settings,
             executor=self._executor,
-            disk=self._disk,
+            committer=self._committer,
             clock_ms=_now_ms,
             send=self._send,
             reply=self._on_reply,
@@ -892,8 +895,10 @@ class Node:
                 "serving": len(self.serving_partitions()),
                 "connected_clients": self._server.connections,
                 "pending_writes": len(self._waiting),
-                "disk_jobs": self._disk.jobs_run,
-                "disk_handoffs": self._disk.handoffs,
+                "disk_jobs": self._committer.stats.jobs,
+                "disk_jobs_inline": self._committer.stats.inline,
+                "disk_batches": self._committer.stats.batches,
+                "disk_fsyncs": self._committer.stats.syncs,
             },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())

@@ -17,13 +17,13 @@ async def append_forever(directory: str, writers: int) -> None:
     log = PartitionLog.open(OsFS(), directory)
     if log.epoch == 0:
         log.set_epoch(1)
-    async with GroupCommitter(log) as committer:
+    async with GroupCommitter() as committer:
 
         async def writer(task: int) -> None:
             sequence = 0
             while True:
                 record = b"t%d-s%d-" % (task, sequence) + b"v" * (sequence % 50)
-                index = await committer.append(1, record)
+                index = await committer.append(log, 1, record)
                 sys.stdout.write(f"{index} {record.decode()}\n")
                 sys.stdout.flush()
                 sequence += 1

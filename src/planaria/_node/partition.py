@@ -5,9 +5,10 @@ event loop. What a step asks for is executed in the order the protocol needs, wi
 making later inputs wait for the disk:
 
 - a Ready without anything to persist, when nothing is being persisted, is executed at once;
-- otherwise its persists join a *stage*; stages are written one after another by the node's
-  disk thread (one write and one fsync per stage, so concurrent writes share an fsync:
-  group commit), and a stage's effects (sends, client replies, ISR proposals) leave only
+- otherwise its persists join a *stage*; a partition's stages are written one after another
+  through the node's ``GroupCommitter`` (one write and one fsync per stage, shared with the
+  stages of other partitions that reach the disk at the same time: group commit), and a
+  stage's effects (sends, client replies, ISR proposals) leave only
   after its persist is durable. Effects of later steps without persists join the last
   stage, so **every effect follows every persist stepped before it**: an acknowledgement
   never precedes the durability of anything it depends on, whichever step produced it;
@@ -38,8 +39,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from planaria._node.disk import DiskQueue
-from planaria.core.codec import decode_entry, encode_entry
+from planaria.core.codec import decode_entry
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -51,11 +51,18 @@ from planaria.core.messages import (
     Reply,
     Send,
 )
+from planaria.core.persist import write_persists
 from planaria.core.replica import Replica, ReplicaSettings, Role
-from planaria.errors import InternalError
-from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageDamaged, StorageError
+from planaria.storage import (
+    FsyncPolicy,
+    GroupCommitter,
+    OsFS,
+    PartitionLog,
+    StorageDamaged,
+    StorageError,
+)
 
-__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "apply_persists"]
+__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput"]
 
 log = logging.getLogger("planaria.node")
 
@@ -67,12 +74,7 @@ class _Tick:
     lease_until_ms: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Sync:
-    pass
-
-
-StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick | _Sync
+StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick
 
 
 @dataclass(slots=True)
@@ -80,34 +82,10 @@ class _Stage:
     """Persists written together, and the effects that wait for them."""
 
     effects: Ready  # its ``persist`` is what this stage writes
-    sync: bool = False
-    started: bool = False  # the disk thread has it: only effects may join now
+    started: bool = False  # the disk has it: only effects may join now
 
-    def join(self, ready: Ready, sync: bool) -> None:
+    def join(self, ready: Ready) -> None:
         self.effects.extend(ready)
-        self.sync = self.sync or sync
-
-
-def apply_persists(log_: PartitionLog, persists: list[Persist], now_ms: float) -> None:
-    """Apply Persist effects in order, then make them durable per the log's fsync policy.
-    Blocking (runs in the disk thread)."""
-    for persist in persists:
-        if persist.epoch > log_.epoch:
-            log_.set_epoch(persist.epoch)  # durable at once (atomic meta write)
-        if persist.truncate_after is not None and persist.truncate_after < log_.last_index:
-            log_.truncate_after(persist.truncate_after)
-        if persist.entries:
-            first = persist.entries[0].index
-            if first != log_.last_index + 1:
-                raise InternalError(
-                    f"p{persist.partition}: a Persist appends index {first} after log end "
-                    f"{log_.last_index}"
-                )
-            log_.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
-        commit = min(persist.commit_index, log_.last_index)
-        if commit > log_.commit_index:
-            log_.set_commit_index(commit)
-    log_.sync_if_due(now_ms)
 
 
 class PartitionRuntime:
@@ -122,7 +100,7 @@ class PartitionRuntime:
         policy: FsyncPolicy,
         replica_settings: ReplicaSettings,
         executor: Executor,
-        disk: DiskQueue,
+        committer: GroupCommitter,
         clock_ms: Callable[[], float],
         send: Callable[[Send], None],
         reply: Callable[[Reply], None],
@@ -137,7 +115,7 @@ class PartitionRuntime:
         self.policy = policy
         self.replica_settings = replica_settings
         self._executor = executor  # opening, recovery, closing
-        self._disk = disk  # persists
+        self._committer = committer  # persists
         self._clock_ms = clock_ms
         self._send = send
         self._reply = reply
@@ -263,19 +241,13 @@ class PartitionRuntime:
             self._broken = True
             self._wakeup.set()
             return True
-        self._dispatch(ready, isinstance(item, _Sync))
+        self._dispatch(ready)
         if was_primary and replica.role is not Role.PRIMARY:
             self._on_step_down(self.partition)
         return True
 
     def tick(self, lease_until_ms: float) -> None:
         self.deliver(_Tick(lease_until_ms))
-
-    def sync_tick(self) -> None:
-        """Ask for an fsync if the interval policy wants one."""
-        log_ = self.log
-        if log_ is not None and log_.failure is None and log_.sync_due(self._clock_ms()):
-            self.deliver(_Sync())
 
     def _step(self, item: StepInput) -> Ready:
         replica = self.replica
@@ -284,8 +256,6 @@ class PartitionRuntime:
             return replica.tick(now, item.lease_until_ms)
         if isinstance(item, PartitionConfig):
             return replica.on_config(item, now)
-        if isinstance(item, _Sync):
-            return Ready()
         return replica.on_message(item, now)
 
     @property
@@ -293,7 +263,7 @@ class PartitionRuntime:
         """Too many replies wait for the disk: refuse more client requests (BUSY)."""
         return sum(len(stage.effects.replies) for stage in self._stages) >= self.inbox_max
 
-    def _dispatch(self, ready: Ready, sync: bool) -> None:
+    def _dispatch(self, ready: Ready) -> None:
         if ready.send and self._may_send_early():
             later: list[Send] = []
             for send in ready.send:
@@ -302,19 +272,19 @@ class PartitionRuntime:
                 else:
                     later.append(send)
             ready.send = later
-        needs_disk = bool(ready.persist) or sync
+        needs_disk = bool(ready.persist)
         if not self._stages:
             if needs_disk:
-                self._stages.append(_Stage(ready, sync))
+                self._stages.append(_Stage(ready))
                 self._wakeup.set()
             else:
                 self._execute(ready)
             return
         tail = self._stages[-1]
         if needs_disk and tail.started:
-            self._stages.append(_Stage(ready, sync))
+            self._stages.append(_Stage(ready))
         else:
-            tail.join(ready, sync)  # after every persist stepped before it
+            tail.join(ready)  # after every persist stepped before it
 
     def _may_send_early(self) -> bool:
         """A primary's Appends may leave before its own persist when its epoch is durable
@@ -353,7 +323,7 @@ class PartitionRuntime:
             stage = self._stages[0]
             stage.started = True
             try:
-                durable = await self._persist(stage.effects.persist, stage.sync)
+                durable = await self._persist(stage.effects.persist)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -384,15 +354,16 @@ class PartitionRuntime:
                 delay_s = min(delay_s * 2, 2.0)
         self._broken = False
 
-    async def _persist(self, persists: list[Persist], sync: bool) -> bool:
+    async def _persist(self, persists: list[Persist]) -> bool:
         log_ = self.log
         if log_ is None:
             return False
-        if not persists and not sync:
+        if not persists:
             return True
-        now = self._clock_ms()
         try:
-            await self._disk.run(lambda: apply_persists(log_, persists, now))
+            appended = await self._committer.write(
+                log_, lambda log_: write_persists(log_, persists)
+            )
         except StorageError as exc:
             self.storage_failure = exc
             self.storage_failures += 1
@@ -406,10 +377,10 @@ class PartitionRuntime:
             if self.replica.role is Role.PRIMARY:
                 self._on_storage_failure(self.partition)
             return False
-        if any(p.entries for p in persists):
+        if appended:
             self.storage_failure = None
             self.persist_batches += 1
-            self.persisted_entries += sum(len(p.entries) for p in persists)
+            self.persisted_entries += appended
         return True
 
     # ------------------------------------------------------------------ views

@@ -103,22 +103,6 @@ class Monitor:
             return False
         return log.epoch_at(index) == epoch
 
-    def on_persist_epoch(self, node: SimNode, partition: int, old: int, new: int) -> None:
-        if new < old:
-            raise Violation(
-                "epoch-decreased", f"{node.pid} p{partition} persists epoch {new} after {old}"
-            )
-
-    def on_truncate(self, node: SimNode, partition: int, after: int, committed: int) -> None:
-        if after < committed:
-            raise Violation(
-                "truncated-committed",
-                f"{node.pid} p{partition} truncates after {after} below its persisted commit "
-                f"index {committed}",
-            )
-
-    # ------------------------------------------------------------------ coordinator hook
-
     def on_config_change(self, old: PartitionConfig, new: PartitionConfig) -> None:
         p = new.partition
         if new.epoch < old.epoch:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from planaria.core.codec import decode_entry, encode_entry
+from planaria.core.codec import decode_entry
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -30,6 +30,7 @@ from planaria.core.messages import (
     Set,
     Version,
 )
+from planaria.core.persist import PersistRuleBroken, write_persists
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.sim.checks import Violation
 from planaria.sim.network import Network
@@ -62,10 +63,6 @@ class Hooks(Protocol):
     def on_ack(
         self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
     ) -> None: ...
-
-    def on_persist_epoch(self, node: SimNode, partition: int, old: int, new: int) -> None: ...
-
-    def on_truncate(self, node: SimNode, partition: int, after: int, committed: int) -> None: ...
 
 
 class SimNode(Process):
@@ -288,25 +285,13 @@ class SimNode(Process):
         touched: list[PartitionLog] = []
         for persist in ready.persist:
             log = self.logs[persist.partition]
-            if persist.epoch != log.epoch:
-                self.hooks.on_persist_epoch(self, persist.partition, log.epoch, persist.epoch)
-                log.set_epoch(persist.epoch)
-            if persist.truncate_after is not None and persist.truncate_after < log.last_index:
-                self.hooks.on_truncate(
-                    self, persist.partition, persist.truncate_after, log.commit_index
-                )
-                log.truncate_after(persist.truncate_after)
-            if persist.entries:
-                first = persist.entries[0].index
-                if first != log.last_index + 1:
-                    raise _persist_gap(self.pid, persist.partition, first, log.last_index)
-                log.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
-                for entry in persist.entries:
-                    if entry.request_id is not None:
-                        self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
-            commit = min(persist.commit_index, log.last_index)
-            if commit > log.commit_index:
-                log.set_commit_index(commit)
+            try:
+                write_persists(log, [persist])
+            except PersistRuleBroken as broken:
+                raise Violation(broken.rule, f"{self.pid}: {broken}") from None
+            for entry in persist.entries:
+                if entry.request_id is not None:
+                    self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
             touched.append(log)
         if self.crash_mid_write and any(persist.entries for persist in ready.persist):
             # The disk fault: the records were written but the fsync never happened.
@@ -316,10 +301,3 @@ class SimNode(Process):
             return
         for log in touched:
             log.sync()
-
-
-def _persist_gap(node: str, partition: int, first: int, last: int) -> Violation:
-    return Violation(
-        "persist-order",
-        f"{node} p{partition}: a Persist appends index {first} after log end {last}",
-    )

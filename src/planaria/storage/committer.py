@@ -1,18 +1,25 @@
-"""``GroupCommitter``: asyncio writers share fsyncs (group commit) on one ``PartitionLog``.
+"""``GroupCommitter``: asyncio writers share fsyncs (group commit) across any number of logs.
 
-Writers ``await committer.append(epoch, record)`` and get the record's index back. A single
-flusher task takes every pending record, writes them with one ``append_many``, runs one fsync
-in a dedicated thread (``os.fsync`` releases the GIL, so the event loop keeps running) and
-then resolves all their futures. Records that arrive while an fsync runs form the next batch,
-so under load one fsync covers many writes, and with a single writer the cost is one write
-and one fsync, as it must be.
+A writer hands the committer a *write job* for one ``PartitionLog`` (``write(log, job)``, or
+``append(log, epoch, record)`` for one record) and gets the job's result back once the
+log's fsync policy says the write is done. Jobs that arrive while a batch is on the disk form
+the next batch; a batch runs every job, then makes each log it touched durable once
+(``sync_if_due``), in one disk thread (``os.fsync`` releases the GIL, so the event loop keeps
+running). So under load one fsync covers every write that arrived meanwhile, per log.
 
-With fsync policy ``always`` an index is returned only once its record is on disk. With
-``interval`` it is returned once written, and a timer syncs every ``interval_ms``; with
-``never`` it is returned once written. A failed write or fsync fails every waiter of that batch
-with the storage error (nothing is acknowledged) and the log refuses all later writes with
-``StorageFailed`` until it is reopened. At most ``pending_max`` records wait at once; further
-writers wait for room (backpressure).
+When writes come one at a time (the committer is idle and its last round held a single
+job), a job runs at once on the caller's thread instead: handing one write to a thread and
+back costs as much as the fsync itself, and a lone writer then pays one write and one fsync,
+as it must. Only one job per event-loop iteration runs inline: writers that arrive together
+(or during that fsync) form a threaded batch, and once rounds hold several jobs the
+committer stays threaded until they thin out to one again.
+
+With fsync policy ``always`` a result is returned only once the job's writes are on disk;
+with ``interval`` once written (a timer syncs due logs every ``interval_ms``); with ``never``
+once written. A job that raises fails only its caller; a storage failure of a log (failed
+write or fsync) fails every job of that log in the batch (nothing is acknowledged), and the
+log refuses all later writes with ``StorageFailed`` until it is reopened. At most
+``pending_max`` jobs wait at once; further writers wait for room (backpressure).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from planaria.errors import UsageError
 from planaria.storage.errors import StorageError
@@ -36,31 +43,65 @@ _T = TypeVar("_T")
 
 @dataclass
 class CommitStats:
-    appends: int = 0
-    batches: int = 0
+    jobs: int = 0
+    batches: int = 0  # threaded batches
+    inline: int = 0  # jobs run at once because the committer was idle
     syncs: int = 0
     batch_size_max: int = 0
 
 
-class GroupCommitter:
-    """Group commit for one log. Use as ``async with GroupCommitter(log) as committer:``."""
+@dataclass(slots=True)
+class _Job:
+    log: PartitionLog
+    fn: Callable[[PartitionLog], Any]
+    future: asyncio.Future[Any]
+    ok: bool = False
+    value: Any = None
 
-    def __init__(self, log: PartitionLog, *, pending_max: int = 4096) -> None:
+
+def _now_ms() -> float:
+    return asyncio.get_running_loop().time() * 1000.0
+
+
+def _run_batch(jobs: list[_Job], now_ms: float) -> int:
+    """Run every job, then make each touched log durable per its policy. Blocking. Returns
+    the number of fsyncs."""
+    touched: dict[int, PartitionLog] = {}
+    for job in jobs:
+        try:
+            job.value = job.fn(job.log)
+            job.ok = True
+        except Exception as exc:  # handed to the caller's future, which raises it
+            job.value = exc
+        touched.setdefault(id(job.log), job.log)
+    return _sync_all(list(touched.values()), now_ms)
+
+
+class GroupCommitter:
+    """Group commit over many logs. Use as ``async with GroupCommitter() as committer:``."""
+
+    def __init__(
+        self,
+        *,
+        pending_max: int = 4096,
+        inline_when_idle: bool = True,
+        name: str = "planaria-fsync",
+    ) -> None:
         if pending_max < 1:
             raise UsageError(f"pending_max must be >= 1, got {pending_max}")
-        self.log = log
         self.stats = CommitStats()
-        self._pending_max = pending_max
-        self._pending: list[tuple[int, bytes, asyncio.Future[int]]] = []
+        self.inline_when_idle = inline_when_idle
+        self._pending: list[_Job] = []
         self._slots = asyncio.Semaphore(pending_max)
         self._wakeup = asyncio.Event()
         self._exclusive = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planaria-fsync")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
-        self._crashed: BaseException | None = None
-        self._queued_epoch = log.last_epoch
+        self._lazy_logs: dict[int, PartitionLog] = {}  # interval-policy logs the timer syncs
+        self._last_round_jobs = 0  # jobs in the last batch (1 for an inline job)
+        self._inline_this_iteration = False
 
     async def __aenter__(self) -> GroupCommitter:
         self.start()
@@ -69,38 +110,44 @@ class GroupCommitter:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @property
+    def running(self) -> bool:
+        return self._flusher is not None and not self._closing
+
     def start(self) -> None:
         if self._flusher is not None:
             raise UsageError("the committer is already started")
         self._flusher = asyncio.create_task(self._flush_forever(), name="planaria-group-commit")
-        if self.log.policy.mode == "interval":
-            self._ticker = asyncio.create_task(self._sync_forever(), name="planaria-fsync-timer")
+        self._ticker = asyncio.create_task(self._sync_forever(), name="planaria-fsync-timer")
 
-    async def append(self, epoch: int, record: bytes) -> int:
-        """Append one record; returns its index once the fsync policy says it is done."""
-        if self._flusher is None or self._closing:
+    async def write(self, log: PartitionLog, job: Callable[[PartitionLog], _T]) -> _T:
+        """Run ``job(log)`` with the next batch; its result once the write is done."""
+        if not self.running:
             raise UsageError("the committer is not running (use start() or async with)")
-        if self._crashed is not None:
-            raise self._crashed
-        failure = self.log.failure
+        failure = log.failure
         if failure is not None:
             raise failure
-        # Checked here, so one bad record cannot fail the whole batch it would join.
-        if not isinstance(record, bytes):
-            raise UsageError(f"a record must be bytes, not {type(record).__name__}")
-        if not self._queued_epoch <= epoch <= self.log.epoch:
-            raise UsageError(
-                f"record epoch {epoch} must be in {self._queued_epoch}..{self.log.epoch}"
-            )
-        self._queued_epoch = epoch
+        if log.policy.mode == "interval":
+            self._lazy_logs.setdefault(id(log), log)
+        if self.inline_when_idle and self._idle():
+            return self._run_inline(log, job)
         async with self._slots:
-            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            self._pending.append((epoch, record, future))
+            future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+            self._pending.append(_Job(log, job, future))
             self._wakeup.set()
             return await future
 
+    async def append(self, log: PartitionLog, epoch: int, record: bytes) -> int:
+        """Append one record; returns its index once the fsync policy says it is done."""
+        # Checked here, so one bad record cannot fail the whole batch it would join.
+        if not isinstance(record, bytes):
+            raise UsageError(f"a record must be bytes, not {type(record).__name__}")
+        if not log.last_epoch <= epoch <= log.epoch:
+            raise UsageError(f"record epoch {epoch} must be in {log.last_epoch}..{log.epoch}")
+        return await self.write(log, lambda log_: log_.append(epoch, record))
+
     async def call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Run a blocking log operation (snapshot, truncate, set_epoch...) in the fsync thread,
+        """Run a blocking log operation (snapshot, truncate, set_epoch...) in the disk thread,
         between batches, without blocking the event loop."""
         async with self._exclusive:
             return await asyncio.get_running_loop().run_in_executor(
@@ -108,13 +155,14 @@ class GroupCommitter:
             )
 
     @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[PartitionLog]:
-        """Direct access to the log between batches (for quick, non-blocking operations)."""
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold off batches (for quick, non-blocking direct use of a log)."""
         async with self._exclusive:
-            yield self.log
+            yield
 
     async def close(self) -> None:
-        """Finish every pending write, sync (unless the log failed) and stop. The log stays open."""
+        """Finish every pending write, sync the interval-policy logs (unless failed), stop.
+        The logs stay open."""
         if self._flusher is None or self._closing:
             return
         self._closing = True
@@ -125,12 +173,41 @@ class GroupCommitter:
                 self._ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._ticker
-            if self.log.failure is None:
-                await self.call(self.log.sync)
+            for log in self._lazy_logs.values():
+                if log.failure is None and not log.closed:
+                    await self.call(log.sync)
         finally:
             self._executor.shutdown(wait=True)
 
+    def _idle(self) -> bool:
+        return (
+            self._last_round_jobs <= 1
+            and not self._inline_this_iteration
+            and not self._pending
+            and not self._exclusive.locked()
+        )
+
+    def _run_inline(self, log: PartitionLog, job: Callable[[PartitionLog], _T]) -> _T:
+        self.stats.jobs += 1
+        self.stats.inline += 1
+        self._last_round_jobs = 1
+        self._inline_this_iteration = True
+        asyncio.get_running_loop().call_soon(self._next_iteration)
+        try:
+            result = job(log)
+        finally:
+            if log.failure is None:
+                self.stats.syncs += log.sync_if_due(_now_ms())
+        failure = log.failure
+        if failure is not None:
+            raise failure
+        return result
+
+    def _next_iteration(self) -> None:
+        self._inline_this_iteration = False
+
     async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -138,47 +215,47 @@ class GroupCommitter:
                 if self._closing:
                     return
                 continue
-            # Anything that arrives while this batch is written and synced forms the next one.
-            batch, self._pending = self._pending, []
             async with self._exclusive:
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[tuple[int, bytes, asyncio.Future[int]]]) -> None:
-        log = self.log
-        try:
-            last = log.append_many([(epoch, record) for epoch, record, _ in batch])
-            if log.policy.mode == "always":
-                await asyncio.get_running_loop().run_in_executor(self._executor, log.sync)
-                self.stats.syncs += 1
-        except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if log.failure is None:
-                # Not a storage error: a bug. Stop taking writes rather than guess.
-                self._crashed = exc
-            return
-        self.stats.appends += len(batch)
-        self.stats.batches += 1
-        self.stats.batch_size_max = max(self.stats.batch_size_max, len(batch))
-        first = last - len(batch) + 1
-        for offset, (_, _, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(first + offset)
+                batch, self._pending = self._pending, []
+                syncs = await loop.run_in_executor(self._executor, _run_batch, batch, _now_ms())
+            self._last_round_jobs = len(batch)
+            self.stats.jobs += len(batch)
+            self.stats.batches += 1
+            self.stats.syncs += syncs
+            self.stats.batch_size_max = max(self.stats.batch_size_max, len(batch))
+            for job in batch:
+                if job.future.done():
+                    continue
+                failure = job.log.failure
+                if not job.ok:
+                    job.future.set_exception(job.value)  # its own error says the most
+                elif failure is not None:
+                    job.future.set_exception(failure)
+                else:
+                    job.future.set_result(job.value)
 
     async def _sync_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        interval_s = self.log.policy.interval_ms / 1000
         while True:
-            await asyncio.sleep(interval_s)
-            if self.log.failure is not None:
-                return
+            logs = [log for log in self._lazy_logs.values() if not log.closed]
+            self._lazy_logs = {id(log): log for log in logs}
+            wait_ms = min((log.policy.interval_ms for log in logs), default=50.0)
+            await asyncio.sleep(wait_ms / 1000)
+            due = [log for log in logs if log.failure is None and log.sync_due(_now_ms())]
+            if not due:
+                continue
             async with self._exclusive:
-                if self.log.sync_due(loop.time() * 1000):
-                    try:
-                        await loop.run_in_executor(
-                            self._executor, self.log.sync, loop.time() * 1000
-                        )
-                    except StorageError:
-                        return  # the log now refuses writes; every append reports log.failure
-                    self.stats.syncs += 1
+                syncs = await loop.run_in_executor(self._executor, _sync_all, due, _now_ms())
+            self.stats.syncs += syncs
+
+
+def _sync_all(logs: list[PartitionLog], now_ms: float) -> int:
+    """Sync each log its policy wants synced; returns the number of fsyncs. A failed sync is
+    recorded as the log's ``failure``: the caller fails that log's jobs with it, and the log
+    refuses later writes."""
+    syncs = 0
+    for log in logs:
+        if log.failure is None and not log.closed:
+            with contextlib.suppress(StorageError):
+                syncs += log.sync_if_due(now_ms)
+    return syncs

@@ -418,6 +418,10 @@ class PartitionLog:
         return self._snapshot.index if self._snapshot is not None else 0
 
     @property
+    def closed(self) -> bool:
+        return self._lock is None
+
+    @property
     def failure(self) -> StorageFailed | None:
         """Why the log refuses writes, or None while it is healthy."""
         return self._failure

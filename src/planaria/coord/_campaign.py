@@ -1,0 +1,69 @@
+"""Elections on top of the rest of the interface, shared by the ZooKeeper and etcd backends:
+stand (once per session), then wait, watching the election, until the lowest token is ours."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+
+from planaria.coord.errors import CoordinatorUnavailable, LeadershipLost, SessionExpired
+from planaria.coord.interface import Coordinator
+from planaria.coord.types import (
+    Candidate,
+    SessionId,
+    candidate_token,
+    leader_of,
+    validate_prefix,
+    validate_session_id,
+    validate_value,
+)
+
+__all__ = ["CampaigningCoordinator"]
+
+
+class CampaigningCoordinator(Coordinator):
+    """A coordinator whose ``campaign`` is built from ``_stand``, ``watch`` and reads."""
+
+    @abc.abstractmethod
+    async def _stand(self, election: str, session: SessionId, value: bytes) -> Candidate:
+        """Create a new candidacy of ``session`` in ``election`` (the next token)."""
+
+    @abc.abstractmethod
+    async def _session_ended(self, session: SessionId) -> bool:
+        """Whether ``session`` has surely ended."""
+
+    async def campaign(self, election: str, session: SessionId, value: bytes = b"") -> Candidate:
+        election = validate_prefix(election)
+        value = validate_value(value)
+        session = validate_session_id(session)
+        watch = await self.watch(election)
+        mine: Candidate | None = None
+        try:
+            items = await self.list_prefix(election)
+            # Idempotent per session: a retry after an unknown outcome finds its candidacy.
+            for item in items:
+                token = candidate_token(election, item.key)
+                if token is not None and item.session == session:
+                    mine = Candidate(election, token, session, item.value, item.key)
+                    break
+            if mine is None:
+                mine = await self._stand(election, session, value)
+            while True:
+                items = await self.list_prefix(election)
+                if not any(item.key == mine.key for item in items):
+                    if await self._session_ended(session):
+                        raise SessionExpired(session)
+                    raise LeadershipLost(election, token=mine.token, leader_token=None)
+                leader = leader_of(election, items)
+                if leader is not None and leader.token == mine.token:
+                    return leader
+                await anext(watch)  # any change: look again
+        except asyncio.CancelledError:
+            if mine is not None:
+                # Unreachable: the candidacy vanishes with the session instead.
+                with contextlib.suppress(CoordinatorUnavailable):
+                    await self.resign(mine)
+            raise
+        finally:
+            await watch.close()

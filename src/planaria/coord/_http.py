@@ -1,0 +1,192 @@
+"""A small asyncio HTTP/1.1 JSON client for etcd's gRPC gateway (``POST /v3/...``).
+
+Unary calls reuse keep-alive connections (one per concurrent call); streams (watches) get a
+connection of their own. Several endpoints: a call that cannot connect to one, or that gets no
+answer in time, moves on to the next endpoint for the following calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from planaria.errors import UsageError
+
+__all__ = ["GatewayError", "HttpUnreachable", "JsonHttp"]
+
+RESPONSE_HEAD_BYTES_MAX = 64 * 1024
+RESPONSE_BODY_BYTES_MAX = 64 * 1024 * 1024
+
+
+class HttpUnreachable(Exception):
+    """No answer (connection refused or dropped, or a timeout): outcome unknown."""
+
+
+class GatewayError(Exception):
+    """The gateway answered with an error (``code`` is the gRPC status code)."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(f"HTTP {status}, gRPC code {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def request(self, host: str, path: str, body: bytes) -> tuple[int, dict[str, str]]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        if len(raw) > RESPONSE_HEAD_BYTES_MAX:
+            raise HttpUnreachable("response head too long")
+        lines = raw.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError):
+            raise HttpUnreachable(f"not an HTTP response: {lines[0]!r}") from None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    async def chunks(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """The body, piece by piece (chunked or with a length)."""
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size_line = await self.reader.readuntil(b"\r\n")
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size > RESPONSE_BODY_BYTES_MAX:
+                    raise HttpUnreachable("response chunk too large")
+                data = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    return
+                yield data[:-2]
+        length = int(headers.get("content-length", "0"))
+        if length > RESPONSE_BODY_BYTES_MAX:
+            raise HttpUnreachable("response body too large")
+        yield await self.reader.readexactly(length)
+
+
+def _decode(status: int, body: bytes) -> dict[str, Any]:
+    try:
+        reply = json.loads(body) if body.strip() else {}
+    except ValueError as exc:
+        raise HttpUnreachable(f"not JSON ({exc}): {body[:80]!r}") from None
+    if not isinstance(reply, dict):
+        raise HttpUnreachable(f"not a JSON object: {body[:80]!r}")
+    if "error" in reply and isinstance(reply["error"], dict):
+        reply = reply["error"]  # a stream's error message
+        status = max(status, 500)
+    if status != 200 or ("code" in reply and "message" in reply and "result" not in reply):
+        raise GatewayError(status, int(reply.get("code", 2)), str(reply.get("message", "")))
+    return reply
+
+
+class JsonHttp:
+    """POST JSON to ``endpoints`` (``host:port`` strings), failing over between them."""
+
+    def __init__(self, endpoints: Sequence[tuple[str, int]], *, timeout_s: float) -> None:
+        if not endpoints:
+            raise UsageError("no endpoints")
+        self._endpoints = list(endpoints)
+        self._current = 0
+        self._idle: list[_Connection] = []
+        self._timeout_s = timeout_s
+
+    def _rotate(self, index: int) -> None:
+        if index == self._current:
+            self._current = (self._current + 1) % len(self._endpoints)
+            for connection in self._idle:
+                connection.close()
+            self._idle.clear()
+
+    async def _open(self) -> tuple[_Connection, int]:
+        index = self._current
+        host, port = self._endpoints[index]
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            self._rotate(index)
+            raise HttpUnreachable(f"{host}:{port}: {exc}") from None
+        return _Connection(reader, writer), index
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One unary call; ``HttpUnreachable`` or ``GatewayError`` if it failed."""
+        payload = json.dumps(body).encode()
+        connection, index = (self._idle.pop(), self._current) if self._idle else (None, -1)
+        if connection is None:
+            connection, index = await asyncio.wait_for(self._open(), self._timeout_s)
+        host, port = self._endpoints[index]
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                status, headers = await connection.request(f"{host}:{port}", path, payload)
+                data = b"".join([chunk async for chunk in connection.chunks(headers)])
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                TimeoutError) as exc:  # fmt: skip
+            connection.close()
+            self._rotate(index)
+            raise HttpUnreachable(f"{host}:{port}{path}: {type(exc).__name__} {exc}") from None
+        if headers.get("connection", "").lower() == "close" or index != self._current:
+            connection.close()
+        else:
+            self._idle.append(connection)
+        return _decode(status, data)
+
+    async def first_of_stream(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one message on a streaming call and return the first reply (lease keep-alive);
+        the connection is closed after."""
+        async with asyncio.timeout(self._timeout_s):
+            async for reply in self.stream(path, body):
+                return reply
+        raise HttpUnreachable(f"{path}: the stream ended without a reply")
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A streaming call on a connection of its own: yields each JSON message."""
+        try:
+            connection, index = await asyncio.wait_for(self._open(), self._timeout_s)
+        except TimeoutError:
+            raise HttpUnreachable(f"{path}: connect timed out") from None
+        host, port = self._endpoints[index]
+        try:
+            try:
+                status, headers = await asyncio.wait_for(
+                    connection.request(f"{host}:{port}", path, json.dumps(body).encode()),
+                    self._timeout_s,
+                )
+            except TimeoutError:
+                self._rotate(index)
+                raise HttpUnreachable(f"{host}:{port}{path}: no response") from None
+            pending = b""
+            async for chunk in connection.chunks(headers):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _decode(status, line)
+            if pending.strip():
+                yield _decode(status, pending)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as exc:  # fmt: skip
+            raise HttpUnreachable(f"{host}:{port}{path}: {type(exc).__name__} {exc}") from None
+        finally:
+            connection.close()
+
+    async def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()

@@ -1,0 +1,72 @@
+"""Applying a Ready's ``Persist`` effects to a partition log: one copy, used by the node and
+by the simulator (which runs it on its simulated disk).
+
+The core promises three things about what it asks to persist, and this is where they are
+enforced, so a broken promise stops the write instead of corrupting the log:
+
+- a replica's persisted epoch never decreases (``epoch-decreased``);
+- nothing at or below the persisted commit index is ever truncated (``truncated-committed``);
+- appended entries continue the log without a gap (``persist-order``).
+
+A broken rule raises :class:`PersistRuleBroken` (an ``InternalError``: our bug) before
+anything of that ``Persist`` is written; the node then rebuilds the replica from disk, the
+simulator reports the rule as a violation. Making the writes durable is the caller's part
+(``PartitionLog.sync_if_due`` or a ``GroupCommitter``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planaria.core.codec import encode_entry
+from planaria.core.messages import Persist
+from planaria.errors import InternalError
+from planaria.storage.log import PartitionLog
+
+__all__ = ["PersistRuleBroken", "write_persists"]
+
+
+class PersistRuleBroken(InternalError):
+    """The core asked to persist something its own rules forbid (see the module docstring)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def write_persists(log: PartitionLog, persists: Sequence[Persist]) -> int:
+    """Apply ``persists`` (all for this log's partition) in order, without syncing; returns
+    the number of entries appended."""
+    appended = 0
+    for persist in persists:
+        where = f"p{persist.partition}"
+        if persist.epoch < log.epoch:
+            raise PersistRuleBroken(
+                "epoch-decreased", f"{where} persists epoch {persist.epoch} after {log.epoch}"
+            )
+        end = log.last_index  # the log's end once this persist's truncation is done
+        truncate_after = persist.truncate_after
+        if truncate_after is not None and truncate_after < end:
+            if truncate_after < log.commit_index:
+                raise PersistRuleBroken(
+                    "truncated-committed",
+                    f"{where} truncates after {truncate_after} below its persisted "
+                    f"commit index {log.commit_index}",
+                )
+            end = truncate_after
+        if persist.entries and persist.entries[0].index != end + 1:
+            raise PersistRuleBroken(
+                "persist-order",
+                f"{where} appends index {persist.entries[0].index} after log end {end}",
+            )
+        if persist.epoch > log.epoch:
+            log.set_epoch(persist.epoch)  # durable at once (atomic meta write)
+        if end < log.last_index:
+            log.truncate_after(end)
+        if persist.entries:
+            log.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
+            appended += len(persist.entries)
+        commit = min(persist.commit_index, log.last_index)
+        if commit > log.commit_index:
+            log.set_commit_index(commit)
+    return appended
