@@ -41,6 +41,13 @@ def _coordinator(parser: argparse.ArgumentParser) -> Runner:
     return coord_cli.run
 
 
+def _chaos(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.chaos import _cli as chaos_cli
+
+    chaos_cli.add_arguments(parser)
+    return chaos_cli.run
+
+
 def _up(parser: argparse.ArgumentParser) -> Runner:
     from planaria import _cluster_cli as cluster_cli
 
@@ -89,6 +96,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]]
     "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
     "down": ("stop the local cluster in a data directory", _down),
     "status": ("nodes and partitions of a cluster", _status),
+    "chaos": ("chaos-test a cluster of real processes (planaria, redis-sentinel, etcd)", _chaos),
 }
 
 

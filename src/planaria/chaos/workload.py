@@ -74,11 +74,11 @@ class Recorder:
     def now(self) -> float:
         return self._clock() - self._start
 
-    def invoke(self, process: int, f: str, key: str, value: Hashable) -> None:
+    def invoke(self, process: Hashable, f: str, key: str, value: Hashable) -> None:
         with self._lock:
             self.events.append(Event(process, "invoke", f, key, value, self.now()))
 
-    def complete(self, process: int, kind: str, f: str, key: str, value: Hashable) -> None:
+    def complete(self, process: Hashable, kind: str, f: str, key: str, value: Hashable) -> None:
         with self._lock:
             self.events.append(Event(process, kind, f, key, value, self.now()))  # type: ignore[arg-type]
             self.counts[kind] += 1

@@ -72,9 +72,11 @@ class _Connection:
                 size = int(size_line.split(b";")[0].strip(), 16)
                 if size > RESPONSE_BODY_BYTES_MAX:
                     raise HttpUnreachable("response chunk too large")
-                data = await self.reader.readexactly(size + 2)
                 if size == 0:
+                    while await self.reader.readuntil(b"\r\n") != b"\r\n":
+                        pass  # trailers (the gateway sends gRPC's)
                     return
+                data = await self.reader.readexactly(size + 2)
                 yield data[:-2]
         length = int(headers.get("content-length", "0"))
         if length > RESPONSE_BODY_BYTES_MAX:

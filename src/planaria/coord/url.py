@@ -4,7 +4,10 @@
   defaults to 7000.
 - ``memory://NAME``: an in-process store shared by every ``connect`` with the same NAME in
   this process (tests, single-process demos); ``memory://`` alone is the name "default".
-- ``zk://`` and ``etcd://``: not built yet (``UsageError``).
+- ``zk://H1:2181,H2:2181,H3:2181/CHROOT``: a ZooKeeper ensemble (port default 2181); the
+  cluster lives under the znode ``/CHROOT`` (default ``/planaria``).
+- ``etcd://H1:2379,H2:2379,H3:2379/NAMESPACE``: an etcd v3 cluster through its gRPC gateway
+  (plain HTTP, port default 2379); keys live under ``/NAMESPACE`` (default ``/planaria``).
 
 Connecting is lazy: ``connect`` only builds the client; the first call opens the connection.
 """
@@ -18,43 +21,84 @@ from urllib.parse import urlsplit
 from planaria.coord.interface import Coordinator
 from planaria.coord.memory import MemoryStore
 from planaria.coord.server import DEFAULT_PORT
+from planaria.coord.types import validate_key
 from planaria.errors import UsageError
 
-__all__ = ["CoordinatorUrl", "connect", "parse_url"]
+__all__ = ["DEFAULT_NAMESPACE", "CoordinatorUrl", "connect", "parse_url"]
 
 _MEMORY_STORES: dict[str, MemoryStore] = {}
-_NOT_BUILT = {"zk": "ZooKeeper", "etcd": "etcd"}
+DEFAULT_NAMESPACE = "/planaria"
+_ENSEMBLE_PORTS = {"zk": 2181, "etcd": 2379}
+_SCHEMES = "planaria://HOST:PORT, zk://H1:2181,H2:2181/CHROOT, etcd://H1:2379,H2:2379/NS"
 
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorUrl:
-    scheme: str  # "planaria" or "memory"
-    host: str  # the host, or the memory store's name
-    port: int  # 0 for memory
+    scheme: str  # "planaria", "memory", "zk" or "etcd"
+    host: str  # the host, or the memory store's name ("" for zk/etcd: see endpoints)
+    port: int  # 0 for memory, zk and etcd
+    endpoints: tuple[tuple[str, int], ...] = ()  # zk and etcd: every server
+    namespace: str = ""  # zk: the chroot; etcd: the key prefix
 
     def __str__(self) -> str:
         if self.scheme == "memory":
             return f"memory://{self.host}"
+        if self.scheme in _ENSEMBLE_PORTS:
+            hosts = ",".join(_join(host, port) for host, port in self.endpoints)
+            return f"{self.scheme}://{hosts}{self.namespace}"
         return f"planaria://{self.host}:{self.port}"
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _endpoint(url: str, text: str, default_port: int) -> tuple[str, int]:
+    if not text:
+        raise UsageError(f"{url}: an empty host in the server list")
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise UsageError(f"{url}: no host in {text!r}")
+    if port_text == "":
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"{url}: bad port {port_text!r} in {text!r}")
+    return host, int(port_text)
+
+
+def _parse_ensemble(url: str, scheme: str) -> CoordinatorUrl:
+    rest = url.split("://", 1)[1]
+    if "?" in rest or "#" in rest or "@" in rest:
+        raise UsageError(f"{url}: a {scheme}:// URL has no query, fragment or user")
+    hosts, _, path = rest.partition("/")
+    endpoints = tuple(_endpoint(url, h.strip(), _ENSEMBLE_PORTS[scheme]) for h in hosts.split(","))
+    namespace = DEFAULT_NAMESPACE if path.strip("/") == "" else "/" + path.rstrip("/")
+    try:
+        validate_key(namespace)
+    except UsageError as exc:
+        raise UsageError(f"{url}: bad {'chroot' if scheme == 'zk' else 'namespace'}: {exc}") from None
+    return CoordinatorUrl(scheme, "", 0, endpoints, namespace)
 
 
 def parse_url(url: str) -> CoordinatorUrl:
     """The parts of a coordinator URL; ``UsageError`` saying what is wrong otherwise."""
     if not isinstance(url, str) or "://" not in url:
-        raise UsageError(f"a coordinator URL looks like planaria://HOST:PORT, not {url!r}")
+        raise UsageError(f"a coordinator URL looks like {_SCHEMES}; not {url!r}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme in _NOT_BUILT:
-        raise UsageError(
-            f"{url}: the {_NOT_BUILT[scheme]} backend is not built yet; "
-            "use the embedded coordinator (planaria://HOST:PORT)"
-        )
+    if scheme in _ENSEMBLE_PORTS:
+        return _parse_ensemble(url, scheme)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"{url}: a coordinator URL has no path, query or fragment")
+        raise UsageError(f"{url}: a {scheme}:// URL has no path, query or fragment")
     if scheme == "memory":
         return CoordinatorUrl("memory", parts.netloc or "default", 0)
     if scheme != "planaria":
-        raise UsageError(f"{url}: unknown scheme {parts.scheme!r} (use planaria:// or memory://)")
+        raise UsageError(f"{url}: unknown scheme {parts.scheme!r} (use {_SCHEMES}, or memory://)")
     try:
         port = parts.port
     except ValueError as exc:
@@ -68,13 +112,22 @@ def connect(url: str, **options: Any) -> Coordinator:
     """A client for the coordinator at ``url``. ``options`` go to the backend's client
     (``RemoteCoordinator``: ``request_timeout_s``, ``reconnect_wait_initial_s``,
     ``reconnect_wait_max_s``, ``rng``; ``MemoryCoordinator``: ``clock``,
-    ``expiry_check_interval_s``)."""
+    ``expiry_check_interval_s``; ``ZooKeeperCoordinator`` and ``EtcdCoordinator``:
+    ``request_timeout_s``)."""
     parsed = parse_url(url)
     if parsed.scheme == "memory":
         from planaria.coord.memory_async import MemoryCoordinator  # noqa: PLC0415 (asyncio)
 
         store = _MEMORY_STORES.setdefault(parsed.host, MemoryStore())
         return MemoryCoordinator(store, **options)
+    if parsed.scheme == "zk":
+        from planaria.coord.zookeeper import ZooKeeperCoordinator  # noqa: PLC0415 (kazoo)
+
+        return ZooKeeperCoordinator(parsed.endpoints, chroot=parsed.namespace, **options)
+    if parsed.scheme == "etcd":
+        from planaria.coord.etcd import EtcdCoordinator  # noqa: PLC0415 (asyncio)
+
+        return EtcdCoordinator(parsed.endpoints, namespace=parsed.namespace, **options)
     from planaria.coord.remote import RemoteCoordinator  # noqa: PLC0415 (asyncio)
 
     return RemoteCoordinator(parsed.host, parsed.port, **options)

@@ -10,9 +10,10 @@ running). So under load one fsync covers every write that arrived meanwhile, per
 When writes come one at a time (the committer is idle and its last round held a single
 job), a job runs at once on the caller's thread instead: handing one write to a thread and
 back costs as much as the fsync itself, and a lone writer then pays one write and one fsync,
-as it must. Only one job per event-loop iteration runs inline: writers that arrive together
-(or during that fsync) form a threaded batch, and once rounds hold several jobs the
-committer stays threaded until they thin out to one again.
+as it must. A writer first yields to the event loop once; only if no other writer arrived
+meanwhile does its job run inline. Writers that arrive together (or during that fsync) form a
+threaded batch, and once rounds hold several jobs the committer stays threaded until they
+thin out to one again.
 
 With fsync policy ``always`` a result is returned only once the job's writes are on disk;
 with ``interval`` once written (a timer syncs due logs every ``interval_ms``); with ``never``
@@ -101,7 +102,7 @@ class GroupCommitter:
         self._closing = False
         self._lazy_logs: dict[int, PartitionLog] = {}  # interval-policy logs the timer syncs
         self._last_round_jobs = 0  # jobs in the last batch (1 for an inline job)
-        self._inline_this_iteration = False
+        self._arriving = 0  # writers between arrival and queueing (or running inline)
 
     async def __aenter__(self) -> GroupCommitter:
         self.start()
@@ -130,7 +131,13 @@ class GroupCommitter:
         if log.policy.mode == "interval":
             self._lazy_logs.setdefault(id(log), log)
         if self.inline_when_idle and self._idle():
-            return self._run_inline(log, job)
+            self._arriving += 1
+            try:
+                await asyncio.sleep(0)  # let writers that arrive with this one show up
+            finally:
+                self._arriving -= 1
+            if self._arriving == 0 and self._idle():
+                return self._run_inline(log, job)
         async with self._slots:
             future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
             self._pending.append(_Job(log, job, future))
@@ -182,7 +189,6 @@ class GroupCommitter:
     def _idle(self) -> bool:
         return (
             self._last_round_jobs <= 1
-            and not self._inline_this_iteration
             and not self._pending
             and not self._exclusive.locked()
         )
@@ -191,8 +197,6 @@ class GroupCommitter:
         self.stats.jobs += 1
         self.stats.inline += 1
         self._last_round_jobs = 1
-        self._inline_this_iteration = True
-        asyncio.get_running_loop().call_soon(self._next_iteration)
         try:
             result = job(log)
         finally:
@@ -202,9 +206,6 @@ class GroupCommitter:
         if failure is not None:
             raise failure
         return result
-
-    def _next_iteration(self) -> None:
-        self._inline_this_iteration = False
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
