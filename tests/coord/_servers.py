@@ -202,9 +202,7 @@ def _zookeeper(root: Path) -> Ensemble:
         raise EnsembleMissing(f"ZooKeeper needs java and {ZOOKEEPER_JAR} (apt install zookeeper)")
     ports = _free_ports(9)
     client_ports, quorum_ports, election_ports = ports[0:3], ports[3:6], ports[6:9]
-    servers = [
-        f"server.{i + 1}=127.0.0.1:{quorum_ports[i]}:{election_ports[i]}" for i in range(3)
-    ]
+    servers = [f"server.{i + 1}=127.0.0.1:{quorum_ports[i]}:{election_ports[i]}" for i in range(3)]
     ensemble = Ensemble("zk")
     for i in range(3):
         home = root / f"zk{i + 1}"

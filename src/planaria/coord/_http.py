@@ -127,12 +127,20 @@ class JsonHttp:
             raise HttpUnreachable(f"{host}:{port}: {exc}") from None
         return _Connection(reader, writer), index
 
+    async def _open_in_time(self, path: str) -> tuple[_Connection, int]:
+        # asyncio.timeout: 3.11's asyncio.wait_for can swallow a cancellation.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._open()
+        except TimeoutError:
+            raise HttpUnreachable(f"{path}: connect timed out") from None
+
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One unary call; ``HttpUnreachable`` or ``GatewayError`` if it failed."""
         payload = json.dumps(body).encode()
         connection, index = (self._idle.pop(), self._current) if self._idle else (None, -1)
         if connection is None:
-            connection, index = await asyncio.wait_for(self._open(), self._timeout_s)
+            connection, index = await self._open_in_time(path)
         host, port = self._endpoints[index]
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -159,17 +167,13 @@ class JsonHttp:
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """A streaming call on a connection of its own: yields each JSON message."""
-        try:
-            connection, index = await asyncio.wait_for(self._open(), self._timeout_s)
-        except TimeoutError:
-            raise HttpUnreachable(f"{path}: connect timed out") from None
+        connection, index = await self._open_in_time(path)
         host, port = self._endpoints[index]
         try:
             try:
-                status, headers = await asyncio.wait_for(
-                    connection.request(f"{host}:{port}", path, json.dumps(body).encode()),
-                    self._timeout_s,
-                )
+                async with asyncio.timeout(self._timeout_s):
+                    payload = json.dumps(body).encode()
+                    status, headers = await connection.request(f"{host}:{port}", path, payload)
             except TimeoutError:
                 self._rotate(index)
                 raise HttpUnreachable(f"{host}:{port}{path}: no response") from None

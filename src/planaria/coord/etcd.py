@@ -57,7 +57,6 @@ from planaria.coord.layout import Registration, decode_registration, encode_regi
 from planaria.coord.types import (
     Candidate,
     CheckLeader,
-    CheckVersion,
     Create,
     DeleteIfVersion,
     EventKind,
@@ -441,12 +440,18 @@ class EtcdCoordinator(CampaigningCoordinator):
             token = seen + 1
             key = candidate_key(election, token)
             txn = {
-                "compare": [{"key": counter, "target": "VERSION", "result": "EQUAL",
-                             "version": str(seen)}],  # fmt: skip
+                "compare": [
+                    {"key": counter, "target": "VERSION", "result": "EQUAL", "version": str(seen)}
+                ],
                 "success": [
                     {"request_put": {"key": counter, "value": _b64(b"%d" % token)}},
-                    {"request_put": {"key": _b64(self._raw(key)), "value": _b64(value),
-                                     "lease": str(session)}},  # fmt: skip
+                    {
+                        "request_put": {
+                            "key": _b64(self._raw(key)),
+                            "value": _b64(value),
+                            "lease": str(session),
+                        }
+                    },
                 ],
             }
             try:

@@ -81,7 +81,9 @@ def _parse_ensemble(url: str, scheme: str) -> CoordinatorUrl:
     try:
         validate_key(namespace)
     except UsageError as exc:
-        raise UsageError(f"{url}: bad {'chroot' if scheme == 'zk' else 'namespace'}: {exc}") from None
+        raise UsageError(
+            f"{url}: bad {'chroot' if scheme == 'zk' else 'namespace'}: {exc}"
+        ) from None
     return CoordinatorUrl(scheme, "", 0, endpoints, namespace)
 
 
