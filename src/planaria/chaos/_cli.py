@@ -52,9 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="planaria only: a known-bug switch for the nodes (e.g. ack-before-replicate)",
     )
-    parser.add_argument(
-        "--partitions", type=int, default=8, help="planaria partitions (default 8)"
-    )
+    parser.add_argument("--partitions", type=int, default=8, help="planaria partitions (default 8)")
     parser.add_argument(
         "--check-timeout-s",
         type=float,
@@ -69,13 +67,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.console import Console
+    from rich.table import Table
 
-    from planaria.chaos.harness import ChaosConfig, run_chaos  # noqa: PLC0415
-    from planaria.chaos.results import compare_rows  # noqa: PLC0415
-    from planaria.chaos.schedule import parse_faults, parse_schedule  # noqa: PLC0415
-    from planaria.errors import UsageError  # noqa: PLC0415
+    from planaria.chaos.harness import ChaosConfig, run_chaos
+    from planaria.chaos.results import compare_rows
+    from planaria.chaos.schedule import parse_faults, parse_schedule
+    from planaria.errors import UsageError
 
     console = Console()
     if args.compare:

@@ -96,7 +96,7 @@ class _Nemesis:
         if self.net is None:
             return
         for node in self.target.node_names:
-            self.net.group(node, self.target.pids(node), self.target.ports(node))
+            self.net.group(node, self.target.net_pids(node), self.target.ports(node))
         for name, (pids, ports) in self.target.bystanders().items():
             self.net.group(name, pids, ports)
 
@@ -138,7 +138,7 @@ class _Nemesis:
         if fault.kind == "kill":
             self.target.restart(node)
             if self.net is not None:
-                self.net.group(node, self.target.pids(node), self.target.ports(node))
+                self.net.group(node, self.target.net_pids(node), self.target.ports(node))
         elif fault.kind == "pause":
             self.target.signal(node, signal.SIGCONT)
             self.paused.discard(node)
@@ -196,9 +196,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
         nemesis = _Nemesis(target, net, recorder, console)
         nemesis.group_all()
         try:
-            workload_events, records = _run_workload(
-                config, target, nemesis, recorder, schedule
-            )
+            workload_events, records = _run_workload(config, target, nemesis, recorder, schedule)
         finally:
             nemesis.heal_everything()
             net = None
@@ -206,7 +204,10 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
             time.sleep(_SETTLE_S)
             keys = written_keys(workload_events)
             final = read_final(
-                _recorded(target.read_many, recorder), keys, timeout_s=_FINAL_READ_TIMEOUT_S
+                _recorded(target.read_many, recorder),
+                keys,
+                timeout_s=_FINAL_READ_TIMEOUT_S,
+                batch=target.read_batch,
             )
             # The final reads are part of the history: a lost write is then also a read
             # the checker cannot linearize.
@@ -312,9 +313,7 @@ def _run_workload(
                 _wait(start_s + fault.duration_s, recorder, workers)
             finally:
                 nemesis.heal(fault, node)
-            nemesis.records.append(
-                FaultRecord(fault.kind, node, start_s, recorder.now(), affected)
-            )
+            nemesis.records.append(FaultRecord(fault.kind, node, start_s, recorder.now(), affected))
         _wait(config.duration_s, recorder, workers)
     finally:
         stop.set()

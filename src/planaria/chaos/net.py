@@ -28,7 +28,7 @@ from typing import Final
 
 from planaria.errors import PlanariaError
 
-__all__ = ["NetError", "IptablesNet", "partitions_supported"]
+__all__ = ["IptablesNet", "NetError", "partitions_supported"]
 
 _CLASS_MAJOR: Final = 0x7CA0
 
@@ -49,7 +49,9 @@ def partitions_supported() -> str | None:
 
 
 def _iptables(*args: str) -> None:
-    done = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
+    done = subprocess.run(
+        ["iptables", "-w", "5", *args], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise NetError(f"iptables {' '.join(args)}: {done.stderr.strip() or done.returncode}")
 

@@ -41,9 +41,7 @@ def plot_run(
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    end_s = max(
-        [op.completed_s or op.invoked_s for op in ops] + [f.end_s for f in faults] + [1.0]
-    )
+    end_s = max([op.completed_s or op.invoked_s for op in ops] + [f.end_s for f in faults] + [1.0])
     paths: list[Path] = []
 
     figure, axes = plt.subplots(figsize=(12, 4.5))

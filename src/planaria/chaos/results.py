@@ -10,6 +10,7 @@ stretch of the workload with no acknowledged write at all.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -21,10 +22,10 @@ from planaria.check import Event
 __all__ = [
     "WRITE_FUNCTIONS",
     "CompletedOp",
-    "FaultRecord",
     "FailoverSample",
-    "completed_ops",
+    "FaultRecord",
     "compare_rows",
+    "completed_ops",
     "failover_samples",
     "longest_write_gap_s",
     "percentile",
@@ -138,11 +139,9 @@ def longest_write_gap_s(ops: Sequence[CompletedOp]) -> float:
     if not ops:
         return 0.0
     begin = min(op.invoked_s for op in ops)
-    end = max(
-        (op.completed_s if op.completed_s is not None else op.invoked_s) for op in ops
-    )
+    end = max((op.completed_s if op.completed_s is not None else op.invoked_s) for op in ops)
     points = [begin, *times, end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False)) if len(points) > 1 else 0.0
+    return max(b - a for a, b in itertools.pairwise(points)) if len(points) > 1 else 0.0
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

@@ -17,6 +17,7 @@ Scripted schedules use a small text form, comma-separated::
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ def parse_schedule(text: str, *, nodes: int) -> tuple[Fault, ...]:
             raise UsageError(f"fault {part!r}: there are only {nodes} nodes")
         faults.append(fault)
     faults.sort(key=lambda f: f.start_s)
-    for before, after in zip(faults, faults[1:], strict=False):
+    for before, after in itertools.pairwise(faults):
         if after.start_s < before.end_s:
             raise UsageError(f"faults overlap: {before.describe()} and {after.describe()}")
     if not faults:

@@ -36,6 +36,7 @@ class Target(abc.ABC):
     """One system under test (see the module docstring)."""
 
     name: str
+    read_batch: int = 200  # keys per final read request
 
     def __init__(self, workdir: Path, nodes: int) -> None:
         if nodes < 3:
@@ -65,6 +66,11 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def pids(self, node: str) -> list[int]: ...
+
+    def net_pids(self, node: str) -> list[int]:
+        """The processes a partition of ``node`` cuts off (default: :meth:`pids`, which
+        kills and pauses hit)."""
+        return self.pids(node)
 
     @abc.abstractmethod
     def ports(self, node: str) -> list[int]: ...
@@ -134,7 +140,9 @@ class PlanariaTarget(Target):
         super().__init__(workdir, nodes)
         unknown = [bug for bug in bugs if bug not in BUGS]
         if unknown:
-            raise UsageError(f"unknown bug switch {unknown[0]!r} (known: {', '.join(sorted(BUGS))})")
+            raise UsageError(
+                f"unknown bug switch {unknown[0]!r} (known: {', '.join(sorted(BUGS))})"
+            )
         self.partitions = partitions
         self.bugs = tuple(bugs)
         self._cluster: LocalCluster | None = None

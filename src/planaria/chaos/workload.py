@@ -29,8 +29,8 @@ __all__ = [
     "Recorder",
     "Worker",
     "read_final",
-    "written_keys",
     "write_history",
+    "written_keys",
 ]
 
 ROTATE_S: Final = 5.0
@@ -153,7 +153,7 @@ class Worker(threading.Thread):
                 result = argument
                 self._seen[key] = str(argument)
             else:
-                old, new = argument  # type: ignore[misc]
+                old, new = _cas_argument(argument)
                 if not client.cas(key, old, new):
                     self._seen.pop(key, None)
                     # The condition did not hold: no effect, certainly.
@@ -171,6 +171,13 @@ class Worker(threading.Thread):
             self._process += self._clients
             return
         self._recorder.complete(process, "ok", f, key, result)
+
+
+def _cas_argument(argument: Hashable) -> tuple[str | None, str]:
+    if not isinstance(argument, tuple) or len(argument) != 2:
+        raise TypeError(f"cas takes (old, new), not {argument!r}")
+    old, new = argument
+    return (None if old is None else str(old)), str(new)
 
 
 def written_keys(events: Iterable[Event]) -> list[str]:
