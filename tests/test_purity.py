@@ -30,6 +30,9 @@ PURE_MODULES = (
     "coord/layout.py",
     "coord/memory.py",
     "coord/types.py",
+    # the chaos harness's schedule and result computation
+    "chaos/schedule.py",
+    "chaos/results.py",
 )
 # Thin I/O adapters that live inside pure packages (command-line wiring).
 ADAPTERS = {"check/_cli.py", "sim/_cli.py"}

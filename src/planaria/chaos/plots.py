@@ -57,7 +57,8 @@ def plot_run(
             linewidths=0,
         )
     _shade(axes, faults)
-    axes.set_yscale("log")
+    if any(op.latency_s is not None for op in ops):
+        axes.set_yscale("log")  # not of nothing: matplotlib refuses an empty log axis
     axes.set_xlim(0, end_s)
     axes.set_xlabel("time (s)")
     axes.set_ylabel("latency (ms)")

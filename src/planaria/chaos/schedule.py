@@ -127,12 +127,13 @@ def parse_schedule(text: str, *, nodes: int) -> tuple[Fault, ...]:
         try:
             what, when = part.split("@", 1)
             start, duration = when.split("+", 1)
-            kind, _, node = what.partition(":")
-            fault = Fault(kind, node or LEADER, float(start), float(duration))
+            start_s, duration_s = float(start), float(duration)
         except ValueError as exc:
             raise UsageError(
                 f"bad fault {part!r}: expected KIND[:NODE]@START+DURATION, e.g. kill:n1@2+3"
             ) from exc
+        kind, _, node = what.partition(":")
+        fault = Fault(kind, node or LEADER, start_s, duration_s)
         if fault.node != LEADER and not 1 <= int(fault.node[1:]) <= nodes:
             raise UsageError(f"fault {part!r}: there are only {nodes} nodes")
         faults.append(fault)
