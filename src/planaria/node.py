@@ -241,7 +241,9 @@ class Node:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
-        self._committer = GroupCommitter(name=f"planaria-{node_id}-disk")
+        # Never inline: an fsync on the event loop would stall every other partition's
+        # traffic, heartbeats and leases for its duration.
+        self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
         self._bus = PeerBus(node_id, self._on_peer_message)
         self._server = RespServer(
             self._handle,
