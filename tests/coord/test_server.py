@@ -35,8 +35,8 @@ def test_urls_parse(url: str, parsed: CoordinatorUrl) -> None:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("zk://127.0.0.1:2181", "not built yet"),
-        ("etcd://127.0.0.1:2379", "not built yet"),
+        ("zk://127.0.0.1:99999", "bad port"),
+        ("etcd://h1:2379,,h2:2379", "empty host"),
         ("127.0.0.1:7000", "planaria://HOST:PORT"),
         ("http://x:1", "unknown scheme"),
         ("planaria://x:99999", "bad port"),

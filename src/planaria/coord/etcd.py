@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from planaria.coord._campaign import CampaigningCoordinator
+from planaria.coord._ensemble import CampaigningCoordinator, applied_results
 from planaria.coord._http import GatewayError, HttpUnreachable, JsonHttp
 from planaria.coord.errors import (
     CoordinatorUnavailable,
@@ -371,11 +371,7 @@ class EtcdCoordinator(CampaigningCoordinator):
                 raise SessionExpired(session) from None
             raise UsageError(f"etcd refused the transaction: {exc.message}") from None
         if reply.get("succeeded"):
-            return [
-                1 if isinstance(op, Create) else op.version + 1
-                if isinstance(op, SetIfVersion) else None
-                for op in checked
-            ]  # fmt: skip
+            return applied_results(checked)
         self._raise_conflict(checked, reply.get("responses", []))
         raise AssertionError("unreachable")  # _raise_conflict always raises
 

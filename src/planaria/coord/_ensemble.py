@@ -1,5 +1,6 @@
-"""Elections on top of the rest of the interface, shared by the ZooKeeper and etcd backends:
-stand (once per session), then wait, watching the election, until the lowest token is ours."""
+"""What the ZooKeeper and etcd backends share: elections on top of the rest of the interface
+(stand once per session, then wait, watching the election, until the lowest token is ours),
+and the results of an applied ``multi``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from planaria.coord.errors import CoordinatorUnavailable, LeadershipLost, Sessio
 from planaria.coord.interface import Coordinator
 from planaria.coord.types import (
     Candidate,
+    Create,
     SessionId,
+    SetIfVersion,
+    TxnOp,
     candidate_token,
     leader_of,
     validate_prefix,
@@ -19,7 +23,7 @@ from planaria.coord.types import (
     validate_value,
 )
 
-__all__ = ["CampaigningCoordinator"]
+__all__ = ["CampaigningCoordinator", "applied_results"]
 
 
 class CampaigningCoordinator(Coordinator):
@@ -67,3 +71,16 @@ class CampaigningCoordinator(Coordinator):
             raise
         finally:
             await watch.close()
+
+
+def applied_results(ops: list[TxnOp]) -> list[int | None]:
+    """``multi``'s results once every condition held: the new version of each write."""
+    results: list[int | None] = []
+    for op in ops:
+        if isinstance(op, Create):
+            results.append(1)
+        elif isinstance(op, SetIfVersion):
+            results.append(op.version + 1)
+        else:
+            results.append(None)
+    return results

@@ -1,0 +1,54 @@
+"""ZooKeeperCoordinator against a real 3-server ZooKeeper ensemble on loopback: the
+conformance suite, TTL negotiation, the connection states."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from planaria.coord.url import connect
+from planaria.coord.zookeeper import ZooKeeperCoordinator
+from planaria.errors import UsageError
+
+from ._ensemble_backend import EnsembleBackend
+from ._servers import ZK_TICK_MS, Ensemble
+from .conformance import CHECKS, Backend, run_check
+
+CUT_CHECKS = {"unreachable_backend_raises_unknown_outcome"}
+
+
+def make_backend(ensemble: Ensemble, name: str) -> Backend:
+    if name in CUT_CHECKS:  # a long TTL: the session must outlive the cut's timeouts
+        return EnsembleBackend(
+            ensemble,
+            ttl_ms=5000.0,
+            expiry_slack_ms=4 * ZK_TICK_MS + 100.0,
+            request_timeout_s=0.3,
+            proxied=True,
+        )
+    return EnsembleBackend(ensemble, ttl_ms=300.0, expiry_slack_ms=4 * ZK_TICK_MS + 100.0)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_zookeeper_backend_conforms(name: str, zookeeper: Ensemble) -> None:
+    async def factory() -> Backend:
+        return make_backend(zookeeper, name)
+
+    run_check(CHECKS[name], factory)
+
+
+def test_ttls_outside_the_negotiable_range_are_refused(zookeeper: Ensemble) -> None:
+    async def main() -> None:
+        client = connect(f"{zookeeper.url}/ttl-{uuid.uuid4().hex[:8]}")
+        assert isinstance(client, ZooKeeperCoordinator)
+        with pytest.raises(UsageError, match="granted a 100 ms session"):
+            await client.open_session("n1", 2 * ZK_TICK_MS - 20)
+        with pytest.raises(UsageError, match="whole milliseconds"):
+            await client.open_session("n1", 300.5)
+        session = await client.open_session("n1", 2 * ZK_TICK_MS)  # the smallest it grants
+        await client.keep_alive(session)
+        await client.close()
+
+    asyncio.run(main())
