@@ -4,10 +4,12 @@ conformance suite, TTL negotiation, the connection states."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import pytest
 
+from planaria.coord import SessionExpired, SessionId
 from planaria.coord.url import connect
 from planaria.coord.zookeeper import ZooKeeperCoordinator
 from planaria.errors import UsageError
@@ -50,5 +52,43 @@ def test_ttls_outside_the_negotiable_range_are_refused(zookeeper: Ensemble) -> N
         session = await client.open_session("n1", 2 * ZK_TICK_MS)  # the smallest it grants
         await client.keep_alive(session)
         await client.close()
+
+    asyncio.run(main())
+
+
+def test_another_client_in_the_process_renews_a_session(zookeeper: Ensemble) -> None:
+    """The node renews from a thread with a client of its own: the renewals reach the
+    session's own connection, and the watchdog counts from them."""
+    url = f"{zookeeper.url}/renew-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        owner = connect(url)
+        session = await owner.open_session("n1", 300)
+        await owner.create("/eph", b"x", session=session)
+        stop = threading.Event()
+
+        def renew_in_a_thread() -> None:
+            async def renew() -> None:
+                renewer = connect(url)
+                while not stop.is_set():
+                    await renewer.keep_alive(session)
+                    await asyncio.sleep(0.05)
+                await renewer.close()
+
+            asyncio.run(renew())
+
+        thread = threading.Thread(target=renew_in_a_thread)
+        thread.start()
+        await asyncio.sleep(0.9)  # three TTLs: only the other thread renews
+        assert await owner.get("/eph") is not None
+        stop.set()
+        await asyncio.to_thread(thread.join)
+        await asyncio.sleep(0.3 + 0.3)  # a TTL (and slack) without renewals
+        assert await owner.get("/eph") is None
+        with pytest.raises(SessionExpired):
+            await owner.keep_alive(session)
+        with pytest.raises(UsageError, match="not opened in this process"):
+            await owner.keep_alive(SessionId(12345))
+        await owner.close()
 
     asyncio.run(main())

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,9 +124,29 @@ def _connection_retry() -> dict[str, Any]:
 class _Session:
     client: KazooClient
     ttl_ms: float
+    loop: asyncio.AbstractEventLoop  # the opening client's: the watchdog runs there
     ended: bool = False
     watchdog: asyncio.TimerHandle | None = None
     stopping: asyncio.Future[None] | None = None
+
+    def on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the session's loop (now if this is it)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            action()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(action)
+
+
+# Every session opened in this process, by id, so that another client of the process (the
+# node's keep-alive thread has its own) can renew it: on the session's own connection, the
+# only renewal ZooKeeper knows. Ended sessions stay (without their clients' work) so that a
+# late renewal learns SessionExpired.
+_PROCESS_SESSIONS: dict[SessionId, _Session] = {}
+_PROCESS_SESSIONS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -460,9 +481,11 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
                 "allows minSessionTimeout..maxSessionTimeout (2..20 ticks by default)"
             )
         session = SessionId(client.client_id[0])
-        record = _Session(client, ttl_ms)
-        self._sessions[session] = record
         loop = asyncio.get_running_loop()
+        record = _Session(client, ttl_ms, loop)
+        self._sessions[session] = record
+        with _PROCESS_SESSIONS_LOCK:
+            _PROCESS_SESSIONS[session] = record
 
         def on_state(state: str) -> None:  # kazoo's thread
             if state == KazooState.LOST and not loop.is_closed():
@@ -473,29 +496,48 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
         return session
 
     def _arm_watchdog(self, session: SessionId, record: _Session) -> None:
-        if record.watchdog is not None:
-            record.watchdog.cancel()
-        loop = asyncio.get_running_loop()
-        record.watchdog = loop.call_later(record.ttl_ms / 1000.0, self._ended, session)
+        """(Re)start the countdown: ``ttl_ms`` from now (after an acknowledged renewal)."""
+
+        def arm() -> None:
+            if record.ended:
+                return
+            if record.watchdog is not None:
+                record.watchdog.cancel()
+            delay_s = record.ttl_ms / 1000.0
+            record.watchdog = record.loop.call_later(delay_s, self._ended, session)
+
+        record.on_loop(arm)
 
     def _ended(self, session: SessionId) -> None:
         """The session is over (closed, expired by the server, or not renewed for its TTL):
         stop its connection, which also closes it on the server if it is still open."""
-        record = self._sessions.get(session)
-        if record is None or record.ended:
+        with _PROCESS_SESSIONS_LOCK:
+            record = _PROCESS_SESSIONS.get(session)
+        if record is None:
             return
-        record.ended = True
-        if record.watchdog is not None:
-            record.watchdog.cancel()
-        loop = asyncio.get_running_loop()
-        record.stopping = loop.run_in_executor(None, _stop, record.client)
+
+        def end() -> None:
+            if record.ended:
+                return
+            record.ended = True
+            if record.watchdog is not None:
+                record.watchdog.cancel()
+            record.stopping = record.loop.run_in_executor(None, _stop, record.client)
+
+        record.on_loop(end)
 
     def _own(self, session: object) -> tuple[SessionId, _Session]:
+        """The session, if opened by any client in this process (``UsageError`` if not: a
+        ZooKeeper session lives in its connection)."""
         sid = validate_session_id(session)
         self._enter()
-        record = self._sessions.get(sid)
+        with _PROCESS_SESSIONS_LOCK:
+            record = _PROCESS_SESSIONS.get(sid)
         if record is None:
-            raise UsageError(f"session {sid} was not opened by this ZooKeeper client")
+            raise UsageError(
+                f"session {sid} was not opened in this process: a ZooKeeper session is "
+                "renewed and used through the connection that opened it"
+            )
         return sid, record
 
     def _alive(self, session: object) -> tuple[SessionId, _Session]:
@@ -522,13 +564,14 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
     async def close_session(self, session: SessionId) -> None:
         sid, record = self._own(session)
         self._ended(sid)
-        if record.stopping is not None:
+        if record.stopping is not None and record.loop is asyncio.get_running_loop():
             with contextlib.suppress(TimeoutError):  # unreachable: it expires by its TTL
                 async with asyncio.timeout(self._timeout_s):
                     await asyncio.shield(record.stopping)
 
     async def _session_ended(self, session: SessionId) -> bool:
-        record = self._sessions.get(session)
+        with _PROCESS_SESSIONS_LOCK:
+            record = _PROCESS_SESSIONS.get(session)
         return record is None or record.ended
 
     # --- keys ----------------------------------------------------------------------------
