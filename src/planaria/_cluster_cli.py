@@ -93,6 +93,13 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="the coordinator's port (default 7000, or PORT - 1 for another --port)",
     )
     parser.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="URL",
+        help="use this coordinator instead of starting one: zk://H1:2181,H2:2181/CHROOT, "
+        "etcd://H1:2379,H2:2379/NAMESPACE or planaria://HOST:PORT",
+    )
+    parser.add_argument(
         "--fsync", choices=("always", "interval", "never"), default=None, help="nodes' fsync policy"
     )
     parser.add_argument(
@@ -127,12 +134,14 @@ def run_up(args: argparse.Namespace) -> int:
         base_port=args.port,
         coordinator_port=args.coordinator_port,
         fsync=args.fsync,
+        coordinator_url=args.coordinator,
     )
+    what = f"{args.nodes} nodes on {args.coordinator}" if args.coordinator else (
+        f"a coordinator and {args.nodes} nodes"
+    )  # fmt: skip
     with _sigterm_as_interrupt():
         try:
-            with console.status(
-                f"starting a coordinator and {args.nodes} nodes in {cluster.data_dir} ..."
-            ):
+            with console.status(f"starting {what} in {cluster.data_dir} ..."):
                 started = time.monotonic()
                 cluster.start(timeout_s=args.timeout)
             console.print(
@@ -157,7 +166,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _print_addresses(console: Console, cluster: LocalCluster) -> None:
-    console.print(f"  coordinator  planaria://{cluster.coordinator_address}")
+    console.print(f"  coordinator  {cluster.coordinator_url}")
     for node_id, address in cluster.addresses.items():
         console.print(f"  {node_id:<12} {address}   (redis-cli -c -p {address.rsplit(':', 1)[1]})")
     console.print(f"  data         {cluster.data_dir}")

@@ -11,6 +11,7 @@ import sys
 __all__ = ["add_arguments", "run"]
 
 DEFAULT_INTERVAL_MS = 10  # for a bare ``--fsync interval``
+PROBE_TIMEOUT_S = 30.0  # how long to look for a zk:// or etcd:// backend at start
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MS",
         help="coordinator session TTL: how long a silent node keeps its partitions "
-        "(default 300; etcd cannot grant less than its minimum lease TTL)",
+        "(default 300, or on zk:// and etcd:// the nearest TTL the backend grants: "
+        "ZooKeeper clamps to 2..20 ticks, etcd grants whole seconds, at least 1.5 election "
+        "timeouts)",
     )
     parser.add_argument(
         "--lease-ms",
         type=float,
         default=None,
         metavar="MS",
-        help="primary lease (default 200; at most (session TTL - 20) / 1.05)",
+        help="primary lease (default 200, or the longest the session TTL allows: "
+        "(session TTL - 20) / 1.05)",
     )
     parser.add_argument(
         "--bug",
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # Lazy, so `planaria --help` starts fast.
     from dataclasses import replace  # noqa: PLC0415
 
-    from planaria.coord.url import connect  # noqa: PLC0415
+    from planaria.coord import CoordinatorUnavailable  # noqa: PLC0415
+    from planaria.coord.url import connect, grantable_ttl_ms, parse_url  # noqa: PLC0415
     from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
@@ -79,23 +84,51 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
-    settings = NodeSettings(fsync=FsyncPolicy.parse(fsync))
-    session_ttl_ms = args.session_ttl_ms or settings.session_ttl_ms
-    if args.lease_ms is not None:
-        lease_ms = float(args.lease_ms)
-    elif args.session_ttl_ms is not None:  # the longest lease the TTL allows
-        lease_ms = (session_ttl_ms - LEASE_MARGIN_MS) / (1 + DRIFT_MAX)
-    else:
-        lease_ms = settings.lease_ms
-    settings = replace(
-        settings,
-        session_ttl_ms=session_ttl_ms,
-        lease_ms=lease_ms,
-        keepalive_interval_ms=min(settings.keepalive_interval_ms, lease_ms / 4),
-        replica=replace(settings.replica, bugs=frozenset(args.bug)),
-    )
+    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync))
+
+    def settings_for(session_ttl_ms: float, ttl_given: bool) -> NodeSettings:
+        if args.lease_ms is not None:
+            lease_ms = float(args.lease_ms)
+        elif ttl_given:  # the longest lease the TTL allows
+            lease_ms = (session_ttl_ms - LEASE_MARGIN_MS) / (1 + DRIFT_MAX)
+        else:
+            lease_ms = defaults.lease_ms
+        return replace(
+            defaults,
+            session_ttl_ms=session_ttl_ms,
+            lease_ms=lease_ms,
+            keepalive_interval_ms=min(defaults.keepalive_interval_ms, lease_ms / 4),
+            replica=replace(defaults.replica, bugs=frozenset(args.bug)),
+        )
+
+    async def choose_settings() -> NodeSettings:
+        if args.session_ttl_ms is not None:
+            return settings_for(float(args.session_ttl_ms), True)
+        if parse_url(args.coordinator).scheme not in ("zk", "etcd"):
+            return settings_for(defaults.session_ttl_ms, False)
+        # ZooKeeper and etcd grant only some TTLs: take the nearest to the default.
+        probe = connect(args.coordinator)
+        try:
+            delay_s, deadline = 0.05, asyncio.get_running_loop().time() + PROBE_TIMEOUT_S
+            while True:
+                try:
+                    ttl_ms = await grantable_ttl_ms(probe, defaults.session_ttl_ms)
+                    break
+                except CoordinatorUnavailable:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 1.0)
+        finally:
+            await probe.close()
+        if ttl_ms != defaults.session_ttl_ms:
+            logging.getLogger("planaria.node").info(
+                "session TTL %.0f ms: the nearest %s grants", ttl_ms, args.coordinator
+            )
+        return settings_for(ttl_ms, ttl_ms != defaults.session_ttl_ms)
 
     async def main() -> int:
+        settings = await choose_settings()
         coordinator = connect(args.coordinator)
         node = Node(
             args.node_id,

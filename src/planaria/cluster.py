@@ -18,6 +18,10 @@ Layout of a data directory::
 Ports: node ``i`` (from 1) serves RESP on ``base_port + i - 1`` and replication on that port
 plus 10,000 (Redis Cluster's bus convention); the coordinator listens on
 ``coordinator_port`` (default 7000, or ``base_port - 1`` for a base port other than 7001).
+
+With ``coordinator_url`` (``zk://...`` or ``etcd://...``, or the ``planaria://`` address of
+a coordinator run elsewhere) no coordinator process is started: the nodes, the ``/cluster``
+metadata and :meth:`LocalCluster.status` all use that coordinator.
 Every wait is bounded; a process that dies while the cluster starts is reported with the last
 lines of its log.
 """
@@ -46,7 +50,7 @@ import hiredis
 
 from planaria._client.protocol import encode_command, to_bytes
 from planaria._client.routing import MalformedTopology, SlotMap, parse_address
-from planaria.coord.url import connect
+from planaria.coord.url import connect, parse_url
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
 from planaria.errors import PlanariaError, UnknownOutcome, UsageError
@@ -132,6 +136,7 @@ class _State:
     coordinator: _Process
     nodes: tuple[_Process, ...]
     node_args: tuple[str, ...] = ()  # extra `planaria node` options (e.g. --bug for tests)
+    coordinator_url: str | None = None  # an external coordinator (no process of ours)
 
     def node(self, node_id: str) -> _Process:
         for node in self.nodes:
@@ -161,6 +166,7 @@ class _State:
                 coordinator=_Process(**record["coordinator"]),
                 nodes=tuple(_Process(**node) for node in record["nodes"]),
                 node_args=tuple(str(arg) for arg in record.get("node_args", ())),
+                coordinator_url=record.get("coordinator_url"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{path}: not a planaria cluster state file: {exc}") from exc
@@ -371,6 +377,7 @@ class LocalCluster:
         fsync: str | None = None,
         env: Mapping[str, str] | None = None,
         node_args: Sequence[str] = (),
+        coordinator_url: str | None = None,
     ) -> None:
         if nodes < 1:
             raise UsageError(f"a cluster needs at least one node, not {nodes}")
@@ -384,6 +391,10 @@ class LocalCluster:
             raise UsageError(f"min_insync must be between 1 and replicas ({replicas})")
         if fsync not in (None, "always", "interval", "never"):
             raise UsageError(f"fsync is always, interval or never, not {fsync!r}")
+        if coordinator_url is not None:
+            coordinator_url = str(parse_url(coordinator_url))  # UsageError if malformed
+            if coordinator_url.startswith("memory://"):
+                raise UsageError("memory:// lives in one process; the nodes are processes")
         if coordinator_port is None:
             coordinator_port = (
                 DEFAULT_COORDINATOR_PORT if base_port == DEFAULT_BASE_PORT else base_port - 1
@@ -403,6 +414,7 @@ class LocalCluster:
             min_insync=min_insync,
             fsync=fsync,
             node_args=tuple(node_args),
+            coordinator_url=coordinator_url,
             coordinator=_Process(
                 "coordinator",
                 host,
@@ -444,11 +456,21 @@ class LocalCluster:
 
     @property
     def coordinator_url(self) -> str:
+        if self._state.coordinator_url is not None:
+            return self._state.coordinator_url
         return f"planaria://{self._state.coordinator.address}"
 
     @property
     def coordinator_address(self) -> str:
+        """``host:port`` of the embedded coordinator, or the external coordinator's URL."""
+        if self._state.coordinator_url is not None:
+            return self._state.coordinator_url
         return self._state.coordinator.address
+
+    @property
+    def external_coordinator(self) -> bool:
+        """Whether the coordinator is someone else's (``coordinator_url``): no process here."""
+        return self._state.coordinator_url is not None
 
     def address(self, node_id: str) -> str:
         """``host:port`` where ``node_id`` serves RESP."""
@@ -610,20 +632,24 @@ class LocalCluster:
                     f"a cluster is already running in {self.data_dir} ({', '.join(running)}); "
                     f"stop it first: planaria down --data {self.data_dir}"
                 )
-            self._check_ports([state.coordinator, *state.nodes])
-            coordinator = self._spawn(
-                state.coordinator,
-                [
-                    "coordinator",
-                    "--listen",
-                    state.coordinator.address,
-                    "--data",
-                    str(self.data_dir / state.coordinator.data),
-                ],
-            )
+            external = state.coordinator_url is not None
+            self._check_ports([*([] if external else [state.coordinator]), *state.nodes])
+            coordinator = state.coordinator
+            if not external:
+                coordinator = self._spawn(
+                    state.coordinator,
+                    [
+                        "coordinator",
+                        "--listen",
+                        state.coordinator.address,
+                        "--data",
+                        str(self.data_dir / state.coordinator.data),
+                    ],
+                )
             self._save(replace(state, coordinator=coordinator))
         try:
-            self._wait_listening(coordinator, timeout_s)
+            if not external:
+                self._wait_listening(coordinator, timeout_s)
             self._write_metadata(timeout_s)
             with self._locked():
                 state = self._state
@@ -648,6 +674,8 @@ class LocalCluster:
             differs.append("nodes/ports")
         if mine.coordinator.address != theirs.coordinator.address:
             differs.append("coordinator port")
+        if mine.coordinator_url != theirs.coordinator_url:
+            differs.append("coordinator URL")
         if differs:
             raise UsageError(
                 f"{self.data_dir} holds a cluster of another shape ({', '.join(differs)} "
@@ -682,10 +710,13 @@ class LocalCluster:
         try:
             _run(asyncio.wait_for(write, timeout_s))
         except (TimeoutError, UnknownOutcome) as exc:
+            log_tail = (
+                "" if self.external_coordinator
+                else "; last lines of its log:\n" + _tail(self.data_dir / state.coordinator.log)
+            )  # fmt: skip
             raise ClusterError(
                 f"could not write /cluster to the coordinator at {self.coordinator_address} "
-                f"within {timeout_s:g} s ({exc}); last lines of its log:\n"
-                + _tail(self.data_dir / state.coordinator.log)
+                f"within {timeout_s:g} s ({exc}){log_tail}"
             ) from exc
 
     def wait_serving(self, timeout_s: float = 30.0) -> None:
@@ -828,14 +859,17 @@ class LocalCluster:
         with replication lag from the primaries' INFO where they report it)."""
         state = self._refresh()
         errors: list[str] = []
-        coordinator_alive = self._alive(state.coordinator.pid)
+        external = state.coordinator_url is not None
+        # An external coordinator is not our process: whether it is alive is what a read says.
+        coordinator_alive = True if external else self._alive(state.coordinator.pid)
         members: set[str] | None = None
         configs: list[PartitionConfig] = []
         if coordinator_alive:
             try:
                 members, configs = _run(_read_coordinator(self.coordinator_url, timeout_s))
             except (PlanariaError, OSError, TimeoutError) as exc:
-                errors.append(f"coordinator {state.coordinator.address}: {exc!r}")
+                errors.append(f"coordinator {self.coordinator_address}: {exc!r}")
+                coordinator_alive = False if external else coordinator_alive
         else:
             errors.append(f"coordinator {state.coordinator.address} is not running")
         nodes = tuple(
@@ -854,7 +888,7 @@ class LocalCluster:
         return ClusterStatus(
             nodes=nodes,
             partitions=_partition_statuses(configs, state.partitions, lags),
-            coordinator=state.coordinator.address,
+            coordinator=self.coordinator_address,
             coordinator_alive=coordinator_alive,
             errors=tuple(errors),
         )

@@ -22,8 +22,9 @@ from planaria.coord.types import (
     validate_session_id,
     validate_value,
 )
+from planaria.errors import UsageError
 
-__all__ = ["CampaigningCoordinator", "applied_results"]
+__all__ = ["CampaigningCoordinator", "TtlNotGranted", "applied_results", "grantable_ttl_ms"]
 
 
 class CampaigningCoordinator(Coordinator):
@@ -84,3 +85,27 @@ def applied_results(ops: list[TxnOp]) -> list[int | None]:
         else:
             results.append(None)
     return results
+
+
+class TtlNotGranted(UsageError):
+    """The backend cannot grant a session of exactly ``requested_ms``; ``granted_ms`` is the
+    nearest TTL it would grant (ask for that instead)."""
+
+    def __init__(self, message: str, *, requested_ms: float, granted_ms: float) -> None:
+        super().__init__(message)
+        self.requested_ms = requested_ms
+        self.granted_ms = granted_ms
+
+
+async def grantable_ttl_ms(coordinator: Coordinator, ttl_ms: float, attempts_max: int = 3) -> float:
+    """``ttl_ms`` if the backend grants it, else the nearest TTL it grants (found by opening
+    and closing a probe session): the node's default when ``--session-ttl-ms`` is absent."""
+    for _ in range(attempts_max):
+        try:
+            session = await coordinator.open_session("planaria-ttl-probe", ttl_ms)
+        except TtlNotGranted as exc:
+            ttl_ms = exc.granted_ms
+            continue
+        await coordinator.close_session(session)
+        return ttl_ms
+    raise UsageError(f"the coordinator grants no session TTL near {ttl_ms} ms")

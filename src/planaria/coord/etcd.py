@@ -39,12 +39,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import secrets
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from planaria.coord._ensemble import CampaigningCoordinator, applied_results
+from planaria.coord._ensemble import CampaigningCoordinator, TtlNotGranted, applied_results
 from planaria.coord._http import GatewayError, HttpUnreachable, JsonHttp
 from planaria.coord.errors import (
     CoordinatorUnavailable,
@@ -75,7 +76,7 @@ from planaria.coord.types import (
 )
 from planaria.errors import UsageError
 
-__all__ = ["DEFAULT_NAMESPACE", "EtcdCoordinator", "smallest_etcd_ttl_ms"]
+__all__ = ["DEFAULT_NAMESPACE", "EtcdCoordinator", "TtlNotGranted", "smallest_etcd_ttl_ms"]
 
 DEFAULT_NAMESPACE = "/planaria"
 _TOKENS = "!tokens"  # "!" sorts before "/": outside every key prefix
@@ -261,9 +262,11 @@ class EtcdCoordinator(CampaigningCoordinator):
             raise UsageError(f"owner must be a non-empty str, not {owner!r}")
         ttl_ms = validate_ttl_ms(ttl_ms)
         if ttl_ms % 1000 != 0:
-            raise UsageError(
+            raise TtlNotGranted(
                 f"etcd grants leases in whole seconds, not {ttl_ms} ms "
-                f"(the smallest is usually {smallest_etcd_ttl_ms(500):.0f} ms)"
+                f"(the smallest is usually {smallest_etcd_ttl_ms(500):.0f} ms)",
+                requested_ms=ttl_ms,
+                granted_ms=float(math.ceil(ttl_ms / 1000) * 1000),
             )
         lease_id = secrets.randbits(62) + 1  # ours, so a lost reply cannot leak a lease
         ttl_s = int(ttl_ms // 1000)
@@ -271,9 +274,11 @@ class EtcdCoordinator(CampaigningCoordinator):
         granted_s = _int(reply.get("TTL"))
         if granted_s != ttl_s:
             await self._revoke(SessionId(lease_id))
-            raise UsageError(
+            raise TtlNotGranted(
                 f"etcd granted a {granted_s} s lease, not {ttl_s} s: its minimum is 1.5 "
-                "election timeouts; ask for at least that"
+                "election timeouts; ask for at least that",
+                requested_ms=ttl_ms,
+                granted_ms=float(granted_s * 1000),
             )
         session = SessionId(lease_id)
         self._my_sessions.add(session)

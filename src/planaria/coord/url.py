@@ -18,13 +18,21 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from planaria.coord._ensemble import TtlNotGranted, grantable_ttl_ms
 from planaria.coord.interface import Coordinator
 from planaria.coord.memory import MemoryStore
 from planaria.coord.server import DEFAULT_PORT
 from planaria.coord.types import validate_key
 from planaria.errors import UsageError
 
-__all__ = ["DEFAULT_NAMESPACE", "CoordinatorUrl", "connect", "parse_url"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "CoordinatorUrl",
+    "TtlNotGranted",
+    "connect",
+    "grantable_ttl_ms",
+    "parse_url",
+]
 
 _MEMORY_STORES: dict[str, MemoryStore] = {}
 DEFAULT_NAMESPACE = "/planaria"

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +68,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 
-from planaria.coord._ensemble import CampaigningCoordinator, applied_results
+from planaria.coord._ensemble import CampaigningCoordinator, TtlNotGranted, applied_results
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
@@ -99,7 +100,12 @@ from planaria.coord.types import (
 )
 from planaria.errors import UsageError
 
-__all__ = ["DEFAULT_CHROOT", "ZooKeeperCoordinator", "smallest_zookeeper_ttl_ms"]
+__all__ = [
+    "DEFAULT_CHROOT",
+    "TtlNotGranted",
+    "ZooKeeperCoordinator",
+    "smallest_zookeeper_ttl_ms",
+]
 
 DEFAULT_CHROOT = "/planaria"
 _MARKER = "planaria-namespace"  # not percent-encoded: never taken for a key
@@ -453,7 +459,11 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
             raise UsageError(f"owner must be a non-empty str, not {owner!r}")
         ttl_ms = validate_ttl_ms(ttl_ms)
         if ttl_ms != int(ttl_ms):
-            raise UsageError(f"ZooKeeper session timeouts are whole milliseconds, not {ttl_ms}")
+            raise TtlNotGranted(
+                f"ZooKeeper session timeouts are whole milliseconds, not {ttl_ms}",
+                requested_ms=ttl_ms,
+                granted_ms=float(math.ceil(ttl_ms)),
+            )
         await self._client()
         negotiated: list[float] = []
         client = KazooClient(
@@ -475,10 +485,13 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
             raise CoordinatorUnavailable(f"no ZooKeeper server answered: {self._hosts}") from None
         if not negotiated or negotiated[-1] != int(ttl_ms):
             await self._blocking(_stop, client)
-            granted = negotiated[-1] if negotiated else "?"
-            raise UsageError(
-                f"ZooKeeper granted a {granted} ms session, not {ttl_ms:.0f} ms: the ensemble "
-                "allows minSessionTimeout..maxSessionTimeout (2..20 ticks by default)"
+            if not negotiated:
+                raise CoordinatorUnavailable("ZooKeeper did not say which timeout it granted")
+            raise TtlNotGranted(
+                f"ZooKeeper granted a {negotiated[-1]} ms session, not {ttl_ms:.0f} ms: the "
+                "ensemble allows minSessionTimeout..maxSessionTimeout (2..20 ticks by default)",
+                requested_ms=ttl_ms,
+                granted_ms=float(negotiated[-1]),
             )
         session = SessionId(client.client_id[0])
         loop = asyncio.get_running_loop()
