@@ -111,7 +111,10 @@ from planaria.storage import (
     FileLock,
     FsyncPolicy,
     GroupCommitter,
+    Journal,
     OsFS,
+    PartitionLog,
+    StorageDamaged,
     StorageError,
     StorageLocked,
 )
@@ -244,6 +247,7 @@ class Node:
         # Never inline: an fsync on the event loop would stall every other partition's
         # traffic, heartbeats and leases for its duration.
         self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
+        self._journal: Journal | None = None
         self._bus = PeerBus(node_id, self._on_peer_message)
         self._server = RespServer(
             self._handle,
@@ -287,6 +291,7 @@ class Node:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
+        self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
         self._committer.start()
         try:
             self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
@@ -327,6 +332,11 @@ class Node:
                 await asyncio.to_thread(self._keepalive_thread.stop)
             await asyncio.gather(*(runtime.close() for runtime in self.partitions.values()))
             await self._committer.close()
+            if self._journal is not None:
+                journal, self._journal = self._journal, None
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _close_journal, journal
+                )
             await self._bus.close()
             self._fail_waiting(None, "the node is shutting down")
             if close_session and self.session is not None:
@@ -344,6 +354,33 @@ class Node:
                 self._lock = None
             self._closed.set()
             log.info("node %s stopped", self.node_id)
+
+    def _open_journal(self) -> Journal:
+        """Open the node's journal and replay it into the partition logs (blocking). A journal
+        damaged before its tail leaves the logs untrustworthy: everything is wiped, so every
+        replica here is refilled from its primary."""
+        fs = OsFS()
+        path = str(self.data_dir / "journal")
+
+        def open_log(partition: int, unsynced_after: int | None) -> PartitionLog:
+            directory = str(self.data_dir / f"p{partition}")
+            return PartitionLog.open(
+                fs, directory, policy=self.settings.fsync, unsynced_after=unsynced_after
+            )
+
+        try:
+            journal = Journal.open(fs, path)
+            replayed = journal.recover(open_log)
+        except StorageDamaged as damage:
+            log.error("the journal or a log is damaged (%s): wiping every log here", damage)
+            for directory in [path, *map(str, self.data_dir.glob("p[0-9]*"))]:
+                PartitionLog.wipe(fs, directory)
+            journal = Journal.open(fs, path)
+            replayed = {}
+        if replayed:
+            log.info("journal: replayed %d records into %d partition logs",
+                     sum(replayed.values()), len(replayed))  # fmt: skip
+        return journal
 
     def _lock_data_dir(self) -> None:
         fs = OsFS()
@@ -649,6 +686,7 @@ class Node:
             replica_settings=settings,
             executor=self._executor,
             committer=self._committer,
+            journal=self._journal,
             clock_ms=_now_ms,
             send=self._send,
             reply=self._on_reply,
@@ -928,3 +966,10 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.node_id!r}, {self.address}, partitions={len(self.partitions)})"
+
+
+def _close_journal(journal: Journal) -> None:
+    try:
+        journal.close()
+    except (StorageError, UsageError) as exc:
+        log.warning("closing the journal: %s", exc)

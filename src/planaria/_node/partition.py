@@ -56,6 +56,7 @@ from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.storage import (
     FsyncPolicy,
     GroupCommitter,
+    Journal,
     OsFS,
     PartitionLog,
     StorageDamaged,
@@ -101,6 +102,7 @@ class PartitionRuntime:
         replica_settings: ReplicaSettings,
         executor: Executor,
         committer: GroupCommitter,
+        journal: Journal | None = None,
         clock_ms: Callable[[], float],
         send: Callable[[Send], None],
         reply: Callable[[Reply], None],
@@ -115,7 +117,8 @@ class PartitionRuntime:
         self.policy = policy
         self.replica_settings = replica_settings
         self._executor = executor  # opening, recovery, closing
-        self._committer = committer  # persists
+        self._committer = committer  # persists, and closing logs (never during a batch)
+        self._journal = journal
         self._clock_ms = clock_ms
         self._send = send
         self._reply = reply
@@ -150,7 +153,7 @@ class PartitionRuntime:
         loop = asyncio.get_running_loop()
         if self.log is not None:
             old, self.log = self.log, None
-            await loop.run_in_executor(self._executor, _close_quietly, old)
+            await self._committer.call(_close_quietly, old)
         log_ = await loop.run_in_executor(self._executor, self._open_log)
         entries = await loop.run_in_executor(
             self._executor,
@@ -187,6 +190,8 @@ class PartitionRuntime:
                 opened.recovery.torn_tail_bytes,
                 opened.recovery.torn_tail_reason,
             )
+        if self._journal is not None:
+            opened.attach_journal(self._journal, self.partition)
         return opened
 
     async def reset(self) -> None:
@@ -201,7 +206,7 @@ class PartitionRuntime:
         await self._stop_worker()
         if self.log is not None:
             old, self.log = self.log, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, _close_quietly, old)
+            await self._committer.call(_close_quietly, old)
 
     async def _stop_worker(self) -> None:
         self._closing = True

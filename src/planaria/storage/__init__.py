@@ -16,6 +16,7 @@ from planaria.storage.errors import (
 )
 from planaria.storage.format import Entry, Snapshot
 from planaria.storage.fs import AppendFile, FileLayer, FileLock, SimFS
+from planaria.storage.journal import Journal, JournalRecord
 from planaria.storage.log import FsyncPolicy, PartitionLog, RecoveryReport
 from planaria.storage.osfs import OsFS
 
@@ -27,6 +28,8 @@ __all__ = [
     "FileLock",
     "FsyncPolicy",
     "GroupCommitter",
+    "Journal",
+    "JournalRecord",
     "OsFS",
     "PartitionLog",
     "RecoveryReport",

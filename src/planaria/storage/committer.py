@@ -75,7 +75,20 @@ def _run_batch(jobs: list[_Job], now_ms: float) -> int:
         except Exception as exc:  # handed to the caller's future, which raises it
             job.value = exc
         touched.setdefault(id(job.log), job.log)
-    return _sync_all(list(touched.values()), now_ms)
+    logs = list(touched.values())
+    syncs = _sync_all(logs, now_ms)
+    _checkpoint_journals(logs)
+    return syncs
+
+
+def _checkpoint_journals(logs: list[PartitionLog]) -> None:
+    """Checkpoint the journal behind these logs when it is due (between batches, in the disk
+    thread, so no log is written meanwhile). A failure is recorded as the journal's
+    ``failure``: every log behind it then refuses writes."""
+    for journal in {id(j): j for log in logs if (j := log.journal) is not None}.values():
+        if journal.checkpoint_due and journal.failure is None:
+            with contextlib.suppress(StorageError):
+                journal.checkpoint()
 
 
 class GroupCommitter:
@@ -187,11 +200,7 @@ class GroupCommitter:
             self._executor.shutdown(wait=True)
 
     def _idle(self) -> bool:
-        return (
-            self._last_round_jobs <= 1
-            and not self._pending
-            and not self._exclusive.locked()
-        )
+        return self._last_round_jobs <= 1 and not self._pending and not self._exclusive.locked()
 
     def _run_inline(self, log: PartitionLog, job: Callable[[PartitionLog], _T]) -> _T:
         self.stats.jobs += 1
@@ -202,6 +211,7 @@ class GroupCommitter:
         finally:
             if log.failure is None:
                 self.stats.syncs += log.sync_if_due(_now_ms())
+                _checkpoint_journals([log])
         failure = log.failure
         if failure is not None:
             raise failure

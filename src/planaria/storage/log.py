@@ -35,7 +35,7 @@ import bisect
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from planaria.errors import UsageError
 from planaria.storage.errors import (
@@ -63,6 +63,9 @@ from planaria.storage.format import (
     scan_records,
 )
 from planaria.storage.fs import AppendFile, FileLayer, FileLock, join
+
+if TYPE_CHECKING:
+    from planaria.storage.journal import Journal
 
 __all__ = ["FsyncPolicy", "PartitionLog", "RecoveryReport"]
 
@@ -184,6 +187,10 @@ class PartitionLog:
         self._dir_dirty = False
         self._last_sync_ms: float | None = None
         self._failure: StorageFailed | None = None
+        self._journal: Journal | None = None
+        self._journal_partition = 0
+        self._files_dirty = False  # records written that only the journal made durable
+        self._unsynced_after: int | None = None  # recovery: see ``open``
 
     # ------------------------------------------------------------------ opening
 
@@ -198,6 +205,7 @@ class PartitionLog:
         segment_bytes: int = SEGMENT_BYTES_DEFAULT,
         record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
         preallocate_bytes: int = PREALLOCATE_BYTES_DEFAULT,
+        unsynced_after: int | None = None,
     ) -> PartitionLog:
         """Lock ``path``, recover snapshot + log, and return the open log.
 
@@ -208,6 +216,10 @@ class PartitionLog:
         ``preallocate_bytes``: segments grow by this many zero bytes ahead of the writes, so an
         fsync rewrites allocated blocks instead of committing a file-size change (about a third
         cheaper on ext4); 0 turns it off. Zeros after the last record are a clean end.
+
+        ``unsynced_after``: records after this index were made durable by a journal, not by
+        this log's files (see ``planaria.storage.journal``): damage among them in the last
+        segment is a torn tail, cut off for the journal to replay, not ``StorageDamaged``.
         """
         if segment_bytes <= SEGMENT_HEADER.size:
             raise UsageError(f"segment_bytes must exceed {SEGMENT_HEADER.size}")
@@ -228,6 +240,7 @@ class PartitionLog:
             record_bytes_max=record_bytes_max,
             preallocate_bytes=max(0, preallocate_bytes),
         )
+        log._unsynced_after = unsynced_after
         try:
             log._recover()
         except BaseException:
@@ -361,7 +374,8 @@ class PartitionLog:
                 raise StorageDamaged(
                     f"{scan.error} (not the last segment)", path=path, offset=scan.end
                 )
-            if find_record_after(buf, scan.end, bad_index) is not None:
+            journaled = self._unsynced_after is not None and bad_index > self._unsynced_after
+            if not journaled and find_record_after(buf, scan.end, bad_index) is not None:
                 raise StorageDamaged(
                     f"{scan.error}, with valid records after it", path=path, offset=scan.end
                 )
@@ -416,6 +430,10 @@ class PartitionLog:
     @property
     def snapshot_index(self) -> int:
         return self._snapshot.index if self._snapshot is not None else 0
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
 
     @property
     def closed(self) -> bool:
@@ -489,9 +507,17 @@ class PartitionLog:
                 new_epochs.append((epoch, index))
                 last_epoch = epoch
         self._write(active, b"".join(parts))
+        first_new = self.last_index + 1
         active.offsets.extend(offsets)
         active.end = offset
         self._epochs.extend(new_epochs)
+        if self._journal is not None:
+            self._files_dirty = True
+            try:
+                self._journal.add_entries(self._journal_partition, first_new, entries)
+            except StorageError as exc:
+                self._fail(exc)  # what is written here is durable only through the journal
+                raise
         return index
 
     def _write(self, segment: _Segment, data: bytes) -> None:
@@ -545,12 +571,26 @@ class PartitionLog:
             raise error from exc
 
     def sync(self, now_ms: float | None = None) -> None:
-        """Make every appended record durable (one fsync, plus the directory's if it changed)."""
+        """Make every appended record durable: one fsync of this log's files, or, with a
+        journal attached, of the node's journal (one fsync for every partition)."""
         self._check_writable()
-        target = self.last_index
         if now_ms is not None:
             self._last_sync_ms = now_ms
-        if target == self._durable_index and not self._dir_dirty:
+        if self._journal is None:
+            self.sync_files()
+            return
+        try:
+            self._journal.sync()
+        except StorageError as exc:
+            self._fail(exc)
+            raise
+        self._durable_index = self.last_index
+
+    def sync_files(self) -> None:
+        """fsync this log's own files (plus the directory's if it changed)."""
+        self._check_writable()
+        target = self.last_index
+        if target == self._durable_index and not self._dir_dirty and not self._files_dirty:
             return
         assert self._active is not None
         try:
@@ -563,6 +603,15 @@ class PartitionLog:
             self._fail(error)
             raise error from exc
         self._durable_index = target
+        self._files_dirty = False
+
+    def attach_journal(self, journal: Journal, partition: int) -> None:
+        """From now on, journal every append and truncation in ``journal`` (the node's), and
+        let ``sync`` make them durable through it (see ``planaria.storage.journal``)."""
+        self._check_writable()
+        journal.attach(partition, self)
+        self._journal = journal
+        self._journal_partition = partition
 
     def sync_due(self, now_ms: float) -> bool:
         """Whether the fsync policy wants a sync now."""
@@ -584,7 +633,7 @@ class PartitionLog:
     def _roll_segment(self) -> None:
         # The sealed segment is synced first: recovery treats damage in any segment but the
         # last as real damage, never as a torn tail.
-        self.sync()
+        self.sync_files()
         self._trim()
         self._create_segment(self.last_index + 1)
         self._segment_firsts.append(self._segments[-1].first_index)
@@ -665,6 +714,7 @@ class PartitionLog:
             raise UsageError(f"cannot truncate to {index}: commit index is {self.commit_index}")
         if index < max(self.snapshot_index, self.first_index - 1):
             raise UsageError(f"cannot truncate to {index}: the log starts at {self.first_index}")
+        self._journal_truncation(index)
         try:
             removed = False
             while len(self._segments) > 1 and self._segments[-1].first_index > index:
@@ -691,6 +741,18 @@ class PartitionLog:
         while self._epochs and self._epochs[-1][1] > index:
             self._epochs.pop()
         self._durable_index = min(self._durable_index, index)
+
+    def _journal_truncation(self, index: int) -> None:
+        """With a journal, the truncation is journaled (and synced) before the files change,
+        so a replay after a crash never brings back what was cut off."""
+        if self._journal is None:
+            return
+        try:
+            self._journal.add_truncate(self._journal_partition, index)
+            self._journal.sync()
+        except StorageError as exc:
+            self._fail(exc)
+            raise
 
     # ------------------------------------------------------------------ snapshots
 
@@ -828,10 +890,12 @@ class PartitionLog:
         """Sync (unless the log failed), persist the meta file and release the lock."""
         try:
             if self._failure is None and self._lock is not None:
-                self.sync()
+                self.sync_files()
                 self._trim()
                 self.persist_meta()
         finally:
+            if self._journal is not None:
+                self._journal.detach(self._journal_partition, self)
             self._release()
 
     def _release(self) -> None:
