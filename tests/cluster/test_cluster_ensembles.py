@@ -1,0 +1,166 @@
+"""A planaria cluster on a real ZooKeeper ensemble and on a real etcd cluster, end to end
+(real processes on loopback, bounded waits, one test per backend with its own ensemble,
+because it kills ensemble members).
+
+In order, with a writer recording every acknowledged write: kill -9 a planaria primary
+(failover through the backend); kill one ensemble member, a minority (it keeps serving);
+kill the ensemble's leader (a short pause, then it continues); pause the whole ensemble
+(primaries stop serving once their leases run out: no split brain), resume it (everything
+serves again). At the end every acknowledged write is read back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from coord._servers import Ensemble, EnsembleMissing, etcd_ensemble, zookeeper_ensemble
+from planaria import Client
+from planaria.cluster import LocalCluster, free_base_port
+from planaria.errors import PlanariaError
+
+pytestmark = pytest.mark.slow
+
+ENSEMBLES: dict[str, Callable[[Path], AbstractContextManager[Ensemble]]] = {
+    "zk": zookeeper_ensemble,
+    "etcd": etcd_ensemble,
+}
+PARTITIONS = 4
+WRITE_TIMEOUT_S = 20.0
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds until ``condition()`` held (fails the test after ``timeout_s``)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"not within {timeout_s} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+class Acked:
+    """Writes through the smart client; remembers what was acknowledged."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.values: dict[str, str] = {}
+
+    def write(self, tag: str, count: int = 12, timeout_s: float = WRITE_TIMEOUT_S) -> None:
+        for i in range(count):
+            key = f"{tag}:{i}"
+            self.client.set(key, tag, timeout_s=timeout_s)
+            self.values[key] = tag
+
+    def writable(self) -> bool:
+        try:
+            self.client.set("probe", "x", timeout_s=0.5)
+        except PlanariaError:
+            return False
+        return True
+
+    def check_all(self) -> None:
+        lost = {k: v for k, v in self.values.items() if self.client.get(k) != v.encode()}
+        assert not lost, f"acknowledged writes lost or changed: {sorted(lost)[:10]}"
+
+
+@pytest.fixture(params=sorted(ENSEMBLES))
+def ensemble(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ensemble]:
+    try:
+        with ENSEMBLES[request.param](tmp_path / "ensemble") as running:
+            yield running
+    except EnsembleMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {exc}")
+        pytest.skip(str(exc))
+
+
+def test_cluster_survives_node_and_ensemble_faults(ensemble: Ensemble, tmp_path: Path) -> None:
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        nodes=3,
+        partitions=PARTITIONS,
+        base_port=free_base_port(3),
+        coordinator_url=f"{ensemble.url}/e2e",
+    )
+    with cluster:
+        cluster.start(timeout_s=60)
+        status = cluster.status()
+        assert status.coordinator_alive and not status.errors
+        assert all(p.primary for p in status.partitions)
+        client = Client(list(cluster.addresses.values()), timeout_s=WRITE_TIMEOUT_S)
+        writes = Acked(client)
+        writes.write("before")
+
+        # kill -9 a planaria primary: its partitions fail over through the backend.
+        victim = status.partitions[0].primary
+        assert victim is not None
+        cluster.kill(victim)
+        writes.write("after-kill")
+        _wait(
+            lambda: all(p.primary not in (None, victim) for p in cluster.status().partitions),
+            30,
+            f"every partition led by a node other than {victim}",
+        )
+        cluster.start(victim)
+
+        # A minority of the ensemble dies: the cluster keeps serving.
+        leader = ensemble.leader()
+        follower = next(m for m in ensemble.members if m is not leader)
+        follower.kill()
+        writes.write("minority-down")
+        follower.start()
+        ensemble.wait_ready()
+
+        # The ensemble's leader dies: a pause (an election), then it continues.
+        ensemble.leader().kill()
+        writes.write("leader-down")
+        for member in ensemble.members:
+            if not member.running:
+                member.start()
+        ensemble.wait_ready()
+        writes.write("ensemble-whole")
+
+        # The whole ensemble pauses: leases run out, primaries refuse (no split brain) ...
+        for member in ensemble.members:
+            member.pause()
+        try:
+            _wait(lambda: not writes.writable(), 15, "writes refused with the ensemble paused")
+        finally:
+            for member in ensemble.members:
+                member.resume()
+        # ... and serve again once it is back.
+        _wait(writes.writable, 45, "writes accepted again after the ensemble resumed")
+        writes.write("resumed")
+        writes.check_all()
+        client.close()
+
+
+def test_paused_nodes_keep_no_lease(ensemble: Ensemble, tmp_path: Path) -> None:
+    """SIGSTOP a primary: its session ends through the backend and another node leads."""
+    cluster = LocalCluster(
+        tmp_path / "cluster",
+        nodes=3,
+        partitions=PARTITIONS,
+        base_port=free_base_port(3),
+        coordinator_url=f"{ensemble.url}/pause",
+    )
+    with cluster:
+        cluster.start(timeout_s=60)
+        victim = cluster.status().partitions[0].primary
+        assert victim is not None
+        cluster.kill(victim, signal.SIGSTOP)
+        try:
+            _wait(
+                lambda: cluster.status().partitions[0].primary not in (None, victim),
+                30,
+                f"partition 0 failed over from the paused {victim}",
+            )
+        finally:
+            cluster.kill(victim, signal.SIGCONT)
