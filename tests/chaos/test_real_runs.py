@@ -54,7 +54,7 @@ def test_a_correct_cluster_loses_nothing_and_stays_linearizable(tmp_path: Path) 
     assert results["linearizable"] is True, results["linearizability_failure"]
     assert results["ops"]["ok"] > 500
     assert len(results["faults"]) == 3
-    assert all(fault["affected_shards"] for fault in results["faults"])  # the leader was hit
+    assert any(fault["affected_shards"] for fault in results["faults"])  # a leader was hit
     assert results["failover_ms"]["unrecovered"] == 0
 
 

@@ -253,7 +253,11 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
         None if failing is None else {"key": str(failing.key), "reason": failing.reason}
     )
     results["lost_examples"] = [
-        {"key": str(item.op.key), "value": item.op.value, "reason": item.reason}
+        {
+            "key": str(item.op.key),
+            "value": list(item.op.value) if isinstance(item.op.value, tuple) else item.op.value,
+            "reason": item.reason,
+        }
         for item in lost[:10]
     ]
     results["elapsed_s"] = round(time.monotonic() - started, 1)
