@@ -209,9 +209,8 @@ class GroupCommitter:
         try:
             result = job(log)
         finally:
-            if log.failure is None:
-                self.stats.syncs += log.sync_if_due(_now_ms())
-                _checkpoint_journals([log])
+            self.stats.syncs += _sync_all([log], _now_ms())
+            _checkpoint_journals([log])
         failure = log.failure
         if failure is not None:
             raise failure
@@ -261,12 +260,15 @@ class GroupCommitter:
 
 
 def _sync_all(logs: list[PartitionLog], now_ms: float) -> int:
-    """Sync each log its policy wants synced; returns the number of fsyncs. A failed sync is
-    recorded as the log's ``failure``: the caller fails that log's jobs with it, and the log
-    refuses later writes."""
+    """Sync each log its policy wants synced (a journal once for all its logs); returns the
+    number of fsyncs. A failed sync is recorded as the log's ``failure``: the caller fails
+    that log's jobs with it, and the log refuses later writes."""
     syncs = 0
     for log in logs:
         if log.failure is None and not log.closed:
+            journal = log.journal
+            journal_syncs = journal.syncs if journal is not None else 0
             with contextlib.suppress(StorageError):
-                syncs += log.sync_if_due(now_ms)
+                synced = log.sync_if_due(now_ms)
+                syncs += journal.syncs - journal_syncs if journal is not None else synced
     return syncs
