@@ -117,6 +117,7 @@ from planaria.storage import (
     StorageDamaged,
     StorageError,
     StorageLocked,
+    open_node_journal,
 )
 from planaria.storage.errors import storage_error_from_os
 
@@ -356,27 +357,29 @@ class Node:
             log.info("node %s stopped", self.node_id)
 
     def _open_journal(self) -> Journal:
-        """Open the node's journal and replay it into the partition logs (blocking). A journal
-        damaged before its tail leaves the logs untrustworthy: everything is wiped, so every
-        replica here is refilled from its primary."""
+        """Open the node's journal and replay it into the partition logs (blocking)."""
         fs = OsFS()
-        path = str(self.data_dir / "journal")
 
-        def open_log(partition: int, unsynced_after: int | None) -> PartitionLog:
+        def open_log(partition: int, unsynced_after: int | None) -> PartitionLog | None:
             directory = str(self.data_dir / f"p{partition}")
-            return PartitionLog.open(
-                fs, directory, policy=self.settings.fsync, unsynced_after=unsynced_after
-            )
-
-        try:
-            journal = Journal.open(fs, path)
-            replayed = journal.recover(open_log)
-        except StorageDamaged as damage:
-            log.error("the journal or a log is damaged (%s): wiping every log here", damage)
-            for directory in [path, *map(str, self.data_dir.glob("p[0-9]*"))]:
+            try:
+                return PartitionLog.open(
+                    fs, directory, policy=self.settings.fsync, unsynced_after=unsynced_after
+                )
+            except StorageDamaged as damage:
+                log.error("p%d: log damaged (%s); wiping it to refill from the primary",
+                          partition, damage)  # fmt: skip
                 PartitionLog.wipe(fs, directory)
-            journal = Journal.open(fs, path)
-            replayed = {}
+                return None
+
+        def wipe_all() -> None:
+            log.error("the journal is damaged: wiping every log here to refill them")
+            for directory in self.data_dir.glob("p[0-9]*"):
+                PartitionLog.wipe(fs, str(directory))
+
+        journal, replayed = open_node_journal(
+            fs, str(self.data_dir / "journal"), open_log, wipe_all
+        )
         if replayed:
             log.info("journal: replayed %d records into %d partition logs",
                      sum(replayed.values()), len(replayed))  # fmt: skip

@@ -16,7 +16,7 @@ from planaria.storage.errors import (
 )
 from planaria.storage.format import Entry, Snapshot
 from planaria.storage.fs import AppendFile, FileLayer, FileLock, SimFS
-from planaria.storage.journal import Journal, JournalRecord
+from planaria.storage.journal import Journal, JournalRecord, open_node_journal
 from planaria.storage.log import FsyncPolicy, PartitionLog, RecoveryReport
 from planaria.storage.osfs import OsFS
 
@@ -42,4 +42,5 @@ __all__ = [
     "StorageLocked",
     "StorageMissing",
     "StorageReadOnly",
+    "open_node_journal",
 ]

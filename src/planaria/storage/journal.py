@@ -34,7 +34,7 @@ from planaria.storage.format import Snapshot
 from planaria.storage.fs import FileLayer
 from planaria.storage.log import FsyncPolicy, PartitionLog
 
-__all__ = ["Journal", "JournalRecord"]
+__all__ = ["Journal", "JournalRecord", "open_node_journal"]
 
 CHECKPOINT_BYTES_DEFAULT = 32 * 1024 * 1024
 SEGMENT_BYTES_DEFAULT = 8 * 1024 * 1024
@@ -186,11 +186,12 @@ class Journal:
 
     # ------------------------------------------------------------------ recovery
 
-    def recover(self, open_log: Callable[[int, int | None], PartitionLog]) -> dict[int, int]:
+    def recover(self, open_log: Callable[[int, int | None], PartitionLog | None]) -> dict[int, int]:
         """Replay every record after the last checkpoint into its partition log, sync them,
         and checkpoint. ``open_log(partition, unsynced_after)`` opens a partition's log,
-        tolerating damage after index ``unsynced_after`` (None: none tolerated). Returns how
-        many records were replayed per partition."""
+        tolerating damage after index ``unsynced_after`` (None: none tolerated), or returns
+        None when it wiped a damaged log (nothing to replay: it is refilled from its
+        primary). Returns how many records were replayed per partition."""
         pending: dict[int, list[JournalRecord]] = {}
         for record in self.records():
             pending.setdefault(record.partition, []).append(record)
@@ -205,6 +206,8 @@ class Journal:
                     first_pending if unsynced_after is None else min(unsynced_after, first_pending)
                 )
             log = open_log(partition, unsynced_after)
+            if log is None:
+                continue
             try:
                 replayed[partition] = _replay(log, records)
             finally:
@@ -254,3 +257,29 @@ def _replay(log: PartitionLog, records: Sequence[JournalRecord]) -> int:
         log.append(record.epoch, record.record)
         done += 1
     return done
+
+
+def open_node_journal(
+    fs: FileLayer,
+    path: str,
+    open_log: Callable[[int, int | None], PartitionLog | None],
+    wipe_all: Callable[[], None],
+    *,
+    checkpoint_bytes: int = CHECKPOINT_BYTES_DEFAULT,
+) -> tuple[Journal, dict[int, int]]:
+    """What a node (or a simulated one) does at start: open its journal and replay it into
+    the partition logs (see ``Journal.recover``). A journal damaged before its tail leaves no
+    log trustworthy: ``wipe_all()`` must then clear every partition log (they are refilled
+    from their primaries) and the journal starts empty. Returns the journal and what
+    ``recover`` replayed."""
+    try:
+        journal = Journal.open(fs, path, checkpoint_bytes=checkpoint_bytes)
+    except StorageDamaged:
+        PartitionLog.wipe(fs, path)
+        wipe_all()
+        return Journal.open(fs, path, checkpoint_bytes=checkpoint_bytes), {}
+    try:
+        return journal, journal.recover(open_log)
+    except BaseException:
+        journal.log.close()
+        raise
