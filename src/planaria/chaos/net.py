@@ -3,12 +3,17 @@ cgroup (root only).
 
 Each node's processes go into a cgroup of their own under a net_cls hierarchy this module
 mounts privately (a per-run temporary mount point), with a class id unique to the run. A
-partition between two groups is two rules in a chain of the run's own (``chaos-<id>``,
-jumped to from OUTPUT): packets sent by one group's processes to a listening port of the
-other are dropped, both ways. Every connection between nodes goes to some node's listening
-port, so nothing flows between the sides, while clients (the harness, in no group) still
-reach every node: the split Jepsen makes. Moving a process into a net_cls cgroup retags
-the sockets it already has, so a node can be grouped after it started.
+partition between two groups is DROP rules in a chain of the run's own (``chaos-<id>``,
+jumped to from OUTPUT), for each direction: packets a group's processes send to a listening
+port of the other group, and packets they send on connections the other group opened. The
+second needs to know who opened a connection: a rule in ``chaos-<id>-m`` marks each
+connection (connmark) with the class id of the group whose process sent its first packet in
+the original direction; the connection tracking it relies on is switched on before the
+target starts, so the original direction is the opener's. Then nothing flows between the
+sides on any connection (a replica's stream from its primary, a peer's push on a stream the
+other dialed), while clients (the harness, in no group) still reach every node: the split
+Jepsen makes. Moving a process into a net_cls cgroup retags the sockets it already has, so
+a node can be grouped after it started.
 
 :meth:`IptablesNet.close` removes the rules, the chain, the cgroups and the mount; it is
 idempotent and runs from the harness's ``finally`` (also on Ctrl-C).
@@ -67,6 +72,7 @@ class IptablesNet:
             raise NetError(reason)
         self.run_id = secrets.token_hex(3)
         self.chain = f"chaos-{self.run_id}"
+        self.mark_chain = f"chaos-{self.run_id}-m"
         self._mount = Path(tempfile.mkdtemp(prefix=f"planaria-chaos-netcls-{self.run_id}-"))
         self._root = self._mount / f"chaos-{self.run_id}"
         self._groups: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> classid, ports
@@ -83,8 +89,15 @@ class IptablesNet:
             self._mounted = True
             self._root.mkdir()
             _iptables("-N", self.chain)
+            _iptables("-N", self.mark_chain)
             self._chain_made = True
             _iptables("-I", "OUTPUT", "-j", self.chain)
+            _iptables("-I", "OUTPUT", "-j", self.mark_chain)  # first: mark, then cut
+            # A conntrack rule from the start, so every connection of the target is tracked
+            # from its first packet (its original direction is then its opener's).
+            _iptables(
+                "-A", self.mark_chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "RETURN"
+            )  # fmt: skip
         except (subprocess.CalledProcessError, OSError, NetError) as exc:
             self.close()
             detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else exc
@@ -99,6 +112,11 @@ class IptablesNet:
             classid = (_CLASS_MAJOR << 16) | ((self._minor + len(self._groups)) & 0xFFFF)
             (path / "net_cls.classid").write_text(str(classid))
             self._groups[name] = (classid, tuple(ports))
+            _iptables(
+                "-A", self.mark_chain, "-m", "cgroup", "--cgroup", hex(classid),
+                "-m", "conntrack", "--ctdir", "ORIGINAL", "-m", "connmark", "--mark", "0",
+                "-j", "CONNMARK", "--set-mark", hex(classid),
+            )  # fmt: skip
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, OSError):
                 (path / "cgroup.procs").write_text(str(pid))
@@ -112,10 +130,13 @@ class IptablesNet:
 
     def _drop(self, sender: str, receiver: str) -> None:
         classid = self._groups[sender][0]
-        ports = ",".join(str(p) for p in self._groups[receiver][1])
+        receiver_id, receiver_ports = self._groups[receiver]
+        ports = ",".join(str(p) for p in receiver_ports)
+        sent_by = ["-p", "tcp", "-m", "cgroup", "--cgroup", hex(classid)]
+        # to the receiver's listening ports; and on connections the receiver opened
+        _iptables("-A", self.chain, *sent_by, "-m", "multiport", "--dports", ports, "-j", "DROP")
         _iptables(
-            "-A", self.chain, "-p", "tcp", "-m", "cgroup", "--cgroup", hex(classid),
-            "-m", "multiport", "--dports", ports, "-j", "DROP",
+            "-A", self.chain, *sent_by, "-m", "connmark", "--mark", hex(receiver_id), "-j", "DROP"
         )  # fmt: skip
 
     def heal(self) -> None:
@@ -123,12 +144,13 @@ class IptablesNet:
 
     def close(self) -> None:
         if self._chain_made:
-            with contextlib.suppress(NetError):
-                _iptables("-D", "OUTPUT", "-j", self.chain)
-            with contextlib.suppress(NetError):
-                _iptables("-F", self.chain)
-            with contextlib.suppress(NetError):
-                _iptables("-X", self.chain)
+            for chain in (self.chain, self.mark_chain):
+                with contextlib.suppress(NetError):
+                    _iptables("-D", "OUTPUT", "-j", chain)
+                with contextlib.suppress(NetError):
+                    _iptables("-F", chain)
+                with contextlib.suppress(NetError):
+                    _iptables("-X", chain)
             self._chain_made = False
         if self._mounted:
             # Processes still in a group go back to the root cgroup so the group can go.
