@@ -11,8 +11,11 @@ serves again). At the end every acknowledged write is read back.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -164,3 +167,37 @@ def test_paused_nodes_keep_no_lease(ensemble: Ensemble, tmp_path: Path) -> None:
             )
         finally:
             cluster.kill(victim, signal.SIGCONT)
+
+
+def _planaria(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planaria.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def test_up_with_a_coordinator_url_starts_no_coordinator(
+    ensemble: Ensemble, tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data")
+    url = f"{ensemble.url}/cli"
+    up = _planaria("up", "--detach", "--data", data, "--port", str(free_base_port(3)),
+                   "--partitions", "4", "--coordinator", url)  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert url in up.stdout
+        state = json.loads((Path(data) / "cluster.json").read_text())
+        assert state["coordinator_url"] == url and state["coordinator"]["pid"] is None
+        status = _planaria("status", "--data", data, "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["coordinator"] == {"address": url, "alive": True}
+        assert all(p["primary"] and len(p["isr"]) == 3 for p in report["partitions"])
+    finally:
+        down = _planaria("down", "--data", data)
+    assert down.returncode == 0, down.stderr
+    bad = _planaria("up", "--detach", "--data", str(tmp_path / "bad"), "--coordinator", "zk://h:x")
+    assert bad.returncode != 0 and "bad port" in bad.stdout + bad.stderr
