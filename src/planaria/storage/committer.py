@@ -3,9 +3,11 @@
 A writer hands the committer a *write job* for one ``PartitionLog`` (``write(log, job)``, or
 ``append(log, epoch, record)`` for one record) and gets the job's result back once the
 log's fsync policy says the write is done. Jobs that arrive while a batch is on the disk form
-the next batch; a batch runs every job, then makes each log it touched durable once
-(``sync_if_due``), in one disk thread (``os.fsync`` releases the GIL, so the event loop keeps
-running). So under load one fsync covers every write that arrived meanwhile, per log.
+the next batch; a batch runs every job on the event loop (writes into the page cache), then
+makes each log it touched durable once (``sync_if_due``; a journal once for all its logs) in
+one disk thread (``os.fsync`` releases the GIL, so the event loop keeps running). So under
+load one fsync covers every write that arrived meanwhile. No job runs while the disk thread
+syncs, so the logs are never touched by two threads at once.
 
 When writes come one at a time (the committer is idle and its last round held a single
 job), a job runs at once on the caller's thread instead: handing one write to a thread and
@@ -64,9 +66,8 @@ def _now_ms() -> float:
     return asyncio.get_running_loop().time() * 1000.0
 
 
-def _run_batch(jobs: list[_Job], now_ms: float) -> int:
-    """Run every job, then make each touched log durable per its policy. Blocking. Returns
-    the number of fsyncs."""
+def _run_jobs(jobs: list[_Job]) -> list[PartitionLog]:
+    """Run every job (writes to the page cache: fast); returns the logs they touched."""
     touched: dict[int, PartitionLog] = {}
     for job in jobs:
         try:
@@ -75,7 +76,12 @@ def _run_batch(jobs: list[_Job], now_ms: float) -> int:
         except Exception as exc:  # handed to the caller's future, which raises it
             job.value = exc
         touched.setdefault(id(job.log), job.log)
-    logs = list(touched.values())
+    return list(touched.values())
+
+
+def _sync_batch(logs: list[PartitionLog], now_ms: float) -> int:
+    """The disk thread's part of a batch: make the logs durable per their policy, then
+    checkpoint a journal that is due. Returns the number of fsyncs."""
     syncs = _sync_all(logs, now_ms)
     _checkpoint_journals(logs)
     return syncs
@@ -227,7 +233,11 @@ class GroupCommitter:
                 continue
             async with self._exclusive:
                 batch, self._pending = self._pending, []
-                syncs = await loop.run_in_executor(self._executor, _run_batch, batch, _now_ms())
+                # The writes run here, on the event loop: they only fill the page cache, and
+                # running them in the disk thread would make the two threads trade the GIL
+                # for every job. Only the fsyncs go to the disk thread, while no job runs.
+                logs = _run_jobs(batch)
+                syncs = await loop.run_in_executor(self._executor, _sync_batch, logs, _now_ms())
             self._last_round_jobs = len(batch)
             self.stats.jobs += len(batch)
             self.stats.batches += 1
