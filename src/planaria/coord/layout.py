@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 MEMBERS_PREFIX = "/members/"
+# PartitionConfig fields written only when set (added with membership changes).
+_OPTIONAL_FIELDS = ("learners", "handoff")
 CONFIGS_PREFIX = "/partitions/"
 CONTROLLER_ELECTION = "/controller/"
 
@@ -115,6 +117,12 @@ def encode_config(config: PartitionConfig) -> bytes:
     record: dict[str, Any] = {f.name: getattr(config, f.name) for f in fields(config)}
     record["replicas"] = list(config.replicas)
     record["isr"] = sorted(config.isr)
+    # Membership fields only when a move is under way: a config without one encodes to the
+    # same bytes as before they existed, and older readers still decode it.
+    record["learners"] = list(config.learners)
+    for name in _OPTIONAL_FIELDS:
+        if not record[name]:
+            del record[name]
     return _dumps(record)
 
 
@@ -123,10 +131,17 @@ def decode_config(data: bytes) -> PartitionConfig:
     try:
         record["replicas"] = tuple(record["replicas"])
         record["isr"] = frozenset(record["isr"])
+        record["learners"] = tuple(record.get("learners", ()))
         config = PartitionConfig(**record)
     except (KeyError, TypeError) as exc:
         raise MalformedRecord(f"not a partition config: {exc}") from exc
-    names = [*config.replicas, *config.isr, *([config.primary] if config.primary else [])]
+    names = [
+        *config.replicas,
+        *config.isr,
+        *config.learners,
+        *([config.primary] if config.primary else []),
+        *([config.handoff] if config.handoff else []),
+    ]
     numbers = [config.partition, config.epoch, config.version, config.primary_incarnation]
     if not all(isinstance(n, str) for n in names) or not all(
         isinstance(n, int) and not isinstance(n, bool) for n in numbers

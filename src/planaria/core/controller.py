@@ -25,6 +25,17 @@ Rules (DESIGN.md §4, invariants 2 and 4):
 - **ISR proposals** from a primary (:meth:`Controller.on_propose`) are validated: the
   proposal's epoch and expected version are the config's, the sender is the primary, the new
   ISR contains the primary and only nodes of ``replicas``.
+- **Membership moves** (:meth:`Controller.rebalance`, docs/membership.md): toward a target
+  placement, one replica at a time per partition and at most ``moves_max`` partitions at
+  once: add the new node as a learner (appended to ``replicas``, outside the ISR); the
+  primary feeds it the log and proposes it into the ISR once caught up; then the leaving
+  replica is dropped from ``replicas`` and the ISR. A leaving primary first hands over: the
+  config names a ``handoff`` target (an ISR member that stays), the primary stops serving,
+  waits until the target holds its whole log and asks for the transfer
+  (:meth:`Controller.on_propose` with ``ProposeIsr.primary``), which makes the target
+  primary in a new epoch: no lease wait, since the old primary stopped before. A move is
+  not started while the ISR is below ``min_insync``, and a removal that would leave it
+  below is not made.
 """
 
 from __future__ import annotations
@@ -35,12 +46,17 @@ from dataclasses import dataclass, field, replace
 from planaria.core.messages import NodeId, PartitionConfig, PartitionId, ProposeIsr
 from planaria.errors import UsageError
 
+Target = Mapping[PartitionId, tuple[NodeId, ...]]
+
 __all__ = [
     "CONTROLLER_BUGS",
     "ConfigChange",
     "Controller",
     "ControllerSettings",
     "SessionView",
+    "Target",
+    "moves_in_progress",
+    "moves_remaining",
 ]
 
 CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync"})
@@ -159,7 +175,14 @@ class Controller:
         """The change a valid ISR proposal asks for, or None when it is stale or invalid
         (wrong partition, epoch or version, sender not the primary, new ISR without the
         primary or with a node outside ``replicas``, or, when ``sessions`` is given, adding
-        a node whose session is not alive) or changes nothing."""
+        a node whose session is not alive) or changes nothing.
+
+        A planned transfer (``proposal.primary`` set) is valid when, besides the epoch,
+        version and sender, it names the config's ``handoff`` target, that target is in the
+        ISR and its session is alive (``sessions`` is required: the new primary's
+        incarnation goes into the config); the target becomes primary in a new epoch."""
+        if proposal.primary is not None:
+            return self._on_handoff(proposal, sender, config, sessions)
         added = proposal.isr - config.isr
         valid = (
             proposal.partition == config.partition
@@ -174,10 +197,86 @@ class Controller:
         )
         if not valid:
             return None
-        new = replace(config, isr=proposal.isr, version=config.version + 1)
+        new = replace(
+            config,
+            isr=proposal.isr,
+            version=config.version + 1,
+            handoff=_kept(config, proposal.isr),
+        )
         return ConfigChange(config.partition, config.version, new, f"isr proposed by {sender}")
 
+    def rebalance(
+        self,
+        configs: Iterable[PartitionConfig],
+        sessions: Mapping[NodeId, SessionView],
+        target: Target,
+        *,
+        moves_max: int,
+        min_insync: int,
+    ) -> list[ConfigChange]:
+        """The next step of every partition's move toward ``target`` (partition ->
+        preference list, from :func:`planaria.core.placement.place` over the members that
+        stay), in partition order, with at most ``moves_max`` partitions moving at once (a
+        partition with learners or a handoff is moving). Partitions that need a failover
+        (see :meth:`decide`) or are missing from ``target`` are left alone; call
+        :meth:`decide` first and rebalance what it did not change."""
+        if moves_max < 1:
+            raise UsageError(f"moves_max must be >= 1, got {moves_max}")
+        ordered = sorted(configs, key=lambda c: c.partition)
+        moving = sum(1 for c in ordered if c.learners or c.handoff is not None)
+        changes: list[ConfigChange] = []
+        for config in ordered:
+            wanted = target.get(config.partition)
+            if wanted is None or self._primary_gone(config, sessions, 0.0) is not None:
+                continue
+            was_moving = bool(config.learners) or config.handoff is not None
+            if not was_moving and moving >= moves_max:
+                continue
+            change = _move_step(config, tuple(wanted), sessions, min_insync)
+            if change is None:
+                continue
+            changes.append(change)
+            if not was_moving and (change.config.learners or change.config.handoff):
+                moving += 1
+        return changes
+
     # --- internals ---------------------------------------------------------------------------
+
+    def _on_handoff(
+        self,
+        proposal: ProposeIsr,
+        sender: NodeId,
+        config: PartitionConfig,
+        sessions: Mapping[NodeId, SessionView] | None,
+    ) -> ConfigChange | None:
+        target = proposal.primary
+        valid = (
+            target is not None
+            and sessions is not None
+            and proposal.partition == config.partition
+            and proposal.epoch == config.epoch
+            and proposal.expected_version == config.version
+            and config.primary is not None
+            and sender == config.primary
+            and config.handoff == target
+            and target in config.isr
+            and _live(target, sessions)
+        )
+        if not valid or target is None or sessions is None:
+            return None
+        new = replace(
+            config,
+            epoch=config.epoch + 1,
+            primary=target,
+            replicas=(target, *(n for n in config.replicas if n != target)),
+            isr=frozenset(n for n in config.isr if _live(n, sessions)) | {target},
+            version=config.version + 1,
+            primary_incarnation=sessions[target].incarnation,
+            handoff=None,
+        )
+        return ConfigChange(
+            config.partition, config.version, new, f"planned transfer {sender} -> {target}"
+        )
 
     def _primary_gone(
         self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
@@ -207,7 +306,7 @@ class Controller:
             if not dead:
                 return None
             isr = config.isr - set(dead)
-            new = replace(config, isr=isr, version=config.version + 1)
+            new = replace(config, isr=isr, version=config.version + 1, handoff=_kept(config, isr))
             return ConfigChange(
                 config.partition, config.version, new, f"dead backups {dead} leave the isr"
             )
@@ -234,10 +333,117 @@ class Controller:
             isr=live_isr | {primary},
             version=config.version + 1,
             primary_incarnation=sessions[primary].incarnation,
+            handoff=None,
         )
         return ConfigChange(config.partition, config.version, new, f"{reason}: {primary} promoted")
+
+
+def _kept(config: PartitionConfig, isr: frozenset[NodeId]) -> NodeId | None:
+    """The handoff target, unless it leaves the ISR (then the transfer is off)."""
+    return config.handoff if config.handoff in isr else None
 
 
 def _live(node: NodeId, sessions: Mapping[NodeId, SessionView]) -> bool:
     session = sessions.get(node)
     return session is not None and session.alive
+
+
+# --- membership moves ------------------------------------------------------------------------
+
+
+def _move_step(
+    config: PartitionConfig,
+    wanted: tuple[NodeId, ...],
+    sessions: Mapping[NodeId, SessionView],
+    min_insync: int,
+) -> ConfigChange | None:
+    """One step of a partition's move toward ``wanted``, or None (done, or waiting)."""
+    want = set(wanted)
+    primary = config.primary
+    if config.handoff is not None:
+        target = config.handoff
+        if target in config.isr and _live(target, sessions) and primary not in want:
+            return None  # the primary asks for the transfer once the target caught up
+        return _change(config, f"handoff to {target} cancelled", handoff=None)
+    if primary in config.learners:  # a failover promoted it: it is a member now
+        learners = tuple(n for n in config.learners if n != primary)
+        return _change(config, f"learner {primary} leads", learners=learners)
+    for learner in config.learners:
+        if learner not in want:
+            return _drop(config, learner, f"learner {learner} no longer wanted")
+        if learner not in config.isr:
+            return None  # still catching up (the primary proposes it into the ISR)
+    leaving = [n for n in config.replicas if n not in want]
+    if leaving and (config.learners or len(config.replicas) > len(wanted)):
+        # A learner caught up in a leaving replica's place (or there are too many): drop one.
+        return _remove_one(config, wanted, leaving, sessions, min_insync)
+    if config.learners:
+        return _change(config, f"learners {list(config.learners)} are members", learners=())
+    joining = [n for n in wanted if n not in config.replicas and _live(n, sessions)]
+    if not joining or primary is None or len(config.isr) < min_insync:
+        return None
+    learner = joining[0]
+    return _change(
+        config,
+        f"{learner} joins as a learner",
+        replicas=(*config.replicas, learner),
+        learners=(learner,),
+    )
+
+
+def _remove_one(
+    config: PartitionConfig,
+    wanted: tuple[NodeId, ...],
+    leaving: list[NodeId],
+    sessions: Mapping[NodeId, SessionView],
+    min_insync: int,
+) -> ConfigChange | None:
+    # Cheapest first: a replica outside the ISR, then a backup, the primary last.
+    leaving.sort(key=lambda n: (n == config.primary, n in config.isr))
+    gone = leaving[0]
+    if gone == config.primary:
+        heirs = [n for n in wanted if n in config.isr and n != gone and _live(n, sessions)]
+        if not heirs:
+            return None
+        return _change(config, f"primary {gone} hands over to {heirs[0]}", handoff=heirs[0])
+    if len(config.isr - {gone}) < min_insync:
+        return None  # never below min_insync: wait for another replica to catch up
+    return _drop(config, gone, f"{gone} leaves", learners=())
+
+
+def _drop(
+    config: PartitionConfig,
+    node: NodeId,
+    reason: str,
+    *,
+    learners: tuple[NodeId, ...] | None = None,
+) -> ConfigChange:
+    """``node`` leaves ``replicas``, ``learners`` and the ISR (the primary keeps requiring
+    it until it sees this config: always safe); never the primary. ``learners``: what
+    remains of them (default: the others)."""
+    return _change(
+        config,
+        reason,
+        replicas=tuple(n for n in config.replicas if n != node),
+        learners=tuple(n for n in config.learners if n != node) if learners is None else learners,
+        isr=config.isr - {node},
+    )
+
+
+def _change(config: PartitionConfig, reason: str, **fields: object) -> ConfigChange:
+    new = replace(config, version=config.version + 1, **fields)  # type: ignore[arg-type]
+    return ConfigChange(config.partition, config.version, new, reason)
+
+
+def moves_in_progress(configs: Iterable[PartitionConfig]) -> list[PartitionId]:
+    """Partitions with a learner or a handoff under way."""
+    return sorted(c.partition for c in configs if c.learners or c.handoff is not None)
+
+
+def moves_remaining(configs: Iterable[PartitionConfig], target: Target) -> int:
+    """Replicas still to copy to reach ``target`` (a learner not yet in the ISR counts)."""
+    total = 0
+    for config in configs:
+        settled = set(config.replicas) - (set(config.learners) - config.isr)
+        total += len(set(target.get(config.partition, ())) - settled)
+    return total

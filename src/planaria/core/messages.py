@@ -158,6 +158,15 @@ class PartitionConfig:
 
     ``epoch`` grows by one on every change of primary. ``isr`` includes the primary (when
     there is one). ``replicas`` is the preference list from placement, primary first.
+
+    Membership changes (docs/membership.md): ``learners`` are replicas being added by a
+    move, listed at the end of ``replicas`` too (so every runtime hosts and feeds them like
+    any replica) but not counted as members of the preference list until the move completes;
+    a learner joins the ISR like any caught-up backup, and never counts toward a commit
+    before it is in the ISR. ``handoff`` names the ISR member a primary that must move hands
+    over to (a planned transfer): while it is set the primary takes no new requests, and
+    once the target caught up, the primary asks for the transfer itself
+    (:class:`ProposeIsr` with ``primary``).
     """
 
     partition: PartitionId
@@ -171,6 +180,8 @@ class PartitionConfig:
     # restarted replica never serves an epoch it may have served before (invariant 7): the
     # controller must bump the epoch.
     primary_incarnation: int = 0
+    learners: tuple[NodeId, ...] = ()
+    handoff: NodeId | None = None
 
 
 # --- messages between replicas (and from the coordinator) -------------------------------------
@@ -255,12 +266,17 @@ class ProposeIsr:
     """Primary -> controller: please CAS the ISR of ``partition`` from ``expected_version`` to
     ``isr``. The primary keeps requiring acks from every member of the old ISR and of the new
     one until it sees the resulting config (so no write is acked by fewer copies than the
-    coordinator's ISR, whichever way the CAS goes)."""
+    coordinator's ISR, whichever way the CAS goes).
+
+    With ``primary`` set it is a planned transfer instead: the primary (which stopped
+    serving when it saw the config's ``handoff``) asks the controller to make ``primary``
+    (the config's ``handoff`` target) primary in a new epoch; ``isr`` is then the config's."""
 
     partition: PartitionId
     epoch: int
     expected_version: int
     isr: frozenset[NodeId]
+    primary: NodeId | None = None
 
 
 @dataclass(slots=True)

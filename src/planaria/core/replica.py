@@ -290,13 +290,15 @@ class Replica:
 
     def serving(self, now_ms: float) -> bool:
         """True when this replica may answer linearizable reads and take writes now: it is
-        the primary of the config epoch it knows, its barrier committed, and its lease (from
-        the last tick) is valid at ``now_ms``."""
+        the primary of the config epoch it knows, its barrier committed, it is not handing
+        over (the config names no ``handoff``), and its lease (from the last tick) is valid
+        at ``now_ms``."""
         return (
             self._role is Role.PRIMARY
             and self._config is not None
             and self._config.primary == self._node
             and self._config.epoch == self._epoch
+            and self._config.handoff is None
             and self._commit_index >= self._barrier_index
             and (now_ms < self._lease_until_ms or "no-lease-wait" in self._bugs)
         )
@@ -437,12 +439,15 @@ class Replica:
 
     def _not_serving_error(self) -> ErrorCode:
         config = self._config
+        if config is not None and config.handoff is not None and config.primary == self._node:
+            return ErrorCode.NOT_PRIMARY  # a planned transfer: a brief redirect
         if self._role is Role.PRIMARY or (config is not None and config.primary == self._node):
             return ErrorCode.NOT_READY
         return ErrorCode.NOT_PRIMARY
 
     def _refusal(self, request: ClientRequest, error: ErrorCode) -> Reply:
-        hint = self._config.primary if self._config is not None else None
+        config = self._config
+        hint = None if config is None else config.handoff or config.primary
         reply = ClientReply(
             partition=self._partition,
             request_id=request.request_id,
@@ -620,16 +625,39 @@ class Replica:
                 and not self._lagging(name, now_ms)
             ):
                 desired.add(name)
-        if desired == config.isr:
+        if desired != config.isr:
+            self._proposal = ProposeIsr(
+                partition=self._partition,
+                epoch=self._epoch,
+                expected_version=config.version,
+                isr=frozenset(desired),
+            )
+        elif self._handoff_ready():
+            self._proposal = ProposeIsr(
+                partition=self._partition,
+                epoch=self._epoch,
+                expected_version=config.version,
+                isr=config.isr,
+                primary=config.handoff,
+            )
+        else:
             return
-        self._proposal = ProposeIsr(
-            partition=self._partition,
-            epoch=self._epoch,
-            expected_version=config.version,
-            isr=frozenset(desired),
-        )
         self._proposal_sent_ms = now_ms
         ready.requests.append(self._proposal)
+
+    def _handoff_ready(self) -> bool:
+        """A planned transfer may be asked for: the config names an ISR member to hand over
+        to, everything in our log committed (no write waits on us), and the target holds
+        all of it (so it serves as soon as its barrier commits)."""
+        config = self._config
+        if config is None or config.handoff is None or config.handoff not in config.isr:
+            return False
+        peer = self._peers.get(config.handoff)
+        return (
+            peer is not None
+            and self._commit_index == self.last_index
+            and peer.match_index >= self.last_index
+        )
 
     def _lagging(self, name: NodeId, now_ms: float) -> bool:
         peer = self._peers.get(name)

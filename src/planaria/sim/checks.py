@@ -4,12 +4,19 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
 
 - ``two-serving``: at most one replica of a partition serves at any instant; after every
   event each replica of the node that handled it is asked ``serving(local now)``, and if it
-  serves, so are the partition's other replicas (at their own clocks);
+  serves, so is every other replica of the partition on any node (at its own clock: a
+  replica that a move removed counts too);
 - ``ack-not-replicated``: an acknowledged write is durable (synced) in the log of every
   member of the coordinator's ISR at the moment of the ack (invariant 1);
 - ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces
   (invariant 2);
 - ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down;
+- ``config-malformed``: every config keeps its shape through membership moves: replicas
+  distinct, the primary in the ISR, the ISR and the learners among the replicas, a handoff
+  target in the ISR;
+- ``isr-joined-behind``: a node (a learner, or a backup that caught up) joins the ISR only
+  holding durably every entry its primary has committed, so a replica never counts toward a
+  commit before it is in the ISR and in sync;
 - ``truncated-committed``: a replica never truncates entries it persisted as committed;
 - ``persist-order``: Persists append right after the log's end.
 
@@ -26,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from planaria.core.messages import PartitionConfig, RequestId, Version
+from planaria.core.replica import Role
 from planaria.errors import InternalError
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ CHECKS = (
     "ack-not-replicated",
     "promoted-out-of-sync",
     "epoch-decreased",
+    "config-malformed",
+    "isr-joined-behind",
     "truncated-committed",
     "persist-order",
     "not-linearizable",
@@ -45,6 +55,7 @@ CHECKS = (
     "no-primary",
     "final-read",
     "diverged",
+    "moves-stuck",
     "crashed",
 )
 
@@ -113,6 +124,35 @@ class Monitor:
                 f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
                 f"{sorted(old.isr)} (epoch {old.epoch})",
             )
+        problem = _malformed(new)
+        if problem is not None:
+            raise Violation("config-malformed", f"p{p} v{new.version}: {problem}", focus=f"p{p}")
+        if new.epoch == old.epoch and new.primary is not None:
+            for joined in sorted(new.isr - old.isr):
+                self._check_joined(new, joined)
+
+    def _check_joined(self, config: PartitionConfig, joined: str) -> None:
+        p = config.partition
+        primary_node = self.nodes.get(config.primary or "")
+        if primary_node is None or not primary_node.up:
+            return
+        primary = primary_node.replicas.get(p)
+        if (
+            primary is None
+            or primary.role is not Role.PRIMARY
+            or primary.epoch != config.epoch
+            or primary.commit_index == 0
+        ):
+            return
+        commit = primary.commit_index
+        epoch = primary.entries_after(commit - 1)[0].epoch
+        if not self._durable(self.nodes[joined], p, epoch, commit):
+            raise Violation(
+                "isr-joined-behind",
+                f"p{p}: {joined} joined the ISR (version {config.version}) without entry "
+                f"{commit} (epoch {epoch}) that primary {config.primary} committed",
+                focus=f"p{p}",
+            )
 
     # ------------------------------------------------------------------ after every event
 
@@ -162,7 +202,7 @@ class Monitor:
     def _no_other_serving(self, node: SimNode, partition: int) -> None:
         self.serving_checks += 1
         nodes = self.nodes
-        for other_id in self.config_of(partition).replicas:
+        for other_id in sorted(nodes):
             if other_id == node.pid:
                 continue
             other = nodes[other_id]
@@ -174,3 +214,18 @@ class Monitor:
                     f"{other_id} (epoch {peer.epoch}) both serve",
                     focus=f"p{partition}",
                 )
+
+
+def _malformed(config: PartitionConfig) -> str | None:
+    replicas = set(config.replicas)
+    if len(replicas) != len(config.replicas):
+        return f"replicas {list(config.replicas)} list a node twice"
+    if config.primary is not None and config.primary not in config.isr:
+        return f"primary {config.primary} is not in the ISR {sorted(config.isr)}"
+    if not config.isr <= replicas:
+        return f"ISR {sorted(config.isr)} is not within the replicas {sorted(replicas)}"
+    if not set(config.learners) <= replicas:
+        return f"learners {list(config.learners)} are not within the replicas"
+    if config.handoff is not None and config.handoff not in config.isr:
+        return f"handoff target {config.handoff} is not in the ISR"
+    return None

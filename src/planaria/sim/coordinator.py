@@ -6,6 +6,12 @@ expire ``session_ttl_ms`` after the last renewal received (the coordinator's clo
 time). The core :class:`~planaria.core.controller.Controller` decides failovers and ISR
 changes; each decision is applied by compare-and-set on the partition's config key in the
 store and pushed to the partition's replicas (nodes also poll, since pushes can be lost).
+
+Membership: the run tells the coordinator the cluster's members (node -> weight) and which
+of them drain (:meth:`SimCoordinator.set_membership`); the target placement is
+``core.placement.place`` over the members that stay, and after every round of failover
+decisions the controller's :meth:`~planaria.core.controller.Controller.rebalance` moves
+the partitions toward it (at most ``moves_max`` at once).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from planaria.coord.errors import SessionExpired, VersionConflict
 from planaria.coord.layout import config_key, encode_config
 from planaria.coord.memory import MemoryStore
 from planaria.coord.types import SessionId
-from planaria.core.controller import ConfigChange, Controller, SessionView
+from planaria.core.controller import ConfigChange, Controller, SessionView, Target
 from planaria.core.messages import ConfigUpdate, PartitionConfig
+from planaria.core.placement import place
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
@@ -33,6 +40,8 @@ COORDINATOR = "coord"
 class CoordinatorSettings:
     session_ttl_ms: float = 150.0
     check_every_ms: float = 10.0
+    moves_max: int = 2  # partitions moving a replica at the same time, at most
+    min_insync: int = 2  # the replicas' setting: no move takes a partition below it
 
 
 class SimCoordinator(Process):
@@ -54,7 +63,29 @@ class SimCoordinator(Process):
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
+        self.target: Target | None = None  # None: no membership known, no moves
+        self.members: dict[str, float] = {}
+        self.draining: frozenset[str] = frozenset()
+        self.replication = 0
+        self.moves_done = 0  # config changes made by rebalancing
         network.register(COORDINATOR, self.on_message)
+
+    def set_membership(
+        self, members: Mapping[str, float], draining: frozenset[str], *, replicas: int
+    ) -> None:
+        """The cluster's members (node -> weight) and the draining ones: the target
+        placement becomes ``place`` over the members that stay."""
+        self.members = dict(members)
+        self.draining = frozenset(draining)
+        self.replication = replicas
+        staying = {node: weight for node, weight in sorted(members.items()) if node not in draining}
+        self.target = place(sorted(self.configs), staying, replicas=replicas)
+        self.world.trace.add(
+            self.world.now_ms,
+            self.pid,
+            "membership",
+            f"{sorted(staying)} draining {sorted(draining)}",
+        )
 
     def preopen(self, node: str, *, nonce: int, now_ms: float) -> int:
         """Open the session a node's first incarnation will ask for (with ``nonce``)."""
@@ -91,13 +122,39 @@ class SimCoordinator(Process):
         }
 
     def _decide(self) -> None:
+        views = self._views()
         changes = self.controller.decide(
-            [self.configs[p] for p in sorted(self.configs)], self._views(), self.world.now_ms
+            [self.configs[p] for p in sorted(self.configs)], views, self.world.now_ms
         )
+        changed = {change.partition for change in changes}
         for change in changes:
             self._apply(change)
+        if self.target is None:
+            return
+        moves = self.controller.rebalance(
+            [self.configs[p] for p in sorted(self.configs) if p not in changed],
+            views,
+            self.target,
+            moves_max=self.settings.moves_max,
+            min_insync=self.settings.min_insync,
+        )
+        for change in moves:
+            if self._apply(change):
+                self.moves_done += 1
 
-    def _apply(self, change: ConfigChange) -> None:
+    def moves_pending(self) -> list[int]:
+        """Partitions not yet at their target (or with a move under way)."""
+        if self.target is None:
+            return []
+        return [
+            p
+            for p in sorted(self.configs)
+            if set(self.configs[p].replicas) != set(self.target[p])
+            or self.configs[p].learners
+            or self.configs[p].handoff is not None
+        ]
+
+    def _apply(self, change: ConfigChange) -> bool:
         old = self.configs[change.partition]
         new = change.config
         try:
@@ -108,7 +165,7 @@ class SimCoordinator(Process):
                 now_ms=self.world.now_ms,
             )
         except VersionConflict:
-            return  # someone changed it meanwhile: the controller will decide again
+            return False  # someone changed it meanwhile: the controller will decide again
         self.on_change(old, new)
         self.configs[change.partition] = new
         self.changes += 1
@@ -116,8 +173,10 @@ class SimCoordinator(Process):
             self.world.now_ms, self.pid, f"config p{new.partition}", _show(new, change.reason)
         )
         update = ConfigUpdate(new)
-        for node in new.replicas:
+        # A replica that left learns it too (it stops counting itself in).
+        for node in (*new.replicas, *(n for n in old.replicas if n not in new.replicas)):
             self.network.send(self.pid, node, update)
+        return True
 
     # ------------------------------------------------------------------ messages
 
@@ -132,7 +191,10 @@ class SimCoordinator(Process):
             proposal = message.proposal
             config = self.configs.get(proposal.partition)
             if config is not None:
-                change = self.controller.on_propose(proposal, message.node, config)
+                # Sessions only where a transfer needs them (the new primary's incarnation):
+                # ISR proposals are judged as before membership changes existed.
+                views = self._views() if proposal.primary is not None else None
+                change = self.controller.on_propose(proposal, message.node, config, views)
                 if change is not None:
                     self._apply(change)
 
@@ -168,7 +230,12 @@ class SimCoordinator(Process):
 
 
 def _show(config: PartitionConfig, reason: str) -> str:
+    moving = ""
+    if config.learners:
+        moving += f" learners {list(config.learners)}"
+    if config.handoff is not None:
+        moving += f" handoff {config.handoff}"
     return (
         f"epoch {config.epoch} v{config.version} primary {config.primary} "
-        f"isr {sorted(config.isr)} ({reason})"
+        f"replicas {list(config.replicas)} isr {sorted(config.isr)}{moving} ({reason})"
     )

@@ -13,7 +13,10 @@ before the quiet period. Fault kinds (``--faults``):
   rotating "swizzle" of cuts;
 - ``loss``: the network loses, duplicates and delays (reorders) messages for a while;
 - ``drift``: node clocks start with random offsets and drift at rates within
-  ``1 ± drift_max``; rates change during the run, always within the bound.
+  ``1 ± drift_max``; rates change during the run, always within the bound;
+- ``membership`` (not in the default set): a node is added, or starts draining (it stays
+  up), or is removed (drained, then stopped for good once it holds no replica); the
+  controller moves replicas meanwhile, while the other faults go on.
 """
 
 from __future__ import annotations
@@ -27,9 +30,20 @@ from planaria.errors import UsageError
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.world import World
 
-__all__ = ["FAULT_KINDS", "Nemesis", "NemesisSettings", "Target", "parse_faults"]
+__all__ = [
+    "ALL_FAULT_KINDS",
+    "FAULT_KINDS",
+    "MEMBERSHIP",
+    "Nemesis",
+    "NemesisSettings",
+    "Target",
+    "parse_faults",
+]
 
+# The default set (and the one every kept regression seed was found with).
 FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk")
+MEMBERSHIP = "membership"
+ALL_FAULT_KINDS = (*FAULT_KINDS, MEMBERSHIP)
 
 
 def parse_faults(text: str) -> frozenset[str]:
@@ -37,9 +51,11 @@ def parse_faults(text: str) -> frozenset[str]:
     if text.strip() in ("", "none"):
         return frozenset()
     kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(kinds - set(FAULT_KINDS))
+    unknown = sorted(kinds - set(ALL_FAULT_KINDS))
     if unknown:
-        raise UsageError(f"unknown fault kind(s) {unknown}; choose from {', '.join(FAULT_KINDS)}")
+        raise UsageError(
+            f"unknown fault kind(s) {unknown}; choose from {', '.join(ALL_FAULT_KINDS)}"
+        )
     return kinds
 
 
@@ -52,6 +68,7 @@ class NemesisSettings:
     drift_max: float = 0.01  # clock rates stay within 1 ± drift_max
     clock_offset_max_ms: float = 1000.0
     swizzle_every_ms: float = 40.0
+    membership_share: float = 0.1  # of the faults drawn, with ``membership`` on
 
 
 class Target(Protocol):
@@ -64,6 +81,10 @@ class Target(Protocol):
     def crash_node(self, node: str, *, mid_write: bool) -> None: ...
 
     def restart_node(self, node: str) -> None: ...
+
+    def change_membership(self, rng_pick: float) -> str | None:
+        """Add, drain or remove a node (``rng_pick`` in [0, 1) chooses); what was done."""
+        ...
 
 
 class Nemesis:
@@ -82,6 +103,7 @@ class Nemesis:
         self.network = network
         self.target = target
         self.faults = tuple(kind for kind in FAULT_KINDS if kind in faults)
+        self.membership = MEMBERSHIP in faults
         self.settings = settings
         self.hosts = tuple(hosts)  # who partitions split: the nodes and the coordinator
         self.coordinator = coordinator
@@ -96,8 +118,7 @@ class Nemesis:
     def start(self) -> None:
         if "drift" in self.faults:
             self._start_drift()
-        active = [kind for kind in self.faults if kind != "drift"]
-        if active or "drift" in self.faults:
+        if self.faults or self.membership:
             self._schedule_next()
 
     def _schedule_next(self) -> None:
@@ -108,6 +129,13 @@ class Nemesis:
         if not self.active:
             return
         rng = self.world.rng
+        if self.membership and (not self.faults or rng.random() < self.settings.membership_share):
+            done = self.target.change_membership(rng.random())
+            if done is not None:
+                self.injected[MEMBERSHIP] += 1
+                self._note(done)
+            self._schedule_next()
+            return
         kind = self.faults[rng.randrange(len(self.faults))]
         duration = rng.uniform(self.settings.duration_min_ms, self.settings.duration_max_ms)
         if kind in ("crash", "disk"):
@@ -133,6 +161,7 @@ class Nemesis:
     def _pick_healthy_node(self) -> str | None:
         if len(self._down) >= self.settings.process_faults_max:
             return None
+        self.hosts = (*self.target.node_ids(), self.coordinator)  # members come and go
         healthy = [node for node in self.target.node_ids() if node not in self._down]
         return healthy[self.world.rng.randrange(len(healthy))] if healthy else None
 
@@ -171,6 +200,7 @@ class Nemesis:
 
     def _partition(self, duration_ms: float) -> None:
         rng = self.world.rng
+        self.hosts = (*self.target.node_ids(), self.coordinator)  # members come and go
         self.injected["partition"] += 1
         self._cut_generation += 1
         generation = self._cut_generation
@@ -262,12 +292,18 @@ class Nemesis:
     # ------------------------------------------------------------------ clocks
 
     def _start_drift(self) -> None:
-        rng, settings = self.world.rng, self.settings
         for node in self.target.node_ids():
-            offset = rng.uniform(-settings.clock_offset_max_ms, settings.clock_offset_max_ms)
-            rate = rng.uniform(1 - settings.drift_max, 1 + settings.drift_max)
-            self.world.processes[node].clock.reset(self.world.now_ms, offset, rate)
+            self.drift_clock(node)
         self.injected["drift"] += 1
+
+    def drift_clock(self, node: str) -> None:
+        """Give ``node`` a random offset and rate within the bound (with ``drift`` on)."""
+        rng, settings = self.world.rng, self.settings
+        if "drift" not in self.faults:
+            return
+        offset = rng.uniform(-settings.clock_offset_max_ms, settings.clock_offset_max_ms)
+        rate = rng.uniform(1 - settings.drift_max, 1 + settings.drift_max)
+        self.world.processes[node].clock.reset(self.world.now_ms, offset, rate)
 
     def _change_drift(self) -> None:
         rng = self.world.rng

@@ -4,7 +4,9 @@ Per partition it assigns, a node holds one :class:`~planaria.core.replica.Replic
 :class:`~planaria.storage.PartitionLog` on the node's own :class:`~planaria.storage.SimFS`.
 It renews its coordinator session (which gives the lease), ticks its replicas, and executes
 every Ready in order: persist (through the real storage code, then one fsync per log), send,
-reply, forward ProposeIsr. A crash loses memory and the disk's unsynced writes; a restart
+reply, forward ProposeIsr. A config that lists the node for a partition it does not host yet
+(a membership move made it a learner) creates that partition's log and an empty replica. A
+crash loses memory and the disk's unsynced writes; a restart
 recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
 from it, under a new session.
 """
@@ -129,28 +131,31 @@ class SimNode(Process):
 
     def _open_logs(self) -> None:
         for partition in self.partitions:
-            path = f"/data/p{partition}"
-            try:
-                log = self._open(path)
-            except StorageDamaged as damage:
-                # Not a torn tail: this replica must be refilled from its primary.
-                self.recoveries_damaged += 1
-                self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
-                PartitionLog.wipe(self.fs, path)
-                log = self._open(path)
-            if log.recovery.torn_tail_bytes:
-                self.recoveries_torn += 1
-                self.world.trace.add(
-                    self.world.now_ms,
-                    self.pid,
-                    f"recovered p{partition}",
-                    f"torn tail {log.recovery.torn_tail_bytes} bytes: "
-                    f"{log.recovery.torn_tail_reason}",
-                )
-            self.logs[partition] = log
-            before = self.last_index_at_crash.pop(partition, log.last_index)
-            self.records_lost += max(0, before - log.last_index)
+            self._open_log(partition)
         self.last_logs = dict(self.logs)
+
+    def _open_log(self, partition: int) -> PartitionLog:
+        path = f"/data/p{partition}"
+        try:
+            log = self._open(path)
+        except StorageDamaged as damage:
+            # Not a torn tail: this replica must be refilled from its primary.
+            self.recoveries_damaged += 1
+            self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
+            PartitionLog.wipe(self.fs, path)
+            log = self._open(path)
+        if log.recovery.torn_tail_bytes:
+            self.recoveries_torn += 1
+            self.world.trace.add(
+                self.world.now_ms,
+                self.pid,
+                f"recovered p{partition}",
+                f"torn tail {log.recovery.torn_tail_bytes} bytes: {log.recovery.torn_tail_reason}",
+            )
+        self.logs[partition] = log
+        before = self.last_index_at_crash.pop(partition, log.last_index)
+        self.records_lost += max(0, before - log.last_index)
+        return log
 
     def _open(self, path: str) -> PartitionLog:
         return PartitionLog.open(
@@ -163,15 +168,28 @@ class SimNode(Process):
     def _rebuild_replicas(self) -> None:
         self.replicas = {}
         for partition, log in self.logs.items():
-            entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
-            self.replicas[partition] = Replica(
-                self.pid,
-                partition,
-                self.replica_settings,
-                log=entries,
-                epoch=log.epoch,
-                commit_index=log.commit_index,
-            )
+            self.replicas[partition] = self._replica_from(partition, log)
+
+    def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
+        entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
+        return Replica(
+            self.pid,
+            partition,
+            self.replica_settings,
+            log=entries,
+            epoch=log.epoch,
+            commit_index=log.commit_index,
+        )
+
+    def _host(self, partition: int) -> Replica:
+        """Start hosting ``partition`` (a move made this node a learner): its log (on disk
+        from now on, so a restart reopens it) and a replica built from it."""
+        self.partitions = tuple(sorted({*self.partitions, partition}))
+        log = self._open_log(partition)
+        self.last_logs[partition] = log
+        replica = self.replicas[partition] = self._replica_from(partition, log)
+        self.world.trace.add(self.world.now_ms, self.pid, f"hosts p{partition}")
+        return replica
 
     def _new_session(self) -> None:
         """Ask the coordinator for a new session; no lease until it answers."""
@@ -232,6 +250,8 @@ class SimNode(Process):
 
     def _on_config(self, config: PartitionConfig, now: float) -> None:
         replica = self.replicas.get(config.partition)
+        if replica is None and self.pid in config.replicas:
+            replica = self._host(config.partition)
         if replica is not None:
             self._execute(config.partition, replica.on_config(config, now))
 
@@ -244,6 +264,11 @@ class SimNode(Process):
             if ack.session == self.session:
                 lease = ack.sent_local_ms + self.settings.lease_ms
                 self.lease_until_ms = max(self.lease_until_ms, lease)
+            return
+        if self.session is None:
+            # The session opened for this wish expired before any ack reached us (we never
+            # held its lease): wish for another, or we would ask for the dead one forever.
+            self._new_session()
             return
         if ack.session != self.session:
             return

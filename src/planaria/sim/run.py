@@ -8,8 +8,9 @@ first violated check with the trace around it and the command that replays it. P
    primary (``no-primary``);
 3. *final reads*: every key ever written is read once more through the clients
    (``final-read`` if one cannot be read);
-4. *convergence*: within ``liveness_ms`` every replica of a partition must reach the same
-   applied state (``diverged``);
+4. *moves and convergence*: within ``liveness_ms`` every partition must reach its target
+   placement (``moves-stuck``, with membership changes) and every replica of a partition
+   the same applied state (``diverged``);
 5. the history must be linearizable (``not-linearizable``) and no acknowledged write may be
    missing from the final reads (``lost-write``).
 """
@@ -33,7 +34,7 @@ from planaria.errors import UsageError
 from planaria.sim.checks import Monitor, Violation
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
-from planaria.sim.nemesis import FAULT_KINDS, Nemesis, NemesisSettings
+from planaria.sim.nemesis import ALL_FAULT_KINDS, FAULT_KINDS, MEMBERSHIP, Nemesis, NemesisSettings
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
 from planaria.sim.show import show
@@ -73,7 +74,7 @@ class SimConfig:
             raise UsageError("replicas, partitions, clients and keys must be >= 1")
         if self.ops < 0:
             raise UsageError(f"ops must be >= 0, got {self.ops}")
-        unknown = sorted(set(self.faults) - set(FAULT_KINDS))
+        unknown = sorted(set(self.faults) - set(ALL_FAULT_KINDS))
         if unknown:
             raise UsageError(f"unknown fault kind(s) {unknown}")
         # The lease rule: a session expires only after the lease surely ran out, even on a
@@ -124,7 +125,7 @@ class SimResult:
 
 
 def replay_command(config: SimConfig) -> str:
-    faults = ",".join(kind for kind in FAULT_KINDS if kind in config.faults) or "none"
+    faults = ",".join(kind for kind in ALL_FAULT_KINDS if kind in config.faults) or "none"
     parts = [
         "planaria sim",
         f"--seed {config.seed}",
@@ -147,7 +148,9 @@ class _Run:
         network = self.network = Network(world, config.network)
         node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
         self.placement = place(config.partitions, node_ids, replicas=config.replicas)
-        replica_settings = config.replica or ReplicaSettings(bugs=config.bugs)
+        replica_settings = self.replica_settings = config.replica or ReplicaSettings(
+            bugs=config.bugs
+        )
         controller = Controller(ControllerSettings(bugs=config.bugs))
         self.nodes: dict[str, SimNode] = {}
         self.monitor = Monitor(self.nodes, self._config_of)
@@ -155,29 +158,22 @@ class _Run:
             world,
             network,
             controller=controller,
-            settings=config.coordinator,
+            settings=replace(config.coordinator, min_insync=replica_settings.min_insync),
             on_change=self.monitor.on_config_change,
         )
         for node_id in node_ids:
             hosted = [p for p, replicas in self.placement.items() if node_id in replicas]
-            # Half the disks preallocate segments (a torn write then ends in zeros, a
-            # clean end), half do not (it ends the file: a torn tail to cut off).
-            preallocate = world.rng.choice((0, config.node.preallocate_bytes))
-            node = SimNode(
-                world,
-                network,
-                node_id,
-                partitions=hosted,
-                settings=replace(config.node, preallocate_bytes=preallocate),
-                replica_settings=replica_settings,
-                hooks=self.monitor,
-            )
-            node.crash_requested = self._crash_now
-            self.nodes[node_id] = node
+            self._new_node(node_id, hosted)
         # The nodes registered before the cluster was created: their first sessions exist.
         for node_id in node_ids:
             self.coordinator.preopen(node_id, nonce=FIRST_NONCE, now_ms=0.0)
         self.coordinator.create_configs(self.placement)
+        # Membership: every node weighs 1; nodes drain, leave (retired) and join.
+        self.members = dict.fromkeys(node_ids, 1.0)
+        self.draining: set[str] = set()
+        self.leaving: set[str] = set()  # draining, to be stopped once they hold nothing
+        self.retired: set[str] = set()
+        self.coordinator.set_membership(self.members, frozenset(), replicas=config.replicas)
         self.history = History()
         keys = tuple(f"k{i}".encode() for i in range(config.keys))
         self.workload = Workload(ops_left=config.ops, keys=keys)
@@ -204,10 +200,72 @@ class _Run:
         )
         network.tracer = world.trace
 
+    def _new_node(self, node_id: str, hosted: list[int]) -> SimNode:
+        config = self.config
+        # Half the disks preallocate segments (a torn write then ends in zeros, a
+        # clean end), half do not (it ends the file: a torn tail to cut off).
+        preallocate = self.world.rng.choice((0, config.node.preallocate_bytes))
+        node = SimNode(
+            self.world,
+            self.network,
+            node_id,
+            partitions=hosted,
+            settings=replace(config.node, preallocate_bytes=preallocate),
+            replica_settings=self.replica_settings,
+            hooks=self.monitor,
+        )
+        node.crash_requested = self._crash_now
+        self.nodes[node_id] = node
+        return node
+
     # ------------------------------------------------------------------ nemesis target
 
     def node_ids(self) -> list[str]:
-        return list(self.nodes)
+        return [node for node in self.nodes if node not in self.retired]
+
+    def change_membership(self, pick: float) -> str | None:
+        """Add a node (while there are fewer than ``nodes + 2``), or drain one, or remove
+        one (drain, then stop it once it holds nothing), keeping at least ``replicas``
+        members that stay."""
+        config = self.config
+        staying = sorted(n for n in self.members if n not in self.draining)
+        self._retire_drained()
+        if pick < 0.4 and len(self.members) < config.nodes + 2:
+            node_id = f"n{len(self.nodes) + 1}"
+            node = self._new_node(node_id, [])
+            self.nemesis.drift_clock(node_id)
+            node.on_start()
+            self.members[node_id] = 1.0
+            what = f"add {node_id}"
+        elif len(staying) > config.replicas:
+            node_id = staying[self.world.rng.randrange(len(staying))]
+            self.draining.add(node_id)
+            if pick < 0.7:
+                what = f"drain {node_id}"
+            else:
+                self.leaving.add(node_id)
+                what = f"remove {node_id}"
+        else:
+            return None
+        self._membership_changed()
+        return what
+
+    def _membership_changed(self) -> None:
+        self.coordinator.set_membership(
+            self.members, frozenset(self.draining), replicas=self.config.replicas
+        )
+
+    def _retire_drained(self, _: Any = None) -> None:
+        """Stop (for good) every removed node that no config lists any more."""
+        listed = {n for c in self.coordinator.configs.values() for n in c.replicas}
+        for node_id in sorted(self.leaving - listed):
+            self.leaving.discard(node_id)
+            self.draining.discard(node_id)
+            self.retired.add(node_id)
+            del self.members[node_id]
+            self.world.crash(node_id)
+            self.world.trace.add(self.world.now_ms, "nemesis", f"retired {node_id}")
+            self._membership_changed()
 
     def primary_of_some_partition(self) -> str | None:
         configs = [self.coordinator.configs[p] for p in sorted(self.coordinator.configs)]
@@ -231,6 +289,8 @@ class _Run:
         self.world.crash(node.pid)
 
     def restart_node(self, node: str) -> None:
+        if node in self.retired:
+            return
         if self.nodes[node].up:
             self.world.crash(node)  # a mid-write crash still waiting for a write
         self.world.restart(node)
@@ -272,6 +332,8 @@ class _Run:
         self.nemesis.heal_all()
         healed_ms = world.now_ms
         self._wait_for("no-primary", self._every_partition_serving, healed_ms)
+        if MEMBERSHIP in self.config.faults:
+            self._wait_for("moves-stuck", self._moves_done, world.now_ms)
         keys = sorted({str(event.key) for event in self.history.events})
         reader_count = len(self.clients)
         for i, client in enumerate(self.clients):
@@ -316,6 +378,20 @@ class _Run:
                 return text, partition
         return None
 
+    def _moves_done(self) -> tuple[str, int] | None:
+        self._retire_drained()
+        pending = self.coordinator.moves_pending()
+        if not pending:
+            return None
+        partition = pending[0]
+        config = self.coordinator.configs[partition]
+        target = self.coordinator.target or {}
+        text = (
+            f"p{partition} holds {list(config.replicas)} (learners {list(config.learners)}, "
+            f"handoff {config.handoff}), target {list(target.get(partition, ()))}"
+        )
+        return text, partition
+
     def _converged(self) -> tuple[str, int] | None:
         for partition in sorted(self.placement):
             config = self.coordinator.configs[partition]
@@ -323,7 +399,7 @@ class _Run:
             reference = primary.replicas.get(partition) if primary is not None else None
             if reference is None:
                 return f"p{partition} has no primary", partition
-            for node_id in self.placement[partition]:
+            for node_id in config.replicas:
                 replica = self.nodes[node_id].replicas.get(partition)
                 if replica is None:
                     return f"p{partition}: {node_id} has no replica", partition
@@ -385,6 +461,8 @@ class _Run:
             "sessions_expired": sum(node.sessions_lost for node in nodes),
             "clock_rate_spread": max(rates) - min(rates),
             "config_changes": self.coordinator.changes,
+            "moves": self.coordinator.moves_done,
+            "nodes_final": len(self.members),
             "acks_checked": self.monitor.acks_checked,
             "acks_unchecked": self.monitor.acks_unchecked,
             "serving_checks": self.monitor.serving_checks,
