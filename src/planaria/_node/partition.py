@@ -246,7 +246,8 @@ class PartitionRuntime:
             self._broken = True
             self._wakeup.set()
             return True
-        self._dispatch(ready)
+        if ready:  # most ticks of most partitions ask for nothing
+            self._dispatch(ready)
         if was_primary and replica.role is not Role.PRIMARY:
             self._on_step_down(self.partition)
         return True

@@ -235,9 +235,10 @@ class Codec:
             raise FrameError(
                 f"protocol error: {cls.__name__} has {len(fields)} fields, got {len(items) - 1}"
             )
-        kwargs = {name: decode(x) for (name, _, decode), x in zip(fields, items[1:], strict=True)}
+        # Positional, in field order (no message type is kw_only): no dict per message.
+        args = [decode(x) for (_, _, decode), x in zip(fields, items[1:], strict=True)]
         try:
-            return cls(**kwargs)
+            return cls(*args)
         except (TypeError, ValueError) as exc:
             raise FrameError(f"protocol error: bad {cls.__name__}: {exc}") from None
 

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import queue
+import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -51,6 +53,49 @@ class CommitStats:
     inline: int = 0  # jobs run at once because the committer was idle
     syncs: int = 0
     batch_size_max: int = 0
+
+
+class _DiskThread:
+    """One thread for blocking disk calls. Leaner than a ThreadPoolExecutor per call (no
+    work item, no concurrent future to chain): a queue in, ``call_soon_threadsafe`` out."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._calls.put((functools.partial(fn, *args), future, loop))
+        return future
+
+    def stop(self) -> None:
+        """Finish the calls queued, then end the thread (blocks until it has)."""
+        self._calls.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, future, loop = call
+            try:
+                outcome = (True, fn())
+            except BaseException as exc:  # handed to the awaiting task, which raises it
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():
+        return  # the awaiting task was cancelled
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 @dataclass(slots=True)
@@ -115,7 +160,7 @@ class GroupCommitter:
         self._slots = asyncio.Semaphore(pending_max)
         self._wakeup = asyncio.Event()
         self._exclusive = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._disk = _DiskThread(name)
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
@@ -176,9 +221,7 @@ class GroupCommitter:
         """Run a blocking log operation (snapshot, truncate, set_epoch...) in the disk thread,
         between batches, without blocking the event loop."""
         async with self._exclusive:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: fn(*args, **kwargs)
-            )
+            return await self._disk.run(lambda: fn(*args, **kwargs))
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -203,7 +246,7 @@ class GroupCommitter:
                 if log.failure is None and not log.closed:
                     await self.call(log.sync)
         finally:
-            self._executor.shutdown(wait=True)
+            self._disk.stop()
 
     def _idle(self) -> bool:
         return self._last_round_jobs <= 1 and not self._pending and not self._exclusive.locked()
@@ -223,7 +266,6 @@ class GroupCommitter:
         return result
 
     async def _flush_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -237,7 +279,7 @@ class GroupCommitter:
                 # running them in the disk thread would make the two threads trade the GIL
                 # for every job. Only the fsyncs go to the disk thread, while no job runs.
                 logs = _run_jobs(batch)
-                syncs = await loop.run_in_executor(self._executor, _sync_batch, logs, _now_ms())
+                syncs = await self._disk.run(_sync_batch, logs, _now_ms())
             self._last_round_jobs = len(batch)
             self.stats.jobs += len(batch)
             self.stats.batches += 1
@@ -255,7 +297,6 @@ class GroupCommitter:
                     job.future.set_result(job.value)
 
     async def _sync_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             logs = [log for log in self._lazy_logs.values() if not log.closed]
             self._lazy_logs = {id(log): log for log in logs}
@@ -265,7 +306,7 @@ class GroupCommitter:
             if not due:
                 continue
             async with self._exclusive:
-                syncs = await loop.run_in_executor(self._executor, _sync_all, due, _now_ms())
+                syncs = await self._disk.run(_sync_all, due, _now_ms())
             self.stats.syncs += syncs
 
 
