@@ -17,6 +17,7 @@ from planaria.sim.nemesis import FAULT_KINDS
 from planaria.sim.run import SimConfig
 
 ALL = ",".join(FAULT_KINDS)
+MEMBERSHIP = f"{ALL},membership"
 
 # The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
@@ -62,6 +63,13 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(209, f"no serving primary for p1 after healing; {STUCK_BACKUP}"),
     Regression(270, f"no serving primary for p2 after healing; {STUCK_BACKUP}"),
     Regression(281, f"no serving primary for p3 after healing; {STUCK_BACKUP}"),
+    # Found with membership changes (issue 9; fixed, the seeds must pass).
+    Regression(7, "config-malformed: the controller dropped a dead backup from the ISR "
+               "while it was a primary's handoff target (the transfer must be cancelled)",
+               faults=MEMBERSHIP),
+    Regression(199, "no-primary: a node whose session open expired before any ack reached "
+               "it asked for that dead session forever (sim/node.py), so its ISR proposal "
+               "was refused forever", faults=MEMBERSHIP),
     # Known-bug switches: each seed must trip its check (the sweeps in test_sim_bugs.py
     # also check that the seeds they find pass without the switch). These rows are
     # refreshed when the simulator or the protocol moves failures to other seeds.

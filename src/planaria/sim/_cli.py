@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from planaria.errors import UsageError
-from planaria.sim.nemesis import FAULT_KINDS, parse_faults
+from planaria.sim.nemesis import FAULT_KINDS, MEMBERSHIP, parse_faults
 from planaria.sim.run import SimConfig, SimResult, run_seed
 
 __all__ = ["add_arguments", "run"]
@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default=",".join(FAULT_KINDS),
         metavar="LIST",
-        help=f"comma-separated fault kinds, or none (default: {','.join(FAULT_KINDS)})",
+        help=f"comma-separated fault kinds, or none (default: {','.join(FAULT_KINDS)}; "
+        f"also: {MEMBERSHIP}, nodes added, drained and removed while replicas move)",
     )
     parser.add_argument("--nodes", type=int, default=5, help="nodes (default 5)")
     parser.add_argument("--partitions", type=int, default=8, help="partitions (default 8)")
