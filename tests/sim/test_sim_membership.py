@@ -40,7 +40,7 @@ def test_moves_alone_reach_the_target_placement_on_every_seed() -> None:
 
 
 def test_a_membership_run_replays_identically() -> None:
-    def run() -> tuple[object, ...]:
+    def run() -> tuple[list[object], list[str], dict[str, object]]:
         result = run_seed(SimConfig(seed=5, ops=100, faults=MIXED, trace_keep=None))
         return result.history, result.full_trace, result.summary()
 
