@@ -3,7 +3,8 @@
 because it kills ensemble members).
 
 In order, with a writer recording every acknowledged write: kill -9 a planaria primary
-(failover through the backend); kill one ensemble member, a minority (it keeps serving);
+(failover through the backend); kill one ensemble member, a minority, then pause another
+(it keeps serving);
 kill the ensemble's leader (a short pause, then it continues); pause the whole ensemble
 (primaries stop serving once their leases run out: no split brain), resume it (everything
 serves again). At the end every acknowledged write is read back.
@@ -113,13 +114,18 @@ def test_cluster_survives_node_and_ensemble_faults(ensemble: Ensemble, tmp_path:
         )
         cluster.start(victim)
 
-        # A minority of the ensemble dies: the cluster keeps serving.
+        # A minority of the ensemble dies, or pauses (TCP does not tell): it keeps serving.
         leader = ensemble.leader()
-        follower = next(m for m in ensemble.members if m is not leader)
-        follower.kill()
+        followers = [m for m in ensemble.members if m is not leader]
+        followers[0].kill()
         writes.write("minority-down")
-        follower.start()
+        followers[0].start()
         ensemble.wait_ready()
+        followers[1].pause()
+        try:
+            writes.write("minority-paused")
+        finally:
+            followers[1].resume()
 
         # The ensemble's leader dies: a pause (an election), then it continues.
         ensemble.leader().kill()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from planaria.errors import UsageError
@@ -18,6 +18,10 @@ __all__ = ["GatewayError", "HttpUnreachable", "JsonHttp"]
 
 RESPONSE_HEAD_BYTES_MAX = 64 * 1024
 RESPONSE_BODY_BYTES_MAX = 64 * 1024 * 1024
+
+
+_BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+           TimeoutError)  # fmt: skip
 
 
 class HttpUnreachable(Exception):
@@ -146,11 +150,14 @@ class JsonHttp:
             async with asyncio.timeout(self._timeout_s):
                 status, headers = await connection.request(f"{host}:{port}", path, payload)
                 data = b"".join([chunk async for chunk in connection.chunks(headers)])
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                TimeoutError) as exc:  # fmt: skip
+        except BaseException as exc:
+            # Also when the caller gave up waiting (cancelled): the connection is mid-reply,
+            # and the member is likely slow or paused (TCP says nothing): try the next one.
             connection.close()
             self._rotate(index)
-            raise HttpUnreachable(f"{host}:{port}{path}: {type(exc).__name__} {exc}") from None
+            if isinstance(exc, _BROKEN):
+                raise HttpUnreachable(f"{host}:{port}{path}: {type(exc).__name__} {exc}") from None
+            raise
         if headers.get("connection", "").lower() == "close" or index != self._current:
             connection.close()
         else:
@@ -160,23 +167,28 @@ class JsonHttp:
     async def first_of_stream(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send one message on a streaming call and return the first reply (lease keep-alive);
         the connection is closed after."""
-        async with asyncio.timeout(self._timeout_s):
-            async for reply in self.stream(path, body):
-                return reply
-        raise HttpUnreachable(f"{path}: the stream ended without a reply")
+        stream = self.stream(path, body)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await anext(stream)
+        except StopAsyncIteration:
+            raise HttpUnreachable(f"{path}: the stream ended without a reply") from None
+        finally:
+            await stream.aclose()
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """A streaming call on a connection of its own: yields each JSON message."""
         connection, index = await self._open_in_time(path)
         host, port = self._endpoints[index]
+        answered = False
         try:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     payload = json.dumps(body).encode()
                     status, headers = await connection.request(f"{host}:{port}", path, payload)
             except TimeoutError:
-                self._rotate(index)
                 raise HttpUnreachable(f"{host}:{port}{path}: no response") from None
+            answered = True
             pending = b""
             async for chunk in connection.chunks(headers):
                 pending += chunk
@@ -186,11 +198,12 @@ class JsonHttp:
                         yield _decode(status, line)
             if pending.strip():
                 yield _decode(status, pending)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError) as exc:  # fmt: skip
+        except _BROKEN as exc:
             raise HttpUnreachable(f"{host}:{port}{path}: {type(exc).__name__} {exc}") from None
         finally:
             connection.close()
+            if not answered:  # no reply (or the caller stopped waiting for one): next member
+                self._rotate(index)
 
     async def close(self) -> None:
         for connection in self._idle:

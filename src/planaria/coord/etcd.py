@@ -84,6 +84,7 @@ _NOT_FOUND = 5  # gRPC status codes the gateway passes on
 _INVALID_ARGUMENT = 3
 _FAILED_PRECONDITION = 9
 _RETRY_WAIT_S = 0.05
+_WATCH_QUIET_S = 2.0
 
 
 def smallest_etcd_ttl_ms(election_timeout_ms: float = 1000.0) -> float:
@@ -127,10 +128,13 @@ class _EtcdWatch(Watch):
         request = {"key": _b64(key), "range_end": _b64(_range_end(key))}
         while not self._closed:
             create = {**request, "start_revision": str(self._next_revision)}
+            stream = self._owner._http.stream("/v3/watch", {"create_request": create})
             try:
-                async for reply in self._owner._http.stream(
-                    "/v3/watch", {"create_request": create}
-                ):
+                while True:
+                    # A paused or cut-off member sends nothing, and TCP does not say: after a
+                    # quiet spell, open the stream again (maybe on another member).
+                    async with asyncio.timeout(_WATCH_QUIET_S):
+                        reply = await anext(stream)
                     result = reply.get("result", {})
                     if _int(result.get("compact_revision")) > 0:
                         await self._reset()
@@ -138,8 +142,10 @@ class _EtcdWatch(Watch):
                     if result.get("canceled"):
                         break
                     self._take(result.get("events", []))
-            except (HttpUnreachable, GatewayError):
+            except (HttpUnreachable, GatewayError, StopAsyncIteration, TimeoutError):
                 pass  # resumed below from the next unseen revision: nothing is lost
+            finally:
+                await stream.aclose()
             await asyncio.sleep(_RETRY_WAIT_S)
 
     def _take(self, events: list[dict[str, Any]]) -> None:

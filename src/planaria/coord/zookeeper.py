@@ -109,7 +109,9 @@ __all__ = [
 
 DEFAULT_CHROOT = "/planaria"
 _MARKER = "planaria-namespace"  # not percent-encoded: never taken for a key
-_MAIN_SESSION_S = 10.0  # the watches' and reads' session (the ensemble may clamp it)
+# The watches' and reads' session (the ensemble may clamp it): short enough that kazoo's
+# heartbeats find a paused server within ~2 s and move to another.
+_MAIN_SESSION_S = 3.0
 _RETRY_WAIT_S = 0.05
 _SNAPSHOT_ATTEMPTS = 20
 _CONNECTED_POLL_S = 0.01
