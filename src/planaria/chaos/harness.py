@@ -117,7 +117,6 @@ class _Nemesis:
 
     def inject(self, fault: Fault) -> tuple[str, tuple[int, ...], float]:
         node, affected = self.resolve(fault)
-        start_s = self.recorder.now()
         if fault.kind == "kill":
             self.target.kill(node)
         elif fault.kind == "pause":
@@ -128,6 +127,9 @@ class _Nemesis:
                 raise UsageError("a partition fault needs the network method (root)")
             others = [n for n in self.target.node_names if n != node]
             self.net.partition([node], [*others, *self.target.bystanders()])
+        # The fault starts once it is in place (the node is gone, stopped, or every rule is
+        # installed): an operation invoked earlier may still complete normally.
+        start_s = self.recorder.now()
         self.console.print(
             f"  t={start_s:6.2f} s  [bold red]{fault.kind}[/] {node}"
             f"  (leads {len(affected)} shard{'s' if len(affected) != 1 else ''})"
