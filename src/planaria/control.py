@@ -14,6 +14,14 @@
   ``Controller.on_propose`` and applied by CAS (safe from any node).
 - ``/cluster`` (JSON ``{partitions, replicas, min_insync, nodes}``), written once by
   ``planaria up``: :func:`write_cluster_metadata`, :func:`read_cluster_metadata`.
+- Membership (docs/membership.md): ``/membership/<node id>`` (persistent JSON
+  ``{weight, zone, state}``, state ``member``, ``draining`` or ``removed``). The leader
+  records every node of ``/cluster`` and every node that registers (a node that joins)
+  once, with the weight and zone it registered; ``planaria node drain|remove`` set the
+  state (:func:`mark_member`). The target placement is ``core.placement.place`` over the
+  members in state ``member`` (:func:`membership_target`), and after the failover
+  decisions of every pass the leader applies ``Controller.rebalance`` toward it (at most
+  ``ControlSettings.moves_max`` partitions moving at once).
 
 Sessions, as the controller sees them, come from ``/members/`` registrations: a registered
 node is alive and its session id is its incarnation; a node without a registration is dead
@@ -53,20 +61,35 @@ from planaria.coord import (
     partition_of_key,
 )
 from planaria.coord.types import validate_segment
-from planaria.core.controller import Controller, ControllerSettings, SessionView
+from planaria.core.controller import (
+    ConfigChange,
+    Controller,
+    ControllerSettings,
+    SessionView,
+    moves_in_progress,
+    moves_remaining,
+)
 from planaria.core.messages import NodeId, PartitionConfig, PartitionId, ProposeIsr
-from planaria.core.placement import place
+from planaria.core.placement import Placement, place
 from planaria.errors import UsageError
 
 __all__ = [
     "CLUSTER_KEY",
+    "MEMBERSHIP_PREFIX",
+    "MEMBER_STATES",
     "ClusterMetadata",
     "ControlSettings",
     "ControllerService",
+    "MemberRecord",
+    "MoveProgress",
     "apply_proposal",
     "initial_placement",
+    "mark_member",
+    "membership_target",
+    "move_progress",
     "read_cluster_metadata",
     "read_configs",
+    "read_membership",
     "sessions_from_members",
     "write_cluster_metadata",
 ]
@@ -74,6 +97,8 @@ __all__ = [
 log = logging.getLogger("planaria.control")
 
 CLUSTER_KEY = "/cluster"
+MEMBERSHIP_PREFIX = "/membership/"
+MEMBER_STATES = ("member", "draining", "removed")
 
 
 # --- /cluster ------------------------------------------------------------------------------
@@ -193,6 +218,139 @@ async def read_configs(coordinator: Coordinator) -> dict[PartitionId, tuple[Part
     return configs
 
 
+# --- membership ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A node's membership: its placement ``weight`` and ``zone``, and its ``state``:
+    ``member`` (holds its share), ``draining`` (its replicas move away) or ``removed``
+    (drained and gone: it never rejoins by registering again)."""
+
+    node: NodeId
+    weight: float = 1.0
+    zone: str | None = None
+    state: str = "member"
+
+    def __post_init__(self) -> None:
+        validate_segment(self.node, "node id")
+        if isinstance(self.weight, bool) or not self.weight > 0:
+            raise UsageError(f"weight must be > 0, not {self.weight!r}")
+        if self.state not in MEMBER_STATES:
+            raise UsageError(f"member state is one of {MEMBER_STATES}, not {self.state!r}")
+
+    def encode(self) -> bytes:
+        record = {"weight": self.weight, "zone": self.zone, "state": self.state}
+        return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, node: NodeId, data: bytes) -> MemberRecord:
+        try:
+            record = json.loads(data)
+            return cls(node, float(record["weight"]), record.get("zone"), record["state"])
+        except (ValueError, TypeError, KeyError, UsageError) as exc:
+            raise MalformedRecord(f"{MEMBERSHIP_PREFIX}{node}: not a member record: {exc}") from exc
+
+
+async def read_membership(coordinator: Coordinator) -> dict[NodeId, tuple[MemberRecord, int]]:
+    """Every member record with its coordinator version; malformed ones are logged and
+    skipped."""
+    records: dict[NodeId, tuple[MemberRecord, int]] = {}
+    for item in await coordinator.list_prefix(MEMBERSHIP_PREFIX):
+        node = item.key[len(MEMBERSHIP_PREFIX) :]
+        try:
+            records[node] = (MemberRecord.decode(node, item.value), item.version)
+        except MalformedRecord as exc:
+            log.error("%s", exc)
+    return records
+
+
+async def mark_member(
+    coordinator: Coordinator,
+    node: NodeId,
+    state: str,
+    *,
+    weight: float | None = None,
+    zone: str | None = None,
+    attempts_max: int = 16,
+) -> MemberRecord:
+    """Set ``node``'s membership state (creating its record; ``weight``/``zone`` when
+    given, else kept), by compare-and-set; returns the record written. A removed node is
+    never made a member again (UsageError): give a new node a new id."""
+    key = MEMBERSHIP_PREFIX + validate_segment(node, "node id")
+    for _ in range(attempts_max):
+        item = await coordinator.get(key)
+        old = MemberRecord.decode(node, item.value) if item is not None else MemberRecord(node)
+        if old.state == "removed" and state != "removed":
+            raise UsageError(f"node {node} was removed; a node that joins needs a new id")
+        new = MemberRecord(
+            node,
+            old.weight if weight is None else weight,
+            old.zone if zone is None else zone,
+            state,
+        )
+        try:
+            if item is None:
+                await coordinator.create(key, new.encode())
+            else:
+                await coordinator.set_if_version(key, new.encode(), version=item.version)
+        except VersionConflict:
+            continue
+        return new
+    raise CoordinatorUnavailable(f"{key} kept changing: gave up after {attempts_max} attempts")
+
+
+def membership_target(
+    cluster: ClusterMetadata, records: Mapping[NodeId, MemberRecord]
+) -> Placement | None:
+    """The placement the controller moves toward: ``place`` over the nodes in state
+    ``member``, with their recorded weights and zones; None while one of ``/cluster``'s
+    nodes has no record yet (its weight is not known) or fewer members than replicas
+    remain."""
+    if any(node not in records for node in cluster.nodes):
+        return None
+    members = {n: r for n, r in sorted(records.items()) if r.state == "member"}
+    if len(members) < cluster.replicas:
+        return None
+    zones = {n: r.zone for n, r in members.items() if r.zone is not None}
+    return place(
+        cluster.partitions,
+        {n: r.weight for n, r in members.items()},
+        replicas=cluster.replicas,
+        zones=zones or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MoveProgress:
+    """How far the cluster is from its target placement: ``remaining`` replicas to copy,
+    ``moving`` partitions with a move under way, and for each draining or removed node the
+    partitions that still list it (``held``)."""
+
+    remaining: int
+    moving: tuple[PartitionId, ...]
+    held: dict[NodeId, int]
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0 and not self.moving and not any(self.held.values())
+
+
+async def move_progress(coordinator: Coordinator) -> MoveProgress | None:
+    """The moves still to make (None before the cluster has configs and a target)."""
+    cluster = await read_cluster_metadata(coordinator)
+    configs = [config for config, _ in (await read_configs(coordinator)).values()]
+    if cluster is None or not configs:
+        return None
+    records = {n: r for n, (r, _) in (await read_membership(coordinator)).items()}
+    target = membership_target(cluster, records)
+    if target is None:
+        return None
+    leaving = sorted(n for n, r in records.items() if r.state != "member")
+    held = {n: sum(n in c.replicas for c in configs) for n in leaving}
+    return MoveProgress(moves_remaining(configs, target), tuple(moves_in_progress(configs)), held)
+
+
 # --- ISR proposals -------------------------------------------------------------------------
 
 
@@ -233,6 +391,7 @@ class ControlSettings:
     - ``retry_wait_initial_s`` / ``retry_wait_max_s``: backoff (full jitter) after the
       coordinator was unavailable.
     - ``conflict_rounds_max``: re-read-and-decide passes per reconcile while CASes conflict.
+    - ``moves_max``: partitions moving a replica at the same time, at most (membership).
     - ``controller``: the decision rules' settings (known-bug switches).
     """
 
@@ -240,14 +399,15 @@ class ControlSettings:
     retry_wait_initial_s: float = 0.02
     retry_wait_max_s: float = 1.0
     conflict_rounds_max: int = 8
+    moves_max: int = 4
     controller: ControllerSettings = field(default_factory=ControllerSettings)
 
     def __post_init__(self) -> None:
         for name in ("decide_interval_s", "retry_wait_initial_s", "retry_wait_max_s"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0")
-        if self.conflict_rounds_max < 1:
-            raise UsageError("conflict_rounds_max must be >= 1")
+        if self.conflict_rounds_max < 1 or self.moves_max < 1:
+            raise UsageError("conflict_rounds_max and moves_max must be >= 1")
 
 
 class ControllerService:
@@ -362,6 +522,7 @@ class ControllerService:
         if not configs:
             return await self._bootstrap(fence, members, sessions)
         changes = self.controller.decide([c for c, _ in configs.values()], sessions, now_ms)
+        changes += await self._moves(fence, members, sessions, configs, changes)
         applied = conflicts = 0
         for change in changes:
             version = configs[change.partition][1]
@@ -375,6 +536,49 @@ class ControllerService:
             else:
                 conflicts += 1
         return applied, conflicts
+
+    async def _moves(
+        self,
+        fence: CheckLeader,
+        members: Mapping[str, Registration],
+        sessions: Mapping[NodeId, SessionView],
+        configs: Mapping[PartitionId, tuple[PartitionConfig, int]],
+        failovers: Sequence[ConfigChange],
+    ) -> list[ConfigChange]:
+        """Record nodes seen for the first time as members, then the next move steps of
+        the partitions no failover touches (docs/membership.md)."""
+        cluster = await read_cluster_metadata(self.coordinator)
+        if cluster is None:
+            return []
+        records = {n: r for n, (r, _) in (await read_membership(self.coordinator)).items()}
+        for node in sorted({*cluster.nodes, *members} - set(records)):
+            if node not in members:
+                continue  # its weight and zone are known once it registers
+            meta = members[node].meta()
+            try:
+                record = MemberRecord(node, float(meta.get("weight", "1")), meta.get("zone"))
+            except (ValueError, UsageError) as exc:
+                log.error("node %s registered bad placement metadata: %s", node, exc)
+                continue
+            try:
+                await self.coordinator.multi(
+                    [fence, Create(MEMBERSHIP_PREFIX + node, record.encode())]
+                )
+            except VersionConflict:
+                continue  # someone wrote it meanwhile: read it next pass
+            records[node] = record
+            log.info("%s is a member (weight %g, zone %s)", node, record.weight, record.zone)
+        target = membership_target(cluster, records)
+        if target is None:
+            return []
+        touched = {change.partition for change in failovers}
+        return self.controller.rebalance(
+            [c for p, (c, _) in sorted(configs.items()) if p not in touched],
+            sessions,
+            target,
+            moves_max=self.settings.moves_max,
+            min_insync=cluster.min_insync,
+        )
 
     async def _apply(self, ops: list[TxnOp]) -> bool:
         """Apply fenced ``ops``: False on a version conflict (someone changed a config)."""
