@@ -151,30 +151,6 @@ def test_cluster_survives_node_and_ensemble_faults(ensemble: Ensemble, tmp_path:
         client.close()
 
 
-def test_paused_nodes_keep_no_lease(ensemble: Ensemble, tmp_path: Path) -> None:
-    """SIGSTOP a primary: its session ends through the backend and another node leads."""
-    cluster = LocalCluster(
-        tmp_path / "cluster",
-        nodes=3,
-        partitions=PARTITIONS,
-        base_port=free_base_port(3),
-        coordinator_url=f"{ensemble.url}/pause",
-    )
-    with cluster:
-        cluster.start(timeout_s=60)
-        victim = cluster.status().partitions[0].primary
-        assert victim is not None
-        cluster.kill(victim, signal.SIGSTOP)
-        try:
-            _wait(
-                lambda: cluster.status().partitions[0].primary not in (None, victim),
-                30,
-                f"partition 0 failed over from the paused {victim}",
-            )
-        finally:
-            cluster.kill(victim, signal.SIGCONT)
-
-
 def _planaria(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "planaria.cli", *args],
@@ -185,9 +161,12 @@ def _planaria(*args: str, timeout_s: float = 90.0) -> subprocess.CompletedProces
     )
 
 
-def test_up_with_a_coordinator_url_starts_no_coordinator(
+def test_up_with_a_coordinator_url_then_a_paused_primary(
     ensemble: Ensemble, tmp_path: Path
 ) -> None:
+    """``planaria up --coordinator URL`` starts no coordinator process, status and down go
+    through the backend; a SIGSTOPped primary loses its session there and another node
+    leads its partitions."""
     data = str(tmp_path / "data")
     url = f"{ensemble.url}/cli"
     up = _planaria("up", "--detach", "--data", data, "--port", str(free_base_port(3)),
@@ -197,11 +176,21 @@ def test_up_with_a_coordinator_url_starts_no_coordinator(
         assert url in up.stdout
         state = json.loads((Path(data) / "cluster.json").read_text())
         assert state["coordinator_url"] == url and state["coordinator"]["pid"] is None
-        status = _planaria("status", "--data", data, "--json")
-        assert status.returncode == 0, status.stderr
-        report = json.loads(status.stdout)
+        report = json.loads(_planaria("status", "--data", data, "--json").stdout)
         assert report["coordinator"] == {"address": url, "alive": True}
         assert all(p["primary"] and len(p["isr"]) == 3 for p in report["partitions"])
+
+        cluster = LocalCluster.open(data)
+        victim = report["partitions"][0]["primary"]
+        assert _planaria("node", "kill", victim, "--signal", "STOP", "--data", data).returncode == 0
+        try:
+            _wait(
+                lambda: cluster.status().partitions[0].primary not in (None, victim),
+                30,
+                f"partition 0 failed over from the paused {victim}",
+            )
+        finally:
+            cluster.kill(victim, signal.SIGCONT)
     finally:
         down = _planaria("down", "--data", data)
     assert down.returncode == 0, down.stderr
