@@ -1,15 +1,14 @@
 """A planaria cluster on a real ZooKeeper ensemble and on a real etcd cluster, end to end
-(real processes on loopback, bounded waits, one test per backend with its own ensemble,
-because it kills ensemble members).
+(real processes on loopback, bounded waits; each test has its own ensemble, as they kill and
+pause its members).
 
 In order, with a writer recording every acknowledged write: kill -9 a planaria primary
 (failover through the backend); kill one ensemble member, a minority, then pause another
-(it keeps serving);
-kill the ensemble's leader (a short pause, then it continues); pause the whole ensemble
-(primaries stop serving once their leases run out: no split brain), resume it (everything
-serves again). At the end every acknowledged write is read back.
+(it keeps serving); kill the ensemble's leader (a short pause, then it continues); pause the
+whole ensemble (primaries stop serving once their leases run out: no split brain), resume it
+(everything serves again). At the end every acknowledged write is read back. And the CLI:
+``planaria up --coordinator URL``, status, a paused primary failing over, down.
 """
-
 from __future__ import annotations
 
 import json
