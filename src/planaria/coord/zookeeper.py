@@ -393,7 +393,11 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
             except Exception as exc:
                 future.set_exception(exc)
 
-        async_result.rawlink(lambda result: loop.call_soon_threadsafe(settle, result))
+        def done(result: Any) -> None:  # kazoo's thread; the caller may be long gone
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(settle, result)
+
+        async_result.rawlink(done)
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await future
