@@ -24,6 +24,7 @@ PURE_MODULES = (
     "storage/format.py",
     "storage/fs.py",
     "storage/log.py",
+    "storage/journal.py",
     # the coordination interface and the store the simulator's coordinator runs on
     "coord/errors.py",
     "coord/interface.py",

@@ -38,7 +38,7 @@ from planaria.sim.checks import Violation
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
-from planaria.storage import PartitionLog, SimFS, StorageDamaged
+from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
 
 __all__ = ["NodeSettings", "SimNode"]
 
@@ -57,6 +57,8 @@ class NodeSettings:
     lease_ms: float = 100.0
     segment_bytes: int = 32 * 1024
     preallocate_bytes: int = 4096
+    # Small, so runs checkpoint the journal often (the production default is 32 MiB).
+    journal_checkpoint_bytes: int = 16 * 1024
 
 
 class Hooks(Protocol):
@@ -87,6 +89,7 @@ class SimNode(Process):
         self.hooks = hooks
         self.fs = SimFS()
         self.logs: dict[int, PartitionLog] = {}
+        self.journal: Journal | None = None
         # The logs of the last incarnation, kept after a crash so the checks can still ask
         # what was durable on this node.
         self.last_logs: dict[int, PartitionLog] = {}
@@ -127,42 +130,81 @@ class SimNode(Process):
         self.crash_mid_write = False
         self.writes.clear()
         self.persisted_at.clear()
+        self.journal = None
         self.fs.crash(self.world.rng)
 
     def _open_logs(self) -> None:
+        """As the node does at start: open the journal and replay it into the partition
+        logs (the same ``open_node_journal``), then open and attach every log."""
+        self.journal, replayed = open_node_journal(
+            self.fs,
+            "/data/journal",
+            self._recover_log,
+            self._wipe_all,
+            checkpoint_bytes=self.settings.journal_checkpoint_bytes,
+        )
+        self._note_torn_tail("journal", self.journal.log)
+        if replayed:
+            self.world.trace.add(self.world.now_ms, self.pid, "journal replayed", replayed)
         for partition in self.partitions:
             self._open_log(partition)
         self.last_logs = dict(self.logs)
+
+    def _recover_log(self, partition: int, unsynced_after: int | None) -> PartitionLog | None:
+        path = f"/data/p{partition}"
+        try:
+            log = self._open(path, unsynced_after)
+        except StorageDamaged as damage:
+            self._damaged(path, damage)
+            return None
+        self._note_torn_tail(f"p{partition}", log)
+        return log
+
+    def _note_torn_tail(self, what: str, log: PartitionLog) -> None:
+        if log.recovery.torn_tail_bytes:
+            self.recoveries_torn += 1
+            self.world.trace.add(
+                self.world.now_ms,
+                self.pid,
+                f"recovered {what}",
+                f"torn tail {log.recovery.torn_tail_bytes} bytes: {log.recovery.torn_tail_reason}",
+            )
+
+    def _wipe_all(self) -> None:
+        self.world.trace.add(self.world.now_ms, self.pid, "journal damaged: wiping every log")
+        for name in self.fs.listdir("/data"):
+            if name.startswith("p"):
+                self.recoveries_damaged += 1
+                PartitionLog.wipe(self.fs, f"/data/{name}")
+
+    def _damaged(self, path: str, damage: StorageDamaged) -> None:
+        # Not a torn tail: this replica must be refilled from its primary.
+        self.recoveries_damaged += 1
+        self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
+        PartitionLog.wipe(self.fs, path)
 
     def _open_log(self, partition: int) -> PartitionLog:
         path = f"/data/p{partition}"
         try:
             log = self._open(path)
         except StorageDamaged as damage:
-            # Not a torn tail: this replica must be refilled from its primary.
-            self.recoveries_damaged += 1
-            self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
-            PartitionLog.wipe(self.fs, path)
+            self._damaged(path, damage)
             log = self._open(path)
-        if log.recovery.torn_tail_bytes:
-            self.recoveries_torn += 1
-            self.world.trace.add(
-                self.world.now_ms,
-                self.pid,
-                f"recovered p{partition}",
-                f"torn tail {log.recovery.torn_tail_bytes} bytes: {log.recovery.torn_tail_reason}",
-            )
+        if self.journal is not None:
+            log.attach_journal(self.journal, partition)
+        self._note_torn_tail(f"p{partition}", log)
         self.logs[partition] = log
         before = self.last_index_at_crash.pop(partition, log.last_index)
         self.records_lost += max(0, before - log.last_index)
         return log
 
-    def _open(self, path: str) -> PartitionLog:
+    def _open(self, path: str, unsynced_after: int | None = None) -> PartitionLog:
         return PartitionLog.open(
             self.fs,
             path,
             segment_bytes=self.settings.segment_bytes,
             preallocate_bytes=self.settings.preallocate_bytes,
+            unsynced_after=unsynced_after,
         )
 
     def _rebuild_replicas(self) -> None:
@@ -278,6 +320,8 @@ class SimNode(Process):
         self.sessions_lost += 1
         for log in self.logs.values():
             log.close()
+        if self.journal is not None:
+            self.journal.close()
         self._open_logs()
         self._rebuild_replicas()
         self._new_session()
@@ -325,4 +369,6 @@ class SimNode(Process):
                 self.crash_requested(self)
             return
         for log in touched:
-            log.sync()
+            log.sync()  # the first one fsyncs the journal; the rest find it synced
+        if self.journal is not None and self.journal.checkpoint_due:
+            self.journal.checkpoint()
