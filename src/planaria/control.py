@@ -475,8 +475,11 @@ class ControllerService:
                     log.warning("controller %s: coordinator unavailable: %s", self.node_id, exc)
                     await self._back_off()
                     continue
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives as the event fires, and the service never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.settings.decide_interval_s)
+                    async with asyncio.timeout(self.settings.decide_interval_s):
+                        await changed.wait()
         finally:
             for task in pumps:
                 task.cancel()
