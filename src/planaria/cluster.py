@@ -120,6 +120,7 @@ class _Process:
     pid: int | None
     log: str  # relative to the data directory
     data: str
+    args: tuple[str, ...] = ()  # its own `planaria node` options (a node added: weight, zone)
 
     @property
     def address(self) -> str:
@@ -201,6 +202,8 @@ class PartitionStatus:
     isr: tuple[str, ...]
     epoch: int
     lag: int | None = None
+    learners: tuple[str, ...] = ()  # a membership move under way (docs/membership.md)
+    handoff: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,7 +578,7 @@ class LocalCluster:
         ]
         if self._state.fsync is not None:
             argv += ["--fsync", self._state.fsync]
-        return [*argv, *self._state.node_args]
+        return [*argv, *node.args, *self._state.node_args]
 
     def _check_ports(self, processes: Sequence[_Process]) -> None:
         for process in processes:
@@ -846,6 +849,102 @@ class LocalCluster:
         self._children.pop(pid, None)
         return True
 
+    # --- membership (docs/membership.md) ----------------------------------------------
+
+    def add_node(
+        self, *, weight: float = 1.0, zone: str | None = None, timeout_s: float = 30.0
+    ) -> str:
+        """Start a new node (the next id and port) and record it as a member, so the
+        controller moves its share of the replicas to it (follow with
+        :meth:`move_progress`). Returns its id."""
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+
+        if not weight > 0:
+            raise UsageError(f"weight must be > 0, not {weight}")
+        with self._locked():
+            state = self._refresh()
+            index = 1 + max(
+                (int(n.name[1:]) for n in state.nodes if n.name[1:].isdigit()), default=0
+            )
+            args = ("--weight", f"{weight:g}", *(("--zone", zone) if zone else ()))
+            node = _Process(
+                f"n{index}",
+                state.host,
+                max(n.port for n in state.nodes) + 1,
+                None,
+                f"logs/n{index}.log",
+                f"nodes/n{index}",
+                args,
+            )
+            self._check_ports([node])
+            mark = control.mark_member
+            self._with_coordinator(
+                lambda c: mark(c, node.name, "member", weight=weight, zone=zone), timeout_s
+            )
+            started = self._spawn(node, self._node_argv(node))
+            self._save(replace(state, nodes=(*state.nodes, started)))
+        self._wait_listening(started, timeout_s)
+        return node.name
+
+    def drain(self, node_id: str, *, timeout_s: float = 10.0) -> None:
+        """Mark ``node_id`` draining: the controller moves every replica it holds away
+        (the node stays up and serves meanwhile; see :meth:`move_progress`)."""
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+
+        self._state.node(node_id)  # UsageError for an unknown node
+        staying = [n for n in self._members_staying(timeout_s) if n != node_id]
+        if len(staying) < self._state.replicas:
+            raise UsageError(
+                f"draining {node_id} would leave {len(staying)} nodes for "
+                f"{self._state.replicas} replicas of each partition: add a node first"
+            )
+        self._with_coordinator(lambda c: control.mark_member(c, node_id, "draining"), timeout_s)
+
+    def remove_node(self, node_id: str, *, timeout_s: float = 10.0) -> None:
+        """Forget a drained node: it must hold no replica any more (drain it and wait for
+        :meth:`move_progress` first). Stops its process, marks it removed in the
+        coordinator and drops it from this directory's cluster (its data stays)."""
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+
+        progress = self.move_progress(timeout_s)
+        held = progress.held.get(node_id) if progress is not None else None
+        if held is None:
+            raise UsageError(f"{node_id} is not draining: planaria node drain {node_id} first")
+        if held:
+            raise UsageError(f"{node_id} still holds {held} replicas: wait for the drain")
+        self.stop_node(node_id, timeout_s)
+        self._with_coordinator(lambda c: control.mark_member(c, node_id, "removed"), timeout_s)
+        with self._locked():
+            state = self._refresh()
+            self._save(replace(state, nodes=tuple(n for n in state.nodes if n.name != node_id)))
+
+    def move_progress(self, timeout_s: float = 2.0) -> Any:
+        """``control.MoveProgress`` (replicas still to move, partitions moving, replicas
+        each draining node still holds), or None before the cluster has a target."""
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+
+        return self._with_coordinator(control.move_progress, timeout_s)
+
+    def _members_staying(self, timeout_s: float) -> list[str]:
+        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+
+        records = self._with_coordinator(control.read_membership, timeout_s)
+        known = {n: r for n, (r, _) in records.items()}
+        return [
+            n.name
+            for n in self._state.nodes
+            if n.name not in known or known[n.name].state == "member"
+        ]
+
+    def _with_coordinator(self, call: Any, timeout_s: float) -> Any:
+        """``await call(coordinator)`` over a fresh connection to the cluster's coordinator."""
+
+        async def run() -> Any:
+            async with connect(self.coordinator_url) as coordinator:
+                return await call(coordinator)
+
+        return _run(asyncio.wait_for(run(), timeout_s))
+
     def __enter__(self) -> LocalCluster:
         return self
 
@@ -1024,6 +1123,8 @@ def _partition_statuses(
                 isr=tuple(r for r in config.replicas if r in config.isr),
                 epoch=config.epoch,
                 lag=lags.get(partition),
+                learners=config.learners,
+                handoff=config.handoff,
             )
         )
     return tuple(statuses)
