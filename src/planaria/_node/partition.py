@@ -253,7 +253,14 @@ class PartitionRuntime:
         return True
 
     def tick(self, lease_until_ms: float) -> None:
-        self.deliver(_Tick(lease_until_ms))
+        if self.replica.role is Role.PRIMARY:
+            self.deliver(_Tick(lease_until_ms))
+        elif not (self._closing or self._recovering or self._broken):
+            # A backup's tick only records the lease (cheap: most partitions of a node are
+            # backups, and every one is ticked every tick_ms).
+            ready = self.replica.tick(self._clock_ms(), lease_until_ms)
+            if ready:
+                self._dispatch(ready)
 
     def _step(self, item: StepInput) -> Ready:
         replica = self.replica
