@@ -1,5 +1,6 @@
-"""``planaria up``, ``down``, ``status`` and ``node start|stop|kill``: a local cluster from
-the command line (see :mod:`planaria.cluster`).
+"""``planaria up``, ``down``, ``status`` and ``node start|stop|kill|add|drain|remove``: a
+local cluster from the command line (see :mod:`planaria.cluster`; membership changes:
+docs/membership.md).
 
 Each command has ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``; cli.py
 wires them. :func:`render_status` is the rich view that ``up`` refreshes and ``status``
@@ -19,6 +20,14 @@ from types import FrameType
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -37,6 +46,7 @@ __all__ = [
     "add_node_control_arguments",
     "add_status_arguments",
     "add_up_arguments",
+    "follow_moves",
     "missing_run_options",
     "render_status",
     "run_down",
@@ -46,7 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR = "planaria-data"
-NODE_ACTIONS = ("start", "stop", "kill")
+NODE_ACTIONS = ("start", "stop", "kill", "add", "drain", "remove")
+_MOVES_TIMEOUT_S = 600.0
 _SIGNALS = {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}
 _REFRESH_S = 0.5
 
@@ -193,16 +204,40 @@ def add_node_control_arguments(parser: argparse.ArgumentParser) -> None:
     """``planaria node start|stop|kill ID [--data DIR] [--signal S]`` as sub-commands of the
     ``node`` parser, beside the options of ``planaria node --id ...`` (run a node process),
     which stay on the parser itself: ``args.node_action`` is None for that one."""
-    actions = parser.add_subparsers(dest="node_action", metavar="{start,stop,kill}")
+    actions = parser.add_subparsers(dest="node_action", metavar="{" + ",".join(NODE_ACTIONS) + "}")
     helps = {
         "start": "start a stopped node of a local cluster from its data directory",
         "stop": "stop a node of a local cluster cleanly (SIGTERM)",
         "kill": "send a node of a local cluster a signal (default KILL: a crash)",
+        "add": "start a new node and move its share of the replicas to it",
+        "drain": "move every replica away from a node (it stays up; then remove it)",
+        "remove": "drain a node, wait until it holds nothing, stop and forget it",
     }
     for action in NODE_ACTIONS:
         sub = actions.add_parser(action, help=helps[action], description=helps[action])
-        sub.add_argument("node_id", metavar="ID", help="the node, e.g. n2")
+        if action != "add":
+            sub.add_argument("node_id", metavar="ID", help="the node, e.g. n2")
         _add_data(sub)
+        if action == "add":
+            sub.add_argument(
+                "--weight", type=float, default=1.0, help="relative capacity (default 1)"
+            )
+            sub.add_argument("--zone", default=None, help="failure zone (replicas avoid sharing)")
+        if action in ("add", "drain", "remove"):
+            sub.add_argument(
+                "--no-wait",
+                action="store_true",
+                help="return at once instead of following the moves"
+                if action != "remove"
+                else argparse.SUPPRESS,
+            )
+            sub.add_argument(
+                "--timeout",
+                type=float,
+                default=_MOVES_TIMEOUT_S,
+                metavar="S",
+                help=f"give up following the moves after S seconds (default {_MOVES_TIMEOUT_S:g})",
+            )
         if action == "kill":
             sub.add_argument(
                 "--signal",
@@ -240,9 +275,59 @@ def run_node_control(args: argparse.Namespace) -> int:
         pid = cluster.pid(args.node_id)
         cluster.kill(args.node_id, _SIGNALS[args.signal])
         print(f"sent SIG{args.signal} to {args.node_id} (pid {pid})")
+    elif args.node_action == "add":
+        node_id = cluster.add_node(weight=args.weight, zone=args.zone)
+        print(f"started {node_id} (pid {cluster.pid(node_id)}); it joins as a member")
+        if not args.no_wait:
+            return follow_moves(cluster, f"moving replicas to {node_id}", None, args.timeout)
+    elif args.node_action in ("drain", "remove"):
+        cluster.drain(args.node_id)
+        print(f"{args.node_id} drains: its replicas move to the other nodes")
+        if args.node_action == "drain" and args.no_wait:
+            return 0
+        code = follow_moves(cluster, f"draining {args.node_id}", args.node_id, args.timeout)
+        if code != 0 or args.node_action == "drain":
+            return code
+        cluster.remove_node(args.node_id)
+        print(f"removed {args.node_id} (stopped; its data directory is kept)")
     else:
         raise UsageError(f"unknown node action {args.node_action!r}")
     return 0
+
+
+def follow_moves(cluster: LocalCluster, what: str, draining: str | None, timeout_s: float) -> int:
+    """A progress bar (replicas moved of those to move, with an ETA) until the moves are
+    done: every replica in place, or with ``draining``, that node holds nothing. 1 after
+    ``timeout_s`` (the moves go on in the background)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("replicas"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    deadline = time.monotonic() + timeout_s
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(what, total=None)
+        total = 0
+        while True:
+            state = cluster.move_progress()
+            if state is not None:
+                left = state.remaining + len(state.moving)
+                if draining is not None:
+                    left = state.held.get(draining, 0)
+                total = max(total, left)
+                progress.update(task, total=total, completed=total - left)
+                if (draining is None and state.done) or (draining is not None and left == 0):
+                    return 0
+            if time.monotonic() >= deadline:
+                progress.console.print(
+                    f"[yellow]still moving after {timeout_s:g} s; see planaria status[/]"
+                )
+                return 1
+            time.sleep(_REFRESH_S)
 
 
 # --- status -------------------------------------------------------------------------------
@@ -315,6 +400,22 @@ def _troubles(partitions: Sequence[PartitionStatus]) -> Table:
     return table
 
 
+def _moves_table(partitions: Sequence[PartitionStatus]) -> Table:
+    """Partitions with a membership move under way: who is learning, who hands over."""
+    table = Table(title="moves under way", title_justify="left")
+    for column in ("partition", "primary", "learning", "caught up", "handoff to"):
+        table.add_column(column)
+    for p in partitions:
+        table.add_row(
+            str(p.id),
+            p.primary or "[red]none[/]",
+            " ".join(p.learners) or "-",
+            " ".join(n for n in p.learners if n in p.isr) or "-",
+            p.handoff or "-",
+        )
+    return table
+
+
 def _healthy(partition: PartitionStatus) -> bool:
     return partition.primary is not None and len(partition.isr) == len(partition.replicas)
 
@@ -350,6 +451,9 @@ def render_status(status: ClusterStatus, *, compact: bool) -> RenderableType:
         style="green" if healthy == len(status.partitions) else "yellow",
     )
     parts: list[RenderableType] = [nodes, summary]
+    moving = [p for p in status.partitions if p.learners or p.handoff]
+    if moving:
+        parts.append(_moves_table(moving))
     if compact:
         troubled = [p for p in status.partitions if not _healthy(p)]
         if troubled:
