@@ -91,8 +91,13 @@ class Codec:
                 raise UsageError(f"tag {tag}: {cls!r} is not a dataclass, or is registered twice")
             self._tag_of[cls] = tag
         self._fields: dict[type, tuple[tuple[str, _Encode, _Decode], ...]] = {}
+        self._scalar_kinds: dict[type, tuple[type | None, ...]] = {}
         for cls in self._tags.values():
             self._fields_of(cls)
+        # Per class, an encoder and a field decoder compiled to straight-line code: the hot
+        # messages (Append, AppendReply) cross the bus for every write.
+        self._encoders = {cls: self._build_encoder(cls) for cls in self._fields}
+        self._decoders = {cls: self._build_decoder(cls) for cls in self._fields}
 
     @property
     def tags(self) -> Mapping[int, type]:
@@ -111,10 +116,12 @@ class Codec:
         compiled = self._fields.get(cls)
         if compiled is None:
             hints = typing.get_type_hints(cls)
-            compiled = tuple(
-                (f.name, *self._compile(hints[f.name])) for f in dataclasses.fields(cls)
-            )
+            names = [f.name for f in dataclasses.fields(cls)]
+            compiled = tuple((name, *self._compile(hints[name])) for name in names)
             self._fields[cls] = compiled
+            self._scalar_kinds[cls] = tuple(
+                hints[name] if hints[name] in (int, str, bytes, bool) else None for name in names
+            )
         return compiled
 
     def _compile(self, tp: Any) -> tuple[_Encode, _Decode]:
@@ -214,33 +221,69 @@ class Codec:
 
         return encode, decode
 
+    def _build_encoder(self, cls: type) -> Callable[[Any], list[Any]]:
+        fields = self._fields[cls]
+        kinds = self._scalar_kinds[cls]
+        scope: dict[str, Any] = {}
+        parts = [str(self._tag_of[cls])]
+        for position, ((name, encode, _), kind) in enumerate(zip(fields, kinds, strict=True)):
+            if kind is None:
+                scope[f"e{position}"] = encode
+                parts.append(f"e{position}(value.{name})")
+            else:
+                parts.append(f"value.{name}")
+        source = f"def encode(value):\n    return [{', '.join(parts)}]\n"
+        exec(source, scope)  # generated from the dataclass fields only
+        encoder: Callable[[Any], list[Any]] = scope["encode"]
+        return encoder
+
+    def _build_decoder(self, cls: type) -> Callable[[list[Any]], Any]:
+        """``decode(items)``: the message from ``[tag, field, ...]`` (tag already checked)."""
+        fields = self._fields[cls]
+        kinds = self._scalar_kinds[cls]
+        scope: dict[str, Any] = {"cls": cls, "FrameError": FrameError, "_fail": _fail}
+        lines = [
+            "def decode(items):",
+            f"    if len(items) != {len(fields) + 1}:",
+            f"        raise FrameError('protocol error: {cls.__name__} has {len(fields)} "
+            "fields, got %d' % (len(items) - 1))",
+        ]
+        for position, ((_, _, decode), kind) in enumerate(zip(fields, kinds, strict=True)):
+            item = f"items[{position + 1}]"
+            if kind is None:
+                scope[f"d{position}"] = decode
+                lines.append(f"    v{position} = d{position}({item})")
+            else:
+                # bool is an int subclass: an int field must not take True.
+                scope[f"k{position}"] = kind
+                lines += [
+                    f"    v{position} = {item}",
+                    f"    if type(v{position}) is not k{position}:",
+                    f"        raise _fail({kind.__name__!r}, v{position})",
+                ]
+        arguments = ", ".join(f"v{position}" for position in range(len(fields)))
+        lines += [
+            "    try:",
+            f"        return cls({arguments})",
+            "    except (TypeError, ValueError) as exc:",
+            f"        raise FrameError('protocol error: bad {cls.__name__}: %s' % exc) from None",
+        ]
+        exec("\n".join(lines) + "\n", scope)  # generated from the fields only
+        decoder: Callable[[list[Any]], Any] = scope["decode"]
+        return decoder
+
     def _encode_dataclass(self, value: Any) -> list[Any]:
-        cls = type(value)
-        tag = self._tag_of.get(cls)
-        if tag is None:
-            raise UsageError(f"frame: {cls.__name__} is not a registered message type")
-        out: list[Any] = [tag]
-        for name, encode, _ in self._fields[cls]:
-            out.append(encode(getattr(value, name)))
-        return out
+        encoder = self._encoders.get(type(value))
+        if encoder is None:
+            raise UsageError(f"frame: {type(value).__name__} is not a registered message type")
+        return encoder(value)
 
     def _decode_dataclass(self, value: Any, allowed: Mapping[int, type], expected: str) -> Any:
         items = _as_list(value, expected)
         if not items or type(items[0]) is not int or items[0] not in allowed:
             shown = items[0] if items and type(items[0]) is int else "?"
             raise FrameError(f"protocol error: expected {expected}, got tag {shown}")
-        cls = allowed[items[0]]
-        fields = self._fields[cls]
-        if len(items) != len(fields) + 1:
-            raise FrameError(
-                f"protocol error: {cls.__name__} has {len(fields)} fields, got {len(items) - 1}"
-            )
-        # Positional, in field order (no message type is kw_only): no dict per message.
-        args = [decode(x) for (_, _, decode), x in zip(fields, items[1:], strict=True)]
-        try:
-            return cls(*args)
-        except (TypeError, ValueError) as exc:
-            raise FrameError(f"protocol error: bad {cls.__name__}: {exc}") from None
+        return self._decoders[allowed[items[0]]](items)
 
     # -- the public API
 
