@@ -595,6 +595,18 @@ def test_a_retried_committed_write_is_answered_from_the_dedup_table() -> None:
     assert older is None  # older than the last applied: no answer (unknown outcome)
 
 
+def test_the_dedup_table_forgets_the_least_recently_written_client_first() -> None:
+    pump = ready_pump(dedup_clients_max=2)
+    # c1 writes again after c2, so c2 is the least recently written when c3 arrives.
+    for request_id in (("c1", 1), ("c2", 1), ("c1", 2), ("c3", 1)):
+        assert acked(pump.call("a", Set(b"k", b"v"), request_id))
+    pump.tick(60)  # the backups learn the last commit index
+    for name in ("a", "b", "c"):  # every replica forgets the same one
+        assert sorted(pump.replicas[name].dedup) == ["c1", "c3"], name
+    with pytest.raises(UsageError):
+        ReplicaSettings(dedup_clients_max=0)
+
+
 def test_a_retried_pending_write_waits_for_its_entry() -> None:
     pump = ready_pump()
     pump.cut.add(("a", "b"))

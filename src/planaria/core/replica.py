@@ -102,6 +102,10 @@ class ReplicaSettings:
     - ``pending_writes_max``: writes in the log but not committed yet; beyond it new writes
       get OVERLOADED (back-pressure instead of unbounded memory).
     - ``batch_entries_max``: at most this many entries in one Append.
+    - ``dedup_clients_max``: the request-id table (at-most-once) keeps the last write of at
+      most this many client ids; the one that wrote least recently is forgotten first. The
+      order is the log's, so every replica forgets the same ones. A client forgotten this
+      way (idle while this many others wrote) could see a retry applied twice.
     - ``bugs``: known-bug switches from :data:`BUGS` (tests of the tests only).
     """
 
@@ -111,6 +115,7 @@ class ReplicaSettings:
     propose_retry_ms: float = 200.0
     pending_writes_max: int = 1000
     batch_entries_max: int = 64
+    dedup_clients_max: int = 100_000
     bugs: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -119,8 +124,10 @@ class ReplicaSettings:
         for name in ("heartbeat_ms", "replica_lag_ms", "propose_retry_ms"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.pending_writes_max < 1 or self.batch_entries_max < 1:
-            raise UsageError("pending_writes_max and batch_entries_max must be >= 1")
+        if min(self.pending_writes_max, self.batch_entries_max, self.dedup_clients_max) < 1:
+            raise UsageError(
+                "pending_writes_max, batch_entries_max and dedup_clients_max must be >= 1"
+            )
         unknown = set(self.bugs) - BUGS
         if unknown:
             raise UsageError(f"unknown bug switch(es): {sorted(unknown)}; known: {sorted(BUGS)}")
@@ -778,7 +785,11 @@ class Replica:
             version=version if take else None,
             epoch=entry.epoch,
         )
+        # Re-inserted, so the table's order is least recently written first.
+        self._dedup.pop(client_id, None)
         self._dedup[client_id] = (seq, reply)
+        if len(self._dedup) > self._settings.dedup_clients_max:
+            del self._dedup[next(iter(self._dedup))]
         return reply
 
     def _check_partition(self, partition: PartitionId) -> None:
