@@ -42,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bus", default=None, metavar="HOST:PORT", help="bus address (default: PORT + 10000)"
     )
     parser.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="the RESP address clients and peers are told, when not --listen (a proxy, NAT)",
+    )
+    parser.add_argument(
+        "--bus-advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="the bus address peers are told, when not --bus (a proxy, NAT)",
+    )
+    parser.add_argument(
         "--session-ttl-ms",
         type=float,
         default=None,
@@ -139,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             zone=args.zone,
             weight=args.weight,
             bus_listen=args.bus,
+            advertise=args.advertise,
+            bus_advertise=args.bus_advertise,
             # Keep-alives from their own thread and connection: a busy loop cannot starve them.
             keepalive_connect=lambda: connect(args.coordinator),
         )

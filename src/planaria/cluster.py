@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -121,6 +122,7 @@ class _Process:
     log: str  # relative to the data directory
     data: str
     args: tuple[str, ...] = ()  # its own `planaria node` options (a node added: weight, zone)
+    prefix: tuple[str, ...] = ()  # a launcher before python (e.g. ip netns exec NS)
 
     @property
     def address(self) -> str:
@@ -286,8 +288,10 @@ def _port_free(host: str, port: int) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            # Not an address of this network namespace (a node started in another one, say):
+            # nothing here can tell, so the node's own bind will.
+            return exc.errno == errno.EADDRNOTAVAIL
     return True
 
 
@@ -364,6 +368,10 @@ class LocalCluster:
     directory with the same shape); :meth:`start` launches it. :meth:`open` attaches to the
     cluster recorded in a directory, e.g. from another process. Use as a context manager to
     stop everything on exit.
+
+    ``node_hosts`` (node id -> host) and ``node_prefixes`` (node id -> launcher argv, e.g.
+    ``["ip", "netns", "exec", NS]``) place single nodes elsewhere, as the chaos harness does
+    with network namespaces; ``node_args`` go to every ``planaria node``.
     """
 
     def __init__(
@@ -381,6 +389,8 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         node_args: Sequence[str] = (),
         coordinator_url: str | None = None,
+        node_hosts: Mapping[str, str] | None = None,
+        node_prefixes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if nodes < 1:
             raise UsageError(f"a cluster needs at least one node, not {nodes}")
@@ -427,7 +437,15 @@ class LocalCluster:
                 "coordinator",
             ),
             nodes=tuple(
-                _Process(f"n{i}", host, base_port + i - 1, None, f"logs/n{i}.log", f"nodes/n{i}")
+                _Process(
+                    f"n{i}",
+                    (node_hosts or {}).get(f"n{i}", host),
+                    base_port + i - 1,
+                    None,
+                    f"logs/n{i}.log",
+                    f"nodes/n{i}",
+                    prefix=tuple((node_prefixes or {}).get(f"n{i}", ())),
+                )
                 for i in range(1, nodes + 1)
             ),
         )
@@ -551,7 +569,7 @@ class LocalCluster:
             log.write(f"--- {stamp} planaria {' '.join(argv)}\n".encode())
             log.flush()
             child = subprocess.Popen(
-                [sys.executable, "-m", _CLI_MODULE, *argv],
+                [*process.prefix, sys.executable, "-m", _CLI_MODULE, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

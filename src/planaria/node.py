@@ -218,6 +218,8 @@ class Node:
         zone: str | None = None,
         weight: float = 1.0,
         bus_listen: str | None = None,
+        advertise: str | None = None,
+        bus_advertise: str | None = None,
         keepalive_connect: Callable[[], Coordinator] | None = None,
     ) -> None:
         if not node_id or "/" in node_id or not node_id.isprintable() or " " in node_id:
@@ -230,6 +232,10 @@ class Node:
         if bus_listen is None:
             bus_listen = f"{self.host}:{port + BUS_PORT_OFFSET if port else 0}"
         self.bus_host, self.bus_port = parse_address(bus_listen)
+        # What the node tells others (registration, MOVED, CLUSTER SLOTS) when that differs
+        # from where it listens: a proxy or NAT in between.
+        self._advertise = parse_address(advertise) if advertise is not None else None
+        self._bus_advertise = parse_address(bus_advertise) if bus_advertise is not None else None
         self.coordinator = coordinator
         self.data_dir = Path(data_dir)
         self.settings = settings if settings is not None else NodeSettings()
@@ -286,11 +292,15 @@ class Node:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """The RESP address others are told (``advertise``, else where it listens)."""
+        host, port = self._advertise or (self.host, self.port)
+        return f"{host}:{port}"
 
     @property
     def bus_address(self) -> str:
-        return f"{self.bus_host}:{self.bus_port}"
+        """The bus address peers are told (``bus_advertise``, else where it listens)."""
+        host, port = self._bus_advertise or (self.bus_host, self.bus_port)
+        return f"{host}:{port}"
 
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
