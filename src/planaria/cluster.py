@@ -879,11 +879,12 @@ class LocalCluster:
 
         if not weight > 0:
             raise UsageError(f"weight must be > 0, not {weight}")
+        # A removed node's id is never reused (its membership record says removed).
+        recorded = set(self._with_coordinator(control.read_membership, timeout_s))
         with self._locked():
             state = self._refresh()
-            index = 1 + max(
-                (int(n.name[1:]) for n in state.nodes if n.name[1:].isdigit()), default=0
-            )
+            used = recorded | {n.name for n in state.nodes}
+            index = 1 + max((int(n[1:]) for n in used if n[1:].isdigit()), default=0)
             args = ("--weight", f"{weight:g}", *(("--zone", zone) if zone else ()))
             node = _Process(
                 f"n{index}",
