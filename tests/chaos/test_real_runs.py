@@ -1,17 +1,20 @@
-"""Two short chaos runs on real planaria processes (about 25 s each on an idle machine):
+"""Three short chaos runs on real planaria processes (about 20 s each on an idle machine):
 a correct cluster must lose nothing and stay linearizable through a kill -9, a pause and a
 partition of the leader; the same run with the nodes' ``ack-before-replicate`` bug switch
-must be caught (acknowledged writes lost or a non-linearizable history).
+must be caught (acknowledged writes lost or a non-linearizable history); and a shorter
+correct run with its partition made by the fault-injecting proxy.
 
-The schedule is scripted, not random, so both runs hit the leader with every kind of fault:
+The schedule is scripted, not random, so the runs hit the leader with every kind of fault:
 a kill -9 of the leader is what reliably exposes writes acknowledged before they were
-replicated. Partitions need root (iptables); without it the runs use kill and pause only.
+replicated. The first two partition with network namespaces as root (``--net auto``), else
+through the proxy.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +22,35 @@ import pytest
 from rich.console import Console
 
 from planaria.chaos.harness import ChaosConfig, run_chaos
-from planaria.chaos.net import partitions_supported
 from planaria.chaos.schedule import parse_schedule
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-_WITH_PARTITION = "kill:leader@2+3,pause:leader@7+2.5,partition:leader@11.5+3"
-_WITHOUT_PARTITION = "kill:leader@2+3,pause:leader@7+2.5,kill:leader@11.5+3"
+SCHEDULE = "kill:leader@2+3,pause:leader@7+2.5,partition:leader@11.5+3"
 DURATION_S = 17.0
+PROXY_SCHEDULE = "partition:leader@1.5+3,kill:leader@5.5+2,pause:leader@8.5+2"
+PROXY_DURATION_S = 12.5
 
 
-def run(tmp_path: Path, bugs: tuple[str, ...] = ()) -> dict[str, Any]:
-    spec = _WITH_PARTITION if partitions_supported() is None else _WITHOUT_PARTITION
+def run(
+    tmp_path: Path,
+    bugs: tuple[str, ...] = (),
+    *,
+    net: str = "auto",
+    spec: str = SCHEDULE,
+    duration_s: float = DURATION_S,
+) -> dict[str, Any]:
     config = ChaosConfig(
         out=tmp_path / "out",
         target="planaria",
-        duration_s=DURATION_S,
+        duration_s=duration_s,
         clients=4,
         seed=11,
         schedule=parse_schedule(spec, nodes=3),
         bugs=bugs,
         check_timeout_s=30.0,
         plots=False,
+        net=net,
     )
     results = run_chaos(config, Console(file=io.StringIO(), width=120))
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results
@@ -56,6 +66,19 @@ def test_a_correct_cluster_loses_nothing_and_stays_linearizable(tmp_path: Path) 
     assert len(results["faults"]) == 3
     assert any(fault["affected_shards"] for fault in results["faults"])  # a leader was hit
     assert results["failover_ms"]["unrecovered"] == 0
+    assert results["net"] == ("netns" if os.geteuid() == 0 else "proxy")
+
+
+def test_the_proxy_partitions_without_losing_anything(tmp_path: Path) -> None:
+    results = run(tmp_path, net="proxy", spec=PROXY_SCHEDULE, duration_s=PROXY_DURATION_S)
+    assert results["net"] == "proxy"
+    assert results["acked_writes_lost"] == 0, results["lost_examples"]
+    assert results["linearizable"] is True, results["linearizability_failure"]
+    partition = results["faults"][0]
+    assert partition["kind"] == "partition" and partition["affected_shards"]
+    # the partitioned leader's shards moved: writes on them were acknowledged again
+    assert results["failover_ms"]["unrecovered"] == 0
+    assert results["failover_ms"]["p50_by_kind"].get("partition") is not None
 
 
 def test_acknowledging_before_replicating_is_caught(tmp_path: Path) -> None:

@@ -59,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="bound on the linearizability check; beyond it the verdict is unknown (60)",
     )
+    parser.add_argument(
+        "--net",
+        choices=("auto", "netns", "iptables", "proxy"),
+        default="auto",
+        help="how partitions are made: network namespaces (root), iptables on loopback "
+        "(root), or a fault-injecting proxy on every link (anyone; planaria only); "
+        "auto: netns as root, else proxy",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -110,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         check_timeout_s=args.check_timeout_s,
         plots=not args.no_plots,
+        net=args.net,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

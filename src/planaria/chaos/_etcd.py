@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from planaria.chaos._procs import free_ports, spawn, stop_process, wait_port
+from planaria.chaos.net import Net
 from planaria.chaos.targets import OP_TIMEOUT_S, Target, TargetError
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
 
@@ -42,18 +43,18 @@ def _text(b64: str) -> str:
 
 
 class _Client:
-    def __init__(self, ports: list[int], first: int = 0, timeout_s: float = OP_TIMEOUT_S) -> None:
-        self._ports = ports
-        self._current = first % len(ports)
+    def __init__(
+        self, members: list[tuple[str, int]], first: int = 0, timeout_s: float = OP_TIMEOUT_S
+    ) -> None:
+        self._members = members
+        self._current = first % len(members)
         self._timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
 
     def _post(self, path: str, body: dict[str, Any], *, write: bool) -> dict[str, Any]:
         if self._connection is None:
-            port = self._ports[self._current]
-            self._connection = http.client.HTTPConnection(
-                "127.0.0.1", port, timeout=self._timeout_s
-            )
+            host, port = self._members[self._current]
+            self._connection = http.client.HTTPConnection(host, port, timeout=self._timeout_s)
         try:
             self._connection.request(
                 "POST", path, json.dumps(body), {"Content-Type": "application/json"}
@@ -77,7 +78,7 @@ class _Client:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        self._current = (self._current + 1) % len(self._ports)
+        self._current = (self._current + 1) % len(self._members)
 
     def get(self, key: str) -> str | None:
         kvs = self._post("/v3/kv/range", {"key": _b64(key)}, write=False).get("kvs")
@@ -115,8 +116,8 @@ class EtcdTarget(Target):
     name = "etcd"
     read_batch = 1_000_000  # one range read returns every key
 
-    def __init__(self, workdir: Path, nodes: int) -> None:
-        super().__init__(workdir, nodes)
+    def __init__(self, workdir: Path, nodes: int, net: Net | None = None) -> None:
+        super().__init__(workdir, nodes, net)
         if shutil.which("etcd") is None:
             raise TargetError("etcd is not installed (make system-deps: etcd-server)")
         ports = free_ports(2 * nodes)
@@ -127,9 +128,10 @@ class EtcdTarget(Target):
         self._clients_made = 0
 
     def _argv(self, node: str) -> list[str]:
-        client = f"http://127.0.0.1:{self._client_ports[node]}"
-        peer = f"http://127.0.0.1:{self._peer_ports[node]}"
-        cluster = ",".join(f"{n}=http://127.0.0.1:{self._peer_ports[n]}" for n in self.node_names)
+        host = self.placement.host
+        client = f"http://{host(node)}:{self._client_ports[node]}"
+        peer = f"http://{host(node)}:{self._peer_ports[node]}"
+        cluster = ",".join(f"{n}=http://{host(n)}:{self._peer_ports[n]}" for n in self.node_names)
         return [
             "etcd", "--name", node, "--data-dir", str(self.workdir / node / "data"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -143,17 +145,16 @@ class EtcdTarget(Target):
     def _spawn(self, node: str) -> None:
         path = self.workdir / node
         path.mkdir(parents=True, exist_ok=True)
-        process = spawn(self._argv(node), path / "etcd.log", path)
+        process = spawn(self._argv(node), path / "etcd.log", path, self.placement.prefix(node))
         self._processes[node] = process
 
     def start(self) -> None:
         for node in self.node_names:
             self._spawn(node)
         for node in self.node_names:
-            log = self.workdir / node / "etcd.log"
-            wait_port(self._processes[node], self._client_ports[node], log, _START_TIMEOUT_S)
+            self._wait_port(node)
         deadline = time.monotonic() + _START_TIMEOUT_S
-        client = _Client(list(self._client_ports.values()), timeout_s=2.0)
+        client = _Client(self._members(), timeout_s=2.0)
         try:
             while True:
                 try:
@@ -174,10 +175,10 @@ class EtcdTarget(Target):
 
     def client(self) -> KvAdapter:
         self._clients_made += 1
-        return _Client(list(self._client_ports.values()), first=self._clients_made)
+        return _Client(self._members(), first=self._clients_made)
 
     def read_many(self, keys: list[str]) -> dict[str, str | None]:
-        client = _Client(list(self._client_ports.values()), timeout_s=5.0)
+        client = _Client(self._members(), timeout_s=5.0)
         try:
             everything = client.read_all()
         finally:
@@ -188,7 +189,7 @@ class EtcdTarget(Target):
         members: dict[str, str] = {}
         leader = None
         for node, port in self._client_ports.items():
-            client = _Client([port], timeout_s=0.5)
+            client = _Client([(self.placement.host(node), port)], timeout_s=0.5)
             try:
                 status = client.status()
             except (OpFailed, OpUnknown):
@@ -213,8 +214,15 @@ class EtcdTarget(Target):
 
     def restart(self, node: str) -> None:
         self._spawn(node)
+        self._wait_port(node)
+
+    def _wait_port(self, node: str) -> None:
         log = self.workdir / node / "etcd.log"
-        wait_port(self._processes[node], self._client_ports[node], log, _START_TIMEOUT_S)
+        port, host = self._client_ports[node], self.placement.host(node)
+        wait_port(self._processes[node], port, log, _START_TIMEOUT_S, host)
+
+    def _members(self) -> list[tuple[str, int]]:
+        return [(self.placement.host(n), port) for n, port in self._client_ports.items()]
 
     def config(self) -> dict[str, object]:
         return {"heartbeat_ms": HEARTBEAT_MS, "election_timeout_ms": ELECTION_MS}

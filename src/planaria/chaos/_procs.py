@@ -16,13 +16,13 @@ from planaria.chaos.targets import TargetError
 __all__ = ["free_ports", "log_tail", "spawn", "stop_process", "wait_port"]
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free now on 127.0.0.1 (from the kernel's ephemeral range)."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free now on ``host`` (from the kernel's ephemeral range)."""
     sockets = []
     try:
         for _ in range(count):
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             sockets.append(sock)
         return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
@@ -37,11 +37,15 @@ def log_tail(path: Path, lines: int = 12) -> str:
         return f"(no log: {exc})"
 
 
-def spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], log: Path, cwd: Path, prefix: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``argv`` under the launcher ``prefix`` (``ip netns exec NS``, which execs: the pid
+    is the program's)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            list(argv),
+            [*prefix, *argv],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -50,7 +54,13 @@ def spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s: float) -> None:
+def wait_port(
+    process: subprocess.Popen[bytes],
+    port: int,
+    log: Path,
+    timeout_s: float,
+    host: str = "127.0.0.1",
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
@@ -58,12 +68,12 @@ def wait_port(process: subprocess.Popen[bytes], port: int, log: Path, timeout_s:
                 f"{process.args!r} exited with {process.returncode}:\n{log_tail(log)}"
             )
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
             if time.monotonic() >= deadline:
                 raise TargetError(
-                    f"{process.args!r} did not listen on {port} within {timeout_s:g} s:\n"
+                    f"{process.args!r} did not listen on {host}:{port} within {timeout_s:g} s:\n"
                     + log_tail(log)
                 ) from None
         time.sleep(0.05)

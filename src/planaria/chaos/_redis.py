@@ -27,6 +27,7 @@ import redis.exceptions
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from planaria.chaos._procs import free_ports, spawn, stop_process, wait_port
+from planaria.chaos.net import Net
 from planaria.chaos.targets import DETECT_MS, OP_TIMEOUT_S, Target, TargetError
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
 
@@ -57,9 +58,9 @@ def _classify(exc: redis.exceptions.RedisError, *, write: bool) -> Exception:
 
 
 class _Client:
-    def __init__(self, sentinel_ports: list[int]) -> None:
+    def __init__(self, sentinels: list[tuple[str, int]]) -> None:
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            [("127.0.0.1", port) for port in sentinel_ports],
+            sentinels,
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
         )
@@ -103,8 +104,8 @@ class _Client:
 class RedisSentinelTarget(Target):
     name = "redis-sentinel"
 
-    def __init__(self, workdir: Path, nodes: int) -> None:
-        super().__init__(workdir, nodes)
+    def __init__(self, workdir: Path, nodes: int, net: Net | None = None) -> None:
+        super().__init__(workdir, nodes, net)
         for binary in ("redis-server", "redis-sentinel"):
             if shutil.which(binary) is None:
                 raise TargetError(f"{binary} is not installed (make system-deps)")
@@ -119,12 +120,14 @@ class RedisSentinelTarget(Target):
 
     def _write_configs(self) -> None:
         first = self._redis_ports[self.node_names[0]]
+        first_host = self.placement.host(self.node_names[0])
         for node in self.node_names:
+            host = self.placement.host(node)
             path = self._dir(node)
             path.mkdir(parents=True, exist_ok=True)
             lines = [
                 f"port {self._redis_ports[node]}",
-                "bind 127.0.0.1",
+                f"bind {host}",
                 f"dir {path}",
                 "daemonize no",
                 "appendonly yes",
@@ -135,17 +138,17 @@ class RedisSentinelTarget(Target):
                 f"logfile {path / 'redis.log'}",
             ]
             if node != self.node_names[0]:
-                lines.append(f"replicaof 127.0.0.1 {first}")
+                lines.append(f"replicaof {first_host} {first}")
             (path / "redis.conf").write_text("\n".join(lines) + "\n")
             (path / "sentinel.conf").write_text(
                 "\n".join(
                     [
                         f"port {self._sentinel_ports[node]}",
-                        "bind 127.0.0.1",
+                        f"bind {host}",
                         f"dir {path}",
                         "daemonize no",
                         f"logfile {path / 'sentinel.log'}",
-                        f"sentinel monitor {MASTER} 127.0.0.1 {first} 2",
+                        f"sentinel monitor {MASTER} {first_host} {first} 2",
                         f"sentinel down-after-milliseconds {MASTER} {DETECT_MS}",
                         f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}",
                         f"sentinel parallel-syncs {MASTER} 1",
@@ -156,9 +159,11 @@ class RedisSentinelTarget(Target):
 
     def _start_server(self, node: str) -> None:
         path = self._dir(node)
-        process = spawn(["redis-server", str(path / "redis.conf")], path / "stdout.log", path)
+        argv = ["redis-server", str(path / "redis.conf")]
+        process = spawn(argv, path / "stdout.log", path, self.placement.prefix(node))
         self._servers[node] = process
-        wait_port(process, self._redis_ports[node], path / "redis.log", _START_TIMEOUT_S)
+        host = self.placement.host(node)
+        wait_port(process, self._redis_ports[node], path / "redis.log", _START_TIMEOUT_S, host)
 
     def start(self) -> None:
         self._write_configs()
@@ -166,11 +171,12 @@ class RedisSentinelTarget(Target):
             self._start_server(node)
         for node in self.node_names:
             path = self._dir(node)
-            process = spawn(
-                ["redis-sentinel", str(path / "sentinel.conf")], path / "stdout.log", path
-            )
+            argv = ["redis-sentinel", str(path / "sentinel.conf")]
+            process = spawn(argv, path / "stdout.log", path, self.placement.prefix(node))
             self._sentinels[node] = process
-            wait_port(process, self._sentinel_ports[node], path / "sentinel.log", _START_TIMEOUT_S)
+            log = path / "sentinel.log"
+            port = self._sentinel_ports[node]
+            wait_port(process, port, log, _START_TIMEOUT_S, self.placement.host(node))
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -180,9 +186,9 @@ class RedisSentinelTarget(Target):
         last = ""
         while time.monotonic() < deadline:
             ready = 0
-            for port in self._sentinel_ports.values():
+            for host, port in self._sentinels_addresses():
                 try:
-                    with redis.Redis(port=port, socket_timeout=1.0) as conn:
+                    with redis.Redis(host, port, socket_timeout=1.0) as conn:
                         info = conn.execute_command("SENTINEL", "MASTER", MASTER)
                 except redis.exceptions.RedisError as exc:
                     last = repr(exc)
@@ -210,19 +216,22 @@ class RedisSentinelTarget(Target):
             stop_process(process)
 
     def client(self) -> KvAdapter:
-        return _Client(list(self._sentinel_ports.values()))
+        return _Client(self._sentinels_addresses())
+
+    def _sentinels_addresses(self) -> list[tuple[str, int]]:
+        return [(self.placement.host(n), port) for n, port in self._sentinel_ports.items()]
 
     def read_many(self, keys: list[str]) -> dict[str, str | None]:
-        client = _Client(list(self._sentinel_ports.values()))
+        client = _Client(self._sentinels_addresses())
         try:
             return client.mget(keys)
         finally:
             client.close()
 
     def leaders(self) -> dict[int, str]:
-        for port in self._sentinel_ports.values():
+        for host, port in self._sentinels_addresses():
             with contextlib.suppress(redis.exceptions.RedisError):
-                with redis.Redis(port=port, socket_timeout=0.5) as conn:
+                with redis.Redis(host, port, socket_timeout=0.5) as conn:
                     address = conn.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
                 master_port = int(address[1])
                 for node, redis_port in self._redis_ports.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import threading
@@ -27,7 +28,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 
-from planaria.chaos.net import IptablesNet, NetError
+from planaria.chaos.net import Net, NetError, choose_method, make_net
 from planaria.chaos.plots import plot_run
 from planaria.chaos.results import FaultRecord, completed_ops, summarize
 from planaria.chaos.schedule import FAULT_KINDS, LEADER, Fault, format_schedule, random_schedule
@@ -71,6 +72,7 @@ class ChaosConfig:
     partitions: int = 8
     check_timeout_s: float = 60.0
     plots: bool = True
+    net: str = "auto"  # auto | netns | iptables | proxy (planaria.chaos.net)
 
     def faults_to_run(self) -> tuple[Fault, ...]:
         if self.schedule is not None:
@@ -86,7 +88,7 @@ class ChaosConfig:
 @dataclass
 class _Nemesis:
     target: Target
-    net: IptablesNet | None
+    net: Net | None
     recorder: Recorder
     console: Console
     records: list[FaultRecord] = field(default_factory=list)
@@ -124,7 +126,7 @@ class _Nemesis:
             self.paused.add(node)
         else:
             if self.net is None:
-                raise UsageError("a partition fault needs the network method (root)")
+                raise UsageError("a partition fault needs a network method (--net)")
             others = [n for n in self.target.node_names if n != node]
             self.net.partition([node], [*others, *self.target.bystanders()])
         # The fault starts once it is in place (the node is gone, stopped, or every rule is
@@ -154,7 +156,7 @@ class _Nemesis:
                 self.target.signal(node, signal.SIGCONT)
         self.paused.clear()
         if self.net is not None:
-            self.net.close()
+            self.net.heal()
 
 
 def _wait(
@@ -178,15 +180,39 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
     schedule = config.faults_to_run()
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    target = make_target(
-        config.target, out / "data", config.nodes, bugs=config.bugs, partitions=config.partitions
-    )
-    net: IptablesNet | None = None
+    method = "none"
     if any(fault.kind == "partition" for fault in schedule):
+        method = choose_method(config.net, root=os.geteuid() == 0)
+    net: Net | None = None
+    if method != "none":
+        node_names = [f"n{i}" for i in range(1, config.nodes + 1)]
         try:
-            net = IptablesNet()
+            net = make_net(method, node_names)
         except NetError as exc:
             raise UsageError(f"{exc} (or leave partition out of --faults)") from exc
+    try:
+        return _run_with_net(config, console, schedule, net, method)
+    finally:
+        if net is not None:
+            net.close()
+
+
+def _run_with_net(
+    config: ChaosConfig,
+    console: Console,
+    schedule: Sequence[Fault],
+    net: Net | None,
+    method: str,
+) -> dict[str, Any]:
+    out = config.out
+    target = make_target(
+        config.target,
+        out / "data",
+        config.nodes,
+        bugs=config.bugs,
+        partitions=config.partitions,
+        net=net,
+    )
     console.rule(f"[bold]planaria chaos[/]: {config.target}, seed {config.seed}")
     console.print(f"schedule: {format_schedule(schedule) or '(no faults)'}")
     recorder: Recorder | None = None
@@ -201,7 +227,6 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
             workload_events, records = _run_workload(config, target, nemesis, recorder, schedule)
         finally:
             nemesis.heal_everything()
-            net = None
         with console.status("healed; reading every key back ..."):
             time.sleep(_SETTLE_S)
             keys = written_keys(workload_events)
@@ -215,8 +240,6 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
             # the checker cannot linearize.
             events = list(recorder.events)
     finally:
-        if net is not None:
-            net.close()
         with console.status("stopping ..."):
             target.stop()
     write_history(out / "history.jsonl", events)
@@ -241,7 +264,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
         run={
             "target": config.target,
             "seed": config.seed,
-            "net": "iptables" if any(f.kind == "partition" for f in schedule) else "none",
+            "net": method,
             "nodes": config.nodes,
             "clients": config.clients,
             "duration_s": config.duration_s,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import abc
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from planaria.chaos.net import LOOPBACK, Net, Placement
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
 from planaria.cluster import BUS_PORT_OFFSET, LocalCluster, free_base_port
 from planaria.core.replica import BUGS
@@ -38,11 +41,13 @@ class Target(abc.ABC):
     name: str
     read_batch: int = 200  # keys per final read request
 
-    def __init__(self, workdir: Path, nodes: int) -> None:
+    def __init__(self, workdir: Path, nodes: int, net: Net | None = None) -> None:
         if nodes < 3:
             raise UsageError(f"a chaos run needs at least 3 nodes, not {nodes}")
         self.workdir = workdir
         self.node_names = [f"n{i}" for i in range(1, nodes + 1)]
+        self.net = net
+        self.placement: Placement = LOOPBACK if net is None else net.placement()
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -130,14 +135,26 @@ class _PlanariaClient:
 class PlanariaTarget(Target):
     """A planaria cluster from :class:`planaria.cluster.LocalCluster`: a coordinator and
     ``nodes`` nodes, ``partitions`` partitions of 3 replicas, min in-sync 2, fsync always,
-    session TTL :data:`DETECT_MS` (the failure detection the peers get too)."""
+    session TTL :data:`DETECT_MS` (the failure detection the peers get too).
+
+    The target runs the coordinator itself (outside the nodes: on the bridge address with
+    network namespaces, where the nodes reach it) and gives LocalCluster its URL. With the
+    proxy method every node's RESP and bus port and the coordinator get a proxy port, and
+    each node advertises its proxy ports (a launcher appends ``--advertise`` and
+    ``--bus-advertise`` to its command line)."""
 
     name = "planaria"
 
     def __init__(
-        self, workdir: Path, nodes: int, *, partitions: int = 8, bugs: Sequence[str] = ()
+        self,
+        workdir: Path,
+        nodes: int,
+        *,
+        partitions: int = 8,
+        bugs: Sequence[str] = (),
+        net: Net | None = None,
     ) -> None:
-        super().__init__(workdir, nodes)
+        super().__init__(workdir, nodes, net)
         unknown = [bug for bug in bugs if bug not in BUGS]
         if unknown:
             raise UsageError(
@@ -146,29 +163,71 @@ class PlanariaTarget(Target):
         self.partitions = partitions
         self.bugs = tuple(bugs)
         self._cluster: LocalCluster | None = None
+        self._coordinator: subprocess.Popen[bytes] | None = None
+        self._coordinator_port = 0
 
     def _lc(self) -> LocalCluster:
         if self._cluster is None:
             raise TargetError("the planaria cluster is not started")
         return self._cluster
 
+    def _start_coordinator(self) -> str:
+        from planaria.chaos._procs import free_ports, spawn, wait_port  # noqa: PLC0415
+
+        host = self.placement.outside_host
+        self._coordinator_port = free_ports(1, host)[0]
+        path = self.workdir / "coordinator"
+        log = path / "coordinator.log"
+        self._coordinator = spawn(
+            [
+                sys.executable, "-m", "planaria.cli", "coordinator",
+                "--listen", f"{host}:{self._coordinator_port}", "--data", str(path / "data"),
+            ],
+            log,
+            self.workdir,
+        )  # fmt: skip
+        wait_port(self._coordinator, self._coordinator_port, log, 30.0, host)
+        return f"{host}:{self._coordinator_port}"
+
     def start(self) -> None:
+        from planaria.chaos.proxy import ProxyNet  # noqa: PLC0415
+
         node_args = ["--session-ttl-ms", str(DETECT_MS)]
         for bug in self.bugs:
             node_args += ["--bug", bug]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        coordinator = self._start_coordinator()
+        base_port = free_base_port(len(self.node_names))
+        prefixes = {n: list(self.placement.prefix(n)) for n in self.node_names}
+        if isinstance(self.net, ProxyNet):
+            proxy = self.net
+            coordinator = f"127.0.0.1:{proxy.listen('coordinator', self._coordinator_port)}"
+            for i, node in enumerate(self.node_names):
+                resp = proxy.listen(node, base_port + i)
+                bus = proxy.listen(node, base_port + i + BUS_PORT_OFFSET)
+                advertise = f"--advertise 127.0.0.1:{resp} --bus-advertise 127.0.0.1:{bus}"
+                prefixes[node] = ["sh", "-c", f'exec "$@" {advertise}', "sh"]
         self._cluster = LocalCluster(
             self.workdir / "cluster",
             nodes=len(self.node_names),
             partitions=self.partitions,
             replicas=3,
-            base_port=free_base_port(len(self.node_names)),
+            base_port=base_port,
             node_args=node_args,
+            coordinator_url=f"planaria://{coordinator}",
+            node_hosts={n: self.placement.host(n) for n in self.node_names},
+            node_prefixes=prefixes,
         )
         self._lc().start(timeout_s=60.0)
 
     def stop(self) -> None:
-        if self._cluster is not None:
-            self._lc().stop()
+        from planaria.chaos._procs import stop_process  # noqa: PLC0415
+
+        try:
+            if self._cluster is not None:
+                self._lc().stop()
+        finally:
+            stop_process(self._coordinator)
 
     def client(self) -> KvAdapter:
         return _PlanariaClient(list(self._lc().addresses.values()))
@@ -196,12 +255,8 @@ class PlanariaTarget(Target):
         return [port, port + BUS_PORT_OFFSET]
 
     def bystanders(self) -> dict[str, tuple[list[int], list[int]]]:
-        import json  # noqa: PLC0415
-
-        state = json.loads((self._lc().data_dir / "cluster.json").read_text())
-        coordinator = state["coordinator"]
-        pid = coordinator.get("pid")
-        return {"coordinator": ([pid] if pid else [], [int(coordinator["port"])])}
+        pids = [] if self._coordinator is None else [self._coordinator.pid]
+        return {"coordinator": (pids, [self._coordinator_port])}
 
     def kill(self, node: str) -> None:
         self._lc().kill(node, signal.SIGKILL)
@@ -221,18 +276,30 @@ class PlanariaTarget(Target):
 
 
 def make_target(
-    name: str, workdir: Path, nodes: int, *, bugs: Sequence[str] = (), partitions: int = 8
+    name: str,
+    workdir: Path,
+    nodes: int,
+    *,
+    bugs: Sequence[str] = (),
+    partitions: int = 8,
+    net: Net | None = None,
 ) -> Target:
+    """The target ``name``; with ``net``, its processes placed for that network method."""
     if bugs and name != "planaria":
         raise UsageError("--bug is a planaria node switch; it needs --target planaria")
+    if name != "planaria" and net is not None and net.method == "proxy":
+        raise UsageError(
+            f"--net proxy partitions planaria only; for {name} run as root (--net netns or "
+            "iptables) or leave partition out of --faults"
+        )
     if name == "planaria":
-        return PlanariaTarget(workdir, nodes, partitions=partitions, bugs=bugs)
+        return PlanariaTarget(workdir, nodes, partitions=partitions, bugs=bugs, net=net)
     if name == "redis-sentinel":
         from planaria.chaos._redis import RedisSentinelTarget  # noqa: PLC0415
 
-        return RedisSentinelTarget(workdir, nodes)
+        return RedisSentinelTarget(workdir, nodes, net)
     if name == "etcd":
         from planaria.chaos._etcd import EtcdTarget  # noqa: PLC0415
 
-        return EtcdTarget(workdir, nodes)
+        return EtcdTarget(workdir, nodes, net)
     raise UsageError(f"unknown target {name!r} (known: {', '.join(TARGETS)})")
