@@ -10,6 +10,7 @@ prints once.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import sys
@@ -38,6 +39,7 @@ from planaria.cluster import (
     PartitionStatus,
     status_from_seed,
 )
+from planaria.control import write_cluster_metadata
 from planaria.errors import UsageError
 
 __all__ = [
@@ -194,6 +196,55 @@ def run_down(args: argparse.Namespace) -> int:
     cluster = LocalCluster.open(args.data)
     cluster.stop()
     print(f"stopped the cluster in {cluster.data_dir}")
+    return 0
+
+
+# --- init ---------------------------------------------------------------------------------
+
+
+def add_init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--coordinator", required=True, metavar="URL", help="zk://..., etcd://... or planaria://"
+    )
+    parser.add_argument(
+        "--nodes",
+        required=True,
+        metavar="ID,ID,...",
+        help="the ids of the first nodes (each started with planaria node --id ID)",
+    )
+    parser.add_argument(
+        "--partitions", type=_positive, default=64, help="partitions, fixed for good (64)"
+    )
+    parser.add_argument("--replicas", type=_positive, default=3, help="replicas (3)")
+    parser.add_argument(
+        "--min-insync", type=_positive, default=None, help="default min(2, replicas)"
+    )
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Write a new cluster's shape to its coordinator (once; the same shape again is fine)."""
+    nodes = [node.strip() for node in args.nodes.split(",") if node.strip()]
+    if not nodes:
+        raise UsageError("--nodes needs at least one node id")
+    if args.replicas > len(nodes):
+        raise UsageError(f"{args.replicas} replicas need at least as many nodes, not {nodes}")
+    min_insync = args.min_insync if args.min_insync is not None else min(2, args.replicas)
+    if min_insync > args.replicas:
+        raise UsageError(f"--min-insync {min_insync} > --replicas {args.replicas}")
+    metadata = asyncio.run(
+        write_cluster_metadata(
+            args.coordinator,
+            partitions=args.partitions,
+            replicas=args.replicas,
+            min_insync=min_insync,
+            nodes=nodes,
+        )
+    )
+    print(
+        f"cluster at {args.coordinator}: {metadata.partitions} partitions, "
+        f"{metadata.replicas} replicas, min in-sync {metadata.min_insync}, "
+        f"nodes {', '.join(metadata.nodes)}"
+    )
     return 0
 
 

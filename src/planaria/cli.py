@@ -69,6 +69,13 @@ def _status(parser: argparse.ArgumentParser) -> Runner:
     return cluster_cli.run_status
 
 
+def _init(parser: argparse.ArgumentParser) -> Runner:
+    from planaria import _cluster_cli as cluster_cli
+
+    cluster_cli.add_init_arguments(parser)
+    return cluster_cli.run_init
+
+
 def _node(parser: argparse.ArgumentParser) -> Runner:
     from planaria import _cluster_cli as cluster_cli
     from planaria import _node_cli as node_cli
@@ -93,6 +100,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]]
     "sim": ("run the deterministic fault simulator over seeds", _sim),
     "node": ("run one planaria node (RESP server, replicas, controller candidate)", _node),
     "coordinator": ("run the embedded coordinator (sessions, configs, elections)", _coordinator),
+    "init": ("write a new cluster's shape to its coordinator (one node per machine)", _init),
     "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
     "down": ("stop the local cluster in a data directory", _down),
     "status": ("nodes and partitions of a cluster", _status),

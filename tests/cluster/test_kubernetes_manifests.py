@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from planaria import _node_cli
+from planaria._cluster_cli import add_init_arguments
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 yaml = pytest.importorskip("yaml")
@@ -78,8 +79,17 @@ def test_the_pieces_fit_the_statefulset() -> None:
     assert ports == {"resp": 7001, "bus": 7001 + 10_000}  # the node's bus convention
     # The init Job names exactly the StatefulSet's pods.
     job = RESOURCES["Job"]["spec"]["template"]["spec"]["containers"][0]
-    names = re.findall(r'"(planaria-\d+)"', job["command"][-1])
+    assert job["command"][:2] == ["planaria", "init"]
+    (nodes,) = [
+        arg.removeprefix("--nodes=") for arg in job["command"] if arg.startswith("--nodes=")
+    ]
+    names = nodes.split(",")
     assert names == [f"{statefulset['metadata']['name']}-{i}" for i in range(spec["replicas"])]
+    # ... and its arguments parse with `planaria init`'s own parser.
+    parser = argparse.ArgumentParser()
+    add_init_arguments(parser)
+    parsed = parser.parse_args(job["command"][2:])
+    assert parsed.replicas <= len(names)
 
 
 def test_node_arguments_parse_with_the_node_cli() -> None:
