@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -312,13 +313,22 @@ def membership_target(
     members = {n: r for n, r in sorted(records.items()) if r.state == "member"}
     if len(members) < cluster.replicas:
         return None
-    zones = {n: r.zone for n, r in members.items() if r.zone is not None}
-    return place(
-        cluster.partitions,
-        {n: r.weight for n, r in members.items()},
-        replicas=cluster.replicas,
-        zones=zones or None,
-    )
+    zones = tuple((n, r.zone) for n, r in members.items() if r.zone is not None)
+    weights = tuple((n, r.weight) for n, r in members.items())
+    return dict(_place_cached(cluster.partitions, weights, cluster.replicas, zones))
+
+
+@functools.lru_cache(maxsize=8)
+def _place_cached(
+    partitions: int,
+    weights: tuple[tuple[NodeId, float], ...],
+    replicas: int,
+    zones: tuple[tuple[NodeId, str], ...],
+) -> tuple[tuple[PartitionId, tuple[NodeId, ...]], ...]:
+    """``place`` for one membership, remembered: the controller asks on every pass, and
+    building the ring costs milliseconds, while membership rarely changes."""
+    placement = place(partitions, dict(weights), replicas=replicas, zones=dict(zones) or None)
+    return tuple(placement.items())
 
 
 @dataclass(frozen=True, slots=True)
