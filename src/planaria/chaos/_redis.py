@@ -128,6 +128,9 @@ class RedisSentinelTarget(Target):
             lines = [
                 f"port {self._redis_ports[node]}",
                 f"bind {host}",
+                # loopback or the run's private namespace address, and no password: the
+                # protected mode would refuse the peers from the other namespaces
+                "protected-mode no",
                 f"dir {path}",
                 "daemonize no",
                 "appendonly yes",
@@ -145,6 +148,7 @@ class RedisSentinelTarget(Target):
                     [
                         f"port {self._sentinel_ports[node]}",
                         f"bind {host}",
+                        "protected-mode no",
                         f"dir {path}",
                         "daemonize no",
                         f"logfile {path / 'sentinel.log'}",
