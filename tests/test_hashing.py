@@ -173,7 +173,7 @@ def test_ring_does_not_depend_on_insertion_order() -> None:
 def reference_owner(ring: HashRing, key: bytes) -> str:
     """The plain definition: owner of the first point strictly after the key's hash."""
     points = sorted(
-        (xxhash.xxh3_64_intdigest(n.encode(), s), n)
+        (xxhash.xxh3_64_intdigest(xxhash.xxh3_128_digest(n.encode()), s), n)
         for n in ring.nodes
         for s in range(max(1, round(ring.vnodes * ring.weight(n))))
     )
@@ -184,7 +184,6 @@ def reference_owner(ring: HashRing, key: bytes) -> str:
 @pytest.mark.parametrize("vnodes", [1, 3, 50])
 def test_node_for_matches_the_plain_ring_definition(vnodes: int) -> None:
     ring = HashRing({"a": 1, "b": 2, "c": 0.5}, vnodes=vnodes)
-    # Node names hash exactly onto their own seed-0 point: the boundary case.
     keys = [k.encode() for k in random_keys(2000)] + [b"a", b"b", b"c"]
     for key in keys:
         assert ring.node_for(key) == reference_owner(ring, key)
@@ -465,3 +464,14 @@ def test_rendezvous_bad_input() -> None:
         rendezvous_nodes("k", {"a": -1})
     with pytest.raises(UsageError, match="must be str or bytes"):
         rendezvous_nodes(7, ["a"])  # type: ignore[arg-type]
+
+
+def test_short_similar_names_get_their_share() -> None:
+    # Regression: points seeded from the raw name collided for 1-3 byte names sharing
+    # characters (n1 and n10), so n10..n20 owned almost nothing.
+    names = [f"n{i}" for i in range(1, 21)]
+    ring = HashRing(names)
+    counts = Counter(ring.node_for(f"key{i}") for i in range(40_000))
+    mean = 40_000 / len(names)
+    assert max(counts.values()) / mean < 1.2
+    assert min(counts.get(name, 0) for name in names) / mean > 0.8

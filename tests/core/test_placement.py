@@ -66,7 +66,9 @@ def test_a_membership_change_moves_close_to_the_ideal(change: str) -> None:
         after = place(partitions, NODES[:-1], replicas=replicas)
         ideal = loads(before)[NODES[-1]]
     moved = movement(before, after)
-    assert ideal <= moved <= 1.3 * ideal
+    # Close to the ideal both ways: a newcomer may get somewhat less than an equal share
+    # (64 x 3 replicas is a small sample of the ring), never a pile of needless moves.
+    assert 0.75 * ideal <= moved <= 1.3 * ideal
 
 
 def test_bad_input_is_refused() -> None:
