@@ -179,7 +179,15 @@ def test_bad_settings() -> None:
 
 def test_a_proposal_cannot_add_a_dead_node() -> None:
     controller = Controller()
-    assert controller.on_propose(proposal("abc"), "a", config(isr="a"), sessions("ab")) is None
+    # c is not alive: it is left out, b still joins, and the version moves.
+    change = controller.on_propose(proposal("abc"), "a", config(isr="a"), sessions("ab"))
+    assert change is not None
+    assert (change.config.isr, change.config.version) == (frozenset("ab"), 8)
+    # Nothing else to apply: the version still moves, so the primary drops its proposal and
+    # stops waiting for c's acks (its commits would stall until c came back otherwise).
+    change = controller.on_propose(proposal("abc"), "a", config(isr="ab"), sessions("ab"))
+    assert change is not None
+    assert (change.config.isr, change.config.version) == (frozenset("ab"), 8)
     change = controller.on_propose(proposal("ab"), "a", config(isr="a"), sessions("ab"))
     assert change is not None and change.config.isr == frozenset("ab")
     # Removing a dead node is always fine.

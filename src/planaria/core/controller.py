@@ -174,8 +174,9 @@ class Controller:
     ) -> ConfigChange | None:
         """The change a valid ISR proposal asks for, or None when it is stale or invalid
         (wrong partition, epoch or version, sender not the primary, new ISR without the
-        primary or with a node outside ``replicas``, or, when ``sessions`` is given, adding
-        a node whose session is not alive) or changes nothing.
+        primary or with a node outside ``replicas``) or changes nothing. When ``sessions``
+        is given, a node the proposal adds whose session is not alive is left out, and the
+        config still gets a new version (so the primary drops its stale proposal).
 
         A planned transfer (``proposal.primary`` set) is valid when, besides the epoch,
         version and sender, it names the config's ``handoff`` target, that target is in the
@@ -193,17 +194,20 @@ class Controller:
             and config.primary in proposal.isr
             and proposal.isr <= frozenset(config.replicas)
             and proposal.isr != config.isr
-            and (sessions is None or all(_live(n, sessions) for n in added))
         )
         if not valid:
             return None
-        new = replace(
-            config,
-            isr=proposal.isr,
-            version=config.version + 1,
-            handoff=_kept(config, proposal.isr),
-        )
-        return ConfigChange(config.partition, config.version, new, f"isr proposed by {sender}")
+        dead = frozenset(n for n in added if sessions is not None and not _live(n, sessions))
+        isr = proposal.isr - dead
+        # A node that is not alive never joins; the rest of the proposal still applies, and
+        # the version moves even when nothing else does. That is the primary's answer: it
+        # stops requiring the refused node's acks (which it must do while its proposal
+        # might still apply) only once the version it proposed against is gone.
+        new = replace(config, isr=isr, version=config.version + 1, handoff=_kept(config, isr))
+        why = f"isr proposed by {sender}"
+        if dead:
+            why += f" (not alive, left out: {', '.join(sorted(dead))})"
+        return ConfigChange(config.partition, config.version, new, why)
 
     def rebalance(
         self,
