@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(Path(name).name, justify="right")
         for measure, cells in compare_rows(records):
             table.add_row(measure, *cells)
-        console.print(table)
+        # one column a run: wider than a terminal when piped, never truncated to "pl…"
+        Console(width=max(console.width, 24 + 15 * len(records))).print(table)
         return 0
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     schedule = None if args.schedule is None else parse_schedule(args.schedule, nodes=args.nodes)

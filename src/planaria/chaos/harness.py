@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -178,6 +178,8 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
     if config.clients < 1 or config.duration_s <= 0:
         raise UsageError("--clients and --duration-s must be positive")
     schedule = config.faults_to_run()
+    # the targets start processes in directories of their own: no path may be relative
+    config = replace(config, out=config.out.resolve())
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     method = "none"
