@@ -365,3 +365,16 @@ def test_rebalance_steps_reach_any_target_keeping_configs_well_formed(
     for partition, config in configs.items():
         assert set(config.replicas) == set(target[partition])
         assert not config.learners and config.handoff is None
+
+
+def test_a_preferred_primary_that_is_back_in_sync_gets_its_partition_back() -> None:
+    # After a failover the partition is led by b, though the placement prefers a.
+    failed_over = cfg("bac", primary="b")
+    back = step(failed_over, "abc")
+    assert back is not None and back.handoff == "a" and back.primary == "b"
+    assert step(back, "abc") is None  # kept until b asks for the transfer
+    # Not while a is out of the ISR (still catching up) or not alive.
+    assert step(cfg("bac", primary="b", isr="bc"), "abc") is None
+    assert step(failed_over, "abc", alive="bc") is None
+    # Already led by its preferred primary: nothing to do.
+    assert step(cfg("abc"), "abc") is None

@@ -75,11 +75,12 @@ REGRESSIONS: tuple[Regression, ...] = (
     # refreshed when the simulator or the protocol moves failures to other seeds.
     Regression(0, "acks after the local persist", 150, bugs=("ack-before-replicate",),
                expect="ack-not-replicated"),
-    # (Refreshed when the node journal changed what a crash loses, 68, 71, 19 -> 33, 44, 38,
-    # then when ring points stopped colliding for short node names.)
-    Regression(45, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
+    # (Refreshed when the node journal changed what a crash loses, 68, 71, 19 -> 33, 44, 38;
+    # when ring points stopped colliding for short node names, -> 45, 55, 45; and when the
+    # controller began handing partitions back to their preferred primaries.)
+    Regression(0, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
-    Regression(55, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
+    Regression(23, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
     Regression(45, "an old-epoch append truncates committed entries", 150, partitions=2,
                bugs=("no-epoch-fence",), expect="truncated-committed"),

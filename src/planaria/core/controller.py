@@ -366,7 +366,9 @@ def _move_step(
     primary = config.primary
     if config.handoff is not None:
         target = config.handoff
-        if target in config.isr and _live(target, sessions) and primary not in want:
+        if target in config.isr and _live(target, sessions) and (
+            primary not in want or target == wanted[0]
+        ):
             return None  # the primary asks for the transfer once the target caught up
         return _change(config, f"handoff to {target} cancelled", handoff=None)
     if primary in config.learners:  # a failover promoted it: it is a member now
@@ -384,15 +386,22 @@ def _move_step(
     if config.learners:
         return _change(config, f"learners {list(config.learners)} are members", learners=())
     joining = [n for n in wanted if n not in config.replicas and _live(n, sessions)]
-    if not joining or primary is None or len(config.isr) < min_insync:
+    if primary is None or len(config.isr) < min_insync:
         return None
-    learner = joining[0]
-    return _change(
-        config,
-        f"{learner} joins as a learner",
-        replicas=(*config.replicas, learner),
-        learners=(learner,),
-    )
+    if joining:
+        learner = joining[0]
+        return _change(
+            config,
+            f"{learner} joins as a learner",
+            replicas=(*config.replicas, learner),
+            learners=(learner,),
+        )
+    preferred = wanted[0]
+    if preferred != primary and preferred in config.isr and _live(preferred, sessions):
+        # Preferred-leader balance: a node that failed and came back (or joined) leads its
+        # share again, through the same planned transfer as a move (no lease wait).
+        return _change(config, f"primary {primary} hands back to {preferred}", handoff=preferred)
+    return None
 
 
 def _remove_one(
