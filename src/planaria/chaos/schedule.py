@@ -106,14 +106,15 @@ def random_schedule(
     moment = _WARMUP_S
     while True:
         length = round(rng.uniform(*_FAULT_S) * max(scale, 0.6), 2)
-        if moment + length > duration_s - _QUIET_TAIL_S:
+        start_s = round(moment, 2)  # as recorded: rounding up must not eat the quiet tail
+        if start_s + length > duration_s - _QUIET_TAIL_S:
             break
         if not order:
             order = list(kinds)
             rng.shuffle(order)
         kind = order.pop(0)
         node = LEADER if rng.random() < _LEADER_SHARE else f"n{rng.randint(1, nodes)}"
-        faults.append(Fault(kind, node, round(moment, 2), length))
+        faults.append(Fault(kind, node, start_s, length))
         moment += length + rng.uniform(*_GAP_S) * max(scale, 0.6)
     return tuple(faults)
 
