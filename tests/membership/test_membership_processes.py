@@ -5,12 +5,15 @@ Every acknowledged write stays readable, the whole history is linearizable
 (``planaria.check``), no client sees an error, and no partition goes without an
 acknowledged write for more than a second while replicas move. The issue asks for 100k
 keys; this CI test loads ``KEYS`` (2,000) so it stays well under a minute on a busy 2-core
-machine; ``benchmarks/bench_rebalance.py`` moves larger data sets.
+machine. ``PLANARIA_MEMBERSHIP_KEYS=100000`` runs it at the issue's size (a few minutes;
+recorded in docs/BENCHMARKS.md); ``benchmarks/bench_rebalance.py`` measures migration.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +35,8 @@ from planaria.cluster import LocalCluster, free_base_port, probe_keys
 pytestmark = pytest.mark.slow
 
 PARTITIONS = 8
-KEYS = 2_000
+KEYS = int(os.environ.get("PLANARIA_MEMBERSHIP_KEYS", "2000"))
+LOADERS = 16  # client threads that preload the keys
 WORKERS = 2
 MOVES_TIMEOUT_S = 30.0
 WRITE_GAP_MAX_S = 1.0
@@ -69,13 +73,18 @@ def test_add_then_drain_and_remove_under_load(tmp_path: Path) -> None:
     with cluster:
         cluster.start(timeout_s=60.0)
         make_client = _client_factory(list(cluster.addresses.values()))
-        loader = make_client()
         preloaded = {f"pre-{i}": f"v{i}" for i in range(KEYS)}
-        try:
-            for key, value in preloaded.items():
-                loader.set(key, value)
-        finally:
-            loader.close()
+
+        def load(offset: int) -> None:
+            loader = make_client()
+            try:
+                for key in itertools.islice(preloaded, offset, None, LOADERS):
+                    assert loader.set(key, preloaded[key])
+            finally:
+                loader.close()
+
+        with concurrent.futures.ThreadPoolExecutor(LOADERS) as pool:
+            list(pool.map(load, range(LOADERS)))
 
         recorder = _Recorder(PARTITIONS)
         stop = threading.Event()
