@@ -9,6 +9,7 @@ whole ensemble (primaries stop serving once their leases run out: no split brain
 (everything serves again). At the end every acknowledged write is read back. And the CLI:
 ``planaria up --coordinator URL``, status, a paused primary failing over, down.
 """
+
 from __future__ import annotations
 
 import json

@@ -366,8 +366,10 @@ def _move_step(
     primary = config.primary
     if config.handoff is not None:
         target = config.handoff
-        if target in config.isr and _live(target, sessions) and (
-            primary not in want or target == wanted[0]
+        if (
+            target in config.isr
+            and _live(target, sessions)
+            and (primary not in want or target == wanted[0])
         ):
             return None  # the primary asks for the transfer once the target caught up
         return _change(config, f"handoff to {target} cancelled", handoff=None)
