@@ -41,12 +41,12 @@ import base64
 import contextlib
 import math
 import secrets
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from planaria.coord._ensemble import CampaigningCoordinator, TtlNotGranted, applied_results
 from planaria.coord._http import GatewayError, HttpUnreachable, JsonHttp
+from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
@@ -113,20 +113,17 @@ def _range_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-class _EtcdWatch(Watch):
+class _EtcdWatch(QueuedWatch):
     def __init__(self, owner: EtcdCoordinator, prefix: str, start_revision: int) -> None:
-        self.prefix = prefix
+        super().__init__(prefix)
         self._owner = owner
         self._next_revision = start_revision
-        self._events: deque[WatchEvent] = deque()
-        self._wake = asyncio.Event()
-        self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         key = self._owner._raw(self.prefix)
         request = {"key": _b64(key), "range_end": _b64(_range_end(key))}
-        while not self._closed:
+        while not self.closed:
             create = {**request, "start_revision": str(self._next_revision)}
             stream = self._owner._http.stream("/v3/watch", {"create_request": create})
             try:
@@ -156,35 +153,23 @@ class _EtcdWatch(Watch):
             if key is None:
                 continue
             if event.get("type") == "DELETE":
-                self._events.append(WatchEvent(EventKind.DELETE, key))
+                self._push(WatchEvent(EventKind.DELETE, key))
             else:
-                self._events.append(WatchEvent(EventKind.PUT, key, _int(kv.get("version"))))
-        self._wake.set()
+                self._push(WatchEvent(EventKind.PUT, key, _int(kv.get("version"))))
 
     async def _reset(self) -> None:
-        while not self._closed:
+        while not self.closed:
             try:
                 self._next_revision = await self._owner._revision() + 1
                 break
             except CoordinatorUnavailable:
                 await asyncio.sleep(_RETRY_WAIT_S)
-        self._events.append(WatchEvent(EventKind.RESET, self.prefix))
-        self._wake.set()
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._events:
-                return self._events.popleft()
-            self._wake.clear()
-            await self._wake.wait()
+        self._push(WatchEvent(EventKind.RESET, self.prefix))
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._wake.set()
+        self._end()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

@@ -23,9 +23,9 @@ import functools
 import itertools
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from planaria.coord._watch import WATCH_BUFFER_MAX, QueuedWatch
 from planaria.coord.errors import CoordinatorUnavailable, LeadershipLost, SessionExpired
 from planaria.coord.interface import Coordinator, Watch
 from planaria.coord.layout import Registration, decode_registration, encode_registration, member_key
@@ -76,41 +76,18 @@ __all__ = ["WATCH_BUFFER_MAX", "RemoteCoordinator"]
 log = logging.getLogger("planaria.coord.remote")
 
 # Events a watch holds for a slow reader before they turn into one RESET.
-WATCH_BUFFER_MAX = 10_000
 
 
-class _RemoteWatch(Watch):
+class _RemoteWatch(QueuedWatch):
     def __init__(self, coordinator: RemoteCoordinator, prefix: str) -> None:
-        self.prefix = prefix
+        super().__init__(prefix)
         self._coordinator = coordinator
-        self._events: deque[WatchEvent] = deque()
-        self._wake = asyncio.Event()
-        self.closed = False
 
     def deliver(self, event: WatchEvent) -> None:
-        if self.closed:
-            return
-        if self._events and self._events[-1].kind is EventKind.RESET:
-            pass  # a pending RESET already covers it
-        elif len(self._events) >= WATCH_BUFFER_MAX or event.kind is EventKind.RESET:
-            self._events.clear()
-            self._events.append(WatchEvent(EventKind.RESET, self.prefix))
-        else:
-            self._events.append(event)
-        self._wake.set()
+        self._push(event)
 
     def end(self) -> None:
-        self.closed = True
-        self._wake.set()
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            if self.closed:
-                raise StopAsyncIteration
-            if self._events:
-                return self._events.popleft()
-            self._wake.clear()
-            await self._wake.wait()
+        self._end()
 
     async def close(self) -> None:
         if not self.closed:

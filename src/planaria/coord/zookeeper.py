@@ -69,6 +69,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 
 from planaria.coord._ensemble import CampaigningCoordinator, TtlNotGranted, applied_results
+from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
@@ -167,15 +168,12 @@ class _Tracked:
     full: bool = True
 
 
-class _ZkWatch(Watch):
+class _ZkWatch(QueuedWatch):
     def __init__(self, owner: ZooKeeperCoordinator, prefix: str) -> None:
-        self.prefix = prefix
+        super().__init__(prefix)
         self._owner = owner
         self._state = _Tracked()
-        self._events: list[WatchEvent] = []
-        self._wake = asyncio.Event()  # events to hand out
         self._trigger = asyncio.Event()  # something to re-read
-        self._closed = False
         self._task: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
 
@@ -214,7 +212,7 @@ class _ZkWatch(Watch):
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while not self._closed:
+        while not self.closed:
             await self._trigger.wait()
             self._trigger.clear()
             try:
@@ -255,25 +253,14 @@ class _ZkWatch(Watch):
         if not emit:
             return
         if reset:
-            self._events.append(WatchEvent(EventKind.RESET, self.prefix))
-        self._events.extend(event for _, event in sorted(events, key=lambda e: e[0]))
-        if self._events:
-            self._wake.set()
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._events:
-                return self._events.pop(0)
-            self._wake.clear()
-            await self._wake.wait()
+            self._push(WatchEvent(EventKind.RESET, self.prefix))
+        for _, event in sorted(events, key=lambda e: e[0]):
+            self._push(event)
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._wake.set()
+        self._end()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
