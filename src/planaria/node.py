@@ -568,8 +568,9 @@ class Node:
 
     async def _gc_freeze_loop(self) -> None:
         """Keep garbage-collector pauses short. The replicas hold their logs in memory, and
-        a full collection scans every object while holding the GIL (measured: 2 s with a
-        million entries on this kind of machine), so after minutes of load one pause would
+        a full collection scans every object while holding the GIL (with a million entries:
+        ~250 ms on an idle machine of this kind, seconds on a loaded one; see
+        benchmarks/bench_node_internals.py), so after minutes of load one pause would
         outlast the session TTL and fail the node over for nothing. Objects that survived
         until a freeze are never scanned again (young ones still are, cheaply); the cost is
         that a reference cycle frozen while alive is never reclaimed."""
