@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import write_results
 from planaria.check import check_operations, default_model, parse_history
 
-HISTORIES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "histories"
+HISTORIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "histories"
 PORCUPINE_S = 0.7
 TARGET_RATIO = 3.0
 

@@ -8,7 +8,7 @@ import pytest
 
 from planaria.check import check_operations, default_model, parse_history
 
-HISTORIES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "histories"
+HISTORIES = Path(__file__).resolve().parents[2] / "tests" / "data" / "histories"
 EXPECTED = HISTORIES / "expected.tsv"
 
 
