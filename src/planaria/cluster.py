@@ -371,7 +371,8 @@ class LocalCluster:
 
     ``node_hosts`` (node id -> host) and ``node_prefixes`` (node id -> launcher argv, e.g.
     ``["ip", "netns", "exec", NS]``) place single nodes elsewhere, as the chaos harness does
-    with network namespaces; ``node_args`` go to every ``planaria node``.
+    with network namespaces; ``node_args`` go to every ``planaria node``, ``node_extra_args``
+    (node id -> options) to one (e.g. the addresses a proxy in front of it advertises).
     """
 
     def __init__(
@@ -391,6 +392,7 @@ class LocalCluster:
         coordinator_url: str | None = None,
         node_hosts: Mapping[str, str] | None = None,
         node_prefixes: Mapping[str, Sequence[str]] | None = None,
+        node_extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if nodes < 1:
             raise UsageError(f"a cluster needs at least one node, not {nodes}")
@@ -444,6 +446,7 @@ class LocalCluster:
                     None,
                     f"logs/n{i}.log",
                     f"nodes/n{i}",
+                    args=tuple((node_extra_args or {}).get(f"n{i}", ())),
                     prefix=tuple((node_prefixes or {}).get(f"n{i}", ())),
                 )
                 for i in range(1, nodes + 1)

@@ -199,14 +199,16 @@ class PlanariaTarget(Target):
         coordinator = self._start_coordinator()
         base_port = free_base_port(len(self.node_names))
         prefixes = {n: list(self.placement.prefix(n)) for n in self.node_names}
+        advertised: dict[str, list[str]] = {}
         if isinstance(self.net, ProxyNet):
             proxy = self.net
             coordinator = f"127.0.0.1:{proxy.listen('coordinator', self._coordinator_port)}"
             for i, node in enumerate(self.node_names):
                 resp = proxy.listen(node, base_port + i)
                 bus = proxy.listen(node, base_port + i + BUS_PORT_OFFSET)
-                advertise = f"--advertise 127.0.0.1:{resp} --bus-advertise 127.0.0.1:{bus}"
-                prefixes[node] = ["sh", "-c", f'exec "$@" {advertise}', "sh"]
+                advertised[node] = [
+                    "--advertise", f"127.0.0.1:{resp}", "--bus-advertise", f"127.0.0.1:{bus}",
+                ]  # fmt: skip
         self._cluster = LocalCluster(
             self.workdir / "cluster",
             nodes=len(self.node_names),
@@ -217,6 +219,7 @@ class PlanariaTarget(Target):
             coordinator_url=f"planaria://{coordinator}",
             node_hosts={n: self.placement.host(n) for n in self.node_names},
             node_prefixes=prefixes,
+            node_extra_args=advertised,
         )
         self._lc().start(timeout_s=60.0)
 
