@@ -128,6 +128,21 @@ def planaria_rb(cluster: LocalCluster, arguments: Sequence[str]) -> dict[str, fl
     return redis_benchmark_rps(_port(cluster, cluster.node_ids[0]), arguments, cluster=True)
 
 
+def nodes_cpu_s(cluster: LocalCluster) -> float:
+    """User + system CPU seconds of the cluster's node processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for node in cluster.node_ids:
+        pid = cluster.pid(node)
+        if pid is None:
+            continue
+        with open(f"/proc/{pid}/stat") as stat:
+            # The fields after the command name (in parentheses, may hold spaces).
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def _port(cluster: LocalCluster, node: str) -> int:
     return int(cluster.address(node).rsplit(":", 1)[1])
 
@@ -390,14 +405,20 @@ def put_throughput(
     cluster: LocalCluster, workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     seeds = list(cluster.addresses.values())
+    cpu_us_per_set: dict[int, list[float]] = {}  # clients -> node CPU per SET, per run
 
     def set_benchmark(clients: int) -> Callable[[int], float]:
         def run(puts: int) -> float:
             # 3x the requests: redis-benchmark's rate of a run of 2-3 s is coarse (its
             # elapsed time is quantized), so longer runs.
+            requests = 3 * args.threads * puts
             arguments = ["-t", "set", "-d", str(VALUE_BYTES), "-r", "1000000",
-                         "-n", str(3 * args.threads * puts), "-c", str(clients)]  # fmt: skip
-            return planaria_rb(cluster, arguments)["SET"]
+                         "-n", str(requests), "-c", str(clients)]  # fmt: skip
+            cpu_before = nodes_cpu_s(cluster)
+            rate = planaria_rb(cluster, arguments)["SET"]
+            spent_s = nodes_cpu_s(cluster) - cpu_before
+            cpu_us_per_set.setdefault(clients, []).append(spent_s / requests * 1e6)
+            return rate
 
         return run
 
@@ -428,6 +449,12 @@ def put_throughput(
         "samples": {name: [round(v) for v in values] for name, values in samples.items()},
         "median_ops_per_s": medians,
         "etcd_skipped": skipped,
+        # CPU time of the three node processes (user + system) per SET, summed: what a
+        # replicated durable write costs the cluster, whatever the machine's other load.
+        "node_cpu_us_per_set": {
+            f"c{clients}": round(statistics.median(values))
+            for clients, values in sorted(cpu_us_per_set.items())
+        },
     }
     etcd = medians.get("etcd")
     for name, key in (
@@ -594,6 +621,11 @@ def print_table(results: dict[str, Any]) -> None:
                 "-" if informative else f">= {TARGET_PUT_RATIO:g}x etcd",
                 "" if informative else "n/a" if ratio is None
                 else verdict(ratio >= TARGET_PUT_RATIO),
+            ))  # fmt: skip
+        for clients, cpu_us in put.get("node_cpu_us_per_set", {}).items():
+            rows.append((
+                f"node CPU per durable SET, summed over 3 nodes ({clients})",
+                f"{cpu_us:,} us", "", "", "informative",
             ))  # fmt: skip
         for name, errors in put["failed_runs"].items():
             rows.append((f"  {name}: {len(errors)} failed run(s)", errors[-1][-100:], "", "", ""))
