@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria._node.lease import KeepAliveThread, keep_alive_forever
-from planaria._node.partition import NO_LEASE, PartitionRuntime
+from planaria._node.partition import NO_LEASE, PartitionRuntime, open_partition_log
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
 from planaria.control import (
@@ -115,7 +115,6 @@ from planaria.storage import (
     Journal,
     OsFS,
     PartitionLog,
-    StorageDamaged,
     StorageError,
     StorageLocked,
     open_node_journal,
@@ -377,16 +376,9 @@ class Node:
         fs = OsFS()
 
         def open_log(partition: int, unsynced_after: int | None) -> PartitionLog | None:
-            directory = str(self.data_dir / f"p{partition}")
-            try:
-                return PartitionLog.open(
-                    fs, directory, policy=self.settings.fsync, unsynced_after=unsynced_after
-                )
-            except StorageDamaged as damage:
-                log.error("p%d: log damaged (%s); wiping it to refill from the primary",
-                          partition, damage)  # fmt: skip
-                PartitionLog.wipe(fs, directory)
-                return None
+            directory = self.data_dir / f"p{partition}"
+            policy = self.settings.fsync
+            return open_partition_log(directory, partition, policy, unsynced_after=unsynced_after)
 
         def wipe_all() -> None:
             log.error("the journal is damaged: wiping every log here to refill them")

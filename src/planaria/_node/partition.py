@@ -63,7 +63,7 @@ from planaria.storage import (
     StorageError,
 )
 
-__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput"]
+__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "open_partition_log"]
 
 log = logging.getLogger("planaria.node")
 
@@ -173,23 +173,9 @@ class PartitionRuntime:
             self.deliver(self.config)
 
     def _open_log(self) -> PartitionLog:
-        fs = OsFS()
-        path = str(self.directory)
-        try:
-            opened = PartitionLog.open(fs, path, policy=self.policy)
-        except StorageDamaged as damage:
-            # Not a torn tail: this replica is out of sync; refill it from the primary.
-            log.error("p%d: log damaged (%s); wiping it to refill from the primary",
-                      self.partition, damage)  # fmt: skip
-            PartitionLog.wipe(fs, path)
-            opened = PartitionLog.open(fs, path, policy=self.policy)
-        if opened.recovery.torn_tail_bytes:
-            log.warning(
-                "p%d: cut a torn tail of %d bytes (%s)",
-                self.partition,
-                opened.recovery.torn_tail_bytes,
-                opened.recovery.torn_tail_reason,
-            )
+        opened = open_partition_log(self.directory, self.partition, self.policy)
+        if opened is None:  # wiped: start empty, to be refilled from the primary
+            opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
             opened.attach_journal(self._journal, self.partition)
         return opened
@@ -402,6 +388,30 @@ class PartitionRuntime:
     def stages_pending(self) -> int:
         """Stages waiting for the disk (the one being written included)."""
         return len(self._stages)
+
+
+def open_partition_log(
+    directory: Path, partition: int, policy: FsyncPolicy, *, unsynced_after: int | None = None
+) -> PartitionLog | None:
+    """Open (recover) a partition's log, saying so when a torn tail was cut; None when it
+    was damaged before its tail and has been wiped (the replica is refilled from its
+    primary). Blocking. ``unsynced_after``: see ``PartitionLog.open``."""
+    fs, path = OsFS(), str(directory)
+    try:
+        opened = PartitionLog.open(fs, path, policy=policy, unsynced_after=unsynced_after)
+    except StorageDamaged as damage:
+        log.error("p%d: log damaged (%s); wiping it to refill from the primary",
+                  partition, damage)  # fmt: skip
+        PartitionLog.wipe(fs, path)
+        return None
+    if opened.recovery.torn_tail_bytes:
+        log.warning(
+            "p%d: cut a torn tail of %d bytes (%s)",
+            partition,
+            opened.recovery.torn_tail_bytes,
+            opened.recovery.torn_tail_reason,
+        )
+    return opened
 
 
 def _latest_acks(sends: list[Send]) -> list[Send]:
