@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from planaria.chaos._procs import free_ports, log_tail, stop_process
+
 __all__ = [
     "AnchorUnavailable",
     "EtcdPutLoad",
@@ -40,35 +42,15 @@ class AnchorUnavailable(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout_s``; always reaped."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5.0)
-
-
-def _log_tail(path: Path, lines: int = 10) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(no log: {exc})"
+    (port,) = free_ports(1)
+    return port
 
 
 def _wait_port(process: subprocess.Popen[bytes], port: int, what: str, log: Path) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AnchorUnavailable(f"{what} exited with {process.returncode}:\n{_log_tail(log)}")
+            raise AnchorUnavailable(f"{what} exited with {process.returncode}:\n{log_tail(log)}")
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
