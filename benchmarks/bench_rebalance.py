@@ -123,8 +123,9 @@ def measure_movement() -> dict[str, Any]:
     )
     skew = _short_name_skew()
     print(
-        f"known issue (hashing.py): with node ids n1..n20 the ring gives the busiest node "
-        f"{skew['n_names']:.2f}x its share (node-1..node-20: {skew['long_names']:.2f}x)"
+        f"short node names (a fixed hashing bug): with node ids n1..n20 the ring gives the "
+        f"busiest node {skew['n_names']:.2f}x its share (node-1..node-20: "
+        f"{skew['long_names']:.2f}x)"
     )
     return {"rows": rows, "medians": medians, "planaria_worst": worst, "ring_peak_share": skew}
 
