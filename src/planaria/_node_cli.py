@@ -169,4 +169,6 @@ def run(args: argparse.Namespace) -> int:
             await coordinator.close()
         return 0
 
-    return asyncio.run(main())
+    from planaria import _loop  # noqa: PLC0415
+
+    return _loop.run(main())

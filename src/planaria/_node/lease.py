@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from planaria import _loop
 from planaria.coord import Coordinator, CoordinatorUnavailable, SessionExpired, SessionId
 
 __all__ = ["KeepAliveThread", "keep_alive_forever"]
@@ -96,7 +97,7 @@ class KeepAliveThread:
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._run())
+            _loop.run(self._run())
         except Exception:
             log.exception("the keep-alive thread failed")
 

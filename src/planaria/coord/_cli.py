@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from planaria import _loop
 from planaria.coord.server import DEFAULT_PORT, CoordinatorServer, ServerLimits
 from planaria.errors import UsageError
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     )
     limits = ServerLimits(connections_max=args.connections_max)
     server = CoordinatorServer(host, port, data_dir=args.data, limits=limits)
-    asyncio.run(_serve(server, args.data))
+    _loop.run(_serve(server, args.data))
     return 0
 
 

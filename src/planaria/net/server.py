@@ -27,7 +27,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from planaria.errors import Moved, UsageError
 from planaria.net import resp
@@ -163,12 +163,12 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         if len(self._server._connections) >= self._server.connections_max:
             self._lost = True
-            transport.write(MAX_CLIENTS_REPLY)
-            transport.close()
+            self._transport.write(MAX_CLIENTS_REPLY)
+            self._transport.close()
             return
         self._server._connections.add(self)
         peer = transport.get_extra_info("peername")
