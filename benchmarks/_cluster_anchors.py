@@ -79,31 +79,57 @@ def running_redis(workdir: Path) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def running_etcd(workdir: Path) -> Iterator[int]:
-    """A single etcd member with its default fsync (every commit) and a temp data dir;
-    yields its client port."""
+def running_etcd(workdir: Path, members: int = 1) -> Iterator[int]:
+    """An etcd cluster of ``members`` on 127.0.0.1 with its default fsync (every commit),
+    heartbeat and election timeout, and temp data dirs; yields the leader's client port
+    (with 3 members a put is durable on 2 of 3 before it is acknowledged: etcd replicated
+    as planaria is, R=3)."""
     if shutil.which("etcd") is None:
         raise AnchorUnavailable("etcd is not installed (as root: apt-get install -y etcd-server)")
-    client_port, peer_port = free_port(), free_port()
-    client_url = f"http://127.0.0.1:{client_port}"
-    peer_url = f"http://127.0.0.1:{peer_port}"
+    ports = free_ports(2 * members)
+    client_ports, peer_ports = ports[:members], ports[members:]
+    names = [f"bench{i}" for i in range(members)]
+    cluster = ",".join(
+        f"{name}=http://127.0.0.1:{port}" for name, port in zip(names, peer_ports, strict=True)
+    )
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "etcd.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["etcd", "--name", "bench", "--data-dir", str(workdir / "data"),
-             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"bench={peer_url}", "--initial-cluster-state", "new",
-             "--logger", "zap", "--log-level", "error"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_port(process, client_port, "etcd", log)
-        _wait_etcd_put(client_port)
-        yield client_port
+        for name, client_port, peer_port in zip(names, client_ports, peer_ports, strict=True):
+            client_url = f"http://127.0.0.1:{client_port}"
+            peer_url = f"http://127.0.0.1:{peer_port}"
+            with open(workdir / f"{name}.log", "wb") as out:
+                processes.append(subprocess.Popen(
+                    ["etcd", "--name", name, "--data-dir", str(workdir / name),
+                     "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                     "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                     "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                     "--logger", "zap", "--log-level", "error"],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                ))  # fmt: skip
+        for name, process, client_port in zip(names, processes, client_ports, strict=True):
+            _wait_port(process, client_port, "etcd", workdir / f"{name}.log")
+        _wait_etcd_put(client_ports[0])
+        yield _etcd_leader_port(client_ports)
     finally:
-        stop_process(process)
+        for process in processes:
+            stop_process(process)
+
+
+def _etcd_leader_port(client_ports: Sequence[int]) -> int:
+    """The client port of the member that leads (puts sent there skip a forward)."""
+    for port in client_ports:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+        try:
+            connection.request("POST", "/v3/maintenance/status", "{}")
+            status = json.loads(connection.getresponse().read())
+        except (OSError, http.client.HTTPException, ValueError):
+            continue
+        finally:
+            connection.close()
+        if status.get("leader") == status.get("header", {}).get("member_id"):
+            return port
+    raise AnchorUnavailable(f"no etcd member on {list(client_ports)} says it leads")
 
 
 def _wait_etcd_put(port: int) -> None:
