@@ -5,13 +5,15 @@ event loop. What a step asks for is executed in the order the protocol needs, wi
 making later inputs wait for the disk:
 
 - a Ready without anything to persist, when nothing is being persisted, is executed at once;
-- otherwise its persists join a *stage*; a partition's stages are written one after another
-  through the node's ``GroupCommitter`` (one write and one fsync per stage, shared with the
-  stages of other partitions that reach the disk at the same time: group commit), and a
-  stage's effects (sends, client replies, ISR proposals) leave only
-  after its persist is durable. Effects of later steps without persists join the last
-  stage, so **every effect follows every persist stepped before it**: an acknowledgement
-  never precedes the durability of anything it depends on, whichever step produced it;
+- otherwise its persists join a *stage*, handed at once to the node's ``GroupCommitter``
+  (``submit``: callbacks, no task per partition). Persists stepped before the committer
+  runs the stage's job join it; a partition's stages are written in order (the committer's
+  batches are), each batch with one fsync per log shared with every partition that reached
+  the disk meanwhile (group commit), and a stage's effects (sends, client replies, ISR
+  proposals) leave only after its persist is durable. Effects of later steps without
+  persists join the last stage, so **every effect follows every persist stepped before
+  it**: an acknowledgement never precedes the durability of anything it depends on,
+  whichever step produced it;
 - exception: a primary's Appends leave at once when its epoch is already durable here
   (as a Raft leader sends while it writes): backups persist in parallel with the primary.
   Safe because a replica never leads an epoch it persisted, so no other entry can ever take
@@ -32,6 +34,7 @@ client writes to the partition are refused with a storage error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -45,7 +48,6 @@ from planaria.core.messages import (
     AppendReply,
     ClientRequest,
     PartitionConfig,
-    Persist,
     ProposeIsr,
     Ready,
     Reply,
@@ -84,9 +86,17 @@ class _Stage:
 
     effects: Ready  # its ``persist`` is what this stage writes
     started: bool = False  # the disk has it: only effects may join now
+    dropped: bool = False  # the replica is being rebuilt: write nothing, say nothing
 
     def join(self, ready: Ready) -> None:
         self.effects.extend(ready)
+
+    def write(self, log_: PartitionLog) -> int:
+        """The committer's job: the persists joined so far (no more may join)."""
+        self.started = True
+        if self.dropped:
+            return 0
+        return write_persists(log_, self.effects.persist)
 
 
 class PartitionRuntime:
@@ -127,8 +137,9 @@ class PartitionRuntime:
         self._on_storage_failure = on_storage_failure
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
         self._stages: deque[_Stage] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()  # no stage pending
+        self._drained.set()
+        self._recovery: asyncio.Task[None] | None = None
         self._closing = False
         self._recovering = True  # until the log is open; inputs but configs are dropped
         self._broken = False  # a step raised: rebuild from disk
@@ -144,9 +155,8 @@ class PartitionRuntime:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
-        """Open (recover) the log and rebuild the replica from it; start the worker."""
+        """Open (recover) the log and rebuild the replica from it."""
         await self._reopen()
-        self._task = asyncio.create_task(self._run(), name=f"planaria-p{self.partition}")
 
     async def _reopen(self) -> None:
         self._recovering = True
@@ -182,28 +192,28 @@ class PartitionRuntime:
 
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
-        await self._stop_worker()
+        await self._quiesce()
         self._closing = False
         await self._reopen()
-        self._task = asyncio.create_task(self._run(), name=f"planaria-p{self.partition}")
 
     async def close(self) -> None:
         """Finish the stages pending (persists, then their effects), then close the log."""
-        await self._stop_worker()
+        await self._quiesce()
         if self.log is not None:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
 
-    async def _stop_worker(self) -> None:
+    async def _quiesce(self) -> None:
+        """Take no more inputs; let the stages pending finish (or a rebuild end)."""
         self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            task, self._task = self._task, None
+        if self._recovery is not None:
+            task, self._recovery = self._recovery, None
             try:
                 await task
             except Exception:
-                log.exception("p%d: worker failed", self.partition)
-        self._stages.clear()
+                log.exception("p%d: rebuilding failed", self.partition)
+        await self._drained.wait()
+        self._drop_stages()
 
     # ------------------------------------------------------------------ inputs
 
@@ -229,8 +239,7 @@ class PartitionRuntime:
             ready = self._step(item)
         except Exception:
             log.exception("p%d: step failed; rebuilding the replica from disk", self.partition)
-            self._broken = True
-            self._wakeup.set()
+            self._break()
             return True
         if ready:  # most ticks of most partitions ask for nothing
             self._dispatch(ready)
@@ -274,16 +283,53 @@ class PartitionRuntime:
         needs_disk = bool(ready.persist)
         if not self._stages:
             if needs_disk:
-                self._stages.append(_Stage(ready))
-                self._wakeup.set()
+                self._submit(_Stage(ready))
             else:
                 self._execute(ready)
             return
         tail = self._stages[-1]
         if needs_disk and tail.started:
-            self._stages.append(_Stage(ready))
+            self._submit(_Stage(ready))
         else:
             tail.join(ready)  # after every persist stepped before it
+
+    def _submit(self, stage: _Stage) -> None:
+        log_ = self.log
+        if log_ is None:  # closed under us: nothing of it may leave
+            self._break()
+            return
+        try:
+            self._committer.submit(log_, stage.write, functools.partial(self._written, stage))
+        except StorageError as exc:  # the log had already failed
+            self._storage_failed(exc)
+            return
+        self._stages.append(stage)
+        self._drained.clear()
+
+    def _written(self, stage: _Stage, ok: bool, value: int | BaseException) -> None:
+        """The committer's word on a stage (stages end in the order they were submitted)."""
+        if stage.dropped or not self._stages or self._stages[0] is not stage:
+            return  # dropped by a rebuild meanwhile
+        if not ok:
+            if isinstance(value, StorageError):
+                self._storage_failed(value)
+            else:
+                log.error(
+                    "p%d: persist failed; rebuilding from disk",
+                    self.partition,
+                    exc_info=value if isinstance(value, BaseException) else None,
+                )
+                self._break()
+            return
+        self._stages.popleft()
+        if not self._stages:
+            self._drained.set()
+        appended = value if isinstance(value, int) else 0
+        if appended:
+            self.storage_failure = None
+            self.persist_batches += 1
+            self.persisted_entries += appended
+        self._execute(stage.effects)
 
     def _may_send_early(self) -> bool:
         """A primary's Appends may leave before its own persist when its epoch is durable
@@ -306,81 +352,57 @@ class PartitionRuntime:
         for proposal in ready.requests:
             self._propose(proposal)
 
-    # ------------------------------------------------------------------ the worker
+    # ------------------------------------------------------------------ failures
 
-    async def _run(self) -> None:
-        while True:
-            if self._broken:
-                await self._recover()
-                continue
-            if not self._stages:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            stage = self._stages[0]
-            stage.started = True
-            try:
-                durable = await self._persist(stage.effects.persist)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("p%d: persist failed; rebuilding from disk", self.partition)
-                durable = False
-                self._broken = True
-            if not durable:
-                continue
-            self._stages.popleft()
-            self._execute(stage.effects)
+    def _storage_failed(self, exc: StorageError) -> None:
+        self.storage_failure = exc
+        self.storage_failures += 1
+        self.last_storage_error = exc
+        log.error(
+            "p%d: persist failed, refusing writes and rebuilding from disk: %s",
+            self.partition,
+            exc,
+        )
+        was_primary = self.replica.role is Role.PRIMARY
+        self._break()
+        if was_primary:
+            self._on_storage_failure(self.partition)
+
+    def _break(self) -> None:
+        """Drop every pending effect and rebuild the replica from disk (in a task)."""
+        if self._broken:
+            return
+        self._broken = True
+        self._drop_stages()
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(
+                self._recover(), name=f"planaria-p{self.partition}-rebuild"
+            )
+
+    def _drop_stages(self) -> None:
+        for stage in self._stages:
+            stage.dropped = True
+        self._stages.clear()
+        self._drained.set()
 
     async def _recover(self) -> None:
-        """Drop every pending effect, reopen the log and rebuild the replica (retrying with
-        backoff while that fails)."""
-        was_primary = self.replica.role is Role.PRIMARY
-        self._stages.clear()
-        if was_primary:
+        """Reopen the log and rebuild the replica (retrying with backoff while that fails)."""
+        if self.replica.role is Role.PRIMARY:
             self._on_step_down(self.partition)
         delay_s = 0.05
         while not self._closing:
+            self._broken = False
             try:
-                self._broken = False
                 await self._reopen()
-                return
             except Exception:
                 log.exception("p%d: reopening the log failed; retrying", self.partition)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
+                continue
+            if not self._broken:  # else the step of the config fed after reopening failed
+                return
+            self._drop_stages()
         self._broken = False
-
-    async def _persist(self, persists: list[Persist]) -> bool:
-        log_ = self.log
-        if log_ is None:
-            return False
-        if not persists:
-            return True
-        try:
-            appended = await self._committer.write(
-                log_, lambda log_: write_persists(log_, persists)
-            )
-        except StorageError as exc:
-            self.storage_failure = exc
-            self.storage_failures += 1
-            self.last_storage_error = exc
-            log.error(
-                "p%d: persist failed, refusing writes and rebuilding from disk: %s",
-                self.partition,
-                exc,
-            )
-            self._broken = True
-            if self.replica.role is Role.PRIMARY:
-                self._on_storage_failure(self.partition)
-            return False
-        if appended:
-            self.storage_failure = None
-            self.persist_batches += 1
-            self.persisted_entries += appended
-        return True
 
     # ------------------------------------------------------------------ views
 

@@ -2,7 +2,9 @@
 
 A writer hands the committer a *write job* for one ``PartitionLog`` (``write(log, job)``, or
 ``append(log, epoch, record)`` for one record) and gets the job's result back once the
-log's fsync policy says the write is done. Jobs that arrive while a batch is on the disk form
+log's fsync policy says the write is done; or, without a task or future per write,
+``submit(log, job, done)``, and ``done(ok, value)`` is called on the event loop then (the
+node's partitions use this). Jobs that arrive while a batch is on the disk form
 the next batch; a batch runs every job on the event loop (writes into the page cache), then
 makes each log it touched durable once (``sync_if_due``; a journal once for all its logs) in
 one disk thread (``os.fsync`` releases the GIL, so the event loop keeps running). So under
@@ -22,7 +24,13 @@ with ``interval`` once written (a timer syncs due logs every ``interval_ms``); w
 once written. A job that raises fails only its caller; a storage failure of a log (failed
 write or fsync) fails every job of that log in the batch (nothing is acknowledged), and the
 log refuses all later writes with ``StorageFailed`` until it is reopened. At most
-``pending_max`` jobs wait at once; further writers wait for room (backpressure).
+``pending_max`` jobs of ``write`` wait at once; further writers wait for room
+(backpressure; ``submit``'s callers bound their own queues).
+
+The batches are driven by callbacks, not a task: a batch starts one turn of the loop after
+its first job arrived (so the jobs of every callback running now join it), or as soon as the
+previous batch is durable, and the disk thread hands its result back with one
+``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +53,8 @@ __all__ = ["CommitStats", "GroupCommitter"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+_logger = logging.getLogger("planaria.storage")
 
 
 @dataclass
@@ -61,7 +72,12 @@ class _DiskThread:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[
-            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+            tuple[
+                Callable[[], Any],
+                asyncio.Future[Any] | Callable[[bool, Any], None],
+                asyncio.AbstractEventLoop,
+            ]
+            | None
         ] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -72,6 +88,10 @@ class _DiskThread:
         self._calls.put((functools.partial(fn, *args), future, loop))
         return future
 
+    def run_then(self, fn: Callable[[], Any], then: Callable[[bool, Any], None]) -> None:
+        """Run ``fn`` in the thread; then ``then(ok, result or exception)`` on the loop."""
+        self._calls.put((fn, then, asyncio.get_running_loop()))
+
     def stop(self) -> None:
         """Finish the calls queued, then end the thread (blocks until it has)."""
         self._calls.put(None)
@@ -79,13 +99,16 @@ class _DiskThread:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            fn, future, loop = call
+            fn, then, loop = call
             try:
-                outcome = (True, fn())
+                ok, value = True, fn()
             except BaseException as exc:  # handed to the awaiting task, which raises it
-                outcome = (False, exc)
+                ok, value = False, exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this
-                loop.call_soon_threadsafe(_settle, future, outcome)
+                if isinstance(then, asyncio.Future):
+                    loop.call_soon_threadsafe(_settle, then, (ok, value))
+                else:
+                    loop.call_soon_threadsafe(then, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -102,9 +125,18 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
 class _Job:
     log: PartitionLog
     fn: Callable[[PartitionLog], Any]
-    future: asyncio.Future[Any]
+    done: Callable[[bool, Any], None]
     ok: bool = False
     value: Any = None
+
+
+def _settle_future(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return  # its writer was cancelled
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _now_ms() -> float:
@@ -157,11 +189,14 @@ class GroupCommitter:
         self.stats = CommitStats()
         self.inline_when_idle = inline_when_idle
         self._pending: list[_Job] = []
+        self._in_flight: list[_Job] | None = None  # the batch the disk thread is syncing
+        self._kick_due = False  # a call_soon of _kick is scheduled
+        self._drained = asyncio.Event()  # no batch in flight
+        self._drained.set()
         self._slots = asyncio.Semaphore(pending_max)
-        self._wakeup = asyncio.Event()
         self._exclusive = asyncio.Lock()
         self._disk = _DiskThread(name)
-        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
         self._lazy_logs: dict[int, PartitionLog] = {}  # interval-policy logs the timer syncs
@@ -177,23 +212,30 @@ class GroupCommitter:
 
     @property
     def running(self) -> bool:
-        return self._flusher is not None and not self._closing
+        return self._loop is not None and not self._closing
 
     def start(self) -> None:
-        if self._flusher is not None:
+        if self._loop is not None:
             raise UsageError("the committer is already started")
-        self._flusher = asyncio.create_task(self._flush_forever(), name="planaria-group-commit")
+        self._loop = asyncio.get_running_loop()
         self._ticker = asyncio.create_task(self._sync_forever(), name="planaria-fsync-timer")
+
+    def submit(
+        self,
+        log: PartitionLog,
+        job: Callable[[PartitionLog], _T],
+        done: Callable[[bool, _T | BaseException], None],
+    ) -> None:
+        """Run ``job(log)`` with the next batch; ``done(True, result)`` on the event loop once
+        the write is done, or ``done(False, exception)``. Raises at once (nothing queued) when
+        the committer is not running or the log has already failed."""
+        self._accept(log)
+        self._pending.append(_Job(log, job, done))
+        self._schedule_kick()
 
     async def write(self, log: PartitionLog, job: Callable[[PartitionLog], _T]) -> _T:
         """Run ``job(log)`` with the next batch; its result once the write is done."""
-        if not self.running:
-            raise UsageError("the committer is not running (use start() or async with)")
-        failure = log.failure
-        if failure is not None:
-            raise failure
-        if log.policy.mode == "interval":
-            self._lazy_logs.setdefault(id(log), log)
+        self._accept(log)
         if self.inline_when_idle and self._idle():
             self._arriving += 1
             try:
@@ -204,8 +246,7 @@ class GroupCommitter:
                 return self._run_inline(log, job)
         async with self._slots:
             future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-            self._pending.append(_Job(log, job, future))
-            self._wakeup.set()
+            self.submit(log, job, functools.partial(_settle_future, future))
             return await future
 
     async def append(self, log: PartitionLog, epoch: int, record: bytes) -> int:
@@ -220,24 +261,31 @@ class GroupCommitter:
     async def call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a blocking log operation (snapshot, truncate, set_epoch...) in the disk thread,
         between batches, without blocking the event loop."""
-        async with self._exclusive:
+        async with self.exclusive():
             return await self._disk.run(lambda: fn(*args, **kwargs))
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
         """Hold off batches (for quick, non-blocking direct use of a log)."""
         async with self._exclusive:
-            yield
+            await self._drained.wait()  # the batch in flight finishes first
+            try:
+                yield
+            finally:
+                if self._pending:
+                    self._schedule_kick()
 
     async def close(self) -> None:
         """Finish every pending write, sync the interval-policy logs (unless failed), stop.
         The logs stay open."""
-        if self._flusher is None or self._closing:
+        if self._loop is None or self._closing:
             return
         self._closing = True
-        self._wakeup.set()
         try:
-            await self._flusher
+            while self._pending or self._in_flight is not None:
+                self._schedule_kick()
+                await self._drained.wait()
+                await asyncio.sleep(0)  # the kick scheduled, if the batch had no successor
             if self._ticker is not None:
                 self._ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -248,8 +296,22 @@ class GroupCommitter:
         finally:
             self._disk.stop()
 
+    def _accept(self, log: PartitionLog) -> None:
+        if not self.running:
+            raise UsageError("the committer is not running (use start() or async with)")
+        failure = log.failure
+        if failure is not None:
+            raise failure
+        if log.policy.mode == "interval":
+            self._lazy_logs.setdefault(id(log), log)
+
     def _idle(self) -> bool:
-        return self._last_round_jobs <= 1 and not self._pending and not self._exclusive.locked()
+        return (
+            self._last_round_jobs <= 1
+            and not self._pending
+            and self._in_flight is None
+            and not self._exclusive.locked()
+        )
 
     def _run_inline(self, log: PartitionLog, job: Callable[[PartitionLog], _T]) -> _T:
         self.stats.jobs += 1
@@ -265,36 +327,54 @@ class GroupCommitter:
             raise failure
         return result
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if not self._pending:
-                if self._closing:
-                    return
-                continue
-            async with self._exclusive:
-                batch, self._pending = self._pending, []
-                # The writes run here, on the event loop: they only fill the page cache, and
-                # running them in the disk thread would make the two threads trade the GIL
-                # for every job. Only the fsyncs go to the disk thread, while no job runs.
-                logs = _run_jobs(batch)
-                syncs = await self._disk.run(_sync_batch, logs, _now_ms())
-            self._last_round_jobs = len(batch)
-            self.stats.jobs += len(batch)
-            self.stats.batches += 1
-            self.stats.syncs += syncs
-            self.stats.batch_size_max = max(self.stats.batch_size_max, len(batch))
-            for job in batch:
-                if job.future.done():
-                    continue
-                failure = job.log.failure
-                if not job.ok:
-                    job.future.set_exception(job.value)  # its own error says the most
+    def _schedule_kick(self) -> None:
+        if not self._kick_due and self._loop is not None:
+            self._kick_due = True
+            self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        """Start the next batch, unless one is in flight (its end starts the next) or an
+        exclusive holder keeps batches off (its end schedules this again)."""
+        self._kick_due = False
+        if self._in_flight is not None or not self._pending or self._exclusive.locked():
+            return
+        batch, self._pending = self._pending, []
+        # The writes run here, on the event loop: they only fill the page cache, and running
+        # them in the disk thread would make the two threads trade the GIL for every job.
+        # Only the fsyncs go to the disk thread, while no job runs.
+        logs = _run_jobs(batch)
+        self._in_flight = batch
+        self._drained.clear()
+        self._disk.run_then(functools.partial(_sync_batch, logs, _now_ms()), self._synced)
+
+    def _synced(self, ok: bool, value: Any) -> None:
+        batch, self._in_flight = self._in_flight or [], None
+        self._drained.set()
+        self._last_round_jobs = len(batch)
+        stats = self.stats
+        stats.jobs += len(batch)
+        stats.batches += 1
+        stats.batch_size_max = max(stats.batch_size_max, len(batch))
+        if ok:
+            stats.syncs += value
+        # Jobs that arrive from here on (effects of this batch) form the next batch, which
+        # starts as soon as this batch's callbacks have run.
+        for job in batch:
+            failure = job.log.failure
+            try:
+                if not ok:
+                    job.done(False, value)  # the disk thread itself failed: a bug, surfaced
+                elif not job.ok:
+                    job.done(False, job.value)  # its own error says the most
                 elif failure is not None:
-                    job.future.set_exception(failure)
+                    job.done(False, failure)
                 else:
-                    job.future.set_result(job.value)
+                    job.done(True, job.value)
+            except Exception:
+                # One writer's callback failing must not strand the rest of the batch.
+                _logger.exception("a group-commit callback failed")
+        if self._pending:
+            self._schedule_kick()
 
     async def _sync_forever(self) -> None:
         while True:
@@ -305,7 +385,7 @@ class GroupCommitter:
             due = [log for log in logs if log.failure is None and log.sync_due(_now_ms())]
             if not due:
                 continue
-            async with self._exclusive:
+            async with self.exclusive():
                 syncs = await self._disk.run(_sync_all, due, _now_ms())
             self.stats.syncs += syncs
 
