@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from planaria._client.routing import parse_address
 from planaria._node.tasks import cancel_all
@@ -35,8 +36,10 @@ WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT_S = 1.0
 
 
-class _PeerLink:
-    """The outgoing connection to one peer."""
+class _PeerLink(asyncio.Protocol):
+    """The outgoing connection to one peer (the protocol of that one connection, reused
+    across reconnects). Frames sent during one turn of the event loop leave together, in one
+    write, at the end of that turn (``call_soon``): no task wakes up per frame."""
 
     def __init__(self, node: str, address: str) -> None:
         self.node = node
@@ -44,10 +47,16 @@ class _PeerLink:
         self.queue: deque[bytes] = deque()
         self._heartbeats: deque[bytes] = deque()  # queued empty Appends (by identity)
         self.dropped = 0
-        self.connected = False
-        self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] | None = None  # resolved when the connection ends
+        self._paused = False  # the socket's buffer is full: frames wait in the queue
+        self._flush_due = False
         self._task = asyncio.create_task(self._run(), name=f"planaria-bus-to-{node}")
-        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
 
     def send(self, frame: bytes, *, essential: bool = True) -> None:
         if len(self.queue) >= QUEUE_FRAMES_MAX:
@@ -55,7 +64,7 @@ class _PeerLink:
         self.queue.append(frame)
         if not essential:
             self._heartbeats.append(frame)
-        self._wakeup.set()
+        self._schedule_flush()
 
     def _drop_one(self) -> None:
         """Drop the oldest heartbeat still queued, else the oldest frame (the protocol
@@ -69,16 +78,58 @@ class _PeerLink:
                     return
         self.queue.popleft()
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_due and self._transport is not None and not self._paused:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        transport = self._transport
+        if transport is None or self._paused or not self.queue:
+            return
+        queue = self.queue
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        queue.clear()
+        self._heartbeats.clear()
+        transport.write(data)
+
     def retarget(self, address: str) -> None:
         if address != self.address:
             self.address = address
-            if self._writer is not None:
-                self._writer.close()  # the loop reconnects to the new address
+            if self._transport is not None:
+                self._transport.close()  # the loop reconnects to the new address
 
     async def close(self) -> None:
         await cancel_all([self._task])
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        self._paused = False
+        self._schedule_flush()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # peers never answer on our outgoing connection
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._schedule_flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if exc is not None:
+            log.info("bus: connection to %s lost: %s", self.node, exc)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     async def _run(self) -> None:
         delay_s = RECONNECT_DELAY_MIN_S
@@ -93,9 +144,10 @@ class _PeerLink:
                     self._drop_one()
                 await asyncio.sleep(RECONNECT_DELAY_MAX_S)
                 continue
+            self._lost = self._loop.create_future()
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
+                await asyncio.wait_for(
+                    self._loop.create_connection(lambda: self, host, port), CONNECT_TIMEOUT_S
                 )
             except (OSError, TimeoutError) as exc:
                 log.debug("bus: cannot reach %s at %s: %s", self.node, self.address, exc)
@@ -106,45 +158,47 @@ class _PeerLink:
                 delay_s = min(delay_s * 2, RECONNECT_DELAY_MAX_S)
                 continue
             delay_s = RECONNECT_DELAY_MIN_S
-            self._writer = writer
-            self.connected = True
-            reader_task = asyncio.create_task(_drain_reader(reader))
             try:
-                await self._pump(writer, reader_task)
-            except (OSError, ConnectionError) as exc:
-                log.info("bus: connection to %s lost: %s", self.node, exc)
+                await self._lost
             finally:
-                self.connected = False
-                self._writer = None
-                reader_task.cancel()
-                writer.close()
-
-    async def _pump(self, writer: asyncio.StreamWriter, reader_task: asyncio.Task[None]) -> None:
-        transport = writer.transport
-        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
-        while not writer.is_closing() and not reader_task.done():
-            if not self.queue:
-                self._wakeup.clear()
-                waiter = asyncio.create_task(self._wakeup.wait())
-                try:
-                    await asyncio.wait({waiter, reader_task}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                continue
-            # One more turn of the loop gathers the frames of the callbacks running now:
-            # fewer, larger writes (a loopback send costs tens of microseconds).
-            await asyncio.sleep(0)
-            frames = list(self.queue)
-            self.queue.clear()
-            self._heartbeats.clear()
-            writer.write(b"".join(frames))
-            await writer.drain()
+                if self._transport is not None:  # cancelled (closing): end the connection
+                    self._transport.close()
 
 
-async def _drain_reader(reader: asyncio.StreamReader) -> None:
-    """Peers never answer on our outgoing connection; this notices when it closes."""
-    while await reader.read(65536):
-        pass
+class _Incoming(asyncio.Protocol):
+    """One connection from a peer: frames in, messages to the bus's callback."""
+
+    def __init__(self, bus: PeerBus) -> None:
+        self._bus = bus
+        self._decoder = FrameDecoder(CODEC)
+        self._transport: asyncio.BaseTransport | None = None
+        self._peer: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._peer = transport.get_extra_info("peername")
+        self._bus._incoming.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        deliver = self._bus._deliver
+        try:
+            self._decoder.feed(data)
+            for message in self._decoder.messages():
+                if isinstance(message, Append | AppendReply):
+                    deliver(message)
+                else:
+                    raise FrameError(f"unexpected {type(message).__name__} on the bus")
+        except FrameError as exc:
+            self._bus.frames_bad += 1
+            log.warning("bus: bad frame from %s, closing that connection: %s", self._peer, exc)
+            if self._transport is not None:
+                self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.debug("bus: incoming connection from %s lost: %s", self._peer, exc)
+        if self._transport is not None:
+            self._bus._incoming.discard(self._transport)
 
 
 class PeerBus:
@@ -156,11 +210,13 @@ class PeerBus:
         self._links: dict[str, _PeerLink] = {}
         self._addresses: dict[str, str] = {}
         self._server: asyncio.Server | None = None
-        self._incoming: set[asyncio.StreamWriter] = set()
+        self._incoming: set[asyncio.BaseTransport] = set()
         self.frames_bad = 0
 
     async def listen(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Incoming(self), host, port, reuse_address=True
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     def set_address(self, node: str, address: str) -> None:
@@ -190,8 +246,8 @@ class PeerBus:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._incoming):
-            writer.close()
+        for transport in list(self._incoming):
+            transport.close()
         for link in list(self._links.values()):
             await link.close()
         self._links.clear()
@@ -199,24 +255,3 @@ class PeerBus:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._incoming.add(writer)
-        decoder = FrameDecoder(CODEC)
-        peer = writer.get_extra_info("peername")
-        try:
-            while data := await reader.read(256 * 1024):
-                decoder.feed(data)
-                for message in decoder.messages():
-                    if isinstance(message, Append | AppendReply):
-                        self._deliver(message)
-                    else:
-                        raise FrameError(f"unexpected {type(message).__name__} on the bus")
-        except FrameError as exc:
-            self.frames_bad += 1
-            log.warning("bus: bad frame from %s, closing that connection: %s", peer, exc)
-        except (OSError, ConnectionError) as exc:
-            log.debug("bus: incoming connection from %s lost: %s", peer, exc)
-        finally:
-            self._incoming.discard(writer)
-            writer.close()
