@@ -188,8 +188,25 @@ class NodeSettings:
             raise UsageError("storage_threads and partition_inbox_max must be >= 1")
 
 
-class _OutcomeUnknown(Exception):
-    """A write left the node's hands without an answer (primary stepped down, timeout)."""
+class _Answer:
+    """The replies to one client command's items (``op.ops``), gathered by callbacks as the
+    partition answers them, and rendered once all are in: into ``future`` when the command
+    had to wait, else kept in ``rendered`` (no future, no callback hop per item)."""
+
+    __slots__ = ("future", "missing", "op", "partition", "rendered", "replies", "unknown")
+
+    def __init__(self, op: ClientOp, partition: int) -> None:
+        self.op = op
+        self.partition = partition
+        self.replies: list[ClientReply | None] = [None] * len(op.ops)
+        self.missing = len(op.ops)
+        self.unknown: str | None = None  # why an item left without an answer
+        self.rendered: bytes | None = None
+        self.future: asyncio.Future[bytes] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.missing == 0 or self.unknown is not None
 
 
 def _now_ms() -> float:
@@ -269,8 +286,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._controller_task: asyncio.Task[None] | None = None
         self._opening: dict[int, asyncio.Task[None]] = {}
-        # token -> (partition, future, deadline in ms)
-        self._waiting: dict[str, tuple[int, asyncio.Future[ClientReply], float]] = {}
+        # token -> (the command's answer, the item's position in it, deadline in ms)
+        self._waiting: dict[str, tuple[_Answer, int, float]] = {}
         self._tokens = itertools.count(1)
         # Request ids for plain Redis clients: one client id per node process (a boot nonce
         # makes it unique across restarts) and a node-wide sequence, assigned in the order
@@ -752,8 +769,33 @@ class Node:
 
     def _on_reply(self, reply: Reply) -> None:
         waiting = self._waiting.pop(reply.client, None)
-        if waiting is not None and not waiting[1].done():
-            waiting[1].set_result(reply.reply)
+        if waiting is None:
+            return
+        answer, position, _deadline_ms = waiting
+        if answer.done or answer.replies[position] is not None:
+            return
+        answer.replies[position] = reply.reply
+        answer.missing -= 1
+        if answer.missing == 0:
+            self._finish(answer)
+
+    def _unanswered(self, answer: _Answer, why: str) -> None:
+        if not answer.done:
+            answer.unknown = why
+            self._finish(answer)
+
+    def _finish(self, answer: _Answer) -> None:
+        if answer.unknown is not None:
+            if answer.op.is_write:
+                rendered = _unknown(answer.partition, answer.unknown)
+            else:
+                rendered = resp.error(f"TRYAGAIN partition {answer.partition}: {answer.unknown}")
+        else:
+            rendered = self._render(answer.op, [r for r in answer.replies if r is not None])
+        if answer.future is None:
+            answer.rendered = rendered
+        elif not answer.future.done():
+            answer.future.set_result(rendered)
 
     def _on_storage_failure(self, partition: int) -> None:
         self._spawn(self._resign(partition), f"resign-p{partition}")
@@ -786,22 +828,17 @@ class Node:
         self._fail_waiting(partition, "its primary stepped down before the write committed")
 
     def _fail_waiting(self, partition: int | None, why: str) -> None:
-        for token, (p, future, _deadline) in list(self._waiting.items()):
-            if partition is None or p == partition:
+        for token, (answer, _position, _deadline) in list(self._waiting.items()):
+            if partition is None or answer.partition == partition:
                 del self._waiting[token]
-                if not future.done():
-                    future.set_exception(_OutcomeUnknown(why))
+                self._unanswered(answer, why)
 
     def _expire_waiting(self, now_ms: float) -> None:
-        for token, (_p, future, deadline_ms) in list(self._waiting.items()):
+        why = f"not committed within {self.settings.write_timeout_ms:.0f} ms"
+        for token, (answer, _position, deadline_ms) in list(self._waiting.items()):
             if now_ms >= deadline_ms:
                 del self._waiting[token]
-                if not future.done():
-                    future.set_exception(
-                        _OutcomeUnknown(
-                            f"not committed within {self.settings.write_timeout_ms:.0f} ms"
-                        )
-                    )
+                self._unanswered(answer, why)
 
     # ------------------------------------------------------------------ clients
 
@@ -848,57 +885,29 @@ class Node:
                 f"CLUSTERDOWN partition {partition} cannot persist writes on this node: "
                 f"{runtime.storage_failure}"
             )
-        futures: list[asyncio.Future[ClientReply]] = []
+        answer = _Answer(op, partition)
         tokens: list[str] = []
-        loop = asyncio.get_running_loop()
         deadline_ms = _now_ms() + self.settings.write_timeout_ms
         request_id: RequestId | None = getattr(op, "request_id", None)
-        for item in op.ops:
+        for position, item in enumerate(op.ops):
             rid = request_id if request_id is not None else (self._client_id, next(self._seq))
             token = f"c{next(self._tokens)}"
-            future: asyncio.Future[ClientReply] = loop.create_future()
             request = ClientRequest(partition, token, rid, item, stale_ok=stale_ok)
-            self._waiting[token] = (partition, future, deadline_ms)
+            self._waiting[token] = (answer, position, deadline_ms)
             tokens.append(token)
             if not runtime.deliver(request):
                 for done in tokens:
                     self._waiting.pop(done, None)
+                answer.unknown = "refused"  # late replies to earlier items are dropped
                 if runtime.overloaded:
                     return resp.error(f"BUSY partition {partition} has too many queued requests")
                 return resp.error(
                     f"TRYAGAIN partition {partition} is reopening its log on this node"
                 )
-            futures.append(future)
-        if all(f.done() and f.exception() is None for f in futures):
-            # Answered while stepping (reads, refusals): no task needed.
-            return self._render(op, [f.result() for f in futures])
-        return self._when_answered(op, partition, futures)
-
-    def _when_answered(
-        self, op: ClientOp, partition: int, futures: list[asyncio.Future[ClientReply]]
-    ) -> asyncio.Future[bytes]:
-        """A future of the rendered reply, resolved by callbacks (no task per request)."""
-        out: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def answered(_: asyncio.Future[ClientReply]) -> None:
-            if out.done() or not all(f.done() for f in futures):
-                return
-            try:
-                replies = [f.result() for f in futures]
-            except _OutcomeUnknown as exc:
-                if op.is_write:
-                    out.set_result(_unknown(partition, str(exc)))
-                else:
-                    out.set_result(resp.error(f"TRYAGAIN partition {partition}: {exc}"))
-                return
-            except BaseException as exc:
-                out.set_exception(exc)
-                return
-            out.set_result(self._render(op, replies))
-
-        for future in futures:
-            future.add_done_callback(answered)
-        return out
+        if answer.rendered is not None:
+            return answer.rendered  # answered while stepping (reads, refusals)
+        answer.future = asyncio.get_running_loop().create_future()
+        return answer.future
 
     def _render(self, op: ClientOp, replies: list[ClientReply]) -> bytes:
         hint = next((r.primary_hint for r in replies if r.error is not None), None)
