@@ -1,15 +1,33 @@
-"""The partition runtime's pure helpers (reply coalescing) and the shared Persist writer."""
+"""The partition runtime: its pure helpers (reply coalescing), the shared Persist writer, and
+its stages (effects wait for the disk; a failed persist says nothing and rebuilds)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from planaria._node.partition import _latest_acks
-from planaria.core.messages import AppendReply, Entry, Persist, Send, Set
+from planaria._node.partition import PartitionRuntime, _latest_acks
+from planaria.core.messages import (
+    Append,
+    AppendReply,
+    ClientRequest,
+    Entry,
+    PartitionConfig,
+    Persist,
+    Reply,
+    Send,
+    Set,
+)
 from planaria.core.persist import PersistRuleBroken, write_persists
-from planaria.storage import FsyncPolicy, OsFS, PartitionLog
+from planaria.core.replica import ReplicaSettings
+from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
+
+CONFIG = PartitionConfig(0, 1, "n1", ("n1", "n2", "n3"), frozenset({"n1", "n2", "n3"}), 1)
 
 
 def ack(to: str, match: int, *, epoch: int = 1, success: bool = True) -> Send:
@@ -60,3 +78,117 @@ def test_a_persist_breaking_a_core_rule_writes_nothing(
     assert broken.value.rule == rule
     assert (log.last_index, log.epoch, log.commit_index) == (3, 2, 2)
     log.close()
+
+
+def last_index(sends: list[Send]) -> int:
+    return max(e.index for s in sends if isinstance(s.message, Append) for e in s.message.entries)
+
+
+class FakeCommitter:
+    """Holds every submitted stage until the test says the disk is done with it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[PartitionLog, Callable[[PartitionLog], int], Callable[..., None]]]
+        self.jobs = []
+
+    def submit(
+        self, log: PartitionLog, job: Callable[[PartitionLog], int], done: Callable[..., None]
+    ) -> None:
+        self.jobs.append((log, job, done))
+
+    async def call(self, fn: Callable[..., object], *args: object) -> object:
+        return fn(*args)
+
+    def finish(self, failure: StorageError | None = None) -> None:
+        log, job, done = self.jobs.pop(0)
+        if failure is not None:
+            done(False, failure)
+            return
+        value = job(log)
+        log.sync()
+        done(True, value)
+
+
+def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
+    tmp_path: Path,
+) -> None:
+    sends: list[Send] = []
+    replies: list[Reply] = []
+    committer = FakeCommitter()
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            runtime = PartitionRuntime(
+                "n1", 0, directory=tmp_path / "p0", policy=FsyncPolicy("always"),
+                replica_settings=ReplicaSettings(), executor=executor,
+                committer=committer,  # type: ignore[arg-type]
+                clock_ms=lambda: 0.0, send=sends.append, reply=replies.append,
+                propose=lambda proposal: None, on_step_down=lambda partition: None,
+            )  # fmt: skip
+            await runtime.open()
+            runtime.deliver(CONFIG)  # primary of epoch 1: the epoch must be persisted first
+            runtime.tick(math.inf)  # the node's lease
+            assert sends == [] and len(committer.jobs) == 1  # not even the Appends leave
+            committer.finish()
+            barrier = last_index(sends)
+            for backup in ("n2", "n3"):
+                runtime.deliver(AppendReply(0, 1, backup, True, barrier, 0))
+            while committer.jobs:
+                committer.finish()
+            sends.clear()
+            for seq in (1, 2):
+                assert runtime.deliver(ClientRequest(0, f"c{seq}", ("c", seq), Set(b"k", b"v")))
+            # The epoch is durable: the Appends left at once; the second write joined the
+            # stage of the first, which the disk had not started.
+            assert {s.to for s in sends if isinstance(s.message, Append)} == {"n2", "n3"}
+            assert len(committer.jobs) == 1
+            last = last_index(sends)
+            for backup in ("n2", "n3"):
+                runtime.deliver(AppendReply(0, 1, backup, True, last, 0))
+            assert replies == []  # committed, but the primary's own copy is not durable yet
+            while committer.jobs:
+                committer.finish()
+            assert [(r.client, r.reply.error) for r in replies] == [("c1", None), ("c2", None)]
+            assert runtime.stages_pending == 0
+            await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_persist_says_nothing_and_rebuilds_from_disk(tmp_path: Path) -> None:
+    sends: list[Send] = []
+    replies: list[Reply] = []
+    failed: list[int] = []
+    committer = FakeCommitter()
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            runtime = PartitionRuntime(
+                "n1", 0, directory=tmp_path / "p0", policy=FsyncPolicy("always"),
+                replica_settings=ReplicaSettings(), executor=executor,
+                committer=committer,  # type: ignore[arg-type]
+                clock_ms=lambda: 0.0, send=sends.append, reply=replies.append,
+                propose=lambda proposal: None, on_step_down=lambda partition: None,
+                on_storage_failure=failed.append,
+            )  # fmt: skip
+            await runtime.open()
+            runtime.deliver(CONFIG)
+            runtime.tick(math.inf)
+            runtime.deliver(ClientRequest(0, "client", ("c", 1), Set(b"k", b"v")))
+            committer.finish(StorageFull("disk full", path=str(tmp_path)))
+            assert sends == [] and replies == []
+            assert isinstance(runtime.storage_failure, StorageFull)
+            assert failed == [0]  # the primary hands the partition on
+            assert not runtime.deliver(ClientRequest(0, "client", ("c", 2), Set(b"k", b"w")))
+            for _ in range(200):  # bounded: the rebuild reopens the log in the executor
+                if runtime.deliver(ClientRequest(0, "client", ("c", 3), Set(b"k", b"x"))):
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("the runtime never rebuilt itself")
+            assert runtime.log is not None and runtime.log.epoch == 0  # nothing was written
+            while committer.jobs:
+                committer.finish()
+            await runtime.close()
+
+    asyncio.run(scenario())

@@ -222,3 +222,74 @@ def test_lazy_policies_ack_on_write_and_sync_later(policy: str) -> None:
         assert log.durable_index == 1  # close syncs
 
     asyncio.run(main())
+
+
+def test_submit_calls_back_in_order_once_durable_and_jobs_joined_before_the_batch() -> None:
+    fs = SimFS()
+    logs = [open_sim(fs, f"/data/p{n}") for n in range(2)]
+    for log in logs:
+        log.set_epoch(1)
+    seen: list[tuple[int, bool, object, int]] = []
+
+    async def main() -> None:
+        async with GroupCommitter(inline_when_idle=False) as committer:
+            fsyncs_before = fs.stats.fsyncs
+            for n in range(6):
+                log = logs[n % 2]
+
+                def done(ok: bool, value: object, n: int = n, log: PartitionLog = log) -> None:
+                    seen.append((n, ok, value, log.durable_index))
+
+                def job(log_: PartitionLog, n: int = n) -> int:
+                    return log_.append(1, b"r%d" % n)
+
+                committer.submit(log, job, done)
+            assert seen == []  # nothing is answered before the disk is
+            for _ in range(100):  # bounded: the disk thread answers within a few turns
+                if len(seen) == 6:
+                    break
+                await asyncio.sleep(0.005)
+            # One batch: every job submitted in the same turn of the loop shares it.
+            assert committer.stats.batches == 1
+            assert fs.stats.fsyncs - fsyncs_before <= 2  # one per log
+            assert committer.stats.inline == 0
+
+    asyncio.run(main())
+    assert [n for n, *_ in seen] == list(range(6))  # in the order submitted
+    for _n, ok, index, durable in seen:
+        assert ok and isinstance(index, int) and durable >= index
+
+
+def test_submit_to_a_failed_log_raises_at_once_and_a_bad_callback_strands_nobody() -> None:
+    fs = SimFS()
+    log = open_sim(fs, preallocate_bytes=0)
+    log.set_epoch(1)
+    seen: list[tuple[bool, object]] = []
+
+    def boom(ok: bool, value: object) -> None:
+        raise RuntimeError("a writer's own bug")
+
+    async def main() -> None:
+        async with GroupCommitter(inline_when_idle=False) as committer:
+            committer.submit(log, lambda log_: log_.append(1, b"a"), boom)
+            committer.submit(log, lambda log_: log_.append(1, b"b"), lambda *o: seen.append(o))
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.005)
+            assert seen == [(True, 2)]  # answered although the callback before it raised
+            fs.capacity_bytes = fs.used_bytes()
+            committer.submit(log, lambda log_: log_.append(1, b"z" * 64), lambda *o: seen.append(o))
+            for _ in range(100):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.005)
+            ok, error = seen[1]
+            assert not ok and isinstance(error, StorageFull)
+            with pytest.raises(StorageFailed):  # refused before anything is queued
+                committer.submit(log, lambda log_: log_.append(1, b"c"), lambda *o: None)
+        with pytest.raises(UsageError):  # closed
+            committer.submit(log, lambda log_: 0, lambda *o: None)
+
+    asyncio.run(main())
+    assert log.durable_index == 2
