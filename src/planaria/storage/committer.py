@@ -72,20 +72,14 @@ class _DiskThread:
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[
-            tuple[
-                Callable[[], Any],
-                asyncio.Future[Any] | Callable[[bool, Any], None],
-                asyncio.AbstractEventLoop,
-            ]
-            | None
+            tuple[Callable[[], Any], Callable[[bool, Any], None], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._calls.put((functools.partial(fn, *args), future, loop))
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self.run_then(functools.partial(fn, *args), functools.partial(_settle_future, future))
         return future
 
     def run_then(self, fn: Callable[[], Any], then: Callable[[bool, Any], None]) -> None:
@@ -105,16 +99,12 @@ class _DiskThread:
             except BaseException as exc:  # handed to the awaiting task, which raises it
                 ok, value = False, exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this
-                if isinstance(then, asyncio.Future):
-                    loop.call_soon_threadsafe(_settle, then, (ok, value))
-                else:
-                    loop.call_soon_threadsafe(then, ok, value)
+                loop.call_soon_threadsafe(then, ok, value)
 
 
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _settle_future(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():
-        return  # the awaiting task was cancelled
-    ok, value = outcome
+        return  # its awaiting task was cancelled
     if ok:
         future.set_result(value)
     else:
@@ -128,15 +118,6 @@ class _Job:
     done: Callable[[bool, Any], None]
     ok: bool = False
     value: Any = None
-
-
-def _settle_future(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return  # its writer was cancelled
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
 
 
 def _now_ms() -> float:
@@ -283,9 +264,14 @@ class GroupCommitter:
         self._closing = True
         try:
             while self._pending or self._in_flight is not None:
-                self._schedule_kick()
-                await self._drained.wait()
-                await asyncio.sleep(0)  # the kick scheduled, if the batch had no successor
+                if self._in_flight is not None:
+                    await self._drained.wait()
+                elif self._exclusive.locked():
+                    async with self._exclusive:
+                        pass  # its end schedules the next batch
+                else:
+                    self._schedule_kick()
+                    await asyncio.sleep(0)  # the batch starts
             if self._ticker is not None:
                 self._ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
