@@ -109,22 +109,32 @@ class FakeCommitter:
         done(True, value)
 
 
+class Harness:
+    """A primary's PartitionRuntime on a real log, its disk held by a FakeCommitter."""
+
+    def __init__(self, directory: Path, executor: ThreadPoolExecutor) -> None:
+        self.sends: list[Send] = []
+        self.replies: list[Reply] = []
+        self.resigned: list[int] = []
+        self.committer = FakeCommitter()
+        self.runtime = PartitionRuntime(
+            "n1", 0, directory=directory, policy=FsyncPolicy("always"),
+            replica_settings=ReplicaSettings(), executor=executor,
+            committer=self.committer,  # type: ignore[arg-type]
+            clock_ms=lambda: 0.0, send=self.sends.append, reply=self.replies.append,
+            propose=lambda proposal: None, on_step_down=lambda partition: None,
+            on_storage_failure=self.resigned.append,
+        )  # fmt: skip
+
+
 def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
     tmp_path: Path,
 ) -> None:
-    sends: list[Send] = []
-    replies: list[Reply] = []
-    committer = FakeCommitter()
-
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as executor:
-            runtime = PartitionRuntime(
-                "n1", 0, directory=tmp_path / "p0", policy=FsyncPolicy("always"),
-                replica_settings=ReplicaSettings(), executor=executor,
-                committer=committer,  # type: ignore[arg-type]
-                clock_ms=lambda: 0.0, send=sends.append, reply=replies.append,
-                propose=lambda proposal: None, on_step_down=lambda partition: None,
-            )  # fmt: skip
+            harness = Harness(tmp_path / "p0", executor)
+            runtime, committer = harness.runtime, harness.committer
+            sends, replies = harness.sends, harness.replies
             await runtime.open()
             runtime.deliver(CONFIG)  # primary of epoch 1: the epoch must be persisted first
             runtime.tick(math.inf)  # the node's lease
@@ -156,29 +166,18 @@ def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
 
 
 def test_a_failed_persist_says_nothing_and_rebuilds_from_disk(tmp_path: Path) -> None:
-    sends: list[Send] = []
-    replies: list[Reply] = []
-    failed: list[int] = []
-    committer = FakeCommitter()
-
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as executor:
-            runtime = PartitionRuntime(
-                "n1", 0, directory=tmp_path / "p0", policy=FsyncPolicy("always"),
-                replica_settings=ReplicaSettings(), executor=executor,
-                committer=committer,  # type: ignore[arg-type]
-                clock_ms=lambda: 0.0, send=sends.append, reply=replies.append,
-                propose=lambda proposal: None, on_step_down=lambda partition: None,
-                on_storage_failure=failed.append,
-            )  # fmt: skip
+            harness = Harness(tmp_path / "p0", executor)
+            runtime, committer = harness.runtime, harness.committer
             await runtime.open()
             runtime.deliver(CONFIG)
             runtime.tick(math.inf)
             runtime.deliver(ClientRequest(0, "client", ("c", 1), Set(b"k", b"v")))
             committer.finish(StorageFull("disk full", path=str(tmp_path)))
-            assert sends == [] and replies == []
+            assert harness.sends == [] and harness.replies == []
             assert isinstance(runtime.storage_failure, StorageFull)
-            assert failed == [0]  # the primary hands the partition on
+            assert harness.resigned == [0]  # the primary hands the partition on
             assert not runtime.deliver(ClientRequest(0, "client", ("c", 2), Set(b"k", b"w")))
             for _ in range(200):  # bounded: the rebuild reopens the log in the executor
                 if runtime.deliver(ClientRequest(0, "client", ("c", 3), Set(b"k", b"x"))):
