@@ -772,7 +772,7 @@ class Node:
         if waiting is None:
             return
         answer, position, _deadline_ms = waiting
-        if answer.done or answer.replies[position] is not None:
+        if answer.done:  # an earlier item left unanswered: the command already was
             return
         answer.replies[position] = reply.reply
         answer.missing -= 1
@@ -896,9 +896,8 @@ class Node:
             self._waiting[token] = (answer, position, deadline_ms)
             tokens.append(token)
             if not runtime.deliver(request):
-                for done in tokens:
+                for done in tokens:  # so replies to earlier items never reach the answer
                     self._waiting.pop(done, None)
-                answer.unknown = "refused"  # late replies to earlier items are dropped
                 if runtime.overloaded:
                     return resp.error(f"BUSY partition {partition} has too many queued requests")
                 return resp.error(

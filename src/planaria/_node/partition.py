@@ -310,21 +310,18 @@ class PartitionRuntime:
         """The committer's word on a stage (stages end in the order they were submitted)."""
         if stage.dropped or not self._stages or self._stages[0] is not stage:
             return  # dropped by a rebuild meanwhile
-        if not ok:
+        if isinstance(value, BaseException):  # not ok
             if isinstance(value, StorageError):
                 self._storage_failed(value)
             else:
-                log.error(
-                    "p%d: persist failed; rebuilding from disk",
-                    self.partition,
-                    exc_info=value if isinstance(value, BaseException) else None,
-                )
+                log.error("p%d: persist failed; rebuilding from disk", self.partition,
+                          exc_info=value)  # fmt: skip
                 self._break()
             return
         self._stages.popleft()
         if not self._stages:
             self._drained.set()
-        appended = value if isinstance(value, int) else 0
+        appended = value
         if appended:
             self.storage_failure = None
             self.persist_batches += 1

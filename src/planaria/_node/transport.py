@@ -101,9 +101,7 @@ class _PeerLink(asyncio.Protocol):
                 self._transport.close()  # the loop reconnects to the new address
 
     async def close(self) -> None:
-        await cancel_all([self._task])
-        if self._transport is not None:
-            self._transport.close()
+        await cancel_all([self._task])  # its connection ends with it
 
     # -- asyncio.Protocol
 

@@ -96,7 +96,7 @@ class _DiskThread:
             fn, then, loop = call
             try:
                 ok, value = True, fn()
-            except BaseException as exc:  # handed to the awaiting task, which raises it
+            except BaseException as exc:  # handed to the caller's callback (or future)
                 ok, value = False, exc
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this
                 loop.call_soon_threadsafe(then, ok, value)
@@ -131,7 +131,7 @@ def _run_jobs(jobs: list[_Job]) -> list[PartitionLog]:
         try:
             job.value = job.fn(job.log)
             job.ok = True
-        except Exception as exc:  # handed to the caller's future, which raises it
+        except Exception as exc:  # handed to the job's callback
             job.value = exc
         touched.setdefault(id(job.log), job.log)
     return list(touched.values())
