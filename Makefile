@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
+# Compiled code may inline what it imports: any source change recompiles (hatch_build.py).
+SOURCES := $(shell find src/planaria -name '*.py')
 
 .PHONY: install system-deps bench-deps demo test lint typecheck pytest bench clean
 
@@ -20,7 +23,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The hot modules compiled with mypyc, next to their sources (src/planaria/_native.py says
+# how import planaria never runs them stale); PLANARIA_COMPILE=0 removes them instead.
+$(NATIVE): $(STAMP) $(SOURCES) hatch_build.py
+	$(BIN)/python hatch_build.py
+	test "$$PLANARIA_COMPILE" = 0 || $(BIN)/python -W error -c \
+	  'import planaria._native as n, sys; sys.exit(not n.compiled())'
+	touch $(NATIVE)
+
+install: $(NATIVE)
 
 system-deps:
 	@missing=; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=yes; done; \
@@ -35,23 +46,25 @@ system-deps:
 
 bench-deps: system-deps
 
-demo: $(STAMP)
+demo: $(NATIVE)
 	$(BIN)/planaria demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks hatch_build.py
+	$(BIN)/ruff format --check src tests benchmarks hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(NATIVE) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-bench: $(STAMP) bench-deps
+bench: $(NATIVE) bench-deps
 	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache
+	find src -name '*.so' -delete
+	rm -f src/planaria/_native.json

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from planaria import _native
+
 RESULTS = Path(__file__).resolve().parents[1] / "bench-results"
 
 
@@ -26,7 +28,12 @@ def median_time_s(fn: Callable[[], object], repeats: int = 7) -> float:
 def write_results(name: str, results: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": platform.platform(), "python": platform.python_version(), **results}
+    payload = {
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "compiled": _native.compiled(),  # the hot modules ran compiled (mypyc) or as Python
+        **results,
+    }
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     print(f"results: {path}")
     return path

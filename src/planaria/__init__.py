@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from planaria.client import AsyncClient, Client, ReadResult
-from planaria.errors import (
+from planaria import _native
+
+_native.install_guard()  # before any compiled module can be imported
+
+from planaria.client import AsyncClient, Client, ReadResult  # noqa: E402
+from planaria.errors import (  # noqa: E402
     CircuitOpenError,
     HistoryError,
     InternalError,

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from planaria._client.routing import parse_address
 from planaria._node.tasks import cancel_all
@@ -215,7 +215,8 @@ class PeerBus:
         self._server = await asyncio.get_running_loop().create_server(
             lambda: _Incoming(self), host, port, reuse_address=True
         )
-        return int(self._server.sockets[0].getsockname()[1])
+        # uvloop's Server.sockets is a list, not typeshed's tuple (compiled code checks).
+        return int(cast(Any, self._server).sockets[0].getsockname()[1])
 
     def set_address(self, node: str, address: str) -> None:
         """Where ``node``'s bus listens (from its registration)."""

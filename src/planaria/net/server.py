@@ -126,7 +126,8 @@ class RespServer:
         self._server = await loop.create_server(
             lambda: _Connection(self), self.host, self.port, reuse_address=True
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # uvloop's Server.sockets is a list, not typeshed's tuple (compiled code checks).
+        self.port = int(cast(Any, self._server).sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         """Stop listening and close every connection."""

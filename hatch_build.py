@@ -1,0 +1,100 @@
+"""Compile planaria's hot modules with mypyc (see ``src/planaria/_native.py``).
+
+- ``python hatch_build.py``: compile in place, next to the sources (``make install`` does
+  this for a checkout, again whenever a source changes), and write the manifest that lets
+  ``import planaria`` use them only while they match the sources.
+- As hatchling's custom build hook: a wheel (``pip install .``) gets the compiled modules
+  too; an editable install does not (``make`` compiles it). ``PLANARIA_COMPILE=0`` skips
+  compiling; a failed compile fails the build, so a slow pure-Python install never passes
+  for a compiled one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from mypyc.build import mypycify  # build-time only: the hook's dependencies, or the dev venv
+from setuptools import Distribution
+
+ROOT = Path(__file__).resolve().parent
+SRC = ROOT / "src"
+PACKAGE = SRC / "planaria"
+
+
+def _native() -> ModuleType:
+    # By path: importing the package would run the guard, and the build needs none of it.
+    spec = importlib.util.spec_from_file_location("_planaria_native", PACKAGE / "_native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _remove_compiled() -> None:
+    for path in [*PACKAGE.rglob("*.so"), *SRC.glob("*__mypyc*.so"), PACKAGE / "_native.json"]:
+        path.unlink(missing_ok=True)
+
+
+def build_in_place() -> list[Path]:
+    """Compile the hot modules next to their sources; returns every file written."""
+    native = _native()
+    _remove_compiled()
+    sources = [
+        native.source_path(module, PACKAGE).relative_to(ROOT).as_posix()
+        for module in native.HOT_MODULES
+    ]
+    previous = Path.cwd()
+    os.chdir(ROOT)  # mypyc names modules from paths relative to here (src/ layout)
+    try:
+        extensions = mypycify(sources, opt_level="3", target_dir="build/mypyc")
+        dist = Distribution(
+            {"name": "planaria", "ext_modules": extensions, "package_dir": {"": "src"}}
+        )
+        build_ext: Any = dist.get_command_obj("build_ext")
+        build_ext.inplace = True
+        build_ext.build_temp = "build/mypyc-temp"
+        dist.run_command("build_ext")
+    finally:
+        os.chdir(previous)
+    (PACKAGE / native.MANIFEST_NAME).write_text(json.dumps(native.manifest_for(PACKAGE)) + "\n")
+    return [*PACKAGE.rglob("*.so"), *SRC.glob("*__mypyc*.so"), PACKAGE / native.MANIFEST_NAME]
+
+
+try:
+    from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+except ImportError:  # run as a script, outside a build
+    BuildHookInterface = object  # type: ignore[assignment, misc]
+
+
+class NativeBuildHook(BuildHookInterface):  # type: ignore[misc, valid-type]
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel" or version == "editable":
+            return
+        if os.environ.get("PLANARIA_COMPILE") == "0":
+            _remove_compiled()  # never ship extensions left over from another build
+            return
+        for path in build_in_place():
+            if path.parent == SRC:  # mypyc's shared library sits at the top level
+                build_data["force_include"][str(path)] = path.name
+            else:
+                build_data["artifacts"].append(path.relative_to(ROOT).as_posix())
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
+
+
+if __name__ == "__main__":
+    if os.environ.get("PLANARIA_COMPILE") == "0":
+        _remove_compiled()
+        print("PLANARIA_COMPILE=0: the hot modules run as Python", file=sys.stderr)
+    else:
+        written = build_in_place()
+        modules = [p for p in written if p.suffix == ".so" and p.parent != SRC]
+        print(f"compiled {len(modules)} hot modules with mypyc", file=sys.stderr)
