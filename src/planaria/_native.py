@@ -49,6 +49,7 @@ HOT_MODULES = (
     "planaria._node.partition",
     "planaria._node.transport",
     "planaria.net.commands",
+    "planaria.net.frame",
     "planaria.net.server",
     "planaria.node",
 )
