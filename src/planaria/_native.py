@@ -43,6 +43,7 @@ HOT_MODULES = (
     "planaria.core.persist",
     "planaria.core.replica",
     "planaria.core.slots",
+    "planaria.storage.committer",
     "planaria.storage.format",
     "planaria.storage.journal",
     "planaria.storage.log",

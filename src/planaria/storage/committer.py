@@ -41,7 +41,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -74,8 +74,8 @@ class _DiskThread:
         self._calls: queue.SimpleQueue[
             tuple[Callable[[], Any], Callable[[bool, Any], None], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._worker = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._worker.start()
 
     def run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
@@ -89,7 +89,7 @@ class _DiskThread:
     def stop(self) -> None:
         """Finish the calls queued, then end the thread (blocks until it has)."""
         self._calls.put(None)
-        self._thread.join()
+        self._worker.join()
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
@@ -245,16 +245,9 @@ class GroupCommitter:
         async with self.exclusive():
             return await self._disk.run(lambda: fn(*args, **kwargs))
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        """Hold off batches (for quick, non-blocking direct use of a log)."""
-        async with self._exclusive:
-            await self._drained.wait()  # the batch in flight finishes first
-            try:
-                yield
-            finally:
-                if self._pending:
-                    self._schedule_kick()
+    def exclusive(self) -> _Exclusive:
+        """Hold off batches (for quick, non-blocking direct use of a log): ``async with``."""
+        return _Exclusive(self)
 
     async def close(self) -> None:
         """Finish every pending write, sync the interval-policy logs (unless failed), stop.
@@ -389,3 +382,25 @@ def _sync_all(logs: list[PartitionLog], now_ms: float) -> int:
                 synced = log.sync_if_due(now_ms)
                 syncs += journal.syncs - journal_syncs if journal is not None else synced
     return syncs
+
+
+class _Exclusive:
+    """``GroupCommitter.exclusive()``: a class, not an async generator, so mypyc compiles it."""
+
+    def __init__(self, committer: GroupCommitter) -> None:
+        self._committer = committer
+
+    async def __aenter__(self) -> None:
+        committer = self._committer
+        await committer._exclusive.acquire()
+        try:
+            await committer._drained.wait()  # the batch in flight finishes first
+        except BaseException:
+            committer._exclusive.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        committer = self._committer
+        if committer._pending:
+            committer._schedule_kick()  # runs once the lock is free
+        committer._exclusive.release()
