@@ -11,7 +11,10 @@ When the sources changed since (an edit without ``make install``), the manifest 
 or ``PLANARIA_PURE_PYTHON=1`` is set, a finder loads the hot modules from their ``.py``
 sources instead: compiled code is all or nothing, and never stale. The sources are the
 specification; the extensions are only faster (mypyc also checks annotated types at run
-time, so a wrong type raises ``TypeError`` at the call instead of deeper inside).
+time, so a wrong type raises ``TypeError`` at the call instead of deeper inside). One rule
+for compiled coroutines: never ``await`` inside an ``except`` or ``finally`` block (wait after
+it): compiled, a coroutine suspended in a handler once left its exception set as the thread's
+current one, to be chained onto later, unrelated errors (tests/test_native.py checks).
 """
 
 from __future__ import annotations

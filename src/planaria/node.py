@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from planaria import _native
 from planaria._node.lease import KeepAliveThread, keep_alive_forever
 from planaria._node.partition import NO_LEASE, PartitionRuntime, open_partition_log
 from planaria._node.tasks import cancel_all
@@ -335,12 +336,17 @@ class Node:
             await self._retry_until(deadline_ms, self._open_session, "opening a session")
             await self._retry_until(deadline_ms, self._load_cluster, "reading the cluster")
             await self._retry_until(deadline_ms, self._watch_all, "watching the configs")
-        except BaseException:
+        except BaseException as exc:
+            failure: BaseException | None = exc
+        else:
+            failure = None
+        if failure is not None:  # closes outside the handler (see _native: no await in except)
             await self.close(close_session=True)
-            raise
+            raise failure
         log.info(
-            "node %s ready: resp %s, bus %s, session %s, data %s",
+            "node %s ready: resp %s, bus %s, session %s, data %s, %s",
             self.node_id, self.address, self.bus_address, self.session, self.data_dir,
+            "compiled (mypyc)" if _native.compiled() else "pure Python",
         )  # fmt: skip
 
     async def serve_forever(self) -> None:
@@ -447,8 +453,8 @@ class Node:
                 if _now_ms() >= deadline_ms:
                     raise CoordinatorUnavailable(f"{what}: {exc}") from exc
                 log.warning("%s: coordinator unreachable (%s); retrying", what, exc)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 1.0)
+            await asyncio.sleep(delay_s)  # outside the handler (see _native)
+            delay_s = min(delay_s * 2, 1.0)
 
     async def _coord(self, call: Awaitable[Any]) -> Any:
         try:
@@ -548,8 +554,8 @@ class Node:
                 except (CoordinatorUnavailable, SessionExpired) as exc:
                     log.warning("reopening a session: %s", exc)
                     self.session = None
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, 1.0)
+                await asyncio.sleep(delay_s)  # outside the handler (see _native)
+                delay_s = min(delay_s * 2, 1.0)
             for runtime in self.partitions.values():
                 if runtime.config is not None:
                     runtime.deliver(runtime.config)
@@ -957,6 +963,7 @@ class Node:
                 else 0,
                 "sessions_lost": self.sessions_lost,
                 "fsync": self.settings.fsync.mode,
+                "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
             },
             "Cluster": {
                 "cluster_enabled": 1,

@@ -13,6 +13,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from planaria._native import compiled
 from planaria.core.replica import Role
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import UsageError
@@ -77,6 +78,7 @@ def test_redis_py_cluster_writes_reads_and_moved(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
             info = await plain.info()
             assert info["planaria_node"] == other.node_id
+            assert info["compiled"] == ("yes" if compiled() else "no")
             assert info["partitions_here"] == cluster.partitions
             cluster_info = (await plain.execute_command("CLUSTER", "INFO")).decode()
             assert "cluster_state:ok" in cluster_info

@@ -407,6 +407,10 @@ class PartitionRuntime:
                 await self._reopen()
             except Exception:
                 log.exception("p%d: reopening the log failed; retrying", self.partition)
+                reopened = False
+            else:
+                reopened = True
+            if not reopened:  # waits outside the handler (see _native: no await in except)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 2.0)
                 continue

@@ -132,6 +132,7 @@ class _PeerLink(asyncio.Protocol):
     async def _run(self) -> None:
         delay_s = RECONNECT_DELAY_MIN_S
         while True:
+            # Waits happen outside the except handlers (see _native: no await in except).
             try:
                 host, port = parse_address(self.address)
             except UsageError as exc:
@@ -140,6 +141,10 @@ class _PeerLink(asyncio.Protocol):
                 log.error("bus: %s registered a bad bus address: %s", self.node, exc)
                 while len(self.queue) > QUEUE_FRAMES_MAX // 4:
                     self._drop_one()
+                parsed = False
+            else:
+                parsed = True
+            if not parsed:
                 await asyncio.sleep(RECONNECT_DELAY_MAX_S)
                 continue
             self._lost = self._loop.create_future()
@@ -152,6 +157,10 @@ class _PeerLink(asyncio.Protocol):
                 # Frames queued meanwhile are stale by the time we connect: keep the newest.
                 while len(self.queue) > QUEUE_FRAMES_MAX // 4:
                     self._drop_one()
+                connected = False
+            else:
+                connected = True
+            if not connected:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RECONNECT_DELAY_MAX_S)
                 continue
