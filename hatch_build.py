@@ -36,8 +36,14 @@ def _native() -> ModuleType:
     return module
 
 
+def _compiled_files() -> list[Path]:
+    """What a build leaves: extensions, mypyc's shared library (top level), the manifest."""
+    manifest = PACKAGE / _native().MANIFEST_NAME
+    return [*PACKAGE.rglob("*.so"), *SRC.glob("*__mypyc*.so"), manifest]
+
+
 def _remove_compiled() -> None:
-    for path in [*PACKAGE.rglob("*.so"), *SRC.glob("*__mypyc*.so"), PACKAGE / "_native.json"]:
+    for path in _compiled_files():
         path.unlink(missing_ok=True)
 
 
@@ -63,7 +69,7 @@ def build_in_place() -> list[Path]:
     finally:
         os.chdir(previous)
     (PACKAGE / native.MANIFEST_NAME).write_text(json.dumps(native.manifest_for(PACKAGE)) + "\n")
-    return [*PACKAGE.rglob("*.so"), *SRC.glob("*__mypyc*.so"), PACKAGE / native.MANIFEST_NAME]
+    return _compiled_files()
 
 
 try:

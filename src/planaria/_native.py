@@ -87,22 +87,16 @@ def manifest_for(package_dir: Path = _PACKAGE_DIR) -> dict[str, str]:
     return {"digest": source_digest(package_dir), "cache_tag": str(sys.implementation.cache_tag)}
 
 
-def _extensions(package_dir: Path) -> list[Path]:
-    found: list[Path] = []
-    for module in HOT_MODULES:
-        base = source_path(module, package_dir).with_suffix("")
-        found.extend(
-            base.with_name(base.name + suffix)
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            if base.with_name(base.name + suffix).exists()
-        )
-    return found
+def _has_extensions(package_dir: Path) -> bool:
+    return any(
+        source_path(module, package_dir).with_suffix(suffix).exists()
+        for module in HOT_MODULES
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
 
 
-def _why_not(package_dir: Path) -> str | None:
+def _why_stale(package_dir: Path) -> str | None:
     """None when the compiled modules match the sources; else why they must not be used."""
-    if os.environ.get(PURE_ENV) == "1":
-        return f"{PURE_ENV}=1"
     try:
         manifest = json.loads((package_dir / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
@@ -130,13 +124,13 @@ class _SourceFirst:
 
 def install_guard(package_dir: Path = _PACKAGE_DIR) -> bool:
     """Decide, before any hot module is imported, whether they run compiled; True if so."""
-    if not _extensions(package_dir):
+    if not _has_extensions(package_dir):
         return False
-    why = _why_not(package_dir)
-    if why is None:
-        _status["compiled"] = True
-        return True
     if os.environ.get(PURE_ENV) != "1":
+        why = _why_stale(package_dir)
+        if why is None:
+            _status["compiled"] = True
+            return True
         warnings.warn(
             f"planaria runs its Python sources, not the compiled modules: {why}",
             RuntimeWarning,
