@@ -22,15 +22,14 @@ CUT_CHECKS = {"unreachable_backend_raises_unknown_outcome"}
 
 
 def make_backend(ensemble: Ensemble, name: str) -> Backend:
-    if name in CUT_CHECKS:  # a long TTL: the session must outlive the cut's timeouts
-        return EnsembleBackend(
-            ensemble,
-            ttl_ms=5000.0,
-            expiry_slack_ms=4 * ZK_TICK_MS + 100.0,
-            request_timeout_s=0.3,
-            proxied=True,
-        )
-    return EnsembleBackend(ensemble, ttl_ms=300.0, expiry_slack_ms=4 * ZK_TICK_MS + 100.0)
+    cut = name in CUT_CHECKS  # relayed, and timing out quickly while cut off
+    return EnsembleBackend(
+        ensemble,
+        ttl_ms=300.0,
+        expiry_slack_ms=4 * ZK_TICK_MS + 100.0,
+        request_timeout_s=0.3 if cut else 2.0,
+        proxied=cut,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
