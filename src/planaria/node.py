@@ -979,6 +979,7 @@ class Node:
                 "disk_jobs_inline": self._committer.stats.inline,
                 "disk_batches": self._committer.stats.batches,
                 "disk_fsyncs": self._committer.stats.syncs,
+                "appends_merged": sum(r.appends_merged for r in self.partitions.values()),
             },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())

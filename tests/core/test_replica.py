@@ -37,7 +37,7 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.core.replica import Replica, ReplicaSettings, Role, merge_appends
 from planaria.errors import UsageError
 
 CLIENT = "client"
@@ -648,6 +648,84 @@ def test_appends_are_batched() -> None:
     ]
     assert sizes and max(sizes) == 3 and sum(sizes) >= 7
     assert pump.log("c") == pump.log("a")
+
+
+def appends_of(entries: list[Entry], cuts: list[int], commits: list[int]) -> list[Append]:
+    """A primary's Appends (epoch 2) of ``entries``, cut at ``cuts`` (empty pieces are
+    heartbeats), each with a commit index that never decreases."""
+    appends: list[Append] = []
+    prev = commit = 0
+    for number, end in enumerate([*sorted(cuts), len(entries)]):
+        piece = tuple(entries[prev:end])
+        commit = max(commit, min(commits[number % len(commits)], end))
+        prev_epoch = entries[prev - 1].epoch if prev else 0
+        appends.append(Append(0, 2, "a", prev, prev_epoch, piece, commit, float(number)))
+        prev = max(prev, end)
+    return appends
+
+
+def merged_in_order(appends: list[Append], entries_max: int) -> list[Append]:
+    out: list[Append] = []
+    for append in appends:
+        merged = merge_appends(out[-1], append, entries_max) if out else None
+        if merged is None:
+            out.append(append)
+        else:
+            out[-1] = merged
+    return out
+
+
+def stepped(appends: list[Append]) -> tuple[Replica, AppendReply]:
+    backup = Replica("b", 0, ReplicaSettings())
+    replies = [send.message for a in appends for send in backup.on_message(a, 0.0).send]
+    assert all(isinstance(r, AppendReply) and r.success for r in replies)
+    last = replies[-1]
+    assert isinstance(last, AppendReply)
+    return backup, last
+
+
+@given(
+    epochs=st.lists(st.integers(1, 2), min_size=1, max_size=30).map(sorted),
+    cuts=st.lists(st.integers(0, 30), max_size=8),
+    commits=st.lists(st.integers(0, 30), min_size=1, max_size=8),
+    entries_max=st.integers(1, 40),
+)
+def test_a_merged_append_steps_a_backup_as_its_parts_do(
+    epochs: list[int], cuts: list[int], commits: list[int], entries_max: int
+) -> None:
+    entries = [
+        Entry(epoch, index, ("c", index), Set(b"k%d" % index, b"v"))
+        for index, epoch in enumerate(epochs, start=1)
+    ]
+    parts = appends_of(entries, [min(cut, len(entries)) for cut in cuts], commits)
+    merged = merged_in_order(parts, entries_max)
+    largest_part = max(len(p.entries) for p in parts)
+    assert all(len(a.entries) <= max(entries_max, largest_part) for a in merged)
+    one_by_one, last_reply = stepped(parts)
+    together, merged_reply = stepped(merged)
+    assert together.entries_after(0) == one_by_one.entries_after(0) == tuple(entries)
+    assert together.commit_index == one_by_one.commit_index
+    assert dict(together.applied) == dict(one_by_one.applied)
+    assert merged_reply.match_index == last_reply.match_index == len(entries)
+
+
+def test_appends_merge_only_when_one_continues_the_other() -> None:
+    entry = [Entry(2, i, ("c", i), Set(b"k", b"v")) for i in range(1, 5)]
+    first = Append(0, 2, "a", 0, 0, (entry[0], entry[1]), 1, sent_ms=5.0)
+    then = Append(0, 2, "a", 2, 2, (entry[2],), 2, sent_ms=6.0)
+    merged = merge_appends(first, then, 3)
+    assert merged == Append(0, 2, "a", 0, 0, tuple(entry[:3]), 2, sent_ms=5.0)
+    assert merge_appends(first, then, 2) is None  # over entries_max
+    heartbeat = Append(0, 2, "a", 2, 2, (), 1)
+    assert merge_appends(first, heartbeat, 2) == first  # a heartbeat adds nothing
+    for other in (
+        Append(0, 2, "a", 3, 2, (entry[3],), 2),  # a gap
+        Append(0, 2, "a", 2, 1, (entry[2],), 2),  # prev epoch differs: not a continuation
+        Append(0, 3, "a", 2, 2, (entry[2],), 2),  # a newer epoch
+        Append(0, 2, "z", 2, 2, (entry[2],), 2),  # another sender
+        Append(1, 2, "a", 2, 2, (entry[2],), 2),  # another partition
+    ):
+        assert merge_appends(first, other, 10) is None
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -148,9 +148,16 @@ def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
             sends.clear()
             for seq in (1, 2):
                 assert runtime.deliver(ClientRequest(0, f"c{seq}", ("c", seq), Set(b"k", b"v")))
-            # The epoch is durable: the Appends left at once; the second write joined the
-            # stage of the first, which the disk had not started.
-            assert {s.to for s in sends if isinstance(s.message, Append)} == {"n2", "n3"}
+            # The epoch is durable: the Appends leave without waiting for the disk, at the
+            # end of the loop's turn, both writes in one Append per backup; the second write
+            # joined the stage of the first, which the disk had not started.
+            assert sends == []
+            await asyncio.sleep(0)
+            appends = [(s.to, s.message) for s in sends if isinstance(s.message, Append)]
+            assert [to for to, _ in appends] == ["n2", "n3"]
+            for _, append in appends:
+                assert [e.request_id for e in append.entries] == [("c", 1), ("c", 2)]
+            assert runtime.appends_merged == 2
             assert len(committer.jobs) == 1
             last = last_index(sends)
             for backup in ("n2", "n3"):

@@ -65,6 +65,7 @@ __all__ = [
     "Replica",
     "ReplicaSettings",
     "Role",
+    "merge_appends",
 ]
 
 # Known-bug switches (buggify): each breaks one rule on purpose so the checks can prove they
@@ -78,6 +79,36 @@ BUGS = frozenset(
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
     }
 )
+
+
+def merge_appends(first: Append, then: Append, entries_max: int) -> Append | None:
+    """One Append that a backup steps exactly as ``first`` followed by ``then``, or None when
+    there is none within ``entries_max`` entries: same partition, sender and epoch, and
+    ``then`` starts where ``first`` ends (a heartbeat after entries merges into them).
+
+    Equivalent because log matching makes ``first``'s last entry ``then``'s prev, and the
+    later commit index is the larger (a primary's commit only grows within its epoch).
+    """
+    last_epoch = first.entries[-1].epoch if first.entries else first.prev_epoch
+    if (
+        then.prev_index != first.prev_index + len(first.entries)
+        or then.prev_epoch != last_epoch
+        or then.epoch != first.epoch
+        or then.partition != first.partition
+        or then.sender != first.sender
+        or len(first.entries) + len(then.entries) > entries_max
+    ):
+        return None
+    return Append(
+        partition=first.partition,
+        epoch=first.epoch,
+        sender=first.sender,
+        prev_index=first.prev_index,
+        prev_epoch=first.prev_epoch,
+        entries=first.entries + then.entries,
+        commit_index=max(first.commit_index, then.commit_index),
+        sent_ms=first.sent_ms,
+    )
 
 
 class Role(enum.StrEnum):
