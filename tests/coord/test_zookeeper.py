@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import pytest
 
-from planaria.coord import SessionExpired, SessionId
+from planaria.coord import EventKind, SessionExpired, SessionId
 from planaria.coord.url import connect
 from planaria.coord.zookeeper import ZooKeeperCoordinator
 from planaria.errors import UsageError
@@ -89,5 +90,38 @@ def test_another_client_in_the_process_renews_a_session(zookeeper: Ensemble) -> 
         with pytest.raises(UsageError, match="not opened in this process"):
             await owner.keep_alive(SessionId(12345))
         await owner.close()
+
+    asyncio.run(main())
+
+
+def test_a_key_that_came_and_went_unseen_is_reported_by_a_reset(zookeeper: Ensemble) -> None:
+    """The watcher re-reads after a trigger; when a key was created and deleted before that
+    re-read, neither listing shows it, and only the chroot's cversion says it was there."""
+    url = f"{zookeeper.url}/unseen-{uuid.uuid4().hex[:8]}"
+
+    def write_in_a_thread() -> None:
+        async def write() -> None:
+            writer = connect(url)
+            await writer.create("/w/k", b"1")
+            await writer.delete_if_version("/w/k", version=1)
+            await writer.create("/other", b"x")  # seen: it explains one change, not two
+            await writer.close()
+
+        asyncio.run(write())
+
+    async def main() -> None:
+        watcher = connect(url)
+        watch = await watcher.watch("/w/")
+        thread = threading.Thread(target=write_in_a_thread)
+        thread.start()
+        thread.join(timeout=10.0)
+        time.sleep(0.2)  # the watcher's loop is held: its triggers wait, then re-read once
+        event = await asyncio.wait_for(anext(watch), 5.0)
+        assert event.kind is EventKind.RESET
+        assert await watcher.get("/w/k") is None
+        await watcher.create("/w/k", b"back")  # and the watch goes on
+        event = await asyncio.wait_for(anext(watch), 5.0)
+        assert (event.kind, event.key) == (EventKind.PUT, "/w/k")
+        await watcher.close()
 
     asyncio.run(main())

@@ -35,7 +35,9 @@
 - Watches: the state under the prefix is tracked (each key's ``mzxid``) with ZooKeeper
   one-shot watches on the chroot's children and on each key, re-armed by every read.
   Each trigger re-reads what changed and emits the difference; after a reconnection (or a new
-  session) the watch re-reads everything and delivers a ``RESET``.
+  session) the watch re-reads everything and delivers a ``RESET``. A key created and deleted
+  between two re-reads shows in neither; the chroot's cversion counts it, and the watch
+  then delivers a ``RESET`` too (the interface promises an event for every change).
 - Elections: ephemeral sequential znodes ``<chroot>/%2Fctl%2F0000000042``: the token is
   ZooKeeper's sequence number (the chroot holds a marker znode, so tokens start at 1).
 """
@@ -166,6 +168,11 @@ class _Tracked:
     dirty: set[str] = field(default_factory=set)
     children_dirty: bool = True
     full: bool = True
+    # Every child of the chroot at the last listing, and the chroot's cversion then (one
+    # more per child created or deleted): a child created *and* deleted between two
+    # listings shows only in the count.
+    names: frozenset[str] = frozenset()
+    cversion: int | None = None
 
 
 class _ZkWatch(QueuedWatch):
@@ -232,8 +239,12 @@ class _ZkWatch(QueuedWatch):
         events: list[tuple[int, WatchEvent]] = []
         if state.children_dirty:
             state.children_dirty = False
-            names = await owner._children(watch=self._on_children)
-            present = {key for key in names if key.startswith(self.prefix)}
+            names, cversion = await owner._child_names(watch=self._on_children)
+            if state.cversion is not None and cversion - state.cversion > len(names ^ state.names):
+                reset = emit  # a key came and went unseen: it may have been under the prefix
+            state.names, state.cversion = names, cversion
+            keys = (owner._key_of_name(name) for name in names)
+            present = {key for key in keys if key is not None and key.startswith(self.prefix)}
             state.dirty |= present - set(state.known)
             for key in set(state.known) - present:
                 state.dirty.discard(key)
@@ -436,6 +447,13 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
                 return await self._read(key, watch=watch)  # created meanwhile
             return None
         return self._item(key, data, stat), stat.mzxid
+
+    async def _child_names(self, *, watch: Callable[[Any], None]) -> tuple[frozenset[str], int]:
+        """The chroot's children's names, and its cversion (creates + deletes of children)."""
+        names, stat = await self._call(
+            "get_children_async", self._root, watch=watch, include_data=True
+        )
+        return frozenset(names), stat.cversion
 
     async def _children(
         self, *, watch: Callable[[Any], None] | None = None, sync: bool = False
