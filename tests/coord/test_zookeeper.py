@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 
 import pytest
@@ -114,8 +113,7 @@ def test_a_key_that_came_and_went_unseen_is_reported_by_a_reset(zookeeper: Ensem
         watch = await watcher.watch("/w/")
         thread = threading.Thread(target=write_in_a_thread)
         thread.start()
-        thread.join(timeout=10.0)
-        time.sleep(0.2)  # the watcher's loop is held: its triggers wait, then re-read once
+        thread.join(timeout=10.0)  # holds the watcher's loop: its trigger waits, re-reads once
         event = await asyncio.wait_for(anext(watch), 5.0)
         assert event.kind is EventKind.RESET
         assert await watcher.get("/w/k") is None

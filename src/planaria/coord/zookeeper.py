@@ -49,7 +49,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -243,8 +243,7 @@ class _ZkWatch(QueuedWatch):
             if state.cversion is not None and cversion - state.cversion > len(names ^ state.names):
                 reset = emit  # a key came and went unseen: it may have been under the prefix
             state.names, state.cversion = names, cversion
-            keys = (owner._key_of_name(name) for name in names)
-            present = {key for key in keys if key is not None and key.startswith(self.prefix)}
+            present = {key for key in owner._keys_of_names(names) if key.startswith(self.prefix)}
             state.dirty |= present - set(state.known)
             for key in set(state.known) - present:
                 state.dirty.discard(key)
@@ -448,20 +447,21 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
             return None
         return self._item(key, data, stat), stat.mzxid
 
-    async def _child_names(self, *, watch: Callable[[Any], None]) -> tuple[frozenset[str], int]:
+    async def _child_names(
+        self, *, watch: Callable[[Any], None] | None = None, sync: bool = False
+    ) -> tuple[frozenset[str], int]:
         """The chroot's children's names, and its cversion (creates + deletes of children)."""
-        names, stat = await self._call(
-            "get_children_async", self._root, watch=watch, include_data=True
-        )
+        read = self._synced if sync else self._call
+        names, stat = await read("get_children_async", self._root, watch=watch, include_data=True)
         return frozenset(names), stat.cversion
 
-    async def _children(
-        self, *, watch: Callable[[Any], None] | None = None, sync: bool = False
-    ) -> list[str]:
-        """Every key under the chroot (unsorted)."""
-        read = self._synced if sync else self._call
-        names = await read("get_children_async", self._root, watch=watch)
+    def _keys_of_names(self, names: Iterable[str]) -> list[str]:
         return [key for name in names if (key := self._key_of_name(name)) is not None]
+
+    async def _children(self, *, sync: bool = False) -> list[str]:
+        """Every key under the chroot (unsorted)."""
+        names, _ = await self._child_names(sync=sync)
+        return self._keys_of_names(names)
 
     # --- sessions ------------------------------------------------------------------------
 
