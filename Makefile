@@ -4,10 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
+# Every install takes the versions pinned in constraints.txt, the build's own (hatchling, the
+# hook's mypy) too: pip hands PIP_CONSTRAINT to its isolated build environments. `make lock`
+# is the one way to move them.
+LOCK   := constraints.txt
+export PIP_CONSTRAINT := $(CURDIR)/$(LOCK)
 # Compiled code may inline what it imports: any source change recompiles (hatch_build.py).
 SOURCES := $(shell find src/planaria -name '*.py')
 
-.PHONY: install system-deps bench-deps demo test lint typecheck pytest bench clean
+.PHONY: install lock system-deps bench-deps demo test lint typecheck pytest bench clean
 
 # Debian packages the tests and benchmarks use: redis-cli, redis-benchmark and redis-server
 # prove that existing Redis clients work against planaria and anchor its numbers; ZooKeeper
@@ -17,11 +22,22 @@ SYSTEM_TOOLS    := redis-cli redis-benchmark redis-server redis-sentinel etcd ip
                    /usr/share/zookeeper/bin/zkServer.sh
 SYSTEM_PACKAGES := redis-tools redis-server redis-sentinel etcd-server zookeeper iptables
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve every dependency to its newest release allowed by pyproject.toml, in a venv of
+# its own, and write the pins; commit the result once `make test` passes with it.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	PIP_CONSTRAINT= .lock-venv/bin/python -m pip install --quiet --upgrade pip
+	PIP_CONSTRAINT= .lock-venv/bin/python -m pip install --quiet -e '.[dev]' hatchling
+	{ echo '# Pinned by `make lock`: every version `make install`, `make test` and CI use.'; \
+	  echo '# pyproject.toml keeps the lower bounds for users who install the package.'; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | LC_ALL=C sort -f; } > $(LOCK)
+	rm -rf .lock-venv
 
 # The hot modules compiled with mypyc, next to their sources (src/planaria/_native.py says
 # how import planaria never runs them stale); PLANARIA_COMPILE=0 removes them instead.
@@ -65,6 +81,6 @@ bench: $(NATIVE) bench-deps
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv build dist .mypy_cache .pytest_cache .ruff_cache
 	find src -name '*.so' -delete
 	rm -f src/planaria/_native.json

@@ -59,12 +59,12 @@ def _classify(exc: redis.exceptions.RedisError, *, write: bool) -> Exception:
 
 class _Client:
     def __init__(self, sentinels: list[tuple[str, int]]) -> None:
-        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        self._sentinel = Sentinel(
             sentinels,
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
         )
-        self._master = self._sentinel.master_for(  # type: ignore[no-untyped-call]
+        self._master = self._sentinel.master_for(
             MASTER, socket_timeout=OP_TIMEOUT_S, socket_connect_timeout=0.5
         )
         self._cas = self._master.register_script(_CAS)
