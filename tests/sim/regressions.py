@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planaria.sim.nemesis import FAULT_KINDS
+from planaria.sim.nemesis import FAULT_KINDS, FAULT_KINDS_BEFORE_WIPE
 from planaria.sim.run import SimConfig
 
-ALL = ",".join(FAULT_KINDS)
+# The rows found before the ``wipe`` fault existed keep the default set they were found with.
+ALL = ",".join(FAULT_KINDS_BEFORE_WIPE)
 MEMBERSHIP = f"{ALL},membership"
+WITH_WIPE = ",".join(FAULT_KINDS)
 
 # The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch

@@ -167,6 +167,12 @@ class PartitionConfig:
     over to (a planned transfer): while it is set the primary takes no new requests, and
     once the target caught up, the primary asks for the transfer itself
     (:class:`ProposeIsr` with ``primary``).
+
+    ``wiped`` records the replicas that came back having lost data (a wiped, damaged or
+    replaced log; docs/operations.md), as ``(node, session incarnation)``, one per node (the
+    latest): the controller took each out of the ISR when it first saw the loss (invariant 7:
+    it rejoins outside the ISR), and only the primary's catch-up brings it back. A primary
+    that sees a node's entry change forgets what it knew of that node's log.
     """
 
     partition: PartitionId
@@ -182,6 +188,14 @@ class PartitionConfig:
     primary_incarnation: int = 0
     learners: tuple[NodeId, ...] = ()
     handoff: NodeId | None = None
+    wiped: tuple[tuple[NodeId, int], ...] = ()
+
+    def wiped_incarnation(self, node: NodeId) -> int | None:
+        """The session incarnation under which ``node``'s loss of data was handled, if any."""
+        for name, incarnation in self.wiped:
+            if name == node:
+                return incarnation
+        return None
 
 
 # --- messages between replicas (and from the coordinator) -------------------------------------

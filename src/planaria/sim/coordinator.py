@@ -61,6 +61,8 @@ class SimCoordinator(Process):
         self.on_change = on_change
         self.store = MemoryStore()
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
+        # node -> (session, lost partitions, data lost): what it registered with the session
+        self.losses: dict[str, tuple[int, frozenset[int], bool]] = {}
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
         self.target: Target | None = None  # None: no membership known, no moves
@@ -116,10 +118,21 @@ class SimCoordinator(Process):
         self.after_local(self.settings.check_every_ms, self._check)
 
     def _views(self) -> dict[str, SessionView]:
-        return {
-            owner: SessionView(owner, info.session, info.alive, info.renewed_ms, info.expires_ms)
-            for owner, info in self.store.latest_sessions().items()
-        }
+        views: dict[str, SessionView] = {}
+        for owner, info in self.store.latest_sessions().items():
+            session, lost, data_lost = self.losses.get(owner, (0, frozenset(), False))
+            if session != info.session:
+                lost, data_lost = frozenset(), False
+            views[owner] = SessionView(
+                owner,
+                info.session,
+                info.alive,
+                info.renewed_ms,
+                info.expires_ms,
+                lost=lost,
+                data_lost=data_lost,
+            )
+        return views
 
     def _decide(self) -> None:
         views = self._views()
@@ -213,13 +226,19 @@ class SimCoordinator(Process):
                     self.store.close_session(SessionId(opened[1]), now)
                 session = self.store.open_session(renew.node, self.settings.session_ttl_ms, now)
                 self.opened[renew.node] = (renew.nonce, session)
+                self._note_losses(renew, session)
                 self.world.trace.add(now, self.pid, f"session {session} opened", renew.node)
                 ok = True
                 self._decide()
         else:
             session = renew.session
             ok = self._renew(session, now)
+        if ok:
+            self._note_losses(renew, session)
         self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
+
+    def _note_losses(self, renew: Renew, session: int) -> None:
+        self.losses[renew.node] = (session, frozenset(renew.lost), renew.data_lost)
 
     def _renew(self, session: int, now: float) -> bool:
         try:

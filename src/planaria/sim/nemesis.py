@@ -7,6 +7,10 @@ before the quiet period. Fault kinds (``--faults``):
 - ``crash``: a node crashes (memory lost, its disk loses unsynced writes) and restarts later;
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
+- ``wipe``: a node crashes and restarts later having lost data: half the time its disk was
+  replaced (an empty data directory, which the operator tells the node), else its journal
+  is damaged (the start wipes every partition log); it must be refilled from its primaries
+  and rejoin outside the ISR;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated, a
   primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
@@ -33,6 +37,7 @@ from planaria.sim.world import World
 __all__ = [
     "ALL_FAULT_KINDS",
     "FAULT_KINDS",
+    "FAULT_KINDS_BEFORE_WIPE",
     "MEMBERSHIP",
     "Nemesis",
     "NemesisSettings",
@@ -41,7 +46,9 @@ __all__ = [
 ]
 
 # The default set (and the one every kept regression seed was found with).
-FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk")
+FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe")
+# The default set before ``wipe`` existed: the fault set of the older regression seeds.
+FAULT_KINDS_BEFORE_WIPE = ("crash", "pause", "partition", "loss", "drift", "disk")
 MEMBERSHIP = "membership"
 ALL_FAULT_KINDS = (*FAULT_KINDS, MEMBERSHIP)
 
@@ -81,6 +88,10 @@ class Target(Protocol):
     def crash_node(self, node: str, *, mid_write: bool) -> None: ...
 
     def restart_node(self, node: str) -> None: ...
+
+    def wipe_node(self, node: str, *, whole_disk: bool) -> None:
+        """While ``node`` is down: replace its disk, or damage its journal."""
+        ...
 
     def change_membership(self, rng_pick: float) -> str | None:
         """Add, drain or remove a node (``rng_pick`` in [0, 1) chooses); what was done."""
@@ -138,8 +149,8 @@ class Nemesis:
             return
         kind = self.faults[rng.randrange(len(self.faults))]
         duration = rng.uniform(self.settings.duration_min_ms, self.settings.duration_max_ms)
-        if kind in ("crash", "disk"):
-            self._crash(duration, mid_write=kind == "disk")
+        if kind in ("crash", "disk", "wipe"):
+            self._crash(duration, mid_write=kind == "disk", wipe=kind == "wipe")
         elif kind == "pause":
             self._pause(duration)
         elif kind == "partition":
@@ -165,15 +176,17 @@ class Nemesis:
         healthy = [node for node in self.target.node_ids() if node not in self._down]
         return healthy[self.world.rng.randrange(len(healthy))] if healthy else None
 
-    def _crash(self, duration_ms: float, *, mid_write: bool) -> None:
+    def _crash(self, duration_ms: float, *, mid_write: bool, wipe: bool = False) -> None:
         node = self._pick_healthy_node()
         if node is None:
             return
-        kind = "disk" if mid_write else "crash"
+        kind = "wipe" if wipe else "disk" if mid_write else "crash"
         self.injected[kind] += 1
         self._down[node] = "crash"
         self._note(f"{kind} {node}", f"for {duration_ms:.0f} ms")
         self.target.crash_node(node, mid_write=mid_write)
+        if wipe:
+            self.target.wipe_node(node, whole_disk=self.world.rng.random() < 0.5)
         self._later(duration_ms, self._restart, node)
 
     def _restart(self, node: str) -> None:

@@ -9,6 +9,13 @@ reply, forward ProposeIsr. A config that lists the node for a partition it does 
 crash loses memory and the disk's unsynced writes; a restart
 recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
 from it, under a new session.
+
+A node that lost data (a damaged log or journal, wiped at start; or a replaced disk, which
+the operator says: :meth:`SimNode.wipe`) writes a marker per lost log (``lost-all`` for a
+replaced disk) before anything else, builds those replicas ``lost`` and registers the loss
+with every session (:class:`~planaria.sim.wire.Renew`) until it sees the config record it
+under its current session (``PartitionConfig.wiped``): a restart before that registers it
+again.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
 from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage.format import SEGMENT_HEADER
+from planaria.storage.fs import join
 
 __all__ = ["NodeSettings", "SimNode"]
 
@@ -47,6 +56,12 @@ NO_LEASE = float("-inf")
 # Open-session nonces: process incarnation * this + the number of the wish in the incarnation.
 NONCES_PER_INCARNATION = 1_000_000
 FIRST_NONCE = 1  # the first incarnation's first wish
+DATA = "/data"
+LOST_ALL = "lost-all"  # marker: the whole data directory was replaced
+
+
+def _lost_marker(partition: int) -> str:
+    return f"lost-p{partition}"  # never "p...": the journal wipe takes every "p*" entry
 
 
 @dataclass(frozen=True)
@@ -110,12 +125,24 @@ class SimNode(Process):
         self.sessions_lost = 0
         self.records_lost = 0  # log records a crash took (never synced)
         self.last_index_at_crash: dict[int, int] = {}
+        self.wiped_at_start: set[int] = set()  # logs wiped as damaged in this start
+        self.data_replaced = False  # the operator's word for the next start: a new disk
+        self.wipes = 0
+        # For the checks: per partition, how many times this node lost its log, and the log
+        # as it was before the last loss (what it held durably then still counts for acks).
+        self.log_generation: dict[int, int] = {}
+        self.lost_logs: dict[int, PartitionLog] = {}
+        self.markers: set[str] = set()  # the loss markers on the disk (read at start)
+        self.recorded: set[int] = set()  # with LOST_ALL: partitions that recorded the loss
         network.register(pid, self.on_message)
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_start(self) -> None:
         self._open_logs()
+        if self.data_replaced:
+            self.data_replaced = False
+            self._mark_lost(LOST_ALL)
         self._rebuild_replicas()
         self._new_session()
         self._poll(None)
@@ -133,9 +160,77 @@ class SimNode(Process):
         self.journal = None
         self.fs.crash(self.world.rng)
 
+    def wipe(self, *, whole_disk: bool) -> None:
+        """While the node is down: its disk is replaced (``whole_disk``: the operator tells
+        the next start so) or its journal is damaged (the start wipes every log). A journal
+        with nothing to damage is replaced with the disk."""
+        self.wipes += 1
+        journal = join(DATA, "journal")
+        segments = (
+            []
+            if whole_disk or not self.fs.is_dir(journal)
+            else [
+                join(journal, name)
+                for name in self.fs.listdir(journal)
+                if name.startswith("seg-")
+                and self.fs.size(join(journal, name)) > SEGMENT_HEADER.size
+            ]
+        )
+        if segments:
+            self.world.trace.add(self.world.now_ms, self.pid, "journal damaged", segments[0])
+            self.fs.damage(segments[0], 0)
+            return
+        self.world.trace.add(self.world.now_ms, self.pid, "disk replaced")
+        self.fs = SimFS()
+        self.data_replaced = True
+
+    def _mark_lost(self, name: str) -> None:
+        """Durably, before this start does anything else: the log ``name`` names was lost."""
+        marker = self.fs.open_append(join(DATA, name), create=True)
+        marker.fsync()
+        marker.close()
+        self.fs.fsync_dir(DATA)
+        self.markers.add(name)
+
+    def _unmark(self, name: str) -> None:
+        self.fs.remove(join(DATA, name))
+        self.fs.fsync_dir(DATA)
+        self.markers.discard(name)
+
+    def _lost(self, partition: int) -> bool:
+        return LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+
+    def lost_report(self) -> tuple[tuple[int, ...], bool]:
+        """What the node registers: the partitions whose log it lost, and whether its
+        whole data directory was replaced."""
+        if not self.markers:
+            return (), False
+        lost = tuple(p for p in self.partitions if _lost_marker(p) in self.markers)
+        return lost, LOST_ALL in self.markers
+
+    def _note_recorded(self, config: PartitionConfig) -> None:
+        """The config records this session's loss of the partition: forget the marker."""
+        if (
+            not self.markers
+            or self.session is None
+            or config.wiped_incarnation(self.pid) != self.session
+        ):
+            return
+        marker = _lost_marker(config.partition)
+        if marker in self.markers:
+            self._unmark(marker)
+        if LOST_ALL in self.markers:
+            self.recorded.add(config.partition)
+            if self.recorded >= set(self.partitions):
+                self._unmark(LOST_ALL)
+
     def _open_logs(self) -> None:
         """As the node does at start: open the journal and replay it into the partition
-        logs (the same ``open_node_journal``), then open and attach every log."""
+        logs (the same ``open_node_journal``), then open and attach every log; then mark
+        every log wiped as damaged as lost."""
+        previous = self.last_logs
+        self.wiped_at_start = set()
+        self.recorded = set()
         self.journal, replayed = open_node_journal(
             self.fs,
             "/data/journal",
@@ -149,6 +244,14 @@ class SimNode(Process):
         for partition in self.partitions:
             self._open_log(partition)
         self.last_logs = dict(self.logs)
+        self.markers = {n for n in self.fs.listdir(DATA) if n.startswith("lost-")}
+        for partition in sorted(self.wiped_at_start):
+            self._mark_lost(_lost_marker(partition))
+        lost = set(self.logs) if self.data_replaced else self.wiped_at_start
+        for partition in sorted(lost):
+            self.log_generation[partition] = self.log_generation.get(partition, 0) + 1
+            if partition in previous:
+                self.lost_logs[partition] = previous[partition]
 
     def _recover_log(self, partition: int, unsynced_after: int | None) -> PartitionLog | None:
         path = f"/data/p{partition}"
@@ -176,12 +279,14 @@ class SimNode(Process):
             if name.startswith("p"):
                 self.recoveries_damaged += 1
                 PartitionLog.wipe(self.fs, f"/data/{name}")
+                self.wiped_at_start.add(int(name[1:]))
 
     def _damaged(self, path: str, damage: StorageDamaged) -> None:
         # Not a torn tail: this replica must be refilled from its primary.
         self.recoveries_damaged += 1
         self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
         PartitionLog.wipe(self.fs, path)
+        self.wiped_at_start.add(int(path.rsplit("/p", 1)[1]))
 
     def _open_log(self, partition: int) -> PartitionLog:
         path = f"/data/p{partition}"
@@ -214,14 +319,18 @@ class SimNode(Process):
 
     def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
         entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
-        return Replica(
+        replica = Replica(
             self.pid,
             partition,
             self.replica_settings,
             log=entries,
             epoch=log.epoch,
             commit_index=log.commit_index,
+            lost=self._lost(partition),
         )
+        if self.session is not None:
+            replica.session_opened(self.session)
+        return replica
 
     def _host(self, partition: int) -> Replica:
         """Start hosting ``partition`` (a move made this node a learner): its log (on disk
@@ -244,9 +353,9 @@ class SimNode(Process):
     def _renew(self, nonce: int) -> None:
         if nonce != self.nonce:
             return
-        self.network.send(
-            self.pid, COORDINATOR, Renew(self.pid, nonce, self.session, self.local_now())
-        )
+        lost, data_lost = self.lost_report()
+        renew = Renew(self.pid, nonce, self.session, self.local_now(), lost, data_lost)
+        self.network.send(self.pid, COORDINATOR, renew)
         self.after_local(self.settings.session_renew_ms, self._renew, nonce)
 
     def _poll(self, _: Any) -> None:
@@ -295,6 +404,7 @@ class SimNode(Process):
         if replica is None and self.pid in config.replicas:
             replica = self._host(config.partition)
         if replica is not None:
+            self._note_recorded(config)
             self._execute(config.partition, replica.on_config(config, now))
 
     def _on_renew_ack(self, ack: RenewAck) -> None:
@@ -303,6 +413,8 @@ class SimNode(Process):
         if ack.ok:
             if self.session is None:
                 self.session = ack.session
+                for replica in self.replicas.values():
+                    replica.session_opened(ack.session)
             if ack.session == self.session:
                 lease = ack.sent_local_ms + self.settings.lease_ms
                 self.lease_until_ms = max(self.lease_until_ms, lease)

@@ -280,6 +280,9 @@ class _Run:
         else:
             self.world.crash(node)
 
+    def wipe_node(self, node: str, *, whole_disk: bool) -> None:
+        self.nodes[node].wipe(whole_disk=whole_disk)
+
     def _crash_if_up(self, node: str) -> None:
         target = self.nodes[node]
         if target.up and target.crash_mid_write:
