@@ -10,7 +10,8 @@ before the quiet period. Fault kinds (``--faults``):
 - ``wipe``: a node crashes and restarts later having lost data: half the time its disk was
   replaced (an empty data directory, which the operator tells the node), else its journal
   is damaged (the start wipes every partition log); it must be refilled from its primaries
-  and rejoin outside the ISR;
+  and rejoin outside the ISR. Never a node holding the last in-sync copy of a partition
+  (up, and lost nothing): the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated, a
   primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
@@ -91,6 +92,10 @@ class Target(Protocol):
 
     def wipe_node(self, node: str, *, whole_disk: bool) -> None:
         """While ``node`` is down: replace its disk, or damage its journal."""
+        ...
+
+    def may_wipe(self, node: str) -> bool:
+        """Whether some partition would lose its last in-sync copy with ``node``'s data."""
         ...
 
     def change_membership(self, rng_pick: float) -> str | None:
@@ -180,6 +185,9 @@ class Nemesis:
         node = self._pick_healthy_node()
         if node is None:
             return
+        # Never the last in-sync copy of a partition: that one can only refuse (no unclean
+        # election), which the controller's tests show; the runs check everything else.
+        wipe = wipe and self.target.may_wipe(node)
         kind = "wipe" if wipe else "disk" if mid_write else "crash"
         self.injected[kind] += 1
         self._down[node] = "crash"

@@ -61,7 +61,7 @@ LOST_ALL = "lost-all"  # marker: the whole data directory was replaced
 
 
 def _lost_marker(partition: int) -> str:
-    return f"lost-p{partition}"  # never "p...": the journal wipe takes every "p*" entry
+    return f"lost-p{partition}"
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ class SimNode(Process):
         self.last_logs = self.logs
         self.logs = {}
         self.lease_until_ms = NO_LEASE
+        self.session = None  # the next start opens a new one
         self.crash_mid_write = False
         self.writes.clear()
         self.persisted_at.clear()
@@ -275,11 +276,13 @@ class SimNode(Process):
 
     def _wipe_all(self) -> None:
         self.world.trace.add(self.world.now_ms, self.pid, "journal damaged: wiping every log")
-        for name in self.fs.listdir("/data"):
-            if name.startswith("p"):
+        # Every partition log directory (SimFS.listdir lists files only).
+        for partition in self.partitions:
+            path = f"/data/p{partition}"
+            if self.fs.is_dir(path):
                 self.recoveries_damaged += 1
-                PartitionLog.wipe(self.fs, f"/data/{name}")
-                self.wiped_at_start.add(int(name[1:]))
+                PartitionLog.wipe(self.fs, path)
+                self.wiped_at_start.add(partition)
 
     def _damaged(self, path: str, damage: StorageDamaged) -> None:
         # Not a torn tail: this replica must be refilled from its primary.
@@ -434,6 +437,7 @@ class SimNode(Process):
             log.close()
         if self.journal is not None:
             self.journal.close()
+        self.session = None
         self._open_logs()
         self._rebuild_replicas()
         self._new_session()

@@ -283,6 +283,16 @@ class _Run:
     def wipe_node(self, node: str, *, whole_disk: bool) -> None:
         self.nodes[node].wipe(whole_disk=whole_disk)
 
+    def may_wipe(self, node: str) -> bool:
+        """Every partition keeps another in-sync copy (an ISR member up, that lost nothing):
+        wiping the last one leaves a partition that can only refuse, for good."""
+        nodes = self.nodes
+        return all(
+            any(other != node and nodes[other].up and not nodes[other].markers for other in c.isr)
+            for c in self.coordinator.configs.values()
+            if node in c.isr
+        )
+
     def _crash_if_up(self, node: str) -> None:
         target = self.nodes[node]
         if target.up and target.crash_mid_write:
