@@ -471,6 +471,7 @@ class _Run:
             "torn_tails": sum(node.recoveries_torn for node in nodes),
             "records_lost": sum(node.records_lost for node in nodes),
             "damaged_logs": sum(node.recoveries_damaged for node in nodes),
+            "losses_recorded": sum(len(c.wiped) for c in self.coordinator.configs.values()),
             "sessions_expired": sum(node.sessions_lost for node in nodes),
             "clock_rate_spread": max(rates) - min(rates),
             "config_changes": self.coordinator.changes,
