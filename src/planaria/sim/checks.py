@@ -9,8 +9,8 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
 - ``ack-not-replicated``: an acknowledged write is durable (synced) in the log of every
   member of the coordinator's ISR at the moment of the ack (invariant 1; a copy a ``wipe``
   destroyed counts: the fault, not the protocol, lost it);
-- ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces
-  (invariant 2);
+- ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces, and that
+  change did not record that it lost data (invariant 2);
 - ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down
   (a log the node lost starts over);
 - ``config-malformed``: every config keeps its shape through membership moves: replicas
@@ -121,12 +121,16 @@ class Monitor:
         p = new.partition
         if new.epoch < old.epoch:
             raise Violation("epoch-decreased", f"p{p} config epoch {old.epoch} -> {new.epoch}")
-        if new.primary is not None and new.primary != old.primary and new.primary not in old.isr:
-            raise Violation(
-                "promoted-out-of-sync",
-                f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
-                f"{sorted(old.isr)} (epoch {old.epoch})",
-            )
+        if new.primary is not None and (new.primary != old.primary or new.epoch > old.epoch):
+            # In sync: in the old ISR, and not found to have lost data by this very change.
+            lost = new.wiped_incarnation(new.primary) != old.wiped_incarnation(new.primary)
+            if new.primary not in old.isr or lost:
+                raise Violation(
+                    "promoted-out-of-sync",
+                    f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
+                    f"{sorted(old.isr)} (epoch {old.epoch})"
+                    + (f" and {new.primary} lost data" if lost else ""),
+                )
         problem = _malformed(new)
         if problem is not None:
             raise Violation("config-malformed", f"p{p} v{new.version}: {problem}", focus=f"p{p}")

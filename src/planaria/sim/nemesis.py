@@ -10,8 +10,9 @@ before the quiet period. Fault kinds (``--faults``):
 - ``wipe``: a node crashes and restarts later having lost data: half the time its disk was
   replaced (an empty data directory, which the operator tells the node), else its journal
   is damaged (the start wipes every partition log); it must be refilled from its primaries
-  and rejoin outside the ISR. Never a node holding the last in-sync copy of a partition
-  (up, and lost nothing): the fault is then a plain crash;
+  and rejoin outside the ISR. The data is found gone at the restart, unless the node then
+  holds the last in-sync copy of a partition (no other ISR member up that lost nothing):
+  the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated, a
   primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
@@ -126,6 +127,7 @@ class Nemesis:
         self.injected: Counter[str] = Counter()
         self.active = True
         self._down: dict[str, str] = {}  # node -> "crash" | "pause"
+        self._wipes: dict[str, bool] = {}  # node down for a wipe -> its whole disk goes
         self._cut_generation = 0
         self._loss_generation = 0
 
@@ -185,22 +187,32 @@ class Nemesis:
         node = self._pick_healthy_node()
         if node is None:
             return
-        # Never the last in-sync copy of a partition: that one can only refuse (no unclean
-        # election), which the controller's tests show; the runs check everything else.
-        wipe = wipe and self.target.may_wipe(node)
         kind = "wipe" if wipe else "disk" if mid_write else "crash"
         self.injected[kind] += 1
         self._down[node] = "crash"
         self._note(f"{kind} {node}", f"for {duration_ms:.0f} ms")
         self.target.crash_node(node, mid_write=mid_write)
         if wipe:
-            self.target.wipe_node(node, whole_disk=self.world.rng.random() < 0.5)
+            self._wipes[node] = self.world.rng.random() < 0.5
         self._later(duration_ms, self._restart, node)
 
     def _restart(self, node: str) -> None:
         if self._down.get(node) == "crash":
             del self._down[node]
+            self._wipe_if_due(node)
             self.target.restart_node(node)
+
+    def _wipe_if_due(self, node: str) -> None:
+        """The data a ``wipe`` takes is found gone at the restart. Never the last in-sync
+        copy of a partition (promotions happen while the node is down): that partition
+        could only refuse, for good (no unclean election; the controller's tests show it)."""
+        whole_disk = self._wipes.pop(node, None)
+        if whole_disk is None:
+            return
+        if self.target.may_wipe(node):
+            self.target.wipe_node(node, whole_disk=whole_disk)
+        else:
+            self._note(f"wipe {node} spared", "it holds the last in-sync copy of a partition")
 
     def _pause(self, duration_ms: float) -> None:
         node = self._pick_healthy_node()
@@ -346,6 +358,7 @@ class Nemesis:
         self.network.calm_down()
         for node, kind in sorted(self._down.items()):
             if kind == "crash":
+                self._wipe_if_due(node)
                 self.target.restart_node(node)
             else:
                 self.world.resume(node)
