@@ -210,7 +210,9 @@ def test_a_member_that_lost_data_leaves_the_isr_once_per_session() -> None:
     # Recorded: the primary's catch-up may bring it back, and it stays.
     assert decide_one(replace(change.config, isr=frozenset("abc")), views) is None
     # A later session that registers a loss again is handled again.
-    again = decide_one(replace(change.config, isr=frozenset("abc")), lost(sessions(incarnations={"b": 3}), "b"))
+    again = decide_one(
+        replace(change.config, isr=frozenset("abc")), lost(sessions(incarnations={"b": 3}), "b")
+    )
     assert again is not None and again.config.wiped == (("b", 3),)
     assert again.config.isr == frozenset("ac")
     # A data directory replaced whole counts for every partition.
@@ -218,7 +220,9 @@ def test_a_member_that_lost_data_leaves_the_isr_once_per_session() -> None:
     change = decide_one(config(), views)
     assert change is not None and change.config.isr == frozenset("ab")
     # The bug switch brings back the old behaviour.
-    assert decide_one(config(), lost(sessions(), "b"), bugs=frozenset({"wiped-stays-in-sync"})) is None
+    assert (
+        decide_one(config(), lost(sessions(), "b"), bugs=frozenset({"wiped-stays-in-sync"})) is None
+    )
 
 
 def test_a_member_that_lost_data_is_out_before_the_failover() -> None:
@@ -250,7 +254,10 @@ def test_with_every_in_sync_copy_lost_nobody_is_promoted() -> None:
     assert decide_one(new, views) is None  # and stays so
     # The primary alone lost data: the others take over.
     change = decide_one(config(), lost(sessions(incarnations={"a": 2}), "a"))
-    assert change is not None and (change.config.primary, change.config.isr) == ("b", frozenset("bc"))
+    assert change is not None and (change.config.primary, change.config.isr) == (
+        "b",
+        frozenset("bc"),
+    )
 
 
 def test_a_proposal_cannot_add_a_node_whose_loss_is_not_recorded() -> None:

@@ -133,7 +133,9 @@ def decode_config(data: bytes) -> PartitionConfig:
         record["replicas"] = tuple(record["replicas"])
         record["isr"] = frozenset(record["isr"])
         record["learners"] = tuple(record.get("learners", ()))
-        record["wiped"] = tuple((node, incarnation) for node, incarnation in record.get("wiped", ()))
+        record["wiped"] = tuple(
+            (node, incarnation) for node, incarnation in record.get("wiped", ())
+        )
         config = PartitionConfig(**record)
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedRecord(f"not a partition config: {exc}") from exc

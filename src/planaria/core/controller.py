@@ -115,8 +115,8 @@ class ControllerSettings:
     """- ``suspect_after_ms``: only with the ``no-lease-wait`` bug: a primary whose session
       was not renewed for this long is failed over although its session is alive.
     - ``bugs``: known-bug switches (the controller reads ``no-lease-wait``,
-      ``promote-out-of-sync`` and ``wiped-stays-in-sync``; other names are accepted and ignored so one set can be
-      given to every component).
+      ``promote-out-of-sync`` and ``wiped-stays-in-sync``; other names are accepted and
+      ignored so one set can be given to every component).
     """
 
     suspect_after_ms: float = 50.0
@@ -219,7 +219,9 @@ class Controller:
             return None
         dead = frozenset(n for n in added if sessions is not None and not _live(n, sessions))
         unrecorded = frozenset(
-            n for n in added if sessions is not None and n in self._unrecorded_losses(config, sessions)
+            n
+            for n in added
+            if sessions is not None and n in self._unrecorded_losses(config, sessions)
         )
         isr = proposal.isr - dead - unrecorded
         # A node that is not alive never joins; the rest of the proposal still applies, and
