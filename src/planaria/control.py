@@ -197,11 +197,27 @@ async def _write_metadata(coordinator: Coordinator, metadata: ClusterMetadata) -
 def sessions_from_members(
     members: Mapping[str, Registration], now_ms: float = 0.0
 ) -> dict[NodeId, SessionView]:
-    """The controller's view: every registered node alive, incarnation = its session."""
-    return {
-        node: SessionView(node, int(reg.session), True, now_ms, float("inf"))
-        for node, reg in members.items()
-    }
+    """The controller's view: every registered node alive, incarnation = its session, and
+    the partitions whose log it lost (``lost`` in its metadata: "3,7", or "all")."""
+    views: dict[NodeId, SessionView] = {}
+    for node, reg in members.items():
+        lost, data_lost = _lost_logs(reg)
+        views[node] = SessionView(
+            node, int(reg.session), True, now_ms, float("inf"), lost=lost, data_lost=data_lost
+        )
+    return views
+
+
+def _lost_logs(registration: Registration) -> tuple[frozenset[PartitionId], bool]:
+    text = registration.meta().get("lost", "")
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if parts == ["all"]:
+        return frozenset(), True
+    if not all(part.isdigit() for part in parts):
+        # Unreadable: count every log of the node lost (out of the ISR is always safe).
+        log.error("%s registered an unreadable lost=%r", registration.node_id, text)
+        return frozenset(), True
+    return frozenset(int(part) for part in parts), False
 
 
 async def read_configs(coordinator: Coordinator) -> dict[PartitionId, tuple[PartitionConfig, int]]:

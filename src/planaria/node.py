@@ -42,7 +42,13 @@ from typing import Any
 
 from planaria import _native
 from planaria._node.lease import KeepAliveThread, keep_alive_forever
-from planaria._node.partition import NO_LEASE, PartitionRuntime, open_partition_log
+from planaria._node.partition import (
+    NO_LEASE,
+    PartitionRuntime,
+    lost_partitions,
+    mark_lost,
+    open_partition_log,
+)
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
 from planaria.control import (
@@ -406,6 +412,7 @@ class Node:
         def wipe_all() -> None:
             log.error("the journal is damaged: wiping every log here to refill them")
             for directory in self.data_dir.glob("p[0-9]*"):
+                mark_lost(directory)
                 PartitionLog.wipe(fs, str(directory))
 
         journal, replayed = open_node_journal(
@@ -473,16 +480,13 @@ class Node:
             with self._lease_lock:
                 self.session = session
                 self.lease_until_ms = sent_ms + self.settings.lease_ms
-        metadata = {
-            "bus": self.bus_address,
-            "weight": repr(self.weight),
-            "pid": str(os.getpid()),
-        }
-        if self.zone is not None:
-            metadata["zone"] = self.zone
         await self._coord(
-            self.coordinator.register(self.session, self.node_id, self.address, metadata)
+            self.coordinator.register(
+                self.session, self.node_id, self.address, self._registration_metadata()
+            )
         )
+        for runtime in self.partitions.values():
+            runtime.replica.session_opened(int(self.session))
         if self._controller_task is not None:
             self._controller_task.cancel()
         self._controller_task = asyncio.create_task(
@@ -560,6 +564,42 @@ class Node:
                 if runtime.config is not None:
                     runtime.deliver(runtime.config)
             self._spawn(self._reload_configs(), "reload")
+
+    def _registration_metadata(self) -> dict[str, str]:
+        metadata = {
+            "bus": self.bus_address,
+            "weight": repr(self.weight),
+            "pid": str(os.getpid()),
+        }
+        if self.zone is not None:
+            metadata["zone"] = self.zone
+        lost = lost_partitions(self.data_dir)
+        if lost:
+            # The controller takes this node out of these partitions' ISRs (invariant 7).
+            metadata["lost"] = ",".join(map(str, lost))
+        return metadata
+
+    async def _register_loss(self, partition: int) -> None:
+        """A log found damaged when its partition opened: register the loss with the
+        session before the replica steps (a new session registers it anyway)."""
+        delay_s = 0.05
+        while not self._stopping and self.session is not None:
+            try:
+                await self._coord(
+                    self.coordinator.register(
+                        self.session, self.node_id, self.address, self._registration_metadata()
+                    )
+                )
+                return
+            except SessionExpired:
+                return  # the next session registers it
+            except CoordinatorUnavailable as exc:
+                log.warning("p%d: registering the loss of its log: %s", partition, exc)
+            await asyncio.sleep(delay_s)  # outside the handler (see _native)
+            delay_s = min(delay_s * 2, 1.0)
+
+    def _session_incarnation(self) -> int | None:
+        return None if self.session is None else int(self.session)
 
     async def _controller_loop(self, session: SessionId) -> None:
         delay_s = 0.1
@@ -741,6 +781,8 @@ class Node:
             on_step_down=self._on_step_down,
             on_storage_failure=self._on_storage_failure,
             inbox_max=self.settings.partition_inbox_max,
+            session=self._session_incarnation,
+            on_lost=self._register_loss,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)

@@ -66,8 +66,16 @@ from planaria.storage import (
     StorageDamaged,
     StorageError,
 )
+from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "open_partition_log"]
+__all__ = [
+    "NO_LEASE",
+    "PartitionRuntime",
+    "StepInput",
+    "lost_partitions",
+    "mark_lost",
+    "open_partition_log",
+]
 
 log = logging.getLogger("planaria.node")
 
@@ -136,6 +144,8 @@ class PartitionRuntime:
         on_step_down: Callable[[int], None],
         on_storage_failure: Callable[[int], None] = lambda partition: None,
         inbox_max: int = 10_000,
+        session: Callable[[], int | None] = lambda: None,
+        on_lost: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -152,6 +162,9 @@ class PartitionRuntime:
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
+        self._session = session  # the node's coordinator session (its incarnation), if any
+        self._on_lost = on_lost  # registers the loss of this log (before the replica steps)
+        self.lost = False  # the log was lost, and its config does not record it yet
         self._stages: deque[_Stage] = deque()
         self._drained = asyncio.Event()  # no stage pending
         self._drained.set()
@@ -183,12 +196,16 @@ class PartitionRuntime:
         if self.log is not None:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
-        log_ = await loop.run_in_executor(self._executor, self._open_log)
+        log_, lost = await loop.run_in_executor(self._executor, self._open_log)
         entries = await loop.run_in_executor(
             self._executor,
             lambda: [decode_entry(e.epoch, e.index, e.record) for e in log_.entries()],
         )
         self.log = log_
+        self.lost = lost
+        if lost and self._on_lost is not None:
+            # The controller must know before it may count this replica in sync.
+            await self._on_lost(self.partition)
         self.replica = Replica(
             self.node_id,
             self.partition,
@@ -196,18 +213,23 @@ class PartitionRuntime:
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
+            lost=lost,
         )
+        session = self._session()
+        if session is not None:
+            self.replica.session_opened(session)
         self._recovering = False
         if self.config is not None:
             self.deliver(self.config)
 
-    def _open_log(self) -> PartitionLog:
+    def _open_log(self) -> tuple[PartitionLog, bool]:
+        """The log (recovered, or wiped and empty) and whether it was ever lost."""
         opened = open_partition_log(self.directory, self.partition, self.policy)
         if opened is None:  # wiped: start empty, to be refilled from the primary
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
             opened.attach_journal(self._journal, self.partition)
-        return opened
+        return opened, _lost_marker(self.directory).exists()
 
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
@@ -250,6 +272,8 @@ class PartitionRuntime:
             ):
                 return True
             self.config = item
+            if self.lost and item.wiped_incarnation(self.node_id) == self._session():
+                self._loss_recorded()
         if self._closing or self._recovering or self._broken:
             return True  # dropped, as a network may drop it (configs are fed again later)
         replica = self.replica
@@ -265,6 +289,20 @@ class PartitionRuntime:
         if was_primary and replica.role is not Role.PRIMARY:
             self._on_step_down(self.partition)
         return True
+
+    def _loss_recorded(self) -> None:
+        """The config records this session's loss of the log: the marker may go (a later
+        restart then rejoins outside the ISR, where the loss left it)."""
+        self.lost = False
+        marker = _lost_marker(self.directory)
+        try:
+            OsFS().remove(str(marker))
+            OsFS().fsync_dir(str(marker.parent))
+        except OSError as exc:
+            # Kept, it only registers the loss again at the next start: log and go on.
+            log.warning(
+                "p%d: %s", self.partition, storage_error_from_os(exc, "removing", str(marker))
+            )
 
     def tick(self, lease_until_ms: float) -> None:
         if self.replica.role is Role.PRIMARY:
@@ -466,6 +504,7 @@ def open_partition_log(
     except StorageDamaged as damage:
         log.error("p%d: log damaged (%s); wiping it to refill from the primary",
                   partition, damage)  # fmt: skip
+        mark_lost(directory)
         PartitionLog.wipe(fs, path)
         return None
     if opened.recovery.torn_tail_bytes:
@@ -505,3 +544,34 @@ def _close_quietly(log_: PartitionLog) -> None:
         log_.close()
     except StorageError as exc:
         log.warning("closing the log at %s: %s", log_.path, exc)
+
+
+LOST_PREFIX = "lost-"
+
+
+def _lost_marker(directory: Path) -> Path:
+    """Next to a partition's log directory: the log was lost (wiped as damaged, with the
+    journal, or a replaced disk), and its config does not record it yet."""
+    return directory.parent / f"{LOST_PREFIX}{directory.name}"
+
+
+def mark_lost(directory: Path) -> None:
+    """Durably mark the log in ``directory`` lost, before it is wiped (blocking): every
+    session registers the loss until the partition's config records it."""
+    fs, marker = OsFS(), _lost_marker(directory)
+    try:
+        fs.makedirs(str(marker.parent))
+        created = fs.open_append(str(marker), create=True)
+        try:
+            created.fsync()
+        finally:
+            created.close()
+        fs.fsync_dir(str(marker.parent))
+    except OSError as exc:
+        raise storage_error_from_os(exc, "marking the log lost", str(marker)) from exc
+
+
+def lost_partitions(data_dir: Path) -> list[int]:
+    """The partitions whose log this node lost, by their markers (blocking)."""
+    names = (path.name[len(LOST_PREFIX) + 1 :] for path in data_dir.glob(f"{LOST_PREFIX}p*"))
+    return sorted(int(name) for name in names if name.isdigit())
