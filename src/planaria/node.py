@@ -43,6 +43,7 @@ from typing import Any
 from planaria import _native
 from planaria._node.lease import KeepAliveThread, keep_alive_forever
 from planaria._node.partition import (
+    LOST_ALL,
     NO_LEASE,
     PartitionRuntime,
     lost_partitions,
@@ -574,10 +575,33 @@ class Node:
         if self.zone is not None:
             metadata["zone"] = self.zone
         lost = lost_partitions(self.data_dir)
-        if lost:
+        if (self.data_dir / LOST_ALL).exists():
+            metadata["lost"] = "all"
+        elif lost:
             # The controller takes this node out of these partitions' ISRs (invariant 7).
             metadata["lost"] = ",".join(map(str, lost))
         return metadata
+
+    def _forget_lost_all(self) -> None:
+        """A replaced disk's marker goes once every config listing this node records the
+        loss under its current session (then nothing it holds counts as in sync by mistake)."""
+        marker = self.data_dir / LOST_ALL
+        if self.session is None or not marker.exists():
+            return
+        session = int(self.session)
+        for config in self.configs.values():
+            if (
+                self.node_id in config.replicas
+                and config.wiped_incarnation(self.node_id) != session
+            ):
+                return
+        fs = OsFS()
+        try:
+            fs.remove(str(marker))
+            fs.fsync_dir(str(self.data_dir))
+        except OSError as exc:
+            # Kept, it only registers the loss again at the next start: log and go on.
+            log.warning("%s", storage_error_from_os(exc, "removing", str(marker)))
 
     async def _register_loss(self, partition: int) -> None:
         """A log found damaged when its partition opened: register the loss with the
@@ -746,6 +770,8 @@ class Node:
             runtime = await self._open_partition(config.partition)
         if runtime is not None:
             runtime.deliver(config)
+        if config.wiped:
+            self._forget_lost_all()
 
     async def _open_partition(self, partition: int) -> PartitionRuntime | None:
         opening = self._opening.get(partition)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from planaria._node.partition import PartitionRuntime, _latest_acks, lost_partitions
+from planaria._node.partition import LOST_ALL, PartitionRuntime, _latest_acks, lost_partitions
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -237,5 +237,18 @@ def test_a_damaged_log_is_registered_lost_until_its_config_records_it(tmp_path: 
             while harness.committer.jobs:
                 harness.committer.finish()
             await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replaced_disk_makes_every_log_lost(tmp_path: Path) -> None:
+    (tmp_path / LOST_ALL).touch()  # what the operator does before starting on a new disk
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / "p0", executor, session=2)
+            await harness.runtime.open()
+            assert harness.runtime.lost and harness.lost == [(0, True)]
+            await harness.runtime.close()
 
     asyncio.run(scenario())

@@ -69,6 +69,7 @@ from planaria.storage import (
 from planaria.storage.errors import storage_error_from_os
 
 __all__ = [
+    "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
     "StepInput",
@@ -229,7 +230,8 @@ class PartitionRuntime:
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
             opened.attach_journal(self._journal, self.partition)
-        return opened, _lost_marker(self.directory).exists()
+        lost_all = self.directory.parent / LOST_ALL
+        return opened, _lost_marker(self.directory).exists() or lost_all.exists()
 
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
@@ -296,8 +298,9 @@ class PartitionRuntime:
         self.lost = False
         marker = _lost_marker(self.directory)
         try:
-            OsFS().remove(str(marker))
-            OsFS().fsync_dir(str(marker.parent))
+            if marker.exists():
+                OsFS().remove(str(marker))
+                OsFS().fsync_dir(str(marker.parent))
         except OSError as exc:
             # Kept, it only registers the loss again at the next start: log and go on.
             log.warning(
@@ -547,6 +550,9 @@ def _close_quietly(log_: PartitionLog) -> None:
 
 
 LOST_PREFIX = "lost-"
+# In a data directory: all of it was lost (a replaced disk; the operator creates it before
+# the node's first start on the new disk, docs/operations.md).
+LOST_ALL = "lost-all"
 
 
 def _lost_marker(directory: Path) -> Path:
