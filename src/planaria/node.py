@@ -46,6 +46,7 @@ from planaria._node.partition import (
     LOST_ALL,
     NO_LEASE,
     PartitionRuntime,
+    SessionOpened,
     lost_partitions,
     mark_lost,
     open_partition_log,
@@ -487,7 +488,7 @@ class Node:
             )
         )
         for runtime in self.partitions.values():
-            runtime.replica.session_opened(int(self.session))
+            runtime.deliver(SessionOpened(int(self.session)))
         if self._controller_task is not None:
             self._controller_task.cancel()
         self._controller_task = asyncio.create_task(

@@ -204,7 +204,7 @@ class Pump:
         )
         self.incarnation[node] += 1
         self.lost_log[node] = wiped
-        self.replicas[node].session_opened(self.incarnation[node])
+        self.run(node, self.replicas[node].session_opened(self.incarnation[node], self.now))
         self.down.discard(node)
         self.run(node, self.replicas[node].tick(self.now, self.lease_until[node]))
         self.run(node, self.replicas[node].on_config(self.config, self.now))
@@ -1042,3 +1042,13 @@ def test_a_lost_replica_leads_only_a_config_made_for_its_session() -> None:
     assert "['a'] lost data: out of the isr" in reason
     assert pump.config.primary == "b" and pump.config.wiped == (("a", 2),)
     assert pump.log("a") == pump.log("b")  # refilled by b (and back in the ISR)
+
+
+def test_a_lost_replica_named_primary_before_it_knows_its_session_leads_once_it_does() -> None:
+    lost = Replica("a", 0, ReplicaSettings(), lost=True)
+    config = PartitionConfig(0, 3, "a", ("a", "b"), frozenset({"a"}), 5, primary_incarnation=9)
+    lost.on_config(config, 0.0)  # the session's open is not acknowledged yet
+    assert lost.role is Role.BACKUP
+    assert lost.session_opened(8, 1.0).persist == [] and lost.role is Role.BACKUP
+    ready = lost.session_opened(9, 2.0)
+    assert lost.role is Role.PRIMARY and [p.entries for p in ready.persist] == [(Entry(3, 1),)]

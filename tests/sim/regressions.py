@@ -110,5 +110,7 @@ REGRESSIONS: tuple[Regression, ...] = (
                "empty ISR (now: no primary; the nemesis spares the last in-sync copy)",
                faults=WITH_WIPE),
     Regression(23, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
+    Regression(620, "no-primary: a lost replica named primary (planned transfer) before its "
+               "session's open was acknowledged never took the lead", faults=WITH_WIPE),
     Regression(24, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
 )  # fmt: skip

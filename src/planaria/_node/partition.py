@@ -72,6 +72,7 @@ __all__ = [
     "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
+    "SessionOpened",
     "StepInput",
     "lost_partitions",
     "mark_lost",
@@ -88,7 +89,14 @@ class _Tick:
     lease_until_ms: float
 
 
-StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """The node's coordinator session (its incarnation) opened."""
+
+    incarnation: int
+
+
+StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick | SessionOpened
 
 
 class Committer(Protocol):
@@ -218,7 +226,7 @@ class PartitionRuntime:
         )
         session = self._session()
         if session is not None:
-            self.replica.session_opened(session)
+            self.replica.session_opened(session, self._clock_ms())  # no config yet: no effect
         self._recovering = False
         if self.config is not None:
             self.deliver(self.config)
@@ -322,6 +330,8 @@ class PartitionRuntime:
         now = self._clock_ms()
         if isinstance(item, _Tick):
             return replica.tick(now, item.lease_until_ms)
+        if isinstance(item, SessionOpened):
+            return replica.session_opened(item.incarnation, now)
         if isinstance(item, PartitionConfig):
             return replica.on_config(item, now)
         return replica.on_message(item, now)

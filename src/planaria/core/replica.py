@@ -277,11 +277,7 @@ class Replica:
             return ready
         previous = self._config
         self._config = config
-        may_lead = (
-            config.primary == self._node
-            and config.epoch > self._recovered_epoch
-            and (not self._lost or config.primary_incarnation == self._session)
-        )
+        may_lead = self._may_lead(config)
         if config.epoch > self._epoch:
             self._step_down()
             self._epoch = config.epoch
@@ -337,10 +333,30 @@ class Replica:
             return self._on_append(message)
         return self._on_append_reply(message, now_ms)
 
-    def session_opened(self, incarnation: int) -> None:
+    def session_opened(self, incarnation: int, now_ms: float) -> Ready:
         """The node's coordinator session (its incarnation) for this replica's lifetime;
-        matters only for a ``lost`` replica (see the class)."""
+        matters only for a ``lost`` replica (see the class), which takes the lead now if
+        the config it holds was made for this session."""
         self._session = incarnation
+        ready = Ready()
+        config = self._config
+        if (
+            self._role is Role.BACKUP
+            and config is not None
+            and config.epoch == self._epoch
+            and self._may_lead(config)
+        ):
+            self._promote(now_ms, ready)
+        return ready
+
+    def _may_lead(self, config: PartitionConfig) -> bool:
+        """``config`` names this replica primary of an epoch no previous incarnation of it
+        may have led (for a lost log: one made for its current session)."""
+        return (
+            config.primary == self._node
+            and config.epoch > self._recovered_epoch
+            and (not self._lost or config.primary_incarnation == self._session)
+        )
 
     def tick(self, now_ms: float, lease_until_ms: float) -> Ready:
         """Advance time: heartbeats / retransmissions, ISR shrink/expand proposals.

@@ -332,7 +332,7 @@ class SimNode(Process):
             lost=self._lost(partition),
         )
         if self.session is not None:
-            replica.session_opened(self.session)
+            replica.session_opened(self.session, self.local_now())  # no config yet: no effect
         return replica
 
     def _host(self, partition: int) -> Replica:
@@ -416,8 +416,11 @@ class SimNode(Process):
         if ack.ok:
             if self.session is None:
                 self.session = ack.session
-                for replica in self.replicas.values():
-                    replica.session_opened(ack.session)
+                now = self.local_now()
+                for partition, replica in list(self.replicas.items()):
+                    self._execute(partition, replica.session_opened(ack.session, now))
+                    if not self.up:
+                        return
             if ack.session == self.session:
                 lease = ack.sent_local_ms + self.settings.lease_ms
                 self.lease_until_ms = max(self.lease_until_ms, lease)
