@@ -277,8 +277,8 @@ class Client:
             return self._run(call, deadline_s)[0]
         finally:
             with self._window_moved:
-                core.window.release(seq)
-                self._window_moved.notify_all()
+                if core.window.release(seq):
+                    self._window_moved.notify_all()
 
     def _run(self, call: Call, deadline_s: float | None = None) -> tuple[object, bool]:
         core = self._core
@@ -511,9 +511,8 @@ class AsyncClient:
             call = core.call(command, key, extra, is_write=True, timeout_s=call_timeout_s, seq=seq)
             return (await self._run(call, deadline_s))[0]
         finally:
-            core.window.release(seq)
-            if self._window_moved is not None:  # wake every waiter: one of them may go on
-                self._window_moved.set()
+            if core.window.release(seq) and self._window_moved is not None:
+                self._window_moved.set()  # wake every waiter: some may go on
                 self._window_moved = None
 
     async def _run(self, call: Call, deadline_s: float | None = None) -> tuple[object, bool]:

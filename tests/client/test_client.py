@@ -465,9 +465,9 @@ class SpreadWatch:
 def test_the_write_window_hands_out_numbers_within_its_size() -> None:
     window = WriteWindow(3)
     assert [window.take(), window.take(), window.take(), window.take()] == [1, 2, 3, None]
-    window.release(2)
+    assert window.release(2) is False  # 1 is still the oldest: nothing moved
     assert window.take() is None  # 4 would be 3 above 1, still in flight
-    window.release(1)
+    assert window.release(1) is True
     assert [window.take(), window.take(), window.take()] == [4, 5, None]
     assert window.in_flight == 3
     for bad in (0, -1, True, 1.5):

@@ -154,9 +154,12 @@ class WriteWindow:
         self._in_flight.add(seq)
         return seq
 
-    def release(self, seq: int) -> None:
-        """The write with ``seq`` finished (answered, refused, or given up on)."""
+    def release(self, seq: int) -> bool:
+        """The write with ``seq`` finished (answered, refused, or given up on). True when
+        that moved the window (it was the oldest in flight): waiters may go on."""
+        moved = seq == min(self._in_flight, default=None)
         self._in_flight.discard(seq)
+        return moved
 
     @property
     def in_flight(self) -> int:
