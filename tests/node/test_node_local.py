@@ -361,3 +361,32 @@ def test_a_retried_reqid_write_is_applied_once(tmp_path: Path) -> None:
             await cluster.close()
 
     run(scenario())
+
+
+def test_reqid_writes_out_of_order_apply_once_and_too_old_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            primary = cluster.primary_of(0)
+            assert primary is not None
+            client = aredis.Redis(port=cluster.nodes[primary].port)
+            keys = [key_of(0, cluster.partitions, f"k{seq}:") for seq in range(3)]
+
+            async def write(key: bytes, seq: int) -> object:
+                return await client.execute_command("SET", key, "v", "REQID", "client-b", seq)
+
+            # Seq 100 lands before seq 90 (inside the default window of 64): both apply.
+            assert await write(keys[0], 100) and await write(keys[1], 90)
+            assert await client.get(keys[0]) == await client.get(keys[1]) == b"v"
+            await client.delete(keys[1])
+            assert await write(keys[1], 90)  # a retry: the stored reply, not applied again
+            assert await client.get(keys[1]) is None
+            with pytest.raises(redis.ResponseError, match="SEQTOOOLD"):
+                await write(keys[2], 36)  # 100 - 64: below the window
+            assert await client.get(keys[2]) is None
+            await client.aclose()
+        finally:
+            await cluster.close()
+
+    run(scenario())
