@@ -10,8 +10,8 @@ DESIGN.md says (a primary's Appends may leave during its own fsync; see that mod
 Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
 SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of
 its own when ``keepalive_connect`` is given, as ``planaria node`` does), lease 200 ms from
-the send time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 +
-20 ms), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
+the send time of the last acknowledged keep-alive, session TTL 300 ms (>= (lease / 0.95 +
+20 ms) * 1.05: core.lease), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
 
 Request ids: a write's REQID (planaria's client) is used as is; a plain Redis client's
 write gets a fresh id per command (``<node>.<boot nonce>`` and a node-wide sequence), so
@@ -69,6 +69,7 @@ from planaria.coord import (
     partition_of_key,
 )
 from planaria.core.controller import Controller
+from planaria.core.lease import session_ttl_min_ms
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -127,7 +128,7 @@ __all__ = ["Node", "NodeSettings", "parse_address"]
 log = logging.getLogger("planaria.node")
 
 BUS_PORT_OFFSET = 10_000  # Redis Cluster's bus convention
-DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for
+DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of every clock
 LEASE_MARGIN_MS = 20.0
 
 
@@ -143,8 +144,9 @@ def parse_address(text: str) -> tuple[str, int]:
 class NodeSettings:
     """Tunables of a node (times in ms of the node's monotonic clock).
 
-    ``session_ttl_ms`` must be at least ``lease_ms * (1 + 0.05) + 20`` so that once the
-    coordinator expires the session, the node's lease surely ran out.
+    ``session_ttl_ms`` must be at least ``(lease_ms / 0.95 + 20) * 1.05`` so that once the
+    coordinator expires the session, the node's lease surely ran out, with the node's and the
+    coordinator's clocks each drifting by up to 5 % (``planaria.core.lease``).
     """
 
     session_ttl_ms: float = 300.0
@@ -178,10 +180,14 @@ class NodeSettings:
         ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.session_ttl_ms < self.lease_ms * (1 + DRIFT_MAX) + LEASE_MARGIN_MS:
+        ttl_min_ms = session_ttl_min_ms(
+            self.lease_ms, drift_max=DRIFT_MAX, margin_ms=LEASE_MARGIN_MS
+        )
+        if self.session_ttl_ms < ttl_min_ms:
             raise UsageError(
-                f"session_ttl_ms {self.session_ttl_ms} must be >= lease_ms * {1 + DRIFT_MAX} "
-                f"+ {LEASE_MARGIN_MS} (lease_ms = {self.lease_ms})"
+                f"session_ttl_ms {self.session_ttl_ms} must be >= (lease_ms / {1 - DRIFT_MAX} "
+                f"+ {LEASE_MARGIN_MS}) * {1 + DRIFT_MAX} = {ttl_min_ms:.1f} "
+                f"(lease_ms = {self.lease_ms})"
             )
         if self.keepalive_interval_ms >= self.lease_ms:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")

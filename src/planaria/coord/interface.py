@@ -16,9 +16,10 @@ conformance suite (``tests/coord/conformance.py``). See docs/coordination.md.
 - *Sessions*: a session expires no earlier than ``ttl_ms`` after the coordinator **received**
   its last renewal (coordinator's clock), and then its ephemeral keys and candidacies vanish
   in one atomic step. So a node that counts its lease from the **send** time of an
-  acknowledged renewal (``lease_ms``, with ``ttl_ms >= lease_ms * (1 + drift_max) + margin``)
-  has surely lost its lease when its session expires. How late after the deadline expiry is
-  noticed is backend-specific (memory: at its next check; ZooKeeper: about a tick).
+  acknowledged renewal (``lease_ms``, its own clock) has surely lost its lease when its
+  session expires, with both clocks drifting: ``planaria.core.lease`` has the rule. How
+  late after the deadline expiry is noticed is backend-specific (memory: at its next
+  check; ZooKeeper: about a tick).
 - *Watches* deliver, per watch, events in the order the changes happened, at least once:
   after any change under the prefix that happens after :meth:`Coordinator.watch` returned,
   at least one later event names that key (or is a ``RESET``). Events may be coalesced or
