@@ -279,6 +279,10 @@ class EtcdCoordinator(CampaigningCoordinator):
         session = validate_session_id(session)
         if self._closed:
             raise UsageError("this coordinator is closed")
+        # Lease evidence from the leader, no sync needed: a member that does not lead
+        # forwards the renewal to the leader, whose lessor renews it from when it received
+        # it and answers the TTL (etcd commit 2e157530, "forward keepalives to leader";
+        # etcdserver LeaseRenew), so a member cut off from the leader acknowledges nothing.
         try:
             reply = await self._http.first_of_stream("/v3/lease/keepalive", {"ID": str(session)})
         except (HttpUnreachable, TimeoutError) as exc:
