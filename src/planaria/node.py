@@ -60,6 +60,7 @@ from planaria.coord import (
     CoordinatorUnavailable,
     EventKind,
     MalformedRecord,
+    NodeIdInUse,
     SessionExpired,
     SessionId,
     Watch,
@@ -272,6 +273,7 @@ class Node:
         self.min_insync: int | None = None
         self.started_ms = _now_ms()
         self.sessions_lost = 0
+        self.replies_unleased = 0  # AppendReplies not sent: no lease (see _send)
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
@@ -486,9 +488,7 @@ class Node:
         }
         if self.zone is not None:
             metadata["zone"] = self.zone
-        await self._coord(
-            self.coordinator.register(self.session, self.node_id, self.address, metadata)
-        )
+        await self._register(self.session, metadata)
         if self._controller_task is not None:
             self._controller_task.cancel()
         self._controller_task = asyncio.create_task(
@@ -508,6 +508,30 @@ class Node:
             self._keepalive_thread.start(self.session)
         else:
             self._keepalive_thread.set_session(self.session)
+
+    async def _register(self, session: SessionId, metadata: dict[str, str]) -> None:
+        """Register under ``session``. While another live session holds the node id (this
+        node's previous incarnation, whose lease may still run, or another process with the
+        same id), renew ours and wait for it to end, up to ``start_timeout_ms``: taking the
+        registration over would let the controller fail over before the old lease ran out."""
+        deadline_ms = _now_ms() + self.settings.start_timeout_ms
+        warned = False
+        while True:
+            try:
+                await self._coord(
+                    self.coordinator.register(session, self.node_id, self.address, metadata)
+                )
+                return
+            except NodeIdInUse as exc:
+                if _now_ms() >= deadline_ms:
+                    raise
+                if not warned:
+                    log.warning("%s; waiting for it to end", exc)
+                    warned = True
+            await asyncio.sleep(self.settings.keepalive_interval_ms / 1000)
+            sent_ms = _now_ms()
+            await self._coord(self.coordinator.keep_alive(session))
+            self._on_keepalive_ack(session, sent_ms)
 
     def _on_keepalive_ack(self, session: SessionId, sent_ms: float) -> None:
         # Called from the keep-alive thread too: a lock keeps the check and the write whole.
@@ -557,7 +581,7 @@ class Node:
                 try:
                     await self._open_session()
                     break
-                except (CoordinatorUnavailable, SessionExpired) as exc:
+                except (CoordinatorUnavailable, SessionExpired, NodeIdInUse) as exc:
                     log.warning("reopening a session: %s", exc)
                     self.session = None
                 await asyncio.sleep(delay_s)  # outside the handler (see _native)
@@ -757,6 +781,12 @@ class Node:
     def _send(self, send: Send) -> None:
         if send.to == self.node_id:
             self._on_peer_message(send.message)
+        elif isinstance(send.message, AppendReply) and _now_ms() >= self.lease_until_ms:
+            # Out of lease, our session may have expired and another process may hold our
+            # node id now (a rescheduled pod): a primary would count our acks as its. The
+            # lease rule makes us stop before the coordinator frees the id; the controller
+            # drops a backup whose session expired from the ISR anyway.
+            self.replies_unleased += 1
         else:
             self._bus.send(send.to, send.message)
 
@@ -968,6 +998,7 @@ class Node:
                 if self.lease_until_ms > now
                 else 0,
                 "sessions_lost": self.sessions_lost,
+                "replies_unleased": self.replies_unleased,
                 "fsync": self.settings.fsync.mode,
                 "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
             },

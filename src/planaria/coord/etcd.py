@@ -50,6 +50,7 @@ from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
+    NodeIdInUse,
     SessionExpired,
     VersionConflict,
 )
@@ -405,16 +406,28 @@ class EtcdCoordinator(CampaigningCoordinator):
         raw = _b64(self._raw(member_key(node_id)))
         value = _b64(encode_registration(address, metadata))
         put = {"key": raw, "value": value, "lease": str(session)}
-        txn = {"success": [{"request_put": put}, {"request_range": {"key": raw}}]}
-        try:
-            reply = await self._call("/v3/kv/txn", txn, definite=True)
-        except GatewayError as exc:
-            if exc.code == _NOT_FOUND:
-                raise SessionExpired(session) from None
-            raise UsageError(f"etcd refused the registration: {exc.message}") from None
-        kvs = reply["responses"][1].get("response_range", {}).get("kvs", [])
-        items = self._items(kvs)
-        return decode_registration(items[0])
+        read = {"request_range": {"key": raw}}
+        # Put if absent, or if this session holds it; else another live lease holds it
+        # (its key would have vanished with it).
+        absent = {"key": raw, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        mine = {"key": raw, "target": "LEASE", "result": "EQUAL", "lease": str(session)}
+        while True:
+            for compare in (absent, mine):
+                txn = {"compare": [compare], "success": [{"request_put": put}, read]}
+                txn["failure"] = [read]
+                try:
+                    reply = await self._call("/v3/kv/txn", txn, definite=True)
+                except GatewayError as exc:
+                    if exc.code == _NOT_FOUND:
+                        raise SessionExpired(session) from None
+                    raise UsageError(f"etcd refused the registration: {exc.message}") from None
+                if reply.get("succeeded"):
+                    kvs = reply["responses"][1].get("response_range", {}).get("kvs", [])
+                    return decode_registration(self._items(kvs)[0])
+            kvs = reply["responses"][0].get("response_range", {}).get("kvs", [])
+            if kvs and _int(kvs[0].get("lease")) != session:
+                raise NodeIdInUse(node_id, holder=_int(kvs[0].get("lease")))
+            # Gone, or ours, between the two looks: look again.
 
     # --- watches -------------------------------------------------------------------------
 

@@ -169,10 +169,12 @@ class Coordinator(abc.ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> Registration:
         """Publish ``node_id -> address, metadata`` as an ephemeral of ``session`` at
-        ``member_key(node_id)``. A registration of the same node id by another session (an
-        older incarnation) is replaced: the key now belongs to ``session``, and the old
-        session's end no longer removes it. Re-registering with the same session updates it.
-        ``SessionExpired`` if ``session`` ended."""
+        ``member_key(node_id)``. Re-registering with the same session updates it. While
+        another session holds the node id (another process with it, or an older
+        incarnation whose session has not ended), ``NodeIdInUse`` and nothing changes:
+        taking it over would let the controller see the node's new incarnation and fail
+        its partitions over before the old one's lease ran out. The old registration
+        vanishes with its session. ``SessionExpired`` if ``session`` ended."""
 
     async def members(self) -> dict[str, Registration]:
         """Every registered node, by node id (watch ``MEMBERS_PREFIX`` for changes)."""

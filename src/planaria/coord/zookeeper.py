@@ -86,6 +86,7 @@ from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
+    NodeIdInUse,
     SessionExpired,
     VersionConflict,
 )
@@ -750,9 +751,8 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
                 txn.create(path, value, ephemeral=True)
             elif found[0].session == sid:
                 txn.set_data(path, value, found[0].version - 1)
-            else:  # an older incarnation's: replace it
-                txn.delete(path, found[0].version - 1)
-                txn.create(path, value, ephemeral=True)
+            else:  # another live session's (an ephemeral vanishes with its session)
+                raise NodeIdInUse(node_id, holder=found[0].session or 0)
             await self._ready(record.client)
             results = await self._wait(txn.commit_async(), session=sid)
             errors = [r for r in results if isinstance(r, Exception)]
@@ -763,7 +763,7 @@ class ZooKeeperCoordinator(CampaigningCoordinator):
                 now = await self._read(key, sync=True)
                 if now is not None and now[0].session == sid:
                     return decode_registration(now[0])
-            # Changed meanwhile (or already replaced again): look again.
+            # Changed meanwhile (created by another session, or gone): look again.
 
     # --- watches -------------------------------------------------------------------------
 
