@@ -413,8 +413,8 @@ class EtcdCoordinator(CampaigningCoordinator):
         mine = {"key": raw, "target": "LEASE", "result": "EQUAL", "lease": str(session)}
         while True:
             for compare in (absent, mine):
-                txn = {"compare": [compare], "success": [{"request_put": put}, read]}
-                txn["failure"] = [read]
+                success = [{"request_put": put}, read]
+                txn = {"compare": [compare], "success": success, "failure": [read]}
                 try:
                     reply = await self._call("/v3/kv/txn", txn, definite=True)
                 except GatewayError as exc:
