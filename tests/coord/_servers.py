@@ -244,12 +244,21 @@ class QuorumRelays:
         return port
 
     def cut(self, ports: list[int]) -> None:
-        for port in ports:
-            self._loop.call_soon_threadsafe(self._flowing[port].clear)
+        """Blackhole ``ports``' relays; returns once nothing more is forwarded."""
+        self._set_flowing(ports, False)
 
     def heal(self, ports: list[int]) -> None:
-        for port in ports:
-            self._loop.call_soon_threadsafe(self._flowing[port].set)
+        self._set_flowing(ports, True)
+
+    def _set_flowing(self, ports: list[int], flowing: bool) -> None:
+        async def apply() -> None:
+            for port in ports:
+                if flowing:
+                    self._flowing[port].set()
+                else:
+                    self._flowing[port].clear()
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(10)
 
     def close(self) -> None:
         async def stop() -> None:
