@@ -34,7 +34,10 @@
   not prove: the leader renews its own deadline for the session from the follower's ping
   reports (every ``tickTime / 2``), not from the sync, so after a follower–leader cut of
   about a TTL that heals while a renewal is pending, the leader can still expire the
-  session within about ``tickTime / 2`` after acknowledging it. ``SUSPENDED``
+  session within about ``tickTime / 2`` after acknowledging it, while the node counts its
+  lease from the renewal's send time: up to a lease of overlap in that race. No client-side
+  timing closes it (the leader's deadline does not depend on the sync); a renewal through
+  a connection to the leader itself would. ``SUSPENDED``
   (connection lost, reconnecting): calls raise ``CoordinatorUnavailable`` after the request
   timeout; the session lives on until the *server* expires it, so a node keeps serving
   until its own lease runs out, as on every backend. ``LOST``: the server expired the
