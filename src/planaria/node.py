@@ -10,8 +10,8 @@ DESIGN.md says (a primary's Appends may leave during its own fsync; see that mod
 Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
 SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of
 its own when ``keepalive_connect`` is given, as ``planaria node`` does), lease 200 ms from
-the send time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 +
-20 ms), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
+the send time of the last acknowledged keep-alive, session TTL 300 ms (>= (lease / 0.95 +
+20 ms) * 1.05: core.lease), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
 
 Request ids: a write's REQID (planaria's client) is used as is; a plain Redis client's
 write gets a fresh id per command (``<node>.<boot nonce>`` and a node-wide sequence), so
@@ -60,6 +60,7 @@ from planaria.coord import (
     CoordinatorUnavailable,
     EventKind,
     MalformedRecord,
+    NodeIdInUse,
     SessionExpired,
     SessionId,
     Watch,
@@ -69,6 +70,7 @@ from planaria.coord import (
     partition_of_key,
 )
 from planaria.core.controller import Controller
+from planaria.core.lease import session_ttl_min_ms
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -127,7 +129,7 @@ __all__ = ["Node", "NodeSettings", "parse_address"]
 log = logging.getLogger("planaria.node")
 
 BUS_PORT_OFFSET = 10_000  # Redis Cluster's bus convention
-DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for
+DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of every clock
 LEASE_MARGIN_MS = 20.0
 
 
@@ -143,8 +145,9 @@ def parse_address(text: str) -> tuple[str, int]:
 class NodeSettings:
     """Tunables of a node (times in ms of the node's monotonic clock).
 
-    ``session_ttl_ms`` must be at least ``lease_ms * (1 + 0.05) + 20`` so that once the
-    coordinator expires the session, the node's lease surely ran out.
+    ``session_ttl_ms`` must be at least ``(lease_ms / 0.95 + 20) * 1.05`` so that once the
+    coordinator expires the session, the node's lease surely ran out, with the node's and the
+    coordinator's clocks each drifting by up to 5 % (``planaria.core.lease``).
     """
 
     session_ttl_ms: float = 300.0
@@ -178,10 +181,14 @@ class NodeSettings:
         ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.session_ttl_ms < self.lease_ms * (1 + DRIFT_MAX) + LEASE_MARGIN_MS:
+        ttl_min_ms = session_ttl_min_ms(
+            self.lease_ms, drift_max=DRIFT_MAX, margin_ms=LEASE_MARGIN_MS
+        )
+        if self.session_ttl_ms < ttl_min_ms:
             raise UsageError(
-                f"session_ttl_ms {self.session_ttl_ms} must be >= lease_ms * {1 + DRIFT_MAX} "
-                f"+ {LEASE_MARGIN_MS} (lease_ms = {self.lease_ms})"
+                f"session_ttl_ms {self.session_ttl_ms} must be >= (lease_ms / {1 - DRIFT_MAX} "
+                f"+ {LEASE_MARGIN_MS}) * {1 + DRIFT_MAX} = {ttl_min_ms:.1f} "
+                f"(lease_ms = {self.lease_ms})"
             )
         if self.keepalive_interval_ms >= self.lease_ms:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
@@ -266,6 +273,7 @@ class Node:
         self.min_insync: int | None = None
         self.started_ms = _now_ms()
         self.sessions_lost = 0
+        self.replies_unleased = 0  # AppendReplies not sent: no lease (see _send)
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
@@ -480,9 +488,7 @@ class Node:
         }
         if self.zone is not None:
             metadata["zone"] = self.zone
-        await self._coord(
-            self.coordinator.register(self.session, self.node_id, self.address, metadata)
-        )
+        await self._register(self.session, metadata)
         if self._controller_task is not None:
             self._controller_task.cancel()
         self._controller_task = asyncio.create_task(
@@ -502,6 +508,30 @@ class Node:
             self._keepalive_thread.start(self.session)
         else:
             self._keepalive_thread.set_session(self.session)
+
+    async def _register(self, session: SessionId, metadata: dict[str, str]) -> None:
+        """Register under ``session``. While another live session holds the node id (this
+        node's previous incarnation, whose lease may still run, or another process with the
+        same id), renew ours and wait for it to end, up to ``start_timeout_ms``: taking the
+        registration over would let the controller fail over before the old lease ran out."""
+        deadline_ms = _now_ms() + self.settings.start_timeout_ms
+        warned = False
+        while True:
+            try:
+                await self._coord(
+                    self.coordinator.register(session, self.node_id, self.address, metadata)
+                )
+                return
+            except NodeIdInUse as exc:
+                if _now_ms() >= deadline_ms:
+                    raise
+                if not warned:
+                    log.warning("%s; waiting for it to end", exc)
+                    warned = True
+            await asyncio.sleep(self.settings.keepalive_interval_ms / 1000)
+            sent_ms = _now_ms()
+            await self._coord(self.coordinator.keep_alive(session))
+            self._on_keepalive_ack(session, sent_ms)
 
     def _on_keepalive_ack(self, session: SessionId, sent_ms: float) -> None:
         # Called from the keep-alive thread too: a lock keeps the check and the write whole.
@@ -551,7 +581,7 @@ class Node:
                 try:
                     await self._open_session()
                     break
-                except (CoordinatorUnavailable, SessionExpired) as exc:
+                except (CoordinatorUnavailable, SessionExpired, NodeIdInUse) as exc:
                     log.warning("reopening a session: %s", exc)
                     self.session = None
                 await asyncio.sleep(delay_s)  # outside the handler (see _native)
@@ -751,6 +781,12 @@ class Node:
     def _send(self, send: Send) -> None:
         if send.to == self.node_id:
             self._on_peer_message(send.message)
+        elif isinstance(send.message, AppendReply) and _now_ms() >= self.lease_until_ms:
+            # Out of lease, our session may have expired and another process may hold our
+            # node id now (a rescheduled pod): a primary would count our acks as its. The
+            # lease rule makes us stop before the coordinator frees the id; the controller
+            # drops a backup whose session expired from the ISR anyway.
+            self.replies_unleased += 1
         else:
             self._bus.send(send.to, send.message)
 
@@ -962,6 +998,7 @@ class Node:
                 if self.lease_until_ms > now
                 else 0,
                 "sessions_lost": self.sessions_lost,
+                "replies_unleased": self.replies_unleased,
                 "fsync": self.settings.fsync.mode,
                 "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
             },
