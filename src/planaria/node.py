@@ -194,8 +194,8 @@ class NodeSettings:
             )
         if self.keepalive_interval_ms >= self.lease_ms:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
-        if self.loop_stall_max_ms <= self.lease_ms + 2 * self.keepalive_interval_ms:
-            raise UsageError("loop_stall_max_ms must exceed lease_ms + 2 keep-alive intervals")
+        if self.loop_stall_max_ms <= 2 * self.keepalive_interval_ms:
+            raise UsageError("loop_stall_max_ms must exceed two keep-alive intervals")
         if self.storage_threads < 1 or self.partition_inbox_max < 1:
             raise UsageError("storage_threads and partition_inbox_max must be >= 1")
 
