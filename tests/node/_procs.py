@@ -62,6 +62,7 @@ class ProcCluster:
         self.ports = dict(zip(self.names, node_ports, strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.launchers: dict[str, tuple[str, ...]] = {}  # name -> python args, default CLI
+        self.node_args: dict[str, list[str]] = {}  # name -> more `planaria node` options
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -96,6 +97,7 @@ class ProcCluster:
             [
                 "node", "--id", name, "--listen", self.address(name), "--coordinator",
                 self.coordinator_url, "--data", str(self.root / name), "--fsync", self.fsync,
+                *self.node_args.get(name, []),
             ],
         )  # fmt: skip
 

@@ -168,6 +168,7 @@ def test_a_node_whose_loop_is_wedged_exits_and_its_partitions_fail_over(
     cluster = ProcCluster(tmp_path, partitions=8)
     victim = "n1"
     cluster.launchers[victim] = WEDGEABLE_CLI
+    cluster.node_args[victim] = ["--loop-stall-max-ms", "1500"]
     try:
         cluster.start()
         cluster.signal(victim, signal.SIGUSR1)  # its loop's thread now blocks for an hour
@@ -180,10 +181,11 @@ def test_a_node_whose_loop_is_wedged_exits_and_its_partitions_fail_over(
         print(f"the wedged node exited after {time.monotonic() - wedged_at:.1f} s")
         assert proc.returncode == EXIT_LOOP_STALLED, cluster.logs()
         assert "event loop stalled" in (tmp_path / f"{victim}.log").read_text()
+        assert "(limit 1500 ms" in (tmp_path / f"{victim}.log").read_text()
         others = [n for n in cluster.names if n != victim]
         cluster.wait_serving(20.0, others)
         # Restarted, as a supervisor would: it recovers from its data and serves again.
-        cluster.launchers.pop(victim)
+        del cluster.launchers[victim], cluster.node_args[victim]
         cluster.start_node(victim)
         cluster.wait_serving(20.0)
         assert cluster.procs[victim].poll() is None
