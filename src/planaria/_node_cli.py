@@ -72,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(session TTL / 1.05 - 20) * 0.95)",
     )
     parser.add_argument(
+        "--loop-stall-max-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="exit (code 75, for a supervisor to restart the node) once the event loop made "
+        "no progress this long (default 3000)",
+    )
+    parser.add_argument(
         "--bug",
         action="append",
         default=[],
@@ -111,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
             session_ttl_ms=session_ttl_ms,
             lease_ms=lease_ms,
             keepalive_interval_ms=min(defaults.keepalive_interval_ms, lease_ms / 4),
+            loop_stall_max_ms=(
+                defaults.loop_stall_max_ms
+                if args.loop_stall_max_ms is None
+                else float(args.loop_stall_max_ms)
+            ),
             replica=replace(defaults.replica, bugs=frozenset(args.bug)),
         )
 

@@ -19,7 +19,10 @@ its retries may apply twice, as with Redis itself.
 
 Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
 its lease, then stops serving until the coordinator answers again); an expired session
-rebuilds every replica from disk under a new session; a storage failure refuses that
+rebuilds every replica from disk under a new session; an event loop that makes no progress
+for ``loop_stall_max_ms`` (seen from the keep-alive thread) ends the process with exit code
+:data:`EXIT_LOOP_STALLED`, renewing nothing more, so its session expires, its partitions fail
+over and a supervisor restarts it (see docs/operations.md); a storage failure refuses that
 partition's writes; a bad peer frame closes that peer connection; client input errors get a
 RESP error. Every exception is logged.
 """
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria import _native
-from planaria._node.lease import KeepAliveThread, keep_alive_forever
+from planaria._node.lease import KeepAliveThread, LoopWatchdog, keep_alive_forever
 from planaria._node.partition import NO_LEASE, PartitionRuntime, open_partition_log
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
@@ -124,13 +127,15 @@ from planaria.storage import (
 )
 from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["Node", "NodeSettings", "parse_address"]
+__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings", "parse_address"]
 
 log = logging.getLogger("planaria.node")
 
 BUS_PORT_OFFSET = 10_000  # Redis Cluster's bus convention
 DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of every clock
 LEASE_MARGIN_MS = 20.0
+# The exit code of a node whose event loop stalled (EX_TEMPFAIL: restart it).
+EXIT_LOOP_STALLED = 75
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -173,11 +178,15 @@ class NodeSettings:
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
     gc_freeze_interval_ms: float = 1000.0
+    # An event loop that makes no progress this long (seen from the keep-alive thread) ends
+    # the process: past its lease it serves nothing, yet the thread would keep its session.
+    # Far above any pause of a healthy loop under load; a SIGSTOP does not count.
+    loop_stall_max_ms: float = 3000.0
 
     def __post_init__(self) -> None:
         for name in (
             "session_ttl_ms", "lease_ms", "keepalive_interval_ms", "tick_ms", "config_poll_ms",
-            "write_timeout_ms", "coordinator_timeout_ms", "start_timeout_ms",
+            "write_timeout_ms", "coordinator_timeout_ms", "start_timeout_ms", "loop_stall_max_ms",
         ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -192,6 +201,8 @@ class NodeSettings:
             )
         if self.keepalive_interval_ms >= self.lease_ms:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
+        if self.loop_stall_max_ms <= 2 * self.keepalive_interval_ms:
+            raise UsageError("loop_stall_max_ms must exceed two keep-alive intervals")
         if self.storage_threads < 1 or self.partition_inbox_max < 1:
             raise UsageError("storage_threads and partition_inbox_max must be >= 1")
 
@@ -274,6 +285,7 @@ class Node:
         self.started_ms = _now_ms()
         self.sessions_lost = 0
         self.replies_unleased = 0  # AppendReplies not sent: no lease (see _send)
+        self.loop_beats = 0  # advanced by every tick: the keep-alive thread's sign of life
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
@@ -504,6 +516,12 @@ class Node:
                 timeout_ms=self.settings.lease_ms,
                 on_ack=self._on_keepalive_ack,
                 on_expired=self._on_keepalive_expired,
+                watchdog=LoopWatchdog(
+                    lambda: self.loop_beats,
+                    stall_max_ms=self.settings.loop_stall_max_ms,
+                    step_max_ms=2 * self.settings.keepalive_interval_ms,
+                ),
+                on_stalled=self._on_loop_stalled,
             )
             self._keepalive_thread.start(self.session)
         else:
@@ -543,6 +561,22 @@ class Node:
         """From the keep-alive thread: hand the loss over to the event loop."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._session_expired, session)
+
+    def _on_loop_stalled(self, stalled_ms: float) -> None:
+        """From the keep-alive thread, which renews no more: the loop is wedged, so nothing
+        on it can step down or rebuild. Exit at once, as after kill -9 (what was
+        acknowledged is on disk): the session expires within its TTL, the partitions fail
+        over, and a supervisor restarts the node from its data."""
+        if self._stopping:
+            return  # closing: the tick is cancelled before the keep-alive thread stops
+        log.critical(
+            "node %s: event loop stalled for %.0f ms (limit %.0f ms, lease %.0f ms): leaving "
+            "the cluster, exit code %d (restart me)",
+            self.node_id, stalled_ms, self.settings.loop_stall_max_ms, self.settings.lease_ms,
+            EXIT_LOOP_STALLED,
+        )  # fmt: skip
+        logging.shutdown()  # flush the log line: os._exit skips every other cleanup
+        os._exit(EXIT_LOOP_STALLED)
 
     def _session_expired(self, session: SessionId) -> None:
         if session == self.session and not self._stopping:
@@ -629,6 +663,7 @@ class Node:
         last_sweep_ms = _now_ms()
         while not self._stopping:
             await asyncio.sleep(tick_s)
+            self.loop_beats += 1
             lease = self.lease_until_ms
             for runtime in self.partitions.values():
                 runtime.tick(lease)

@@ -44,6 +44,8 @@ def key_of(partition: int, partitions: int, prefix: str = "k") -> bytes:
 def test_settings_refuse_a_lease_longer_than_the_session() -> None:
     with pytest.raises(UsageError, match="session_ttl_ms"):
         NodeSettings(session_ttl_ms=200, lease_ms=200)
+    with pytest.raises(UsageError, match="loop_stall_max_ms"):
+        NodeSettings(loop_stall_max_ms=100)
     with pytest.raises(UsageError, match="HOST:PORT"):
         parse_address("localhost")
 
