@@ -69,7 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MS",
         help="primary lease (default 200, or the longest the session TTL allows: "
-        "(session TTL - 20) / 1.05)",
+        "(session TTL / 1.05 - 20) * 0.95)",
+    )
+    parser.add_argument(
+        "--loop-stall-max-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="exit (code 75, for a supervisor to restart the node) once the event loop made "
+        "no progress this long (default 3000)",
     )
     parser.add_argument(
         "--bug",
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     from planaria.coord import CoordinatorUnavailable  # noqa: PLC0415
     from planaria.coord.url import connect, grantable_ttl_ms, parse_url  # noqa: PLC0415
+    from planaria.core.lease import lease_max_ms  # noqa: PLC0415
     from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
@@ -102,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.lease_ms is not None:
             lease_ms = float(args.lease_ms)
         elif ttl_given:  # the longest lease the TTL allows
-            lease_ms = (session_ttl_ms - LEASE_MARGIN_MS) / (1 + DRIFT_MAX)
+            lease_ms = lease_max_ms(session_ttl_ms, drift_max=DRIFT_MAX, margin_ms=LEASE_MARGIN_MS)
         else:
             lease_ms = defaults.lease_ms
         return replace(
@@ -110,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
             session_ttl_ms=session_ttl_ms,
             lease_ms=lease_ms,
             keepalive_interval_ms=min(defaults.keepalive_interval_ms, lease_ms / 4),
+            loop_stall_max_ms=(
+                defaults.loop_stall_max_ms
+                if args.loop_stall_max_ms is None
+                else float(args.loop_stall_max_ms)
+            ),
             replica=replace(defaults.replica, bugs=frozenset(args.bug)),
         )
 

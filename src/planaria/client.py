@@ -19,13 +19,17 @@ call finds it healthy again.
 
 Request ids and outcomes. Every write carries ``REQID <client id> <seq>`` (a random 128-bit
 client id and a per-client sequence); every attempt of one call sends the same id, so the
-primary applies a write retried across a failover once. What a call raises:
+primary applies a write retried across a failover once. Writes in flight at once (threads,
+``asyncio.gather``) reach a primary in any order; each is applied once as long as their
+sequence numbers stay within the nodes' dedup window (``ReplicaSettings.dedup_window``, 64),
+so a write waits for a sequence number while it would be ``write_window`` (64) or more above
+the oldest write still in flight. What a call raises:
 
 - ``UsageError`` at once for bad input and for requests the node refuses as malformed;
 - ``UnknownOutcome`` when it gave up and some attempt was sent but never answered (a timeout,
   a lost connection): the write may or may not have been applied. Never a failure;
 - ``Unavailable`` when it gave up and every attempt was definitely refused or never sent:
-  nothing was applied.
+  nothing was applied (also a write that found no free sequence number within its deadline).
 
 With ``request_ids=False`` (for servers that do not know REQID, such as Redis itself) a write
 whose outcome is unknown is not retried: it raises ``UnknownOutcome`` at once.
@@ -38,6 +42,7 @@ and says so: ``ReadResult.stale`` is True. Such a value may be behind the latest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -62,6 +67,7 @@ from planaria._client.core import (
 )
 from planaria._client.protocol import ClusterDown, CommandRefused, Overloaded, TryAgain, to_bytes
 from planaria.breaker import CircuitBreaker
+from planaria.core.messages import DEDUP_WINDOW
 from planaria.errors import Moved, UnknownOutcome
 from planaria.retry import RetryBudget
 
@@ -105,6 +111,7 @@ class _Options:
         clock: Callable[[], float],
         rng: RandomSource | None,
         breaker_factory: Callable[[str], CircuitBreaker] | None,
+        write_window: int,
         sleep: Callable[[float], object] | None = None,
         async_sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> ClientCore:
@@ -124,6 +131,7 @@ class _Options:
             clock=clock,
             rng=rng if rng is not None else random.Random(),
             breaker_factory=breaker_factory,
+            write_window=write_window,
             policy_options=options,
         )
 
@@ -143,6 +151,8 @@ class Client:
     ``clock``, ``sleep``, ``rng`` (``random.Random``-like): injected for tests.
     ``breaker_factory(address)``: the CircuitBreaker of a node (default: opens after 3 of the
     last 10 calls failed, for 0.5 s doubling up to 5 s).
+    ``write_window``: a write is sent only while its sequence number is less than this above
+    the oldest write in flight; at most the nodes' ``dedup_window`` (default 64 on both).
     """
 
     def __init__(
@@ -161,6 +171,7 @@ class Client:
         sleep: Callable[[float], object] = time.sleep,
         rng: RandomSource | None = None,
         breaker_factory: Callable[[str], CircuitBreaker] | None = None,
+        write_window: int = DEDUP_WINDOW,
     ) -> None:
         self._core = _Options.core(
             seeds,
@@ -173,12 +184,14 @@ class Client:
             clock=clock,
             rng=rng,
             breaker_factory=breaker_factory,
+            write_window=write_window,
             sleep=sleep,
         )
         self._pool_idle_max = pool_idle_max
         self._health_check_s = health_check_s
         self._pools: dict[tuple[str, bool], Pool] = {}
         self._refresh_lock = threading.Lock()
+        self._window_moved = threading.Condition()  # guards core.window
 
     @property
     def client_id(self) -> str:
@@ -214,15 +227,11 @@ class Client:
         """Set ``key`` to ``value``; True when applied, False when the condition did not hold
         (``nx``: only if absent; ``xx``: only if present; ``if_value``: only if it equals)."""
         extra = set_arguments(value, nx=nx, xx=xx, if_value=if_value)
-        call = self._core.call(
-            "SET", to_bytes("key", key), extra, is_write=True, timeout_s=timeout_s
-        )
-        return self._run(call)[0]  # type: ignore[return-value]
+        return self._write("SET", to_bytes("key", key), extra, timeout_s)  # type: ignore[return-value]
 
     def delete(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Delete ``key``; True if it existed."""
-        call = self._core.call("DEL", to_bytes("key", key), is_write=True, timeout_s=timeout_s)
-        return self._run(call)[0]  # type: ignore[return-value]
+        return self._write("DEL", to_bytes("key", key), (), timeout_s)  # type: ignore[return-value]
 
     def exists(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Whether ``key`` exists (on its primary)."""
@@ -248,9 +257,33 @@ class Client:
 
     # ------------------------------------------------------------------ one call
 
-    def _run(self, call: Call) -> tuple[object, bool]:
+    def _write(
+        self, command: str, key: bytes, extra: tuple[bytes, ...], timeout_s: float | None
+    ) -> object:
+        """A write, with a sequence number from the window (waited for within its deadline)."""
         core = self._core
-        deadline_s = core.clock() + call.timeout_s
+        if not core.request_ids:
+            return self._run(core.call(command, key, extra, is_write=True, timeout_s=timeout_s))[0]
+        call_timeout_s = core.call_timeout(timeout_s)
+        deadline_s = core.clock() + call_timeout_s
+        with self._window_moved:
+            while (seq := core.window.take()) is None:
+                remaining_s = deadline_s - core.clock()
+                if remaining_s <= 0:
+                    raise core.window_full(command, key, call_timeout_s)
+                self._window_moved.wait(remaining_s)
+        try:
+            call = core.call(command, key, extra, is_write=True, timeout_s=call_timeout_s, seq=seq)
+            return self._run(call, deadline_s)[0]
+        finally:
+            with self._window_moved:
+                if core.window.release(seq):
+                    self._window_moved.notify_all()
+
+    def _run(self, call: Call, deadline_s: float | None = None) -> tuple[object, bool]:
+        core = self._core
+        if deadline_s is None:
+            deadline_s = core.clock() + call.timeout_s
         try:
             result = self._attempt(call, deadline_s)
         except Exception as error:
@@ -381,6 +414,7 @@ class AsyncClient:
         async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: RandomSource | None = None,
         breaker_factory: Callable[[str], CircuitBreaker] | None = None,
+        write_window: int = DEDUP_WINDOW,
     ) -> None:
         self._core = _Options.core(
             seeds,
@@ -393,12 +427,14 @@ class AsyncClient:
             clock=clock,
             rng=rng,
             breaker_factory=breaker_factory,
+            write_window=write_window,
             async_sleep=async_sleep,
         )
         self._pool_idle_max = pool_idle_max
         self._health_check_s = health_check_s
         self._pools: dict[tuple[str, bool], AsyncPool] = {}
         self._refresh_lock: asyncio.Lock | None = None
+        self._window_moved: asyncio.Event | None = None  # set when a write left the window
 
     @property
     def client_id(self) -> str:
@@ -426,14 +462,10 @@ class AsyncClient:
         timeout_s: float | None = None,
     ) -> bool:
         extra = set_arguments(value, nx=nx, xx=xx, if_value=if_value)
-        call = self._core.call(
-            "SET", to_bytes("key", key), extra, is_write=True, timeout_s=timeout_s
-        )
-        return (await self._run(call))[0]  # type: ignore[return-value]
+        return await self._write("SET", to_bytes("key", key), extra, timeout_s)  # type: ignore[return-value]
 
     async def delete(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
-        call = self._core.call("DEL", to_bytes("key", key), is_write=True, timeout_s=timeout_s)
-        return (await self._run(call))[0]  # type: ignore[return-value]
+        return await self._write("DEL", to_bytes("key", key), (), timeout_s)  # type: ignore[return-value]
 
     async def exists(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         call = self._core.call("EXISTS", to_bytes("key", key), timeout_s=timeout_s)
@@ -457,9 +489,36 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ one call
 
-    async def _run(self, call: Call) -> tuple[object, bool]:
+    async def _write(
+        self, command: str, key: bytes, extra: tuple[bytes, ...], timeout_s: float | None
+    ) -> object:
+        """A write, with a sequence number from the window (waited for within its deadline)."""
         core = self._core
-        deadline_s = core.clock() + call.timeout_s
+        if not core.request_ids:
+            call = core.call(command, key, extra, is_write=True, timeout_s=timeout_s)
+            return (await self._run(call))[0]
+        call_timeout_s = core.call_timeout(timeout_s)
+        deadline_s = core.clock() + call_timeout_s
+        while (seq := core.window.take()) is None:
+            remaining_s = deadline_s - core.clock()
+            if remaining_s <= 0:
+                raise core.window_full(command, key, call_timeout_s)
+            if self._window_moved is None:
+                self._window_moved = asyncio.Event()
+            with contextlib.suppress(TimeoutError):  # then the loop's check raises
+                await asyncio.wait_for(self._window_moved.wait(), remaining_s)
+        try:
+            call = core.call(command, key, extra, is_write=True, timeout_s=call_timeout_s, seq=seq)
+            return (await self._run(call, deadline_s))[0]
+        finally:
+            if core.window.release(seq) and self._window_moved is not None:
+                self._window_moved.set()  # wake every waiter: some may go on
+                self._window_moved = None
+
+    async def _run(self, call: Call, deadline_s: float | None = None) -> tuple[object, bool]:
+        core = self._core
+        if deadline_s is None:
+            deadline_s = core.clock() + call.timeout_s
         try:
             result = await self._attempt(call, deadline_s)
         except Exception as error:

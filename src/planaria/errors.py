@@ -11,6 +11,8 @@ Every error says whose fault it is, because that decides what a caller may do ne
   lost after the request was sent). Never report it as a failure; retry only with the same
   request id, so the server can deduplicate.
 - ``CircuitOpenError``: a circuit breaker refused the call locally; it was never attempted.
+- ``SequenceTooOld``: a write's request id fell below the server's dedup window for its
+  client: not applied by this attempt; an earlier attempt may have been. Not worth retrying.
 - ``InternalError``: planaria's own fault: a broken invariant. Please report it.
 """
 
@@ -24,6 +26,7 @@ __all__ = [
     "NotPrimary",
     "PeerError",
     "PlanariaError",
+    "SequenceTooOld",
     "StaleEpoch",
     "Unavailable",
     "UnknownOutcome",
@@ -108,6 +111,17 @@ class UnknownOutcome(PlanariaError):
     """The operation may or may not have taken effect (a timeout, a lost connection).
 
     It is not a failure: retry only with the same request id.
+    """
+
+
+class SequenceTooOld(PlanariaError):
+    """A write's request id is at or below its client's highest applied sequence number minus
+    the server's dedup window (``ReplicaSettings.dedup_window``): the server refused it, and
+    no longer knows whether an earlier attempt with that id was applied.
+
+    Retrying the same id gets the same answer. planaria's client never lets its writes in
+    flight spread that wide, so this means hand-made REQIDs (or a bug): give every write a
+    new sequence number and keep fewer than the window in flight.
     """
 
 

@@ -10,8 +10,8 @@ DESIGN.md says (a primary's Appends may leave during its own fsync; see that mod
 Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
 SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of
 its own when ``keepalive_connect`` is given, as ``planaria node`` does), lease 200 ms from
-the send time of the last acknowledged keep-alive, session TTL 300 ms (>= lease * 1.05 +
-20 ms), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
+the send time of the last acknowledged keep-alive, session TTL 300 ms (>= (lease / 0.95 +
+20 ms) * 1.05: core.lease), ticks every 20 ms, heartbeats every 100 ms, ISR lag limit 1 s.
 
 Request ids: a write's REQID (planaria's client) is used as is; a plain Redis client's
 write gets a fresh id per command (``<node>.<boot nonce>`` and a node-wide sequence), so
@@ -19,7 +19,10 @@ its retries may apply twice, as with Redis itself.
 
 Robustness: a coordinator that cannot be reached never stops the node (it keeps serving under
 its lease, then stops serving until the coordinator answers again); an expired session
-rebuilds every replica from disk under a new session; a storage failure refuses that
+rebuilds every replica from disk under a new session; an event loop that makes no progress
+for ``loop_stall_max_ms`` (seen from the keep-alive thread) ends the process with exit code
+:data:`EXIT_LOOP_STALLED`, renewing nothing more, so its session expires, its partitions fail
+over and a supervisor restarts it (see docs/operations.md); a storage failure refuses that
 partition's writes; a bad peer frame closes that peer connection; client input errors get a
 RESP error. Every exception is logged.
 """
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria import _native
-from planaria._node.lease import KeepAliveThread, keep_alive_forever
+from planaria._node.lease import KeepAliveThread, LoopWatchdog, keep_alive_forever
 from planaria._node.partition import (
     LOST_ALL,
     NO_LEASE,
@@ -68,6 +71,7 @@ from planaria.coord import (
     CoordinatorUnavailable,
     EventKind,
     MalformedRecord,
+    NodeIdInUse,
     SessionExpired,
     SessionId,
     Watch,
@@ -77,6 +81,7 @@ from planaria.coord import (
     partition_of_key,
 )
 from planaria.core.controller import Controller
+from planaria.core.lease import session_ttl_min_ms
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -130,13 +135,15 @@ from planaria.storage import (
 )
 from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["Node", "NodeSettings", "parse_address"]
+__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings", "parse_address"]
 
 log = logging.getLogger("planaria.node")
 
 BUS_PORT_OFFSET = 10_000  # Redis Cluster's bus convention
-DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for
+DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of every clock
 LEASE_MARGIN_MS = 20.0
+# The exit code of a node whose event loop stalled (EX_TEMPFAIL: restart it).
+EXIT_LOOP_STALLED = 75
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -151,8 +158,9 @@ def parse_address(text: str) -> tuple[str, int]:
 class NodeSettings:
     """Tunables of a node (times in ms of the node's monotonic clock).
 
-    ``session_ttl_ms`` must be at least ``lease_ms * (1 + 0.05) + 20`` so that once the
-    coordinator expires the session, the node's lease surely ran out.
+    ``session_ttl_ms`` must be at least ``(lease_ms / 0.95 + 20) * 1.05`` so that once the
+    coordinator expires the session, the node's lease surely ran out, with the node's and the
+    coordinator's clocks each drifting by up to 5 % (``planaria.core.lease``).
     """
 
     session_ttl_ms: float = 300.0
@@ -178,21 +186,31 @@ class NodeSettings:
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
     gc_freeze_interval_ms: float = 1000.0
+    # An event loop that makes no progress this long (seen from the keep-alive thread) ends
+    # the process: past its lease it serves nothing, yet the thread would keep its session.
+    # Far above any pause of a healthy loop under load; a SIGSTOP does not count.
+    loop_stall_max_ms: float = 3000.0
 
     def __post_init__(self) -> None:
         for name in (
             "session_ttl_ms", "lease_ms", "keepalive_interval_ms", "tick_ms", "config_poll_ms",
-            "write_timeout_ms", "coordinator_timeout_ms", "start_timeout_ms",
+            "write_timeout_ms", "coordinator_timeout_ms", "start_timeout_ms", "loop_stall_max_ms",
         ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.session_ttl_ms < self.lease_ms * (1 + DRIFT_MAX) + LEASE_MARGIN_MS:
+        ttl_min_ms = session_ttl_min_ms(
+            self.lease_ms, drift_max=DRIFT_MAX, margin_ms=LEASE_MARGIN_MS
+        )
+        if self.session_ttl_ms < ttl_min_ms:
             raise UsageError(
-                f"session_ttl_ms {self.session_ttl_ms} must be >= lease_ms * {1 + DRIFT_MAX} "
-                f"+ {LEASE_MARGIN_MS} (lease_ms = {self.lease_ms})"
+                f"session_ttl_ms {self.session_ttl_ms} must be >= (lease_ms / {1 - DRIFT_MAX} "
+                f"+ {LEASE_MARGIN_MS}) * {1 + DRIFT_MAX} = {ttl_min_ms:.1f} "
+                f"(lease_ms = {self.lease_ms})"
             )
         if self.keepalive_interval_ms >= self.lease_ms:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
+        if self.loop_stall_max_ms <= 2 * self.keepalive_interval_ms:
+            raise UsageError("loop_stall_max_ms must exceed two keep-alive intervals")
         if self.storage_threads < 1 or self.partition_inbox_max < 1:
             raise UsageError("storage_threads and partition_inbox_max must be >= 1")
 
@@ -274,6 +292,8 @@ class Node:
         self.min_insync: int | None = None
         self.started_ms = _now_ms()
         self.sessions_lost = 0
+        self.replies_unleased = 0  # AppendReplies not sent: no lease (see _send)
+        self.loop_beats = 0  # advanced by every tick: the keep-alive thread's sign of life
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
@@ -482,11 +502,7 @@ class Node:
             with self._lease_lock:
                 self.session = session
                 self.lease_until_ms = sent_ms + self.settings.lease_ms
-        await self._coord(
-            self.coordinator.register(
-                self.session, self.node_id, self.address, self._registration_metadata()
-            )
-        )
+        await self._register(self.session, self._registration_metadata())
         for runtime in self.partitions.values():
             runtime.deliver(SessionOpened(int(self.session)))
         if self._controller_task is not None:
@@ -504,10 +520,40 @@ class Node:
                 timeout_ms=self.settings.lease_ms,
                 on_ack=self._on_keepalive_ack,
                 on_expired=self._on_keepalive_expired,
+                watchdog=LoopWatchdog(
+                    lambda: self.loop_beats,
+                    stall_max_ms=self.settings.loop_stall_max_ms,
+                    step_max_ms=2 * self.settings.keepalive_interval_ms,
+                ),
+                on_stalled=self._on_loop_stalled,
             )
             self._keepalive_thread.start(self.session)
         else:
             self._keepalive_thread.set_session(self.session)
+
+    async def _register(self, session: SessionId, metadata: dict[str, str]) -> None:
+        """Register under ``session``. While another live session holds the node id (this
+        node's previous incarnation, whose lease may still run, or another process with the
+        same id), renew ours and wait for it to end, up to ``start_timeout_ms``: taking the
+        registration over would let the controller fail over before the old lease ran out."""
+        deadline_ms = _now_ms() + self.settings.start_timeout_ms
+        warned = False
+        while True:
+            try:
+                await self._coord(
+                    self.coordinator.register(session, self.node_id, self.address, metadata)
+                )
+                return
+            except NodeIdInUse as exc:
+                if _now_ms() >= deadline_ms:
+                    raise
+                if not warned:
+                    log.warning("%s; waiting for it to end", exc)
+                    warned = True
+            await asyncio.sleep(self.settings.keepalive_interval_ms / 1000)
+            sent_ms = _now_ms()
+            await self._coord(self.coordinator.keep_alive(session))
+            self._on_keepalive_ack(session, sent_ms)
 
     def _on_keepalive_ack(self, session: SessionId, sent_ms: float) -> None:
         # Called from the keep-alive thread too: a lock keeps the check and the write whole.
@@ -519,6 +565,22 @@ class Node:
         """From the keep-alive thread: hand the loss over to the event loop."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._session_expired, session)
+
+    def _on_loop_stalled(self, stalled_ms: float) -> None:
+        """From the keep-alive thread, which renews no more: the loop is wedged, so nothing
+        on it can step down or rebuild. Exit at once, as after kill -9 (what was
+        acknowledged is on disk): the session expires within its TTL, the partitions fail
+        over, and a supervisor restarts the node from its data."""
+        if self._stopping:
+            return  # closing: the tick is cancelled before the keep-alive thread stops
+        log.critical(
+            "node %s: event loop stalled for %.0f ms (limit %.0f ms, lease %.0f ms): leaving "
+            "the cluster, exit code %d (restart me)",
+            self.node_id, stalled_ms, self.settings.loop_stall_max_ms, self.settings.lease_ms,
+            EXIT_LOOP_STALLED,
+        )  # fmt: skip
+        logging.shutdown()  # flush the log line: os._exit skips every other cleanup
+        os._exit(EXIT_LOOP_STALLED)
 
     def _session_expired(self, session: SessionId) -> None:
         if session == self.session and not self._stopping:
@@ -557,7 +619,7 @@ class Node:
                 try:
                     await self._open_session()
                     break
-                except (CoordinatorUnavailable, SessionExpired) as exc:
+                except (CoordinatorUnavailable, SessionExpired, NodeIdInUse) as exc:
                     log.warning("reopening a session: %s", exc)
                     self.session = None
                 await asyncio.sleep(delay_s)  # outside the handler (see _native)
@@ -664,6 +726,7 @@ class Node:
         last_sweep_ms = _now_ms()
         while not self._stopping:
             await asyncio.sleep(tick_s)
+            self.loop_beats += 1
             lease = self.lease_until_ms
             for runtime in self.partitions.values():
                 runtime.tick(lease)
@@ -820,6 +883,12 @@ class Node:
     def _send(self, send: Send) -> None:
         if send.to == self.node_id:
             self._on_peer_message(send.message)
+        elif isinstance(send.message, AppendReply) and _now_ms() >= self.lease_until_ms:
+            # Out of lease, our session may have expired and another process may hold our
+            # node id now (a rescheduled pod): a primary would count our acks as its. The
+            # lease rule makes us stop before the coordinator frees the id; the controller
+            # drops a backup whose session expired from the ISR anyway.
+            self.replies_unleased += 1
         else:
             self._bus.send(send.to, send.message)
 
@@ -1031,6 +1100,7 @@ class Node:
                 if self.lease_until_ms > now
                 else 0,
                 "sessions_lost": self.sessions_lost,
+                "replies_unleased": self.replies_unleased,
                 "fsync": self.settings.fsync.mode,
                 "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
             },

@@ -4,6 +4,8 @@ and what they raise, breakers, stale reads, bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -11,12 +13,19 @@ from typing import Any
 
 import pytest
 
+from planaria._client.core import WriteWindow
 from planaria.breaker import BreakerState
-from planaria.client import Client, CommandRefused, ReadResult
+from planaria.client import AsyncClient, Client, CommandRefused, ReadResult
 from planaria.core.slots import keyslot
-from planaria.errors import CircuitOpenError, Unavailable, UnknownOutcome, UsageError
+from planaria.errors import (
+    CircuitOpenError,
+    SequenceTooOld,
+    Unavailable,
+    UnknownOutcome,
+    UsageError,
+)
 from planaria.net import resp
-from planaria.net.commands import ClientOp
+from planaria.net.commands import ClientOp, ConnectionState
 from planaria.retry import RetryBudget
 
 from ._cluster import Reply, ScriptedCluster, running
@@ -420,3 +429,123 @@ def test_a_node_that_failed_lately_is_asked_for_the_map_last(fake_time: FakeTime
     fake_time.offset_s += 60.0  # long ago: back in its place
     assert core.refresh_candidates() == seeds
     db.close()
+
+
+# --- the write window: every write in flight stays inside the nodes' dedup window -------------
+
+
+class SpreadWatch:
+    """A script that delays every write a little (so many are in flight at once, answered
+    out of order) and records the widest gap between a write's sequence number and the
+    oldest write the node holds unanswered when it arrives."""
+
+    def __init__(self) -> None:
+        self.cluster: ScriptedCluster | None = None
+        self.open: set[int] = set()
+        self.widest = 0
+        self.rng = random.Random(3)
+
+    def script(self, node: str, request: ClientOp) -> Reply | None:
+        cluster, rid = self.cluster, request.request_id
+        if cluster is None or rid is None:
+            return None
+        seq = rid[1]
+        self.widest = max(self.widest, seq - min(self.open, default=seq))
+        self.open.add(seq)
+        delay_s = self.rng.uniform(0, 0.01)
+
+        async def later() -> bytes:
+            await asyncio.sleep(delay_s)
+            self.open.discard(seq)
+            return cluster.serve(node, ConnectionState(0), request)
+
+        return later()
+
+
+def test_the_write_window_hands_out_numbers_within_its_size() -> None:
+    window = WriteWindow(3)
+    assert [window.take(), window.take(), window.take(), window.take()] == [1, 2, 3, None]
+    assert window.release(2) is False  # 1 is still the oldest: nothing moved
+    assert window.take() is None  # 4 would be 3 above 1, still in flight
+    assert window.release(1) is True
+    assert [window.take(), window.take(), window.take()] == [4, 5, None]
+    assert window.in_flight == 3
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(UsageError):
+            WriteWindow(bad)  # type: ignore[arg-type]
+
+
+def test_gathered_async_writes_stay_inside_the_window() -> None:
+    watch = SpreadWatch()
+    with running(ScriptedCluster(3, script=watch.script)) as cluster:
+        watch.cluster = cluster
+
+        async def main() -> list[bool]:
+            async with AsyncClient(cluster.address("n0"), write_window=4) as db:
+                return await asyncio.gather(*(db.set(f"k{i}", "v") for i in range(60)))
+
+        assert asyncio.run(main()) == [True] * 60
+    assert len(cluster.data) == 60
+    assert 0 < watch.widest < 4
+
+
+def test_writes_from_threads_stay_inside_the_window() -> None:
+    watch = SpreadWatch()
+    with running(ScriptedCluster(3, script=watch.script)) as cluster:
+        watch.cluster = cluster
+        errors: list[BaseException] = []
+        with Client(cluster.address("n0"), write_window=3) as db:
+
+            def work(worker: int) -> None:
+                try:
+                    for i in range(10):
+                        assert db.set(f"w{worker}:{i}", "v") is True
+                except BaseException as error:
+                    errors.append(error)
+
+            threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert errors == []
+    assert len(cluster.data) == 60
+    assert 0 < watch.widest < 3
+
+
+def test_a_write_that_finds_the_window_full_until_its_deadline_is_not_sent() -> None:
+    cluster_ref: list[ScriptedCluster] = []
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        stuck = request.is_write and request.keys[0] == b"stuck"
+        return cluster_ref[0].swallow() if stuck else None
+
+    with running(ScriptedCluster(1, script=script)) as cluster:
+        cluster_ref.append(cluster)
+
+        async def main() -> list[object]:
+            async with AsyncClient(
+                cluster.address("n0"), write_window=1, timeout_s=0.4, attempt_timeout_s=0.05
+            ) as db:
+                stuck = asyncio.ensure_future(db.set("stuck", "v"))
+                await asyncio.sleep(0)  # the stuck write takes sequence number 1
+                other = db.set("other", "v", timeout_s=0.1)
+                return await asyncio.gather(stuck, other, return_exceptions=True)
+
+        stuck, other = asyncio.run(main())
+    assert isinstance(stuck, UnknownOutcome)
+    assert isinstance(other, Unavailable) and "was not sent" in str(other)
+    assert {w.key for w in cluster.seen_writes()} == {b"stuck"}
+
+
+def test_seq_too_old_is_raised_clearly_and_not_retried(connect: Connect) -> None:
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write:
+            return resp.error("SEQTOOOLD partition 0: the REQID sequence number is below ...")
+        return None
+
+    with running(ScriptedCluster(1, script=script)) as cluster:
+        db = connect(cluster.address("n0"))
+        with pytest.raises(SequenceTooOld, match="SEQTOOOLD"):
+            db.set("k", "v")
+        assert len(cluster.seen_writes()) == 1

@@ -15,6 +15,7 @@ Used by tests/coord/conftest.py (session-scoped fixtures) and the end-to-end tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -23,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ __all__ = [
     "ZOOKEEPER_JAR",
     "Ensemble",
     "EnsembleMissing",
+    "QuorumRelays",
     "etcd_ensemble",
     "free_port",
     "zookeeper_ensemble",
@@ -71,6 +74,7 @@ class Member:
     argv: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    quorum_relays: list[int] = field(default_factory=list)  # its links to the others' quorum
 
     def start(self) -> None:
         with self.log.open("ab") as log:
@@ -197,7 +201,89 @@ def _etcd_post(port: int, path: str, body: dict[str, object]) -> dict[str, objec
         connection.close()
 
 
-def _zookeeper(root: Path) -> Ensemble:
+class QuorumRelays:
+    """TCP relays, on a thread and event loop of their own (they must flow while a test
+    blocks), that can *blackhole* a link: :meth:`cut` stops forwarding but keeps every
+    connection open, so the ends notice only by their own timeouts, as in a partition."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relays", daemon=True)
+        self._thread.start()
+        self._flowing: dict[int, asyncio.Event] = {}
+        self._servers: list[asyncio.Server] = []
+
+    def add(self, target_port: int) -> int:
+        """A relay to ``target_port``; returns the port it listens on."""
+        return asyncio.run_coroutine_threadsafe(self._listen(target_port), self._loop).result(10)
+
+    async def _listen(self, target_port: int) -> int:
+        flowing = asyncio.Event()
+        flowing.set()
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    await flowing.wait()  # cut: held here, the rest in the kernel buffers
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        self._servers.append(server)
+        port: int = server.sockets[0].getsockname()[1]
+        self._flowing[port] = flowing
+        return port
+
+    def cut(self, ports: list[int]) -> None:
+        """Blackhole ``ports``' relays; returns once nothing more is forwarded."""
+        self._set_flowing(ports, False)
+
+    def heal(self, ports: list[int]) -> None:
+        self._set_flowing(ports, True)
+
+    def _set_flowing(self, ports: list[int], flowing: bool) -> None:
+        async def apply() -> None:
+            for port in ports:
+                if flowing:
+                    self._flowing[port].set()
+                else:
+                    self._flowing[port].clear()
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(10)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for server in self._servers:
+                server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> QuorumRelays:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _zookeeper(
+    root: Path, relays: QuorumRelays | None = None, sync_limit_ticks: int = 20
+) -> Ensemble:
     if not ZOOKEEPER_JAR.exists() or shutil.which("java") is None:
         raise EnsembleMissing(f"ZooKeeper needs java and {ZOOKEEPER_JAR} (apt install zookeeper)")
     ports = _free_ports(9)
@@ -205,13 +291,22 @@ def _zookeeper(root: Path) -> Ensemble:
     servers = [f"server.{i + 1}=127.0.0.1:{quorum_ports[i]}:{election_ports[i]}" for i in range(3)]
     ensemble = Ensemble("zk")
     for i in range(3):
+        quorum_relays: list[int] = []
+        if relays is not None:  # server i reaches the others' quorum ports through relays
+            servers = []
+            for j in range(3):
+                quorum_port = quorum_ports[j]
+                if j != i:
+                    quorum_port = relays.add(quorum_port)
+                    quorum_relays.append(quorum_port)
+                servers.append(f"server.{j + 1}=127.0.0.1:{quorum_port}:{election_ports[j]}")
         home = root / f"zk{i + 1}"
         (home / "data").mkdir(parents=True)
         (home / "data" / "myid").write_text(f"{i + 1}\n")
         config = [
             f"tickTime={ZK_TICK_MS}",
             "initLimit=40",
-            "syncLimit=20",
+            f"syncLimit={sync_limit_ticks}",
             "minSessionTimeout=100",
             "maxSessionTimeout=30000",
             f"dataDir={home / 'data'}",
@@ -235,7 +330,9 @@ def _zookeeper(root: Path) -> Ensemble:
             "org.apache.zookeeper.server.quorum.QuorumPeerMain",
             str(home / "zoo.cfg"),
         ]
-        ensemble.members.append(Member(f"zk{i + 1}", client_ports[i], argv, home / "log"))
+        member = Member(f"zk{i + 1}", client_ports[i], argv, home / "log")
+        member.quorum_relays = quorum_relays
+        ensemble.members.append(member)
     return ensemble
 
 
@@ -285,9 +382,13 @@ def _running(ensemble: Ensemble) -> Iterator[Ensemble]:
 
 
 @contextlib.contextmanager
-def zookeeper_ensemble(root: Path) -> Iterator[Ensemble]:
-    """A running 3-server ZooKeeper ensemble under ``root`` (stopped on exit)."""
-    with _running(_zookeeper(root)) as ensemble:
+def zookeeper_ensemble(
+    root: Path, relays: QuorumRelays | None = None, sync_limit_ticks: int = 20
+) -> Iterator[Ensemble]:
+    """A running 3-server ZooKeeper ensemble under ``root`` (stopped on exit). With
+    ``relays``, each server reaches the others' quorum ports through relays of its own
+    (``Member.quorum_relays``: cut them to cut it off from the leader)."""
+    with _running(_zookeeper(root, relays, sync_limit_ticks)) as ensemble:
         yield ensemble
 
 

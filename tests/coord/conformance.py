@@ -35,6 +35,7 @@ from planaria.coord import (
     DeleteIfVersion,
     EventKind,
     LeadershipLost,
+    NodeIdInUse,
     SessionExpired,
     SessionId,
     SetIfVersion,
@@ -413,19 +414,28 @@ async def check_watch_close_ends_iteration(backend: Backend) -> None:
 
 
 @check
-async def check_registration_is_ephemeral_and_replaceable(backend: Backend) -> None:
+async def check_registration_is_ephemeral_and_held_by_one_live_session(backend: Backend) -> None:
     c = await backend.client()
+    other = await backend.client()  # another process
     old = await c.open_session("n1", backend.lasting_ttl_ms)
     reg = await c.register(old, "n1", "10.0.0.1:7000", {"zone": "a", "weight": "2"})
     assert (reg.node_id, reg.address, reg.session) == ("n1", "10.0.0.1:7000", old)
     assert reg.meta() == {"zone": "a", "weight": "2"}
     members = await c.members()
     assert list(members) == ["n1"] and members["n1"].address == "10.0.0.1:7000"
-    # A restarted process registers the same node id under a new session: it replaces.
-    new = await c.open_session("n1", backend.lasting_ttl_ms)
-    reg2 = await c.register(new, "n1", "10.0.0.1:7001")
+    assert (await c.register(old, "n1", "10.0.0.1:7000")).session == old  # an update
+    # A second process with the same node id (a rescheduled pod while the old one is cut
+    # off) is refused while the old session lives: taking over would let the controller
+    # fail over before the old lease ran out.
+    new = await other.open_session("n1", backend.lasting_ttl_ms)
+    with pytest.raises(NodeIdInUse) as refused:
+        await other.register(new, "n1", "10.0.0.1:7001")
+    assert (refused.value.node_id, refused.value.holder) == ("n1", old)
+    members = await other.members()
+    assert members["n1"].session == old and members["n1"].address == "10.0.0.1:7000"
+    await c.close_session(old)  # the old incarnation ended: its registration went with it
+    reg2 = await other.register(new, "n1", "10.0.0.1:7001")
     assert reg2.session == new and reg2.meta() == {}
-    await c.close_session(old)  # the old incarnation's end no longer removes it
     members = await c.members()
     assert members["n1"].session == new and members["n1"].address == "10.0.0.1:7001"
     item = await c.get(member_key("n1"))

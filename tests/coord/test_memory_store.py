@@ -16,6 +16,7 @@ from planaria.coord import (
     EventKind,
     LeadershipLost,
     MemoryStore,
+    NodeIdInUse,
     SessionExpired,
     SessionId,
     SetIfVersion,
@@ -153,16 +154,19 @@ def test_deleted_ephemeral_is_not_deleted_again_at_expiry() -> None:
     assert item is not None and item.session is None
 
 
-def test_registration_moves_to_the_new_incarnation() -> None:
+def test_a_new_incarnation_registers_only_once_the_old_session_ended() -> None:
     store = MemoryStore()
     old = store.open_session("n1", 50, 0)
     store.register(old, "n1", "h:1", {"zone": "a"}, now_ms=0)
     new = store.open_session("n1", 50, 10)
-    reg = store.register(new, "n1", "h:2", now_ms=10)
-    assert (reg.session, reg.address, reg.version, reg.metadata) == (new, "h:2", 2, ())
-    store.expire(50)  # old expires: the registration is new's now and stays
-    assert store.members()["n1"].session == new
-    store.expire(60)
+    with pytest.raises(NodeIdInUse, match="n1 is registered by another live session"):
+        store.register(new, "n1", "h:2", now_ms=10)
+    assert store.members()["n1"].session == old
+    store.renew(new, 40)
+    store.expire(50)  # old expires (its lease surely ran out): the node id is free
+    reg = store.register(new, "n1", "h:2", now_ms=50)
+    assert (reg.session, reg.address, reg.version, reg.metadata) == (new, "h:2", 1, ())
+    store.expire(90)
     assert store.members() == {}
     assert store.get(member_key("n1")) is None
 

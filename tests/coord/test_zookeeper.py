@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from planaria.coord import EventKind, SessionExpired, SessionId
+from planaria.coord import CoordinatorUnavailable, EventKind, SessionExpired, SessionId
 from planaria.coord.url import connect
 from planaria.coord.zookeeper import ZooKeeperCoordinator
 from planaria.errors import UsageError
 
 from ._ensemble_backend import EnsembleBackend
-from ._servers import ZK_TICK_MS, Ensemble
+from ._servers import ZK_TICK_MS, Ensemble, QuorumRelays, four_letter, zookeeper_ensemble
 from .conformance import CHECKS, Backend, run_check
 
 CUT_CHECKS = {"unreachable_backend_raises_unknown_outcome"}
@@ -123,3 +125,58 @@ def test_a_key_that_came_and_went_unseen_is_reported_by_a_reset(zookeeper: Ensem
         await watcher.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_a_follower_cut_off_from_the_leader_acknowledges_no_keep_alive(tmp_path: Path) -> None:
+    """The client reaches one follower only; that follower's links to the leader are
+    blackholed. The leader's quorum expires the session after its TTL, while the follower,
+    until its syncLimit (here 10 s) runs out, still believes it follows and answers reads
+    from its own state: a keep-alive it answered alone would extend the node's lease after
+    a new primary could have been promoted. No keep-alive sent after the cut may succeed."""
+    with (
+        QuorumRelays() as relays,
+        zookeeper_ensemble(tmp_path, relays, sync_limit_ticks=200) as ensemble,
+    ):
+        leader = ensemble.leader()
+        follower = next(m for m in ensemble.members if m is not leader)
+        chroot = f"/cut-{uuid.uuid4().hex[:8]}"
+
+        async def main() -> None:
+            on_follower = connect(
+                f"zk://127.0.0.1:{follower.client_port}{chroot}", request_timeout_s=1.0
+            )
+            on_leader = connect(f"zk://127.0.0.1:{leader.client_port}{chroot}")
+            session = await on_follower.open_session("n1", 300)
+            await on_follower.create("/eph", b"x", session=session)
+            acknowledged_after_cut: list[float] = []
+            cut_at = float("inf")
+
+            async def renew() -> None:  # as a node does: every 50 ms, until it fails
+                while True:
+                    sent = time.monotonic()
+                    try:
+                        await on_follower.keep_alive(session)
+                    except (CoordinatorUnavailable, SessionExpired):
+                        return
+                    if sent >= cut_at:
+                        acknowledged_after_cut.append(sent - cut_at)
+                    await asyncio.sleep(0.05)
+
+            renewing = asyncio.create_task(renew())
+            await asyncio.sleep(0.3)
+            relays.cut(follower.quorum_relays)
+            cut_at = time.monotonic()
+            deadline = cut_at + 10.0
+            while await on_leader.get("/eph") is not None:  # the leader expired the session
+                assert time.monotonic() < deadline, "the leader never expired the session"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # renewals go on meanwhile, if the follower answers
+            assert "Mode: follower" in four_letter(follower.client_port, b"srvr")
+            assert acknowledged_after_cut == []
+            await asyncio.wait_for(renewing, 5.0)
+            relays.heal(follower.quorum_relays)
+            await on_follower.close()
+            await on_leader.close()
+
+        asyncio.run(main())

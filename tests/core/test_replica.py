@@ -562,7 +562,7 @@ def test_a_restarted_backup_is_rebuilt_from_its_persisted_log() -> None:
     # Applied up to the persisted commit hint (the one that came with the last entries).
     assert b.commit_index == pump.disk["b"].commit_index == 3
     assert b.applied[b"k"][0] == b"v2"
-    assert b.dedup == {"c1": 2}
+    assert b.dedup == {"c1": (1, 2)}
     pump.tick(60)
     assert b.applied[b"k"][0] == b"v3"
     assert acked(pump.call("a", Set(b"k", b"v4"), ("c1", 4)))
@@ -611,8 +611,6 @@ def test_a_retried_committed_write_is_answered_from_the_dedup_table() -> None:
     again = pump.call("a", Set(b"k", b"v", nx=True), ("c1", 1))
     assert again == first  # the same answer, applied=True, not re-run (NX would now fail)
     assert pump.replicas["a"].last_index == last
-    older = pump.call("a", Set(b"k", b"old"), ("c1", 0))
-    assert older is None  # older than the last applied: no answer (unknown outcome)
 
 
 def test_the_dedup_table_forgets_the_least_recently_written_client_first() -> None:
@@ -625,6 +623,136 @@ def test_the_dedup_table_forgets_the_least_recently_written_client_first() -> No
         assert sorted(pump.replicas[name].dedup) == ["c1", "c3"], name
     with pytest.raises(UsageError):
         ReplicaSettings(dedup_clients_max=0)
+
+
+def seq_two_before_seq_one(pump: Pump) -> tuple[ClientReply, ClientReply]:
+    """One client's seq 2 reaches the primary (and commits) before its seq 1: both must be
+    answered and applied. Returns their replies."""
+    pump.send("a", Set(b"k2", b"v2"), ("c1", 2))
+    pump.send("a", Set(b"k1", b"v1"), ("c1", 1))
+    pump.settle()
+    pump.tick(60)
+    first, second = pump.replies.get(("c1", 1)), pump.replies.get(("c1", 2))
+    assert first is not None, "seq 1 was never answered"
+    assert second is not None and acked(second[-1]) and acked(first[-1])
+    for node in pump.nodes:
+        applied = pump.replicas[node].applied
+        assert applied[b"k1"][0] == b"v1" and applied[b"k2"][0] == b"v2", node
+    return first[-1], second[-1]
+
+
+def test_writes_of_one_client_that_arrive_out_of_order_are_all_applied_once() -> None:
+    pump = ready_pump()
+    one, two = seq_two_before_seq_one(pump)
+    assert two.version is not None and one.version is not None and two.version < one.version
+    last = pump.primary.last_index
+    # Retries (in either order) get the original replies and append nothing.
+    assert pump.call("a", Set(b"k1", b"v1"), ("c1", 1)) == one
+    assert pump.call("a", Set(b"k2", b"v2"), ("c1", 2)) == two
+    assert pump.primary.last_index == last
+    for node in pump.nodes:
+        assert pump.replicas[node].dedup == {"c1": (1, 2)}, node
+
+
+def test_bug_dedup_last_only_drops_the_earlier_write_silently() -> None:
+    with pytest.raises(AssertionError, match="seq 1 was never answered"):
+        seq_two_before_seq_one(ready_pump(bugs=frozenset({"dedup-last-only"})))
+
+
+def test_a_write_below_the_window_is_refused_as_seq_too_old() -> None:
+    pump = ready_pump(dedup_window=4)
+    for seq in (1, 2, 10):
+        assert acked(pump.call("a", Set(b"k%d" % seq, b"v"), ("c1", seq)))
+    assert pump.primary.dedup == {"c1": (10,)}  # 1 and 2 fell out of (6, 10]
+    last = pump.primary.last_index
+    for seq in (1, 6):  # a retry of a forgotten write, and one never seen but too old
+        reply = pump.call("a", Set(b"k%d" % seq, b"again"), ("c1", seq))
+        assert reply is not None and reply.error is ErrorCode.SEQ_TOO_OLD
+    assert pump.primary.last_index == last
+    assert pump.primary.applied[b"k1"][0] == b"v" and b"k6" not in pump.primary.applied
+    # Inside the window: applied once, in any order.
+    assert acked(pump.call("a", Set(b"k7", b"v"), ("c1", 7)))
+    assert pump.primary.dedup == {"c1": (7, 10)}
+
+
+def test_a_write_that_falls_below_the_window_in_the_log_is_refused_when_it_applies() -> None:
+    pump = ready_pump(dedup_window=4)
+    # Both pass the check on arrival (nothing applied yet); 10 applies first, so 1 is too old.
+    pump.send("a", Set(b"k10", b"v"), ("c1", 10))
+    pump.send("a", Set(b"k1", b"v"), ("c1", 1))
+    pump.settle()
+    [reply] = pump.replies[("c1", 1)]
+    assert reply.error is ErrorCode.SEQ_TOO_OLD
+    pump.tick(60)
+    for node in pump.nodes:
+        assert b"k1" not in pump.replicas[node].applied, node
+        assert pump.replicas[node].dedup == {"c1": (10,)}, node
+
+
+def test_the_window_is_rebuilt_by_replay_and_answers_retries_after_failover() -> None:
+    pump = ready_pump(dedup_window=4)
+    one, two = seq_two_before_seq_one(pump)
+    assert acked(pump.call("a", Set(b"k5", b"v"), ("c1", 5)))
+    pump.tick(60)
+    expected = {"c1": (2, 5)}  # 1 fell out of (1, 5]
+    pump.crash("b")
+    b = pump.restart("b")  # rebuilt from its log alone
+    pump.tick(60)
+    assert b.dedup == pump.replicas["a"].dedup == expected
+    pump.crash("a")
+    expire(pump, "a")
+    pump.failover()
+    pump.tick(60)
+    new_primary = pump.primary
+    assert new_primary.node != "a" and new_primary.serving(pump.now)
+    assert new_primary.dedup == expected
+    retried = pump.call(new_primary.node, Set(b"k2", b"v2"), ("c1", 2))
+    assert retried == two  # the stored reply (of epoch 1), not applied again
+    too_old = pump.call(new_primary.node, Set(b"k1", b"v1"), ("c1", 1))
+    assert too_old is not None and too_old.error is ErrorCode.SEQ_TOO_OLD
+    assert one.version is not None and new_primary.applied[b"k1"][1] == one.version
+    assert [e.request_id for e in pump.log(new_primary.node)].count(("c1", 2)) == 1
+
+
+def test_the_dedup_table_is_bounded_by_clients_times_window() -> None:
+    pump = ready_pump(dedup_window=3, dedup_clients_max=2)
+    for client in ("c1", "c2", "c3"):
+        for seq in range(1, 6):
+            assert acked(pump.call("a", Set(b"k", b"v"), (client, seq)))
+    pump.tick(60)
+    for node in pump.nodes:
+        assert pump.replicas[node].dedup == {"c2": (3, 4, 5), "c3": (3, 4, 5)}, node
+    with pytest.raises(UsageError):
+        ReplicaSettings(dedup_window=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_interleaving_of_writes_in_flight_applies_each_exactly_once(
+    data: st.DataObject,
+) -> None:
+    window = data.draw(st.integers(1, 8), label="window")
+    writes = data.draw(st.integers(1, window), label="writes in flight")
+    # Every write is sent once and may be retried; between sends, messages are delivered.
+    sends = data.draw(
+        st.permutations([*range(1, writes + 1), *data.draw(st.lists(st.integers(1, writes)))])
+    )
+    pump = ready_pump(dedup_window=window)
+    for seq in sends:
+        pump.send("a", Set(b"k%d" % seq, b"v%d" % seq), ("c1", seq))
+        for _ in range(data.draw(st.integers(0, 6), label="steps")):
+            pump.step()
+    pump.settle()
+    pump.tick(60)
+    for seq in range(1, writes + 1):
+        replies = pump.replies.get(("c1", seq))
+        assert replies, f"seq {seq} never answered"
+        assert all(reply == replies[0] and acked(reply) for reply in replies)
+        for node in pump.nodes:
+            # Applied once: a second application would have moved the key's version.
+            assert pump.replicas[node].applied[b"k%d" % seq] == (b"v%d" % seq, replies[0].version)
+    in_log = [e.request_id for e in pump.log("a") if e.request_id is not None]
+    assert sorted(set(in_log)) == [("c1", seq) for seq in range(1, writes + 1)]
 
 
 def test_a_retried_pending_write_waits_for_its_entry() -> None:

@@ -181,6 +181,7 @@ def test_render_reply() -> None:
         (ErrorCode.NOT_ENOUGH_REPLICAS, b"-CLUSTERDOWN "),
         (ErrorCode.STALE_EPOCH, b"-TRYAGAIN "),
         (ErrorCode.OVERLOADED, b"-BUSY "),
+        (ErrorCode.SEQ_TOO_OLD, b"-SEQTOOOLD "),
     ],
 )
 def test_error_replies(code: ErrorCode, prefix: bytes) -> None:

@@ -79,6 +79,9 @@ def test_inline_and_multibulk_mixed_in_one_write(one: tuple[ToyCluster, RespServ
         (b"*1\r\n$-1\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
         (b"*1\r\n$99999999999\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
         (b"*9999999999\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        # Issue #16: hiredis sized a 4 GB list from this header; now refused before.
+        (b"*546681266\r\n$1\r\nx\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n*546681266\r\n", b"-ERR Protocol error: expected '$', got '*'\r\n"),
         (b'SET k "unterminated\r\n', b"-ERR Protocol error: unbalanced quotes in request\r\n"),
     ],
 )

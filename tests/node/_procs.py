@@ -17,6 +17,14 @@ import redis
 from planaria.control import write_cluster_metadata
 
 BUS_OFFSET = 10_000
+CLI = ("-m", "planaria.cli")
+# A node whose event loop a test can wedge: SIGUSR1 runs a handler on the loop's thread that
+# blocks it, as a C call that never returns would; the node's other threads run on.
+WEDGEABLE_CLI = (
+    "-c",
+    "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *_: time.sleep(3600)); "
+    "from planaria.cli import main; sys.exit(main(sys.argv[1:]))",
+)
 
 
 def _free(port: int) -> bool:
@@ -53,6 +61,8 @@ class ProcCluster:
         self.coordinator_port = coordinator_port
         self.ports = dict(zip(self.names, node_ports, strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.launchers: dict[str, tuple[str, ...]] = {}  # name -> python args, default CLI
+        self.node_args: dict[str, list[str]] = {}  # name -> more `planaria node` options
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -61,7 +71,7 @@ class ProcCluster:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "planaria.cli", *argv],
+            [sys.executable, *self.launchers.get(name, CLI), *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -87,6 +97,7 @@ class ProcCluster:
             [
                 "node", "--id", name, "--listen", self.address(name), "--coordinator",
                 self.coordinator_url, "--data", str(self.root / name), "--fsync", self.fsync,
+                *self.node_args.get(name, []),
             ],
         )  # fmt: skip
 
@@ -111,6 +122,16 @@ class ProcCluster:
                 return client.info("all")  # type: ignore[no-any-return]
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return None
+
+    def epochs(self, name: str) -> dict[int, int]:
+        """partition -> the epoch ``name``'s replica is in (from its INFO)."""
+        info = self.info(name)
+        assert info is not None
+        return {
+            int(field[1:]): int(value["epoch"])
+            for field, value in info.items()
+            if field.startswith("p") and field[1:].isdigit() and isinstance(value, dict)
+        }
 
     def serving(self, names: list[str] | None = None) -> dict[int, str]:
         """partition -> the node serving it as primary now (from the nodes' INFO)."""

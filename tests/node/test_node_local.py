@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import shutil
 import socket
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import redis
 import redis.asyncio as aredis
 
 from planaria._native import compiled
+from planaria.coord import MemoryCoordinator
 from planaria.core.replica import Role
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import UsageError
@@ -42,6 +44,8 @@ def key_of(partition: int, partitions: int, prefix: str = "k") -> bytes:
 def test_settings_refuse_a_lease_longer_than_the_session() -> None:
     with pytest.raises(UsageError, match="session_ttl_ms"):
         NodeSettings(session_ttl_ms=200, lease_ms=200)
+    with pytest.raises(UsageError, match="loop_stall_max_ms"):
+        NodeSettings(loop_stall_max_ms=100)
     with pytest.raises(UsageError, match="HOST:PORT"):
         parse_address("localhost")
 
@@ -135,6 +139,90 @@ def test_primary_crash_fails_over_and_keeps_every_acked_write(tmp_path: Path) ->
             await reader.close()
         finally:
             await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_a_second_process_with_the_same_node_id_waits_for_the_old_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescheduled pod starts while the old one, cut off from the coordinator, still
+    serves under its lease. If it took the registration over, the controller would see a
+    new incarnation and fail the old one's partitions over at once: two primaries until
+    the old lease ran out. It must wait for the old session to end instead; and the old
+    one, still reaching its peers, must stop acking Appends as n1 once out of lease."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path)
+        await cluster.start()
+        old = cluster.nodes["n1"]
+        old_session = old.session
+        assert old_session is not None and old.serving_partitions()
+        overlaps: list[tuple[int, str, str]] = []
+        sampling = True
+
+        def servers() -> dict[int, list[str]]:
+            nodes = {*cluster.nodes.values(), old, *([new] if new is not None else [])}
+            found: dict[int, list[str]] = {}
+            for node in nodes:
+                for partition in node.serving_partitions():
+                    found.setdefault(partition, []).append(f"{node.node_id}@{id(node)}")
+            return found
+
+        async def sample() -> None:
+            while sampling:
+                for partition, names in servers().items():
+                    if len(names) > 1:
+                        overlaps.append((partition, *names[:2]))
+                await asyncio.sleep(0.002)
+
+        new: Node | None = None
+        sampler = asyncio.create_task(sample())
+        cluster.coordinators["n1"].disconnect()  # cut off: renews nothing, serves its lease
+        # The pod's volume follows it (an empty disk is another matter: a wiped replica).
+        shutil.copytree(tmp_path / "n1", tmp_path / "n1-rescheduled")
+        new_coordinator = MemoryCoordinator(cluster.store)
+        new = Node(
+            "n1",
+            listen="127.0.0.1:0",
+            bus_listen="127.0.0.1:0",
+            coordinator=new_coordinator,
+            data_dir=tmp_path / "n1-rescheduled",
+            settings=cluster.settings,
+        )
+        starting = asyncio.create_task(new.start())
+        try:
+            while (await cluster.admin.members()).get("n1") is not None:
+                holder = (await cluster.admin.members())["n1"].session
+                assert holder == old_session and not starting.done(), "took over"
+                await asyncio.sleep(0.01)
+            assert not cluster.store.session_info(old_session).alive
+            await asyncio.wait_for(starting, 10.0)
+            assert (await cluster.admin.members())["n1"].session == new.session
+            # The old pod lives on, cut off from the coordinator but not from its peers: out
+            # of lease it acks no Append, or a primary would count them as the new n1's.
+            cluster.nodes["n1"] = new
+            await cluster.wait_for(cluster.all_serving, 10.0, "every partition served")
+            writer = Writer([node.address for node in cluster.nodes.values()])
+            for i in range(40):
+                assert await writer.write(f"after{i}".encode(), b"v")
+            await writer.close()
+            assert overlaps == []
+            # Had the old pod's acks counted as the new n1's, a partition would have been
+            # handed to the new n1 without entries it "acked": it then asks its backups to
+            # truncate committed entries (refused by the persist rules, logged).
+            assert not [r for r in caplog.records if "persist failed" in r.getMessage()]
+            assert old.replies_unleased > 0 and not old.serving_partitions()
+        finally:
+            sampling = False
+            await sampler
+            if not starting.done():
+                starting.cancel()
+            if cluster.nodes.get("n1") is not new:
+                await new.close()
+            await old.close(close_session=False)
+            await new_coordinator.close()
             await cluster.close()
 
     run(scenario())
@@ -356,6 +444,35 @@ def test_a_retried_reqid_write_is_applied_once(tmp_path: Path) -> None:
             # The retry gets the stored reply and is not applied again.
             assert await client.execute_command("SET", key, "v1", "REQID", "client-a", "1")
             assert await client.get(key) is None
+            await client.aclose()
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_reqid_writes_out_of_order_apply_once_and_too_old_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            primary = cluster.primary_of(0)
+            assert primary is not None
+            client = aredis.Redis(port=cluster.nodes[primary].port)
+            keys = [key_of(0, cluster.partitions, f"k{seq}:") for seq in range(3)]
+
+            async def write(key: bytes, seq: int) -> object:
+                return await client.execute_command("SET", key, "v", "REQID", "client-b", seq)
+
+            # Seq 100 lands before seq 90 (inside the default window of 64): both apply.
+            assert await write(keys[0], 100) and await write(keys[1], 90)
+            assert await client.get(keys[0]) == await client.get(keys[1]) == b"v"
+            await client.delete(keys[1])
+            assert await write(keys[1], 90)  # a retry: the stored reply, not applied again
+            assert await client.get(keys[1]) is None
+            with pytest.raises(redis.ResponseError, match="SEQTOOOLD"):
+                await write(keys[2], 36)  # 100 - 64: below the window
+            assert await client.get(keys[2]) is None
             await client.aclose()
         finally:
             await cluster.close()

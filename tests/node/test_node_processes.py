@@ -129,17 +129,6 @@ def test_kill9_of_a_primary_during_writes_loses_no_acked_write(tmp_path: Path) -
         cluster.stop()
 
 
-def _epochs(cluster: ProcCluster, node: str) -> dict[int, int]:
-    """partition -> the epoch ``node``'s replica is in (from its INFO)."""
-    info = cluster.info(node)
-    assert info is not None
-    return {
-        int(field[1:]): int(value["epoch"])
-        for field, value in info.items()
-        if field.startswith("p") and field[1:].isdigit() and isinstance(value, dict)
-    }
-
-
 def test_sigstop_of_a_primary_is_detected_and_it_steps_down_after_sigcont(
     tmp_path: Path,
 ) -> None:
@@ -147,7 +136,7 @@ def test_sigstop_of_a_primary_is_detected_and_it_steps_down_after_sigcont(
     try:
         cluster.start()
         victim, affected = victim_of(cluster)
-        epochs_before = _epochs(cluster, victim)
+        epochs_before = cluster.epochs(victim)
 
         async def scenario() -> None:
             writer, failover_s = await write_through_fault(
@@ -172,7 +161,7 @@ def test_sigstop_of_a_primary_is_detected_and_it_steps_down_after_sigcont(
         serving_on_victim = {p for p, node in cluster.serving([victim]).items()}
         # The old primary stepped down: whatever it serves again (the preferred-leader
         # balance hands partitions back once it caught up) it serves in a newer epoch.
-        epochs_now = _epochs(cluster, victim)
+        epochs_now = cluster.epochs(victim)
         stale = {p for p in serving_on_victim & affected if epochs_now[p] <= epochs_before[p]}
         assert not stale, (stale, epochs_before, epochs_now, cluster.logs())
         cluster.wait_serving(10.0)

@@ -79,10 +79,11 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="ack-not-replicated"),
     # (Refreshed when the node journal changed what a crash loses, 68, 71, 19 -> 33, 44, 38;
     # when ring points stopped colliding for short node names, -> 45, 55, 45; and when the
-    # controller began handing partitions back to their preferred primaries; and when
-    # primaries began to back off failed resends and refill backups that lost data,
-    # 23, 45 -> 10, 14 and skip-truncate's 19 -> 0.)
-    Regression(0, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
+    # controller began handing partitions back to their preferred primaries; when the
+    # coordinator's clock began to drift with --faults drift, 0, 23 -> 1, 17; and when
+    # primaries began to back off failed resends and refill backups that lost data, 1, 17,
+    # 45 -> 4, 10, 14, and skip-truncate's 1, 19 -> 31, 27.)
+    Regression(4, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
     Regression(10, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
@@ -94,9 +95,9 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="two-serving"),
     # Since the isr-joined-behind check (membership work): the stale backup is caught when
     # it rejoins the ISR, before the replicas are compared at the end.
-    Regression(1, "a stale suffix survives a primary change", bugs=("skip-truncate",),
+    Regression(31, "a stale suffix survives a primary change", bugs=("skip-truncate",),
                expect="isr-joined-behind"),
-    Regression(0, "a stale suffix survives a primary change", 150, partitions=2,
+    Regression(27, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
     Regression(11, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
                faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),

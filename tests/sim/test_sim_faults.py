@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planaria.errors import UsageError
-from planaria.sim.nemesis import parse_faults
+from planaria.sim.nemesis import NemesisSettings, parse_faults
 from planaria.sim.run import SimConfig, SimResult, run_seed
 
 
@@ -34,6 +34,15 @@ def test_each_fault_kind_is_injected_and_has_its_effect(kind: str, effect: str) 
     assert all(result.passed for result in results), [r.detail for r in results]
     assert sum(result.faults.get(kind, 0) for result in results) > 0
     assert _total(results, effect) > 0
+
+
+def test_with_drift_the_coordinator_clock_runs_fast_by_the_bound() -> None:
+    """Fast is the direction that races the leases: sessions end early (core.lease)."""
+    (drifting,) = _sweep("drift", range(1))
+    (steady,) = _sweep("none", range(1))
+    assert drifting.passed, drifting.detail
+    assert drifting.stats["coordinator_clock_rate"] == 1 + NemesisSettings().drift_max
+    assert steady.stats["coordinator_clock_rate"] == 1.0
 
 
 def test_disk_faults_lose_unsynced_records_and_tear_tails_that_recovery_cuts_off() -> None:

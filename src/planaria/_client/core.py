@@ -4,7 +4,6 @@ The two clients only add the I/O (sockets or asyncio) around these."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ from planaria._client.protocol import (
 )
 from planaria._client.routing import Shard, SlotMap, parse_address
 from planaria.breaker import BreakerState, CircuitBreaker
+from planaria.core.messages import DEDUP_WINDOW
 from planaria.core.slots import keyslot
 from planaria.errors import (
     CircuitOpenError,
@@ -42,6 +42,7 @@ __all__ = [
     "Call",
     "ClientCore",
     "RandomSource",
+    "WriteWindow",
     "default_breaker",
     "set_arguments",
 ]
@@ -128,6 +129,43 @@ class Call:
         return f"{self.command} {self.key!r}{rid}"
 
 
+class WriteWindow:
+    """The sequence numbers of one client's writes in flight. A new one is handed out only
+    while it is less than ``size`` above the oldest still in flight, so whatever order the
+    writes and their retries reach a primary in, each is inside the client's dedup window
+    there (``ReplicaSettings.dedup_window``, which must be at least ``size``) and is applied
+    exactly once. Not thread-safe: the clients guard it."""
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise UsageError(f"write_window must be a positive integer, got {size!r}")
+        self.size = size
+        self._next = 1
+        self._in_flight: set[int] = set()
+
+    def take(self) -> int | None:
+        """The next sequence number, or None while it would be ``size`` or more above the
+        oldest write in flight (wait for a :meth:`release`)."""
+        oldest = min(self._in_flight, default=self._next)
+        if self._next - oldest >= self.size:
+            return None
+        seq = self._next
+        self._next += 1
+        self._in_flight.add(seq)
+        return seq
+
+    def release(self, seq: int) -> bool:
+        """The write with ``seq`` finished (answered, refused, or given up on). True when
+        that moved the window (it was the oldest in flight): waiters may go on."""
+        moved = seq == min(self._in_flight, default=None)
+        self._in_flight.discard(seq)
+        return moved
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -156,6 +194,7 @@ class ClientCore:
         refresh_interval_s: float,
         clock: Callable[[], float],
         rng: RandomSource,
+        write_window: int = DEDUP_WINDOW,
         breaker_factory: Callable[[str], CircuitBreaker] | None,
         policy_options: dict[str, object],
     ) -> None:
@@ -166,7 +205,7 @@ class ClientCore:
         self.request_ids = bool(request_ids)
         self.clock = clock
         self.client_id = f"{rng.getrandbits(128):032x}"
-        self._sequence = itertools.count(1)
+        self.window = WriteWindow(write_window)
         self.budget = retry_budget if retry_budget is not None else RetryBudget(clock=clock)
         self._breaker_factory = breaker_factory or (lambda address: default_breaker(address, clock))
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -205,22 +244,38 @@ class ClientCore:
         is_write: bool = False,
         timeout_s: float | None = None,
         stale_ok: bool = False,
+        seq: int | None = None,
     ) -> Call:
+        """One call; a write with request ids needs ``seq`` from :attr:`window`."""
         self.check_open()
         args = [command.encode(), key, *extra]
         request_id = None
         if is_write and self.request_ids:
-            request_id = (self.client_id, next(self._sequence))
-            args += [b"REQID", self.client_id.encode(), b"%d" % request_id[1]]
+            if seq is None:
+                raise InternalError(f"{command} {key!r}: a write without its sequence number")
+            request_id = (self.client_id, seq)
+            args += [b"REQID", self.client_id.encode(), b"%d" % seq]
         return Call(
             command,
             key,
             keyslot(key),
             encode_command(args),
             is_write,
-            self.timeout_s if timeout_s is None else _positive("timeout_s", timeout_s),
+            self.call_timeout(timeout_s),
             stale_ok,
             request_id,
+        )
+
+    def call_timeout(self, timeout_s: float | None) -> float:
+        """A call's deadline in seconds: ``timeout_s``, else the client's default."""
+        return self.timeout_s if timeout_s is None else _positive("timeout_s", timeout_s)
+
+    def window_full(self, command: str, key: bytes, timeout_s: float) -> Unavailable:
+        """What a write raises when no sequence number came free within its deadline."""
+        return Unavailable(
+            f"{command} {key!r} was not sent: for its whole {timeout_s:g} s deadline, this "
+            f"client's writes in flight spanned its write window ({self.window.size} "
+            "sequence numbers from the oldest unfinished one)"
         )
 
     def attempt_timeout(self, deadline_s: float) -> float:

@@ -6,7 +6,9 @@ TRYAGAIN, CLUSTERDOWN, BUSY, LOADING and MASTERDOWN are worth retrying; anything
 and friends) is the caller's mistake and raised at once as :class:`CommandRefused`. The
 exception is ``-UNKNOWN``: a planaria node could not learn whether a write it took was
 committed (its primary stepped down, or the write waited too long), so it is
-:class:`~planaria.errors.UnknownOutcome`, retried only with the same request id.
+:class:`~planaria.errors.UnknownOutcome`, retried only with the same request id. And
+``-SEQTOOOLD`` (:class:`~planaria.errors.SequenceTooOld`, not retried): the write's REQID
+fell below the node's dedup window, so an earlier attempt may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from planaria.errors import (
     InternalError,
     Moved,
     PeerError,
+    SequenceTooOld,
     Unavailable,
     UnknownOutcome,
     UsageError,
@@ -91,6 +94,8 @@ def error_from_reply(message: str, origin_host: str) -> Exception:
         return Moved(int(slot_text), address)
     if code == "UNKNOWN":
         return UnknownOutcome(message)
+    if code == "SEQTOOOLD":
+        return SequenceTooOld(message)
     kind = _RETRYABLE.get(code)
     if kind is not None:
         return kind(message)

@@ -5,6 +5,11 @@ acknowledged. If keep-alives ran on the node's event loop, a loop busy with clie
 would delay them, the session would expire and the controller would fail the node over
 although it is healthy. Here a thread with its own event loop and its own coordinator client
 renews the session every ``interval_ms``; the main loop only reads the lease.
+
+The same thread watches the main loop (:class:`LoopWatchdog`): keep-alives from a thread
+would otherwise keep a wedged node's session, and its partitions, forever. When the loop
+has made no progress for ``stall_max_ms`` of the thread's own running time, the thread
+renews no more and calls ``on_stalled`` (the node exits, so a supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -17,10 +22,44 @@ from collections.abc import Callable
 
 from planaria import _loop
 from planaria.coord import Coordinator, CoordinatorUnavailable, SessionExpired, SessionId
+from planaria.errors import UsageError
 
-__all__ = ["KeepAliveThread", "keep_alive_forever"]
+__all__ = ["KeepAliveThread", "LoopWatchdog", "keep_alive_forever"]
 
 log = logging.getLogger("planaria.node.lease")
+
+
+class LoopWatchdog:
+    """Whether an event loop, seen from another thread, stopped making progress.
+
+    ``beats()`` is a counter the loop advances (the node's tick). :meth:`observe` is called
+    by the watching thread now and then; the loop counts as stalled once ``beats()`` stayed
+    the same over ``stall_max_ms`` of *observed* time. A gap between two observations longer
+    than ``step_max_ms`` counts as ``step_max_ms`` only: the watcher did not run either
+    (SIGSTOP, an overloaded machine), so the loop had no chance to beat."""
+
+    def __init__(
+        self, beats: Callable[[], int], *, stall_max_ms: float, step_max_ms: float
+    ) -> None:
+        if not 0 < step_max_ms < stall_max_ms:
+            raise UsageError("a loop watchdog needs 0 < step_max_ms < stall_max_ms")
+        self._beats = beats
+        self.stall_max_ms = stall_max_ms
+        self._step_max_ms = step_max_ms
+        self._seen = beats()
+        self._last_ms: float | None = None
+        self.stalled_ms = 0.0
+
+    def observe(self, now_ms: float) -> bool:
+        """Look at the loop at ``now_ms`` (monotonic): True when it is stalled."""
+        beats = self._beats()
+        if beats != self._seen or self._last_ms is None:
+            self._seen = beats
+            self.stalled_ms = 0.0
+        else:
+            self.stalled_ms += min(max(0.0, now_ms - self._last_ms), self._step_max_ms)
+        self._last_ms = now_ms
+        return self.stalled_ms >= self.stall_max_ms
 
 
 async def keep_alive_forever(
@@ -32,15 +71,22 @@ async def keep_alive_forever(
     timeout_ms: float,
     on_ack: Callable[[SessionId, float], None],
     on_expired: Callable[[SessionId], None],
+    watchdog: LoopWatchdog | None = None,
+    on_stalled: Callable[[float], None] | None = None,
 ) -> None:
     """Renew ``session()`` every ``interval_ms`` until ``stopped()``. ``on_ack(session,
     sent_ms)`` after each acknowledged renewal (``sent_ms``: ``time.monotonic()`` in ms when
     it was sent, where the lease counts from); ``on_expired(session)`` when the coordinator
-    says it ended. An unreachable coordinator is logged (once per outage) and retried."""
+    says it ended. An unreachable coordinator is logged (once per outage) and retried.
+    With a ``watchdog``, a stalled loop ends the renewals: ``on_stalled(stalled_ms)``."""
     interval_s = interval_ms / 1000
     unreachable = False
     while not stopped():
         sent_ms = time.monotonic() * 1000.0
+        if watchdog is not None and watchdog.observe(sent_ms):
+            if on_stalled is not None:
+                on_stalled(watchdog.stalled_ms)
+            return
         current = session()
         if current is not None:
             try:
@@ -73,12 +119,16 @@ class KeepAliveThread:
         timeout_ms: float,
         on_ack: Callable[[SessionId, float], None],
         on_expired: Callable[[SessionId], None],
+        watchdog: LoopWatchdog | None = None,
+        on_stalled: Callable[[float], None] | None = None,
     ) -> None:
         self._connect = connect
         self._interval_ms = interval_ms
         self._timeout_ms = timeout_ms
         self._on_ack = on_ack
         self._on_expired = on_expired
+        self._watchdog = watchdog
+        self._on_stalled = on_stalled
         self._session: SessionId | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="planaria-keepalive", daemon=True)
@@ -117,6 +167,8 @@ class KeepAliveThread:
                 timeout_ms=self._timeout_ms,
                 on_ack=self._on_ack,
                 on_expired=self._expired,
+                watchdog=self._watchdog,
+                on_stalled=self._on_stalled,
             )
         finally:
             await coordinator.close()

@@ -15,6 +15,7 @@ from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
     MalformedRecord,
+    NodeIdInUse,
     SessionExpired,
     VersionConflict,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "MalformedRecord",
     "MemoryCoordinator",
     "MemoryStore",
+    "NodeIdInUse",
     "Registration",
     "SessionExpired",
     "SessionId",

@@ -3,6 +3,7 @@
 - ``Conflict`` (``PeerError``): a precondition did not hold; **nothing** was applied.
   ``VersionConflict``: a key's version was not the expected one (or the key was absent, or
   present for a create). ``LeadershipLost``: a fencing check named a leader that no longer leads.
+  ``NodeIdInUse``: another live session holds the node id's registration.
 - ``SessionExpired`` (``PeerError``): the session is gone (expired or closed); nothing was
   applied; its ephemeral keys and candidacies are gone too. Open a new session.
 - ``CoordinatorUnavailable`` (``UnknownOutcome``): the backend could not be reached or did not
@@ -24,6 +25,7 @@ __all__ = [
     "CoordinatorUnavailable",
     "LeadershipLost",
     "MalformedRecord",
+    "NodeIdInUse",
     "SessionExpired",
     "VersionConflict",
 ]
@@ -66,6 +68,22 @@ class LeadershipLost(Conflict):
         self.election = election
         self.token = token
         self.leader_token = leader_token
+
+
+class NodeIdInUse(Conflict):
+    """``node_id`` is registered by another session, ``holder``, that is still alive:
+    another process runs with this node id, or this node's previous incarnation, whose
+    lease may still be running. Nothing was applied; the registration frees itself when
+    that session ends (closed, or expired: then its lease surely ran out)."""
+
+    def __init__(self, node_id: str, *, holder: int) -> None:
+        super().__init__(
+            f"node id {node_id} is registered by another live session {holder} (another "
+            "process with this node id, or this node's previous incarnation): it frees "
+            "when that session ends"
+        )
+        self.node_id = node_id
+        self.holder = holder
 
 
 class SessionExpired(PeerError):

@@ -50,6 +50,7 @@ from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
     CoordinatorUnavailable,
     LeadershipLost,
+    NodeIdInUse,
     SessionExpired,
     VersionConflict,
 )
@@ -279,6 +280,10 @@ class EtcdCoordinator(CampaigningCoordinator):
         session = validate_session_id(session)
         if self._closed:
             raise UsageError("this coordinator is closed")
+        # Lease evidence from the leader, no sync needed: a member that does not lead
+        # forwards the renewal to the leader, whose lessor renews it from when it received
+        # it and answers the TTL (etcd commit 2e157530, "forward keepalives to leader";
+        # etcdserver LeaseRenew), so a member cut off from the leader acknowledges nothing.
         try:
             reply = await self._http.first_of_stream("/v3/lease/keepalive", {"ID": str(session)})
         except (HttpUnreachable, TimeoutError) as exc:
@@ -401,16 +406,28 @@ class EtcdCoordinator(CampaigningCoordinator):
         raw = _b64(self._raw(member_key(node_id)))
         value = _b64(encode_registration(address, metadata))
         put = {"key": raw, "value": value, "lease": str(session)}
-        txn = {"success": [{"request_put": put}, {"request_range": {"key": raw}}]}
-        try:
-            reply = await self._call("/v3/kv/txn", txn, definite=True)
-        except GatewayError as exc:
-            if exc.code == _NOT_FOUND:
-                raise SessionExpired(session) from None
-            raise UsageError(f"etcd refused the registration: {exc.message}") from None
-        kvs = reply["responses"][1].get("response_range", {}).get("kvs", [])
-        items = self._items(kvs)
-        return decode_registration(items[0])
+        read = {"request_range": {"key": raw}}
+        # Put if absent, or if this session holds it; else another live lease holds it
+        # (its key would have vanished with it).
+        absent = {"key": raw, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        mine = {"key": raw, "target": "LEASE", "result": "EQUAL", "lease": str(session)}
+        while True:
+            for compare in (absent, mine):
+                success = [{"request_put": put}, read]
+                txn = {"compare": [compare], "success": success, "failure": [read]}
+                try:
+                    reply = await self._call("/v3/kv/txn", txn, definite=True)
+                except GatewayError as exc:
+                    if exc.code == _NOT_FOUND:
+                        raise SessionExpired(session) from None
+                    raise UsageError(f"etcd refused the registration: {exc.message}") from None
+                if reply.get("succeeded"):
+                    kvs = reply["responses"][1].get("response_range", {}).get("kvs", [])
+                    return decode_registration(self._items(kvs)[0])
+            kvs = reply["responses"][0].get("response_range", {}).get("kvs", [])
+            if kvs and _int(kvs[0].get("lease")) != session:
+                raise NodeIdInUse(node_id, holder=_int(kvs[0].get("lease")))
+            # Gone, or ours, between the two looks: look again.
 
     # --- watches -------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ conformance suite (``tests/coord/conformance.py``). See docs/coordination.md.
 - *Sessions*: a session expires no earlier than ``ttl_ms`` after the coordinator **received**
   its last renewal (coordinator's clock), and then its ephemeral keys and candidacies vanish
   in one atomic step. So a node that counts its lease from the **send** time of an
-  acknowledged renewal (``lease_ms``, with ``ttl_ms >= lease_ms * (1 + drift_max) + margin``)
-  has surely lost its lease when its session expires. How late after the deadline expiry is
-  noticed is backend-specific (memory: at its next check; ZooKeeper: about a tick).
+  acknowledged renewal (``lease_ms``, its own clock) has surely lost its lease when its
+  session expires, with both clocks drifting: ``planaria.core.lease`` has the rule. How
+  late after the deadline expiry is noticed is backend-specific (memory: at its next
+  check; ZooKeeper: about a tick).
 - *Watches* deliver, per watch, events in the order the changes happened, at least once:
   after any change under the prefix that happens after :meth:`Coordinator.watch` returned,
   at least one later event names that key (or is a ``RESET``). Events may be coalesced or
@@ -168,10 +169,12 @@ class Coordinator(abc.ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> Registration:
         """Publish ``node_id -> address, metadata`` as an ephemeral of ``session`` at
-        ``member_key(node_id)``. A registration of the same node id by another session (an
-        older incarnation) is replaced: the key now belongs to ``session``, and the old
-        session's end no longer removes it. Re-registering with the same session updates it.
-        ``SessionExpired`` if ``session`` ended."""
+        ``member_key(node_id)``. Re-registering with the same session updates it. While
+        another session holds the node id (another process with it, or an older
+        incarnation whose session has not ended), ``NodeIdInUse`` and nothing changes:
+        taking it over would let the controller see the node's new incarnation and fail
+        its partitions over before the old one's lease ran out. The old registration
+        vanishes with its session. ``SessionExpired`` if ``session`` ended."""
 
     async def members(self) -> dict[str, Registration]:
         """Every registered node, by node id (watch ``MEMBERS_PREFIX`` for changes)."""

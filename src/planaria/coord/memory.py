@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NewType
 
-from planaria.coord.errors import LeadershipLost, SessionExpired, VersionConflict
+from planaria.coord.errors import LeadershipLost, NodeIdInUse, SessionExpired, VersionConflict
 from planaria.coord.layout import (
     MEMBERS_PREFIX,
     Registration,
@@ -371,8 +371,8 @@ class MemoryStore:
         metadata: Mapping[str, str] | None = None,
         now_ms: float | None = None,
     ) -> Registration:
-        """Publish ``node_id`` as an ephemeral of ``session``, replacing any registration of
-        the same node id (by an older incarnation: it becomes this session's key)."""
+        """Publish ``node_id`` as an ephemeral of ``session`` (or update it, when this
+        session registered it); ``NodeIdInUse`` while another session holds it."""
         key = member_key(node_id)
         value = encode_registration(address, metadata)
         self._advance(now_ms)
@@ -380,6 +380,8 @@ class MemoryStore:
             sid = SessionId(session)
             self._alive(sid)
             old = self._data.get(key)
+            if old is not None and old.session != sid:
+                raise NodeIdInUse(node_id, holder=old.session or 0)
             version = 1 if old is None else old.version + 1
             self._put(VersionedValue(key, value, version, sid))
         finally:

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planaria.coord.errors import Conflict, LeadershipLost, SessionExpired, VersionConflict
+from planaria.coord.errors import (
+    Conflict,
+    LeadershipLost,
+    NodeIdInUse,
+    SessionExpired,
+    VersionConflict,
+)
 from planaria.coord.memory import MemoryStore, StoreState, WatchId
 from planaria.coord.types import (
     CheckLeader,
@@ -384,6 +390,8 @@ def error_to_wire(exc: PlanariaError) -> WireError:
             "LeadershipLost", str(exc), key=exc.election, op_index=exc.op_index,
             token=exc.token, leader_token=exc.leader_token,
         )  # fmt: skip
+    if isinstance(exc, NodeIdInUse):
+        return WireError("NodeIdInUse", str(exc), key=exc.node_id, session=exc.holder)
     if isinstance(exc, Conflict):
         return WireError("Conflict", str(exc), op_index=exc.op_index)
     if isinstance(exc, SessionExpired):
@@ -403,6 +411,8 @@ def error_from_wire(error: WireError) -> PlanariaError:
         return LeadershipLost(
             error.key, token=error.token, leader_token=error.leader_token, op_index=error.op_index
         )
+    if error.kind == "NodeIdInUse" and error.key is not None and error.session is not None:
+        return NodeIdInUse(error.key, holder=error.session)
     if error.kind == "Conflict":
         return Conflict(error.message, op_index=error.op_index)
     if error.kind == "SessionExpired" and error.session is not None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 __all__ = [
+    "DEDUP_WINDOW",
     "Append",
     "AppendReply",
     "ClientReply",
@@ -61,6 +62,10 @@ NodeId: TypeAlias = str
 PartitionId: TypeAlias = int
 # (client id, sequence number): unique per client write; retries reuse it (invariant 8).
 RequestId: TypeAlias = tuple[str, int]
+# How far apart a client's sequence numbers in flight may be: replicas remember this many
+# below the highest applied (``ReplicaSettings.dedup_window``), planaria's client never
+# spreads wider (its ``write_window``).
+DEDUP_WINDOW = 64
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -100,13 +105,18 @@ Op: TypeAlias = Get | Set | Delete
 
 
 class ErrorCode(enum.StrEnum):
-    """Why a replica refused a client request. Every refusal means: certainly not applied."""
+    """Why a replica refused a client request. Every refusal means: certainly not applied by
+    this request, except SEQ_TOO_OLD (an earlier attempt of the same request id may have been
+    applied; the replica can no longer tell)."""
 
     NOT_PRIMARY = "not-primary"  # ask ``primary_hint``, or refresh the map
     NOT_READY = "not-ready"  # the primary is reconciling, or its lease is not valid
     NOT_ENOUGH_REPLICAS = "not-enough-replicas"  # |ISR| < min_insync (invariant 5)
     STALE_EPOCH = "stale-epoch"  # the request named an older epoch than the replica's
     OVERLOADED = "overloaded"  # too many pending writes: back off and retry
+    # The write's sequence number is at or below the client's highest applied one minus the
+    # dedup window: not applied now, and whether an earlier attempt was is forgotten.
+    SEQ_TOO_OLD = "seq-too-old"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,11 +31,13 @@ before a write commits without a lagging member.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from planaria.core.messages import (
+    DEDUP_WINDOW,
     Append,
     AppendReply,
     ClientReply,
@@ -73,6 +75,7 @@ __all__ = [
 BUGS = frozenset(
     {
         "ack-before-replicate",  # ack a write once the primary persisted it
+        "dedup-last-only",  # remember only a client's last write: an older one gets no answer
         "no-epoch-fence",  # backups accept Appends from older epochs
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
@@ -137,10 +140,18 @@ class ReplicaSettings:
     - ``pending_writes_max``: writes in the log but not committed yet; beyond it new writes
       get OVERLOADED (back-pressure instead of unbounded memory).
     - ``batch_entries_max``: at most this many entries in one Append.
-    - ``dedup_clients_max``: the request-id table (at-most-once) keeps the last write of at
-      most this many client ids; the one that wrote least recently is forgotten first. The
-      order is the log's, so every replica forgets the same ones. A client forgotten this
-      way (idle while this many others wrote) could see a retry applied twice.
+    - ``dedup_window``: per client id, the request-id table (exactly-once) remembers the
+      reply of every applied write whose sequence number is within this many of the client's
+      highest applied one (``highest - dedup_window < seq <= highest``): such a write is
+      applied once whatever order its attempts arrive in, and a retry gets the stored reply.
+      A write at or below ``highest - dedup_window`` is refused with SEQ_TOO_OLD (whether
+      an earlier attempt was applied is forgotten). planaria's client never lets its
+      sequence numbers in flight spread wider than this (its ``write_window``).
+    - ``dedup_clients_max``: the table keeps at most this many client ids (so at most
+      ``dedup_clients_max * dedup_window`` replies); the one that wrote least recently is
+      forgotten first. The order is the log's, so every replica forgets the same ones. A
+      client forgotten this way (idle while this many others wrote) could see a retry
+      applied twice.
     - ``bugs``: known-bug switches from :data:`BUGS` (tests of the tests only).
     """
 
@@ -151,6 +162,7 @@ class ReplicaSettings:
     append_retry_ms: float = 10.0
     pending_writes_max: int = 1000
     batch_entries_max: int = 64
+    dedup_window: int = DEDUP_WINDOW
     dedup_clients_max: int = 100_000
     bugs: frozenset[str] = field(default_factory=frozenset)
 
@@ -160,13 +172,29 @@ class ReplicaSettings:
         for name in ("heartbeat_ms", "replica_lag_ms", "propose_retry_ms", "append_retry_ms"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        if min(self.pending_writes_max, self.batch_entries_max, self.dedup_clients_max) < 1:
+        limits = (
+            self.pending_writes_max,
+            self.batch_entries_max,
+            self.dedup_window,
+            self.dedup_clients_max,
+        )
+        if min(limits) < 1:
             raise UsageError(
-                "pending_writes_max, batch_entries_max and dedup_clients_max must be >= 1"
+                "pending_writes_max, batch_entries_max, dedup_window and dedup_clients_max "
+                "must be >= 1"
             )
         unknown = set(self.bugs) - BUGS
         if unknown:
             raise UsageError(f"unknown bug switch(es): {sorted(unknown)}; known: {sorted(BUGS)}")
+
+
+@dataclass(slots=True)
+class _Applied:
+    """One client's applied writes in one partition: the sequence numbers inside its dedup
+    window, ascending (the last is the highest applied), and their replies."""
+
+    seqs: list[int] = field(default_factory=list)
+    replies: dict[int, ClientReply] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -240,7 +268,10 @@ class Replica:
         self._commit_index = 0
         self._applied_index = 0
         self._kv: dict[bytes, tuple[bytes, Version]] = {}
-        self._dedup: dict[str, tuple[int, ClientReply]] = {}
+        # Replicated state, rebuilt from the log: least recently written client first.
+        self._dedup: dict[str, _Applied] = {}
+        # The bug keeps a window of one: only the last write.
+        self._dedup_window = 1 if "dedup-last-only" in self._bugs else self._settings.dedup_window
         # primary state (reset on every promotion)
         self._barrier_index = 0
         self._promoted_ms = 0.0
@@ -309,11 +340,13 @@ class Replica:
         """Handle one message addressed to this replica's partition.
 
         - :class:`ClientRequest`: reads and writes. A refusal is always certain (not
-          applied). A write is answered only once committed and applied (a primary that
-          steps down drops the waiting requests: the client times out, unknown outcome). A
-          retry of a request id still in the log waits for that entry; a retry of the
-          client's last applied request gets the stored reply; a retry of an older one
-          gets no answer (the client times out: unknown outcome). ``stale_ok`` reads are
+          applied, but SEQ_TOO_OLD). A write is answered only once committed and applied
+          (a primary that steps down drops the waiting requests: the client times out,
+          unknown outcome). A client's writes may arrive in any order: each is applied once
+          (see ``ReplicaSettings.dedup_window``). A retry of a request id still in the log
+          waits for that entry; a retry of an applied write inside the client's window gets
+          the stored reply; a write at or below the window gets SEQ_TOO_OLD, at once or,
+          if it was already in the log, when that entry applies. ``stale_ok`` reads are
           answered by any replica from its applied state, marked ``stale`` unless it serves.
         - :class:`Append` / :class:`AppendReply`: replication (fencing, log matching,
           truncation, commit).
@@ -463,9 +496,11 @@ class Replica:
         return MappingProxyType(self._kv)
 
     @property
-    def dedup(self) -> Mapping[str, int]:
-        """Per client id: the last applied write sequence number (replicated state)."""
-        return {client: seq for client, (seq, _) in sorted(self._dedup.items())}
+    def dedup(self) -> Mapping[str, tuple[int, ...]]:
+        """Per client id: the sequence numbers of its applied writes inside its dedup window,
+        ascending; the last is its highest (replicated state, equal on every replica that
+        applied the same log prefix)."""
+        return {client: tuple(applied.seqs) for client, applied in sorted(self._dedup.items())}
 
     def match_index(self, peer: NodeId) -> int:
         """As primary: the index up to which ``peer`` is known to match (0 if unknown)."""
@@ -506,11 +541,13 @@ class Replica:
         if not serving:
             ready.replies.append(self._refusal(request, self._not_serving_error()))
             return ready
-        client_id, seq = request.request_id
-        applied = self._dedup.get(client_id)
-        if applied is not None and seq <= applied[0]:
-            if seq == applied[0]:
-                ready.replies.append(Reply(request.client, applied[1]))
+        seen = self._seen(request.request_id)
+        if isinstance(seen, ClientReply):
+            ready.replies.append(Reply(request.client, seen))
+            return ready
+        if seen is not None:
+            if "dedup-last-only" not in self._bugs:  # the bug: no answer at all
+                ready.replies.append(self._refusal(request, seen))
             return ready
         if request.request_id in self._in_log:
             self._waiters.setdefault(request.request_id, []).append(request.client)
@@ -860,13 +897,44 @@ class Replica:
             if reply is not None:
                 ready.replies.extend(Reply(client, reply) for client in waiters)
 
-    def _apply(self, entry: Entry, request_id: RequestId, op: WriteOp) -> ClientReply | None:
-        """Apply one committed write once per request id; return its (stored) reply, or
-        None for a request older than the client's last applied one (never applied)."""
+    def _seen(self, request_id: RequestId) -> ClientReply | ErrorCode | None:
+        """What the dedup table knows of a write: its stored reply if it was applied,
+        SEQ_TOO_OLD at or below its client's window, None if it may be applied now."""
         client_id, seq = request_id
-        done = self._dedup.get(client_id)
-        if done is not None and seq <= done[0]:
-            return done[1] if seq == done[0] else None
+        applied = self._dedup.get(client_id)
+        if applied is None:
+            return None
+        if seq <= applied.seqs[-1] - self._dedup_window:
+            return ErrorCode.SEQ_TOO_OLD
+        return applied.replies.get(seq)
+
+    def _remember(self, client_id: str, seq: int, reply: ClientReply) -> None:
+        """Record an applied write in its client's window, dropping what fell below it."""
+        # Re-inserted, so the table's order is least recently written first.
+        applied = self._dedup.pop(client_id, None) or _Applied()
+        insort(applied.seqs, seq)
+        applied.replies[seq] = reply
+        below = bisect_right(applied.seqs, applied.seqs[-1] - self._dedup_window)
+        for old in applied.seqs[:below]:
+            del applied.replies[old]
+        del applied.seqs[:below]
+        self._dedup[client_id] = applied
+        if len(self._dedup) > self._settings.dedup_clients_max:
+            del self._dedup[next(iter(self._dedup))]
+
+    def _apply(self, entry: Entry, request_id: RequestId, op: WriteOp) -> ClientReply | None:
+        """Apply one committed write once per request id; return its (stored) reply, a
+        SEQ_TOO_OLD refusal for one below its client's window (not applied), or None for
+        that with the ``dedup-last-only`` bug (no answer)."""
+        seen = self._seen(request_id)
+        if isinstance(seen, ClientReply):
+            return seen
+        if seen is not None:
+            if "dedup-last-only" in self._bugs:
+                return None
+            return ClientReply(
+                partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
+            )
         current = self._kv.get(op.key)
         version = Version(entry.epoch, entry.index)
         previous = current[0] if current is not None else None
@@ -891,11 +959,7 @@ class Replica:
             version=version if take else None,
             epoch=entry.epoch,
         )
-        # Re-inserted, so the table's order is least recently written first.
-        self._dedup.pop(client_id, None)
-        self._dedup[client_id] = (seq, reply)
-        if len(self._dedup) > self._settings.dedup_clients_max:
-            del self._dedup[next(iter(self._dedup))]
+        self._remember(request_id[0], request_id[1], reply)
         return reply
 
     def _check_partition(self, partition: PartitionId) -> None:

@@ -698,12 +698,14 @@ def _answer_client(request: ClientCommand, state: ConnectionState) -> bytes:
 def error_reply(
     code: ErrorCode, *, slot: int, partition: int, moved_to: str | None = None
 ) -> bytes:
-    """The RESP error for a replica's refusal (every one means: certainly not applied).
+    """The RESP error for a replica's refusal (every one means: certainly not applied by
+    this request; after SEQTOOOLD an earlier attempt of it may have been).
 
     Chosen for what redis-py's cluster client does with them: MOVED updates its slot map
     and retries; TRYAGAIN retries soon on the same node (a primary reconciling or renewing
     its lease: a short wait); CLUSTERDOWN reloads the topology and retries (no primary known,
     too few in-sync replicas). BUSY is not retried: an overloaded partition wants less load.
+    SEQTOOOLD is not retried either: the same request id would get the same answer.
     """
     if code is ErrorCode.NOT_PRIMARY:
         if moved_to is not None:
@@ -721,6 +723,12 @@ def error_reply(
         )
     if code is ErrorCode.STALE_EPOCH:
         return resp.error(f"TRYAGAIN partition {partition} saw a stale epoch; retry")
+    if code is ErrorCode.SEQ_TOO_OLD:
+        return resp.error(
+            f"SEQTOOOLD partition {partition}: the REQID sequence number is below this "
+            "client's dedup window (its highest applied sequence number minus the window); "
+            "not applied now, and an earlier attempt with this id may or may not have been"
+        )
     return resp.error(
         f"BUSY partition {partition} is overloaded (too many pending writes); back off and retry"
     )

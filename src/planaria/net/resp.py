@@ -2,14 +2,17 @@
 
 Replies are plain ``bytes`` built by the encoders here (``+OK``, errors, integers, bulk
 strings, nulls, arrays). Requests come in as Redis servers accept them: multibulk arrays of
-bulk strings (what every client library sends), parsed in C by ``hiredis.Reader``, or inline
-lines (``PING\\r\\n`` from telnet or ``redis-benchmark -t ping_inline``), which hiredis does
-not parse and this module splits the way Redis' ``sdssplitargs`` does.
+bulk strings (what every client library sends) or inline lines (``PING\\r\\n`` from telnet
+or ``redis-benchmark -t ping_inline``), split the way Redis' ``sdssplitargs`` does.
 
-The reader is built for untrusted input: one request may not exceed ``request_bytes_max``
-bytes on the wire nor ``args_max`` arguments, an inline line may not exceed
-``inline_bytes_max``, and only bulk strings may appear inside a request. Anything else
-raises :class:`RespProtocolError`, whose text Redis would send before closing the connection
+The reader is built for untrusted input, and parses requests itself rather than with
+hiredis (whose reader sizes an array from its header before a byte of it arrives): every
+``*N`` and ``$N`` is checked on the raw bytes before anything is built for it, an argument
+list grows only as arguments arrive, one request may not exceed ``request_bytes_max`` bytes
+on the wire nor ``args_max`` arguments, an inline line may not exceed ``inline_bytes_max``,
+only bulk strings may appear inside a request (nothing nests), and a connection may not hold
+more than ``buffered_bytes_max`` unread bytes. Anything else raises
+:class:`RespProtocolError`, whose text Redis would send before closing the connection
 (``-ERR Protocol error: ...``). Commands are handed out one at a time (:meth:`RequestReader.
 next_command`), so a server can stop taking them when too many are pending and leave the
 rest buffered (bounded by what it has read).
@@ -19,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeAlias
-
-import hiredis
 
 from planaria.errors import UsageError
 
@@ -55,6 +56,8 @@ ARGS_MAX = 1024 * 1024
 # A length line ("*123\r\n", "$123\r\n") longer than this cannot be valid.
 _LENGTH_LINE_BYTES_MAX = 32
 _COMPACT_AFTER_BYTES = 64 * 1024
+# Room past the largest request for what one read brings (asyncio reads 256 KiB at most).
+_READ_SLACK_BYTES = 1024 * 1024
 
 
 class RespProtocolError(UsageError):
@@ -227,19 +230,18 @@ def split_inline(line: bytes) -> list[bytes]:
 
 # --- requests ---------------------------------------------------------------------------------
 
-_HIREDIS_ERRORS = {
-    "Bad multi-bulk length": "invalid multibulk length",
-    "Multi-bulk length out of range": "invalid multibulk length",
-    "Bad bulk string length": "invalid bulk length",
-    "Bulk string length out of range": "invalid bulk length",
-}
-
 
 class RequestReader:
     """Turns the bytes of one client connection into commands (lists of bytes), in order.
 
     ``feed(data)`` whatever arrived; call ``next_command()`` until it returns None (needs more
     data). It raises RespProtocolError on malformed input; the reader is then unusable.
+
+    Every length on the wire (``*N``, ``$N``) is checked against the limits before anything
+    is built for it, and a request's argument list grows one received argument at a time:
+    what a connection holds is bounded by what it sent, whatever a header announces. (A
+    parser that sizes its array from ``*N``, as hiredis does, allocates 4 GB for
+    ``*546681266`` and gives it back only by touching every page of it.)
     """
 
     def __init__(
@@ -248,22 +250,30 @@ class RequestReader:
         request_bytes_max: int,
         args_max: int = ARGS_MAX,
         inline_bytes_max: int = INLINE_BYTES_MAX,
+        buffered_bytes_max: int | None = None,
     ) -> None:
         if request_bytes_max < 16 or args_max < 1 or inline_bytes_max < 16:
             raise UsageError("request_bytes_max, inline_bytes_max >= 16 and args_max >= 1")
         self.request_bytes_max = request_bytes_max
         self.args_max = args_max
         self.inline_bytes_max = inline_bytes_max
-        # Our copy of the unparsed bytes, from ``_offset``: inline commands are split here, and
-        # a partial multibulk is checked against the limits here before hiredis builds it.
-        self._buf = bytearray()
+        # A server stops reading while requests wait (see RespServer), so the buffer holds at
+        # most one partial request plus what one read brought; past this something is wrong.
+        self.buffered_bytes_max = buffered_bytes_max or (
+            max(request_bytes_max, inline_bytes_max) + _READ_SLACK_BYTES
+        )
+        if self.buffered_bytes_max < max(request_bytes_max, inline_bytes_max):
+            raise UsageError("buffered_bytes_max must hold the largest request")
+        # The unparsed bytes, from ``_offset``: the bytes of the last read as they came when
+        # nothing was left before them (slices of bytes are bytes: one copy less), else a
+        # bytearray they are appended to (no quadratic copying when a request trickles in).
+        self._buf: bytes | bytearray = b""
         self._offset = 0
-        self._hiredis = hiredis.Reader()
-        self._synced = True  # hiredis holds exactly _buf[_offset:], nothing more or less
-        # Progress of the limit check through the partial command at _offset (so a request
-        # arriving in many pieces is scanned once, not once per piece).
+        # The multibulk request at ``_offset`` while it is incomplete: the arguments read so
+        # far, how many are still to come (-1: between requests) and where the next begins.
+        self._args: list[bytes] = []
+        self._args_left = -1
         self._scan_pos = 0
-        self._scan_args_left = -1  # -1: the multibulk header is not read yet
         self._failed: RespProtocolError | None = None
 
     @property
@@ -272,11 +282,25 @@ class RequestReader:
         return len(self._buf) - self._offset
 
     def feed(self, data: bytes) -> None:
+        """Take what arrived. Past ``buffered_bytes_max`` the data is dropped and the next
+        :meth:`next_command` raises."""
         if self._failed is not None:
             raise self._failed
-        self._buf += data
-        if self._synced:
-            self._hiredis.feed(data)
+        left = len(self._buf) - self._offset
+        if left + len(data) > self.buffered_bytes_max:
+            self._fail(RespProtocolError(f"more than {self.buffered_bytes_max} unread bytes"))
+            return
+        if not left:
+            self._buf = data
+            self._offset = 0
+            return
+        buf = self._buf
+        if not isinstance(buf, bytearray) or self._offset > _COMPACT_AFTER_BYTES:
+            buf = bytearray(memoryview(buf)[self._offset :])
+            self._scan_pos -= self._offset
+            self._offset = 0
+        buf += data
+        self._buf = buf
 
     def next_command(self) -> list[bytes] | None:
         """The next complete command, or None when more bytes are needed. Empty commands
@@ -284,53 +308,87 @@ class RequestReader:
         if self._failed is not None:
             raise self._failed
         try:
-            return self._next_command()
-        except RespProtocolError as exc:
-            self._failed = exc
-            raise
-
-    def _next_command(self) -> list[bytes] | None:
-        buf = self._buf
-        while self._offset < len(buf):
-            if buf[self._offset] != 0x2A:  # not "*": an inline command
-                command = self._next_inline()
+            while self._offset < len(self._buf):
+                if self._args_left < 0 and self._buf[self._offset] != 0x2A:  # not "*": inline
+                    command = self._next_inline()
+                elif self._read_multibulk():
+                    command = self._args
+                    self._args = []
+                    self._args_left = -1
+                    self._offset = self._scan_pos
+                else:
+                    return None
                 if command is None:
                     return None
-                if command:
+                if command:  # else a blank line, "*0" or "*-1": nothing to do
                     return command
-                continue
-            if not self._synced:
-                self._hiredis = hiredis.Reader()
-                self._hiredis.feed(bytes(buf[self._offset :]))
-                self._synced = True
-            try:
-                command = self._hiredis.gets()
-            except hiredis.ProtocolError as exc:
-                raise RespProtocolError(_HIREDIS_ERRORS.get(str(exc), str(exc))) from None
-            if command is False:
-                self._check_partial()
-                return None
-            self._scan_args_left = -1
-            for arg in command or ():
-                if type(arg) is not bytes:
-                    raise RespProtocolError(_not_bulk(arg))
-            if self._hiredis.has_data():
-                # More requests follow: find where this one ended, to look at the next one.
-                self._offset = self._command_end(self._offset)
-                if self._offset > _COMPACT_AFTER_BYTES:
-                    del buf[: self._offset]
-                    self._offset = 0
+            return None
+        except RespProtocolError as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: RespProtocolError) -> None:
+        self._failed = exc
+        self._buf = b""
+        self._offset = 0
+        self._args = []
+
+    def _read_multibulk(self) -> bool:
+        """Read the multibulk request at ``_offset`` as far as it arrived into ``_args``:
+        True when it is complete (maybe empty), False when more bytes are needed. Every ``*N``
+        and ``$N`` is checked before the elements or bytes it announces are waited for."""
+        buf = self._buf
+        size = len(buf)
+        request_bytes_max = self.request_bytes_max
+        left = self._args_left
+        pos = self._scan_pos
+        if left < 0:
+            pos = self._offset
+            end = buf.find(b"\r\n", pos + 1, pos + _LENGTH_LINE_BYTES_MAX)
+            if end < 0:
+                if size - pos >= _LENGTH_LINE_BYTES_MAX:
+                    raise RespProtocolError("invalid multibulk length")
+                return False
+            digits = bytes(buf[pos + 1 : end])
+            if digits == b"-1":
+                left = 0
             else:
-                buf.clear()
-                self._offset = 0
-            if not command:  # "*0" or "*-1": nothing to do
-                continue
-            args: list[bytes] = command
-            return args
-        if self._offset:
-            buf.clear()
-            self._offset = 0
-        return None
+                left = _LENGTHS.get(digits, -1)
+                if left < 0:
+                    left = _parse_length(digits, "multibulk")
+            if left > self.args_max:
+                raise RespProtocolError("invalid multibulk length")
+            pos = end + 2
+        args = self._args  # grows as arguments arrive, whatever the header announced
+        while left > 0 and pos < size:
+            if buf[pos] != 0x24:  # "$": a request holds bulk strings only, so nothing nests
+                raise RespProtocolError(f"expected '$', got '{_printable(buf[pos])}'")
+            end = buf.find(b"\r\n", pos + 1, pos + _LENGTH_LINE_BYTES_MAX)
+            if end < 0:
+                if size - pos >= _LENGTH_LINE_BYTES_MAX:
+                    raise RespProtocolError("invalid bulk length")
+                break
+            digits = bytes(buf[pos + 1 : end])
+            length = _LENGTHS.get(digits, -1)
+            if length < 0:
+                length = _parse_length(digits, "bulk")
+                if length > request_bytes_max:
+                    raise RespProtocolError("invalid bulk length")
+            data_end = end + 2 + length
+            if data_end + 2 - self._offset > request_bytes_max:
+                raise RespProtocolError(f"request longer than {request_bytes_max} bytes")
+            if data_end + 2 > size:
+                break
+            args.append(bytes(buf[end + 2 : data_end]))
+            pos = data_end + 2  # the CRLF after the data is skipped unread, as Redis does
+            left -= 1
+        self._args_left = left
+        self._scan_pos = pos
+        if left == 0:
+            return True
+        if size - self._offset > request_bytes_max:
+            raise RespProtocolError(f"request longer than {request_bytes_max} bytes")
+        return False
 
     def _next_inline(self) -> list[bytes] | None:
         buf = self._buf
@@ -343,75 +401,22 @@ class RequestReader:
             raise RespProtocolError("too big inline request")
         line = bytes(buf[self._offset : end])
         self._offset = end + 1
-        self._synced = False  # hiredis was fed this line: it must start afresh after it
         if line.endswith(b"\r"):
             line = line[:-1]
         return split_inline(line)
 
-    def _command_end(self, start: int) -> int:
-        """Where the complete multibulk at ``start`` ends, walking its headers (this also
-        rejects elements hiredis accepts but Redis does not, like ``+OK``)."""
-        buf = self._buf
-        end = buf.index(b"\r\n", start)
-        count = int(buf[start + 1 : end])
-        pos = end + 2
-        for _ in range(count):
-            if buf[pos] != 0x24:  # "$"
-                raise RespProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-            end = buf.index(b"\r\n", pos)
-            pos = end + 2 + int(buf[pos + 1 : end]) + 2
-        return pos
 
-    def _check_partial(self) -> None:
-        """Limits on the incomplete multibulk at ``_offset``, checked on the raw bytes before
-        hiredis has all of it: its header, every bulk header so far, and its total size."""
-        buf = self._buf
-        start = self._offset
-        if len(buf) - start > self.request_bytes_max:
-            raise RespProtocolError(f"request longer than {self.request_bytes_max} bytes")
-        if self._scan_args_left < 0:
-            count = self._length_at(start, "multibulk")
-            if count is None:
-                return
-            if count > self.args_max:
-                raise RespProtocolError("invalid multibulk length")
-            self._scan_args_left = count
-            self._scan_pos = buf.index(b"\r\n", start) + 2
-        while self._scan_args_left > 0 and self._scan_pos < len(buf):
-            kind = buf[self._scan_pos]
-            if kind != 0x24:  # "$"
-                raise RespProtocolError(f"expected '$', got '{chr(kind)}'")
-            length = self._length_at(self._scan_pos, "bulk")
-            if length is None:
-                return
-            if length > self.request_bytes_max:
-                raise RespProtocolError("invalid bulk length")
-            self._scan_pos = buf.index(b"\r\n", self._scan_pos) + 2 + length + 2
-            self._scan_args_left -= 1
-
-    def _length_at(self, pos: int, what: str) -> int | None:
-        """The length on the ``*N`` / ``$N`` line at ``pos``; None if the line is incomplete.
-        hiredis has already rejected a complete line that is not a canonical integer.
-        (A lone request may hold other simple RESP types hiredis reads as bytes, e.g. ``+OK``:
-        taken as arguments, harmlessly; between pipelined requests they are rejected.)"""
-        end = self._buf.find(b"\r\n", pos, pos + _LENGTH_LINE_BYTES_MAX)
-        if end < 0:
-            if len(self._buf) - pos >= _LENGTH_LINE_BYTES_MAX:
-                raise RespProtocolError(f"invalid {what} length")
-            return None
-        try:
-            return int(self._buf[pos + 1 : end])
-        except ValueError:
-            raise RespProtocolError(f"invalid {what} length") from None
+# The lengths most requests use, by their canonical text: one dict lookup per header instead
+# of a check and a conversion (a non-canonical text like "03" is not a key).
+_LENGTHS = {b"%d" % n: n for n in range(1024)}
 
 
-def _not_bulk(value: object) -> str:
-    """Redis' words for a request element that is not a bulk string (hiredis parsed it as
-    another RESP type: the type byte is known from the Python type)."""
-    if value is None:
-        return "invalid bulk length"
-    kinds = ((bool, "#"), (int, ":"), (float, ","), (list, "*"), (dict, "%"), (set, "~"))
-    for kind, byte in kinds:
-        if isinstance(value, kind):
-            return f"expected '$', got '{byte}'"
-    return f"expected '$', got '{'-' if isinstance(value, Exception) else '+'}'"
+def _parse_length(digits: bytes, what: str) -> int:
+    """A ``*N`` / ``$N`` length not in ``_LENGTHS``: a canonical non-negative integer."""
+    if digits.isdigit() and digits[0] != 0x30:
+        return int(digits)
+    raise RespProtocolError(f"invalid {what} length")
+
+
+def _printable(byte: int) -> str:
+    return chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"

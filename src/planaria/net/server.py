@@ -13,7 +13,9 @@ Bounds, so a flood of clients or requests cannot exhaust memory:
 - ``pipeline_depth_max``: a connection with that many unanswered requests is not read from
   until some are answered (requests already received wait, unparsed, in its buffer);
 - a connection whose socket buffer is full (a client that does not read) is not read from;
-- ``request_bytes_max`` bounds one request on the wire (a longer one is a protocol error);
+- ``request_bytes_max`` bounds one request on the wire (a longer one is a protocol error),
+  every length is checked before anything is built for it, and a connection holds no more
+  unread bytes than one request and one read (:class:`~planaria.net.resp.RequestReader`);
   keys over ``key_bytes_max`` and values over ``value_bytes_max`` get an error reply.
 
 Malformed RESP gets ``-ERR Protocol error: ...`` and that connection is closed; nothing else

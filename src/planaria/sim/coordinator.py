@@ -2,10 +2,12 @@
 
 One process plays the coordination service (the coord package's pure ``MemoryStore``:
 sessions with TTL, versioned compare-and-set) and the (single, elected) controller. Sessions
-expire ``session_ttl_ms`` after the last renewal received (the coordinator's clock is true
-time). The core :class:`~planaria.core.controller.Controller` decides failovers and ISR
-changes; each decision is applied by compare-and-set on the partition's config key in the
-store and pushed to the partition's replicas (nodes also poll, since pushes can be lost).
+expire ``session_ttl_ms`` after the last renewal received, on the coordinator's own clock
+(which, with ``--faults drift``, runs fast: the direction that shortens sessions against the
+nodes' leases, see ``planaria.core.lease``). The core
+:class:`~planaria.core.controller.Controller` decides failovers and ISR changes; each
+decision is applied by compare-and-set on the partition's config key in the store and pushed
+to the partition's replicas (nodes also poll, since pushes can be lost).
 
 Membership: the run tells the coordinator the cluster's members (node -> weight) and which
 of them drain (:meth:`SimCoordinator.set_membership`); the target placement is
@@ -110,7 +112,7 @@ class SimCoordinator(Process):
         self.after_local(self.settings.check_every_ms, self._check)
 
     def _check(self, _: Any) -> None:
-        for info in self.store.expire(self.world.now_ms):
+        for info in self.store.expire(self.local_now()):
             self.world.trace.add(
                 self.world.now_ms, self.pid, f"session {info.session} of {info.owner} expired"
             )
@@ -137,7 +139,7 @@ class SimCoordinator(Process):
     def _decide(self) -> None:
         views = self._views()
         changes = self.controller.decide(
-            [self.configs[p] for p in sorted(self.configs)], views, self.world.now_ms
+            [self.configs[p] for p in sorted(self.configs)], views, self.local_now()
         )
         changed = {change.partition for change in changes}
         for change in changes:
@@ -175,7 +177,7 @@ class SimCoordinator(Process):
                 config_key(change.partition),
                 encode_config(new),
                 version=change.expected_version,
-                now_ms=self.world.now_ms,
+                now_ms=self.local_now(),
             )
         except VersionConflict:
             return False  # someone changed it meanwhile: the controller will decide again
@@ -194,7 +196,7 @@ class SimCoordinator(Process):
     # ------------------------------------------------------------------ messages
 
     def on_message(self, src: str, message: object) -> None:
-        now = self.world.now_ms
+        now = self.local_now()
         if isinstance(message, Renew):
             self._on_renew(src, message, now)
         elif isinstance(message, ConfigRead):
@@ -227,7 +229,9 @@ class SimCoordinator(Process):
                 session = self.store.open_session(renew.node, self.settings.session_ttl_ms, now)
                 self.opened[renew.node] = (renew.nonce, session)
                 self._note_losses(renew, session)
-                self.world.trace.add(now, self.pid, f"session {session} opened", renew.node)
+                self.world.trace.add(
+                    self.world.now_ms, self.pid, f"session {session} opened", renew.node
+                )
                 ok = True
                 self._decide()
         else:

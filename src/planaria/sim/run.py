@@ -28,6 +28,7 @@ from planaria.check.lostwrites import find_lost_writes
 from planaria.check.models import KvModel
 from planaria.check.report import explain
 from planaria.core.controller import Controller, ControllerSettings
+from planaria.core.lease import session_ttl_min_ms
 from planaria.core.placement import place
 from planaria.core.replica import ReplicaSettings
 from planaria.errors import UsageError
@@ -77,14 +78,16 @@ class SimConfig:
         unknown = sorted(set(self.faults) - set(ALL_FAULT_KINDS))
         if unknown:
             raise UsageError(f"unknown fault kind(s) {unknown}")
-        # The lease rule: a session expires only after the lease surely ran out, even on a
-        # clock running slow by drift_max.
+        # The lease rule: a session expires only after the lease surely ran out, even with
+        # the node's clock slow and the coordinator's fast by drift_max (core.lease).
         drift = self.nemesis.drift_max
-        lease_true_ms = self.node.lease_ms / (1 - drift)
-        if self.coordinator.session_ttl_ms < lease_true_ms + self.node.tick_ms:
+        ttl_min_ms = session_ttl_min_ms(
+            self.node.lease_ms, drift_max=drift, margin_ms=self.node.tick_ms
+        )
+        if self.coordinator.session_ttl_ms < ttl_min_ms:
             raise UsageError(
-                f"session_ttl_ms {self.coordinator.session_ttl_ms} must be >= lease_ms / "
-                f"(1 - drift_max) + tick_ms = {lease_true_ms + self.node.tick_ms:.1f}"
+                f"session_ttl_ms {self.coordinator.session_ttl_ms} must be >= (lease_ms / "
+                f"(1 - drift_max) + tick_ms) * (1 + drift_max) = {ttl_min_ms:.1f}"
             )
 
 
@@ -474,6 +477,7 @@ class _Run:
             "losses_recorded": sum(len(c.wiped) for c in self.coordinator.configs.values()),
             "sessions_expired": sum(node.sessions_lost for node in nodes),
             "clock_rate_spread": max(rates) - min(rates),
+            "coordinator_clock_rate": self.coordinator.clock.rate,
             "config_changes": self.coordinator.changes,
             "moves": self.coordinator.moves_done,
             "nodes_final": len(self.members),
