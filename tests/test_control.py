@@ -322,12 +322,13 @@ def test_a_registration_says_which_logs_the_node_lost() -> None:
     views = sessions_from_members(
         {
             "n1": member("n1", 4, None),
-            "n2": member("n2", 5, "3,7"),
-            "n3": member("n3", 6, "all"),
-            "n4": member("n4", 8, "3,x"),
+            "n2": member("n2", 5, "3:17,7:17"),
+            "n3": member("n3", 6, "all:20"),
+            "n4": member("n4", 8, "3:x"),
         }
     )
-    assert (views["n1"].lost, views["n1"].data_lost) == (frozenset(), False)
-    assert views["n2"].lost == {3, 7} and views["n2"].lost_log(7) and not views["n2"].lost_log(1)
-    assert views["n3"].data_lost and views["n3"].lost_log(1)
-    assert views["n4"].data_lost  # unreadable: every log counts as lost (always safe)
+    assert (views["n1"].lost, views["n1"].data_lost) == ({}, 0)
+    assert views["n2"].lost == {3: 17, 7: 17} and views["n2"].lost_log(7) == 17
+    assert views["n2"].lost_log(1) is None
+    assert views["n3"].data_lost == 20 and views["n3"].lost_log(1) == 20
+    assert views["n4"].lost_log(0) is not None  # unreadable: every log counts as lost

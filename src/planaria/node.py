@@ -50,8 +50,10 @@ from planaria._node.partition import (
     NO_LEASE,
     PartitionRuntime,
     SessionOpened,
+    claim_lost_all,
     lost_partitions,
     mark_lost,
+    new_loss_id,
     open_partition_log,
 )
 from planaria._node.tasks import cancel_all
@@ -297,6 +299,7 @@ class Node:
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
+        self._lost_all: int | None = None  # a replaced disk's loss id, until recorded
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
@@ -351,6 +354,7 @@ class Node:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
+        self._lost_all = claim_lost_all(self.data_dir)
         self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
         self._committer.start()
         try:
@@ -433,8 +437,9 @@ class Node:
 
         def wipe_all() -> None:
             log.error("the journal is damaged: wiping every log here to refill them")
+            loss = new_loss_id()
             for directory in self.data_dir.glob("p[0-9]*"):
-                mark_lost(directory)
+                mark_lost(directory, loss)
                 PartitionLog.wipe(fs, str(directory))
 
         journal, replayed = open_node_journal(
@@ -637,27 +642,26 @@ class Node:
         }
         if self.zone is not None:
             metadata["zone"] = self.zone
-        lost = lost_partitions(self.data_dir)
-        if (self.data_dir / LOST_ALL).exists():
-            metadata["lost"] = "all"
-        elif lost:
-            # The controller takes this node out of these partitions' ISRs (invariant 7).
-            metadata["lost"] = ",".join(map(str, lost))
+        # The controller takes this node out of these partitions' ISRs (invariant 7):
+        # "<partition>:<loss id>,...", and "all:<loss id>" for a replaced disk.
+        losses = [f"{p}:{loss}" for p, loss in sorted(lost_partitions(self.data_dir).items())]
+        if self._lost_all is not None:
+            losses.append(f"all:{self._lost_all}")
+        if losses:
+            metadata["lost"] = ",".join(losses)
         return metadata
 
     def _forget_lost_all(self) -> None:
-        """A replaced disk's marker goes once every config listing this node records the
-        loss under its current session (then nothing it holds counts as in sync by mistake)."""
-        marker = self.data_dir / LOST_ALL
-        if self.session is None or not marker.exists():
+        """A replaced disk's marker goes once every config listing this node records its
+        loss (then nothing it holds counts as in sync by mistake)."""
+        loss = self._lost_all
+        if loss is None:
             return
-        session = int(self.session)
         for config in self.configs.values():
-            if (
-                self.node_id in config.replicas
-                and config.wiped_incarnation(self.node_id) != session
-            ):
+            if self.node_id in config.replicas and config.wiped_loss(self.node_id) != loss:
                 return
+        self._lost_all = None
+        marker = self.data_dir / LOST_ALL
         fs = OsFS()
         try:
             fs.remove(str(marker))

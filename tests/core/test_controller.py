@@ -197,28 +197,30 @@ def test_a_proposal_cannot_add_a_dead_node() -> None:
 # --- replicas that lost data (issue 16) ------------------------------------------------------
 
 
-def lost(views: dict[str, SessionView], *nodes: str) -> dict[str, SessionView]:
-    """``nodes`` registered that they lost their log of partition 0 with their session."""
-    return {n: replace(v, lost=frozenset({0})) if n in nodes else v for n, v in views.items()}
+def lost(views: dict[str, SessionView], *nodes: str, loss: int = 5) -> dict[str, SessionView]:
+    """``nodes`` registered with their session that they lost their log of partition 0."""
+    return {n: replace(v, lost={0: loss}) if n in nodes else v for n, v in views.items()}
 
 
-def test_a_member_that_lost_data_leaves_the_isr_once_per_session() -> None:
+def test_a_member_that_lost_data_leaves_the_isr_once_per_loss() -> None:
     views = lost(sessions(incarnations={"b": 2}), "b")
     change = decide_one(config(), views)
     assert change is not None and "['b'] lost data" in change.reason
-    assert change.config == replace(config(), isr=frozenset("ac"), version=8, wiped=(("b", 2),))
-    # Recorded: the primary's catch-up may bring it back, and it stays.
-    assert decide_one(replace(change.config, isr=frozenset("abc")), views) is None
-    # A later session that registers a loss again is handled again.
-    again = decide_one(
-        replace(change.config, isr=frozenset("abc")), lost(sessions(incarnations={"b": 3}), "b")
-    )
-    assert again is not None and again.config.wiped == (("b", 3),)
+    assert change.config == replace(config(), isr=frozenset("ac"), version=8, wiped=(("b", 5),))
+    # Recorded: the primary's catch-up may bring it back, and it stays, even when a later
+    # session registers the same loss again (the node restarted before it saw the record).
+    back = replace(change.config, isr=frozenset("abc"))
+    assert decide_one(back, views) is None
+    assert decide_one(back, lost(sessions(incarnations={"b": 3}), "b")) is None
+    # A new loss is handled again.
+    again = decide_one(back, lost(sessions(incarnations={"b": 3}), "b", loss=6))
+    assert again is not None and again.config.wiped == (("b", 6),)
     assert again.config.isr == frozenset("ac")
     # A data directory replaced whole counts for every partition.
-    views = {n: replace(v, data_lost=n == "c") for n, v in sessions().items()}
+    views = {n: replace(v, data_lost=7 if n == "c" else 0) for n, v in sessions().items()}
     change = decide_one(config(), views)
     assert change is not None and change.config.isr == frozenset("ab")
+    assert change.config.wiped == (("c", 7),)
     # The bug switch brings back the old behaviour.
     assert (
         decide_one(config(), lost(sessions(), "b"), bugs=frozenset({"wiped-stays-in-sync"})) is None
@@ -232,7 +234,7 @@ def test_a_member_that_lost_data_is_out_before_the_failover() -> None:
     assert change is not None
     new = change.config
     assert (new.primary, new.isr, new.epoch, new.version) == ("c", frozenset("c"), 4, 8)
-    assert new.wiped == (("b", 2),)
+    assert new.wiped == (("b", 5),)
     assert "lost data" in change.reason and "c promoted" in change.reason
 
 
@@ -266,6 +268,6 @@ def test_a_proposal_cannot_add_a_node_whose_loss_is_not_recorded() -> None:
     change = controller.on_propose(proposal("abc"), "a", config(isr="ab"), views)
     assert change is not None and change.config.isr == frozenset("ab")
     assert "lost data, left out: c" in change.reason
-    recorded = replace(config(isr="ab"), wiped=(("c", 2),))
+    recorded = replace(config(isr="ab"), wiped=(("c", 5),))
     change = controller.on_propose(proposal("abc"), "a", recorded, views)
     assert change is not None and change.config.isr == frozenset("abc")

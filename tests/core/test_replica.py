@@ -77,7 +77,7 @@ class Pump:
         self.controller = Controller(ControllerSettings(bugs=bugs))
         self.nodes = nodes
         self.incarnation = dict.fromkeys(nodes, 1)
-        self.lost_log = dict.fromkeys(nodes, False)  # registered with the current session
+        self.lost_log = dict.fromkeys(nodes, 0)  # the loss id the node registers (0: none)
         self.session_alive = dict.fromkeys(nodes, True)
         self.renewed_ms = dict.fromkeys(nodes, 0.0)
         self.lease_until = dict.fromkeys(nodes, math.inf)
@@ -111,7 +111,7 @@ class Pump:
                 self.session_alive[n],
                 self.renewed_ms[n],
                 0.0,
-                lost=frozenset({0}) if self.lost_log[n] else frozenset(),
+                lost={0: self.lost_log[n]} if self.lost_log[n] else {},
             )
             for n in self.nodes
         }
@@ -203,7 +203,8 @@ class Pump:
             lost=wiped,
         )
         self.incarnation[node] += 1
-        self.lost_log[node] = wiped
+        if wiped:
+            self.lost_log[node] = self.incarnation[node]  # this start's loss
         self.run(node, self.replicas[node].session_opened(self.incarnation[node], self.now))
         self.down.discard(node)
         self.run(node, self.replicas[node].tick(self.now, self.lease_until[node]))

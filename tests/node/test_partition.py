@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from planaria._node.partition import LOST_ALL, PartitionRuntime, _latest_acks, lost_partitions
+from planaria._node.partition import (
+    LOST_ALL,
+    PartitionRuntime,
+    _latest_acks,
+    claim_lost_all,
+    lost_partitions,
+)
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -131,7 +137,7 @@ class Harness:
         )  # fmt: skip
 
     async def _on_lost(self, partition: int) -> None:
-        self.lost.append((partition, self.runtime.log is not None and self.runtime.lost))
+        self.lost.append((partition, self.runtime.loss is not None))
 
 
 def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
@@ -223,17 +229,18 @@ def test_a_damaged_log_is_registered_lost_until_its_config_records_it(tmp_path: 
             runtime = harness.runtime
             await runtime.open()
             # Marked, and registered before the replica took any input.
-            assert lost_partitions(tmp_path) == [0] and harness.lost == [(0, True)]
-            assert runtime.replica.last_index == 0 and runtime.lost
+            [(partition, loss)] = lost_partitions(tmp_path).items()
+            assert partition == 0 and harness.lost == [(0, True)]
+            assert runtime.replica.last_index == 0 and runtime.loss == loss
             # A config of the node's old session names it primary: it does not lead it.
             runtime.deliver(PartitionConfig(0, 1, "n1", ("n1", "n2"), frozenset({"n1"}), 1, 3))
             assert runtime.replica.role is Role.BACKUP
-            # The config records the loss under this session: the marker goes.
+            # The config records the loss: the marker goes.
             recorded = PartitionConfig(
-                0, 2, "n2", ("n1", "n2"), frozenset({"n2"}), 2, wiped=(("n1", 7),)
+                0, 2, "n2", ("n1", "n2"), frozenset({"n2"}), 2, wiped=(("n1", loss),)
             )
             runtime.deliver(recorded)
-            assert lost_partitions(tmp_path) == [] and not runtime.lost
+            assert lost_partitions(tmp_path) == {} and runtime.loss is None
             while harness.committer.jobs:
                 harness.committer.finish()
             await runtime.close()
@@ -243,12 +250,14 @@ def test_a_damaged_log_is_registered_lost_until_its_config_records_it(tmp_path: 
 
 def test_a_replaced_disk_makes_every_log_lost(tmp_path: Path) -> None:
     (tmp_path / LOST_ALL).touch()  # what the operator does before starting on a new disk
+    loss = claim_lost_all(tmp_path)  # what the node does at start: names the loss
+    assert loss is not None and claim_lost_all(tmp_path) == loss
 
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as executor:
             harness = Harness(tmp_path / "p0", executor, session=2)
             await harness.runtime.open()
-            assert harness.runtime.lost and harness.lost == [(0, True)]
+            assert harness.runtime.loss == loss and harness.lost == [(0, True)]
             await harness.runtime.close()
 
     asyncio.run(scenario())

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -74,8 +75,10 @@ __all__ = [
     "PartitionRuntime",
     "SessionOpened",
     "StepInput",
+    "claim_lost_all",
     "lost_partitions",
     "mark_lost",
+    "new_loss_id",
     "open_partition_log",
 ]
 
@@ -173,7 +176,7 @@ class PartitionRuntime:
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
         self._session = session  # the node's coordinator session (its incarnation), if any
         self._on_lost = on_lost  # registers the loss of this log (before the replica steps)
-        self.lost = False  # the log was lost, and its config does not record it yet
+        self.loss: int | None = None  # the id of this log's loss, until its config records it
         self._stages: deque[_Stage] = deque()
         self._drained = asyncio.Event()  # no stage pending
         self._drained.set()
@@ -205,14 +208,14 @@ class PartitionRuntime:
         if self.log is not None:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
-        log_, lost = await loop.run_in_executor(self._executor, self._open_log)
+        log_, loss = await loop.run_in_executor(self._executor, self._open_log)
         entries = await loop.run_in_executor(
             self._executor,
             lambda: [decode_entry(e.epoch, e.index, e.record) for e in log_.entries()],
         )
         self.log = log_
-        self.lost = lost
-        if lost and self._on_lost is not None:
+        self.loss = loss
+        if loss is not None and self._on_lost is not None:
             # The controller must know before it may count this replica in sync.
             await self._on_lost(self.partition)
         self.replica = Replica(
@@ -222,7 +225,7 @@ class PartitionRuntime:
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
-            lost=lost,
+            lost=loss is not None,
         )
         session = self._session()
         if session is not None:
@@ -231,15 +234,16 @@ class PartitionRuntime:
         if self.config is not None:
             self.deliver(self.config)
 
-    def _open_log(self) -> tuple[PartitionLog, bool]:
-        """The log (recovered, or wiped and empty) and whether it was ever lost."""
+    def _open_log(self) -> tuple[PartitionLog, int | None]:
+        """The log (recovered, or wiped and empty) and the id of its loss not yet recorded
+        in its config, if any."""
         opened = open_partition_log(self.directory, self.partition, self.policy)
         if opened is None:  # wiped: start empty, to be refilled from the primary
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
             opened.attach_journal(self._journal, self.partition)
-        lost_all = self.directory.parent / LOST_ALL
-        return opened, _lost_marker(self.directory).exists() or lost_all.exists()
+        loss = _read_loss(_lost_marker(self.directory))
+        return opened, loss if loss is not None else _read_loss(self.directory.parent / LOST_ALL)
 
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
@@ -282,7 +286,7 @@ class PartitionRuntime:
             ):
                 return True
             self.config = item
-            if self.lost and item.wiped_incarnation(self.node_id) == self._session():
+            if self.loss is not None and item.wiped_loss(self.node_id) == self.loss:
                 self._loss_recorded()
         if self._closing or self._recovering or self._broken:
             return True  # dropped, as a network may drop it (configs are fed again later)
@@ -301,12 +305,12 @@ class PartitionRuntime:
         return True
 
     def _loss_recorded(self) -> None:
-        """The config records this session's loss of the log: the marker may go (a later
-        restart then rejoins outside the ISR, where the loss left it)."""
-        self.lost = False
+        """The config records the loss of the log: its marker may go (a later restart then
+        rejoins outside the ISR, where the loss left it; ``lost-all`` is the node's)."""
         marker = _lost_marker(self.directory)
+        loss, self.loss = self.loss, None
         try:
-            if marker.exists():
+            if _read_loss(marker) == loss:
                 OsFS().remove(str(marker))
                 OsFS().fsync_dir(str(marker.parent))
         except OSError as exc:
@@ -517,7 +521,7 @@ def open_partition_log(
     except StorageDamaged as damage:
         log.error("p%d: log damaged (%s); wiping it to refill from the primary",
                   partition, damage)  # fmt: skip
-        mark_lost(directory)
+        mark_lost(directory, new_loss_id())
         PartitionLog.wipe(fs, path)
         return None
     if opened.recovery.torn_tail_bytes:
@@ -571,14 +575,26 @@ def _lost_marker(directory: Path) -> Path:
     return directory.parent / f"{LOST_PREFIX}{directory.name}"
 
 
-def mark_lost(directory: Path) -> None:
-    """Durably mark the log in ``directory`` lost, before it is wiped (blocking): every
-    session registers the loss until the partition's config records it."""
-    fs, marker = OsFS(), _lost_marker(directory)
+def new_loss_id() -> int:
+    """A name for a loss of data found at this start, unique to the node (the wall clock in
+    ms: a restart takes longer than that)."""
+    return time.time_ns() // 1_000_000
+
+
+def mark_lost(directory: Path, loss: int) -> None:
+    """Durably mark the log in ``directory`` lost (loss id ``loss``), before it is wiped
+    (blocking): every session registers the loss until the partition's config records it."""
+    write_loss(_lost_marker(directory), loss)
+
+
+def write_loss(marker: Path, loss: int) -> None:
+    fs = OsFS()
     try:
         fs.makedirs(str(marker.parent))
         created = fs.open_append(str(marker), create=True)
         try:
+            created.truncate(0)
+            created.append(str(loss).encode())
             created.fsync()
         finally:
             created.close()
@@ -587,7 +603,35 @@ def mark_lost(directory: Path) -> None:
         raise storage_error_from_os(exc, "marking the log lost", str(marker)) from exc
 
 
-def lost_partitions(data_dir: Path) -> list[int]:
-    """The partitions whose log this node lost, by their markers (blocking)."""
-    names = (path.name[len(LOST_PREFIX) + 1 :] for path in data_dir.glob(f"{LOST_PREFIX}p*"))
-    return sorted(int(name) for name in names if name.isdigit())
+def _read_loss(marker: Path) -> int | None:
+    """The loss id in ``marker``; None without one (or an empty one: not claimed yet)."""
+    try:
+        text = marker.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error_from_os(exc, "reading", str(marker)) from exc
+    return int(text) if text.isdigit() else None
+
+
+def lost_partitions(data_dir: Path) -> dict[int, int]:
+    """Partition -> loss id, for every log this node lost, by their markers (blocking)."""
+    lost: dict[int, int] = {}
+    for path in data_dir.glob(f"{LOST_PREFIX}p*"):
+        name, loss = path.name[len(LOST_PREFIX) + 1 :], _read_loss(path)
+        if name.isdigit() and loss is not None:
+            lost[int(name)] = loss
+    return lost
+
+
+def claim_lost_all(data_dir: Path) -> int | None:
+    """The loss id of a replaced disk (``lost-all``, created empty by the operator: named
+    now, durably), or None without one (blocking)."""
+    marker = data_dir / LOST_ALL
+    if not marker.exists():
+        return None
+    loss = _read_loss(marker)
+    if loss is None:
+        loss = new_loss_id()
+        write_loss(marker, loss)
+    return loss

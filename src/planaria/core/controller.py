@@ -25,7 +25,7 @@ Rules (DESIGN.md §4, invariants 2 and 4):
 - **Lost data** (invariant 7): a node whose session reports that its log of the partition
   was wiped, damaged or replaced (:meth:`SessionView.lost_log`) may hold less than it once
   acknowledged. Before anything else the controller takes it out of the ISR and records
-  ``(node, incarnation)`` in ``wiped`` (version + 1, in the same CAS as a failover when one
+  ``(node, loss id)`` in ``wiped`` (version + 1, in the same CAS as a failover when one
   is needed), so it is never promoted and counts toward no commit; only the primary's
   catch-up (a ProposeIsr after it refilled the node) brings it back, and a proposal that
   adds a node whose loss is not recorded yet leaves it out. With every in-sync replica lost
@@ -81,10 +81,11 @@ class SessionView:
     coordinator expired it. ``renewed_ms`` is when the coordinator last received a renewal;
     ``expires_ms`` when it will expire (or did) without another.
 
-    ``lost`` and ``data_lost`` are what the node registered for this session: the
-    partitions whose log it wiped (damaged, or its journal was), or (``data_lost``) that its
-    whole data directory is new while it had one before (replaced disk). The node keeps
-    registering a loss, across restarts, until it sees it recorded in the config.
+    ``lost`` and ``data_lost`` are what the node registered with this session: per
+    partition whose log it wiped (damaged, or its journal was), the id of that loss; and
+    (``data_lost``, 0: none) the id of the loss of its whole data directory (a replaced
+    disk). The node keeps registering a loss, with the same id across restarts, until it
+    sees it recorded in the partition's config (``PartitionConfig.wiped``).
     """
 
     node: NodeId
@@ -92,12 +93,13 @@ class SessionView:
     alive: bool
     renewed_ms: float
     expires_ms: float
-    lost: frozenset[PartitionId] = frozenset()
-    data_lost: bool = False
+    lost: Mapping[PartitionId, int] = field(default_factory=dict)
+    data_lost: int = 0
 
-    def lost_log(self, partition: PartitionId) -> bool:
-        """This session's node may hold less of ``partition`` than it acknowledged."""
-        return self.data_lost or partition in self.lost
+    def lost_log(self, partition: PartitionId) -> int | None:
+        """The id of the loss that may leave this node holding less of ``partition`` than
+        it acknowledged, if any."""
+        return self.lost.get(partition) or self.data_lost or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,19 +333,17 @@ class Controller:
     def _unrecorded_losses(
         self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView]
     ) -> list[NodeId]:
-        """Replicas whose live session reports a lost log of the partition that ``wiped``
-        does not record yet (for that session)."""
+        """Replicas whose live session reports a loss of their log of the partition that
+        ``wiped`` does not record yet."""
         if "wiped-stays-in-sync" in self._bugs:
             return []
         lost: list[NodeId] = []
         for node in config.replicas:
             session = sessions.get(node)
-            if (
-                session is not None
-                and session.alive
-                and session.lost_log(config.partition)
-                and config.wiped_incarnation(node) != session.incarnation
-            ):
+            if session is None or not session.alive:
+                continue
+            loss = session.lost_log(config.partition)
+            if loss is not None and config.wiped_loss(node) != loss:
                 lost.append(node)
         return lost
 
@@ -356,7 +356,8 @@ class Controller:
         # Out of the ISR before anything else, in the same CAS as whatever else is due: a
         # member that lost data is never promoted and counts toward no commit.
         recorded = dict(config.wiped)
-        recorded.update((node, sessions[node].incarnation) for node in lost)
+        for node in lost:
+            recorded[node] = sessions[node].lost_log(config.partition) or 0
         isr = config.isr - set(lost)
         base = replace(
             config,

@@ -179,10 +179,11 @@ class PartitionConfig:
     (:class:`ProposeIsr` with ``primary``).
 
     ``wiped`` records the replicas that came back having lost data (a wiped, damaged or
-    replaced log; docs/operations.md), as ``(node, session incarnation)``, one per node (the
-    latest): the controller took each out of the ISR when it first saw the loss (invariant 7:
-    it rejoins outside the ISR), and only the primary's catch-up brings it back. A primary
-    that sees a node's entry change forgets what it knew of that node's log.
+    replaced log; docs/operations.md), as ``(node, loss id)``, one per node (the latest; the
+    node names each loss with an id it keeps until it sees it recorded): the controller took
+    each out of the ISR when it first saw the loss (invariant 7: it rejoins outside the ISR),
+    and only the primary's catch-up brings it back. A primary that sees a node's entry
+    change forgets what it knew of that node's log.
     """
 
     partition: PartitionId
@@ -200,11 +201,11 @@ class PartitionConfig:
     handoff: NodeId | None = None
     wiped: tuple[tuple[NodeId, int], ...] = ()
 
-    def wiped_incarnation(self, node: NodeId) -> int | None:
-        """The session incarnation under which ``node``'s loss of data was handled, if any."""
-        for name, incarnation in self.wiped:
+    def wiped_loss(self, node: NodeId) -> int | None:
+        """The id of ``node``'s last loss of data recorded here, if any."""
+        for name, loss in self.wiped:
             if name == node:
-                return incarnation
+                return loss
         return None
 
 

@@ -329,8 +329,8 @@ class Replica:
                 self._proposal = None
             self._sync_peers(now_ms)
             for name, peer in self._peers.items():
-                wiped = config.wiped_incarnation(name)
-                if previous is not None and wiped != previous.wiped_incarnation(name):
+                wiped = config.wiped_loss(name)
+                if previous is not None and wiped != previous.wiped_loss(name):
                     peer.forget(now_ms)  # its loss is recorded: only new acks count
             # A smaller required set may let entries commit now.
             self._try_commit(ready)

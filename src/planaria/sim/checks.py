@@ -123,7 +123,7 @@ class Monitor:
             raise Violation("epoch-decreased", f"p{p} config epoch {old.epoch} -> {new.epoch}")
         if new.primary is not None and (new.primary != old.primary or new.epoch > old.epoch):
             # In sync: in the old ISR, and not found to have lost data by this very change.
-            lost = new.wiped_incarnation(new.primary) != old.wiped_incarnation(new.primary)
+            lost = new.wiped_loss(new.primary) != old.wiped_loss(new.primary)
             if new.primary not in old.isr or lost:
                 raise Violation(
                     "promoted-out-of-sync",

@@ -63,8 +63,8 @@ class SimCoordinator(Process):
         self.on_change = on_change
         self.store = MemoryStore()
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
-        # node -> (session, lost partitions, data lost): what it registered with the session
-        self.losses: dict[str, tuple[int, frozenset[int], bool]] = {}
+        # node -> (session, loss per lost partition, data lost): registered with the session
+        self.losses: dict[str, tuple[int, dict[int, int], int]] = {}
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
         self.target: Target | None = None  # None: no membership known, no moves
@@ -122,9 +122,9 @@ class SimCoordinator(Process):
     def _views(self) -> dict[str, SessionView]:
         views: dict[str, SessionView] = {}
         for owner, info in self.store.latest_sessions().items():
-            session, lost, data_lost = self.losses.get(owner, (0, frozenset(), False))
+            session, lost, data_lost = self.losses.get(owner, (0, {}, 0))
             if session != info.session:
-                lost, data_lost = frozenset(), False
+                lost, data_lost = {}, 0
             views[owner] = SessionView(
                 owner,
                 info.session,
@@ -242,7 +242,7 @@ class SimCoordinator(Process):
         self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
 
     def _note_losses(self, renew: Renew, session: int) -> None:
-        self.losses[renew.node] = (session, frozenset(renew.lost), renew.data_lost)
+        self.losses[renew.node] = (session, dict(renew.lost), renew.data_lost)
 
     def _renew(self, session: int, now: float) -> bool:
         try:

@@ -12,10 +12,10 @@ from it, under a new session.
 
 A node that lost data (a damaged log or journal, wiped at start; or a replaced disk, which
 the operator says: :meth:`SimNode.wipe`) writes a marker per lost log (``lost-all`` for a
-replaced disk) before anything else, builds those replicas ``lost`` and registers the loss
-with every session (:class:`~planaria.sim.wire.Renew`) until it sees the config record it
-under its current session (``PartitionConfig.wiped``): a restart before that registers it
-again.
+replaced disk) holding the loss's id before anything else, builds those replicas ``lost``
+and registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
+the config record that id (``PartitionConfig.wiped``): a restart before that registers the
+same loss again (the controller handles each loss once).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class SimNode(Process):
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
         self.lost_logs: dict[int, PartitionLog] = {}
-        self.markers: set[str] = set()  # the loss markers on the disk (read at start)
+        self.markers: dict[str, int] = {}  # the loss markers on the disk: their loss ids
         self.recorded: set[int] = set()  # with LOST_ALL: partitions that recorded the loss
         network.register(pid, self.on_message)
 
@@ -186,41 +186,48 @@ class SimNode(Process):
         self.data_replaced = True
 
     def _mark_lost(self, name: str) -> None:
-        """Durably, before this start does anything else: the log ``name`` names was lost."""
+        """Durably, before this start does anything else: the log ``name`` names was lost,
+        in a loss named by this start (unique to the node)."""
+        loss = self.incarnation + 1
         marker = self.fs.open_append(join(DATA, name), create=True)
+        marker.append(str(loss).encode())
         marker.fsync()
         marker.close()
         self.fs.fsync_dir(DATA)
-        self.markers.add(name)
+        self.markers[name] = loss
 
     def _unmark(self, name: str) -> None:
         self.fs.remove(join(DATA, name))
         self.fs.fsync_dir(DATA)
-        self.markers.discard(name)
+        del self.markers[name]
+
+    def _read_markers(self) -> dict[str, int]:
+        names = [n for n in self.fs.listdir(DATA) if n.startswith("lost-")]
+        return {n: int(self.fs.read(join(DATA, n), 0, self.fs.size(join(DATA, n)))) for n in names}
 
     def _lost(self, partition: int) -> bool:
         return LOST_ALL in self.markers or _lost_marker(partition) in self.markers
 
-    def lost_report(self) -> tuple[tuple[int, ...], bool]:
-        """What the node registers: the partitions whose log it lost, and whether its
-        whole data directory was replaced."""
+    def lost_report(self) -> tuple[tuple[tuple[int, int], ...], int]:
+        """What the node registers: (partition, loss id) per log it lost, and the loss id
+        of its whole data directory (0: none)."""
         if not self.markers:
-            return (), False
-        lost = tuple(p for p in self.partitions if _lost_marker(p) in self.markers)
-        return lost, LOST_ALL in self.markers
+            return (), 0
+        markers = self.markers
+        lost = tuple(
+            (p, markers[_lost_marker(p)]) for p in self.partitions if _lost_marker(p) in markers
+        )
+        return lost, markers.get(LOST_ALL, 0)
 
     def _note_recorded(self, config: PartitionConfig) -> None:
-        """The config records this session's loss of the partition: forget the marker."""
-        if (
-            not self.markers
-            or self.session is None
-            or config.wiped_incarnation(self.pid) != self.session
-        ):
+        """The config records the node's loss of the partition: forget the marker."""
+        if not self.markers:
             return
+        loss = config.wiped_loss(self.pid)
         marker = _lost_marker(config.partition)
-        if marker in self.markers:
+        if loss is not None and self.markers.get(marker) == loss:
             self._unmark(marker)
-        if LOST_ALL in self.markers:
+        if loss is not None and self.markers.get(LOST_ALL) == loss:
             self.recorded.add(config.partition)
             if self.recorded >= set(self.partitions):
                 self._unmark(LOST_ALL)
@@ -245,7 +252,7 @@ class SimNode(Process):
         for partition in self.partitions:
             self._open_log(partition)
         self.last_logs = dict(self.logs)
-        self.markers = {n for n in self.fs.listdir(DATA) if n.startswith("lost-")}
+        self.markers = self._read_markers()
         for partition in sorted(self.wiped_at_start):
             self._mark_lost(_lost_marker(partition))
         lost = set(self.logs) if self.data_replaced else self.wiped_at_start

@@ -26,8 +26,8 @@ class Renew:
     nonce: int
     session: int | None
     sent_local_ms: float
-    lost: tuple[int, ...] = ()
-    data_lost: bool = False
+    lost: tuple[tuple[int, int], ...] = ()  # (partition, loss id)
+    data_lost: int = 0  # the loss id of the whole data directory (0: none)
 
 
 @dataclass(frozen=True, slots=True)
