@@ -99,7 +99,7 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="isr-joined-behind"),
     Regression(27, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
-    Regression(11, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
+    Regression(49, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
                faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),
     # Found with the wipe fault (issue 16; fixed, the seeds must pass).
     Regression(6, "truncated-committed: the simulated journal wipe wiped no log (SimFS "
@@ -113,5 +113,11 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(23, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
     Regression(620, "no-primary: a lost replica named primary (planned transfer) before its "
                "session's open was acknowledged never took the lead", faults=WITH_WIPE),
+    Regression(881, "no-primary: a node refilled after its loss, restarted before it saw "
+               "the loss recorded, registered it again and was dropped from the ISR as if "
+               "newly lost (now each loss has an id, handled once)", faults=WITH_WIPE),
+    Regression(120, "no-primary: a node down for a disk replacement was promoted under its "
+               "old session, then registered the loss: nobody left in sync (now a disk is "
+               "replaced in a planned stop that ends the session)", faults=WITH_WIPE),
     Regression(24, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
 )  # fmt: skip

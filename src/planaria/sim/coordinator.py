@@ -97,6 +97,14 @@ class SimCoordinator(Process):
         self.opened[node] = (nonce, session)
         return session
 
+    def end_session(self, node: str) -> None:
+        """``node`` stopped cleanly: its session ends now (``Node.close`` closes it)."""
+        opened = self.opened.get(node)
+        if opened is not None:
+            self.store.close_session(SessionId(opened[1]), self.local_now())
+            self.world.trace.add(self.world.now_ms, self.pid, f"session {opened[1]} closed", node)
+            self._decide()
+
     def create_configs(self, placement: Mapping[int, tuple[str, ...]]) -> None:
         """Create every partition's first config (before any node starts)."""
         configs = self.controller.initial_configs(placement, self._views())

@@ -7,10 +7,11 @@ before the quiet period. Fault kinds (``--faults``):
 - ``crash``: a node crashes (memory lost, its disk loses unsynced writes) and restarts later;
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
-- ``wipe``: a node crashes and restarts later having lost data: half the time its disk was
-  replaced (an empty data directory, which the operator tells the node), else its journal
-  is damaged (the start wipes every partition log); it must be refilled from its primaries
-  and rejoin outside the ISR. The data is found gone at the restart, unless the node then
+- ``wipe``: a node goes down and restarts later having lost data: half the time its disk
+  was replaced (a planned stop, which ends its session at once; an empty data directory,
+  which the operator tells the node), else it crashed and its journal is damaged (the start
+  wipes every partition log); it must be refilled from its primaries and rejoin outside the
+  ISR. The data is found gone at the restart, unless the node then
   holds the last in-sync copy of a partition (no other ISR member up that lost nothing):
   the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
@@ -94,6 +95,10 @@ class Target(Protocol):
 
     def wipe_node(self, node: str, *, whole_disk: bool) -> None:
         """While ``node`` is down: replace its disk, or damage its journal."""
+        ...
+
+    def end_session(self, node: str) -> None:
+        """``node`` was stopped cleanly: its coordinator session ends now."""
         ...
 
     def may_wipe(self, node: str) -> bool:
@@ -194,7 +199,11 @@ class Nemesis:
         self._note(f"{kind} {node}", f"for {duration_ms:.0f} ms")
         self.target.crash_node(node, mid_write=mid_write)
         if wipe:
-            self._wipes[node] = self.world.rng.random() < 0.5
+            whole_disk = self._wipes[node] = self.world.rng.random() < 0.5
+            if whole_disk:
+                # A disk is replaced in a planned stop: the operator stops the node cleanly
+                # first, which ends its session (a damaged journal is a crash's surprise).
+                self.target.end_session(node)
         self._later(duration_ms, self._restart, node)
 
     def _restart(self, node: str) -> None:

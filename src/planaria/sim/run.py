@@ -283,6 +283,9 @@ class _Run:
         else:
             self.world.crash(node)
 
+    def end_session(self, node: str) -> None:
+        self.coordinator.end_session(node)
+
     def wipe_node(self, node: str, *, whole_disk: bool) -> None:
         self.nodes[node].wipe(whole_disk=whole_disk)
 
