@@ -11,8 +11,9 @@ failure to other seeds, so keep the old rows (they must still pass) and add the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from planaria.sim.client import ClientSettings
 from planaria.sim.nemesis import FAULT_KINDS
 from planaria.sim.run import SimConfig
 
@@ -42,15 +43,22 @@ class Regression:
     bugs: tuple[str, ...] = ()
     expect: str | None = None
     open_bug: str | None = None
+    checks: str = "all"  # "history": only what a client sees (planaria sim --checks history)
+    write_window: int | None = None  # the clients' (default: ClientSettings.write_window)
 
     def config(self) -> SimConfig:
         faults = frozenset(self.faults.split(",")) if self.faults != "none" else frozenset()
+        client = ClientSettings()
+        if self.write_window is not None:
+            client = replace(client, write_window=self.write_window)
         return SimConfig(
             seed=self.seed,
             ops=self.ops,
             partitions=self.partitions,
             faults=faults,
             bugs=frozenset(self.bugs),
+            checks=self.checks,
+            client=client,
         )
 
 
@@ -70,6 +78,13 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(199, "no-primary: a node whose session open expired before any ack reached "
                "it asked for that dead session forever (sim/node.py), so its ISR proposal "
                "was refused forever", faults=MEMBERSHIP),
+    # Found by the history-only workload (issue 16): clients with several writes unanswered
+    # under one id. The replicas remember only a client's last write, so an older write
+    # whose attempt got no answer is never answered again (nor applied): every seed of a
+    # window wider than 1 shows it. Clients keep a window of 1 until it is fixed.
+    Regression(0, "unresolved: writes of one client retried after healing got no answer",
+               150, checks="history", write_window=4,
+               open_bug="core: the dedup table keeps only a client's last write (finding 2)"),
     # Known-bug switches: each seed must trip its check (the sweeps in test_sim_bugs.py
     # also check that the seeds they find pass without the switch). These rows are
     # refreshed when the simulator or the protocol moves failures to other seeds.

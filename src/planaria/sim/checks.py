@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from planaria.core.messages import PartitionConfig, RequestId, Version
+from planaria.core.messages import ClientReply, PartitionConfig, RequestId, Version
 from planaria.core.replica import Role
 from planaria.errors import InternalError
 
@@ -112,6 +112,9 @@ class Monitor:
         self.serving_leases: dict[tuple[str, int], float] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
+        # Linearizable reads answered by a replica the coordinator no longer names primary
+        # of that epoch: what no-lease-wait does, and what a client's history must show.
+        self.deposed_reads = 0
 
     # ------------------------------------------------------------------ node hooks
 
@@ -133,6 +136,11 @@ class Monitor:
                     f" but ISR member {member} (config epoch {config.epoch} version "
                     f"{config.version}, isr {sorted(config.isr)}) has not durably logged it",
                 )
+
+    def on_read(self, node: SimNode, reply: ClientReply) -> None:
+        config = self.config_of(reply.partition)
+        if config.primary != node.pid or config.epoch != reply.epoch:
+            self.deposed_reads += 1
 
     @staticmethod
     def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:

@@ -73,7 +73,9 @@ class ClientSettings:
     think_max_ms: float = 2.0  # pause between operations of one lane
     lanes: int = 3  # operations in flight at once under the client's one id
     write_window: int = WRITE_WINDOW
-    view_max_age_ms: float = 300.0  # a timeout re-reads the configs only past this age
+    # A timeout re-reads the configs only when the view is older than this (per client: a
+    # random share of twice this, so the clients' patience differs).
+    view_max_age_ms: float = 300.0
     stale_read_share: float = 0.15  # of the reads: stale reads from any replica
 
 
@@ -139,7 +141,11 @@ class SimClient(Process):
         self.history = history
         self.settings = settings
         self.configs: dict[int, PartitionConfig] = {}
+        # Primaries named by refusals: part of the view until a newer config arrives.
         self.hints: dict[int, str] = {}
+        # How old the view may grow before a timeout re-reads it: each client its own, so
+        # some learn of a failover at once and some keep asking the old primary for a while.
+        self.view_max_age_ms = world.rng.uniform(0.0, 2 * settings.view_max_age_ms)
         self.view_read_ms = float("-inf")
         self.lanes: list[_Pending | None] = [None] * settings.lanes
         self.lane_process = [""] * settings.lanes
@@ -147,6 +153,7 @@ class SimClient(Process):
         for lane in range(settings.lanes):
             self._new_process(lane)
         self.chosen: list[tuple[Op, bool] | None] = [None] * settings.lanes
+        self.waiting: list[int] = []  # lanes waiting for room in the write window
         self.by_request: dict[RequestId, _Pending] = {}
         self.parked: list[_Pending] = []  # writes that ran out of time, oldest first
         self.resolving = False
@@ -224,7 +231,7 @@ class SimClient(Process):
             self.chosen[lane] = self._choose()
         op, stale = self.chosen[lane]  # type: ignore[misc]
         if not isinstance(op, Get) and self._window_full():
-            self._think(lane)  # no room for another write: wait for one to be answered
+            self.waiting.append(lane)  # no room for another write: wait for one to end
             return
         self.chosen[lane] = None
         workload.ops_left -= 1
@@ -330,13 +337,14 @@ class SimClient(Process):
         if pending.f == STALE_READ and config is not None and config.replicas:
             replicas = sorted(config.replicas)
             return replicas[self.world.rng.randrange(len(replicas))]
-        hint = self.hints.pop(pending.partition, None)
+        hint = self.hints.get(pending.partition)
         if hint is not None:
             return hint
         return config.primary if config is not None else None
 
     def _read_view(self) -> None:
         self.view_read_ms = self.world.now_ms
+        self.hints.clear()  # the coordinator's answer is the view from now on
         self.network.send(self.pid, COORDINATOR, ConfigRead())
 
     def _timed_out(self, what: tuple[_Pending, int]) -> None:
@@ -344,7 +352,7 @@ class SimClient(Process):
         if pending.lane is None or token != pending.token:
             return
         # A stale view is kept for a while: a timeout alone refreshes it only when it is old.
-        if self.world.now_ms - self.view_read_ms >= self.settings.view_max_age_ms:
+        if self.world.now_ms - self.view_read_ms >= self.view_max_age_ms:
             self._read_view()
         self._attempt(pending, token)
 
@@ -376,7 +384,7 @@ class SimClient(Process):
         self.workload.parked += 1
         if pending.process == self.lane_process[lane]:
             self._new_process(lane)
-        self._think(lane)
+        self._lane_free(lane)
 
     def _finish(self, pending: _Pending, kind: str, value: Hashable) -> None:
         lane = pending.lane
@@ -396,7 +404,15 @@ class SimClient(Process):
                 self.final_values[pending.key] = value
             else:
                 self.final_unknown.append(pending.key)
+        self._lane_free(lane)
+
+    def _lane_free(self, lane: int) -> None:
+        """``lane`` may start another operation; so may the lanes waiting for room in the
+        write window (a write ended, or was parked and may be resumed)."""
         self._think(lane)
+        waiting, self.waiting = self.waiting, []
+        for other in waiting:
+            self._think(other)
 
     # ------------------------------------------------------------------ messages
 
@@ -408,6 +424,7 @@ class SimClient(Process):
                 known = self.configs.get(config.partition)
                 if known is None or config.version > known.version:
                     self.configs[config.partition] = config
+                    self.hints.pop(config.partition, None)
 
     def _on_reply(self, reply: ClientReply) -> None:
         pending = self.by_request.get(reply.request_id)

@@ -26,6 +26,7 @@ from planaria.core.messages import (
     ConfigUpdate,
     Delete,
     ErrorCode,
+    Get,
     PartitionConfig,
     Ready,
     RequestId,
@@ -67,6 +68,8 @@ class Hooks(Protocol):
     def on_ack(
         self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
     ) -> None: ...
+
+    def on_read(self, node: SimNode, reply: ClientReply) -> None: ...
 
 
 class SimNode(Process):
@@ -284,7 +287,12 @@ class SimNode(Process):
                 return
             if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
                 self.writes.add(message.request_id)
-            self._execute(message.partition, replica.on_message(message, now))
+            ready = replica.on_message(message, now)
+            if isinstance(message, ClientRequest) and isinstance(message.op, Get):
+                for answer in ready.replies:
+                    if answer.reply.error is None and not answer.reply.stale:
+                        self.hooks.on_read(self, answer.reply)
+            self._execute(message.partition, ready)
         elif isinstance(message, ConfigUpdate):
             self._on_config(message.config, now)
         elif isinstance(message, ConfigSnapshot):

@@ -531,6 +531,9 @@ class _Run:
             "acks_checked": self.monitor.acks_checked,
             "acks_unchecked": self.monitor.acks_unchecked,
             "serving_checks": self.monitor.serving_checks,
+            "deposed_reads": self.monitor.deposed_reads,
+            "writes_parked": self.workload.parked,
+            "persists_refused": sum(node.persists_refused for node in nodes),
         }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
