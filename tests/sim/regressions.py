@@ -109,4 +109,17 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="isr-joined-behind"),
     Regression(19, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
+    # --checks history (issue 16): each known bug switch caught by what clients see alone,
+    # with the default settings; the first failing seed of a sweep (docs/simulator.md).
+    Regression(0, "acked writes lost when a primary that acks before replicating fails over",
+               bugs=("ack-before-replicate",), checks="history", expect="not-linearizable"),
+    Regression(9, "an out-of-sync replica promoted: clients read values going back",
+               bugs=("promote-out-of-sync",), checks="history", expect="not-linearizable"),
+    Regression(9, "a stale suffix survives a primary change: the replicas never converge",
+               bugs=("skip-truncate",), checks="history", expect="diverged"),
+    Regression(79, "an old-epoch append leaves a backup with a commit it can never undo "
+               "(the storage refuses the truncation, so it never converges)",
+               bugs=("no-epoch-fence",), checks="history", expect="diverged"),
+    Regression(0, "promotions before the old lease ran out leave a partition unavailable",
+               bugs=("no-lease-wait",), checks="history", expect="no-primary"),
 )  # fmt: skip

@@ -115,6 +115,7 @@ class Monitor:
         # Linearizable reads answered by a replica the coordinator no longer names primary
         # of that epoch: what no-lease-wait does, and what a client's history must show.
         self.deposed_reads = 0
+        self.deposed_reads_stale = 0  # of which the new primary had applied another value
 
     # ------------------------------------------------------------------ node hooks
 
@@ -137,10 +138,18 @@ class Monitor:
                     f"{config.version}, isr {sorted(config.isr)}) has not durably logged it",
                 )
 
-    def on_read(self, node: SimNode, reply: ClientReply) -> None:
+    def on_read(self, node: SimNode, key: bytes, reply: ClientReply) -> None:
         config = self.config_of(reply.partition)
-        if config.primary != node.pid or config.epoch != reply.epoch:
-            self.deposed_reads += 1
+        if config.primary == node.pid and config.epoch == reply.epoch:
+            return
+        self.deposed_reads += 1
+        # Stale in fact: the config's primary has applied (committed) another value.
+        primary = self.nodes.get(config.primary or "")
+        replica = primary.replicas.get(reply.partition) if primary is not None else None
+        if replica is not None and replica.epoch == config.epoch:
+            found = replica.applied.get(key)
+            if (found[0] if found is not None else None) != reply.value:
+                self.deposed_reads_stale += 1
 
     @staticmethod
     def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:

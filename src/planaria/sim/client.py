@@ -70,7 +70,7 @@ class ClientSettings:
     op_deadline_ms: float = 600.0
     backoff_min_ms: float = 2.0
     backoff_max_ms: float = 20.0
-    think_max_ms: float = 2.0  # pause between operations of one lane
+    think_max_ms: float = 20.0  # pause between operations of one lane
     lanes: int = 3  # operations in flight at once under the client's one id
     write_window: int = WRITE_WINDOW
     # A timeout re-reads the configs only when the view is older than this (per client: a

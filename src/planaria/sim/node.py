@@ -69,7 +69,7 @@ class Hooks(Protocol):
         self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
     ) -> None: ...
 
-    def on_read(self, node: SimNode, reply: ClientReply) -> None: ...
+    def on_read(self, node: SimNode, key: bytes, reply: ClientReply) -> None: ...
 
 
 class SimNode(Process):
@@ -291,7 +291,7 @@ class SimNode(Process):
             if isinstance(message, ClientRequest) and isinstance(message.op, Get):
                 for answer in ready.replies:
                     if answer.reply.error is None and not answer.reply.stale:
-                        self.hooks.on_read(self, answer.reply)
+                        self.hooks.on_read(self, message.op.key, answer.reply)
             self._execute(message.partition, ready)
         elif isinstance(message, ConfigUpdate):
             self._on_config(message.config, now)

@@ -532,6 +532,7 @@ class _Run:
             "acks_unchecked": self.monitor.acks_unchecked,
             "serving_checks": self.monitor.serving_checks,
             "deposed_reads": self.monitor.deposed_reads,
+            "deposed_reads_stale": self.monitor.deposed_reads_stale,
             "writes_parked": self.workload.parked,
             "persists_refused": sum(node.persists_refused for node in nodes),
         }
