@@ -4,7 +4,8 @@ Each client keeps ``lanes`` operations in flight at once under its one client id
 application sharing one ``planaria.Client`` does. Writes carry a request id (the client id
 and a sequence number of the client's writes) that every retry reuses (the primary
 deduplicates them); every read attempt gets a fresh id of its own (``<client>:r``). The
-sequence numbers of a client's unanswered writes never spread wider than ``write_window``.
+sequence numbers of a client's unanswered writes to one partition never spread wider than
+``write_window``.
 
 Routing is what a user's client does, stale view included: a client sends to the primary
 of the config it last learned (from the coordinator, or a refusal's ``primary_hint``). A
@@ -54,9 +55,9 @@ from planaria.sim.world import Process, World
 __all__ = ["ClientSettings", "History", "SimClient", "Workload", "partition_of"]
 
 COORDINATOR = "coord"
-# How far apart the sequence numbers of a client's unanswered writes may be. 1 (one write
-# unanswered at a time) while the replicas remember only a client's last write; the
-# dedup-window change makes it the replicas' DEDUP_WINDOW, as planaria's client does.
+# How far apart the sequence numbers of a client's unanswered writes to one partition may
+# be. 1 (one write unanswered per partition) while the replicas remember only a client's
+# last write; the dedup-window change makes it the replicas' DEDUP_WINDOW.
 WRITE_WINDOW = 1
 
 
@@ -221,7 +222,7 @@ class SimClient(Process):
         if self.final_keys:
             self._begin(lane, Get(self.final_keys.pop()), final_read=True)
             return
-        if self.parked and not self.resolved and (self.resolving or self._window_full()):
+        if self.parked and self.resolving:
             self._resume(lane, self.parked.pop(0))
             return
         workload = self.workload
@@ -230,16 +231,28 @@ class SimClient(Process):
         if self.chosen[lane] is None:
             self.chosen[lane] = self._choose()
         op, stale = self.chosen[lane]  # type: ignore[misc]
-        if not isinstance(op, Get) and self._window_full():
-            self.waiting.append(lane)  # no room for another write: wait for one to end
-            return
+        if not isinstance(op, Get):
+            partition = partition_of(op.key, self.partitions)
+            if self._window_full(partition):
+                # No room for another write there: retry a parked one of that partition
+                # meanwhile, or wait for one to end.
+                parked = [p for p in self.parked if p.partition == partition]
+                if parked and not self.resolved:
+                    self.parked.remove(parked[0])
+                    self._resume(lane, parked[0])
+                else:
+                    self.waiting.append(lane)
+                return
         self.chosen[lane] = None
         workload.ops_left -= 1
         workload.started += 1
         self._begin(lane, op, stale=stale)
 
-    def _window_full(self) -> bool:
-        seqs = [p.request_id[1] for p in self.unresolved]
+    def _window_full(self, partition: int) -> bool:
+        """Whether a new write to ``partition`` would spread the sequence numbers of the
+        client's unanswered writes there wider than the write window (the replicas of a
+        partition deduplicate a client's writes by sequence number)."""
+        seqs = [p.request_id[1] for p in self.unresolved if p.partition == partition]
         return bool(seqs) and self.write_seq + 1 - min(seqs) >= self.settings.write_window
 
     def _choose(self) -> tuple[Op, bool]:
