@@ -114,9 +114,13 @@ REGRESSIONS: tuple[Regression, ...] = (
                bugs=("promote-out-of-sync",), checks="history", expect="not-linearizable"),
     Regression(4, "a stale suffix survives a primary change: the replicas never converge",
                bugs=("skip-truncate",), checks="history", expect="diverged"),
-    Regression(179, "an old-epoch append leaves a backup with a commit it can never undo "
-               "(the storage refuses the truncation, so it never converges)",
+    # (no-epoch-fence first fails at seed 179 with 300 operations, where a livelock of
+    # Appends makes the run slow: these are its first seeds with 150.)
+    Regression(48, "an old-epoch append leaves a backup that never converges", 150,
                bugs=("no-epoch-fence",), checks="history", expect="diverged"),
+    Regression(343, "a deposed primary counts a backup that took its old-epoch Append: an "
+               "acknowledged write is lost", 150,
+               bugs=("no-epoch-fence",), checks="history", expect="not-linearizable"),
     Regression(53, "a deposed primary serving without a lease answers a stale view's read",
                bugs=("no-lease-wait",), checks="history", expect="not-linearizable"),
     Regression(3, "promotions before the old lease ran out leave a partition unavailable",
