@@ -27,8 +27,9 @@ real node does, so only what a client sees can fail the run.
 At the end: linearizability of the history (``planaria.check``, kv model, per key),
 ``lost-write`` (final reads after healing against every acknowledged write), and liveness:
 ``no-primary`` (every partition gets a serving primary within a bound after healing),
-``final-read`` (every final read succeeds) and ``diverged`` (every replica of a partition
-reaches the same applied state).
+``final-read`` (every final read succeeds), ``unresolved`` (every write retried after
+healing is answered) and ``diverged`` (every replica of a partition reaches the same applied
+state); ``history-unknown`` when the linearizability search gives up (not a pass).
 """
 
 from __future__ import annotations

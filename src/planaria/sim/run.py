@@ -5,14 +5,21 @@ first violated check with the trace around it and the command that replays it. P
 
 1. *workload*: clients run ``ops`` operations while the nemesis injects faults;
 2. *heal*: every fault ends; within ``liveness_ms`` every partition must have a serving
-   primary (``no-primary``);
-3. *final reads*: every key ever written is read once more through the clients
+   primary (``no-primary``), and with membership changes reach its target placement
+   (``moves-stuck``);
+3. *resolution*: every write a client parked (no answer by its deadline) is retried with
+   its request id; one still unanswered after ``liveness_ms`` is ``unresolved``;
+4. *final reads*: every key ever written is read once more through the clients
    (``final-read`` if one cannot be read);
-4. *moves and convergence*: within ``liveness_ms`` every partition must reach its target
-   placement (``moves-stuck``, with membership changes) and every replica of a partition
-   the same applied state (``diverged``);
-5. the history must be linearizable (``not-linearizable``) and no acknowledged write may be
-   missing from the final reads (``lost-write``).
+5. *convergence*: within ``liveness_ms`` every replica of a partition reaches the same
+   applied state (``diverged``);
+6. the history must be linearizable (``not-linearizable``; ``history-unknown`` when the
+   search gives up) and no acknowledged write may be missing from the final reads
+   (``lost-write``). These are judged first: when a later phase failed, the history so far
+   is checked before that failure is reported.
+
+``checks="history"`` turns the in-run monitor off (``checks.Monitor``): only what a client
+sees, the end checks above, can fail the run.
 """
 
 from __future__ import annotations
