@@ -11,19 +11,21 @@ borrowed.
 Before searching: failed operations are gone already (they certainly did not happen),
 operations of unknown outcome that cannot change the state (reads) are dropped, and
 operations of unknown outcome get a return time of +infinity (they may take effect at any
-point after their call, or never: at the very end their effect is unobservable). The model's
+point after their call, or never: at the very end their effect is unobservable), and stale
+reads (``stale-read``, kv model) get the call time of the key's first operation (they may
+return any value the key held at some instant before they returned). The model's
 sound pre-check rejects outright a read of a value nobody wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
 from planaria.check.history import Operation
-from planaria.check.models import Input, Model
+from planaria.check.models import STALE_READ, Input, Model
 from planaria.errors import HistoryError
 
 __all__ = [
@@ -95,11 +97,14 @@ def check_operations(
     timeout_s: float | None = None,
     progress: Progress | None = None,
     stop_at_first_failure: bool = True,
+    steps_max: int | None = None,
 ) -> CheckResult:
     """Check a history against ``model``, each of its partitions on its own.
 
     ``clock`` (seconds, monotonic) and ``timeout_s`` bound the total search time; the clock
-    is read every few thousand search steps. On timeout the verdict is ``unknown``. The
+    is read every few thousand search steps. On timeout, or when the search of one partition
+    takes more than ``steps_max`` steps (a bound that needs no clock), the verdict is
+    ``unknown``. The
     verdict is ``not-linearizable`` as soon as one partition is (with
     ``stop_at_first_failure`` the rest are not checked).
     """
@@ -115,7 +120,9 @@ def check_operations(
     results: list[PartitionResult] = []
     verdict = Verdict.LINEARIZABLE
     for done, (key, part_ops) in enumerate(parts, start=1):
-        result = check_partition(model, key, part_ops, clock=clock, deadline=deadline)
+        result = check_partition(
+            model, key, part_ops, clock=clock, deadline=deadline, steps_max=steps_max
+        )
         results.append(result)
         if progress is not None:
             progress(done, len(parts))
@@ -135,23 +142,40 @@ def check_partition(
     *,
     clock: Clock | None = None,
     deadline: float | None = None,
+    steps_max: int | None = None,
 ) -> PartitionResult:
-    """Check one independent sub-history (all of one key) with the WGL search."""
-    ops = tuple(op for op in operations if op.known or model.has_effect(op))
+    """Check one independent sub-history (all of one key) with the WGL search; ``unknown``
+    past ``deadline`` (of ``clock``) or after ``steps_max`` search steps."""
+    ops = _stale_reads_relaxed(tuple(op for op in operations if op.known or model.has_effect(op)))
     rejected = model.impossible(ops)
     if rejected is not None:
         op, why = rejected
         return PartitionResult(key, Verdict.NOT_LINEARIZABLE, tuple(ops), blocked=op, reason=why)
-    return _Search(model, ops, clock, deadline).run(key)
+    return _Search(model, ops, clock, deadline, steps_max).run(key)
+
+
+def _stale_reads_relaxed(ops: tuple[Operation, ...]) -> tuple[Operation, ...]:
+    """A stale read may return any value the key held at some instant no later than its
+    completion: it is searched as if it had been invoked when the key's history began."""
+    if not any(op.f == STALE_READ for op in ops):
+        return ops
+    start = min(op.call for op in ops)
+    return tuple(replace(op, call=start) if op.f == STALE_READ else op for op in ops)
 
 
 class _Search:
     """One WGL search over a partition; entries are ints in parallel lists (fast in Python)."""
 
     def __init__(
-        self, model: Model, ops: tuple[Operation, ...], clock: Clock | None, deadline: float | None
+        self,
+        model: Model,
+        ops: tuple[Operation, ...],
+        clock: Clock | None,
+        deadline: float | None,
+        steps_max: int | None = None,
     ) -> None:
         self.model = model
+        self.steps_max = steps_max
         self.ops = ops
         self.clock = clock
         self.deadline = deadline
@@ -193,6 +217,7 @@ class _Search:
         cache_add = cache.add
         illegal = _ILLEGAL
         clock, deadline = self.clock, self.deadline
+        steps_max = self.steps_max
         stack: list[tuple[int, Hashable, int]] = []
         push, pop = stack.append, stack.pop
         best: list[tuple[int, Hashable, int]] = []
@@ -203,9 +228,12 @@ class _Search:
         steps = 0
         while nxt[0] != tail:
             steps += 1
-            if deadline is not None and steps % CLOCK_EVERY_STEPS == 0:
-                assert clock is not None
-                if clock() > deadline:
+            if steps % CLOCK_EVERY_STEPS == 0:
+                if deadline is not None:
+                    assert clock is not None
+                    if clock() > deadline:
+                        return PartitionResult(key, Verdict.UNKNOWN, ops, steps=steps)
+                if steps_max is not None and steps > steps_max:
                     return PartitionResult(key, Verdict.UNKNOWN, ops, steps=steps)
             if is_call[entry]:
                 i = op_of[entry]

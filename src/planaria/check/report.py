@@ -33,7 +33,7 @@ def explain_partition(model: Model, part: PartitionResult) -> str:
     if part.verdict is Verdict.LINEARIZABLE:
         return f"{key}linearizable ({len(part.operations)} operations)"
     if part.verdict is Verdict.UNKNOWN:
-        return f"{key}unknown: the search ran out of time after {part.steps} steps"
+        return f"{key}unknown: the search gave up (out of time or steps) after {part.steps} steps"
     lines = [f"{key}not linearizable"]
     if part.reason is not None and part.blocked is not None:
         lines.append(f"  impossible operation: {_op_line(model, part.blocked)}")
