@@ -3,10 +3,19 @@
 The search walks a doubly linked list of call and return entries ordered by time. At a
 call it tries to linearize that operation next (the model must accept it); at a return it
 backtracks, because that operation should have been linearized already. Every
-(set of linearized operations, model state) configuration is explored once: the set is a
-Python int used as a bitset, and the pair goes into a memo set. This is the algorithm of
-Lowe's "Testing for linearizability" as Porcupine implements it; only the ideas are
-borrowed.
+(set of linearized operations, model state) configuration is explored once: model states
+are interned as small ints, and the pair is one Python int (the set's bitset, with the
+state id in the bits above it) in a memo set. This is the algorithm of Lowe's "Testing for
+linearizability" as Porcupine implements it; only the ideas are borrowed.
+
+Bounded: the partitions of a history are searched side by side in slices of steps that
+double each round (Porcupine races them on goroutines and stops at the first failure; a
+round-robin does the same deterministically), so one partition that is cheap to refute
+decides a non-linearizable history even when another would take the search hours. The
+memo of every live search counts against ``memory_mb`` and the clock against
+``timeout_s``: past either, the partition's verdict is ``unknown`` with the reason, never
+an exception. Without a clock the memory limit alone bounds the work (each step adds a
+configuration, moves past one, or backtracks from one).
 
 Before searching: failed operations are gone already (they certainly did not happen),
 operations of unknown outcome that cannot change the state (reads) are dropped, and
@@ -17,16 +26,20 @@ sound pre-check rejects outright a read of a value nobody wrote.
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from planaria.check.history import Operation
 from planaria.check.models import Input, Model
 from planaria.errors import HistoryError
 
 __all__ = [
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
     "CheckResult",
     "PartitionResult",
     "Progress",
@@ -39,8 +52,27 @@ Clock = Callable[[], float]
 # progress(partitions_done, partitions_total) after each partition.
 Progress = Callable[[int, int], None]
 
+# The limits every caller uses unless told otherwise (the CLI, the chaos harness, the
+# simulator): generous for any history a run here produces, small enough for a laptop.
+DEFAULT_TIMEOUT_S: Final = 60.0
+DEFAULT_MEMORY_MB: Final = 1024.0
+
+# The clock and the memory estimate are looked at every this many steps; slices of the
+# round-robin over partitions are multiples of it.
 CLOCK_EVERY_STEPS: Final = 4096
-_ILLEGAL: Final = object()
+FIRST_SLICE_STEPS: Final = 4 * CLOCK_EVERY_STEPS
+# At most this many explored configurations are scanned to list the states an operation
+# that could not be placed was tried in (the explanation stays cheap after a huge search).
+EXPLAIN_CONFIGS_MAX: Final = 200_000
+
+# Rough CPython costs, for the memory estimate: a set slot (with the set's spare room) and
+# a dict entry of the per-operation transition memo (int keys and values are shared).
+_SET_SLOT_BYTES: Final = 40
+_MEMO_ENTRY_BYTES: Final = 100
+_STATE_BYTES_MIN: Final = 64
+
+_UNSEEN: Final = -2
+_ILLEGAL: Final = -1
 
 
 class Verdict(StrEnum):
@@ -56,8 +88,10 @@ class PartitionResult:
     For a non-linearizable part: ``prefix`` is the longest linearizable prefix found (in
     linearization order), ``state`` the model state after it, ``blocked`` the operation
     that could not be placed next (the earliest-returning one still pending), and
-    ``blocked_states`` every state in which the search tried to place it. ``reason`` is
-    set when a pre-check rejected the part without searching.
+    ``blocked_states`` the states in which the search tried to place it (all of them, or
+    those among the first :data:`EXPLAIN_CONFIGS_MAX` configurations explored; none when
+    the explanation was skipped). ``reason`` is set when a pre-check rejected the part
+    without searching, and for an ``unknown`` part says which limit stopped the search.
     """
 
     key: Hashable
@@ -69,6 +103,7 @@ class PartitionResult:
     blocked: Operation | None = None
     blocked_states: frozenset[Hashable] = frozenset()
     reason: str | None = None
+    configurations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +121,25 @@ class CheckResult:
                 return part
         return None
 
+    @property
+    def undecided(self) -> PartitionResult | None:
+        """The first part a limit stopped, when no part is known to fail."""
+        for part in self.partitions:
+            if part.verdict is Verdict.UNKNOWN:
+                return part
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    clock: Clock | None
+    deadline: float | None
+    timeout_s: float | None
+    memory_mb: float | None
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.clock is not None and self.clock() > self.deadline
+
 
 def check_operations(
     model: Model,
@@ -93,39 +147,67 @@ def check_operations(
     *,
     clock: Clock | None = None,
     timeout_s: float | None = None,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
     progress: Progress | None = None,
     stop_at_first_failure: bool = True,
+    explain: bool = True,
 ) -> CheckResult:
-    """Check a history against ``model``, each of its partitions on its own.
+    """Check a history against ``model``, its partitions side by side.
 
     ``clock`` (seconds, monotonic) and ``timeout_s`` bound the total search time; the clock
-    is read every few thousand search steps. On timeout the verdict is ``unknown``. The
-    verdict is ``not-linearizable`` as soon as one partition is (with
-    ``stop_at_first_failure`` the rest are not checked).
+    is read every few thousand search steps. ``memory_mb`` bounds the memo of all the
+    searches together (an estimate of its size; None: unbounded). A partition a limit
+    stops is ``unknown`` (its ``reason`` says which limit), and so is the history unless a
+    partition is not linearizable: that verdict wins, and with ``stop_at_first_failure``
+    the partitions still undecided are left out. ``explain=False`` skips collecting the
+    states a blocked operation was tried in (the one part of the explanation whose cost
+    grows with the search).
     """
     for op in operations:
         problem = model.validate(op)
         if problem is not None:
             where = f" (line {op.line})" if op.line is not None else ""
             raise HistoryError(f"{problem}{where}", line=op.line)
-    deadline = None
-    if timeout_s is not None and clock is not None:
-        deadline = clock() + timeout_s
+    limits = _limits(clock, timeout_s, memory_mb)
     parts = model.partition(operations)
-    results: list[PartitionResult] = []
-    verdict = Verdict.LINEARIZABLE
-    for done, (key, part_ops) in enumerate(parts, start=1):
-        result = check_partition(model, key, part_ops, clock=clock, deadline=deadline)
-        results.append(result)
-        if progress is not None:
-            progress(done, len(parts))
-        if result.verdict is Verdict.NOT_LINEARIZABLE:
-            verdict = Verdict.NOT_LINEARIZABLE
-            if stop_at_first_failure:
+    decided: dict[int, PartitionResult] = {}
+    searches: dict[int, _Search] = {}
+    for number, (key, part_ops) in enumerate(parts):
+        ready = _prepare(model, key, part_ops, explain)
+        if isinstance(ready, PartitionResult):
+            decided[number] = ready
+        else:
+            searches[number] = ready
+    failed = any(r.verdict is Verdict.NOT_LINEARIZABLE for r in decided.values())
+    slice_steps = FIRST_SLICE_STEPS
+    while searches and not (failed and stop_at_first_failure):
+        for number, search in list(searches.items()):
+            others_bytes = sum(s.memory_bytes() for n, s in searches.items() if n != number)
+            result = search.advance(slice_steps, limits, others_bytes)
+            if result is None:
+                continue
+            del searches[number]
+            decided[number] = result
+            if progress is not None:
+                progress(len(decided), len(parts))
+            if result.verdict is Verdict.NOT_LINEARIZABLE:
+                failed = True
+                if stop_at_first_failure:
+                    break
+            elif result.reason is not None and limits.out_of_time():
+                # The clock is shared: every search still running is out of time too.
+                for rest, other in searches.items():
+                    decided[rest] = other.give_up(result.reason)
+                searches.clear()
                 break
-        elif result.verdict is Verdict.UNKNOWN and verdict is Verdict.LINEARIZABLE:
-            verdict = Verdict.UNKNOWN
-    return CheckResult(verdict, model.name, tuple(results))
+        slice_steps *= 2
+    results = tuple(decided[number] for number in sorted(decided))
+    verdict = Verdict.LINEARIZABLE
+    if failed:
+        verdict = Verdict.NOT_LINEARIZABLE
+    elif any(r.verdict is Verdict.UNKNOWN for r in results):
+        verdict = Verdict.UNKNOWN
+    return CheckResult(verdict, model.name, results)
 
 
 def check_partition(
@@ -135,33 +217,60 @@ def check_partition(
     *,
     clock: Clock | None = None,
     deadline: float | None = None,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
+    explain: bool = True,
 ) -> PartitionResult:
     """Check one independent sub-history (all of one key) with the WGL search."""
+    ready = _prepare(model, key, operations, explain)
+    if isinstance(ready, PartitionResult):
+        return ready
+    timeout_s = None if deadline is None or clock is None else deadline - clock()
+    limits = _Limits(clock, deadline, timeout_s, memory_mb)
+    while True:
+        result = ready.advance(1 << 62, limits, 0)
+        if result is not None:
+            return result
+
+
+def _limits(clock: Clock | None, timeout_s: float | None, memory_mb: float | None) -> _Limits:
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+    if memory_mb is not None and memory_mb <= 0:
+        raise ValueError(f"memory_mb must be positive, not {memory_mb}")
+    deadline = None
+    if timeout_s is not None and clock is not None:
+        deadline = clock() + timeout_s
+    return _Limits(clock, deadline, timeout_s, memory_mb)
+
+
+def _prepare(
+    model: Model, key: Hashable, operations: Sequence[Operation], explain: bool
+) -> PartitionResult | _Search:
     ops = tuple(op for op in operations if op.known or model.has_effect(op))
     rejected = model.impossible(ops)
     if rejected is not None:
         op, why = rejected
-        return PartitionResult(key, Verdict.NOT_LINEARIZABLE, tuple(ops), blocked=op, reason=why)
-    return _Search(model, ops, clock, deadline).run(key)
+        return PartitionResult(key, Verdict.NOT_LINEARIZABLE, ops, blocked=op, reason=why)
+    return _Search(model, key, ops, explain)
 
 
 class _Search:
-    """One WGL search over a partition; entries are ints in parallel lists (fast in Python)."""
+    """One resumable WGL search over a partition; entries are ints in parallel lists, model
+    states ints indexing ``states``, configurations ints in ``cache`` (fast in Python)."""
 
     def __init__(
-        self, model: Model, ops: tuple[Operation, ...], clock: Clock | None, deadline: float | None
+        self, model: Model, key: Hashable, ops: tuple[Operation, ...], explain: bool
     ) -> None:
         self.model = model
+        self.key = key
         self.ops = ops
-        self.clock = clock
-        self.deadline = deadline
-        n = len(ops)
+        self.explain = explain
+        n = self.n = len(ops)
         # Entries 1..2n sorted by time, calls before returns at equal times (touching
         # operations count as concurrent). 0 is the head, 2n+1 the tail.
-        infinity = float("inf")
         timeline = sorted(
             [(op.call, 0, i) for i, op in enumerate(ops)]
-            + [(infinity if op.ret is None else op.ret, 1, i) for i, op in enumerate(ops)]
+            + [(_return_time(op), 1, i) for i, op in enumerate(ops)]
         )
         self.tail = 2 * n + 1
         self.op_of = [-1] * (2 * n + 2)
@@ -177,47 +286,101 @@ class _Search:
                 self.match[call_entry[i]] = entry
         self.nxt = [*range(1, 2 * n + 2), 0]
         self.prv = [0, *range(0, 2 * n + 1)]
-        self.cache: set[tuple[int, Hashable]] = set()
+        self.bits = [1 << i for i in range(n)]
+        self.inputs = [Input(op.f, op.value) for op in ops]
+        self.outputs = [op.output for op in ops]
+        initial = model.init()
+        self.states: list[Hashable] = [initial]
+        self.state_ids: dict[Hashable, int] = {initial: 0}
+        self.state_bytes = _state_bytes(initial)
+        # Per-operation memo of state id -> next state id (or _ILLEGAL): each model step
+        # runs once.
+        self.transitions: list[dict[int, int]] = [{} for _ in ops]
+        self.transition_count = 0
+        # A configuration is linearized | state_id << n.
+        self.cache: set[int] = set()
+        self.config_bytes = _SET_SLOT_BYTES + sys.getsizeof(1 << (n + 20))
+        self.stack: list[tuple[int, int, int]] = []
+        self.best: list[tuple[int, int, int]] = []
+        self.state = 0
+        self.linearized = 0
+        self.entry = self.nxt[0]
+        self.steps = 0
 
-    def run(self, key: Hashable) -> PartitionResult:
-        model, ops = self.model, self.ops
+    def memory_bytes(self) -> int:
+        """An estimate of what the search holds beyond the history itself."""
+        return (
+            len(self.cache) * self.config_bytes
+            + self.transition_count * _MEMO_ENTRY_BYTES
+            + self.state_bytes
+            + len(self.best) * 80
+        )
+
+    def give_up(self, reason: str) -> PartitionResult:
+        return PartitionResult(
+            self.key,
+            Verdict.UNKNOWN,
+            self.ops,
+            steps=self.steps,
+            reason=reason,
+            configurations=len(self.cache),
+        )
+
+    def advance(self, max_steps: int, limits: _Limits, others_bytes: int) -> PartitionResult | None:
+        """Search on for up to ``max_steps`` steps: the verdict, or None when not done yet."""
+        ops, n = self.ops, self.n
         op_of, is_call, match, nxt, prv = self.op_of, self.is_call, self.match, self.nxt, self.prv
         tail = self.tail
-        bits = [1 << i for i in range(len(ops))]
-        inputs = [Input(op.f, op.value) for op in ops]
-        outputs = [op.output for op in ops]
-        # Per-operation memo of state -> next state (or _ILLEGAL): model steps run once.
-        transitions: list[dict[Hashable, Any]] = [{} for _ in ops]
-        step = model.step
+        bits, inputs, outputs = self.bits, self.inputs, self.outputs
+        transitions = self.transitions
+        states, state_ids = self.states, self.state_ids
+        step = self.model.step
         cache = self.cache
         cache_add = cache.add
-        illegal = _ILLEGAL
-        clock, deadline = self.clock, self.deadline
-        stack: list[tuple[int, Hashable, int]] = []
+        stack = self.stack
         push, pop = stack.append, stack.pop
-        best: list[tuple[int, Hashable, int]] = []
-        best_depth = 0
-        state = model.init()
-        linearized = 0
-        entry = nxt[0]
-        steps = 0
+        best_depth = len(self.best) - 1
+        state, linearized, entry, steps = self.state, self.linearized, self.entry, self.steps
+        stop_at = steps + max_steps
+        memory_cap = None
+        if limits.memory_mb is not None:
+            memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
         while nxt[0] != tail:
             steps += 1
-            if deadline is not None and steps % CLOCK_EVERY_STEPS == 0:
-                assert clock is not None
-                if clock() > deadline:
-                    return PartitionResult(key, Verdict.UNKNOWN, ops, steps=steps)
+            if steps % CLOCK_EVERY_STEPS == 0:
+                self.steps = steps
+                if limits.out_of_time():
+                    return self.give_up(
+                        f"time limit of {limits.timeout_s:g} s reached after {steps} steps "
+                        f"({len(cache)} configurations explored)"
+                    )
+                if memory_cap is not None and self.memory_bytes() > memory_cap:
+                    return self.give_up(
+                        f"memory limit of {limits.memory_mb:g} MB reached after {steps} steps "
+                        f"({len(cache)} configurations explored)"
+                    )
+                if steps >= stop_at:
+                    self.state, self.linearized, self.entry = state, linearized, entry
+                    return None
             if is_call[entry]:
                 i = op_of[entry]
                 memo = transitions[i]
-                new_state = memo.get(state, memo)
-                if new_state is memo:
-                    legal, after = step(state, inputs[i], outputs[i])
-                    new_state = after if legal else illegal
+                new_state = memo.get(state, _UNSEEN)
+                if new_state == _UNSEEN:
+                    legal, after = step(states[state], inputs[i], outputs[i])
+                    new_state = _ILLEGAL
+                    if legal:
+                        new_state = state_ids.get(after, _UNSEEN)
+                        if new_state == _UNSEEN:
+                            new_state = len(states)
+                            states.append(after)
+                            state_ids[after] = new_state
+                            self.state_bytes += _state_bytes(after)
                     memo[state] = new_state
-                if new_state is not illegal:
+                    self.transition_count += 1
+                if new_state != _ILLEGAL:
                     new_linearized = linearized | bits[i]
-                    config = (new_linearized, new_state)
+                    config = new_linearized | new_state << n
                     if config not in cache:
                         cache_add(config)
                         push((entry, state, linearized))
@@ -232,14 +395,14 @@ class _Search:
                         prv[after_] = before
                         if len(stack) > best_depth:
                             best_depth = len(stack)
-                            best = stack.copy()
-                            best.append((0, state, 0))
+                            self.best = [*stack, (0, state, 0)]
                         entry = nxt[0]
                         continue
                 entry = nxt[entry]
             else:
                 if not stack:
-                    return self._failure(key, best, op_of, steps)
+                    self.steps = steps
+                    return self._failure()
                 entry, state, linearized = pop()
                 # unlift: the return goes back first, then the call
                 ret = match[entry]
@@ -248,47 +411,61 @@ class _Search:
                 nxt[prv[entry]] = entry
                 prv[nxt[entry]] = entry
                 entry = nxt[entry]
-        return PartitionResult(key, Verdict.LINEARIZABLE, ops, steps=steps)
+        self.steps = steps
+        return PartitionResult(
+            self.key,
+            Verdict.LINEARIZABLE,
+            ops,
+            steps=steps,
+            configurations=len(cache),
+        )
 
-    def _failure(
-        self, key: Hashable, best: list[tuple[int, Hashable, int]], op_of: list[int], steps: int
-    ) -> PartitionResult:
-        ops = self.ops
-        prefix = tuple(ops[op_of[entry]] for entry, _, _ in best[:-1])
-        state = best[-1][1] if best else self.model.init()
+    def _failure(self) -> PartitionResult:
+        ops, best = self.ops, self.best
+        prefix = tuple(ops[self.op_of[entry]] for entry, _, _ in best[:-1])
+        state = self.states[best[-1][1]] if best else self.model.init()
         in_prefix = {op.index for op in prefix}
         pending = [op for op in ops if op.index not in in_prefix]
         blocked = min(pending, key=_return_time) if pending else None
         states: frozenset[Hashable] = frozenset()
-        if blocked is not None:
+        if blocked is not None and self.explain:
             states = self._states_trying(ops.index(blocked))
         return PartitionResult(
-            key,
+            self.key,
             Verdict.NOT_LINEARIZABLE,
             ops,
-            steps=steps,
+            steps=self.steps,
             prefix=prefix,
             state=state,
             blocked=blocked,
             blocked_states=states,
+            configurations=len(self.cache),
         )
 
     def _states_trying(self, target: int) -> frozenset[Hashable]:
-        """States of every explored configuration in which ``target`` was a candidate."""
-        ops = self.ops
-        by_return = sorted(range(len(ops)), key=lambda i: _return_time(ops[i]))
+        """States of explored configurations in which ``target`` was a candidate (of the
+        first :data:`EXPLAIN_CONFIGS_MAX` of them)."""
+        ops, n = self.ops, self.n
+        by_return = sorted(range(n), key=lambda i: _return_time(ops[i]))
         target_bit = 1 << target
+        mask = (1 << n) - 1
         call = ops[target].call
-        states: set[Hashable] = set()
-        configs = [(0, self.model.init()), *self.cache]
-        for linearized, state in configs:
-            if linearized & target_bit or state in states:
+        found: set[int] = set()
+        for scanned, config in enumerate(itertools.chain((0,), self.cache)):
+            if scanned >= EXPLAIN_CONFIGS_MAX:
+                break
+            linearized, state = config & mask, config >> n
+            if linearized & target_bit or state in found:
                 continue
             # a candidate: called before the earliest return among the unlinearized ops
             first = next(i for i in by_return if not linearized >> i & 1)
             if call <= _return_time(ops[first]):
-                states.add(state)
-        return frozenset(states)
+                found.add(state)
+        return frozenset(self.states[state] for state in found)
+
+
+def _state_bytes(state: Hashable) -> int:
+    return max(sys.getsizeof(state), _STATE_BYTES_MIN)
 
 
 def _return_time(op: Operation) -> float:
