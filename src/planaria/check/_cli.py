@@ -1,7 +1,8 @@
 """``planaria check FILE...``: the I/O adapter around the pure checker.
 
 Exit status: 0 when every file is linearizable, 1 when any file is not (a definite finding
-wins over everything else), 2 when an answer is unknown (timeout) or an input is bad.
+wins over everything else), 2 when an answer is unknown (a time or memory limit stopped the
+search: one line says which partition and why) or an input is bad. Never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from planaria.check import default_model
-from planaria.check.linearizability import CheckResult, Verdict, check_operations
+from planaria.check.linearizability import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    CheckResult,
+    Verdict,
+    check_operations,
+)
 from planaria.check.models import MODELS, Model
 from planaria.check.parse import FORMATS, parse_history
 from planaria.check.report import explain, render_html, result_to_json
@@ -40,16 +47,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=("auto", *FORMATS), default="auto", help="history format"
     )
     parser.add_argument(
-        "--timeout-s", type=float, default=None, metavar="N", help="give up on a file after N s"
+        "--timeout-s",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="N",
+        help=f"give up on a file after N s: unknown (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=float,
+        default=DEFAULT_MEMORY_MB,
+        metavar="N",
+        help="give up on a partition whose search would hold more than N MB: unknown "
+        f"(default {DEFAULT_MEMORY_MB:g})",
+    )
+    parser.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="skip the explanation of a violation (the states tried, the HTML timeline)",
+    )
+    parser.add_argument(
+        "--generate",
+        metavar="DIR",
+        help="write generated histories to DIR (the FILE arguments then name them; see "
+        "docs/history-format.md) instead of checking",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--html", metavar="FILE", help="write an HTML timeline report")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout_s is not None and args.timeout_s <= 0:
-        print("error: --timeout-s must be positive", file=sys.stderr)
-        return EXIT_UNKNOWN
+    for flag, value in (("--timeout-s", args.timeout_s), ("--memory-mb", args.memory_mb)):
+        if value <= 0:
+            print(f"error: {flag} must be positive", file=sys.stderr)
+            return EXIT_UNKNOWN
     sections: list[tuple[str, Model, CheckResult]] = []
     codes: list[int] = []
     with _ProgressBar() as report_progress:
@@ -88,11 +120,22 @@ def _check_file(
             history.operations,
             clock=time.monotonic,
             timeout_s=args.timeout_s,
+            memory_mb=args.memory_mb,
             progress=lambda done, total: progress(name, done, total),
+            explain=args.explain,
         )
     except HistoryError as error:
         message = str(error) if error.path else f"{name}: {error}"
         return _error(name, f"error: {message}")
+    except MemoryError:
+        # The process ran out before the search's own estimate said so (a huge history, or
+        # a tight ulimit): still an answer, not a traceback.
+        return EXIT_UNKNOWN, {
+            "file": name,
+            "verdict": "unknown",
+            "text": f"{name}: unknown: out of memory (lower --memory-mb below what the "
+            "process may use)",
+        }, None
     payload = {
         "file": name,
         "format": history.format,

@@ -351,13 +351,13 @@ class _Search:
                 self.steps = steps
                 if limits.out_of_time():
                     return self.give_up(
-                        f"time limit of {limits.timeout_s:g} s reached after {steps} steps "
-                        f"({len(cache)} configurations explored)"
+                        f"ran out of time: the {limits.timeout_s:g} s limit passed after {steps} "
+                        f"steps ({len(cache)} configurations explored)"
                     )
                 if memory_cap is not None and self.memory_bytes() > memory_cap:
                     return self.give_up(
-                        f"memory limit of {limits.memory_mb:g} MB reached after {steps} steps "
-                        f"({len(cache)} configurations explored)"
+                        f"ran out of memory: the search passed the {limits.memory_mb:g} MB limit "
+                        f"after {steps} steps ({len(cache)} configurations explored)"
                     )
                 if steps >= stop_at:
                     self.state, self.linearized, self.entry = state, linearized, entry

@@ -33,7 +33,8 @@ def explain_partition(model: Model, part: PartitionResult) -> str:
     if part.verdict is Verdict.LINEARIZABLE:
         return f"{key}linearizable ({len(part.operations)} operations)"
     if part.verdict is Verdict.UNKNOWN:
-        return f"{key}unknown: the search ran out of time after {part.steps} steps"
+        why = part.reason or f"the search ran out of time after {part.steps} steps"
+        return f"{key}unknown: {why} ({len(part.operations)} operations)"
     lines = [f"{key}not linearizable"]
     if part.reason is not None and part.blocked is not None:
         lines.append(f"  impossible operation: {_op_line(model, part.blocked)}")
@@ -57,9 +58,9 @@ def explain(model: Model, result: CheckResult) -> str:
     failing = result.failing
     if failing is not None:
         return explain_partition(model, failing)
-    if result.verdict is Verdict.UNKNOWN:
-        slow = next(p for p in result.partitions if p.verdict is Verdict.UNKNOWN)
-        return explain_partition(model, slow)
+    undecided = result.undecided
+    if undecided is not None:
+        return explain_partition(model, undecided)
     count = sum(len(p.operations) for p in result.partitions)
     parts = len(result.partitions)
     return f"linearizable ({count} operations in {parts} partition{'s' if parts != 1 else ''})"
