@@ -289,6 +289,9 @@ class _Search:
         self.bits = [1 << i for i in range(n)]
         self.inputs = [Input(op.f, op.value) for op in ops]
         self.outputs = [op.output for op in ops]
+        # Reads: operations that never change the state, whatever it is (a write of the
+        # value already there keeps the state too, but only in that state).
+        self.reads = [not model.has_effect(op) for op in ops]
         initial = model.init()
         self.states: list[Hashable] = [initial]
         self.state_ids: dict[Hashable, int] = {initial: 0}
@@ -305,6 +308,7 @@ class _Search:
         self.state = 0
         self.linearized = 0
         self.entry = self.nxt[0]
+        self.scanning = True
         self.steps = 0
 
     def memory_bytes(self) -> int:
@@ -331,7 +335,7 @@ class _Search:
         ops, n = self.ops, self.n
         op_of, is_call, match, nxt, prv = self.op_of, self.is_call, self.match, self.nxt, self.prv
         tail = self.tail
-        bits, inputs, outputs = self.bits, self.inputs, self.outputs
+        bits, inputs, outputs, reads = self.bits, self.inputs, self.outputs, self.reads
         transitions = self.transitions
         states, state_ids = self.states, self.state_ids
         step = self.model.step
@@ -345,6 +349,11 @@ class _Search:
         memory_cap = None
         if limits.memory_mb is not None:
             memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
+        # Partial-order reduction: a candidate read that fits the current state can go first in every linearization that places it later, so
+        # after each move the candidates are first scanned for such a read, and when one
+        # fits it is the only move tried from there (its stack frame is marked forced, by a
+        # negative entry). Porcupine tries every candidate.
+        scanning = self.scanning
         while nxt[0] != tail:
             steps += 1
             if steps % CLOCK_EVERY_STEPS == 0:
@@ -361,9 +370,14 @@ class _Search:
                     )
                 if steps >= stop_at:
                     self.state, self.linearized, self.entry = state, linearized, entry
+                    self.scanning = scanning
                     return None
             if is_call[entry]:
                 i = op_of[entry]
+                if reads[i] is not scanning:
+                    # The scan looks at reads only; the walk after it knows none fits.
+                    entry = nxt[entry]
+                    continue
                 memo = transitions[i]
                 new_state = memo.get(state, _UNSEEN)
                 if new_state == _UNSEEN:
@@ -378,12 +392,16 @@ class _Search:
                             self.state_bytes += _state_bytes(after)
                     memo[state] = new_state
                     self.transition_count += 1
+                if scanning and new_state != state:
+                    entry = nxt[entry]  # a read that does not fit
+                    continue
                 if new_state != _ILLEGAL:
                     new_linearized = linearized | bits[i]
                     config = new_linearized | new_state << n
                     if config not in cache:
                         cache_add(config)
-                        push((entry, state, linearized))
+                        # A read (a step that keeps the state) is pushed as forced: see above.
+                        push((-entry if scanning else entry, state, linearized))
                         state, linearized = new_state, new_linearized
                         # lift the call and its return out of the list
                         before, after_ = prv[entry], nxt[entry]
@@ -397,20 +415,34 @@ class _Search:
                             best_depth = len(stack)
                             self.best = [*stack, (0, state, 0)]
                         entry = nxt[0]
+                        scanning = True
+                        continue
+                    if scanning:
+                        # This configuration goes where a read already led nowhere.
+                        entry = tail
+                        scanning = False
                         continue
                 entry = nxt[entry]
+            elif scanning:
+                # No read can go next: try every candidate, from the first.
+                scanning = False
+                entry = nxt[0]
             else:
                 if not stack:
                     self.steps = steps
                     return self._failure()
                 entry, state, linearized = pop()
+                forced = entry < 0
+                if forced:
+                    entry = -entry
                 # unlift: the return goes back first, then the call
                 ret = match[entry]
                 nxt[prv[ret]] = ret
                 prv[nxt[ret]] = ret
                 nxt[prv[entry]] = entry
                 prv[nxt[entry]] = entry
-                entry = nxt[entry]
+                # After a forced read nothing else needs trying here: back up further.
+                entry = tail if forced else nxt[entry]
         self.steps = steps
         return PartitionResult(
             self.key,
@@ -422,7 +454,7 @@ class _Search:
 
     def _failure(self) -> PartitionResult:
         ops, best = self.ops, self.best
-        prefix = tuple(ops[self.op_of[entry]] for entry, _, _ in best[:-1])
+        prefix = tuple(ops[self.op_of[abs(entry)]] for entry, _, _ in best[:-1])
         state = self.states[best[-1][1]] if best else self.model.init()
         in_prefix = {op.index for op in prefix}
         pending = [op for op in ops if op.index not in in_prefix]
