@@ -58,7 +58,9 @@ class HistorySpec:
         if self.model not in MODELS:
             raise HistoryError(f"cannot generate model {self.model!r}; expected one of {MODELS}")
         if self.violation is not None and self.violation not in VIOLATIONS:
-            raise HistoryError(f"unknown violation {self.violation!r}; expected one of {VIOLATIONS}")
+            raise HistoryError(
+                f"unknown violation {self.violation!r}; expected one of {VIOLATIONS}"
+            )
         if self.clients < 1 or self.keys < 1 or self.ops_per_client < 1:
             raise HistoryError("clients, keys and ops_per_client must be at least 1")
         if not 0 < self.concurrency <= 1:
@@ -112,12 +114,12 @@ def generate(spec: HistorySpec) -> GeneratedHistory:
                     now = window[1] + 1
                 else:
                     key = rng.choice(keys[1:])
-            op = _client_op(spec.model, rng, client, n, key, now, duration, written[key])
-            if op.f not in ("get", "read") and key != violation_key:
-                if rng.random() < spec.info_rate:
-                    op.info = True
-                    if rng.random() < 0.5:
-                        op.effect_at = float("inf")
+            op = _client_op(spec.model, rng, (client, n), key, (now, duration), written=written[key])
+            unknown = rng.random() < spec.info_rate
+            if unknown and op.f not in ("get", "read") and key != violation_key:
+                op.info = True
+                if rng.random() < 0.5:
+                    op.effect_at = float("inf")
             ops.append(op)
             now += duration + rng.randint(0, int(2 * mean_think))
     _apply(spec.model, ops)
@@ -130,13 +132,16 @@ def generate(spec: HistorySpec) -> GeneratedHistory:
 def _client_op(
     model: str,
     rng: random.Random,
-    client: int,
-    n: int,
+    who: tuple[int, int],
     key: str,
-    call: int,
-    duration: int,
+    when: tuple[int, int],
+    *,
     written: list[Hashable],
 ) -> _Op:
+    """Operation ``n`` of ``client`` (``who``), called at ``call`` for ``duration`` ticks
+    (``when``)."""
+    client, n = who
+    call, duration = when
     effect_at = rng.randint(call + 1, call + duration - 1)
     roll = rng.random()
     if model == "kv":

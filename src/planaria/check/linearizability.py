@@ -349,10 +349,11 @@ class _Search:
         memory_cap = None
         if limits.memory_mb is not None:
             memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
-        # Partial-order reduction: a candidate read that fits the current state can go first in every linearization that places it later, so
-        # after each move the candidates are first scanned for such a read, and when one
-        # fits it is the only move tried from there (its stack frame is marked forced, by a
-        # negative entry). Porcupine tries every candidate.
+        # Partial-order reduction: a candidate read that fits the current state can go
+        # first in every linearization that places it later, so after each move the
+        # candidates are first scanned for such a read, and when one fits it is the only
+        # move tried from there (its stack frame is marked forced, by a negative entry).
+        # Porcupine tries every candidate.
         scanning = self.scanning
         while nxt[0] != tail:
             steps += 1
