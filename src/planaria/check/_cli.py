@@ -130,12 +130,16 @@ def _check_file(
     except MemoryError:
         # The process ran out before the search's own estimate said so (a huge history, or
         # a tight ulimit): still an answer, not a traceback.
-        return EXIT_UNKNOWN, {
-            "file": name,
-            "verdict": "unknown",
-            "text": f"{name}: unknown: out of memory (lower --memory-mb below what the "
-            "process may use)",
-        }, None
+        return (
+            EXIT_UNKNOWN,
+            {
+                "file": name,
+                "verdict": "unknown",
+                "text": f"{name}: unknown: out of memory (lower --memory-mb below what the "
+                "process may use)",
+            },
+            None,
+        )
     payload = {
         "file": name,
         "format": history.format,

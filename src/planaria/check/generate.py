@@ -114,7 +114,8 @@ def generate(spec: HistorySpec) -> GeneratedHistory:
                     now = window[1] + 1
                 else:
                     key = rng.choice(keys[1:])
-            op = _client_op(spec.model, rng, (client, n), key, (now, duration), written=written[key])
+            who, when = (client, n), (now, duration)
+            op = _client_op(spec.model, rng, who, key, when, written=written[key])
             unknown = rng.random() < spec.info_rate
             if unknown and op.f not in ("get", "read") and key != violation_key:
                 op.info = True
