@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from planaria.check import default_model
+from planaria.check.generate import VIOLATIONS, HistorySpec, generate
+from planaria.check.history import event_line
 from planaria.check.linearizability import (
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
@@ -33,6 +35,7 @@ __all__ = ["add_arguments", "run"]
 EXIT_OK = 0
 EXIT_NOT_LINEARIZABLE = 1
 EXIT_UNKNOWN = 2
+_DEFAULT_SPEC = HistorySpec()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,17 +70,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip the explanation of a violation (the states tried, the HTML timeline)",
     )
-    parser.add_argument(
-        "--generate",
-        metavar="DIR",
-        help="write generated histories to DIR (the FILE arguments then name them; see "
-        "docs/history-format.md) instead of checking",
-    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--html", metavar="FILE", help="write an HTML timeline report")
+    generate = parser.add_argument_group(
+        "generating histories (--generate: write each FILE instead of checking it)"
+    )
+    generate.add_argument(
+        "--generate", action="store_true", help="write generated histories to the FILEs"
+    )
+    generate.add_argument("--clients", type=int, default=_DEFAULT_SPEC.clients, metavar="N")
+    generate.add_argument("--keys", type=int, default=_DEFAULT_SPEC.keys, metavar="N")
+    generate.add_argument(
+        "--ops-per-client", type=int, default=_DEFAULT_SPEC.ops_per_client, metavar="N"
+    )
+    generate.add_argument(
+        "--concurrency",
+        type=float,
+        default=_DEFAULT_SPEC.concurrency,
+        metavar="F",
+        help="share of time each client has an operation pending, in (0, 1]",
+    )
+    generate.add_argument(
+        "--violation", choices=VIOLATIONS, default=None, help="inject one violation"
+    )
+    generate.add_argument(
+        "--info-rate",
+        type=float,
+        default=_DEFAULT_SPEC.info_rate,
+        metavar="F",
+        help="share of writes whose outcome is unknown",
+    )
+    generate.add_argument(
+        "--seed", type=int, default=_DEFAULT_SPEC.seed, help="the first FILE's seed; +1 each"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.generate:
+        return _generate(args)
     for flag, value in (("--timeout-s", args.timeout_s), ("--memory-mb", args.memory_mb)):
         if value <= 0:
             print(f"error: {flag} must be positive", file=sys.stderr)
@@ -153,6 +183,32 @@ def _check_file(
     }[result.verdict]
     payload["text"] = f"{name}: {explain(model, result)}"
     return code, payload, (name, model, result)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    for offset, name in enumerate(args.files):
+        spec = HistorySpec(
+            model=args.model or "kv",
+            clients=args.clients,
+            keys=args.keys,
+            ops_per_client=args.ops_per_client,
+            concurrency=args.concurrency,
+            violation=args.violation,
+            info_rate=args.info_rate,
+            seed=args.seed + offset,
+        )
+        try:
+            history = generate(spec)
+            Path(name).write_text("".join(event_line(e) + "\n" for e in history.events))
+        except HistoryError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        except OSError as error:
+            print(f"error: cannot write {name}: {error.strerror}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        verdict = Verdict.LINEARIZABLE if history.linearizable else Verdict.NOT_LINEARIZABLE
+        print(f"{name}: {len(history.events)} events, should be {verdict}")
+    return EXIT_OK
 
 
 def _error(name: str, message: str) -> tuple[int, dict[str, Any], None]:

@@ -6,6 +6,7 @@ per process gives :class:`Operation` values, which is what the checkers work on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
@@ -20,6 +21,7 @@ __all__ = [
     "EventType",
     "Operation",
     "Unknown",
+    "event_line",
     "freeze",
     "operations_from_events",
 ]
@@ -106,6 +108,20 @@ class Operation:
         """Its interval as text, e.g. ``t=3..7`` or ``t=3..?``."""
         end = "?" if self.ret is None else _num(self.ret)
         return f"t={_num(self.call)}..{end}"
+
+
+def event_line(event: Event) -> str:
+    """The event as one JSON line of the ``.jsonl`` format (no newline)."""
+    value = list(event.value) if isinstance(event.value, tuple) else event.value
+    record = {
+        "process": event.process,
+        "type": event.type,
+        "f": event.f,
+        "key": event.key,
+        "value": value,
+        "time": round(event.time, 6),
+    }
+    return json.dumps(record)
 
 
 def _num(value: float) -> str:

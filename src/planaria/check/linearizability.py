@@ -90,8 +90,9 @@ class PartitionResult:
     that could not be placed next (the earliest-returning one still pending), and
     ``blocked_states`` the states in which the search tried to place it (all of them, or
     those among the first :data:`EXPLAIN_CONFIGS_MAX` configurations explored; none when
-    the explanation was skipped). ``reason`` is set when a pre-check rejected the part
-    without searching, and for an ``unknown`` part says which limit stopped the search.
+    the explanation was skipped: ``explained`` is False). ``reason`` is set when a
+    pre-check rejected the part without searching, and for an ``unknown`` part says which
+    limit stopped the search.
     """
 
     key: Hashable
@@ -104,6 +105,7 @@ class PartitionResult:
     blocked_states: frozenset[Hashable] = frozenset()
     reason: str | None = None
     configurations: int = 0
+    explained: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +475,7 @@ class _Search:
             blocked=blocked,
             blocked_states=states,
             configurations=len(self.cache),
+            explained=self.explain,
         )
 
     def _states_trying(self, target: int) -> frozenset[Hashable]:
