@@ -422,6 +422,8 @@ class _Run:
         verdict = check_operations(model, operations)
         if verdict.verdict is Verdict.NOT_LINEARIZABLE:
             raise Violation("not-linearizable", explain(model, verdict))
+        if verdict.verdict is Verdict.UNKNOWN:  # the checker's memory limit: not a pass
+            raise Violation("linearizability-unknown", explain(model, verdict))
         final: dict[Hashable, Hashable] = {}
         for client in self.clients:
             final.update(client.final_values)
