@@ -277,7 +277,7 @@ def _json_event(line: str, number: int) -> Event:
     ):
         raise HistoryError(f"time must be a finite number, got {time!r}")
     try:
-        fields = {str(k): freeze(v) for k, v in raw.items()}
+        fields = {k: freeze(v) for k, v in raw.items()}  # JSON keys are strings
     except TypeError as error:
         raise HistoryError(str(error)) from None
     return _event_from_fields(fields, number, time=float(time), keyword=False)
