@@ -348,6 +348,7 @@ class _Search:
         best_depth = len(self.best) - 1
         state, linearized, entry, steps = self.state, self.linearized, self.entry, self.steps
         stop_at = steps + max_steps
+        clock_mask = CLOCK_EVERY_STEPS - 1  # a power of two
         memory_cap = None
         if limits.memory_mb is not None:
             memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
@@ -359,7 +360,7 @@ class _Search:
         scanning = self.scanning
         while nxt[0] != tail:
             steps += 1
-            if steps % CLOCK_EVERY_STEPS == 0:
+            if not steps & clock_mask:
                 self.steps = steps
                 if limits.out_of_time():
                     return self.give_up(

@@ -277,7 +277,10 @@ def _json_event(line: str, number: int) -> Event:
     ):
         raise HistoryError(f"time must be a finite number, got {time!r}")
     try:
-        fields = {k: freeze(v) for k, v in raw.items()}  # JSON keys are strings
+        for name in ("key", "value"):  # the only fields that may hold lists or objects
+            value = raw.get(name)
+            if isinstance(value, list | dict):
+                raw[name] = freeze(value)
     except TypeError as error:
         raise HistoryError(str(error)) from None
-    return _event_from_fields(fields, number, time=float(time), keyword=False)
+    return _event_from_fields(raw, number, time=float(time), keyword=False)
