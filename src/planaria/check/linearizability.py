@@ -294,6 +294,17 @@ class _Search:
         # Reads: operations that never change the state, whatever it is (a write of the
         # value already there keeps the state too, but only in that state).
         self.reads = [not model.has_effect(op) for op in ops]
+        # A second list, of the read calls and all the returns, for the scan for a read
+        # that fits: it stops at the first return without walking past pending writes
+        # (unknown outcomes stay pending to the end).
+        side = [0] + [
+            e for e in range(1, 2 * n + 1) if not self.is_call[e] or self.reads[self.op_of[e]]
+        ]
+        self.side_nxt = [self.tail] * (2 * n + 2)
+        self.side_prv = [0] * (2 * n + 2)
+        for before, after in zip(side, [*side[1:], self.tail], strict=True):
+            self.side_nxt[before] = after
+            self.side_prv[after] = before
         initial = model.init()
         self.states: list[Hashable] = [initial]
         self.state_ids: dict[Hashable, int] = {initial: 0}
@@ -309,7 +320,7 @@ class _Search:
         self.best: list[tuple[int, int, int]] = []
         self.state = 0
         self.linearized = 0
-        self.entry = self.nxt[0]
+        self.entry = self.side_nxt[0]
         self.scanning = True
         self.steps = 0
 
@@ -336,6 +347,7 @@ class _Search:
         """Search on for up to ``max_steps`` steps: the verdict, or None when not done yet."""
         ops, n = self.ops, self.n
         op_of, is_call, match, nxt, prv = self.op_of, self.is_call, self.match, self.nxt, self.prv
+        side_nxt, side_prv = self.side_nxt, self.side_prv
         tail = self.tail
         bits, inputs, outputs, reads = self.bits, self.inputs, self.outputs, self.reads
         transitions = self.transitions
@@ -397,7 +409,7 @@ class _Search:
                     memo[state] = new_state
                     self.transition_count += 1
                 if scanning and new_state != state:
-                    entry = nxt[entry]  # a read that does not fit
+                    entry = side_nxt[entry]  # a read that does not fit
                     continue
                 if new_state != _ILLEGAL:
                     new_linearized = linearized | bits[i]
@@ -415,10 +427,17 @@ class _Search:
                         before, after_ = prv[ret], nxt[ret]
                         nxt[before] = after_
                         prv[after_] = before
+                        if scanning:  # a read: its call is in the side list too
+                            before, after_ = side_prv[entry], side_nxt[entry]
+                            side_nxt[before] = after_
+                            side_prv[after_] = before
+                        before, after_ = side_prv[ret], side_nxt[ret]
+                        side_nxt[before] = after_
+                        side_prv[after_] = before
                         if len(stack) > best_depth:
                             best_depth = len(stack)
                             self.best = [*stack, (0, state, 0)]
-                        entry = nxt[0]
+                        entry = side_nxt[0]
                         scanning = True
                         continue
                     if scanning:
@@ -439,8 +458,13 @@ class _Search:
                 forced = entry < 0
                 if forced:
                     entry = -entry
-                # unlift: the return goes back first, then the call
+                # unlift: the return goes back first, then the call; side list first
                 ret = match[entry]
+                side_nxt[side_prv[ret]] = ret
+                side_prv[side_nxt[ret]] = ret
+                if forced:
+                    side_nxt[side_prv[entry]] = entry
+                    side_prv[side_nxt[entry]] = entry
                 nxt[prv[ret]] = ret
                 prv[nxt[ret]] = ret
                 nxt[prv[entry]] = entry
