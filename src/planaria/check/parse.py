@@ -264,9 +264,12 @@ def _edn_atom(atom: str) -> Hashable:
 # --- JSON lines ---------------------------------------------------------------------------
 
 
+_JSON: Final = json.JSONDecoder()  # json.loads without its per-call checks
+
+
 def _json_event(line: str, number: int) -> Event:
     try:
-        raw = json.loads(line)
+        raw = _JSON.decode(line)
     except json.JSONDecodeError as error:
         raise HistoryError(f"invalid JSON: {error.msg} at column {error.colno}") from None
     if not isinstance(raw, dict):
