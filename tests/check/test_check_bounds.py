@@ -26,6 +26,7 @@ from planaria.check import (
 from planaria.check.generate import VIOLATIONS, HistorySpec, generate
 from planaria.check.history import event_line
 from planaria.cli import main
+from planaria.errors import UsageError
 
 from ._bruteforce import brute_force_linearizable
 
@@ -215,7 +216,7 @@ def test_a_cheap_refutation_wins_over_a_hopeless_partition() -> None:
 
 
 def test_limits_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="memory_mb"):
+    with pytest.raises(UsageError, match="memory_mb"):
         _check(HistorySpec(clients=1), memory_mb=0)
 
 

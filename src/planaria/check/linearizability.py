@@ -35,7 +35,7 @@ from typing import Final
 
 from planaria.check.history import Operation
 from planaria.check.models import Input, Model
-from planaria.errors import HistoryError
+from planaria.errors import HistoryError, UsageError
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -178,14 +178,20 @@ def check_operations(
         ready = _prepare(model, key, part_ops, explain)
         if isinstance(ready, PartitionResult):
             decided[number] = ready
+            if progress is not None:
+                progress(len(decided), len(parts))
         else:
             searches[number] = ready
     failed = any(r.verdict is Verdict.NOT_LINEARIZABLE for r in decided.values())
+    held = {number: search.memory_bytes() for number, search in searches.items()}
+    held_total = sum(held.values())
     slice_steps = FIRST_SLICE_STEPS
     while searches and not (failed and stop_at_first_failure):
         for number, search in list(searches.items()):
-            others_bytes = sum(s.memory_bytes() for n, s in searches.items() if n != number)
-            result = search.advance(slice_steps, limits, others_bytes)
+            result = search.advance(slice_steps, limits, held_total - held[number])
+            now_held = 0 if result is not None else search.memory_bytes()
+            held_total += now_held - held[number]
+            held[number] = now_held
             if result is None:
                 continue
             del searches[number]
@@ -236,9 +242,9 @@ def check_partition(
 
 def _limits(clock: Clock | None, timeout_s: float | None, memory_mb: float | None) -> _Limits:
     if timeout_s is not None and timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        raise UsageError(f"timeout_s must be positive, not {timeout_s}")
     if memory_mb is not None and memory_mb <= 0:
-        raise ValueError(f"memory_mb must be positive, not {memory_mb}")
+        raise UsageError(f"memory_mb must be positive, not {memory_mb}")
     deadline = None
     if timeout_s is not None and clock is not None:
         deadline = clock() + timeout_s
