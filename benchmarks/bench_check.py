@@ -12,7 +12,8 @@ side by side with Porcupine.
    With ``--porcupine PATH``, a driver built from Porcupine's public source that reads the
    same JSON-lines files (``PATH [-missing JSON] FILE...``, one JSON line per file with
    ``verdict`` and ``elapsed_s`` for read + parse + check) checks each file too, and
-   planaria must be within 3x of it, file by file. Without it the comparison is skipped,
+   planaria must be within 3x of it, file by file (the two run in turn, one run each,
+   ``--repeats`` times, so both see the same load). Without it the comparison is skipped,
    and the script says so.
 
     .venv/bin/python benchmarks/bench_check.py [--repeats N] [--porcupine PATH]
@@ -161,7 +162,15 @@ def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
             path = Path(tmp) / name
             path.write_text("".join(event_line(e) + "\n" for e in history.events))
             expected = "linearizable" if history.linearizable else "not-linearizable"
-            ours = _run_one(path, spec.model, repeats)
+            # One run of each in turn, so both see the same load on this shared machine.
+            runs = [
+                (
+                    _run_one(path, spec.model, 1),
+                    None if porcupine is None else _run_porcupine(porcupine, path, 1),
+                )
+                for _ in range(repeats)
+            ]
+            ours = _merge([run[0] for run in runs])
             row: dict[str, Any] = {
                 "file": name,
                 "operations": sum(1 for e in history.events if e.type == "invoke"),
@@ -177,7 +186,7 @@ def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
                 f"{ours['peak_rss_mb']:7.0f}"
             )
             if porcupine is not None:
-                theirs = _run_porcupine(porcupine, path, repeats)
+                theirs = _merge([run[1] for run in runs if run[1] is not None])
                 ratio = ours["median_s"] / theirs["median_s"]
                 row.update(
                     porcupine_s=theirs["median_s"],
@@ -191,6 +200,15 @@ def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
             rows.append(row)
     print("  targets:", "met on every file" if all(r["targets_met"] for r in rows) else "MISSED")
     return {"porcupine_driver": porcupine is not None, "repeats": repeats, "files": rows}
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    verdicts = {run["verdict"] for run in runs}
+    return {
+        "verdict": verdicts.pop() if len(verdicts) == 1 else "inconsistent",
+        "median_s": statistics.median(run["median_s"] for run in runs),
+        "peak_rss_mb": max(run.get("peak_rss_mb", 0.0) for run in runs),
+    }
 
 
 def _run_one(path: Path, model: str, repeats: int) -> dict[str, Any]:
