@@ -21,7 +21,9 @@ from planaria.check import (
     check_partition,
     default_model,
     explain,
+    linearizability,
     operations_from_events,
+    render_html,
 )
 from planaria.check.generate import VIOLATIONS, HistorySpec, generate
 from planaria.check.history import event_line
@@ -258,3 +260,34 @@ def test_cli_generates_what_it_then_checks(
     assert "not linearizable" in out and "values possible" not in out
     assert main(["check", "--generate", "--concurrency", "2", *files]) == 2
     assert "concurrency must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_html_timeline_is_bounded() -> None:
+    history = generate(HistorySpec(clients=1, keys=1, ops_per_client=600, violation="stale-read"))
+    model = default_model("jsonl")
+    result = check_operations(model, operations_from_events(history.events))
+    failing = result.failing
+    assert failing is not None and len(failing.operations) > 500
+    page = render_html("t", [("h.jsonl", model, result)])
+    assert page.count('<rect class="op') == 400
+    assert f"of {len(failing.operations)}" in page
+
+
+def test_the_explanation_scans_a_bounded_number_of_configurations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three concurrent writes, then a read of a value written only later: the read was
+    # tried in three states; scanning one configuration finds at most one.
+    rows = [(p, "invoke", "write", p + 1, 0.0) for p in range(3)]
+    rows += [(p, "ok", "write", p + 1, 10.0) for p in range(3)]
+    rows += [(3, "invoke", "read", None, 11.0), (3, "ok", "read", 5, 12.0)]
+    rows += [(4, "invoke", "write", 5, 13.0), (4, "ok", "write", 5, 14.0)]
+    events = [Event(p, t, f, None, v, time, n) for n, (p, t, f, v, time) in enumerate(rows)]  # type: ignore[arg-type]
+    ops = operations_from_events(events)
+    model = default_model("jsonl", "cas-register")
+    full = check_operations(model, ops).failing
+    monkeypatch.setattr(linearizability, "EXPLAIN_CONFIGS_MAX", 1)
+    bounded = check_operations(model, ops).failing
+    assert full is not None and bounded is not None
+    assert full.blocked_states == {1, 2, 3}
+    assert len(bounded.blocked_states) <= 1
