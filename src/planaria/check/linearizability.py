@@ -324,6 +324,7 @@ class _Search:
         self.config_bytes = _SET_SLOT_BYTES + sys.getsizeof(1 << (n + 20))
         self.stack: list[tuple[int, int, int]] = []
         self.best: list[tuple[int, int, int]] = []
+        self.best_depth = 0
         self.state = 0
         self.linearized = 0
         self.entry = self.side_nxt[0]
@@ -363,7 +364,7 @@ class _Search:
         cache_add = cache.add
         stack = self.stack
         push, pop = stack.append, stack.pop
-        best_depth = len(self.best) - 1
+        best_depth, best_pending = self.best_depth, False
         state, linearized, entry, steps = self.state, self.linearized, self.entry, self.steps
         stop_at = steps + max_steps
         clock_mask = CLOCK_EVERY_STEPS - 1  # a power of two
@@ -393,6 +394,9 @@ class _Search:
                 if steps >= stop_at:
                     self.state, self.linearized, self.entry = state, linearized, entry
                     self.scanning = scanning
+                    if best_pending:
+                        self.best = [*stack, (0, state, 0)]
+                    self.best_depth = best_depth
                     return None
             if is_call[entry]:
                 i = op_of[entry]
@@ -441,8 +445,10 @@ class _Search:
                         side_nxt[before] = after_
                         side_prv[after_] = before
                         if len(stack) > best_depth:
+                            # The deepest prefix so far; copied when the search backs up
+                            # from it (copying at every push would be quadratic).
                             best_depth = len(stack)
-                            self.best = [*stack, (0, state, 0)]
+                            best_pending = True
                         entry = side_nxt[0]
                         scanning = True
                         continue
@@ -457,6 +463,9 @@ class _Search:
                 scanning = False
                 entry = nxt[0]
             else:
+                if best_pending:
+                    self.best = [*stack, (0, state, 0)]
+                    best_pending = False
                 if not stack:
                     self.steps = steps
                     return self._failure()
