@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-explain",
         dest="explain",
         action="store_false",
-        help="skip the explanation of a violation (the states tried, the HTML timeline)",
+        help="skip the part of a violation's explanation that grows with the search "
+        "(the values the blocked operation was tried in); the HTML is written only with --html",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--html", metavar="FILE", help="write an HTML timeline report")
