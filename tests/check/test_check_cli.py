@@ -116,5 +116,5 @@ def test_timeout_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         lines.append(json.dumps({"process": 99, "type": "ok", "f": "read", "value": value}))
     path = _file(tmp_path, "slow.jsonl", lines)
     assert main(["check", "--timeout-s", "1e-9", path]) == 2
-    assert "gave up (out of time" in capsys.readouterr().out
+    assert "ran out of time" in capsys.readouterr().out
     assert main(["check", "--timeout-s", "0", path]) == 2

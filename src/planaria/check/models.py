@@ -157,6 +157,8 @@ class KvModel(CasRegister):
 
     def step(self, state: Hashable, input: Input, output: Hashable) -> tuple[bool, Hashable]:
         f = input.f
+        if f in self._reads:  # the common case first, without the call to super()
+            return (output is UNKNOWN or output == state), state
         if f == "append":
             return True, _append(state, input.value, self._initial)
         if f == "delete":
