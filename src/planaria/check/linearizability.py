@@ -162,11 +162,11 @@ def check_operations(
     is read every few thousand search steps; ``steps_max`` bounds the steps of each
     partition's search (a limit that needs no clock, as in the simulator). ``memory_mb``
     bounds the memo of all the searches together (an estimate of its size; None: unbounded).
-    A partition a limit stops is ``unknown`` (its ``reason`` says which limit), and so is the history unless a
-    partition is not linearizable: that verdict wins, and with ``stop_at_first_failure``
-    the partitions still undecided are left out. ``explain=False`` skips collecting the
-    states a blocked operation was tried in (the one part of the explanation whose cost
-    grows with the search).
+    A partition a limit stops is ``unknown`` (its ``reason`` says which limit), and so is
+    the history unless a partition is not linearizable: that verdict wins, and with
+    ``stop_at_first_failure`` the partitions still undecided are left out. ``explain=False``
+    skips collecting the states a blocked operation was tried in (the one part of the
+    explanation whose cost grows with the search).
     """
     for op in operations:
         problem = model.validate(op)
