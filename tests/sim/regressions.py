@@ -81,10 +81,10 @@ REGRESSIONS: tuple[Regression, ...] = (
     # Found by the history-only workload (issue 16): clients with several writes unanswered
     # under one id. The replicas remember only a client's last write, so an older write
     # whose attempt got no answer is never answered again (nor applied): every seed of a
-    # window wider than 1 shows it. Clients keep a window of 1 until it is fixed.
+    # window wider than 1 shows it (fixed by the dedup window; the bug switch
+    # dedup-last-only brings it back).
     Regression(0, "unresolved: writes of one client retried after healing got no answer",
-               150, checks="history", write_window=4,
-               open_bug="core: the dedup table keeps only a client's last write (finding 2)"),
+               150, checks="history", write_window=4),
     # Known-bug switches: each seed must trip its check (the sweeps in test_sim_bugs.py
     # also check that the seeds they find pass without the switch). These rows are
     # refreshed when the simulator or the protocol moves failures to other seeds.

@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_VIOLATION = 1
 BUG_NAMES = (
     "ack-before-replicate",
+    "dedup-last-only",
     "no-epoch-fence",
     "promote-out-of-sync",
     "no-lease-wait",

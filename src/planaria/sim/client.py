@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from planaria.check.history import Event
 from planaria.check.models import STALE_READ
 from planaria.core.messages import (
+    DEDUP_WINDOW,
     ClientReply,
     ClientRequest,
     Delete,
@@ -56,9 +57,8 @@ __all__ = ["ClientSettings", "History", "SimClient", "Workload", "partition_of"]
 
 COORDINATOR = "coord"
 # How far apart the sequence numbers of a client's unanswered writes to one partition may
-# be. 1 (one write unanswered per partition) while the replicas remember only a client's
-# last write; the dedup-window change makes it the replicas' DEDUP_WINDOW.
-WRITE_WINDOW = 1
+# be: the replicas' dedup window, as planaria.Client keeps it (docs/operations.md).
+WRITE_WINDOW = DEDUP_WINDOW
 
 
 def partition_of(key: bytes, partitions: int) -> int:
