@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         node_id = item.nodeid
         if node_id.startswith(PROCESS):
             item.add_marker(pytest.mark.process)
-        if node_id.startswith(ENSEMBLE) or ENSEMBLE_FIXTURES & set(item.fixturenames):
+        if node_id.startswith(ENSEMBLE) or ENSEMBLE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ensemble)
         if node_id.startswith(SWEEP):
             item.add_marker(pytest.mark.sweep)
