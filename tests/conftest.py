@@ -11,6 +11,11 @@ file, so a new test in one of these places is marked without anyone remembering 
   ones and leaves the sweeps to ``make test``.
 
 ``slow`` (real clusters of processes, long runs) is still set by hand where it was.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) every ``slow``,
+``process`` and ``ensemble`` test joins one group, so they run one at a time on one worker,
+as they would alone, while the other worker takes the CPU-bound rest: the parallel run
+loads a process test no more than one CPU burner would (scripts/stress-test.sh burns two).
 The Hypothesis profile ``fast`` (``HYPOTHESIS_PROFILE=fast``, set by ``make test-fast``)
 gives tests that do not choose their own count fewer examples; ``make test`` runs the
 default count.
@@ -58,12 +63,17 @@ SWEEP = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         node_id = item.nodeid
         if node_id.startswith(PROCESS):
             item.add_marker(pytest.mark.process)
-        if node_id.startswith(ENSEMBLE) or ENSEMBLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if node_id.startswith(ENSEMBLE) or ENSEMBLE_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.ensemble)
         if node_id.startswith(SWEEP):
             item.add_marker(pytest.mark.sweep)
+        if grouped and any(item.get_closest_marker(m) for m in ("slow", "process", "ensemble")):
+            item.add_marker(pytest.mark.xdist_group("processes"))
