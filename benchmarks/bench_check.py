@@ -1,43 +1,101 @@
-"""Linearizability checker: the 60 Jepsen etcd histories plus kv c01/c10 (ok and bad).
+"""Linearizability checker: the reference histories, then generated many-client histories
+side by side with Porcupine.
 
-Anchor: Porcupine (Go) checks the same 64 histories in about 0.7 s on this machine (the
-figure given with the task; Go is not installed here, so it cannot run side by side).
-Target: at most 3x that, 2.1 s. Reports the median total over a few runs (parse + check,
-and check alone), the ten slowest files, and peak RSS.
+1. The 64 reference histories (Jepsen etcd, Porcupine's kv c01/c10): median parse + check
+   over a few runs against the anchor figure for Porcupine on them (0.7 s, given with the
+   task), target at most 3x.
+2. Generated kv and cas-register histories with 50 and 100 clients on 10 keys, linearizable
+   and with each kind of injected violation (``planaria.check.generate``), written as JSON
+   lines. Each file is checked in a fresh process (so its peak RSS is its own): the
+   verdict must be right, the median parse + check under 2 s, the peak RSS under 500 MB.
+   A hard set (100 clients on 10 keys, three seeds) has no time or memory target.
+   With ``--porcupine PATH``, a driver built from Porcupine's public source that reads the
+   same JSON-lines files (``PATH [-missing JSON] FILE...``, one JSON line per file with
+   ``verdict`` and ``elapsed_s`` for read + parse + check) checks each file too, and
+   planaria must be within 3x of it, file by file (the two run in turn, one run each,
+   ``--repeats`` times, so both see the same load). Without it the comparison is skipped,
+   and the script says so.
 
-    .venv/bin/python benchmarks/bench_check.py [--repeats N]
+    .venv/bin/python benchmarks/bench_check.py [--repeats N] [--porcupine PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import write_results
 from planaria.check import check_operations, default_model, parse_history
+from planaria.check.generate import VIOLATIONS, HistorySpec, generate
+from planaria.check.history import event_line
 
 HISTORIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "histories"
 PORCUPINE_S = 0.7
 TARGET_RATIO = 3.0
+TARGET_FILE_S = 2.0
+TARGET_FILE_MB = 500.0
+# Each client has an operation pending half the time; with a key per 5 clients that is
+# about 2.5 operations in flight on a key (the targets). The hard set puts 100 clients on
+# 10 keys (5 in flight on a key, bursts of 15): no target but the ratio to Porcupine.
+SPECS = [
+    HistorySpec(
+        model=model,
+        clients=clients,
+        keys=clients // 5,
+        ops_per_client=40,
+        concurrency=0.5,
+        violation=violation,
+        info_rate=0.02,
+        seed=1,
+    )
+    for model in ("kv", "cas-register")
+    for clients in (50, 100)
+    for violation in (None, *VIOLATIONS)
+]
+HARD_SPECS = [
+    HistorySpec(
+        clients=100, keys=10, ops_per_client=40, violation=violation, info_rate=0.02, seed=seed
+    )
+    for seed in (1, 2, 3)
+    for violation in (None, "stale-read")
+]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--porcupine", metavar="PATH", help="the Porcupine driver (see above)")
+    parser.add_argument("--one", nargs=2, metavar=("FILE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        return _check_one(Path(args.one[0]), args.one[1], args.repeats)
+    reference = _reference(args.repeats)
+    if reference is None:
+        return 2
+    generated = _generated(args.repeats, args.porcupine)
+    write_results("check", {"reference": reference, "generated": generated})
+    ok = reference["target_met"] and all(row["targets_met"] for row in generated["files"])
+    return 0 if ok else 1
+
+
+def _reference(repeats: int) -> dict[str, Any] | None:
     expected_path = HISTORIES / "expected.tsv"
     if not expected_path.exists():
         print(f"reference histories not found at {HISTORIES.resolve()}", file=sys.stderr)
-        return 2
+        return None
     cases = [line.split("\t") for line in expected_path.read_text().splitlines() if line]
     texts = {rel: (HISTORIES / rel).read_text().splitlines() for rel, _ in cases}
     totals, check_totals = [], []
     per_file: dict[str, list[float]] = {rel: [] for rel, _ in cases}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         total = check_total = 0.0
         for rel, expected in cases:
             started = time.perf_counter()
@@ -47,7 +105,7 @@ def main() -> int:
             done = time.perf_counter()
             if str(result.verdict) != expected:
                 print(f"WRONG VERDICT {rel}: {result.verdict} != {expected}", file=sys.stderr)
-                return 1
+                return None
             total += done - started
             check_total += done - parsed
             per_file[rel].append(done - started)
@@ -56,31 +114,135 @@ def main() -> int:
     total_s, check_s = statistics.median(totals), statistics.median(check_totals)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     slowest = sorted(((statistics.median(v), k) for k, v in per_file.items()), reverse=True)
-    print(f"{len(cases)} histories, {args.repeats} runs, medians:")
+    print(f"1. {len(cases)} reference histories, {repeats} runs, medians:")
     print(f"  parse + check  {total_s:7.3f} s   ratio vs Porcupine {total_s / PORCUPINE_S:5.2f}x")
     print(f"  check only     {check_s:7.3f} s   ratio vs Porcupine {check_s / PORCUPINE_S:5.2f}x")
     print(f"  target {TARGET_RATIO:.0f}x ({TARGET_RATIO * PORCUPINE_S:.1f} s): ", end="")
     print("met" if total_s <= TARGET_RATIO * PORCUPINE_S else "MISSED")
     print(f"  peak RSS {peak_rss_mb:.1f} MiB")
-    print("  slowest ten (parse + check, median):")
-    for seconds, rel in slowest[:10]:
+    print("  slowest five (parse + check, median):")
+    for seconds, rel in slowest[:5]:
         print(f"    {seconds * 1000:8.1f} ms  {rel}")
-    write_results(
-        "check",
-        {
-            "histories": len(cases),
-            "repeats": args.repeats,
-            "total_s_median": total_s,
-            "check_only_s_median": check_s,
-            "anchor_porcupine_s": PORCUPINE_S,
-            "ratio_vs_porcupine": total_s / PORCUPINE_S,
-            "target_ratio": TARGET_RATIO,
-            "target_met": total_s <= TARGET_RATIO * PORCUPINE_S,
-            "peak_rss_mib": peak_rss_mb,
-            "slowest_ten_s": [[rel, seconds] for seconds, rel in slowest[:10]],
-        },
+    return {
+        "histories": len(cases),
+        "repeats": repeats,
+        "total_s_median": total_s,
+        "check_only_s_median": check_s,
+        "anchor_porcupine_s": PORCUPINE_S,
+        "ratio_vs_porcupine": total_s / PORCUPINE_S,
+        "target_met": total_s <= TARGET_RATIO * PORCUPINE_S,
+        "peak_rss_mib": peak_rss_mb,
+        "slowest_five_s": [[rel, seconds] for seconds, rel in slowest[:5]],
+    }
+
+
+def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
+    if porcupine is None:
+        print("\n2. no Porcupine driver given (--porcupine PATH): planaria alone, no ratios")
+    elif not Path(porcupine).exists():
+        print(f"\n2. Porcupine driver {porcupine} not found: planaria alone, no ratios")
+        porcupine = None
+    else:
+        print(f"\n2. side by side with the Porcupine driver {porcupine}")
+    print(
+        f"  generated histories, {repeats} runs each, medians; targets: right verdict, "
+        f"< {TARGET_FILE_S:g} s, < {TARGET_FILE_MB:g} MB"
+        + (f", <= {TARGET_RATIO:g}x Porcupine" if porcupine else "")
     )
+    header = f"  {'file':40} {'verdict':17} {'planaria':>9} {'RSS MB':>7}"
+    print(header + (f" {'Porcupine':>10} {'ratio':>6}" if porcupine else ""))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+        for hard, spec in [(False, s) for s in SPECS] + [(True, s) for s in HARD_SPECS]:
+            history = generate(spec)
+            name = (
+                f"{'hard-' if hard else ''}{spec.model}-c{spec.clients}-k{spec.keys}"
+                f"-s{spec.seed}-{spec.violation or 'ok'}.jsonl"
+            )
+            path = Path(tmp) / name
+            path.write_text("".join(event_line(e) + "\n" for e in history.events))
+            expected = "linearizable" if history.linearizable else "not-linearizable"
+            # One run of each in turn, so both see the same load on this shared machine.
+            runs = [
+                (
+                    _run_one(path, spec.model, 1),
+                    None if porcupine is None else _run_porcupine(porcupine, path, 1),
+                )
+                for _ in range(repeats)
+            ]
+            ours = _merge([run[0] for run in runs])
+            row: dict[str, Any] = {
+                "file": name,
+                "operations": sum(1 for e in history.events if e.type == "invoke"),
+                "expected": expected,
+                **ours,
+            }
+            met = ours["verdict"] == expected and (
+                hard or (ours["median_s"] < TARGET_FILE_S and ours["peak_rss_mb"] < TARGET_FILE_MB)
+            )
+            row["hard"] = hard
+            line = (
+                f"  {name:40} {ours['verdict']:17} {ours['median_s']:8.3f}s "
+                f"{ours['peak_rss_mb']:7.0f}"
+            )
+            if porcupine is not None:
+                theirs = _merge([run[1] for run in runs if run[1] is not None])
+                ratio = ours["median_s"] / theirs["median_s"]
+                row.update(
+                    porcupine_s=theirs["median_s"],
+                    porcupine_verdict=theirs["verdict"],
+                    ratio=ratio,
+                )
+                met = met and ratio <= TARGET_RATIO and theirs["verdict"] == expected
+                line += f" {theirs['median_s']:9.3f}s {ratio:5.2f}x"
+            row["targets_met"] = met
+            print(line + ("" if met else "   MISSED"))
+            rows.append(row)
+    print("  targets:", "met on every file" if all(r["targets_met"] for r in rows) else "MISSED")
+    return {"porcupine_driver": porcupine is not None, "repeats": repeats, "files": rows}
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    verdicts = {run["verdict"] for run in runs}
+    return {
+        "verdict": verdicts.pop() if len(verdicts) == 1 else "inconsistent",
+        "median_s": statistics.median(run["median_s"] for run in runs),
+        "peak_rss_mb": max(run.get("peak_rss_mb", 0.0) for run in runs),
+    }
+
+
+def _run_one(path: Path, model: str, repeats: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--one", str(path), model, "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _check_one(path: Path, model_name: str, repeats: int) -> int:
+    """In a fresh process: parse + check one file ``repeats`` times (a JSON line out)."""
+    lines = path.read_text().splitlines()
+    samples, verdict = [], ""
+    for _ in range(repeats):
+        started = time.perf_counter()
+        history = parse_history(lines, path=str(path))
+        model = default_model(history.format, model_name)
+        result = check_operations(model, history.operations)
+        samples.append(time.perf_counter() - started)
+        verdict = str(result.verdict)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary = {"verdict": verdict, "median_s": statistics.median(samples)}
+    print(json.dumps({**summary, "peak_rss_mb": peak_rss_mb}))
     return 0
+
+
+def _run_porcupine(driver: str, path: Path, repeats: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [driver, *[str(path)] * repeats], capture_output=True, text=True, check=True
+    )
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    verdicts = {r["verdict"] for r in results}
+    verdict = verdicts.pop() if len(verdicts) == 1 else "inconsistent"
+    return {"verdict": verdict, "median_s": statistics.median(r["elapsed_s"] for r in results)}
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def test_timeout_gives_unknown() -> None:
     ops = ops_of(*_impossible_to_place_read(12))
     result = check_operations(CasRegister(), ops, clock=clock, timeout_s=1.0)
     assert result.verdict is Verdict.UNKNOWN
-    assert "ran out of time" in explain(CasRegister(), result)
+    assert "gave up (out of time" in explain(CasRegister(), result)
 
 
 def test_operation_unknown_to_the_model_is_an_error() -> None:
@@ -279,3 +279,43 @@ def test_models_are_extensible_objects() -> None:
     # without the pre-check the search itself rejects the impossible read
     part = check_partition(NoPrecheck(), "k", ops)
     assert part.verdict is NOT and part.reason is None and part.blocked is not None
+
+
+def test_a_step_bound_gives_unknown_without_a_clock() -> None:
+    ops = ops_of(*_impossible_to_place_read(12))
+    result = check_operations(CasRegister(), ops, steps_max=5000)
+    assert result.verdict is Verdict.UNKNOWN
+    assert "gave up" in explain(CasRegister(), result)
+    assert check_operations(CasRegister(), ops).verdict is NOT
+
+
+def test_a_stale_read_may_return_any_earlier_value() -> None:
+    writes = [(0, "invoke", "put", "x", "a"), (0, "ok", "put", "x", "a")]
+    writes += [(0, "invoke", "put", "x", "b"), (0, "ok", "put", "x", "b")]
+    for seen in (None, "a", "b"):
+        stale = [(1, "invoke", "stale-read", "x", None), (1, "ok", "stale-read", "x", seen)]
+        assert check_kv(*writes, *stale).verdict is LIN, seen
+    # As a linearizable read, the old value is a violation.
+    read = [(1, "invoke", "get", "x", None), (1, "ok", "get", "x", "a")]
+    assert check_kv(*writes, *read).verdict is NOT
+
+
+def test_a_stale_read_cannot_see_the_future_or_a_value_never_held() -> None:
+    early = [(1, "invoke", "stale-read", "x", None), (1, "ok", "stale-read", "x", "b")]
+    writes = [(0, "invoke", "put", "x", "a"), (0, "ok", "put", "x", "a")]
+    writes += [(0, "invoke", "put", "x", "b"), (0, "ok", "put", "x", "b")]
+    assert check_kv(*early, *writes).verdict is NOT  # b was written after the read returned
+    # A value held only inside a failed cas was never the key's value.
+    never = [(2, "invoke", "cas", "x", ("z", "c")), (2, "fail", "cas", "x", None)]
+    seen_c = [(1, "invoke", "stale-read", "x", None), (1, "ok", "stale-read", "x", "c")]
+    assert check_kv(*writes, *never, *seen_c).verdict is NOT
+    # Two stale reads of one key may go back and forth (different backups).
+    both = [(1, "invoke", "stale-read", "x", None), (1, "ok", "stale-read", "x", "b")]
+    both += [(1, "invoke", "stale-read", "x", None), (1, "ok", "stale-read", "x", "a")]
+    assert check_kv(*writes, *both).verdict is LIN
+
+
+def test_the_register_model_has_no_stale_reads() -> None:
+    ops = ops_of((0, "invoke", "stale-read", None, None), (0, "ok", "stale-read", None, 1))
+    with pytest.raises(HistoryError, match="stale-read"):
+        check_operations(CasRegister(), ops)

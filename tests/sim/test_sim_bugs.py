@@ -11,10 +11,11 @@ from planaria.sim.run import SimConfig, SimResult, run_seed
 from .regressions import REGRESSIONS
 
 SEEDS_MAX = 60
-OPS = 150
-# Two partitions: more writes per partition, so more of them are in flight when a fault
-# strikes (no-epoch-fence needs an uncommitted entry on a deposed primary).
-PARTITIONS = 2
+OPS = 300
+# Eight partitions: a client keeps one write unanswered per partition (its write window),
+# so more partitions means more writes in flight when a fault strikes (no-epoch-fence needs
+# an uncommitted entry on a deposed primary).
+PARTITIONS = 8
 # The checks each bug is expected to trip first (others may follow from the same bug).
 EXPECTED = {
     "ack-before-replicate": {"ack-not-replicated"},

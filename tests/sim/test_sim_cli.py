@@ -41,6 +41,15 @@ def test_json_prints_failures_and_a_summary_object(capsys: pytest.CaptureFixture
     assert summary["failed_seeds"] == [0, 1]
 
 
+def test_history_checks_keys_and_lanes_are_in_the_replay_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["sim", "--seed", "2", "--ops", "40", "--keys", "6", "--lanes", "2"]
+    assert main([*args, "--checks", "history", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["command"].endswith("--ops 40 --keys 6 --lanes 2 --checks history")
+
+
 def test_jobs_give_the_same_results_as_one_process(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["sim", "--seeds", "4", "--ops", "40", "--json"]
     main(args)
@@ -57,6 +66,8 @@ def test_jobs_give_the_same_results_as_one_process(capsys: pytest.CaptureFixture
         (["--faults", "meteor"], "unknown fault"),
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--nodes", "2"], "cannot hold 3 replicas"),
+        (["--lanes", "0"], "lanes and write_window must be >= 1"),
+        (["--keys", "0"], "keys must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

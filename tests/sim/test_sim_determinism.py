@@ -19,7 +19,7 @@ def test_the_same_seed_gives_identical_histories_traces_and_results() -> None:
     assert first[0] == second[0]
     assert first[1] == second[1]
     assert first[2] == second[2]
-    assert len(first[1]) > 1000  # a real run, not an empty one
+    assert len(first[1]) > 500  # a real run, not an empty one
 
 
 def test_different_seeds_give_different_runs() -> None:

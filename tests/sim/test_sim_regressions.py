@@ -11,7 +11,10 @@ from .regressions import REGRESSIONS, Regression
 
 def _id(row: Regression) -> str:
     bugs = "+".join(row.bugs) or "no-bug"
-    return f"seed{row.seed}-ops{row.ops}-p{row.partitions}-{bugs}"
+    extra = "" if row.checks == "all" else f"-{row.checks}"
+    if row.write_window is not None:
+        extra += f"-window{row.write_window}"
+    return f"seed{row.seed}-ops{row.ops}-p{row.partitions}-{bugs}{extra}"
 
 
 def _params() -> list[object]:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from planaria.check.linearizability import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -56,8 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-timeout-s",
         type=float,
-        default=60.0,
-        help="bound on the linearizability check; beyond it the verdict is unknown (60)",
+        default=DEFAULT_TIMEOUT_S,
+        help="bound on the linearizability check; beyond it the verdict is unknown "
+        f"({DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--check-memory-mb",
+        type=float,
+        default=DEFAULT_MEMORY_MB,
+        help="bound on the linearizability check's memory; beyond it the verdict is unknown "
+        f"({DEFAULT_MEMORY_MB:g})",
     )
     parser.add_argument(
         "--net",
@@ -118,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         bugs=tuple(args.bug),
         partitions=args.partitions,
         check_timeout_s=args.check_timeout_s,
+        check_memory_mb=args.check_memory_mb,
         plots=not args.no_plots,
         net=args.net,
     )

@@ -46,9 +46,11 @@ from planaria.check import (
     Verdict,
     check_operations,
     default_model,
+    explain_partition,
     find_lost_writes,
     operations_from_events,
 )
+from planaria.check.linearizability import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
 from planaria.errors import UsageError
 
 __all__ = ["ChaosConfig", "run_chaos", "summary_table"]
@@ -70,7 +72,8 @@ class ChaosConfig:
     schedule: tuple[Fault, ...] | None = None  # scripted; None: random from the seed
     bugs: tuple[str, ...] = ()
     partitions: int = 8
-    check_timeout_s: float = 60.0
+    check_timeout_s: float = DEFAULT_TIMEOUT_S
+    check_memory_mb: float = DEFAULT_MEMORY_MB
     plots: bool = True
     net: str = "auto"  # auto | netns | iptables | proxy (planaria.chaos.net)
 
@@ -253,6 +256,7 @@ def _run_with_net(
             operations,
             clock=time.monotonic,
             timeout_s=config.check_timeout_s,
+            memory_mb=config.check_memory_mb,
         )
     linearizable = {Verdict.LINEARIZABLE: True, Verdict.NOT_LINEARIZABLE: False}.get(
         checked.verdict
@@ -278,6 +282,11 @@ def _run_with_net(
     failing = checked.failing
     results["linearizability_failure"] = (
         None if failing is None else {"key": str(failing.key), "reason": failing.reason}
+    )
+    # Undecided within the limits: say which key and which limit, never a silent pass.
+    undecided = checked.undecided if linearizable is None else None
+    results["linearizability_unknown"] = (
+        None if undecided is None else explain_partition(default_model("jsonl"), undecided)
     )
     results["lost_examples"] = [
         {
@@ -370,7 +379,11 @@ def summary_table(results: dict[str, Any], title: str | None = None) -> Table:
     lin = results["linearizable"]
     table.add_row(
         "linearizable",
-        "[green]yes[/]" if lin is True else "[red]NO[/]" if lin is False else "[yellow]unknown[/]",
+        "[green]yes[/]"
+        if lin is True
+        else "[red]NO[/]"
+        if lin is False
+        else f"[yellow]unknown[/] {results.get('linearizability_unknown') or ''}",
     )
     fo = results["failover_ms"]
 

@@ -10,7 +10,6 @@ on as a fresh process id, Jepsen's rule.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from planaria.check import Event
+from planaria.check.history import event_line
 from planaria.errors import PlanariaError
 
 __all__ = [
@@ -220,13 +220,4 @@ def write_history(path: Path, events: Iterable[Event]) -> None:
     """JSON lines in the format ``planaria check`` reads (docs/history-format.md)."""
     with open(path, "w") as out:
         for event in events:
-            value = list(event.value) if isinstance(event.value, tuple) else event.value
-            record = {
-                "process": event.process,
-                "type": event.type,
-                "f": event.f,
-                "key": event.key,
-                "value": value,
-                "time": round(event.time, 6),
-            }
-            out.write(json.dumps(record) + "\n")
+            out.write(event_line(event) + "\n")

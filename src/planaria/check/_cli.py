@@ -1,7 +1,8 @@
 """``planaria check FILE...``: the I/O adapter around the pure checker.
 
 Exit status: 0 when every file is linearizable, 1 when any file is not (a definite finding
-wins over everything else), 2 when an answer is unknown (timeout) or an input is bad.
+wins over everything else), 2 when an answer is unknown (a time or memory limit stopped the
+search: one line says which partition and why) or an input is bad. Never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from planaria.check import default_model
-from planaria.check.linearizability import CheckResult, Verdict, check_operations
+from planaria.check.generate import VIOLATIONS, HistorySpec, generate
+from planaria.check.history import event_line
+from planaria.check.linearizability import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    CheckResult,
+    Verdict,
+    check_operations,
+)
 from planaria.check.models import MODELS, Model
 from planaria.check.parse import FORMATS, parse_history
 from planaria.check.report import explain, render_html, result_to_json
@@ -26,6 +35,7 @@ __all__ = ["add_arguments", "run"]
 EXIT_OK = 0
 EXIT_NOT_LINEARIZABLE = 1
 EXIT_UNKNOWN = 2
+_DEFAULT_SPEC = HistorySpec()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,16 +50,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=("auto", *FORMATS), default="auto", help="history format"
     )
     parser.add_argument(
-        "--timeout-s", type=float, default=None, metavar="N", help="give up on a file after N s"
+        "--timeout-s",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="N",
+        help=f"give up on a file after N s: unknown (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=float,
+        default=DEFAULT_MEMORY_MB,
+        metavar="N",
+        help="give up on a partition whose search would hold more than N MB: unknown "
+        f"(default {DEFAULT_MEMORY_MB:g})",
+    )
+    parser.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="skip the part of a violation's explanation that grows with the search "
+        "(the values the blocked operation was tried in); the HTML is written only with --html",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--html", metavar="FILE", help="write an HTML timeline report")
+    generate = parser.add_argument_group(
+        "generating histories (--generate: write each FILE instead of checking it)"
+    )
+    generate.add_argument(
+        "--generate", action="store_true", help="write generated histories to the FILEs"
+    )
+    generate.add_argument("--clients", type=int, default=_DEFAULT_SPEC.clients, metavar="N")
+    generate.add_argument("--keys", type=int, default=_DEFAULT_SPEC.keys, metavar="N")
+    generate.add_argument(
+        "--ops-per-client", type=int, default=_DEFAULT_SPEC.ops_per_client, metavar="N"
+    )
+    generate.add_argument(
+        "--concurrency",
+        type=float,
+        default=_DEFAULT_SPEC.concurrency,
+        metavar="F",
+        help="share of time each client has an operation pending, in (0, 1]",
+    )
+    generate.add_argument(
+        "--violation", choices=VIOLATIONS, default=None, help="inject one violation"
+    )
+    generate.add_argument(
+        "--info-rate",
+        type=float,
+        default=_DEFAULT_SPEC.info_rate,
+        metavar="F",
+        help="share of writes whose outcome is unknown",
+    )
+    generate.add_argument(
+        "--seed", type=int, default=_DEFAULT_SPEC.seed, help="the first FILE's seed; +1 each"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout_s is not None and args.timeout_s <= 0:
-        print("error: --timeout-s must be positive", file=sys.stderr)
-        return EXIT_UNKNOWN
+    if args.generate:
+        return _generate(args)
+    for flag, value in (("--timeout-s", args.timeout_s), ("--memory-mb", args.memory_mb)):
+        if value <= 0:
+            print(f"error: {flag} must be positive", file=sys.stderr)
+            return EXIT_UNKNOWN
     sections: list[tuple[str, Model, CheckResult]] = []
     codes: list[int] = []
     with _ProgressBar() as report_progress:
@@ -88,11 +151,26 @@ def _check_file(
             history.operations,
             clock=time.monotonic,
             timeout_s=args.timeout_s,
+            memory_mb=args.memory_mb,
             progress=lambda done, total: progress(name, done, total),
+            explain=args.explain,
         )
     except HistoryError as error:
         message = str(error) if error.path else f"{name}: {error}"
         return _error(name, f"error: {message}")
+    except MemoryError:
+        # The process ran out before the search's own estimate said so (a huge history, or
+        # a tight ulimit): still an answer, not a traceback.
+        return (
+            EXIT_UNKNOWN,
+            {
+                "file": name,
+                "verdict": "unknown",
+                "text": f"{name}: unknown: out of memory (lower --memory-mb below what the "
+                "process may use)",
+            },
+            None,
+        )
     payload = {
         "file": name,
         "format": history.format,
@@ -106,6 +184,32 @@ def _check_file(
     }[result.verdict]
     payload["text"] = f"{name}: {explain(model, result)}"
     return code, payload, (name, model, result)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    for offset, name in enumerate(args.files):
+        spec = HistorySpec(
+            model=args.model or "kv",
+            clients=args.clients,
+            keys=args.keys,
+            ops_per_client=args.ops_per_client,
+            concurrency=args.concurrency,
+            violation=args.violation,
+            info_rate=args.info_rate,
+            seed=args.seed + offset,
+        )
+        try:
+            history = generate(spec)
+            Path(name).write_text("".join(event_line(e) + "\n" for e in history.events))
+        except HistoryError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        except OSError as error:
+            print(f"error: cannot write {name}: {error.strerror}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        verdict = Verdict.LINEARIZABLE if history.linearizable else Verdict.NOT_LINEARIZABLE
+        print(f"{name}: {len(history.events)} events, should be {verdict}")
+    return EXIT_OK
 
 
 def _error(name: str, message: str) -> tuple[int, dict[str, Any], None]:

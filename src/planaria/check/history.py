@@ -6,9 +6,10 @@ per process gives :class:`Operation` values, which is what the checkers work on.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal
+import json
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
 
 from planaria.errors import HistoryError
 
@@ -20,6 +21,7 @@ __all__ = [
     "EventType",
     "Operation",
     "Unknown",
+    "event_line",
     "freeze",
     "operations_from_events",
 ]
@@ -49,8 +51,13 @@ class Unknown:
 UNKNOWN: Final = Unknown()
 
 
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def freeze(value: Any) -> Hashable:
     """A hashable copy of a JSON-like value: lists become tuples, dicts sorted item tuples."""
+    if type(value) in _SCALARS:
+        return cast(Hashable, value)  # the common case, without the slow ABC check below
     if isinstance(value, list | tuple):
         return tuple(freeze(item) for item in value)
     if isinstance(value, dict):
@@ -108,6 +115,20 @@ class Operation:
         return f"t={_num(self.call)}..{end}"
 
 
+def event_line(event: Event) -> str:
+    """The event as one JSON line of the ``.jsonl`` format (no newline)."""
+    value = list(event.value) if isinstance(event.value, tuple) else event.value
+    record = {
+        "process": event.process,
+        "type": event.type,
+        "f": event.f,
+        "key": event.key,
+        "value": value,
+        "time": round(event.time, 6),
+    }
+    return json.dumps(record)
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -124,7 +145,7 @@ def operations_from_events(
     running backwards.
     """
     pending: dict[Hashable, tuple[int, Event]] = {}
-    done: list[tuple[int, Operation]] = []
+    done: list[tuple[int, Event, Event | None]] = []
     last_time = float("-inf")
     for position, event in enumerate(events):
         if event.time < last_time:
@@ -163,17 +184,19 @@ def operations_from_events(
         if event.type == "fail":
             continue
         completion = event if event.type == "ok" else None
-        done.append((position_invoked, _operation(invoke, completion)))
+        done.append((position_invoked, invoke, completion))
     for position_invoked, invoke in pending.values():
-        done.append((position_invoked, _operation(invoke, None)))
+        done.append((position_invoked, invoke, None))
     done.sort(key=lambda item: item[0])
-    return tuple(_renumber(op for _, op in done))
+    return tuple(
+        _operation(index, invoke, completion) for index, (_, invoke, completion) in enumerate(done)
+    )
 
 
-def _operation(invoke: Event, completion: Event | None) -> Operation:
+def _operation(index: int, invoke: Event, completion: Event | None) -> Operation:
     """The operation ``invoke`` started; ``completion`` is its ``ok``, or None when unknown."""
     return Operation(
-        index=0,
+        index=index,
         process=invoke.process,
         f=invoke.f,
         key=invoke.key,
@@ -184,7 +207,3 @@ def _operation(invoke: Event, completion: Event | None) -> Operation:
         status="info" if completion is None else "ok",
         line=invoke.line,
     )
-
-
-def _renumber(ops: Iterable[Operation]) -> Sequence[Operation]:
-    return [replace(op, index=i) for i, op in enumerate(ops)]

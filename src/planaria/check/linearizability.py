@@ -3,10 +3,19 @@
 The search walks a doubly linked list of call and return entries ordered by time. At a
 call it tries to linearize that operation next (the model must accept it); at a return it
 backtracks, because that operation should have been linearized already. Every
-(set of linearized operations, model state) configuration is explored once: the set is a
-Python int used as a bitset, and the pair goes into a memo set. This is the algorithm of
-Lowe's "Testing for linearizability" as Porcupine implements it; only the ideas are
-borrowed.
+(set of linearized operations, model state) configuration is explored once: model states
+are interned as small ints, and the pair is one Python int (the set's bitset, with the
+state id in the bits above it) in a memo set. This is the algorithm of Lowe's "Testing for
+linearizability" as Porcupine implements it; only the ideas are borrowed.
+
+Bounded: the partitions of a history are searched side by side in slices of steps that
+double each round (Porcupine races them on goroutines and stops at the first failure; a
+round-robin does the same deterministically), so one partition that is cheap to refute
+decides a non-linearizable history even when another would take the search hours. The
+memo of every live search counts against ``memory_mb`` and the clock against
+``timeout_s``: past either, the partition's verdict is ``unknown`` with the reason, never
+an exception. Without a clock the memory limit alone bounds the work (each step adds a
+configuration, moves past one, or backtracks from one).
 
 Before searching: failed operations are gone already (they certainly did not happen),
 operations of unknown outcome that cannot change the state (reads) are dropped, and
@@ -17,16 +26,20 @@ sound pre-check rejects outright a read of a value nobody wrote.
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from planaria.check.history import Operation
-from planaria.check.models import Input, Model
-from planaria.errors import HistoryError
+from planaria.check.models import STALE_READ, Input, Model
+from planaria.errors import HistoryError, UsageError
 
 __all__ = [
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
     "CheckResult",
     "PartitionResult",
     "Progress",
@@ -39,8 +52,27 @@ Clock = Callable[[], float]
 # progress(partitions_done, partitions_total) after each partition.
 Progress = Callable[[int, int], None]
 
+# The limits every caller uses unless told otherwise (the CLI, the chaos harness, the
+# simulator): generous for any history a run here produces, small enough for a laptop.
+DEFAULT_TIMEOUT_S: Final = 60.0
+DEFAULT_MEMORY_MB: Final = 1024.0
+
+# The clock and the memory estimate are looked at every this many steps; slices of the
+# round-robin over partitions are multiples of it.
 CLOCK_EVERY_STEPS: Final = 4096
-_ILLEGAL: Final = object()
+FIRST_SLICE_STEPS: Final = 4 * CLOCK_EVERY_STEPS
+# At most this many explored configurations are scanned to list the states an operation
+# that could not be placed was tried in (the explanation stays cheap after a huge search).
+EXPLAIN_CONFIGS_MAX: Final = 200_000
+
+# Rough CPython costs, for the memory estimate: a set slot (with the set's spare room) and
+# a dict entry of the per-operation transition memo (int keys and values are shared).
+_SET_SLOT_BYTES: Final = 40
+_MEMO_ENTRY_BYTES: Final = 100
+_STATE_BYTES_MIN: Final = 64
+
+_UNSEEN: Final = -2
+_ILLEGAL: Final = -1
 
 
 class Verdict(StrEnum):
@@ -56,8 +88,11 @@ class PartitionResult:
     For a non-linearizable part: ``prefix`` is the longest linearizable prefix found (in
     linearization order), ``state`` the model state after it, ``blocked`` the operation
     that could not be placed next (the earliest-returning one still pending), and
-    ``blocked_states`` every state in which the search tried to place it. ``reason`` is
-    set when a pre-check rejected the part without searching.
+    ``blocked_states`` the states in which the search tried to place it (all of them, or
+    those among the first :data:`EXPLAIN_CONFIGS_MAX` configurations explored; none when
+    the explanation was skipped: ``explained`` is False). ``reason`` is set when a
+    pre-check rejected the part without searching, and for an ``unknown`` part says which
+    limit stopped the search.
     """
 
     key: Hashable
@@ -69,6 +104,8 @@ class PartitionResult:
     blocked: Operation | None = None
     blocked_states: frozenset[Hashable] = frozenset()
     reason: str | None = None
+    configurations: int = 0
+    explained: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +123,26 @@ class CheckResult:
                 return part
         return None
 
+    @property
+    def undecided(self) -> PartitionResult | None:
+        """The first part a limit stopped, when no part is known to fail."""
+        for part in self.partitions:
+            if part.verdict is Verdict.UNKNOWN:
+                return part
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    clock: Clock | None
+    deadline: float | None
+    timeout_s: float | None
+    memory_mb: float | None
+    steps_max: int | None = None  # per partition: a bound that needs no clock (the simulator)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.clock is not None and self.clock() > self.deadline
+
 
 def check_operations(
     model: Model,
@@ -93,39 +150,75 @@ def check_operations(
     *,
     clock: Clock | None = None,
     timeout_s: float | None = None,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
     progress: Progress | None = None,
     stop_at_first_failure: bool = True,
+    explain: bool = True,
+    steps_max: int | None = None,
 ) -> CheckResult:
-    """Check a history against ``model``, each of its partitions on its own.
+    """Check a history against ``model``, its partitions side by side.
 
     ``clock`` (seconds, monotonic) and ``timeout_s`` bound the total search time; the clock
-    is read every few thousand search steps. On timeout the verdict is ``unknown``. The
-    verdict is ``not-linearizable`` as soon as one partition is (with
-    ``stop_at_first_failure`` the rest are not checked).
+    is read every few thousand search steps; ``steps_max`` bounds the steps of each
+    partition's search (a limit that needs no clock, as in the simulator). ``memory_mb``
+    bounds the memo of all the searches together (an estimate of its size; None: unbounded).
+    A partition a limit stops is ``unknown`` (its ``reason`` says which limit), and so is
+    the history unless a partition is not linearizable: that verdict wins, and with
+    ``stop_at_first_failure`` the partitions still undecided are left out. ``explain=False``
+    skips collecting the states a blocked operation was tried in (the one part of the
+    explanation whose cost grows with the search).
     """
     for op in operations:
         problem = model.validate(op)
         if problem is not None:
             where = f" (line {op.line})" if op.line is not None else ""
             raise HistoryError(f"{problem}{where}", line=op.line)
-    deadline = None
-    if timeout_s is not None and clock is not None:
-        deadline = clock() + timeout_s
+    limits = _limits(clock, timeout_s, memory_mb, steps_max)
     parts = model.partition(operations)
-    results: list[PartitionResult] = []
-    verdict = Verdict.LINEARIZABLE
-    for done, (key, part_ops) in enumerate(parts, start=1):
-        result = check_partition(model, key, part_ops, clock=clock, deadline=deadline)
-        results.append(result)
-        if progress is not None:
-            progress(done, len(parts))
-        if result.verdict is Verdict.NOT_LINEARIZABLE:
-            verdict = Verdict.NOT_LINEARIZABLE
-            if stop_at_first_failure:
+    decided: dict[int, PartitionResult] = {}
+    searches: dict[int, _Search] = {}
+    for number, (key, part_ops) in enumerate(parts):
+        ready = _prepare(model, key, part_ops, explain)
+        if isinstance(ready, PartitionResult):
+            decided[number] = ready
+            if progress is not None:
+                progress(len(decided), len(parts))
+        else:
+            searches[number] = ready
+    failed = any(r.verdict is Verdict.NOT_LINEARIZABLE for r in decided.values())
+    held = {number: search.memory_bytes() for number, search in searches.items()}
+    held_total = sum(held.values())
+    slice_steps = FIRST_SLICE_STEPS
+    while searches and not (failed and stop_at_first_failure):
+        for number, search in list(searches.items()):
+            result = search.advance(slice_steps, limits, held_total - held[number])
+            now_held = 0 if result is not None else search.memory_bytes()
+            held_total += now_held - held[number]
+            held[number] = now_held
+            if result is None:
+                continue
+            del searches[number]
+            decided[number] = result
+            if progress is not None:
+                progress(len(decided), len(parts))
+            if result.verdict is Verdict.NOT_LINEARIZABLE:
+                failed = True
+                if stop_at_first_failure:
+                    break
+            elif result.reason is not None and limits.out_of_time():
+                # The clock is shared: every search still running is out of time too.
+                for rest, other in searches.items():
+                    decided[rest] = other.give_up(result.reason)
+                searches.clear()
                 break
-        elif result.verdict is Verdict.UNKNOWN and verdict is Verdict.LINEARIZABLE:
-            verdict = Verdict.UNKNOWN
-    return CheckResult(verdict, model.name, tuple(results))
+        slice_steps *= 2
+    results = tuple(decided[number] for number in sorted(decided))
+    verdict = Verdict.LINEARIZABLE
+    if failed:
+        verdict = Verdict.NOT_LINEARIZABLE
+    elif any(r.verdict is Verdict.UNKNOWN for r in results):
+        verdict = Verdict.UNKNOWN
+    return CheckResult(verdict, model.name, results)
 
 
 def check_partition(
@@ -135,33 +228,76 @@ def check_partition(
     *,
     clock: Clock | None = None,
     deadline: float | None = None,
+    memory_mb: float | None = DEFAULT_MEMORY_MB,
+    explain: bool = True,
 ) -> PartitionResult:
     """Check one independent sub-history (all of one key) with the WGL search."""
-    ops = tuple(op for op in operations if op.known or model.has_effect(op))
+    ready = _prepare(model, key, operations, explain)
+    if isinstance(ready, PartitionResult):
+        return ready
+    timeout_s = None if deadline is None or clock is None else deadline - clock()
+    limits = _Limits(clock, deadline, timeout_s, memory_mb)
+    while True:
+        result = ready.advance(1 << 62, limits, 0)
+        if result is not None:
+            return result
+
+
+def _limits(
+    clock: Clock | None,
+    timeout_s: float | None,
+    memory_mb: float | None,
+    steps_max: int | None = None,
+) -> _Limits:
+    if timeout_s is not None and timeout_s <= 0:
+        raise UsageError(f"timeout_s must be positive, not {timeout_s}")
+    if memory_mb is not None and memory_mb <= 0:
+        raise UsageError(f"memory_mb must be positive, not {memory_mb}")
+    deadline = None
+    if timeout_s is not None and clock is not None:
+        deadline = clock() + timeout_s
+    if steps_max is not None and steps_max < 1:
+        raise UsageError(f"steps_max must be positive, not {steps_max}")
+    return _Limits(clock, deadline, timeout_s, memory_mb, steps_max)
+
+
+def _prepare(
+    model: Model, key: Hashable, operations: Sequence[Operation], explain: bool
+) -> PartitionResult | _Search:
+    ops = _stale_reads_relaxed(tuple(op for op in operations if op.known or model.has_effect(op)))
     rejected = model.impossible(ops)
     if rejected is not None:
         op, why = rejected
-        return PartitionResult(key, Verdict.NOT_LINEARIZABLE, tuple(ops), blocked=op, reason=why)
-    return _Search(model, ops, clock, deadline).run(key)
+        return PartitionResult(key, Verdict.NOT_LINEARIZABLE, ops, blocked=op, reason=why)
+    return _Search(model, key, ops, explain)
+
+
+def _stale_reads_relaxed(ops: tuple[Operation, ...]) -> tuple[Operation, ...]:
+    """A stale read may return any value the key held at some instant no later than its
+    completion: it is searched as if it had been invoked when the key's history began."""
+    if not any(op.f == STALE_READ for op in ops):
+        return ops
+    start = min(op.call for op in ops)
+    return tuple(replace(op, call=start) if op.f == STALE_READ else op for op in ops)
 
 
 class _Search:
-    """One WGL search over a partition; entries are ints in parallel lists (fast in Python)."""
+    """One resumable WGL search over a partition; entries are ints in parallel lists, model
+    states ints indexing ``states``, configurations ints in ``cache`` (fast in Python)."""
 
     def __init__(
-        self, model: Model, ops: tuple[Operation, ...], clock: Clock | None, deadline: float | None
+        self, model: Model, key: Hashable, ops: tuple[Operation, ...], explain: bool
     ) -> None:
         self.model = model
+        self.key = key
         self.ops = ops
-        self.clock = clock
-        self.deadline = deadline
-        n = len(ops)
+        self.explain = explain
+        n = self.n = len(ops)
         # Entries 1..2n sorted by time, calls before returns at equal times (touching
         # operations count as concurrent). 0 is the head, 2n+1 the tail.
-        infinity = float("inf")
         timeline = sorted(
             [(op.call, 0, i) for i, op in enumerate(ops)]
-            + [(infinity if op.ret is None else op.ret, 1, i) for i, op in enumerate(ops)]
+            + [(_return_time(op), 1, i) for i, op in enumerate(ops)]
         )
         self.tail = 2 * n + 1
         self.op_of = [-1] * (2 * n + 2)
@@ -177,50 +313,145 @@ class _Search:
                 self.match[call_entry[i]] = entry
         self.nxt = [*range(1, 2 * n + 2), 0]
         self.prv = [0, *range(0, 2 * n + 1)]
-        self.cache: set[tuple[int, Hashable]] = set()
+        self.bits = [1 << i for i in range(n)]
+        self.inputs = [Input(op.f, op.value) for op in ops]
+        self.outputs = [op.output for op in ops]
+        # Reads: operations that never change the state, whatever it is (a write of the
+        # value already there keeps the state too, but only in that state).
+        self.reads = [not model.has_effect(op) for op in ops]
+        # A second list, of the read calls and all the returns, for the scan for a read
+        # that fits: it stops at the first return without walking past pending writes
+        # (unknown outcomes stay pending to the end).
+        side = [0] + [
+            e for e in range(1, 2 * n + 1) if not self.is_call[e] or self.reads[self.op_of[e]]
+        ]
+        self.side_nxt = [self.tail] * (2 * n + 2)
+        self.side_prv = [0] * (2 * n + 2)
+        for before, after in zip(side, [*side[1:], self.tail], strict=True):
+            self.side_nxt[before] = after
+            self.side_prv[after] = before
+        initial = model.init()
+        self.states: list[Hashable] = [initial]
+        self.state_ids: dict[Hashable, int] = {initial: 0}
+        self.state_bytes = _state_bytes(initial)
+        # Per-operation memo of state id -> next state id (or _ILLEGAL): each model step
+        # runs once.
+        self.transitions: list[dict[int, int]] = [{} for _ in ops]
+        self.transition_count = 0
+        # A configuration is linearized | state_id << n.
+        self.cache: set[int] = set()
+        self.config_bytes = _SET_SLOT_BYTES + sys.getsizeof(1 << (n + 20))
+        self.stack: list[tuple[int, int, int]] = []
+        self.best: list[tuple[int, int, int]] = []
+        self.best_depth = 0
+        self.state = 0
+        self.linearized = 0
+        self.entry = self.side_nxt[0]
+        self.scanning = True
+        self.steps = 0
 
-    def run(self, key: Hashable) -> PartitionResult:
-        model, ops = self.model, self.ops
+    def memory_bytes(self) -> int:
+        """An estimate of what the search holds beyond the history itself."""
+        return (
+            len(self.cache) * self.config_bytes
+            + self.transition_count * _MEMO_ENTRY_BYTES
+            + self.state_bytes
+            + len(self.best) * 80
+        )
+
+    def give_up(self, reason: str) -> PartitionResult:
+        return PartitionResult(
+            self.key,
+            Verdict.UNKNOWN,
+            self.ops,
+            steps=self.steps,
+            reason=reason,
+            configurations=len(self.cache),
+        )
+
+    def advance(self, max_steps: int, limits: _Limits, others_bytes: int) -> PartitionResult | None:
+        """Search on for up to ``max_steps`` steps: the verdict, or None when not done yet."""
+        ops, n = self.ops, self.n
         op_of, is_call, match, nxt, prv = self.op_of, self.is_call, self.match, self.nxt, self.prv
+        side_nxt, side_prv = self.side_nxt, self.side_prv
         tail = self.tail
-        bits = [1 << i for i in range(len(ops))]
-        inputs = [Input(op.f, op.value) for op in ops]
-        outputs = [op.output for op in ops]
-        # Per-operation memo of state -> next state (or _ILLEGAL): model steps run once.
-        transitions: list[dict[Hashable, Any]] = [{} for _ in ops]
-        step = model.step
+        bits, inputs, outputs, reads = self.bits, self.inputs, self.outputs, self.reads
+        transitions = self.transitions
+        states, state_ids = self.states, self.state_ids
+        step = self.model.step
         cache = self.cache
         cache_add = cache.add
-        illegal = _ILLEGAL
-        clock, deadline = self.clock, self.deadline
-        stack: list[tuple[int, Hashable, int]] = []
+        stack = self.stack
         push, pop = stack.append, stack.pop
-        best: list[tuple[int, Hashable, int]] = []
-        best_depth = 0
-        state = model.init()
-        linearized = 0
-        entry = nxt[0]
-        steps = 0
+        best_depth, best_pending = self.best_depth, False
+        state, linearized, entry, steps = self.state, self.linearized, self.entry, self.steps
+        stop_at = steps + max_steps
+        clock_mask = CLOCK_EVERY_STEPS - 1  # a power of two
+        memory_cap = None
+        if limits.memory_mb is not None:
+            memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
+        # Partial-order reduction: a candidate read that fits the current state can go
+        # first in every linearization that places it later, so after each move the
+        # candidates are first scanned for such a read, and when one fits it is the only
+        # move tried from there (its stack frame is marked forced, by a negative entry).
+        # Porcupine tries every candidate.
+        scanning = self.scanning
         while nxt[0] != tail:
             steps += 1
-            if deadline is not None and steps % CLOCK_EVERY_STEPS == 0:
-                assert clock is not None
-                if clock() > deadline:
-                    return PartitionResult(key, Verdict.UNKNOWN, ops, steps=steps)
+            if not steps & clock_mask:
+                self.steps = steps
+                if limits.out_of_time():
+                    return self.give_up(
+                        f"ran out of time: the {limits.timeout_s:g} s limit passed after {steps} "
+                        f"steps ({len(cache)} configurations explored)"
+                    )
+                if limits.steps_max is not None and steps > limits.steps_max:
+                    return self.give_up(
+                        f"gave up: the {limits.steps_max}-step limit passed "
+                        f"({len(cache)} configurations explored)"
+                    )
+                if memory_cap is not None and self.memory_bytes() > memory_cap:
+                    return self.give_up(
+                        f"ran out of memory: the search passed the {limits.memory_mb:g} MB limit "
+                        f"after {steps} steps ({len(cache)} configurations explored)"
+                    )
+                if steps >= stop_at:
+                    self.state, self.linearized, self.entry = state, linearized, entry
+                    self.scanning = scanning
+                    if best_pending:
+                        self.best = [*stack, (0, state, 0)]
+                    self.best_depth = best_depth
+                    return None
             if is_call[entry]:
                 i = op_of[entry]
+                if reads[i] is not scanning:
+                    # The scan looks at reads only; the walk after it knows none fits.
+                    entry = nxt[entry]
+                    continue
                 memo = transitions[i]
-                new_state = memo.get(state, memo)
-                if new_state is memo:
-                    legal, after = step(state, inputs[i], outputs[i])
-                    new_state = after if legal else illegal
+                new_state = memo.get(state, _UNSEEN)
+                if new_state == _UNSEEN:
+                    legal, after = step(states[state], inputs[i], outputs[i])
+                    new_state = _ILLEGAL
+                    if legal:
+                        new_state = state_ids.get(after, _UNSEEN)
+                        if new_state == _UNSEEN:
+                            new_state = len(states)
+                            states.append(after)
+                            state_ids[after] = new_state
+                            self.state_bytes += _state_bytes(after)
                     memo[state] = new_state
-                if new_state is not illegal:
+                    self.transition_count += 1
+                if scanning and new_state != state:
+                    entry = side_nxt[entry]  # a read that does not fit
+                    continue
+                if new_state != _ILLEGAL:
                     new_linearized = linearized | bits[i]
-                    config = (new_linearized, new_state)
+                    config = new_linearized | new_state << n
                     if config not in cache:
                         cache_add(config)
-                        push((entry, state, linearized))
+                        # A read (a step that keeps the state) is pushed as forced: see above.
+                        push((-entry if scanning else entry, state, linearized))
                         state, linearized = new_state, new_linearized
                         # lift the call and its return out of the list
                         before, after_ = prv[entry], nxt[entry]
@@ -230,65 +461,111 @@ class _Search:
                         before, after_ = prv[ret], nxt[ret]
                         nxt[before] = after_
                         prv[after_] = before
+                        if scanning:  # a read: its call is in the side list too
+                            before, after_ = side_prv[entry], side_nxt[entry]
+                            side_nxt[before] = after_
+                            side_prv[after_] = before
+                        before, after_ = side_prv[ret], side_nxt[ret]
+                        side_nxt[before] = after_
+                        side_prv[after_] = before
                         if len(stack) > best_depth:
+                            # The deepest prefix so far; copied when the search backs up
+                            # from it (copying at every push would be quadratic).
                             best_depth = len(stack)
-                            best = stack.copy()
-                            best.append((0, state, 0))
-                        entry = nxt[0]
+                            best_pending = True
+                        entry = side_nxt[0]
+                        scanning = True
+                        continue
+                    if scanning:
+                        # This configuration goes where a read already led nowhere.
+                        entry = tail
+                        scanning = False
                         continue
                 entry = nxt[entry]
+            elif scanning:
+                # No read can go next: try every candidate, from the first.
+                scanning = False
+                entry = nxt[0]
             else:
+                if best_pending:
+                    self.best = [*stack, (0, state, 0)]
+                    best_pending = False
                 if not stack:
-                    return self._failure(key, best, op_of, steps)
+                    self.steps = steps
+                    return self._failure()
                 entry, state, linearized = pop()
-                # unlift: the return goes back first, then the call
+                forced = entry < 0
+                if forced:
+                    entry = -entry
+                # unlift: the return goes back first, then the call; side list first
                 ret = match[entry]
+                side_nxt[side_prv[ret]] = ret
+                side_prv[side_nxt[ret]] = ret
+                if forced:
+                    side_nxt[side_prv[entry]] = entry
+                    side_prv[side_nxt[entry]] = entry
                 nxt[prv[ret]] = ret
                 prv[nxt[ret]] = ret
                 nxt[prv[entry]] = entry
                 prv[nxt[entry]] = entry
-                entry = nxt[entry]
-        return PartitionResult(key, Verdict.LINEARIZABLE, ops, steps=steps)
+                # After a forced read nothing else needs trying here: back up further.
+                entry = tail if forced else nxt[entry]
+        self.steps = steps
+        return PartitionResult(
+            self.key,
+            Verdict.LINEARIZABLE,
+            ops,
+            steps=steps,
+            configurations=len(cache),
+        )
 
-    def _failure(
-        self, key: Hashable, best: list[tuple[int, Hashable, int]], op_of: list[int], steps: int
-    ) -> PartitionResult:
-        ops = self.ops
-        prefix = tuple(ops[op_of[entry]] for entry, _, _ in best[:-1])
-        state = best[-1][1] if best else self.model.init()
+    def _failure(self) -> PartitionResult:
+        ops, best = self.ops, self.best
+        prefix = tuple(ops[self.op_of[abs(entry)]] for entry, _, _ in best[:-1])
+        state = self.states[best[-1][1]] if best else self.model.init()
         in_prefix = {op.index for op in prefix}
         pending = [op for op in ops if op.index not in in_prefix]
         blocked = min(pending, key=_return_time) if pending else None
         states: frozenset[Hashable] = frozenset()
-        if blocked is not None:
+        if blocked is not None and self.explain:
             states = self._states_trying(ops.index(blocked))
         return PartitionResult(
-            key,
+            self.key,
             Verdict.NOT_LINEARIZABLE,
             ops,
-            steps=steps,
+            steps=self.steps,
             prefix=prefix,
             state=state,
             blocked=blocked,
             blocked_states=states,
+            configurations=len(self.cache),
+            explained=self.explain,
         )
 
     def _states_trying(self, target: int) -> frozenset[Hashable]:
-        """States of every explored configuration in which ``target`` was a candidate."""
-        ops = self.ops
-        by_return = sorted(range(len(ops)), key=lambda i: _return_time(ops[i]))
+        """States of explored configurations in which ``target`` was a candidate (of the
+        first :data:`EXPLAIN_CONFIGS_MAX` of them)."""
+        ops, n = self.ops, self.n
+        by_return = sorted(range(n), key=lambda i: _return_time(ops[i]))
         target_bit = 1 << target
+        mask = (1 << n) - 1
         call = ops[target].call
-        states: set[Hashable] = set()
-        configs = [(0, self.model.init()), *self.cache]
-        for linearized, state in configs:
-            if linearized & target_bit or state in states:
+        found: set[int] = set()
+        for scanned, config in enumerate(itertools.chain((0,), self.cache)):
+            if scanned >= EXPLAIN_CONFIGS_MAX:
+                break
+            linearized, state = config & mask, config >> n
+            if linearized & target_bit or state in found:
                 continue
             # a candidate: called before the earliest return among the unlinearized ops
             first = next(i for i in by_return if not linearized >> i & 1)
             if call <= _return_time(ops[first]):
-                states.add(state)
-        return frozenset(states)
+                found.add(state)
+        return frozenset(self.states[state] for state in found)
+
+
+def _state_bytes(state: Hashable) -> int:
+    return max(sys.getsizeof(state), _STATE_BYTES_MIN)
 
 
 def _return_time(op: Operation) -> float:

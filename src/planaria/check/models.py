@@ -20,12 +20,19 @@ from planaria.errors import HistoryError
 
 __all__ = [
     "MODELS",
+    "STALE_READ",
     "CasRegister",
     "Input",
     "KvModel",
     "Model",
     "model_named",
 ]
+
+
+# A read that may return any value the key held at some instant no later than its completion
+# (a backup's stale read): the search may place it anywhere before it returned, even before
+# it was invoked. Only the kv model has it.
+STALE_READ: Final = "stale-read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,7 @@ class CasRegister:
     """
 
     name: str = "cas-register"
-    _reads: Final = frozenset({"read", "get"})
+    _reads: frozenset[str] = frozenset({"read", "get"})
     _writes: Final = frozenset({"write", "put"})
 
     def __init__(self, initial: Hashable = None) -> None:
@@ -134,7 +141,8 @@ class CasRegister:
 
 
 class KvModel(CasRegister):
-    """A map of independent keys: ``get``, ``put``, ``append``, ``delete``, ``cas [old new]``.
+    """A map of independent keys: ``get``, ``put``, ``append``, ``delete``, ``cas [old new]``,
+    and ``stale-read`` (:data:`STALE_READ`: a get that may return an older value).
 
     ``missing`` is the value a get of a missing key returns and what delete leaves (nil by
     default; Porcupine's and Jepsen's kv histories use the empty string). ``append`` of a
@@ -142,12 +150,15 @@ class KvModel(CasRegister):
     """
 
     name: str = "kv"
+    _reads: frozenset[str] = frozenset({"read", "get", STALE_READ})
 
     def __init__(self, missing: Hashable = None) -> None:
         super().__init__(missing)
 
     def step(self, state: Hashable, input: Input, output: Hashable) -> tuple[bool, Hashable]:
         f = input.f
+        if f in self._reads:  # the common case first, without the call to super()
+            return (output is UNKNOWN or output == state), state
         if f == "append":
             return True, _append(state, input.value, self._initial)
         if f == "delete":
@@ -160,7 +171,7 @@ class KvModel(CasRegister):
         problem = super().validate(op)
         if problem is None:
             return None
-        return f"kv has no operation {op.f!r} (get, put, append, delete, cas)"
+        return f"kv has no operation {op.f!r} (get, {STALE_READ}, put, append, delete, cas)"
 
     def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
         if any(op.f == "append" for op in ops):

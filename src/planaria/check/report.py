@@ -13,6 +13,7 @@ from planaria.check.models import Model
 __all__ = ["explain", "explain_partition", "render_html", "result_to_json"]
 
 _STATES_SHOWN_MAX: Final = 8
+_TIMELINE_OPS_MAX: Final = 400
 
 
 def _op_line(model: Model, op: Operation) -> str:
@@ -33,7 +34,8 @@ def explain_partition(model: Model, part: PartitionResult) -> str:
     if part.verdict is Verdict.LINEARIZABLE:
         return f"{key}linearizable ({len(part.operations)} operations)"
     if part.verdict is Verdict.UNKNOWN:
-        return f"{key}unknown: the search ran out of time after {part.steps} steps"
+        why = part.reason or f"the search ran out of time after {part.steps} steps"
+        return f"{key}unknown ({len(part.operations)} operations): {why}"
     lines = [f"{key}not linearizable"]
     if part.reason is not None and part.blocked is not None:
         lines.append(f"  impossible operation: {_op_line(model, part.blocked)}")
@@ -45,6 +47,7 @@ def explain_partition(model: Model, part: PartitionResult) -> str:
     )
     if part.blocked is not None:
         lines.append(f"  could not place next: {_op_line(model, part.blocked)}")
+    if part.blocked is not None and part.explained:
         lines.append(
             f"  values possible while it was pending: {_states(model, part.blocked_states)}; "
             "in none of them does it both fit and let the rest of the history fit after it"
@@ -57,9 +60,9 @@ def explain(model: Model, result: CheckResult) -> str:
     failing = result.failing
     if failing is not None:
         return explain_partition(model, failing)
-    if result.verdict is Verdict.UNKNOWN:
-        slow = next(p for p in result.partitions if p.verdict is Verdict.UNKNOWN)
-        return explain_partition(model, slow)
+    undecided = result.undecided
+    if undecided is not None:
+        return explain_partition(model, undecided)
     count = sum(len(p.operations) for p in result.partitions)
     parts = len(result.partitions)
     return f"linearizable ({count} operations in {parts} partition{'s' if parts != 1 else ''})"
@@ -129,6 +132,16 @@ def _timeline_svg(model: Model, part: PartitionResult) -> str:
     ops = part.operations
     if not ops:
         return "<p>(no operations)</p>"
+    note = ""
+    if len(ops) > _TIMELINE_OPS_MAX:
+        # The page stays small: the operations around the one that could not be placed.
+        centre = part.blocked.call if part.blocked is not None else ops[-1].call
+        nearest = sorted(ops, key=lambda op: abs(op.call - centre))[:_TIMELINE_OPS_MAX]
+        ops = tuple(sorted(nearest, key=lambda op: op.index))
+        note = (
+            f"<p>The {len(ops)} operations called nearest the one that could not be placed, "
+            f"of {len(part.operations)}.</p>\n"
+        )
     order = {op.index: n for n, op in enumerate(part.prefix, start=1)}
     start = min(op.call for op in ops)
     known_ends = [op.ret for op in ops if op.ret is not None]
@@ -164,7 +177,7 @@ def _timeline_svg(model: Model, part: PartitionResult) -> str:
             parts.append(f'<text class="label" x="{x + 3:.1f}" y="{y + 13}">{label}</text>')
         parts.append("</g>")
     parts.append("</svg>")
-    return "\n".join(parts)
+    return note + "\n".join(parts)
 
 
 def render_html(title: str, sections: Sequence[tuple[str, Model, CheckResult]]) -> str:

@@ -14,9 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from planaria.errors import UsageError
+from planaria.sim.checks import CHECK_MODES
+from planaria.sim.client import ClientSettings
 from planaria.sim.nemesis import FAULT_KINDS, MEMBERSHIP, parse_faults
 from planaria.sim.run import SimConfig, SimResult, run_seed
 
@@ -26,6 +29,7 @@ EXIT_OK = 0
 EXIT_VIOLATION = 1
 BUG_NAMES = (
     "ack-before-replicate",
+    "dedup-last-only",
     "no-epoch-fence",
     "promote-out-of-sync",
     "no-lease-wait",
@@ -52,6 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, default=3, help="replicas each (default 3)")
     parser.add_argument("--ops", type=int, default=300, help="operations per seed (default 300)")
     parser.add_argument("--clients", type=int, default=5, help="clients (default 5)")
+    parser.add_argument(
+        "--keys", type=int, default=SimConfig.keys, help=f"shared keys (default {SimConfig.keys})"
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=ClientSettings.lanes,
+        metavar="N",
+        help=f"operations in flight per client (default {ClientSettings.lanes})",
+    )
+    parser.add_argument(
+        "--checks",
+        choices=CHECK_MODES,
+        default="all",
+        help="all: every check (default); history: only what a client sees (its history, "
+        "final reads, unanswered retries, no primary) and convergence at the end",
+    )
     parser.add_argument(
         "--bug",
         action="append",
@@ -88,6 +109,9 @@ def _configs(args: argparse.Namespace) -> list[SimConfig]:
             replicas=args.replicas,
             ops=args.ops,
             clients=args.clients,
+            keys=args.keys,
+            checks=args.checks,
+            client=replace(ClientSettings(), lanes=args.lanes),
             faults=faults,
             bugs=frozenset(args.bug),
         )

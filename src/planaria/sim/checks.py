@@ -20,11 +20,16 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
 - ``truncated-committed``: a replica never truncates entries it persisted as committed;
 - ``persist-order``: Persists append right after the log's end.
 
+With ``enforce=False`` (``planaria sim --checks history``) none of these raises: the monitor
+only traces, and a refused persist makes the node rebuild the replica from its disk, as the
+real node does, so only what a client sees can fail the run.
+
 At the end: linearizability of the history (``planaria.check``, kv model, per key),
 ``lost-write`` (final reads after healing against every acknowledged write), and liveness:
 ``no-primary`` (every partition gets a serving primary within a bound after healing),
-``final-read`` (every final read succeeds) and ``diverged`` (every replica of a partition
-reaches the same applied state).
+``final-read`` (every final read succeeds), ``unresolved`` (every write retried after
+healing is answered) and ``diverged`` (every replica of a partition reaches the same applied
+state); ``history-unknown`` when the linearizability search gives up (not a pass).
 """
 
 from __future__ import annotations
@@ -32,14 +37,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from planaria.core.messages import PartitionConfig, RequestId, Version
+from planaria.core.messages import ClientReply, PartitionConfig, RequestId, Version
 from planaria.core.replica import Role
 from planaria.errors import InternalError
 
 if TYPE_CHECKING:
     from planaria.sim.node import SimNode
 
-__all__ = ["CHECKS", "Monitor", "Violation"]
+__all__ = ["CHECKS", "CHECK_MODES", "HISTORY_CHECKS", "Monitor", "Violation"]
 
 CHECKS = (
     "two-serving",
@@ -52,12 +57,29 @@ CHECKS = (
     "persist-order",
     "not-linearizable",
     "lost-write",
+    "history-unknown",
     "no-primary",
     "final-read",
     "diverged",
     "moves-stuck",
+    "unresolved",
     "crashed",
 )
+# What ``--checks history`` keeps: what a client sees (its history, the final reads, writes
+# retried after healing that get no answer, partitions left without a primary) and the
+# replicas' convergence at the end; and ``crashed`` (the code under test raised).
+HISTORY_CHECKS = (
+    "not-linearizable",
+    "lost-write",
+    "history-unknown",
+    "no-primary",
+    "final-read",
+    "diverged",
+    "moves-stuck",
+    "unresolved",
+    "crashed",
+)
+CHECK_MODES = ("all", "history")
 
 
 class Violation(InternalError):
@@ -77,9 +99,13 @@ class Monitor:
         self,
         nodes: Mapping[str, SimNode],
         config_of: Callable[[int], PartitionConfig],
+        *,
+        enforce: bool = True,
     ) -> None:
         self.nodes = nodes
         self.config_of = config_of
+        # False (``--checks history``): watch and trace only; no in-run check raises.
+        self.enforce = enforce
         self.acks_checked = 0
         # (node, partition) -> (epoch, serving) last seen: changes go to the trace, and the
         # epoch must never go down, not even across a restart (it is persisted first).
@@ -87,12 +113,18 @@ class Monitor:
         self.serving_leases: dict[tuple[str, int], float] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
+        # Linearizable reads answered by a replica the coordinator no longer names primary
+        # of that epoch: what no-lease-wait does, and what a client's history must show.
+        self.deposed_reads = 0
+        self.deposed_reads_stale = 0  # of which the new primary had applied another value
 
     # ------------------------------------------------------------------ node hooks
 
     def on_ack(
         self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
     ) -> None:
+        if not self.enforce:
+            return
         if version is None:
             self.acks_unchecked += 1  # no version and not persisted by this incarnation
             return
@@ -107,6 +139,19 @@ class Monitor:
                     f"{config.version}, isr {sorted(config.isr)}) has not durably logged it",
                 )
 
+    def on_read(self, node: SimNode, key: bytes, reply: ClientReply) -> None:
+        config = self.config_of(reply.partition)
+        if config.primary == node.pid and config.epoch == reply.epoch:
+            return
+        self.deposed_reads += 1
+        # Stale in fact: the config's primary has applied (committed) another value.
+        primary = self.nodes.get(config.primary or "")
+        replica = primary.replicas.get(reply.partition) if primary is not None else None
+        if replica is not None and replica.epoch == config.epoch:
+            found = replica.applied.get(key)
+            if (found[0] if found is not None else None) != reply.value:
+                self.deposed_reads_stale += 1
+
     @staticmethod
     def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:
         log = node.logs.get(partition) or node.last_logs.get(partition)
@@ -115,6 +160,8 @@ class Monitor:
         return log.epoch_at(index) == epoch
 
     def on_config_change(self, old: PartitionConfig, new: PartitionConfig) -> None:
+        if not self.enforce:
+            return
         p = new.partition
         if new.epoch < old.epoch:
             raise Violation("epoch-decreased", f"p{p} config epoch {old.epoch} -> {new.epoch}")
@@ -168,7 +215,7 @@ class Monitor:
         replica = node.replicas[partition]
         what = "serving" if serving else replica.role.value
         node.world.trace.add(node.world.now_ms, node.pid, f"p{partition} {what} e{epoch}")
-        if seen is not None and epoch < seen[0]:
+        if self.enforce and seen is not None and epoch < seen[0]:
             raise Violation(
                 "epoch-decreased",
                 f"{node.pid} p{partition}: replica epoch {seen[0]} -> {epoch}",
@@ -188,7 +235,7 @@ class Monitor:
             seen = states.get(key)
             if seen != state:
                 self._state_changed(node, partition, seen, state)
-            if not serving:
+            if not serving or not self.enforce:
                 continue
             # Serving can only *begin* at an event of its own node, and two serving intervals
             # overlap only if one begins inside the other: so check the peers whenever this

@@ -8,7 +8,8 @@ before the quiet period. Fault kinds (``--faults``):
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
-- ``partition``: random halves, one-way cuts, the primary of a partition isolated, a
+- ``partition``: random halves, one-way cuts, the primary of a partition isolated (from
+  every node, the coordinator and about half the clients), a
   primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
   rotating "swizzle" of cuts;
 - ``loss``: the network loses, duplicates and delays (reorders) messages for a while;
@@ -222,9 +223,14 @@ class Nemesis:
             if primary is None:
                 self._random_halves()
             else:
-                everyone = [pid for pid in self.world.processes if pid != primary]
-                self.network.split([primary], everyone)
-                self._note("partition isolate", primary)
+                # Cut from every node and the coordinator, and from about half the
+                # clients: the others still reach it, as clients on its side of a split do
+                # (what a deposed primary answers them is what their histories show).
+                clients = [p for p in self.world.processes if p not in self.hosts]
+                kept = sorted(p for p in clients if rng.random() < 0.5)
+                cut_from = [p for p in self.world.processes if p != primary and p not in kept]
+                self.network.split([primary], cut_from)
+                self._note("partition isolate", (primary, f"clients reaching it {kept}"))
         elif shape == "zombie-primary":
             # Cut a primary from the coordinator only: it keeps talking to its backups and
             # clients while the controller replaces it (epoch fencing must stop it).

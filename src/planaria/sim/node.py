@@ -26,6 +26,7 @@ from planaria.core.messages import (
     ConfigUpdate,
     Delete,
     ErrorCode,
+    Get,
     PartitionConfig,
     Ready,
     RequestId,
@@ -68,6 +69,8 @@ class Hooks(Protocol):
         self, node: SimNode, partition: int, request_id: RequestId, version: Version | None
     ) -> None: ...
 
+    def on_read(self, node: SimNode, key: bytes, reply: ClientReply) -> None: ...
+
 
 class SimNode(Process):
     def __init__(
@@ -80,6 +83,7 @@ class SimNode(Process):
         settings: NodeSettings,
         replica_settings: ReplicaSettings,
         hooks: Hooks,
+        rebuild_on_refusal: bool = False,
     ) -> None:
         super().__init__(world, pid)
         self.network = network
@@ -87,6 +91,10 @@ class SimNode(Process):
         self.settings = settings
         self.replica_settings = replica_settings
         self.hooks = hooks
+        # True (``--checks history``): a persist the storage rules refuse rebuilds the
+        # replica from disk, as the real node does, instead of failing the run.
+        self.rebuild_on_refusal = rebuild_on_refusal
+        self.persists_refused = 0
         self.fs = SimFS()
         self.logs: dict[int, PartitionLog] = {}
         self.journal: Journal | None = None
@@ -279,7 +287,12 @@ class SimNode(Process):
                 return
             if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
                 self.writes.add(message.request_id)
-            self._execute(message.partition, replica.on_message(message, now))
+            ready = replica.on_message(message, now)
+            if isinstance(message, ClientRequest) and isinstance(message.op, Get):
+                for answer in ready.replies:
+                    if answer.reply.error is None and not answer.reply.stale:
+                        self.hooks.on_read(self, message.op.key, answer.reply)
+            self._execute(message.partition, ready)
         elif isinstance(message, ConfigUpdate):
             self._on_config(message.config, now)
         elif isinstance(message, ConfigSnapshot):
@@ -333,7 +346,13 @@ class SimNode(Process):
         if not ready:
             return
         if ready.persist:
-            self._persist(ready)
+            try:
+                self._persist(ready)
+            except PersistRuleBroken as broken:
+                if not self.rebuild_on_refusal:
+                    raise Violation(broken.rule, f"{self.pid}: {broken}") from None
+                self._rebuild_refused(partition, broken)
+                return  # the node drops the Ready's effects, as _node/partition.py does
             if not self.up:
                 return  # crashed in the middle of the write: nothing else happens
         send = self.network.send
@@ -350,14 +369,21 @@ class SimNode(Process):
             self.world.trace.add(self.world.now_ms, pid, "propose isr", proposal)
             send(pid, COORDINATOR, IsrRequest(pid, proposal))
 
+    def _rebuild_refused(self, partition: int, broken: PersistRuleBroken) -> None:
+        """The storage refused a persist: rebuild the replica from what is on disk (it learns
+        its config again from the next push or poll), as the real node does."""
+        self.persists_refused += 1
+        self.world.trace.add(
+            self.world.now_ms, self.pid, f"p{partition} persist refused ({broken.rule})", broken
+        )
+        self.replicas[partition] = self._replica_from(partition, self.logs[partition])
+        self.network.send(self.pid, COORDINATOR, ConfigRead())
+
     def _persist(self, ready: Ready) -> None:
         touched: list[PartitionLog] = []
         for persist in ready.persist:
             log = self.logs[persist.partition]
-            try:
-                write_persists(log, [persist])
-            except PersistRuleBroken as broken:
-                raise Violation(broken.rule, f"{self.pid}: {broken}") from None
+            write_persists(log, [persist])
             for entry in persist.entries:
                 if entry.request_id is not None:
                     self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)

@@ -5,14 +5,21 @@ first violated check with the trace around it and the command that replays it. P
 
 1. *workload*: clients run ``ops`` operations while the nemesis injects faults;
 2. *heal*: every fault ends; within ``liveness_ms`` every partition must have a serving
-   primary (``no-primary``);
-3. *final reads*: every key ever written is read once more through the clients
+   primary (``no-primary``), and with membership changes reach its target placement
+   (``moves-stuck``);
+3. *resolution*: every write a client parked (no answer by its deadline) is retried with
+   its request id; one still unanswered after ``liveness_ms`` is ``unresolved``;
+4. *final reads*: every key ever written is read once more through the clients
    (``final-read`` if one cannot be read);
-4. *moves and convergence*: within ``liveness_ms`` every partition must reach its target
-   placement (``moves-stuck``, with membership changes) and every replica of a partition
-   the same applied state (``diverged``);
-5. the history must be linearizable (``not-linearizable``) and no acknowledged write may be
-   missing from the final reads (``lost-write``).
+5. *convergence*: within ``liveness_ms`` every replica of a partition reaches the same
+   applied state (``diverged``);
+6. the history must be linearizable (``not-linearizable``; ``history-unknown`` when the
+   search gives up) and no acknowledged write may be missing from the final reads
+   (``lost-write``). These are judged first: when a later phase failed, the history so far
+   is checked before that failure is reported.
+
+``checks="history"`` turns the in-run monitor off (``checks.Monitor``): only what a client
+sees, the end checks above, can fail the run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from planaria.check.history import operations_from_events
+from planaria.check.history import Operation, operations_from_events
 from planaria.check.linearizability import Verdict, check_operations
 from planaria.check.lostwrites import find_lost_writes
 from planaria.check.models import KvModel
@@ -32,7 +39,7 @@ from planaria.core.lease import session_ttl_min_ms
 from planaria.core.placement import place
 from planaria.core.replica import ReplicaSettings
 from planaria.errors import UsageError
-from planaria.sim.checks import Monitor, Violation
+from planaria.sim.checks import CHECK_MODES, Monitor, Violation
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
 from planaria.sim.nemesis import ALL_FAULT_KINDS, FAULT_KINDS, MEMBERSHIP, Nemesis, NemesisSettings
@@ -44,6 +51,7 @@ from planaria.sim.world import World
 __all__ = ["SimConfig", "SimResult", "replay_command", "run_seed"]
 
 TRACE_LINES = 60
+HISTORY_VERDICTS = ("not-linearizable", "lost-write", "history-unknown")
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,15 @@ class SimConfig:
     replicas: int = 3
     ops: int = 300
     clients: int = 5
-    keys: int = 4  # keys shared by every client (for linearizability)
+    keys: int = 8  # keys shared by every client (for linearizability)
+    # "all": every check; "history": only what a client sees (HISTORY_CHECKS).
+    checks: str = "all"
     faults: frozenset[str] = frozenset(FAULT_KINDS)
     bugs: frozenset[str] = frozenset()
     liveness_ms: float = 4000.0
+    # The linearizability search gives up on a key after this many steps (the verdict is
+    # then "history-unknown", a failure: the history was not judged).
+    search_steps_max: int = 2_000_000
     trace_keep: int | None = 3000
     node: NodeSettings = field(default_factory=NodeSettings)
     coordinator: CoordinatorSettings = field(default_factory=CoordinatorSettings)
@@ -75,6 +88,10 @@ class SimConfig:
             raise UsageError("replicas, partitions, clients and keys must be >= 1")
         if self.ops < 0:
             raise UsageError(f"ops must be >= 0, got {self.ops}")
+        if self.checks not in CHECK_MODES:
+            raise UsageError(f"checks must be one of {CHECK_MODES}, got {self.checks!r}")
+        if self.client.lanes < 1 or self.client.write_window < 1:
+            raise UsageError("client lanes and write_window must be >= 1")
         unknown = sorted(set(self.faults) - set(ALL_FAULT_KINDS))
         if unknown:
             raise UsageError(f"unknown fault kind(s) {unknown}")
@@ -138,6 +155,12 @@ def replay_command(config: SimConfig) -> str:
         f"--replicas {config.replicas}",
         f"--ops {config.ops}",
     ]
+    if config.keys != SimConfig.keys:
+        parts.append(f"--keys {config.keys}")
+    if config.client.lanes != ClientSettings.lanes:
+        parts.append(f"--lanes {config.client.lanes}")
+    if config.checks != SimConfig.checks:
+        parts.append(f"--checks {config.checks}")
     parts.extend(f"--bug {bug}" for bug in sorted(config.bugs))
     return " ".join(parts)
 
@@ -156,7 +179,8 @@ class _Run:
         )
         controller = Controller(ControllerSettings(bugs=config.bugs))
         self.nodes: dict[str, SimNode] = {}
-        self.monitor = Monitor(self.nodes, self._config_of)
+        self.history_only = config.checks == "history"
+        self.monitor = Monitor(self.nodes, self._config_of, enforce=not self.history_only)
         self.coordinator = SimCoordinator(
             world,
             network,
@@ -216,6 +240,7 @@ class _Run:
             settings=replace(config.node, preallocate_bytes=preallocate),
             replica_settings=self.replica_settings,
             hooks=self.monitor,
+            rebuild_on_refusal=self.history_only,
         )
         node.crash_requested = self._crash_now
         self.nodes[node_id] = node
@@ -333,10 +358,28 @@ class _Run:
         workload_end_ms = max(10_000.0, self.config.ops * 50.0)
         world.run_until(workload_end_ms, stop=self._workload_done)
         self.nemesis.heal_all()
+        try:
+            self._after_healing()
+        except Violation as violation:
+            if violation.check not in HISTORY_VERDICTS:
+                # A liveness check failed: what the clients saw so far may explain more.
+                self._check_linearizable()
+            raise
+
+    def _after_healing(self) -> None:
+        world = self.world
         healed_ms = world.now_ms
         self._wait_for("no-primary", self._every_partition_serving, healed_ms)
         if MEMBERSHIP in self.config.faults:
             self._wait_for("moves-stuck", self._moves_done, world.now_ms)
+        # Writes that ran out of time are retried with their request ids until answered.
+        for client in self.clients:
+            client.resolve()
+        resolve_deadline_ms = world.now_ms + self.config.liveness_ms
+        world.run_until(resolve_deadline_ms, stop=self._resolved)
+        unresolved = [p for c in self.clients for p in c.unresolved]
+        for client in self.clients:
+            client.stop_resolving()
         keys = sorted({str(event.key) for event in self.history.events})
         reader_count = len(self.clients)
         for i, client in enumerate(self.clients):
@@ -345,8 +388,29 @@ class _Run:
         unknown = sorted(k for c in self.clients for k in c.final_unknown)
         if unknown or not self._clients_idle():
             raise Violation("final-read", f"no answer after healing for key(s) {unknown[:5]}")
-        self._wait_for("diverged", self._converged, world.now_ms)
+        # What a client saw is judged first: a broken history explains more than the replicas
+        # that differ, or the write never answered, that it may come with.
+        diverged: Violation | None = None
+        try:
+            self._wait_for("diverged", self._converged, world.now_ms)
+        except Violation as violation:
+            diverged = violation
         self._check_history()
+        if unresolved:
+            shown = "; ".join(
+                f"{p.process} {p.f} {p.key} {p.value!r} request {p.request_id}"
+                for p in unresolved[:3]
+            )
+            raise Violation(
+                "unresolved",
+                f"{len(unresolved)} write(s) retried with their request ids for "
+                f"{self.config.liveness_ms:.0f} ms after the faults healed got no answer: {shown}",
+            )
+        if diverged is not None:
+            raise diverged
+
+    def _resolved(self) -> bool:
+        return all(not client.unresolved for client in self.clients)
 
     def _workload_done(self) -> bool:
         return self.workload.ops_left <= 0 and self._clients_idle()
@@ -419,12 +483,20 @@ class _Run:
                     return text, partition
         return None
 
-    def _check_history(self) -> None:
-        operations = operations_from_events(self.history.events)
+    def _check_linearizable(self) -> list[Operation]:
+        operations = list(operations_from_events(self.history.events))
         model = KvModel()
-        verdict = check_operations(model, operations)
+        verdict = check_operations(model, operations, steps_max=self.config.search_steps_max)
         if verdict.verdict is Verdict.NOT_LINEARIZABLE:
             raise Violation("not-linearizable", explain(model, verdict))
+        if verdict.verdict is Verdict.UNKNOWN:
+            # Not a pass: the history was not judged.
+            raise Violation("history-unknown", explain(model, verdict))
+        return operations
+
+    def _check_history(self) -> None:
+        operations = self._check_linearizable()
+        model = KvModel()
         final: dict[Hashable, Hashable] = {}
         for client in self.clients:
             final.update(client.final_values)
@@ -470,6 +542,10 @@ class _Run:
             "acks_checked": self.monitor.acks_checked,
             "acks_unchecked": self.monitor.acks_unchecked,
             "serving_checks": self.monitor.serving_checks,
+            "deposed_reads": self.monitor.deposed_reads,
+            "deposed_reads_stale": self.monitor.deposed_reads_stale,
+            "writes_parked": self.workload.parked,
+            "persists_refused": sum(node.persists_refused for node in nodes),
         }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
