@@ -7,8 +7,9 @@ file, so a new test in one of these places is marked without anyone remembering 
   and waits for it (bounded, with generous deadlines);
 - ``ensemble``: needs Debian packages (``make system-deps``): ZooKeeper or etcd ensembles,
   redis-cli or redis-benchmark, root for network namespaces;
-- ``sweep``: hundreds of simulator seeds or crash schedules; the fast tier runs the short
-  ones and leaves the sweeps to ``make test``.
+- ``sweep``: long runs of one property (hundreds of simulator seeds or crash schedules, an
+  allocation traced with tracemalloc); the fast tier runs the short ones and leaves the
+  sweeps to ``make test``.
 
 ``slow`` (real clusters of processes, long runs) is still set by hand where it was.
 
@@ -60,6 +61,7 @@ SWEEP = (
     "tests/sim/test_sim_bugs.py::test_a_bounded_sweep_catches_the_bug",
     "tests/storage/test_storage_journal.py::test_synced_records_survive_crashes",
     "tests/storage/test_storage_simcrash.py::test_synced_records_survive_crashes",
+    "tests/check/test_check_bounds.py::test_memory_limit_holds_for_the_real_allocation",
 )
 
 
