@@ -56,7 +56,6 @@ from planaria.core.messages import (
     Reply,
     Send,
 )
-from planaria.core.persist import write_persists
 from planaria.core.replica import Replica, ReplicaSettings, Role, merge_appends
 from planaria.storage import (
     FsyncPolicy,
@@ -66,6 +65,7 @@ from planaria.storage import (
     StorageDamaged,
     StorageError,
 )
+from planaria.storage.persist import write_persists
 
 __all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "open_partition_log"]
 

@@ -33,13 +33,13 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.core.persist import PersistRuleBroken, write_persists
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.sim.checks import Violation
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
 from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage.persist import PersistRuleBroken, write_persists
 
 __all__ = ["NodeSettings", "SimNode"]
 
