@@ -12,7 +12,8 @@ export PIP_CONSTRAINT := $(CURDIR)/$(LOCK)
 # Compiled code may inline what it imports: any source change recompiles (hatch_build.py).
 SOURCES := $(shell find src/planaria -name '*.py')
 
-.PHONY: install lock system-deps bench-deps demo test lint typecheck pytest bench clean
+.PHONY: install lock system-deps bench-deps demo test test-fast lint typecheck pytest pytest-pure \
+        stress bench clean
 
 # Debian packages the tests and benchmarks use: redis-cli, redis-benchmark and redis-server
 # prove that existing Redis clients work against planaria and anchor its numbers; ZooKeeper
@@ -72,10 +73,34 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(NATIVE) system-deps
-	$(BIN)/pytest
+# The full gate: lint, types, every test against the compiled build, then the core and
+# simulator tests against the pure-Python sources (the specification of the compiled
+# modules). Two workers: the process tests run one at a time on one of them, the CPU-bound
+# rest on both (tests/conftest.py); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
 
-test: lint typecheck pytest
+pytest: $(NATIVE) system-deps
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+pytest-pure: $(STAMP)
+	PLANARIA_PURE_PYTHON=1 $(BIN)/pytest $(PYTEST_PARALLEL) tests/core tests/sim
+
+test: lint typecheck pytest pytest-pure
+
+# The edit-test loop (CONTRIBUTING.md): pure Python, nothing compiled, no system packages,
+# under a minute. Leaves out what starts processes, needs Debian packages or sweeps seeds.
+FAST_MARKERS := not slow and not process and not ensemble and not sweep
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks hatch_build.py
+	PLANARIA_PURE_PYTHON=1 HYPOTHESIS_PROFILE=fast $(BIN)/pytest -p no:xdist -m "$(FAST_MARKERS)"
+
+# The whole suite RUNS times in a row beside two CPU burners, stopping at the first failure.
+RUNS ?= 5
+
+stress: $(NATIVE) system-deps
+	PYTEST=$(BIN)/pytest scripts/stress-test.sh -n $(RUNS)
 
 bench: $(NATIVE) bench-deps
 	$(BIN)/python benchmarks/run.py

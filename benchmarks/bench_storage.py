@@ -7,7 +7,7 @@ sqlite3 in WAL mode with ``synchronous=FULL``, one transaction per write. With W
 writers SQLite runs W threads, either each with its own connection (``timeout`` so writers
 queue on the WAL lock instead of failing) or sharing one connection behind a lock; the ratio
 is taken against the faster of the two. planaria runs the node's own persist path: W asyncio
-tasks each hand a ``Persist`` of one SET entry (``core.persist.write_persists``, the code a
+tasks each hand a ``Persist`` of one SET entry (``storage.persist.write_persists``, the code a
 node runs for every Ready) to the node's ``GroupCommitter`` with fsync policy ``always``.
 Both acknowledge a write only after fsync. Values are 100 bytes. Every case runs for a fixed
 time; planaria and SQLite alternate within each repeat; medians are reported. Also measured:
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from _common import write_results
 from planaria.core.messages import Entry, Persist, Set
-from planaria.core.persist import write_persists
 from planaria.storage import GroupCommitter, OsFS, PartitionLog
+from planaria.storage.persist import write_persists
 
 VALUE = b"v" * 100
 WRITER_COUNTS = (1, 16, 64)

@@ -70,7 +70,11 @@ def trip(breaker: CircuitBreaker) -> None:
 def test_a_new_breaker_is_closed_and_passes_results_through() -> None:
     breaker = make()
     assert breaker.state is CLOSED
-    assert breaker.call(lambda a, b=0: a + b, 2, b=3) == 5
+
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    assert breaker.call(add, 2, b=3) == 5
     stats = breaker.stats
     assert (stats.name, stats.state, stats.calls_total, stats.successes_total) == (
         "dep",
@@ -309,7 +313,7 @@ def test_an_excluded_exception_is_a_good_half_open_trial() -> None:
     trip(breaker)
     clock.advance(10.0)
     with pytest.raises(KeyError):
-        breaker.call({}.__getitem__, "k")
+        breaker.call(dict[str, int]().__getitem__, "k")
     assert breaker.state is CLOSED
 
 

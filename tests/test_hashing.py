@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 import pytest
-import uhashring
+import uhashring  # type: ignore[import-untyped]
 import xxhash
 
 from planaria.errors import UsageError
@@ -140,7 +140,8 @@ def test_membership_accessors() -> None:
     assert ring.zone("b") is None
     assert ring.vnodes == 16
     ring.add("c", 3, "z2")
-    assert ring.nodes == ("a", "b", "c")
+    nodes: tuple[str, ...] = ring.nodes  # not the 2-tuple asserted before the add
+    assert nodes == ("a", "b", "c")
     assert (ring.weight("c"), ring.zone("c")) == (3, "z2")
     ring.add("a", 2)  # re-adding sets weight and zone
     assert (ring.weight("a"), ring.zone("a")) == (2, None)
@@ -380,7 +381,7 @@ def test_bounded_bad_input() -> None:
     with pytest.raises(UsageError, match="twice"):
         assign_bounded([1, 2, 1], ring)
     with pytest.raises(UsageError, match="items must be"):
-        assign_bounded([1.5], ring)  # type: ignore[list-item]
+        assign_bounded([1.5], ring)  # type: ignore[type-var]
     with pytest.raises(UsageError, match="ring must be"):
         assign_bounded([1], {"a": 1})  # type: ignore[arg-type]
     with pytest.raises(UsageError):
@@ -389,7 +390,8 @@ def test_bounded_bad_input() -> None:
         bounded_caps(ring, -1)
     assert assign_bounded([], ring) == {}
     # 1 and "1" hash alike but are different items.
-    assert set(assign_bounded([1, "1", b"1"], ring)) == {1, "1", b"1"}
+    mixed: list[int | str | bytes] = [1, "1", b"1"]
+    assert set(assign_bounded(mixed, ring)) == {1, "1", b"1"}
 
 
 # ---- jump hash ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ PURE_MODULES = (
     "storage/fs.py",
     "storage/log.py",
     "storage/journal.py",
+    "storage/persist.py",
     # the coordination interface and the store the simulator's coordinator runs on
     "coord/errors.py",
     "coord/interface.py",

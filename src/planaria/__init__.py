@@ -1,12 +1,20 @@
-"""planaria: a self-healing, sharded, replicated key-value store, and its fault-recovery toolkit."""
+"""planaria: a self-healing, sharded, replicated key-value store, and its fault-recovery toolkit.
+
+The front is lazy: ``import planaria`` (which every ``import planaria.x`` runs first) loads
+only the errors, so the pure core, the toolkit and the simulator never pull in the client's
+asyncio, sockets and hiredis. ``planaria.Client`` imports the client on first use
+(docs/architecture.md; tests/test_layers.py checks it at run time).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from planaria import _native
 
 _native.install_guard()  # before any compiled module can be imported
 
-from planaria.client import AsyncClient, Client, ReadResult  # noqa: E402
 from planaria.errors import (  # noqa: E402
     CircuitOpenError,
     HistoryError,
@@ -21,7 +29,17 @@ from planaria.errors import (  # noqa: E402
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from planaria.client import AsyncClient, Client, ReadResult
+
 __version__ = "0.1.0"
+
+# name -> the module that defines it, imported on first access
+_LAZY = {
+    "AsyncClient": "planaria.client",
+    "Client": "planaria.client",
+    "ReadResult": "planaria.client",
+}
 
 __all__ = [
     "AsyncClient",
@@ -40,3 +58,16 @@ __all__ = [
     "UsageError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'planaria' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

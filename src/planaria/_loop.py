@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import uvloop
+from planaria.errors import MissingExtra
+
+try:
+    import uvloop
+except ImportError as exc:
+    raise MissingExtra("uvloop", "server") from exc
 
 __all__ = ["run"]
 

@@ -14,6 +14,8 @@ Every error says whose fault it is, because that decides what a caller may do ne
 - ``SequenceTooOld``: a write's request id fell below the server's dedup window for its
   client: not applied by this attempt; an earlier attempt may have been. Not worth retrying.
 - ``InternalError``: planaria's own fault: a broken invariant. Please report it.
+- ``MissingExtra``: an optional dependency is not installed; the message names the extra
+  (``pip install 'planaria[server]'``) that brings it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "CircuitOpenError",
     "HistoryError",
     "InternalError",
+    "MissingExtra",
     "Moved",
     "NotPrimary",
     "PeerError",
@@ -135,3 +138,15 @@ class CircuitOpenError(PlanariaError):
         super().__init__(f"circuit {name!r} is open; next trial in {remaining_s:.3f}s")
         self.name = name
         self.remaining_s = remaining_s
+
+
+class MissingExtra(PlanariaError, ImportError):
+    """A module of an optional dependency is not installed (pyproject.toml's extras)."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; it comes with: pip install 'planaria[{extra}]'",
+            name=module,
+        )
+        self.module = module
+        self.extra = extra

@@ -8,6 +8,7 @@ import json
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +34,7 @@ from planaria.errors import UsageError
 from ._bruteforce import brute_force_linearizable
 
 
-def _check(spec: HistorySpec, **limits: float) -> tuple[CheckResult, bool]:
+def _check(spec: HistorySpec, **limits: Any) -> tuple[CheckResult, bool]:
     history = generate(spec)
     model = default_model("jsonl", spec.model)
     return check_operations(model, operations_from_events(history.events), **limits), (
@@ -104,7 +105,7 @@ def test_arbitrary_histories_agree_with_brute_force(model_name: str, rows: list)
         if f in ("get", "read"):
             value, output = None, read if model_name == "cas-register" else _kv_read(read)
         timed.append((call, 1, Event(process, "invoke", f, key, _frozen(value))))
-        timed.append((call + length, 0, Event(process, status, f, key, _frozen(output))))  # type: ignore[arg-type]
+        timed.append((call + length, 0, Event(process, status, f, key, _frozen(output))))
     timed.sort(key=lambda item: (item[0], item[1]))
     events = [replace(e, time=float(t), line=n) for n, (t, _, e) in enumerate(timed, start=1)]
     model = default_model("jsonl", model_name)
@@ -278,6 +279,7 @@ def test_the_explanation_scans_a_bounded_number_of_configurations(
 ) -> None:
     # Three concurrent writes, then a read of a value written only later: the read was
     # tried in three states; scanning one configuration finds at most one.
+    rows: list[tuple[int, str, str, int | None, float]]
     rows = [(p, "invoke", "write", p + 1, 0.0) for p in range(3)]
     rows += [(p, "ok", "write", p + 1, 10.0) for p in range(3)]
     rows += [(3, "invoke", "read", None, 11.0), (3, "ok", "read", 5, 12.0)]

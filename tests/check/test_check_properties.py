@@ -29,7 +29,9 @@ op_specs = st.lists(
 
 def run_register(specs: list[OpSpec]) -> list[Event]:
     """Run the ops against a real register at a point inside each interval; record events."""
-    timed: list[tuple[float, int, int, str, Hashable]] = []  # (time, kind, process, type, value)
+    timed: list[
+        tuple[float, int, int, str, tuple[str, Hashable]]
+    ] = []  # (time, kind, process, type, value)
     ops = []
     for process, (f, argument, start, length, point, outcome) in enumerate(specs):
         at = start + length * point / 1000

@@ -523,7 +523,7 @@ def test_a_write_that_finds_the_window_full_until_its_deadline_is_not_sent() -> 
     with running(ScriptedCluster(1, script=script)) as cluster:
         cluster_ref.append(cluster)
 
-        async def main() -> list[object]:
+        async def main() -> tuple[bool | BaseException, bool | BaseException]:
             async with AsyncClient(
                 cluster.address("n0"), write_window=1, timeout_s=0.4, attempt_timeout_s=0.05
             ) as db:

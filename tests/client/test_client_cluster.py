@@ -31,7 +31,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 def test_hundreds_of_gathered_writes_of_one_client_all_succeed(cluster: LocalCluster) -> None:
     seeds = list(cluster.addresses.values())
 
-    async def main() -> tuple[list[object], list[object]]:
+    async def main() -> tuple[list[bool | BaseException], list[bytes | BaseException | None]]:
         async with AsyncClient(seeds, timeout_s=30.0) as db:
             writes = await asyncio.gather(
                 *(db.set(f"key:{i}", f"value:{i}") for i in range(WRITES)),

@@ -148,6 +148,7 @@ class Ensemble:
             return "Mode: leader" in four_letter(member.client_port, b"srvr")
         status = _etcd_post(member.client_port, "/v3/maintenance/status", {})
         header = status.get("header", {})
+        assert isinstance(header, dict), status
         return bool(status) and status.get("leader") == header.get("member_id")
 
     def wait_ready(self) -> None:

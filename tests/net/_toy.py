@@ -9,6 +9,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Op, Set
 from planaria.core.slots import SLOTS
@@ -136,7 +137,7 @@ class ToyCluster:
 
 
 @contextmanager
-def serving(cluster: ToyCluster, **server_options: int) -> Iterator[list[RespServer]]:
+def serving(cluster: ToyCluster, **server_options: Any) -> Iterator[list[RespServer]]:
     """Run one RespServer per toy node on 127.0.0.1 in a background event loop thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

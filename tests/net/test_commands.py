@@ -50,9 +50,9 @@ def test_data_commands() -> None:
     assert parse("SET", "k", "v", "nx", "get") == ClientOp(
         DataCommand.SET, (Set(b"k", b"v", nx=True),), keyslot(b"k"), return_old=True
     )
-    assert parse("set", "k", "v", "IFEQ", "old", "KEEPTTL").ops == (
-        Set(b"k", b"v", if_value=b"old"),
-    )
+    conditional = parse("set", "k", "v", "IFEQ", "old", "KEEPTTL")
+    assert isinstance(conditional, ClientOp)
+    assert conditional.ops == (Set(b"k", b"v", if_value=b"old"),)
     both = parse("del", "{u}a", "{u}b")
     assert isinstance(both, ClientOp)
     assert both.ops == (Delete(b"{u}a"), Delete(b"{u}b"))

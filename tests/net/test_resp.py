@@ -29,7 +29,14 @@ def test_encoders() -> None:
     assert resp.bulk(b"") == b"$0\r\n\r\n"
     assert resp.bulk(None) == b"$-1\r\n"
     assert resp.array(None) == b"*-1\r\n"
-    nested = [b"a", "b", 1, None, [2, resp.RespSimple("x")], resp.RespMap(["k", 1])]
+    nested: list[resp.RespValue] = [
+        b"a",
+        "b",
+        1,
+        None,
+        [2, resp.RespSimple("x")],
+        resp.RespMap(["k", 1]),
+    ]
     assert decode(resp.encode(nested)) == [b"a", b"b", 1, None, [2, b"x"], [b"k", 1]]
     assert decode(resp.encode(resp.RespMap(["k", 1]), 3)) == {b"k": 1}
     with pytest.raises(UsageError):

@@ -36,7 +36,7 @@ def connect(port: int) -> socket.socket:
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         chunk = sock.recv(65536)

@@ -174,7 +174,7 @@ def test_a_second_process_with_the_same_node_id_waits_for_the_old_session(
             while sampling:
                 for partition, names in servers().items():
                     if len(names) > 1:
-                        overlaps.append((partition, *names[:2]))
+                        overlaps.append((partition, names[0], names[1]))
                 await asyncio.sleep(0.002)
 
         new: Node | None = None

@@ -29,9 +29,9 @@ from planaria.core.messages import (
     Send,
     Set,
 )
-from planaria.core.persist import PersistRuleBroken, write_persists
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
+from planaria.storage.persist import PersistRuleBroken, write_persists
 
 CONFIG = PartitionConfig(0, 1, "n1", ("n1", "n2", "n3"), frozenset({"n1", "n2", "n3"}), 1)
 

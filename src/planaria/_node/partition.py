@@ -57,7 +57,6 @@ from planaria.core.messages import (
     Reply,
     Send,
 )
-from planaria.core.persist import write_persists
 from planaria.core.replica import Replica, ReplicaSettings, Role, merge_appends
 from planaria.storage import (
     FsyncPolicy,
@@ -68,6 +67,7 @@ from planaria.storage import (
     StorageError,
 )
 from planaria.storage.errors import storage_error_from_os
+from planaria.storage.persist import write_persists
 
 __all__ = [
     "LOST_ALL",

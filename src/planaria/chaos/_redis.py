@@ -22,14 +22,18 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-import redis
-import redis.exceptions
-from redis.sentinel import MasterNotFoundError, Sentinel
-
 from planaria.chaos._procs import free_ports, spawn, stop_process, wait_port
 from planaria.chaos.net import Net
 from planaria.chaos.targets import DETECT_MS, OP_TIMEOUT_S, Target, TargetError
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
+from planaria.errors import MissingExtra
+
+try:
+    import redis
+    import redis.exceptions
+    from redis.sentinel import MasterNotFoundError, Sentinel
+except ImportError as exc:
+    raise MissingExtra("redis", "chaos") from exc
 
 __all__ = ["RedisSentinelTarget"]
 

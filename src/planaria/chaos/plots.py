@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from planaria.chaos.results import CompletedOp, FaultRecord
+from planaria.errors import MissingExtra
 
 __all__ = ["OUTCOME_COLORS", "plot_run"]
 
@@ -35,7 +36,10 @@ def plot_run(
     ops: Sequence[CompletedOp], faults: Sequence[FaultRecord], out_dir: Path, title: str
 ) -> list[Path]:
     """Write ``latency.png`` and ``throughput.png`` into ``out_dir``; their paths."""
-    import matplotlib  # noqa: PLC0415 -- heavy; only when plotting
+    try:
+        import matplotlib  # noqa: PLC0415 -- heavy; only when plotting
+    except ImportError as exc:
+        raise MissingExtra("matplotlib", "chaos") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415

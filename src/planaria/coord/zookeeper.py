@@ -68,22 +68,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
-from kazoo.exceptions import (  # type: ignore[import-untyped]
-    BadVersionError,
-    ConnectionClosedError,
-    ConnectionLoss,
-    KazooException,
-    NodeExistsError,
-    NoNodeError,
-    OperationTimeoutError,
-    RolledBackError,
-    RuntimeInconsistency,
-    SessionExpiredError,
-    SessionMovedError,
-)
-from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-
 from planaria.coord._ensemble import CampaigningCoordinator, TtlNotGranted, applied_results
 from planaria.coord._watch import QueuedWatch
 from planaria.coord.errors import (
@@ -116,7 +100,26 @@ from planaria.coord.types import (
     validate_ttl_ms,
     validate_value,
 )
-from planaria.errors import UsageError
+from planaria.errors import MissingExtra, UsageError
+
+try:
+    from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
+    from kazoo.exceptions import (  # type: ignore[import-untyped]
+        BadVersionError,
+        ConnectionClosedError,
+        ConnectionLoss,
+        KazooException,
+        NodeExistsError,
+        NoNodeError,
+        OperationTimeoutError,
+        RolledBackError,
+        RuntimeInconsistency,
+        SessionExpiredError,
+        SessionMovedError,
+    )
+    from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
+except ImportError as exc:
+    raise MissingExtra("kazoo", "zookeeper") from exc
 
 __all__ = [
     "DEFAULT_CHROOT",

@@ -40,7 +40,6 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.core.persist import PersistRuleBroken, write_persists
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.sim.checks import Violation
 from planaria.sim.network import Network
@@ -49,6 +48,7 @@ from planaria.sim.world import Process, World
 from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
 from planaria.storage.format import SEGMENT_HEADER
 from planaria.storage.fs import join
+from planaria.storage.persist import PersistRuleBroken, write_persists
 
 __all__ = ["NodeSettings", "SimNode"]
 

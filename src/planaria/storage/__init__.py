@@ -1,24 +1,58 @@
 """Durable partition logs: segments with checksums, snapshots, recovery, group commit.
 
 ``PartitionLog`` and ``SimFS`` are pure (no os/time/threading/asyncio) so the simulator runs
-the same code; ``OsFS`` is the real disk and ``GroupCommitter`` the asyncio driver.
+the same code; ``OsFS`` is the real disk and ``GroupCommitter`` the asyncio driver. The
+names below load on first use, so ``from planaria.storage import PartitionLog`` in the
+simulator never loads the committer's threads or the real disk (docs/architecture.md).
 """
 
-from planaria.storage.committer import CommitStats, GroupCommitter
-from planaria.storage.errors import (
-    StorageDamaged,
-    StorageError,
-    StorageFailed,
-    StorageFull,
-    StorageLocked,
-    StorageMissing,
-    StorageReadOnly,
-)
-from planaria.storage.format import Entry, Snapshot
-from planaria.storage.fs import AppendFile, FileLayer, FileLock, SimFS
-from planaria.storage.journal import Journal, JournalRecord, open_node_journal
-from planaria.storage.log import FsyncPolicy, PartitionLog, RecoveryReport
-from planaria.storage.osfs import OsFS
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from planaria.storage.committer import CommitStats, GroupCommitter
+    from planaria.storage.errors import (
+        StorageDamaged,
+        StorageError,
+        StorageFailed,
+        StorageFull,
+        StorageLocked,
+        StorageMissing,
+        StorageReadOnly,
+    )
+    from planaria.storage.format import Entry, Snapshot
+    from planaria.storage.fs import AppendFile, FileLayer, FileLock, SimFS
+    from planaria.storage.journal import Journal, JournalRecord, open_node_journal
+    from planaria.storage.log import FsyncPolicy, PartitionLog, RecoveryReport
+    from planaria.storage.osfs import OsFS
+
+# name -> the module that defines it, imported on first access
+_LAZY = {
+    "AppendFile": "planaria.storage.fs",
+    "CommitStats": "planaria.storage.committer",
+    "Entry": "planaria.storage.format",
+    "FileLayer": "planaria.storage.fs",
+    "FileLock": "planaria.storage.fs",
+    "FsyncPolicy": "planaria.storage.log",
+    "GroupCommitter": "planaria.storage.committer",
+    "Journal": "planaria.storage.journal",
+    "JournalRecord": "planaria.storage.journal",
+    "OsFS": "planaria.storage.osfs",
+    "PartitionLog": "planaria.storage.log",
+    "RecoveryReport": "planaria.storage.log",
+    "SimFS": "planaria.storage.fs",
+    "Snapshot": "planaria.storage.format",
+    "StorageDamaged": "planaria.storage.errors",
+    "StorageError": "planaria.storage.errors",
+    "StorageFailed": "planaria.storage.errors",
+    "StorageFull": "planaria.storage.errors",
+    "StorageLocked": "planaria.storage.errors",
+    "StorageMissing": "planaria.storage.errors",
+    "StorageReadOnly": "planaria.storage.errors",
+    "open_node_journal": "planaria.storage.journal",
+}
 
 __all__ = [
     "AppendFile",
@@ -44,3 +78,16 @@ __all__ = [
     "StorageReadOnly",
     "open_node_journal",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'planaria.storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
