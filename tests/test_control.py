@@ -15,6 +15,7 @@ from planaria.control import (
     apply_proposal,
     read_cluster_metadata,
     read_configs,
+    sessions_from_members,
     write_cluster_metadata,
 )
 from planaria.coord import (
@@ -25,6 +26,7 @@ from planaria.coord import (
     MalformedRecord,
     MemoryCoordinator,
     MemoryStore,
+    Registration,
     SessionId,
     TxnOp,
     config_key,
@@ -310,3 +312,23 @@ def test_apply_proposal_validates_and_cases() -> None:
         assert await apply_proposal(coordinator, grow, primary) == (await world.configs())[0]
 
     asyncio.run(main())
+
+
+def test_a_registration_says_which_logs_the_node_lost() -> None:
+    def member(node: str, session: int, lost: str | None) -> Registration:
+        meta = () if lost is None else (("lost", lost),)
+        return Registration(node, f"{node}:1", meta, SessionId(session), 1)
+
+    views = sessions_from_members(
+        {
+            "n1": member("n1", 4, None),
+            "n2": member("n2", 5, "3:17,7:17"),
+            "n3": member("n3", 6, "all:20"),
+            "n4": member("n4", 8, "3:x"),
+        }
+    )
+    assert (views["n1"].lost, views["n1"].data_lost) == ({}, 0)
+    assert views["n2"].lost == {3: 17, 7: 17} and views["n2"].lost_log(7) == 17
+    assert views["n2"].lost_log(1) is None
+    assert views["n3"].data_lost == 20 and views["n3"].lost_log(1) == 20
+    assert views["n4"].lost_log(0) is not None  # unreadable: every log counts as lost

@@ -96,6 +96,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("planaria.control")
+UNREADABLE_LOSS = 1  # the loss id given to a registration whose ``lost`` cannot be read
 
 CLUSTER_KEY = "/cluster"
 MEMBERSHIP_PREFIX = "/membership/"
@@ -197,11 +198,34 @@ async def _write_metadata(coordinator: Coordinator, metadata: ClusterMetadata) -
 def sessions_from_members(
     members: Mapping[str, Registration], now_ms: float = 0.0
 ) -> dict[NodeId, SessionView]:
-    """The controller's view: every registered node alive, incarnation = its session."""
-    return {
-        node: SessionView(node, int(reg.session), True, now_ms, float("inf"))
-        for node, reg in members.items()
-    }
+    """The controller's view: every registered node alive, incarnation = its session, and
+    the logs it lost (``lost`` in its metadata, see :func:`_lost_logs`)."""
+    views: dict[NodeId, SessionView] = {}
+    for node, reg in members.items():
+        lost, data_lost = _lost_logs(reg)
+        views[node] = SessionView(
+            node, int(reg.session), True, now_ms, float("inf"), lost=lost, data_lost=data_lost
+        )
+    return views
+
+
+def _lost_logs(registration: Registration) -> tuple[dict[PartitionId, int], int]:
+    """``lost=3:17,7:17,all:20`` -> ({3: 17, 7: 17}, 20): loss ids per partition, and of
+    the whole data directory (0: none)."""
+    text = registration.meta().get("lost", "")
+    lost: dict[PartitionId, int] = {}
+    data_lost = 0
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, loss = part.partition(":")
+        if not loss.isdigit() or not (name.isdigit() or name == "all"):
+            # Unreadable: count every log of the node lost (out of the ISR is always safe).
+            log.error("%s registered an unreadable lost=%r", registration.node_id, text)
+            return {}, UNREADABLE_LOSS
+        if name == "all":
+            data_lost = int(loss)
+        else:
+            lost[int(name)] = int(loss)
+    return lost, data_lost
 
 
 async def read_configs(coordinator: Coordinator) -> dict[PartitionId, tuple[PartitionConfig, int]]:

@@ -45,7 +45,17 @@ from typing import Any
 
 from planaria import _native
 from planaria._node.lease import KeepAliveThread, LoopWatchdog, keep_alive_forever
-from planaria._node.partition import NO_LEASE, PartitionRuntime, open_partition_log
+from planaria._node.partition import (
+    LOST_ALL,
+    NO_LEASE,
+    PartitionRuntime,
+    SessionOpened,
+    claim_lost_all,
+    lost_partitions,
+    mark_lost,
+    new_loss_id,
+    open_partition_log,
+)
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
 from planaria.control import (
@@ -289,6 +299,7 @@ class Node:
         self._addresses: dict[str, NodeAddress] = {}
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
+        self._lost_all: int | None = None  # a replaced disk's loss id, until recorded
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
@@ -343,6 +354,7 @@ class Node:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
+        self._lost_all = claim_lost_all(self.data_dir)
         self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
         self._committer.start()
         try:
@@ -425,7 +437,9 @@ class Node:
 
         def wipe_all() -> None:
             log.error("the journal is damaged: wiping every log here to refill them")
+            loss = new_loss_id()
             for directory in self.data_dir.glob("p[0-9]*"):
+                mark_lost(directory, loss)
                 PartitionLog.wipe(fs, str(directory))
 
         journal, replayed = open_node_journal(
@@ -493,14 +507,9 @@ class Node:
             with self._lease_lock:
                 self.session = session
                 self.lease_until_ms = sent_ms + self.settings.lease_ms
-        metadata = {
-            "bus": self.bus_address,
-            "weight": repr(self.weight),
-            "pid": str(os.getpid()),
-        }
-        if self.zone is not None:
-            metadata["zone"] = self.zone
-        await self._register(self.session, metadata)
+        await self._register(self.session, self._registration_metadata())
+        for runtime in self.partitions.values():
+            runtime.deliver(SessionOpened(int(self.session)))
         if self._controller_task is not None:
             self._controller_task.cancel()
         self._controller_task = asyncio.create_task(
@@ -624,6 +633,64 @@ class Node:
                 if runtime.config is not None:
                     runtime.deliver(runtime.config)
             self._spawn(self._reload_configs(), "reload")
+
+    def _registration_metadata(self) -> dict[str, str]:
+        metadata = {
+            "bus": self.bus_address,
+            "weight": repr(self.weight),
+            "pid": str(os.getpid()),
+        }
+        if self.zone is not None:
+            metadata["zone"] = self.zone
+        # The controller takes this node out of these partitions' ISRs (invariant 7):
+        # "<partition>:<loss id>,...", and "all:<loss id>" for a replaced disk.
+        losses = [f"{p}:{loss}" for p, loss in sorted(lost_partitions(self.data_dir).items())]
+        if self._lost_all is not None:
+            losses.append(f"all:{self._lost_all}")
+        if losses:
+            metadata["lost"] = ",".join(losses)
+        return metadata
+
+    def _forget_lost_all(self) -> None:
+        """A replaced disk's marker goes once every config listing this node records its
+        loss (then nothing it holds counts as in sync by mistake)."""
+        loss = self._lost_all
+        if loss is None:
+            return
+        for config in self.configs.values():
+            if self.node_id in config.replicas and config.wiped_loss(self.node_id) != loss:
+                return
+        self._lost_all = None
+        marker = self.data_dir / LOST_ALL
+        fs = OsFS()
+        try:
+            fs.remove(str(marker))
+            fs.fsync_dir(str(self.data_dir))
+        except OSError as exc:
+            # Kept, it only registers the loss again at the next start: log and go on.
+            log.warning("%s", storage_error_from_os(exc, "removing", str(marker)))
+
+    async def _register_loss(self, partition: int) -> None:
+        """A log found damaged when its partition opened: register the loss with the
+        session before the replica steps (a new session registers it anyway)."""
+        delay_s = 0.05
+        while not self._stopping and self.session is not None:
+            try:
+                await self._coord(
+                    self.coordinator.register(
+                        self.session, self.node_id, self.address, self._registration_metadata()
+                    )
+                )
+                return
+            except SessionExpired:
+                return  # the next session registers it
+            except CoordinatorUnavailable as exc:
+                log.warning("p%d: registering the loss of its log: %s", partition, exc)
+            await asyncio.sleep(delay_s)  # outside the handler (see _native)
+            delay_s = min(delay_s * 2, 1.0)
+
+    def _session_incarnation(self) -> int | None:
+        return None if self.session is None else int(self.session)
 
     async def _controller_loop(self, session: SessionId) -> None:
         delay_s = 0.1
@@ -771,6 +838,8 @@ class Node:
             runtime = await self._open_partition(config.partition)
         if runtime is not None:
             runtime.deliver(config)
+        if config.wiped:
+            self._forget_lost_all()
 
     async def _open_partition(self, partition: int) -> PartitionRuntime | None:
         opening = self._opening.get(partition)
@@ -806,6 +875,8 @@ class Node:
             on_step_down=self._on_step_down,
             on_storage_failure=self._on_storage_failure,
             inbox_max=self.settings.partition_inbox_max,
+            session=self._session_incarnation,
+            on_lost=self._register_loss,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)

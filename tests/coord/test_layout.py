@@ -28,6 +28,9 @@ def test_config_round_trip_is_byte_stable() -> None:
     assert encode_config(same) == data  # set order never shows in the bytes
     empty = PartitionConfig(0, 1, None, (), frozenset(), 1)
     assert decode_config(encode_config(empty)) == empty
+    assert b"wiped" not in data  # written only once a loss was recorded
+    wiped = PartitionConfig(7, 3, "n2", ("n2", "n1"), frozenset({"n2"}), 5, 9, wiped=(("n1", 4),))
+    assert decode_config(encode_config(wiped)) == wiped
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,10 @@ def test_config_round_trip_is_byte_stable() -> None:
         b'{"partition": "1", "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1}',
         b'{"partition": 1, "epoch": 1, "primary": 2, "replicas": [], "isr": [], "version": 1}',
         b'{"partition": 1, "epoch": 1, "primary": null, "replicas": 5, "isr": [], "version": 1}',
+        b'{"partition": 1, "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1,'
+        b' "wiped": [["a"]]}',
+        b'{"partition": 1, "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1,'
+        b' "wiped": [["a", "1"]]}',
     ],
 )
 def test_malformed_configs_are_refused(data: bytes) -> None:

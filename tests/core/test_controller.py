@@ -192,3 +192,82 @@ def test_a_proposal_cannot_add_a_dead_node() -> None:
     assert change is not None and change.config.isr == frozenset("ab")
     # Removing a dead node is always fine.
     assert controller.on_propose(proposal("a"), "a", config(isr="ab"), sessions("a")) is not None
+
+
+# --- replicas that lost data (issue 16) ------------------------------------------------------
+
+
+def lost(views: dict[str, SessionView], *nodes: str, loss: int = 5) -> dict[str, SessionView]:
+    """``nodes`` registered with their session that they lost their log of partition 0."""
+    return {n: replace(v, lost={0: loss}) if n in nodes else v for n, v in views.items()}
+
+
+def test_a_member_that_lost_data_leaves_the_isr_once_per_loss() -> None:
+    views = lost(sessions(incarnations={"b": 2}), "b")
+    change = decide_one(config(), views)
+    assert change is not None and "['b'] lost data" in change.reason
+    assert change.config == replace(config(), isr=frozenset("ac"), version=8, wiped=(("b", 5),))
+    # Recorded: the primary's catch-up may bring it back, and it stays, even when a later
+    # session registers the same loss again (the node restarted before it saw the record).
+    back = replace(change.config, isr=frozenset("abc"))
+    assert decide_one(back, views) is None
+    assert decide_one(back, lost(sessions(incarnations={"b": 3}), "b")) is None
+    # A new loss is handled again.
+    again = decide_one(back, lost(sessions(incarnations={"b": 3}), "b", loss=6))
+    assert again is not None and again.config.wiped == (("b", 6),)
+    assert again.config.isr == frozenset("ac")
+    # A data directory replaced whole counts for every partition.
+    views = {n: replace(v, data_lost=7 if n == "c" else 0) for n, v in sessions().items()}
+    change = decide_one(config(), views)
+    assert change is not None and change.config.isr == frozenset("ab")
+    assert change.config.wiped == (("c", 7),)
+    # The bug switch brings back the old behaviour.
+    assert (
+        decide_one(config(), lost(sessions(), "b"), bugs=frozenset({"wiped-stays-in-sync"})) is None
+    )
+
+
+def test_a_member_that_lost_data_is_out_before_the_failover() -> None:
+    # The primary died; b (first in preference order) came back empty: c is promoted, in
+    # the same CAS that records b's loss.
+    change = decide_one(config(), lost(sessions("bc", incarnations={"b": 2}), "b"))
+    assert change is not None
+    new = change.config
+    assert (new.primary, new.isr, new.epoch, new.version) == ("c", frozenset("c"), 4, 8)
+    assert new.wiped == (("b", 5),)
+    assert "lost data" in change.reason and "c promoted" in change.reason
+
+
+def test_a_fresh_cluster_registers_no_loss_and_is_left_alone() -> None:
+    controller = Controller()
+    [initial] = controller.initial_configs({0: REPLICAS}, sessions()).values()
+    assert controller.decide([initial], sessions(), 0.0) == []
+
+
+def test_with_every_in_sync_copy_lost_nobody_is_promoted() -> None:
+    # Every replica came back empty (the primary too): the partition refuses, for good,
+    # rather than promote an empty replica (no unclean election).
+    views = lost(sessions(incarnations={"a": 2, "b": 2, "c": 2}), "a", "b", "c")
+    change = decide_one(config(), views)
+    assert change is not None
+    new = change.config
+    assert (new.primary, new.isr, new.epoch) == (None, frozenset(), 3)
+    assert "no in-sync replica to promote" in change.reason
+    assert decide_one(new, views) is None  # and stays so
+    # The primary alone lost data: the others take over.
+    change = decide_one(config(), lost(sessions(incarnations={"a": 2}), "a"))
+    assert change is not None and (change.config.primary, change.config.isr) == (
+        "b",
+        frozenset("bc"),
+    )
+
+
+def test_a_proposal_cannot_add_a_node_whose_loss_is_not_recorded() -> None:
+    controller = Controller()
+    views = lost(sessions(incarnations={"c": 2}), "c")
+    change = controller.on_propose(proposal("abc"), "a", config(isr="ab"), views)
+    assert change is not None and change.config.isr == frozenset("ab")
+    assert "lost data, left out: c" in change.reason
+    recorded = replace(config(isr="ab"), wiped=(("c", 5),))
+    change = controller.on_propose(proposal("abc"), "a", recorded, views)
+    assert change is not None and change.config.isr == frozenset("abc")

@@ -48,9 +48,14 @@ class Disk:
     log: list[Entry] = field(default_factory=list)
     epoch: int = 0
     commit_index: int = 0
+    refused: list[str] = field(default_factory=list)  # what the storage rule refused
 
     def apply(self, persist: Persist) -> None:
         if persist.truncate_after is not None:
+            if persist.truncate_after < self.commit_index:
+                # The storage rule (core.persist): never below the persisted commit index.
+                self.refused.append(f"truncate after {persist.truncate_after}")
+                return
             del self.log[persist.truncate_after :]
         self.log.extend(persist.entries)
         self.epoch = persist.epoch
@@ -72,6 +77,7 @@ class Pump:
         self.controller = Controller(ControllerSettings(bugs=bugs))
         self.nodes = nodes
         self.incarnation = dict.fromkeys(nodes, 1)
+        self.lost_log = dict.fromkeys(nodes, 0)  # the loss id the node registers (0: none)
         self.session_alive = dict.fromkeys(nodes, True)
         self.renewed_ms = dict.fromkeys(nodes, 0.0)
         self.lease_until = dict.fromkeys(nodes, math.inf)
@@ -99,7 +105,14 @@ class Pump:
 
     def sessions(self) -> dict[NodeId, SessionView]:
         return {
-            n: SessionView(n, self.incarnation[n], self.session_alive[n], self.renewed_ms[n], 0.0)
+            n: SessionView(
+                n,
+                self.incarnation[n],
+                self.session_alive[n],
+                self.renewed_ms[n],
+                0.0,
+                lost={0: self.lost_log[n]} if self.lost_log[n] else {},
+            )
             for n in self.nodes
         }
 
@@ -174,7 +187,11 @@ class Pump:
     def crash(self, node: NodeId) -> None:
         self.down.add(node)
 
-    def restart(self, node: NodeId) -> Replica:
+    def restart(self, node: NodeId, *, wiped: bool = False) -> Replica:
+        """Rebuild ``node`` from its disk under a new session; ``wiped``: the disk came back
+        empty (replaced, or its log was damaged) and the node registers the loss."""
+        if wiped:
+            self.disk[node] = Disk()
         disk = self.disk[node]
         self.replicas[node] = Replica(
             node,
@@ -183,8 +200,12 @@ class Pump:
             log=list(disk.log),
             epoch=disk.epoch,
             commit_index=disk.commit_index,
+            lost=wiped,
         )
         self.incarnation[node] += 1
+        if wiped:
+            self.lost_log[node] = self.incarnation[node]  # this start's loss
+        self.run(node, self.replicas[node].session_opened(self.incarnation[node], self.now))
         self.down.discard(node)
         self.run(node, self.replicas[node].tick(self.now, self.lease_until[node]))
         self.run(node, self.replicas[node].on_config(self.config, self.now))
@@ -1030,3 +1051,136 @@ def run_schedule(schedule: list[tuple[object, ...]], bugs: frozenset[str] = froz
     assert pump.config.isr == frozenset(pump.nodes)
     assert pump.log("a") == pump.log("b") == pump.log("c")
     assert pump.replicas["a"].applied == pump.replicas["b"].applied == pump.replicas["c"].applied
+
+
+# --- a replica that lost its data (issue 16) ------------------------------------------------
+
+
+def wipe_and_restart(pump: Pump, node: NodeId) -> Replica:
+    pump.crash(node)
+    return pump.restart(node, wiped=True)
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_wiped_backup_rejoining_loses_no_acknowledged_write(bug: bool) -> None:
+    # R = 2, min_insync 1: the backup b comes back with an empty log, then the primary dies.
+    pump = ready_pump(
+        nodes=("a", "b"),
+        min_insync=1,
+        bugs=frozenset({"wiped-stays-in-sync"}) if bug else frozenset(),
+    )
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    wipe_and_restart(pump, "b")
+    pump.failover()  # the controller sees b's new session, and its loss
+    pump.crash("a")
+    pump.session_alive["a"] = False
+    pump.failover()
+    pump.tick(30)
+    if bug:
+        # The old behaviour: the empty replica stays in sync, is promoted, and the
+        # acknowledged write is gone.
+        assert pump.config.primary == "b" and pump.primary.serving(pump.now)
+        read = pump.call("b", Get(b"k"), ("r", 1))
+        assert read is not None and read.error is None and read.value is None
+        return
+    # b left the ISR before anything else; nobody is left to promote: the partition refuses.
+    assert "b" not in pump.config.isr and pump.config.wiped == (("b", 2),)
+    assert pump.config.primary == "a" and not pump.replicas["b"].serving(pump.now)
+    refused = pump.call("b", Get(b"k"), ("r", 1))
+    assert refused is not None and refused.error is not None
+    # a comes back with its log: it leads again, refills b, and b rejoins the ISR.
+    pump.session_alive["a"] = True
+    pump.restart("a")
+    pump.failover()
+    pump.tick(200)
+    assert pump.config.primary == "a" and pump.config.isr == {"a", "b"}
+    read = pump.call("a", Get(b"k"), ("r", 2))
+    assert read is not None and read.value == b"v"
+    assert pump.log("b") == pump.log("a")
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_wiped_backup_is_never_promoted_over_an_in_sync_one(bug: bool) -> None:
+    # R = 3, min_insync 2: b comes back empty, then the primary a dies.
+    pump = ready_pump(bugs=frozenset({"wiped-stays-in-sync"}) if bug else frozenset())
+    for seq in range(1, 4):
+        assert acked(pump.call("a", Set(b"k", b"v%d" % seq), ("c1", seq)))
+    pump.tick(60)  # c persists the commit index
+    wipe_and_restart(pump, "b")
+    pump.failover()
+    pump.crash("a")
+    pump.session_alive["a"] = False
+    pump.failover()
+    pump.tick(100)
+    if bug:
+        # b (first in preference order) is promoted with an empty log: c is asked to
+        # truncate below its commit index, and the storage rule refuses (a node stops there).
+        assert pump.config.primary == "b"
+        assert pump.disk["c"].refused == ["truncate after 0"]
+        return
+    assert pump.config.primary == "c" and pump.primary.serving(pump.now)
+    assert not pump.disk["c"].refused
+    read = pump.call("c", Get(b"k"), ("r", 1))
+    assert read is not None and read.value == b"v3"
+    # c refills b, which rejoins the ISR through c's catch-up proposal.
+    pump.tick(200)
+    assert pump.config.isr == {"b", "c"}
+    assert pump.log("b") == pump.log("c")
+
+
+def test_a_primary_refills_a_backup_that_holds_less_than_it_acknowledged() -> None:
+    # The controller never hears of the loss here: the primary alone must notice it.
+    pump = ready_pump(bugs=frozenset({"wiped-stays-in-sync"}))
+    for seq in range(1, 4):
+        assert acked(pump.call("a", Set(b"k", b"v%d" % seq), ("c1", seq)))
+    pump.tick(60)
+    assert pump.primary.match_index("b") == 4
+    wipe_and_restart(pump, "b")
+    sent_before = len(pump.delivered)
+    pump.tick(100)  # settles: no ping-pong between the floored primary and b
+    assert len(pump.delivered) - sent_before < 100
+    assert pump.log("b") == pump.log("a")
+    # A write while b was refilled waited for b's new acks, never its old ones.
+    assert acked(pump.call("a", Set(b"k", b"v4"), ("c1", 4)))
+    assert pump.log("b") == pump.log("a") and pump.primary.match_index("b") == 5
+
+
+def test_a_failed_reply_that_moves_nothing_is_answered_after_a_backoff() -> None:
+    pump = ready_pump(append_retry_ms=20.0)
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    primary, now = pump.primary, pump.now + 50
+    assert {send.to for send in primary.tick(now, math.inf).send} == {"b", "c"}  # heartbeats
+    # b refuses where it already matched (a duplicate): no resend at wire speed...
+    refusal = AppendReply(0, epoch=1, sender="b", success=False, match_index=0,
+                          hint_index=2, echo_sent_ms=now)  # fmt: skip
+    assert primary.on_message(refusal, now).send == []
+    assert primary.tick(now + 10, math.inf).send == []
+    # ...but append_retry_ms after the last one.
+    [resend] = primary.tick(now + 20, math.inf).send
+    assert resend.to == "b" and isinstance(resend.message, Append)
+
+
+def test_a_lost_replica_leads_only_a_config_made_for_its_session() -> None:
+    pump = ready_pump()
+    assert acked(pump.call("a", Set(b"k", b"v"), ("c1", 1)))
+    pump.crash("a")
+    a = pump.restart("a", wiped=True)  # a stale config still names a, of its old session
+    assert pump.config.primary == "a" and pump.config.primary_incarnation == 1
+    assert a.role is Role.BACKUP
+    [reason] = pump.failover()
+    assert "['a'] lost data: out of the isr" in reason
+    assert pump.config.primary == "b" and pump.config.wiped == (("a", 2),)
+    assert pump.log("a") == pump.log("b")  # refilled by b (and back in the ISR)
+
+
+def test_a_lost_replica_named_primary_before_it_knows_its_session_leads_once_it_does() -> None:
+    lost = Replica("a", 0, ReplicaSettings(), lost=True)
+    config = PartitionConfig(0, 3, "a", ("a", "b"), frozenset({"a"}), 5, primary_incarnation=9)
+    lost.on_config(config, 0.0)  # the session's open is not acknowledged yet
+    roles = [lost.role]
+    assert lost.session_opened(8, 1.0).persist == []  # another session's: no
+    roles.append(lost.role)
+    ready = lost.session_opened(9, 2.0)  # its own: it leads
+    roles.append(lost.role)
+    assert roles == [Role.BACKUP, Role.BACKUP, Role.PRIMARY]
+    assert [p.entries for p in ready.persist] == [(Entry(3, 1),)]

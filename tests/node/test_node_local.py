@@ -478,3 +478,44 @@ def test_reqid_writes_out_of_order_apply_once_and_too_old_is_refused(tmp_path: P
             await cluster.close()
 
     run(scenario())
+
+
+def test_a_node_on_a_replaced_disk_leaves_every_isr_until_refilled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=4)
+        await cluster.start()
+        writer = Writer([n.address for n in cluster.nodes.values()])
+        try:
+            for i in range(20):
+                assert await writer.write(f"a{i}".encode(), b"1")
+            await cluster.crash("n3")
+            shutil.rmtree(tmp_path / "n3")  # the disk is replaced...
+            (tmp_path / "n3").mkdir()
+            (tmp_path / "n3" / "lost-all").touch()  # ...and the operator says so
+            writer.seeds = [cluster.nodes["n1"].address, cluster.nodes["n2"].address]
+            n3 = await cluster.start_node("n3")
+
+            def recorded_and_refilled() -> bool:
+                losses = set()
+                for partition in range(cluster.partitions):
+                    config = n3.configs.get(partition)
+                    if config is None or partition not in n3.partitions:
+                        return False
+                    if "n3" not in config.isr:
+                        return False
+                    losses.add(config.wiped_loss("n3"))
+                # One loss (the disk's), recorded everywhere; then the marker went.
+                return len(losses) == 1 and None not in losses and n3._lost_all is None
+
+            await cluster.wait_for(recorded_and_refilled, 10.0, "n3 recorded lost, then back")
+            assert not (tmp_path / "n3" / "lost-all").exists()
+            await cluster.wait_for(
+                lambda: sum(len(r.replica.applied) for r in n3.partitions.values()) == 20,
+                5.0,
+                "n3 refilled with every acknowledged write",
+            )
+        finally:
+            await writer.close()
+            await cluster.close()
+
+    run(scenario())

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from planaria._node.partition import PartitionRuntime, _latest_acks
+from planaria._node.partition import (
+    LOST_ALL,
+    PartitionRuntime,
+    _latest_acks,
+    claim_lost_all,
+    lost_partitions,
+)
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -23,7 +29,7 @@ from planaria.core.messages import (
     Send,
     Set,
 )
-from planaria.core.replica import ReplicaSettings
+from planaria.core.replica import ReplicaSettings, Role
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
@@ -112,8 +118,11 @@ class FakeCommitter:
 class Harness:
     """A primary's PartitionRuntime on a real log, its disk held by a FakeCommitter."""
 
-    def __init__(self, directory: Path, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, directory: Path, executor: ThreadPoolExecutor, *, session: int | None = None
+    ) -> None:
         self.sends: list[Send] = []
+        self.lost: list[tuple[int, bool]] = []  # (partition, replica built yet) per loss
         self.replies: list[Reply] = []
         self.resigned: list[int] = []
         self.committer = FakeCommitter()
@@ -123,8 +132,12 @@ class Harness:
             committer=self.committer,  # type: ignore[arg-type]
             clock_ms=lambda: 0.0, send=self.sends.append, reply=self.replies.append,
             propose=lambda proposal: None, on_step_down=lambda partition: None,
-            on_storage_failure=self.resigned.append,
+            on_storage_failure=self.resigned.append, session=lambda: session,
+            on_lost=self._on_lost,
         )  # fmt: skip
+
+    async def _on_lost(self, partition: int) -> None:
+        self.lost.append((partition, self.runtime.loss is not None))
 
 
 def test_effects_wait_for_their_stage_and_later_persists_join_an_unwritten_one(
@@ -196,5 +209,55 @@ def test_a_failed_persist_says_nothing_and_rebuilds_from_disk(tmp_path: Path) ->
             while committer.jobs:
                 committer.finish()
             await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_damaged_log_is_registered_lost_until_its_config_records_it(tmp_path: Path) -> None:
+    log = PartitionLog.open(OsFS(), str(tmp_path / "p0"), policy=FsyncPolicy("always"))
+    entries = (Entry(1, 1), Entry(1, 2, ("c", 1), Set(b"k", b"v")))
+    write_persists(log, [Persist(0, None, entries, epoch=1, commit_index=2)])
+    log.close()
+    [segment] = (tmp_path / "p0").glob("seg-*.log")
+    data = bytearray(segment.read_bytes())
+    data[0] ^= 0xFF  # a bad sector in the segment header: damage, not a torn tail
+    segment.write_bytes(bytes(data))
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / "p0", executor, session=7)
+            runtime = harness.runtime
+            await runtime.open()
+            # Marked, and registered before the replica took any input.
+            [(partition, loss)] = lost_partitions(tmp_path).items()
+            assert partition == 0 and harness.lost == [(0, True)]
+            assert runtime.replica.last_index == 0 and runtime.loss == loss
+            # A config of the node's old session names it primary: it does not lead it.
+            runtime.deliver(PartitionConfig(0, 1, "n1", ("n1", "n2"), frozenset({"n1"}), 1, 3))
+            assert runtime.replica.role is Role.BACKUP
+            # The config records the loss: the marker goes.
+            recorded = PartitionConfig(
+                0, 2, "n2", ("n1", "n2"), frozenset({"n2"}), 2, wiped=(("n1", loss),)
+            )
+            runtime.deliver(recorded)
+            assert lost_partitions(tmp_path) == {} and runtime.loss is None
+            while harness.committer.jobs:
+                harness.committer.finish()
+            await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replaced_disk_makes_every_log_lost(tmp_path: Path) -> None:
+    (tmp_path / LOST_ALL).touch()  # what the operator does before starting on a new disk
+    loss = claim_lost_all(tmp_path)  # what the node does at start: names the loss
+    assert loss is not None and claim_lost_all(tmp_path) == loss
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / "p0", executor, session=2)
+            await harness.runtime.open()
+            assert harness.runtime.loss == loss and harness.lost == [(0, True)]
+            await harness.runtime.close()
 
     asyncio.run(scenario())

@@ -14,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from planaria.sim.client import ClientSettings
-from planaria.sim.nemesis import FAULT_KINDS
+from planaria.sim.nemesis import FAULT_KINDS, FAULT_KINDS_BEFORE_WIPE
 from planaria.sim.run import SimConfig
 
-ALL = ",".join(FAULT_KINDS)
+# The rows found before the ``wipe`` fault existed keep the default set they were found with.
+ALL = ",".join(FAULT_KINDS_BEFORE_WIPE)
 MEMBERSHIP = f"{ALL},membership"
+WITH_WIPE = ",".join(FAULT_KINDS)
 
 # The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
@@ -94,8 +96,9 @@ REGRESSIONS: tuple[Regression, ...] = (
     # when ring points stopped colliding for short node names, -> 45, 55, 45; when the
     # controller began handing partitions back to their preferred primaries; and when the
     # coordinator's clock began to drift with --faults drift; and when the clients began to keep
-    # several operations in flight, issue 16.)
-    Regression(6, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
+    # several operations in flight, issue 16; and when primaries began to back off failed
+    # resends and refill backups that lost data, issue 16 too.)
+    Regression(19, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
     Regression(4, "an out-of-sync replica is promoted", bugs=("promote-out-of-sync",),
                expect="promoted-out-of-sync"),
@@ -103,27 +106,47 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="two-serving"),
     # Since the isr-joined-behind check (membership work): the stale backup is caught when
     # it rejoins the ISR, before the replicas are compared at the end.
-    Regression(9, "a stale suffix survives a primary change", bugs=("skip-truncate",),
+    Regression(38, "a stale suffix survives a primary change", bugs=("skip-truncate",),
                expect="isr-joined-behind"),
-    Regression(25, "a stale suffix survives a primary change", 150, partitions=2,
+    Regression(0, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
+    Regression(25, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
+               faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),
+    # Found with the wipe fault (issue 16; fixed, the seeds must pass).
+    Regression(6, "truncated-committed: the simulated journal wipe wiped no log (SimFS "
+               "lists files only), so a damaged node came back with its stale logs",
+               faults=WITH_WIPE),
+    Regression(11, "truncated-committed: a wiped primary led a stale config of its old "
+               "session (the node kept its session id across the crash)", faults=WITH_WIPE),
+    Regression(10, "config-malformed: every in-sync copy lost left a primary outside an "
+               "empty ISR (now: no primary; the nemesis spares the last in-sync copy)",
+               faults=WITH_WIPE),
+    Regression(23, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
+    Regression(620, "no-primary: a lost replica named primary (planned transfer) before its "
+               "session's open was acknowledged never took the lead", faults=WITH_WIPE),
+    Regression(881, "no-primary: a node refilled after its loss, restarted before it saw "
+               "the loss recorded, registered it again and was dropped from the ISR as if "
+               "newly lost (now each loss has an id, handled once)", faults=WITH_WIPE),
+    Regression(120, "no-primary: a node down for a disk replacement was promoted under its "
+               "old session, then registered the loss: nobody left in sync (now a disk is "
+               "replaced in a planned stop that ends the session)", faults=WITH_WIPE),
+    Regression(24, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
     # --checks history (issue 16): each known bug switch caught by what clients see alone,
     # with the default settings; the first failing seed of a sweep (docs/simulator.md).
-    Regression(1, "acked writes lost when a primary that acks before replicating fails over",
+    Regression(0, "acked writes lost when a primary that acks before replicating fails over",
                bugs=("ack-before-replicate",), checks="history", expect="not-linearizable"),
-    Regression(13, "an out-of-sync replica promoted: clients read values going back",
+    Regression(4, "an out-of-sync replica promoted: clients read values going back",
                bugs=("promote-out-of-sync",), checks="history", expect="not-linearizable"),
-    Regression(4, "a stale suffix survives a primary change: the replicas never converge",
+    Regression(6, "a stale suffix survives a primary change: the replicas never converge",
                bugs=("skip-truncate",), checks="history", expect="diverged"),
     # (no-epoch-fence first fails at seed 179 with 300 operations, where a livelock of
-    # Appends makes the run slow: these are its first seeds with 150.)
-    Regression(48, "an old-epoch append leaves a backup that never converges", 150,
+    # Appends makes the run slow: its first seeds with 150 were 48 and 343, and 272 since
+    # primaries began to back off failed resends and refill backups that lost data.)
+    Regression(272, "an old-epoch append leaves a backup that never converges", 150,
                bugs=("no-epoch-fence",), checks="history", expect="diverged"),
-    Regression(343, "a deposed primary counts a backup that took its old-epoch Append: an "
-               "acknowledged write is lost", 150,
-               bugs=("no-epoch-fence",), checks="history", expect="not-linearizable"),
-    Regression(53, "a deposed primary serving without a lease answers a stale view's read",
-               bugs=("no-lease-wait",), checks="history", expect="not-linearizable"),
-    Regression(3, "promotions before the old lease ran out leave a partition unavailable",
+    Regression(1, "promotions before the old lease ran out leave a partition unavailable",
                bugs=("no-lease-wait",), checks="history", expect="no-primary"),
+    Regression(4, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
+               "are gone", faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), checks="history",
+               expect="not-linearizable"),
 )  # fmt: skip

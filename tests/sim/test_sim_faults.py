@@ -52,6 +52,14 @@ def test_disk_faults_lose_unsynced_records_and_tear_tails_that_recovery_cuts_off
     assert all(result.passed for result in results), [r.detail for r in results]
 
 
+def test_wiped_nodes_register_their_loss_and_are_refilled() -> None:
+    results = _sweep("wipe", range(4))
+    assert all(result.passed for result in results), [r.detail for r in results]
+    assert sum(result.faults.get("wipe", 0) for result in results) > 0
+    assert _total(results, "damaged_logs") > 0  # a damaged journal wipes every log
+    assert _total(results, "losses_recorded") > 0  # the controller took them out of the ISR
+
+
 def test_long_pauses_and_partitions_expire_sessions_and_change_configs() -> None:
     results = _sweep("pause,partition", range(4))
     assert _total(results, "sessions_expired") > 0

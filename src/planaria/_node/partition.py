@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -65,9 +66,21 @@ from planaria.storage import (
     StorageDamaged,
     StorageError,
 )
+from planaria.storage.errors import storage_error_from_os
 from planaria.storage.persist import write_persists
 
-__all__ = ["NO_LEASE", "PartitionRuntime", "StepInput", "open_partition_log"]
+__all__ = [
+    "LOST_ALL",
+    "NO_LEASE",
+    "PartitionRuntime",
+    "SessionOpened",
+    "StepInput",
+    "claim_lost_all",
+    "lost_partitions",
+    "mark_lost",
+    "new_loss_id",
+    "open_partition_log",
+]
 
 log = logging.getLogger("planaria.node")
 
@@ -79,7 +92,14 @@ class _Tick:
     lease_until_ms: float
 
 
-StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """The node's coordinator session (its incarnation) opened."""
+
+    incarnation: int
+
+
+StepInput = ClientRequest | Append | AppendReply | PartitionConfig | _Tick | SessionOpened
 
 
 class Committer(Protocol):
@@ -136,6 +156,8 @@ class PartitionRuntime:
         on_step_down: Callable[[int], None],
         on_storage_failure: Callable[[int], None] = lambda partition: None,
         inbox_max: int = 10_000,
+        session: Callable[[], int | None] = lambda: None,
+        on_lost: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -152,6 +174,9 @@ class PartitionRuntime:
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
+        self._session = session  # the node's coordinator session (its incarnation), if any
+        self._on_lost = on_lost  # registers the loss of this log (before the replica steps)
+        self.loss: int | None = None  # the id of this log's loss, until its config records it
         self._stages: deque[_Stage] = deque()
         self._drained = asyncio.Event()  # no stage pending
         self._drained.set()
@@ -183,12 +208,16 @@ class PartitionRuntime:
         if self.log is not None:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
-        log_ = await loop.run_in_executor(self._executor, self._open_log)
+        log_, loss = await loop.run_in_executor(self._executor, self._open_log)
         entries = await loop.run_in_executor(
             self._executor,
             lambda: [decode_entry(e.epoch, e.index, e.record) for e in log_.entries()],
         )
         self.log = log_
+        self.loss = loss
+        if loss is not None and self._on_lost is not None:
+            # The controller must know before it may count this replica in sync.
+            await self._on_lost(self.partition)
         self.replica = Replica(
             self.node_id,
             self.partition,
@@ -196,18 +225,25 @@ class PartitionRuntime:
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
+            lost=loss is not None,
         )
+        session = self._session()
+        if session is not None:
+            self.replica.session_opened(session, self._clock_ms())  # no config yet: no effect
         self._recovering = False
         if self.config is not None:
             self.deliver(self.config)
 
-    def _open_log(self) -> PartitionLog:
+    def _open_log(self) -> tuple[PartitionLog, int | None]:
+        """The log (recovered, or wiped and empty) and the id of its loss not yet recorded
+        in its config, if any."""
         opened = open_partition_log(self.directory, self.partition, self.policy)
         if opened is None:  # wiped: start empty, to be refilled from the primary
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
             opened.attach_journal(self._journal, self.partition)
-        return opened
+        loss = _read_loss(_lost_marker(self.directory))
+        return opened, loss if loss is not None else _read_loss(self.directory.parent / LOST_ALL)
 
     async def reset(self) -> None:
         """Throw the replica away and rebuild it from disk (the session was lost)."""
@@ -250,6 +286,8 @@ class PartitionRuntime:
             ):
                 return True
             self.config = item
+            if self.loss is not None and item.wiped_loss(self.node_id) == self.loss:
+                self._loss_recorded()
         if self._closing or self._recovering or self._broken:
             return True  # dropped, as a network may drop it (configs are fed again later)
         replica = self.replica
@@ -266,6 +304,21 @@ class PartitionRuntime:
             self._on_step_down(self.partition)
         return True
 
+    def _loss_recorded(self) -> None:
+        """The config records the loss of the log: its marker may go (a later restart then
+        rejoins outside the ISR, where the loss left it; ``lost-all`` is the node's)."""
+        marker = _lost_marker(self.directory)
+        loss, self.loss = self.loss, None
+        try:
+            if _read_loss(marker) == loss:
+                OsFS().remove(str(marker))
+                OsFS().fsync_dir(str(marker.parent))
+        except OSError as exc:
+            # Kept, it only registers the loss again at the next start: log and go on.
+            log.warning(
+                "p%d: %s", self.partition, storage_error_from_os(exc, "removing", str(marker))
+            )
+
     def tick(self, lease_until_ms: float) -> None:
         if self.replica.role is Role.PRIMARY:
             self.deliver(_Tick(lease_until_ms))
@@ -281,6 +334,8 @@ class PartitionRuntime:
         now = self._clock_ms()
         if isinstance(item, _Tick):
             return replica.tick(now, item.lease_until_ms)
+        if isinstance(item, SessionOpened):
+            return replica.session_opened(item.incarnation, now)
         if isinstance(item, PartitionConfig):
             return replica.on_config(item, now)
         return replica.on_message(item, now)
@@ -466,6 +521,7 @@ def open_partition_log(
     except StorageDamaged as damage:
         log.error("p%d: log damaged (%s); wiping it to refill from the primary",
                   partition, damage)  # fmt: skip
+        mark_lost(directory, new_loss_id())
         PartitionLog.wipe(fs, path)
         return None
     if opened.recovery.torn_tail_bytes:
@@ -505,3 +561,77 @@ def _close_quietly(log_: PartitionLog) -> None:
         log_.close()
     except StorageError as exc:
         log.warning("closing the log at %s: %s", log_.path, exc)
+
+
+LOST_PREFIX = "lost-"
+# In a data directory: all of it was lost (a replaced disk; the operator creates it before
+# the node's first start on the new disk, docs/operations.md).
+LOST_ALL = "lost-all"
+
+
+def _lost_marker(directory: Path) -> Path:
+    """Next to a partition's log directory: the log was lost (wiped as damaged, with the
+    journal, or a replaced disk), and its config does not record it yet."""
+    return directory.parent / f"{LOST_PREFIX}{directory.name}"
+
+
+def new_loss_id() -> int:
+    """A name for a loss of data found at this start, unique to the node (the wall clock in
+    ms: a restart takes longer than that)."""
+    return time.time_ns() // 1_000_000
+
+
+def mark_lost(directory: Path, loss: int) -> None:
+    """Durably mark the log in ``directory`` lost (loss id ``loss``), before it is wiped
+    (blocking): every session registers the loss until the partition's config records it."""
+    write_loss(_lost_marker(directory), loss)
+
+
+def write_loss(marker: Path, loss: int) -> None:
+    fs = OsFS()
+    try:
+        fs.makedirs(str(marker.parent))
+        created = fs.open_append(str(marker), create=True)
+        try:
+            created.truncate(0)
+            created.append(str(loss).encode())
+            created.fsync()
+        finally:
+            created.close()
+        fs.fsync_dir(str(marker.parent))
+    except OSError as exc:
+        raise storage_error_from_os(exc, "marking the log lost", str(marker)) from exc
+
+
+def _read_loss(marker: Path) -> int | None:
+    """The loss id in ``marker``; None without one (or an empty one: not claimed yet)."""
+    try:
+        text = marker.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error_from_os(exc, "reading", str(marker)) from exc
+    return int(text) if text.isdigit() else None
+
+
+def lost_partitions(data_dir: Path) -> dict[int, int]:
+    """Partition -> loss id, for every log this node lost, by their markers (blocking)."""
+    lost: dict[int, int] = {}
+    for path in data_dir.glob(f"{LOST_PREFIX}p*"):
+        name, loss = path.name[len(LOST_PREFIX) + 1 :], _read_loss(path)
+        if name.isdigit() and loss is not None:
+            lost[int(name)] = loss
+    return lost
+
+
+def claim_lost_all(data_dir: Path) -> int | None:
+    """The loss id of a replaced disk (``lost-all``, created empty by the operator: named
+    now, durably), or None without one (blocking)."""
+    marker = data_dir / LOST_ALL
+    if not marker.exists():
+        return None
+    loss = _read_loss(marker)
+    if loss is None:
+        loss = new_loss_id()
+        write_loss(marker, loss)
+    return loss

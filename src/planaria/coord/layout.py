@@ -39,7 +39,7 @@ __all__ = [
 
 MEMBERS_PREFIX = "/members/"
 # PartitionConfig fields written only when set (added with membership changes).
-_OPTIONAL_FIELDS = ("learners", "handoff")
+_OPTIONAL_FIELDS = ("learners", "handoff", "wiped")
 CONFIGS_PREFIX = "/partitions/"
 CONTROLLER_ELECTION = "/controller/"
 
@@ -120,6 +120,7 @@ def encode_config(config: PartitionConfig) -> bytes:
     # Membership fields only when a move is under way: a config without one encodes to the
     # same bytes as before they existed, and older readers still decode it.
     record["learners"] = list(config.learners)
+    record["wiped"] = [[node, incarnation] for node, incarnation in config.wiped]
     for name in _OPTIONAL_FIELDS:
         if not record[name]:
             del record[name]
@@ -132,8 +133,11 @@ def decode_config(data: bytes) -> PartitionConfig:
         record["replicas"] = tuple(record["replicas"])
         record["isr"] = frozenset(record["isr"])
         record["learners"] = tuple(record.get("learners", ()))
+        record["wiped"] = tuple(
+            (node, incarnation) for node, incarnation in record.get("wiped", ())
+        )
         config = PartitionConfig(**record)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise MalformedRecord(f"not a partition config: {exc}") from exc
     names = [
         *config.replicas,
@@ -141,8 +145,15 @@ def decode_config(data: bytes) -> PartitionConfig:
         *config.learners,
         *([config.primary] if config.primary else []),
         *([config.handoff] if config.handoff else []),
+        *(node for node, _ in config.wiped),
     ]
-    numbers = [config.partition, config.epoch, config.version, config.primary_incarnation]
+    numbers = [
+        config.partition,
+        config.epoch,
+        config.version,
+        config.primary_incarnation,
+        *(incarnation for _, incarnation in config.wiped),
+    ]
     if not all(isinstance(n, str) for n in names) or not all(
         isinstance(n, int) and not isinstance(n, bool) for n in numbers
     ):

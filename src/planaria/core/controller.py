@@ -22,6 +22,15 @@ Rules (DESIGN.md §4, invariants 2 and 4):
   (``no-lease-wait``: a primary not renewed for ``suspect_after_ms`` counts as dead).
 - **Dead backups** in the ISR of a healthy primary are removed (same epoch, version + 1):
   the primary keeps requiring them until it sees the change, so this is always safe.
+- **Lost data** (invariant 7): a node whose session reports that its log of the partition
+  was wiped, damaged or replaced (:meth:`SessionView.lost_log`) may hold less than it once
+  acknowledged. Before anything else the controller takes it out of the ISR and records
+  ``(node, loss id)`` in ``wiped`` (version + 1, in the same CAS as a failover when one
+  is needed), so it is never promoted and counts toward no commit; only the primary's
+  catch-up (a ProposeIsr after it refilled the node) brings it back, and a proposal that
+  adds a node whose loss is not recorded yet leaves it out. With every in-sync replica lost
+  nobody is promoted: the partition stays unavailable (``wiped-stays-in-sync`` brings back
+  the old behaviour: the wiped replica stays in the ISR).
 - **ISR proposals** from a primary (:meth:`Controller.on_propose`) are validated: the
   proposal's epoch and expected version are the config's, the sender is the primary, the new
   ISR contains the primary and only nodes of ``replicas``.
@@ -59,7 +68,7 @@ __all__ = [
     "moves_remaining",
 ]
 
-CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync"})
+CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync", "wiped-stays-in-sync"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,12 @@ class SessionView:
     expiry gets a new one, never reused for that node. ``alive`` is False once the
     coordinator expired it. ``renewed_ms`` is when the coordinator last received a renewal;
     ``expires_ms`` when it will expire (or did) without another.
+
+    ``lost`` and ``data_lost`` are what the node registered with this session: per
+    partition whose log it wiped (damaged, or its journal was), the id of that loss; and
+    (``data_lost``, 0: none) the id of the loss of its whole data directory (a replaced
+    disk). The node keeps registering a loss, with the same id across restarts, until it
+    sees it recorded in the partition's config (``PartitionConfig.wiped``).
     """
 
     node: NodeId
@@ -78,6 +93,13 @@ class SessionView:
     alive: bool
     renewed_ms: float
     expires_ms: float
+    lost: Mapping[PartitionId, int] = field(default_factory=dict)
+    data_lost: int = 0
+
+    def lost_log(self, partition: PartitionId) -> int | None:
+        """The id of the loss that may leave this node holding less of ``partition`` than
+        it acknowledged, if any."""
+        return self.lost.get(partition) or self.data_lost or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +116,9 @@ class ConfigChange:
 class ControllerSettings:
     """- ``suspect_after_ms``: only with the ``no-lease-wait`` bug: a primary whose session
       was not renewed for this long is failed over although its session is alive.
-    - ``bugs``: known-bug switches (the controller reads ``no-lease-wait`` and
-      ``promote-out-of-sync``; other names are accepted and ignored so one set can be
-      given to every component).
+    - ``bugs``: known-bug switches (the controller reads ``no-lease-wait``,
+      ``promote-out-of-sync`` and ``wiped-stays-in-sync``; other names are accepted and
+      ignored so one set can be given to every component).
     """
 
     suspect_after_ms: float = 50.0
@@ -198,7 +220,12 @@ class Controller:
         if not valid:
             return None
         dead = frozenset(n for n in added if sessions is not None and not _live(n, sessions))
-        isr = proposal.isr - dead
+        unrecorded = frozenset(
+            n
+            for n in added
+            if sessions is not None and n in self._unrecorded_losses(config, sessions)
+        )
+        isr = proposal.isr - dead - unrecorded
         # A node that is not alive never joins; the rest of the proposal still applies, and
         # the version moves even when nothing else does. That is the primary's answer: it
         # stops requiring the refused node's acks (which it must do while its proposal
@@ -207,6 +234,8 @@ class Controller:
         why = f"isr proposed by {sender}"
         if dead:
             why += f" (not alive, left out: {', '.join(sorted(dead))})"
+        if unrecorded:
+            why += f" (lost data, left out: {', '.join(sorted(unrecorded))})"
         return ConfigChange(config.partition, config.version, new, why)
 
     def rebalance(
@@ -265,6 +294,7 @@ class Controller:
             and config.handoff == target
             and target in config.isr
             and _live(target, sessions)
+            and target not in self._unrecorded_losses(config, sessions)
         )
         if not valid or target is None or sessions is None:
             return None
@@ -300,10 +330,59 @@ class Controller:
             return f"primary {config.primary} suspected (no-lease-wait bug)"
         return None
 
+    def _unrecorded_losses(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView]
+    ) -> list[NodeId]:
+        """Replicas whose live session reports a loss of their log of the partition that
+        ``wiped`` does not record yet."""
+        if "wiped-stays-in-sync" in self._bugs:
+            return []
+        lost: list[NodeId] = []
+        for node in config.replicas:
+            session = sessions.get(node)
+            if session is None or not session.alive:
+                continue
+            loss = session.lost_log(config.partition)
+            if loss is not None and config.wiped_loss(node) != loss:
+                lost.append(node)
+        return lost
+
     def _decide_one(
         self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
     ) -> ConfigChange | None:
+        lost = self._unrecorded_losses(config, sessions)
+        if not lost:
+            return self._decide_failover(config, sessions, now_ms)
+        # Out of the ISR before anything else, in the same CAS as whatever else is due: a
+        # member that lost data is never promoted and counts toward no commit.
+        recorded = dict(config.wiped)
+        for node in lost:
+            recorded[node] = sessions[node].lost_log(config.partition) or 0
+        isr = config.isr - set(lost)
+        base = replace(
+            config,
+            isr=isr,
+            wiped=tuple(sorted((n, i) for n, i in recorded.items() if n in config.replicas)),
+            handoff=_kept(config, isr),
+        )
+        why = f"{lost} lost data: out of the isr"
+        change = self._decide_failover(base, sessions, now_ms)
+        if change is not None:
+            return replace(change, reason=f"{why}; {change.reason}")
+        if base.primary is not None and base.primary not in isr:
+            # Its primary lost data and no in-sync replica is left to promote: no primary
+            # (never an empty replica) until an operator steps in.
+            why += "; no in-sync replica to promote: the partition stays unavailable"
+            base = replace(base, primary=None, primary_incarnation=0)
+        new = replace(base, version=config.version + 1)
+        return ConfigChange(config.partition, config.version, new, why)
+
+    def _decide_failover(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
+    ) -> ConfigChange | None:
         reason = self._primary_gone(config, sessions, now_ms)
+        if reason is None and config.primary is not None and config.primary not in config.isr:
+            reason = f"primary {config.primary} lost data"
         old_primary = config.primary
         if reason is None:
             dead = sorted(n for n in config.isr if not _live(n, sessions))
@@ -442,6 +521,7 @@ def _drop(
         replicas=tuple(n for n in config.replicas if n != node),
         learners=tuple(n for n in config.learners if n != node) if learners is None else learners,
         isr=config.isr - {node},
+        wiped=tuple(entry for entry in config.wiped if entry[0] != node),
     )
 
 

@@ -177,6 +177,13 @@ class PartitionConfig:
     over to (a planned transfer): while it is set the primary takes no new requests, and
     once the target caught up, the primary asks for the transfer itself
     (:class:`ProposeIsr` with ``primary``).
+
+    ``wiped`` records the replicas that came back having lost data (a wiped, damaged or
+    replaced log; docs/operations.md), as ``(node, loss id)``, one per node (the latest; the
+    node names each loss with an id it keeps until it sees it recorded): the controller took
+    each out of the ISR when it first saw the loss (invariant 7: it rejoins outside the ISR),
+    and only the primary's catch-up brings it back. A primary that sees a node's entry
+    change forgets what it knew of that node's log.
     """
 
     partition: PartitionId
@@ -192,6 +199,14 @@ class PartitionConfig:
     primary_incarnation: int = 0
     learners: tuple[NodeId, ...] = ()
     handoff: NodeId | None = None
+    wiped: tuple[tuple[NodeId, int], ...] = ()
+
+    def wiped_loss(self, node: NodeId) -> int | None:
+        """The id of ``node``'s last loss of data recorded here, if any."""
+        for name, loss in self.wiped:
+            if name == node:
+                return loss
+        return None
 
 
 # --- messages between replicas (and from the coordinator) -------------------------------------

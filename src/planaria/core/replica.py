@@ -80,6 +80,7 @@ BUGS = frozenset(
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
+        "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
 )
 
@@ -133,6 +134,9 @@ class ReplicaSettings:
       that long ago (or sent no successful reply for that long) is proposed for removal.
       Several heartbeats, so one lost message does not shrink the ISR.
     - ``propose_retry_ms``: an unanswered ProposeIsr is sent again after this long.
+    - ``append_retry_ms``: after a failed AppendReply that moves the resend point nowhere
+      (a duplicate, or a backup refusing the same Append again), the next Append to that
+      backup waits this long instead of going out at once (no ping-pong at wire speed).
     - ``pending_writes_max``: writes in the log but not committed yet; beyond it new writes
       get OVERLOADED (back-pressure instead of unbounded memory).
     - ``batch_entries_max``: at most this many entries in one Append.
@@ -155,6 +159,7 @@ class ReplicaSettings:
     heartbeat_ms: float = 50.0
     replica_lag_ms: float = 300.0
     propose_retry_ms: float = 200.0
+    append_retry_ms: float = 10.0
     pending_writes_max: int = 1000
     batch_entries_max: int = 64
     dedup_window: int = DEDUP_WINDOW
@@ -164,7 +169,7 @@ class ReplicaSettings:
     def __post_init__(self) -> None:
         if self.min_insync < 1:
             raise UsageError(f"min_insync must be >= 1, got {self.min_insync}")
-        for name in ("heartbeat_ms", "replica_lag_ms", "propose_retry_ms"):
+        for name in ("heartbeat_ms", "replica_lag_ms", "propose_retry_ms", "append_retry_ms"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
         limits = (
@@ -201,6 +206,19 @@ class _Peer:
     acked: bool = False  # replied with success at least once this epoch
     last_ok_ms: float = 0.0  # last successful reply (or the promotion)
     last_sent_ms: float = float("-inf")
+    sent_from: int = 0  # the first entry of the last Append sent
+    retry_due: bool = False  # a failed reply asked for a resend: after append_retry_ms
+    # The send time of the newest Append whose successful reply confirmed match_index.
+    match_sent_ms: float = float("-inf")
+    # Replies to Appends sent before this are about a log the backup lost: ignored.
+    stale_before_ms: float = float("-inf")
+
+    def forget(self, now_ms: float) -> None:
+        """The backup lost (part of) its log: nothing it acknowledged before counts."""
+        self.match_index = 0
+        self.acked = False
+        self.match_sent_ms = float("-inf")
+        self.stale_before_ms = now_ms
 
 
 class Replica:
@@ -209,6 +227,11 @@ class Replica:
     Build it from persisted state: ``log`` (entries with indexes 1, 2, ... in order),
     ``epoch`` (the highest epoch persisted) and ``commit_index`` (the persisted hint;
     entries up to it are applied at once). A new replica is always a backup.
+
+    ``lost``: the node lost (part of) this log (it was wiped, damaged or replaced), so
+    what it persisted no longer says which epochs a previous incarnation led. It then leads
+    only a config that made it primary under its current session (``primary_incarnation``;
+    the runtime tells it the session with :meth:`session_opened`), never an older one.
     """
 
     def __init__(
@@ -220,8 +243,11 @@ class Replica:
         log: Iterable[Entry] = (),
         epoch: int = 0,
         commit_index: int = 0,
+        lost: bool = False,
     ) -> None:
         self._node = node
+        self._lost = lost
+        self._session: int | None = None
         self._partition = partition
         self._settings = settings if settings is not None else ReplicaSettings()
         self._bugs = self._settings.bugs
@@ -280,8 +306,9 @@ class Replica:
             self._config.version,
         ):
             return ready
+        previous = self._config
         self._config = config
-        may_lead = config.primary == self._node and config.epoch > self._recovered_epoch
+        may_lead = self._may_lead(config)
         if config.epoch > self._epoch:
             self._step_down()
             self._epoch = config.epoch
@@ -301,6 +328,10 @@ class Replica:
             if self._proposal is not None and config.version > self._proposal.expected_version:
                 self._proposal = None
             self._sync_peers(now_ms)
+            for name, peer in self._peers.items():
+                wiped = config.wiped_loss(name)
+                if previous is not None and wiped != previous.wiped_loss(name):
+                    peer.forget(now_ms)  # its loss is recorded: only new acks count
             # A smaller required set may let entries commit now.
             self._try_commit(ready)
         return ready
@@ -335,6 +366,31 @@ class Replica:
             return self._on_append(message)
         return self._on_append_reply(message, now_ms)
 
+    def session_opened(self, incarnation: int, now_ms: float) -> Ready:
+        """The node's coordinator session (its incarnation) for this replica's lifetime;
+        matters only for a ``lost`` replica (see the class), which takes the lead now if
+        the config it holds was made for this session."""
+        self._session = incarnation
+        ready = Ready()
+        config = self._config
+        if (
+            self._role is Role.BACKUP
+            and config is not None
+            and config.epoch == self._epoch
+            and self._may_lead(config)
+        ):
+            self._promote(now_ms, ready)
+        return ready
+
+    def _may_lead(self, config: PartitionConfig) -> bool:
+        """``config`` names this replica primary of an epoch no previous incarnation of it
+        may have led (for a lost log: one made for its current session)."""
+        return (
+            config.primary == self._node
+            and config.epoch > self._recovered_epoch
+            and (not self._lost or config.primary_incarnation == self._session)
+        )
+
     def tick(self, now_ms: float, lease_until_ms: float) -> Ready:
         """Advance time: heartbeats / retransmissions, ISR shrink/expand proposals.
 
@@ -349,7 +405,10 @@ class Replica:
             return ready
         for name in sorted(self._peers):
             peer = self._peers[name]
-            if now_ms - peer.last_sent_ms >= self._settings.heartbeat_ms:
+            wait_ms = (
+                self._settings.append_retry_ms if peer.retry_due else self._settings.heartbeat_ms
+            )
+            if now_ms - peer.last_sent_ms >= wait_ms:
                 if peer.acked:
                     # Resend whatever is unacknowledged (a lost Append or reply).
                     peer.next_index = peer.match_index + 1
@@ -619,11 +678,15 @@ class Replica:
         if self._role is not Role.PRIMARY or reply.epoch < self._epoch:
             return ready
         peer = self._peers.get(reply.sender)
-        if peer is None:
+        if peer is None or reply.echo_sent_ms < peer.stale_before_ms:
             return ready
         if reply.success:
-            peer.match_index = max(peer.match_index, min(reply.match_index, self.last_index))
+            match = min(reply.match_index, self.last_index)
+            if match >= peer.match_index:
+                peer.match_sent_ms = max(peer.match_sent_ms, reply.echo_sent_ms)
+            peer.match_index = max(peer.match_index, match)
             peer.acked = True
+            peer.retry_due = False
             peer.last_ok_ms = now_ms
             peer.next_index = max(peer.next_index, peer.match_index + 1)
             self._try_commit(ready)
@@ -631,9 +694,19 @@ class Replica:
                 self._send_append(reply.sender, peer, now_ms, ready)
             self._maybe_propose_isr(now_ms, ready)
         else:
-            retry_from = max(peer.match_index, min(reply.hint_index, self.last_index)) + 1
+            hint = min(reply.hint_index, self.last_index)
+            if hint < peer.match_index and reply.echo_sent_ms > peer.match_sent_ms:
+                # It holds less than it acknowledged after that: it lost data. Nothing it
+                # acknowledged counts any more (as an ISR member it now holds commits back
+                # and is proposed out of the ISR as lagging).
+                peer.forget(now_ms)
+            retry_from = max(peer.match_index, hint) + 1
+            progress = retry_from < peer.sent_from
             peer.next_index = retry_from
-            self._send_append(reply.sender, peer, now_ms, ready)
+            if progress:
+                self._send_append(reply.sender, peer, now_ms, ready)
+            else:
+                peer.retry_due = True  # the tick resends after append_retry_ms
         return ready
 
     def _send_append(self, name: NodeId, peer: _Peer, now_ms: float, ready: Ready) -> None:
@@ -652,6 +725,8 @@ class Replica:
         )
         peer.next_index = start + len(entries)
         peer.last_sent_ms = now_ms
+        peer.sent_from = start
+        peer.retry_due = False
         ready.send.append(Send(name, append))
 
     def _required(self) -> frozenset[NodeId]:

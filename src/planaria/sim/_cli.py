@@ -34,6 +34,7 @@ BUG_NAMES = (
     "promote-out-of-sync",
     "no-lease-wait",
     "skip-truncate",
+    "wiped-stays-in-sync",
 )
 
 

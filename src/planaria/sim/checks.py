@@ -7,10 +7,12 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
   serves, so is every other replica of the partition on any node (at its own clock: a
   replica that a move removed counts too);
 - ``ack-not-replicated``: an acknowledged write is durable (synced) in the log of every
-  member of the coordinator's ISR at the moment of the ack (invariant 1);
-- ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces
-  (invariant 2);
-- ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down;
+  member of the coordinator's ISR at the moment of the ack (invariant 1; a copy a ``wipe``
+  destroyed counts: the fault, not the protocol, lost it);
+- ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces, and that
+  change did not record that it lost data (invariant 2);
+- ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down
+  (a log the node lost starts over);
 - ``config-malformed``: every config keeps its shape through membership moves: replicas
   distinct, the primary in the ISR, the ISR and the learners among the replicas, a handoff
   target in the ISR;
@@ -43,6 +45,7 @@ from planaria.errors import InternalError
 
 if TYPE_CHECKING:
     from planaria.sim.node import SimNode
+    from planaria.storage import PartitionLog
 
 __all__ = ["CHECKS", "CHECK_MODES", "HISTORY_CHECKS", "Monitor", "Violation"]
 
@@ -109,8 +112,9 @@ class Monitor:
         self.acks_checked = 0
         # (node, partition) -> (epoch, serving) last seen: changes go to the trace, and the
         # epoch must never go down, not even across a restart (it is persisted first).
-        self.states: dict[tuple[str, int], tuple[int, bool]] = {}
-        self.serving_leases: dict[tuple[str, int], float] = {}
+        # Per (node, partition, log generation): a log the node lost starts a new generation.
+        self.states: dict[tuple[str, int, int], tuple[int, bool]] = {}
+        self.serving_leases: dict[tuple[str, int, int], float] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
         # Linearizable reads answered by a replica the coordinator no longer names primary
@@ -155,9 +159,8 @@ class Monitor:
     @staticmethod
     def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:
         log = node.logs.get(partition) or node.last_logs.get(partition)
-        if log is None or log.durable_index < index or index < log.first_index:
-            return False
-        return log.epoch_at(index) == epoch
+        lost = node.lost_logs.get(partition)
+        return _holds(log, epoch, index) or (lost is not None and _holds(lost, epoch, index))
 
     def on_config_change(self, old: PartitionConfig, new: PartitionConfig) -> None:
         if not self.enforce:
@@ -165,12 +168,16 @@ class Monitor:
         p = new.partition
         if new.epoch < old.epoch:
             raise Violation("epoch-decreased", f"p{p} config epoch {old.epoch} -> {new.epoch}")
-        if new.primary is not None and new.primary != old.primary and new.primary not in old.isr:
-            raise Violation(
-                "promoted-out-of-sync",
-                f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
-                f"{sorted(old.isr)} (epoch {old.epoch})",
-            )
+        if new.primary is not None and (new.primary != old.primary or new.epoch > old.epoch):
+            # In sync: in the old ISR, and not found to have lost data by this very change.
+            lost = new.wiped_loss(new.primary) != old.wiped_loss(new.primary)
+            if new.primary not in old.isr or lost:
+                raise Violation(
+                    "promoted-out-of-sync",
+                    f"p{p}: {new.primary} promoted at epoch {new.epoch} but the ISR was "
+                    f"{sorted(old.isr)} (epoch {old.epoch})"
+                    + (f" and {new.primary} lost data" if lost else ""),
+                )
         problem = _malformed(new)
         if problem is not None:
             raise Violation("config-malformed", f"p{p} v{new.version}: {problem}", focus=f"p{p}")
@@ -210,7 +217,7 @@ class Monitor:
         seen: tuple[int, bool] | None,
         state: tuple[int, bool],
     ) -> None:
-        self.states[(node.pid, partition)] = state
+        self.states[(node.pid, partition, node.log_generation.get(partition, 0))] = state
         epoch, serving = state
         replica = node.replicas[partition]
         what = "serving" if serving else replica.role.value
@@ -230,7 +237,7 @@ class Monitor:
         states, leases = self.states, self.serving_leases
         for partition, replica in node.replicas.items():
             serving = replica.serving(now)
-            key = (pid, partition)
+            key = (pid, partition, node.log_generation.get(partition, 0))
             state = (replica.epoch, serving)
             seen = states.get(key)
             if seen != state:
@@ -261,6 +268,12 @@ class Monitor:
                     f"{other_id} (epoch {peer.epoch}) both serve",
                     focus=f"p{partition}",
                 )
+
+
+def _holds(log: PartitionLog | None, epoch: int, index: int) -> bool:
+    if log is None or log.durable_index < index or index < log.first_index:
+        return False
+    return log.epoch_at(index) == epoch
 
 
 def _malformed(config: PartitionConfig) -> str | None:

@@ -63,6 +63,8 @@ class SimCoordinator(Process):
         self.on_change = on_change
         self.store = MemoryStore()
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
+        # node -> (session, loss per lost partition, data lost): registered with the session
+        self.losses: dict[str, tuple[int, dict[int, int], int]] = {}
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
         self.target: Target | None = None  # None: no membership known, no moves
@@ -95,6 +97,14 @@ class SimCoordinator(Process):
         self.opened[node] = (nonce, session)
         return session
 
+    def end_session(self, node: str) -> None:
+        """``node`` stopped cleanly: its session ends now (``Node.close`` closes it)."""
+        opened = self.opened.get(node)
+        if opened is not None:
+            self.store.close_session(SessionId(opened[1]), self.local_now())
+            self.world.trace.add(self.world.now_ms, self.pid, f"session {opened[1]} closed", node)
+            self._decide()
+
     def create_configs(self, placement: Mapping[int, tuple[str, ...]]) -> None:
         """Create every partition's first config (before any node starts)."""
         configs = self.controller.initial_configs(placement, self._views())
@@ -118,10 +128,21 @@ class SimCoordinator(Process):
         self.after_local(self.settings.check_every_ms, self._check)
 
     def _views(self) -> dict[str, SessionView]:
-        return {
-            owner: SessionView(owner, info.session, info.alive, info.renewed_ms, info.expires_ms)
-            for owner, info in self.store.latest_sessions().items()
-        }
+        views: dict[str, SessionView] = {}
+        for owner, info in self.store.latest_sessions().items():
+            session, lost, data_lost = self.losses.get(owner, (0, {}, 0))
+            if session != info.session:
+                lost, data_lost = {}, 0
+            views[owner] = SessionView(
+                owner,
+                info.session,
+                info.alive,
+                info.renewed_ms,
+                info.expires_ms,
+                lost=lost,
+                data_lost=data_lost,
+            )
+        return views
 
     def _decide(self) -> None:
         views = self._views()
@@ -215,6 +236,7 @@ class SimCoordinator(Process):
                     self.store.close_session(SessionId(opened[1]), now)
                 session = self.store.open_session(renew.node, self.settings.session_ttl_ms, now)
                 self.opened[renew.node] = (renew.nonce, session)
+                self._note_losses(renew, session)
                 self.world.trace.add(
                     self.world.now_ms, self.pid, f"session {session} opened", renew.node
                 )
@@ -223,7 +245,12 @@ class SimCoordinator(Process):
         else:
             session = renew.session
             ok = self._renew(session, now)
+        if ok:
+            self._note_losses(renew, session)
         self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
+
+    def _note_losses(self, renew: Renew, session: int) -> None:
+        self.losses[renew.node] = (session, dict(renew.lost), renew.data_lost)
 
     def _renew(self, session: int, now: float) -> bool:
         try:

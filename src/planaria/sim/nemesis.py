@@ -7,6 +7,13 @@ before the quiet period. Fault kinds (``--faults``):
 - ``crash``: a node crashes (memory lost, its disk loses unsynced writes) and restarts later;
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
+- ``wipe``: a node goes down and restarts later having lost data: half the time its disk
+  was replaced (a planned stop, which ends its session at once; an empty data directory,
+  which the operator tells the node), else it crashed and its journal is damaged (the start
+  wipes every partition log); it must be refilled from its primaries and rejoin outside the
+  ISR. The data is found gone at the restart, unless the node then
+  holds the last in-sync copy of a partition (no other ISR member up that lost nothing):
+  the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated (from
   every node, the coordinator and about half the clients), a
@@ -35,6 +42,7 @@ from planaria.sim.world import World
 __all__ = [
     "ALL_FAULT_KINDS",
     "FAULT_KINDS",
+    "FAULT_KINDS_BEFORE_WIPE",
     "MEMBERSHIP",
     "Nemesis",
     "NemesisSettings",
@@ -43,7 +51,9 @@ __all__ = [
 ]
 
 # The default set (and the one every kept regression seed was found with).
-FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk")
+FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe")
+# The default set before ``wipe`` existed: the fault set of the older regression seeds.
+FAULT_KINDS_BEFORE_WIPE = ("crash", "pause", "partition", "loss", "drift", "disk")
 MEMBERSHIP = "membership"
 ALL_FAULT_KINDS = (*FAULT_KINDS, MEMBERSHIP)
 
@@ -84,6 +94,18 @@ class Target(Protocol):
 
     def restart_node(self, node: str) -> None: ...
 
+    def wipe_node(self, node: str, *, whole_disk: bool) -> None:
+        """While ``node`` is down: replace its disk, or damage its journal."""
+        ...
+
+    def end_session(self, node: str) -> None:
+        """``node`` was stopped cleanly: its coordinator session ends now."""
+        ...
+
+    def may_wipe(self, node: str) -> bool:
+        """Whether some partition would lose its last in-sync copy with ``node``'s data."""
+        ...
+
     def change_membership(self, rng_pick: float) -> str | None:
         """Add, drain or remove a node (``rng_pick`` in [0, 1) chooses); what was done."""
         ...
@@ -112,6 +134,7 @@ class Nemesis:
         self.injected: Counter[str] = Counter()
         self.active = True
         self._down: dict[str, str] = {}  # node -> "crash" | "pause"
+        self._wipes: dict[str, bool] = {}  # node down for a wipe -> its whole disk goes
         self._cut_generation = 0
         self._loss_generation = 0
 
@@ -140,8 +163,8 @@ class Nemesis:
             return
         kind = self.faults[rng.randrange(len(self.faults))]
         duration = rng.uniform(self.settings.duration_min_ms, self.settings.duration_max_ms)
-        if kind in ("crash", "disk"):
-            self._crash(duration, mid_write=kind == "disk")
+        if kind in ("crash", "disk", "wipe"):
+            self._crash(duration, mid_write=kind == "disk", wipe=kind == "wipe")
         elif kind == "pause":
             self._pause(duration)
         elif kind == "partition":
@@ -167,21 +190,40 @@ class Nemesis:
         healthy = [node for node in self.target.node_ids() if node not in self._down]
         return healthy[self.world.rng.randrange(len(healthy))] if healthy else None
 
-    def _crash(self, duration_ms: float, *, mid_write: bool) -> None:
+    def _crash(self, duration_ms: float, *, mid_write: bool, wipe: bool = False) -> None:
         node = self._pick_healthy_node()
         if node is None:
             return
-        kind = "disk" if mid_write else "crash"
+        kind = "wipe" if wipe else "disk" if mid_write else "crash"
         self.injected[kind] += 1
         self._down[node] = "crash"
         self._note(f"{kind} {node}", f"for {duration_ms:.0f} ms")
         self.target.crash_node(node, mid_write=mid_write)
+        if wipe:
+            whole_disk = self._wipes[node] = self.world.rng.random() < 0.5
+            if whole_disk:
+                # A disk is replaced in a planned stop: the operator stops the node cleanly
+                # first, which ends its session (a damaged journal is a crash's surprise).
+                self.target.end_session(node)
         self._later(duration_ms, self._restart, node)
 
     def _restart(self, node: str) -> None:
         if self._down.get(node) == "crash":
             del self._down[node]
+            self._wipe_if_due(node)
             self.target.restart_node(node)
+
+    def _wipe_if_due(self, node: str) -> None:
+        """The data a ``wipe`` takes is found gone at the restart. Never the last in-sync
+        copy of a partition (promotions happen while the node is down): that partition
+        could only refuse, for good (no unclean election; the controller's tests show it)."""
+        whole_disk = self._wipes.pop(node, None)
+        if whole_disk is None:
+            return
+        if self.target.may_wipe(node):
+            self.target.wipe_node(node, whole_disk=whole_disk)
+        else:
+            self._note(f"wipe {node} spared", "it holds the last in-sync copy of a partition")
 
     def _pause(self, duration_ms: float) -> None:
         node = self._pick_healthy_node()
@@ -336,6 +378,7 @@ class Nemesis:
         self.network.calm_down()
         for node, kind in sorted(self._down.items()):
             if kind == "crash":
+                self._wipe_if_due(node)
                 self.target.restart_node(node)
             else:
                 self.world.resume(node)

@@ -9,6 +9,13 @@ reply, forward ProposeIsr. A config that lists the node for a partition it does 
 crash loses memory and the disk's unsynced writes; a restart
 recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
 from it, under a new session.
+
+A node that lost data (a damaged log or journal, wiped at start; or a replaced disk, which
+the operator says: :meth:`SimNode.wipe`) writes a marker per lost log (``lost-all`` for a
+replaced disk) holding the loss's id before anything else, builds those replicas ``lost``
+and registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
+the config record that id (``PartitionConfig.wiped``): a restart before that registers the
+same loss again (the controller handles each loss once).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
 from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage.format import SEGMENT_HEADER
+from planaria.storage.fs import join
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
 __all__ = ["NodeSettings", "SimNode"]
@@ -48,6 +57,12 @@ NO_LEASE = float("-inf")
 # Open-session nonces: process incarnation * this + the number of the wish in the incarnation.
 NONCES_PER_INCARNATION = 1_000_000
 FIRST_NONCE = 1  # the first incarnation's first wish
+DATA = "/data"
+LOST_ALL = "lost-all"  # marker: the whole data directory was replaced
+
+
+def _lost_marker(partition: int) -> str:
+    return f"lost-p{partition}"
 
 
 @dataclass(frozen=True)
@@ -118,12 +133,24 @@ class SimNode(Process):
         self.sessions_lost = 0
         self.records_lost = 0  # log records a crash took (never synced)
         self.last_index_at_crash: dict[int, int] = {}
+        self.wiped_at_start: set[int] = set()  # logs wiped as damaged in this start
+        self.data_replaced = False  # the operator's word for the next start: a new disk
+        self.wipes = 0
+        # For the checks: per partition, how many times this node lost its log, and the log
+        # as it was before the last loss (what it held durably then still counts for acks).
+        self.log_generation: dict[int, int] = {}
+        self.lost_logs: dict[int, PartitionLog] = {}
+        self.markers: dict[str, int] = {}  # the loss markers on the disk: their loss ids
+        self.recorded: set[int] = set()  # with LOST_ALL: partitions that recorded the loss
         network.register(pid, self.on_message)
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_start(self) -> None:
         self._open_logs()
+        if self.data_replaced:
+            self.data_replaced = False
+            self._mark_lost(LOST_ALL)
         self._rebuild_replicas()
         self._new_session()
         self._poll(None)
@@ -135,15 +162,91 @@ class SimNode(Process):
         self.last_logs = self.logs
         self.logs = {}
         self.lease_until_ms = NO_LEASE
+        self.session = None  # the next start opens a new one
         self.crash_mid_write = False
         self.writes.clear()
         self.persisted_at.clear()
         self.journal = None
         self.fs.crash(self.world.rng)
 
+    def wipe(self, *, whole_disk: bool) -> None:
+        """While the node is down: its disk is replaced (``whole_disk``: the operator tells
+        the next start so) or its journal is damaged (the start wipes every log). A journal
+        with nothing to damage is replaced with the disk."""
+        self.wipes += 1
+        journal = join(DATA, "journal")
+        segments = (
+            []
+            if whole_disk or not self.fs.is_dir(journal)
+            else [
+                join(journal, name)
+                for name in self.fs.listdir(journal)
+                if name.startswith("seg-")
+                and self.fs.size(join(journal, name)) > SEGMENT_HEADER.size
+            ]
+        )
+        if segments:
+            self.world.trace.add(self.world.now_ms, self.pid, "journal damaged", segments[0])
+            self.fs.damage(segments[0], 0)
+            return
+        self.world.trace.add(self.world.now_ms, self.pid, "disk replaced")
+        self.fs = SimFS()
+        self.data_replaced = True
+
+    def _mark_lost(self, name: str) -> None:
+        """Durably, before this start does anything else: the log ``name`` names was lost,
+        in a loss named by this start (unique to the node)."""
+        loss = self.incarnation + 1
+        marker = self.fs.open_append(join(DATA, name), create=True)
+        marker.append(str(loss).encode())
+        marker.fsync()
+        marker.close()
+        self.fs.fsync_dir(DATA)
+        self.markers[name] = loss
+
+    def _unmark(self, name: str) -> None:
+        self.fs.remove(join(DATA, name))
+        self.fs.fsync_dir(DATA)
+        del self.markers[name]
+
+    def _read_markers(self) -> dict[str, int]:
+        names = [n for n in self.fs.listdir(DATA) if n.startswith("lost-")]
+        return {n: int(self.fs.read(join(DATA, n), 0, self.fs.size(join(DATA, n)))) for n in names}
+
+    def _lost(self, partition: int) -> bool:
+        return LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+
+    def lost_report(self) -> tuple[tuple[tuple[int, int], ...], int]:
+        """What the node registers: (partition, loss id) per log it lost, and the loss id
+        of its whole data directory (0: none)."""
+        if not self.markers:
+            return (), 0
+        markers = self.markers
+        lost = tuple(
+            (p, markers[_lost_marker(p)]) for p in self.partitions if _lost_marker(p) in markers
+        )
+        return lost, markers.get(LOST_ALL, 0)
+
+    def _note_recorded(self, config: PartitionConfig) -> None:
+        """The config records the node's loss of the partition: forget the marker."""
+        if not self.markers:
+            return
+        loss = config.wiped_loss(self.pid)
+        marker = _lost_marker(config.partition)
+        if loss is not None and self.markers.get(marker) == loss:
+            self._unmark(marker)
+        if loss is not None and self.markers.get(LOST_ALL) == loss:
+            self.recorded.add(config.partition)
+            if self.recorded >= set(self.partitions):
+                self._unmark(LOST_ALL)
+
     def _open_logs(self) -> None:
         """As the node does at start: open the journal and replay it into the partition
-        logs (the same ``open_node_journal``), then open and attach every log."""
+        logs (the same ``open_node_journal``), then open and attach every log; then mark
+        every log wiped as damaged as lost."""
+        previous = self.last_logs
+        self.wiped_at_start = set()
+        self.recorded = set()
         self.journal, replayed = open_node_journal(
             self.fs,
             "/data/journal",
@@ -157,6 +260,14 @@ class SimNode(Process):
         for partition in self.partitions:
             self._open_log(partition)
         self.last_logs = dict(self.logs)
+        self.markers = self._read_markers()
+        for partition in sorted(self.wiped_at_start):
+            self._mark_lost(_lost_marker(partition))
+        lost = set(self.logs) if self.data_replaced else self.wiped_at_start
+        for partition in sorted(lost):
+            self.log_generation[partition] = self.log_generation.get(partition, 0) + 1
+            if partition in previous:
+                self.lost_logs[partition] = previous[partition]
 
     def _recover_log(self, partition: int, unsynced_after: int | None) -> PartitionLog | None:
         path = f"/data/p{partition}"
@@ -180,16 +291,20 @@ class SimNode(Process):
 
     def _wipe_all(self) -> None:
         self.world.trace.add(self.world.now_ms, self.pid, "journal damaged: wiping every log")
-        for name in self.fs.listdir("/data"):
-            if name.startswith("p"):
+        # Every partition log directory (SimFS.listdir lists files only).
+        for partition in self.partitions:
+            path = f"/data/p{partition}"
+            if self.fs.is_dir(path):
                 self.recoveries_damaged += 1
-                PartitionLog.wipe(self.fs, f"/data/{name}")
+                PartitionLog.wipe(self.fs, path)
+                self.wiped_at_start.add(partition)
 
     def _damaged(self, path: str, damage: StorageDamaged) -> None:
         # Not a torn tail: this replica must be refilled from its primary.
         self.recoveries_damaged += 1
         self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
         PartitionLog.wipe(self.fs, path)
+        self.wiped_at_start.add(int(path.rsplit("/p", 1)[1]))
 
     def _open_log(self, partition: int) -> PartitionLog:
         path = f"/data/p{partition}"
@@ -222,14 +337,18 @@ class SimNode(Process):
 
     def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
         entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
-        return Replica(
+        replica = Replica(
             self.pid,
             partition,
             self.replica_settings,
             log=entries,
             epoch=log.epoch,
             commit_index=log.commit_index,
+            lost=self._lost(partition),
         )
+        if self.session is not None:
+            replica.session_opened(self.session, self.local_now())  # no config yet: no effect
+        return replica
 
     def _host(self, partition: int) -> Replica:
         """Start hosting ``partition`` (a move made this node a learner): its log (on disk
@@ -252,9 +371,9 @@ class SimNode(Process):
     def _renew(self, nonce: int) -> None:
         if nonce != self.nonce:
             return
-        self.network.send(
-            self.pid, COORDINATOR, Renew(self.pid, nonce, self.session, self.local_now())
-        )
+        lost, data_lost = self.lost_report()
+        renew = Renew(self.pid, nonce, self.session, self.local_now(), lost, data_lost)
+        self.network.send(self.pid, COORDINATOR, renew)
         self.after_local(self.settings.session_renew_ms, self._renew, nonce)
 
     def _poll(self, _: Any) -> None:
@@ -308,6 +427,7 @@ class SimNode(Process):
         if replica is None and self.pid in config.replicas:
             replica = self._host(config.partition)
         if replica is not None:
+            self._note_recorded(config)
             self._execute(config.partition, replica.on_config(config, now))
 
     def _on_renew_ack(self, ack: RenewAck) -> None:
@@ -316,6 +436,11 @@ class SimNode(Process):
         if ack.ok:
             if self.session is None:
                 self.session = ack.session
+                now = self.local_now()
+                for partition, replica in list(self.replicas.items()):
+                    self._execute(partition, replica.session_opened(ack.session, now))
+                    if not self.up:
+                        return
             if ack.session == self.session:
                 lease = ack.sent_local_ms + self.settings.lease_ms
                 self.lease_until_ms = max(self.lease_until_ms, lease)
@@ -335,6 +460,7 @@ class SimNode(Process):
             log.close()
         if self.journal is not None:
             self.journal.close()
+        self.session = None
         self._open_logs()
         self._rebuild_replicas()
         self._new_session()

@@ -308,6 +308,22 @@ class _Run:
         else:
             self.world.crash(node)
 
+    def end_session(self, node: str) -> None:
+        self.coordinator.end_session(node)
+
+    def wipe_node(self, node: str, *, whole_disk: bool) -> None:
+        self.nodes[node].wipe(whole_disk=whole_disk)
+
+    def may_wipe(self, node: str) -> bool:
+        """Every partition keeps another in-sync copy (an ISR member up, that lost nothing):
+        wiping the last one leaves a partition that can only refuse, for good."""
+        nodes = self.nodes
+        return all(
+            any(other != node and nodes[other].up and not nodes[other].markers for other in c.isr)
+            for c in self.coordinator.configs.values()
+            if node in c.isr
+        )
+
     def _crash_if_up(self, node: str) -> None:
         target = self.nodes[node]
         if target.up and target.crash_mid_write:
@@ -533,6 +549,7 @@ class _Run:
             "torn_tails": sum(node.recoveries_torn for node in nodes),
             "records_lost": sum(node.records_lost for node in nodes),
             "damaged_logs": sum(node.recoveries_damaged for node in nodes),
+            "losses_recorded": sum(len(c.wiped) for c in self.coordinator.configs.values()),
             "sessions_expired": sum(node.sessions_lost for node in nodes),
             "clock_rate_spread": max(rates) - min(rates),
             "coordinator_clock_rate": self.coordinator.clock.rate,

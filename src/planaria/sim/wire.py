@@ -18,13 +18,16 @@ class Renew:
     """Node -> coordinator: open a session (``session`` is None) or keep one alive.
 
     ``nonce`` names the node's wish for one session, so a retried or duplicated open gets
-    the same session back instead of a second one.
+    the same session back instead of a second one. ``lost`` and ``data_lost``: the losses
+    the node registers with the session (``SessionView``).
     """
 
     node: str
     nonce: int
     session: int | None
     sent_local_ms: float
+    lost: tuple[tuple[int, int], ...] = ()  # (partition, loss id)
+    data_lost: int = 0  # the loss id of the whole data directory (0: none)
 
 
 @dataclass(frozen=True, slots=True)

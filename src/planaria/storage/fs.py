@@ -322,6 +322,14 @@ class SimFS:
     def size(self, path: str) -> int:
         return len(self._inode(path).data)
 
+    def damage(self, path: str, offset: int) -> None:
+        """A bad sector: flip every bit of the byte at ``offset``, in what reads see and in
+        what survives a crash (fault injection)."""
+        inode = self._inode(path)
+        for data in (inode.data, inode.synced):
+            if offset < len(data):
+                data[offset] ^= 0xFF
+
     def rename(self, src: str, dst: str) -> None:
         self._mutating("rename", src)
         src_dir, src_name = self._split(src)
