@@ -53,7 +53,7 @@ class Disk:
     def apply(self, persist: Persist) -> None:
         if persist.truncate_after is not None:
             if persist.truncate_after < self.commit_index:
-                # The storage rule (core.persist): never below the persisted commit index.
+                # The storage rule (storage.persist): never below the persisted commit index.
                 self.refused.append(f"truncate after {persist.truncate_after}")
                 return
             del self.log[persist.truncate_after :]

@@ -149,4 +149,6 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(4, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
                "are gone", faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), checks="history",
                expect="not-linearizable"),
+    Regression(0, "a client's older write in flight is dropped: its retries never get an "
+               "answer", bugs=("dedup-last-only",), checks="history", expect="unresolved"),
 )  # fmt: skip

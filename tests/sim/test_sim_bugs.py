@@ -12,13 +12,15 @@ from .regressions import REGRESSIONS
 
 SEEDS_MAX = 60
 OPS = 300
-# Eight partitions: a client keeps one write unanswered per partition (its write window),
-# so more partitions means more writes in flight when a fault strikes (no-epoch-fence needs
-# an uncommitted entry on a deposed primary).
+# Eight partitions: more partitions means more writes in flight when a fault strikes
+# (no-epoch-fence needs an uncommitted entry on a deposed primary).
 PARTITIONS = 8
 # The checks each bug is expected to trip first (others may follow from the same bug).
 EXPECTED = {
     "ack-before-replicate": {"ack-not-replicated"},
+    # A client's older write in flight is never applied nor answered: its retries after
+    # healing get nothing (finding 2 of issue 16).
+    "dedup-last-only": {"unresolved"},
     "no-epoch-fence": {"truncated-committed", "diverged", "lost-write", "not-linearizable"},
     "promote-out-of-sync": {"promoted-out-of-sync"},
     "no-lease-wait": {"two-serving", "not-linearizable"},
