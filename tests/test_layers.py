@@ -24,7 +24,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Loaded by ``import planaria`` itself: the lazy front, the compiled-module guard, the errors.
-FRONT = frozenset({"planaria", "planaria._native", "planaria.errors"})
+FRONT = frozenset({"planaria", "planaria._lazy", "planaria._native", "planaria.errors"})
 TOOLKIT = ("planaria.hashing", "planaria.retry", "planaria.breaker", "planaria.detect")
 # Outside modules that belong to I/O, real concurrency or the network clients and servers.
 IO_MODULES = frozenset(

@@ -8,10 +8,10 @@ asyncio, sockets and hiredis. ``planaria.Client`` imports the client on first us
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from planaria import _native
+from planaria._lazy import lazy_front
 
 _native.install_guard()  # before any compiled module can be imported
 
@@ -60,14 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'planaria' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_front("planaria", _LAZY, globals())

@@ -8,8 +8,9 @@ simulator never loads the committer's threads or the real disk (docs/architectur
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from planaria._lazy import lazy_front
 
 if TYPE_CHECKING:
     from planaria.storage.committer import CommitStats, GroupCommitter
@@ -80,14 +81,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'planaria.storage' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_front("planaria.storage", _LAZY, globals())
