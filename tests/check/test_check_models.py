@@ -253,7 +253,7 @@ def test_timeout_gives_unknown() -> None:
     ops = ops_of(*_impossible_to_place_read(12))
     result = check_operations(CasRegister(), ops, clock=clock, timeout_s=1.0)
     assert result.verdict is Verdict.UNKNOWN
-    assert "gave up (out of time" in explain(CasRegister(), result)
+    assert "ran out of time" in explain(CasRegister(), result)
 
 
 def test_operation_unknown_to_the_model_is_an_error() -> None:
