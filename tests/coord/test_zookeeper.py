@@ -64,7 +64,9 @@ def test_another_client_in_the_process_renews_a_session(zookeeper: Ensemble) -> 
 
     async def main() -> None:
         owner = connect(url)
-        session = await owner.open_session("n1", 300)
+        # A TTL a loaded machine cannot miss by accident (kazoo pings at a third of it).
+        ttl_ms = 1000
+        session = await owner.open_session("n1", ttl_ms)
         await owner.create("/eph", b"x", session=session)
         stop = threading.Event()
 
@@ -80,12 +82,15 @@ def test_another_client_in_the_process_renews_a_session(zookeeper: Ensemble) -> 
 
         thread = threading.Thread(target=renew_in_a_thread)
         thread.start()
-        await asyncio.sleep(0.9)  # three TTLs: only the other thread renews
+        await asyncio.sleep(2.5 * ttl_ms / 1000)  # past the TTL: only the other thread renews
         assert await owner.get("/eph") is not None
         stop.set()
         await asyncio.to_thread(thread.join)
-        await asyncio.sleep(0.3 + 0.3)  # a TTL (and slack) without renewals
-        assert await owner.get("/eph") is None
+        # Without renewals the session ends: waited for, with a generous deadline.
+        deadline = time.monotonic() + 15.0
+        while await owner.get("/eph") is not None:
+            assert time.monotonic() < deadline, "the session outlived its renewals"
+            await asyncio.sleep(0.05)
         with pytest.raises(SessionExpired):
             await owner.keep_alive(session)
         with pytest.raises(UsageError, match="not opened in this process"):
