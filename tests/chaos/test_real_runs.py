@@ -87,7 +87,17 @@ def test_the_proxy_partitions_without_losing_anything(tmp_path: Path) -> None:
 BUG_SCHEDULE = "partition:leader@2+3,kill:leader@7+2.5,partition:leader@11.5+3"
 
 
+# Whether a partitioned leader acks writes that are then lost depends on timing: beside two
+# CPU burners one run in three caught nothing. The bug must be caught within a few runs.
+BUG_RUNS_MAX = 3
+
+
+@pytest.mark.timeout(150 * BUG_RUNS_MAX)
 def test_acknowledging_before_replicating_is_caught(tmp_path: Path) -> None:
-    results = run(tmp_path, bugs=("ack-before-replicate",), spec=BUG_SCHEDULE)
-    caught = results["acked_writes_lost"] > 0 or results["linearizable"] is False
-    assert caught, (results["ops"], results["faults"])
+    seen = []
+    for attempt in range(BUG_RUNS_MAX):
+        results = run(tmp_path / f"run{attempt}", bugs=("ack-before-replicate",), spec=BUG_SCHEDULE)
+        if results["acked_writes_lost"] > 0 or results["linearizable"] is False:
+            return
+        seen.append((results["ops"], results["faults"]))
+    raise AssertionError(f"not caught in {BUG_RUNS_MAX} runs: {seen}")
