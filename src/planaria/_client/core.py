@@ -20,7 +20,8 @@ from planaria._client.protocol import (
     error_from_reply,
     to_bytes,
 )
-from planaria._client.routing import Shard, SlotMap, parse_address
+from planaria._client.routing import Shard, SlotMap
+from planaria.address import parse_address
 from planaria.breaker import BreakerState, CircuitBreaker
 from planaria.core.messages import DEDUP_WINDOW
 from planaria.core.slots import keyslot
@@ -240,7 +241,7 @@ def _seeds(seeds: str | Iterable[str]) -> tuple[str, ...]:
     if not found:
         raise UsageError("give at least one seed address 'host:port'")
     for seed in found:
-        parse_address(seed)
+        parse_address(seed, what="seed address")
     return found
 
 
@@ -378,7 +379,7 @@ class ClientCore:
 
     def on_moved(self, moved: Moved) -> str:
         """Follow a redirect: repoint the slot; refresh soon (the whole partition moved)."""
-        parse_address(moved.address)
+        parse_address(moved.address, what="MOVED address")
         if self.slot_map is not None:
             self.slot_map.redirect(moved.slot, moved.address)
         self.map_suspect = True
