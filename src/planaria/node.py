@@ -58,6 +58,7 @@ from planaria._node.partition import (
 )
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
+from planaria.address import format_address, parse_address
 from planaria.control import (
     ControllerService,
     apply_proposal,
@@ -137,7 +138,7 @@ from planaria.storage import (
 )
 from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings", "parse_address"]
+__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings"]
 
 log = logging.getLogger("planaria.node")
 
@@ -146,14 +147,6 @@ DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of ever
 LEASE_MARGIN_MS = 20.0
 # The exit code of a node whose event loop stalled (EX_TEMPFAIL: restart it).
 EXIT_LOOP_STALLED = 75
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); UsageError when malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"an address is HOST:PORT, not {text!r}")
-    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -272,15 +265,17 @@ class Node:
         if not weight > 0:
             raise UsageError(f"weight must be > 0, got {weight}")
         self.node_id = node_id
-        self.host, port = parse_address(listen)
+        self.host, port = parse_address(listen, what="listen address", listen=True)
         self.port = port
         if bus_listen is None:
-            bus_listen = f"{self.host}:{port + BUS_PORT_OFFSET if port else 0}"
-        self.bus_host, self.bus_port = parse_address(bus_listen)
+            bus_listen = format_address(self.host, port + BUS_PORT_OFFSET if port else 0)
+        self.bus_host, self.bus_port = parse_address(bus_listen, what="bus address", listen=True)
         # What the node tells others (registration, MOVED, CLUSTER SLOTS) when that differs
         # from where it listens: a proxy or NAT in between.
-        self._advertise = parse_address(advertise) if advertise is not None else None
-        self._bus_advertise = parse_address(bus_advertise) if bus_advertise is not None else None
+        self._advertise = None if advertise is None else parse_address(advertise, what="advertise")
+        self._bus_advertise = (
+            None if bus_advertise is None else parse_address(bus_advertise, what="bus advertise")
+        )
         self.coordinator = coordinator
         self.data_dir = Path(data_dir)
         self.settings = settings if settings is not None else NodeSettings()
@@ -342,13 +337,13 @@ class Node:
     def address(self) -> str:
         """The RESP address others are told (``advertise``, else where it listens)."""
         host, port = self._advertise or (self.host, self.port)
-        return f"{host}:{port}"
+        return format_address(host, port)
 
     @property
     def bus_address(self) -> str:
         """The bus address peers are told (``bus_advertise``, else where it listens)."""
         host, port = self._bus_advertise or (self.bus_host, self.bus_port)
-        return f"{host}:{port}"
+        return format_address(host, port)
 
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
@@ -813,7 +808,7 @@ class Node:
         changed = False
         for node, registration in members.items():
             try:
-                host, port = parse_address(registration.address)
+                host, port = parse_address(registration.address, what="member address")
             except UsageError as exc:
                 log.error("member %s: %s", node, exc)
                 continue
