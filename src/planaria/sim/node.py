@@ -216,9 +216,9 @@ class SimNode(Process):
         self.data_id, self.data_id_new = found
         return self.data_id
 
-    def _confirm_data_id(self, configs: Sequence[PartitionConfig]) -> None:
-        """Every config (a snapshot of them all) that lists the node knows its data id: it
-        is new no more."""
+    def confirm_data_id_in(self, configs: Sequence[PartitionConfig]) -> None:
+        """If every config of ``configs`` (all of them) that lists the node knows its data
+        id, the id is new no more."""
         if self.data_id_new and all(
             c.data_id(self.pid) == self.data_id for c in configs if self.pid in c.replicas
         ):
@@ -455,7 +455,7 @@ class SimNode(Process):
                 self._on_config(config, now)
                 if not self.up:
                     return
-            self._confirm_data_id(message.configs)
+            self.confirm_data_id_in(message.configs)
         elif isinstance(message, RenewAck):
             self._on_renew_ack(message)
 

@@ -196,6 +196,9 @@ class _Run:
             data_id = self.nodes[node_id].claim_data_id()
             self.coordinator.preopen(node_id, nonce=FIRST_NONCE, now_ms=0.0, data_id=data_id)
         self.coordinator.create_configs(self.placement)
+        # ...and read them: they know every node's data id (its first start's is not new).
+        for node_id in node_ids:
+            self.nodes[node_id].confirm_data_id_in(list(self.coordinator.configs.values()))
         # Membership: every node weighs 1; nodes drain, leave (retired) and join.
         self.members = dict.fromkeys(node_ids, 1.0)
         self.draining: set[str] = set()
