@@ -387,7 +387,7 @@ class Controller:
     ) -> PartitionConfig:
         """``config`` knowing the data id of every replica with a live session that
         registered one and has none recorded yet. A known id is never replaced here: a
-        change of it is a loss, recorded with the new id (:meth:`_decide_one`); the
+        change of it is a loss, recorded with the new id (:meth:`_decide_losses`); the
         ``ignore-data-id`` bug replaces it."""
         ids = dict(config.data_ids)
         for node in config.replicas:
