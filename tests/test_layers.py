@@ -55,7 +55,7 @@ STORAGE_PURE = frozenset(
         "planaria.storage",
         *(
             f"planaria.storage.{name}"
-            for name in ("errors", "format", "fs", "log", "journal", "persist")
+            for name in ("errors", "format", "fs", "identity", "log", "journal", "persist")
         ),
     }
 )

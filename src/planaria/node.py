@@ -50,7 +50,9 @@ from planaria._node.partition import (
     NO_LEASE,
     PartitionRuntime,
     SessionOpened,
+    claim_data_id,
     claim_lost_all,
+    drop_data_id_new,
     lost_partitions,
     mark_lost,
     new_loss_id,
@@ -295,6 +297,8 @@ class Node:
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
         self._lost_all: int | None = None  # a replaced disk's loss id, until recorded
+        self._data_id = 0  # the data directory's id (storage/identity.py), once started
+        self._data_id_new = False  # ...made at a start the configs may not know yet
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
@@ -350,6 +354,7 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
         self._lost_all = claim_lost_all(self.data_dir)
+        self._data_id, self._data_id_new = claim_data_id(self.data_dir)
         self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
         self._committer.start()
         try:
@@ -644,7 +649,22 @@ class Node:
             losses.append(f"all:{self._lost_all}")
         if losses:
             metadata["lost"] = ",".join(losses)
+        # A new disk has another: the controller then takes this node out of every ISR.
+        metadata["data-id"] = str(self._data_id)
         return metadata
+
+    def _confirm_data_id(self) -> None:
+        """A new data id stops being new once the node read every config and each one
+        that lists it knows the id (then a restart may trust what its logs say they led)."""
+        if not self._data_id_new or self.partition_count is None:
+            return
+        if len(self.configs) < self.partition_count:
+            return
+        for config in self.configs.values():
+            if self.node_id in config.replicas and config.data_id(self.node_id) != self._data_id:
+                return
+        self._data_id_new = False
+        drop_data_id_new(self.data_dir)
 
     def _forget_lost_all(self) -> None:
         """A replaced disk's marker goes once every config listing this node records its
@@ -835,6 +855,7 @@ class Node:
             runtime.deliver(config)
         if config.wiped:
             self._forget_lost_all()
+        self._confirm_data_id()
 
     async def _open_partition(self, partition: int) -> PartitionRuntime | None:
         opening = self._opening.get(partition)
@@ -872,6 +893,7 @@ class Node:
             inbox_max=self.settings.partition_inbox_max,
             session=self._session_incarnation,
             on_lost=self._register_loss,
+            data_id_new=lambda: self._data_id_new,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)
