@@ -3,8 +3,9 @@
 A model is a small object: ``init()`` gives the initial state, ``step(state, input,
 output)`` says whether an operation with that input may return that output in that state
 and what the state becomes, ``partition(ops)`` splits a history into independent
-sub-histories (P-compositionality), and ``describe_*`` render operations and states for
-people. States must be hashable values (the search memoizes on them). An output of
+sub-histories (P-compositionality), ``shortcut(op)`` tells the search what a read or a blind
+write does without a call to ``step`` (or None), and ``describe_*`` render operations and
+states for people. States must be hashable values (the search memoizes on them). An output of
 :data:`~planaria.check.history.UNKNOWN` means the outcome is unknown: the operation must then
 be accepted in any state, with the effect it would have had.
 """
@@ -19,12 +20,15 @@ from planaria.check.history import UNKNOWN, Operation
 from planaria.errors import HistoryError
 
 __all__ = [
+    "FITS",
     "MODELS",
+    "SETS",
     "STALE_READ",
     "CasRegister",
     "Input",
     "KvModel",
     "Model",
+    "Shortcut",
     "model_named",
 ]
 
@@ -33,6 +37,13 @@ __all__ = [
 # (a backup's stale read): the search may place it anywhere before it returned, even before
 # it was invoked. Only the kv model has it.
 STALE_READ: Final = "stale-read"
+
+# What an operation does, as far as the search needs no call to ``step`` to know it
+# (``Model.shortcut``): FITS v, legal exactly in the state equal to v, which it keeps (a read
+# of known outcome); SETS v, legal in every state, which becomes v (a blind write).
+FITS: Final = "fits"
+SETS: Final = "sets"
+Shortcut = tuple[str, Hashable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,11 @@ class Model(Protocol):
 
     def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
         """A cheap, sound pre-check: an operation no order can make legal, and why."""
+        ...
+
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        """``(FITS, v)`` or ``(SETS, v)`` when that is all ``step`` would say about ``op``
+        (the search then indexes reads by the state they fit and skips the call), else None."""
         ...
 
     def describe_op(self, op: Operation) -> str: ...
@@ -133,6 +149,13 @@ class CasRegister:
     def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
         return _never_written(self, ops, self._reads)
 
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        if op.f in self._reads:
+            return (FITS, op.output) if op.known and op.output is not UNKNOWN else None
+        if op.f in self._writes:
+            return SETS, op.value
+        return None
+
     def describe_op(self, op: Operation) -> str:
         return _describe(self, op)
 
@@ -164,6 +187,11 @@ class KvModel(CasRegister):
         if f == "delete":
             return True, self._initial
         return super().step(state, input, output)
+
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        if op.f == "delete":
+            return SETS, self._initial
+        return super().shortcut(op)
 
     def validate(self, op: Operation) -> str | None:
         if op.f in ("append", "delete"):
