@@ -9,7 +9,8 @@ state id in the bits above it) in a memo set. This is the algorithm of Lowe's "T
 linearizability" as Porcupine implements it; only the ideas are borrowed. What the model's
 shortcuts tell (a read fits exactly one state, a blind write leaves one) is precomputed per
 operation: reads are indexed by the state they fit instead of walked, and neither calls
-the model.
+the model. What the model's reach test tells (which states may follow which, blind writes
+aside) cuts a configuration whose state can no longer lead to a pending read's value.
 
 Bounded: the partitions of a history are searched side by side in slices of steps that
 double each round (Porcupine races them on goroutines and stops at the first failure; a
@@ -38,7 +39,7 @@ from enum import StrEnum
 from typing import Final
 
 from planaria.check.history import Operation
-from planaria.check.models import FITS, SETS, STALE_READ, Input, Model
+from planaria.check.models import FITS, SAME, SETS, STALE_READ, Input, Model
 from planaria.errors import HistoryError, UsageError
 
 __all__ = [
@@ -62,9 +63,16 @@ DEFAULT_TIMEOUT_S: Final = 60.0
 DEFAULT_MEMORY_MB: Final = 1024.0
 
 # The clock and the memory estimate are looked at every this many steps; slices of the
-# round-robin over partitions are multiples of it.
-CLOCK_EVERY_STEPS: Final = 4096
-FIRST_SLICE_STEPS: Final = 4 * CLOCK_EVERY_STEPS
+# round-robin over partitions are multiples of it. The first slice is short: a partition
+# refuted in a thousand steps then decides a history whatever the others would cost.
+CLOCK_EVERY_STEPS: Final = 1024
+FIRST_SLICE_STEPS: Final = CLOCK_EVERY_STEPS
+# The reach test (Model.reach) looks at this many pending reads per configuration; finding
+# the blind writes that may lead to a read's value tests each state they leave, at most
+# REACH_TESTS_MIN + REACH_TESTS_PER_OP * operations times per partition (then no more tests).
+REACH_WITNESSES: Final = 3
+REACH_TESTS_MIN: Final = 4096
+REACH_TESTS_PER_OP: Final = 64
 # At most this many explored configurations are scanned to list the states an operation
 # that could not be placed was tried in (the explanation stays cheap after a huge search).
 EXPLAIN_CONFIGS_MAX: Final = 200_000
@@ -74,6 +82,7 @@ EXPLAIN_CONFIGS_MAX: Final = 200_000
 _SET_SLOT_BYTES: Final = 40
 _MEMO_ENTRY_BYTES: Final = 100
 _STATE_BYTES_MIN: Final = 64
+_LIST_SLOT_BYTES: Final = 8
 
 _UNSEEN: Final = -2
 _ILLEGAL: Final = -1
@@ -350,14 +359,31 @@ class _Search:
         # Per state: its reads by call entry, and the latest return among the first k of
         # them (every read before the first whose running latest return is after the
         # earliest pending return has returned before it, so is linearized already).
+        reads = sorted((i for i in range(n) if fits[i] != _UNSEEN), key=self.call_of.__getitem__)
         by_state: dict[int, list[int]] = {}
-        for i in sorted((i for i in range(n) if fits[i] != _UNSEEN), key=self.call_of.__getitem__):
+        for i in reads:
             by_state.setdefault(fits[i], []).append(i)
         self.readers: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for state, readers in by_state.items():
-            calls = [self.call_of[i] for i in readers]
-            latest = list(itertools.accumulate((self.return_of[i] for i in readers), max))
-            self.readers[state] = (calls, latest, readers)
+            self.readers[state] = (
+                [self.call_of[i] for i in readers],
+                _latest(self, readers),
+                readers,
+            )
+        # All the reads the same way, for the reach test (None: no test).
+        self.fits = fits
+        self.reads = reads
+        self.reads_latest = _latest(self, reads)
+        self.reach = model.reach(ops)
+        # Per state: the blind writes that leave it; per state a read fits, those that may
+        # lead to it (found when first needed, within a budget of reach tests).
+        self.writes: dict[int, list[int]] = {}
+        for i, leaves in enumerate(self.sets):
+            if leaves != _UNSEEN:
+                self.writes.setdefault(leaves, []).append(i)
+        self.restarts: dict[int, list[int]] = {}
+        self.restart_entries = 0
+        self.reach_tests_left = REACH_TESTS_MIN + REACH_TESTS_PER_OP * n
         self.bits = [1 << i for i in range(n)]
         self.inputs = [Input(op.f, op.value) for op in ops]
         self.outputs = [op.output for op in ops]
@@ -385,6 +411,26 @@ class _Search:
             self.state_ids[state] = found
         return found
 
+    def _leading_to(self, target: int) -> list[int] | None:
+        """The blind writes that may lead to state ``target`` (None: past the budget)."""
+        reach, writes = self.reach, self.writes
+        if reach is SAME:
+            leads = writes.get(target, [])
+        else:
+            if reach is None or self.reach_tests_left < len(writes):
+                return None
+            self.reach_tests_left -= len(writes)
+            states = self.states
+            leads = [
+                i
+                for leaves, ops in writes.items()
+                if reach(states[leaves], states[target])
+                for i in ops
+            ]
+            self.restart_entries += len(leads)
+        self.restarts[target] = leads
+        return leads
+
     def memory_bytes(self) -> int:
         """An estimate of what the search holds beyond the history itself."""
         if self.states_counted < len(self.states):
@@ -396,6 +442,7 @@ class _Search:
             + self.transition_count * _MEMO_ENTRY_BYTES
             + self.state_bytes
             + len(self.best) * 80
+            + self.restart_entries * _LIST_SLOT_BYTES
         )
 
     def give_up(self, reason: str) -> PartitionResult:
@@ -416,6 +463,9 @@ class _Search:
         tail = self.tail
         bits, inputs, outputs, sets = self.bits, self.inputs, self.outputs, self.sets
         readers_of = self.readers.get
+        reach, fits, restarts = self.reach, self.fits, self.restarts
+        reads, reads_latest = self.reads, self.reads_latest
+        read_count = len(reads)
         transitions = self.transitions
         states, state_ids = self.states, self.state_ids
         step = self.model.step
@@ -504,39 +554,64 @@ class _Search:
                 entry = nxt[entry]
             elif i == _ARRIVED:
                 entry = nxt[0]
-                found = readers_of(state)
-                if found is None:
-                    continue
                 # The first pending read of this state called before the earliest pending
                 # return, if any (reads are sorted by call entry).
-                calls, latest, readers = found
-                first_return = ret_nxt[0]
-                k = bisect_left(latest, first_return)
-                count = len(calls)
-                while k < count and calls[k] < first_return and linearized & bits[readers[k]]:
-                    k += 1
-                if k == count or calls[k] > first_return:
-                    continue
-                r = readers[k]
-                new_linearized = linearized | bits[r]
-                config = new_linearized | state << n
-                if config in cache:
-                    entry = tail  # where this read led nowhere before: back up
-                    continue
-                cache_add(config)
-                push((-call_of[r], state, linearized))
-                linearized = new_linearized
-                ret = return_of[r]
-                before, after_ = prv[ret], nxt[ret]
-                nxt[before] = after_
-                prv[after_] = before
-                before, after_ = ret_prv[ret], ret_nxt[ret]
-                ret_nxt[before] = after_
-                ret_prv[after_] = before
-                if len(stack) > best_depth:
-                    best_depth = len(stack)
-                    best_pending = True
-                entry = 0
+                found = readers_of(state)
+                if found is not None:
+                    calls, latest, readers = found
+                    first_return = ret_nxt[0]
+                    k = bisect_left(latest, first_return)
+                    count = len(calls)
+                    while k < count and calls[k] < first_return and linearized & bits[readers[k]]:
+                        k += 1
+                    if k < count and calls[k] < first_return:
+                        r = readers[k]
+                        new_linearized = linearized | bits[r]
+                        config = new_linearized | state << n
+                        if config in cache:
+                            entry = tail  # where this read led nowhere before: back up
+                            continue
+                        cache_add(config)
+                        push((-call_of[r], state, linearized))
+                        linearized = new_linearized
+                        ret = return_of[r]
+                        before, after_ = prv[ret], nxt[ret]
+                        nxt[before] = after_
+                        prv[after_] = before
+                        before, after_ = ret_prv[ret], ret_nxt[ret]
+                        ret_nxt[before] = after_
+                        ret_prv[after_] = before
+                        if len(stack) > best_depth:
+                            best_depth = len(stack)
+                            best_pending = True
+                        entry = 0
+                        continue
+                if reach is not None:
+                    # No read fits: back up when one of the first pending reads (by call)
+                    # returned a value neither this state nor a pending blind write leads to.
+                    k = bisect_left(reads_latest, ret_nxt[0])
+                    tested = 0
+                    while k < read_count and tested < REACH_WITNESSES:
+                        r = reads[k]
+                        k += 1
+                        if linearized & bits[r]:
+                            continue
+                        tested += 1
+                        target = fits[r]
+                        if reach(states[state], states[target]):
+                            continue
+                        leads = restarts.get(target)
+                        if leads is None:
+                            leads = self._leading_to(target)
+                            if leads is None:  # past the budget: no more reach tests here
+                                reach = self.reach = None
+                                break
+                        for w in leads:
+                            if not linearized & bits[w]:
+                                break
+                        else:
+                            entry = tail
+                            break
             else:  # a return: that operation should have been linearized; back up
                 if best_pending:
                     self.best = [*stack, (0, state, 0)]
@@ -614,6 +689,11 @@ class _Search:
             if call <= _return_time(ops[first]):
                 found.add(state)
         return frozenset(self.states[state] for state in found)
+
+
+def _latest(search: _Search, reads: list[int]) -> list[int]:
+    """The latest return entry among the first k of ``reads``, for every k."""
+    return list(itertools.accumulate((search.return_of[i] for i in reads), max))
 
 
 def _linked(entries: list[int], tail: int) -> tuple[list[int], list[int]]:

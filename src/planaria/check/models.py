@@ -4,15 +4,16 @@ A model is a small object: ``init()`` gives the initial state, ``step(state, inp
 output)`` says whether an operation with that input may return that output in that state
 and what the state becomes, ``partition(ops)`` splits a history into independent
 sub-histories (P-compositionality), ``shortcut(op)`` tells the search what a read or a blind
-write does without a call to ``step`` (or None), and ``describe_*`` render operations and
-states for people. States must be hashable values (the search memoizes on them). An output of
+write does without a call to ``step`` (or None), ``reach(ops)`` which states may follow
+which within a partition (or None), and ``describe_*`` render operations and states for
+people. States must be hashable values (the search memoizes on them). An output of
 :data:`~planaria.check.history.UNKNOWN` means the outcome is unknown: the operation must then
 be accepted in any state, with the effect it would have had.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -22,12 +23,14 @@ from planaria.errors import HistoryError
 __all__ = [
     "FITS",
     "MODELS",
+    "SAME",
     "SETS",
     "STALE_READ",
     "CasRegister",
     "Input",
     "KvModel",
     "Model",
+    "Reach",
     "Shortcut",
     "model_named",
 ]
@@ -44,6 +47,18 @@ STALE_READ: Final = "stale-read"
 FITS: Final = "fits"
 SETS: Final = "sets"
 Shortcut = tuple[str, Hashable]
+# reach(state, target): False when no sequence of a partition's operations other than its
+# blind writes (SETS) leads from state to target (Model.reach).
+Reach = Callable[[Hashable, Hashable], bool]
+
+
+def _same(state: Hashable, target: Hashable) -> bool:
+    return bool(state == target)
+
+
+# The reach test of a partition whose state only a blind write changes (the search looks the
+# blind writes of a value up instead of testing them).
+SAME: Final[Reach] = _same
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,13 @@ class Model(Protocol):
     def shortcut(self, op: Operation) -> Shortcut | None:
         """``(FITS, v)`` or ``(SETS, v)`` when that is all ``step`` would say about ``op``
         (the search then indexes reads by the state they fit and skips the call), else None."""
+        ...
+
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        """For one partition's operations: a sound test of which states may follow which,
+        blind writes aside (the search drops a configuration whose state can no longer lead
+        to the value a pending read returned, unless a pending blind write can); None when
+        any state may follow any."""
         ...
 
     def describe_op(self, op: Operation) -> str: ...
@@ -156,6 +178,11 @@ class CasRegister:
             return SETS, op.value
         return None
 
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        if all(op.f in self._reads or op.f in self._writes for op in ops):
+            return SAME  # reads keep the state, writes are blind
+        return None  # a cas may lead anywhere
+
     def describe_op(self, op: Operation) -> str:
         return _describe(self, op)
 
@@ -192,6 +219,24 @@ class KvModel(CasRegister):
         if op.f == "delete":
             return SETS, self._initial
         return super().shortcut(op)
+
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        appends = False
+        for op in ops:
+            if op.f == "cas" or (op.f == "append" and not isinstance(op.value, str)):
+                return None
+            appends = appends or op.f == "append"
+        if not appends:
+            return SAME  # reads, writes and deletes: only the blind writes move the state
+        missing = self._initial
+
+        def grows(state: Hashable, target: Hashable) -> bool:
+            # Appending strings only extends a string (the missing value: to anything).
+            if not isinstance(state, str) or state == missing:
+                return True
+            return isinstance(target, str) and target.startswith(state)
+
+        return grows
 
     def validate(self, op: Operation) -> str | None:
         if op.f in ("append", "delete"):
