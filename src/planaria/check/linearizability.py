@@ -39,7 +39,7 @@ from enum import StrEnum
 from typing import Final
 
 from planaria.check.history import Operation
-from planaria.check.models import FITS, SAME, SETS, STALE_READ, Input, Model
+from planaria.check.models import FITS, SETS, STALE_READ, Input, Model
 from planaria.errors import HistoryError, UsageError
 
 __all__ = [
@@ -67,9 +67,10 @@ DEFAULT_MEMORY_MB: Final = 1024.0
 # refuted in a thousand steps then decides a history whatever the others would cost.
 CLOCK_EVERY_STEPS: Final = 1024
 FIRST_SLICE_STEPS: Final = CLOCK_EVERY_STEPS
-# The reach test (Model.reach) looks at this many pending reads per configuration; finding
-# the blind writes that may lead to a read's value tests each state they leave, at most
-# REACH_TESTS_MIN + REACH_TESTS_PER_OP * operations times per partition (then no more tests).
+# The reach test (Model.reach) looks at this many pending reads per configuration. Looking up
+# the blind writes that may lead to a read's value costs one per value, once, plus one per
+# write found: a partition has REACH_TESTS_MIN + REACH_TESTS_PER_OP * operations of them
+# (then no more reach tests there).
 REACH_WITNESSES: Final = 3
 REACH_TESTS_MIN: Final = 4096
 REACH_TESTS_PER_OP: Final = 64
@@ -384,6 +385,9 @@ class _Search:
         self.restarts: dict[int, list[int]] = {}
         self.restart_entries = 0
         self.reach_tests_left = REACH_TESTS_MIN + REACH_TESTS_PER_OP * n
+        self.sources: Callable[[Hashable], list[Hashable]] | None = None
+        if self.reach is not None:
+            self.sources = self.reach.sources([self.states[leaves] for leaves in self.writes])
         self.bits = [1 << i for i in range(n)]
         self.inputs = [Input(op.f, op.value) for op in ops]
         self.outputs = [op.output for op in ops]
@@ -413,22 +417,16 @@ class _Search:
 
     def _leading_to(self, target: int) -> list[int] | None:
         """The blind writes that may lead to state ``target`` (None: past the budget)."""
-        reach, writes = self.reach, self.writes
-        if reach is SAME:
-            leads = writes.get(target, [])
-        else:
-            if reach is None or self.reach_tests_left < len(writes):
-                return None
-            self.reach_tests_left -= len(writes)
-            states = self.states
-            leads = [
-                i
-                for leaves, ops in writes.items()
-                if reach(states[leaves], states[target])
-                for i in ops
-            ]
-            self.restart_entries += len(leads)
+        if self.sources is None:
+            return None
+        leading = self.sources(self.states[target])
+        if self.reach_tests_left <= len(leading):
+            return None
+        self.reach_tests_left -= len(leading) + 1
+        writes, state_ids = self.writes, self.state_ids
+        leads = [i for value in leading for i in writes[state_ids[value]]]
         self.restarts[target] = leads
+        self.restart_entries += len(leads)
         return leads
 
     def memory_bytes(self) -> int:
@@ -463,7 +461,8 @@ class _Search:
         tail = self.tail
         bits, inputs, outputs, sets = self.bits, self.inputs, self.outputs, self.sets
         readers_of = self.readers.get
-        reach, fits, restarts = self.reach, self.fits, self.restarts
+        reach = None if self.reach is None else self.reach.may_lead
+        fits, restarts = self.fits, self.restarts
         reads, reads_latest = self.reads, self.reads_latest
         read_count = len(reads)
         transitions = self.transitions

@@ -13,7 +13,7 @@ be accepted in any state, with the effect it would have had.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -23,10 +23,10 @@ from planaria.errors import HistoryError
 __all__ = [
     "FITS",
     "MODELS",
-    "SAME",
     "SETS",
     "STALE_READ",
     "CasRegister",
+    "Grows",
     "Input",
     "KvModel",
     "Model",
@@ -47,18 +47,6 @@ STALE_READ: Final = "stale-read"
 FITS: Final = "fits"
 SETS: Final = "sets"
 Shortcut = tuple[str, Hashable]
-# reach(state, target): False when no sequence of a partition's operations other than its
-# blind writes (SETS) leads from state to target (Model.reach).
-Reach = Callable[[Hashable, Hashable], bool]
-
-
-def _same(state: Hashable, target: Hashable) -> bool:
-    return bool(state == target)
-
-
-# The reach test of a partition whose state only a blind write changes (the search looks the
-# blind writes of a value up instead of testing them).
-SAME: Final[Reach] = _same
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +55,47 @@ class Input:
 
     f: str
     value: Hashable
+
+
+class Reach:
+    """Which states may follow which within one partition, blind writes (SETS) aside
+    (``Model.reach``); this one: a state only a blind write changes."""
+
+    def may_lead(self, state: Hashable, target: Hashable) -> bool:
+        """False when no sequence of the partition's other operations leads from ``state``
+        to ``target`` (sound: True when unsure)."""
+        return bool(state == target)
+
+    def sources(self, values: Iterable[Hashable]) -> Callable[[Hashable], list[Hashable]]:
+        """Given the states blind writes leave: a function from a target to those of them
+        that may lead to it (a lookup, not a test of each)."""
+        known = set(values)
+        return lambda target: [target] if target in known else []
+
+
+class Grows(Reach):
+    """A string state that appends of strings only extend (the missing value: to anything)."""
+
+    def __init__(self, missing: Hashable) -> None:
+        self._missing = missing
+
+    def may_lead(self, state: Hashable, target: Hashable) -> bool:
+        if not isinstance(state, str) or state == self._missing:
+            return True
+        return isinstance(target, str) and target.startswith(state)
+
+    def sources(self, values: Iterable[Hashable]) -> Callable[[Hashable], list[Hashable]]:
+        strings = {v for v in values if isinstance(v, str) and v != self._missing}
+        anywhere = [v for v in set(values) if v not in strings]
+        lengths = sorted({len(v) for v in strings})
+
+        def leading(target: Hashable) -> list[Hashable]:
+            if not isinstance(target, str):
+                return anywhere
+            cut = [target[:n] for n in lengths if n <= len(target)]
+            return anywhere + [prefix for prefix in cut if prefix in strings]
+
+        return leading
 
 
 class Model(Protocol):
@@ -180,7 +209,7 @@ class CasRegister:
 
     def reach(self, ops: Sequence[Operation]) -> Reach | None:
         if all(op.f in self._reads or op.f in self._writes for op in ops):
-            return SAME  # reads keep the state, writes are blind
+            return Reach()  # reads keep the state, writes are blind
         return None  # a cas may lead anywhere
 
     def describe_op(self, op: Operation) -> str:
@@ -227,16 +256,8 @@ class KvModel(CasRegister):
                 return None
             appends = appends or op.f == "append"
         if not appends:
-            return SAME  # reads, writes and deletes: only the blind writes move the state
-        missing = self._initial
-
-        def grows(state: Hashable, target: Hashable) -> bool:
-            # Appending strings only extends a string (the missing value: to anything).
-            if not isinstance(state, str) or state == missing:
-                return True
-            return isinstance(target, str) and target.startswith(state)
-
-        return grows
+            return Reach()  # reads, writes and deletes: only the blind writes move the state
+        return Grows(self._initial)
 
     def validate(self, op: Operation) -> str | None:
         if op.f in ("append", "delete"):
