@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,9 @@ def _reference(repeats: int) -> dict[str, Any] | None:
     }
 
 
-def _cases(porcupine_kv: str | None) -> list[_Case]:
-    cases = []
+def _cases(porcupine_kv: str | None) -> Iterator[_Case]:
+    # One at a time: the files are checked in child processes, and a fork starts at the
+    # parent's size.
     for hard, spec in [(False, s) for s in SPECS] + [(True, s) for s in HARD_SPECS]:
         history = generate(spec)
         name = (
@@ -178,22 +180,19 @@ def _cases(porcupine_kv: str | None) -> list[_Case]:
             f"-s{spec.seed}-{spec.violation or 'ok'}.jsonl"
         )
         expected = "linearizable" if history.linearizable else "not-linearizable"
-        cases.append(_Case(name, history.events, spec.model, expected, hard))
+        yield _Case(name, history.events, spec.model, expected, hard)
     if porcupine_kv is None:
-        print("\n  no Porcupine test data given (--porcupine-kv DIR): its c50 files are skipped")
-        return cases
+        print("  no Porcupine test data given (--porcupine-kv DIR): its c50 files are skipped")
+        return
     for stem in PORCUPINE_KV:
         source = Path(porcupine_kv) / f"{stem}.txt"
         if not source.exists():
-            print(f"\n  Porcupine's {source} not found: skipped")
+            print(f"  Porcupine's {source} not found: skipped")
             continue
         history = parse_history(source.read_text().splitlines(), path=str(source))
         expected = "linearizable" if stem.endswith("-ok") else "not-linearizable"
         missing = PORCUPINE_KV_MISSING
-        cases.append(
-            _Case(f"porcupine-{stem}.jsonl", history.events, "kv", expected, False, missing)
-        )
-    return cases
+        yield _Case(f"porcupine-{stem}.jsonl", history.events, "kv", expected, False, missing)
 
 
 def _generated(repeats: int, porcupine: str | None, porcupine_kv: str | None) -> dict[str, Any]:
@@ -204,7 +203,6 @@ def _generated(repeats: int, porcupine: str | None, porcupine_kv: str | None) ->
         porcupine = None
     else:
         print(f"\n2. side by side with the Porcupine driver {porcupine}")
-    cases = _cases(porcupine_kv)
     print(
         f"  generated histories, {repeats} runs each, medians; targets: right verdict, "
         f"< {TARGET_FILE_S:g} s, < {TARGET_FILE_MB:g} MB"
@@ -214,7 +212,7 @@ def _generated(repeats: int, porcupine: str | None, porcupine_kv: str | None) ->
     print(header + (f" {'Porcupine':>10} {'ratio':>6}" if porcupine else ""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
-        for case in cases:
+        for case in _cases(porcupine_kv):
             path = Path(tmp) / case.name
             path.write_text("".join(event_line(e) + "\n" for e in case.events))
             # One run of each in turn, so both see the same load on this shared machine.
@@ -290,10 +288,20 @@ def _check_one(path: Path, model_name: str, repeats: int, missing: str | None) -
         result = check_operations(model, history.operations)
         samples.append(time.perf_counter() - started)
         verdict = str(result.verdict)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {"verdict": verdict, "median_s": statistics.median(samples)}
-    print(json.dumps({**summary, "peak_rss_mb": peak_rss_mb}))
+    print(json.dumps({**summary, "peak_rss_mb": _own_peak_rss_mb()}))
     return 0
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (ru_maxrss keeps the forking parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # not Linux: the parent's size may be counted in too
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _run_porcupine(driver: str, path: Path, repeats: int, missing: str | None) -> dict[str, Any]:
