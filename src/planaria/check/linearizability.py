@@ -87,6 +87,7 @@ _LIST_SLOT_BYTES: Final = 8
 
 _UNSEEN: Final = -2
 _ILLEGAL: Final = -1
+_NO_INPUT: Final = Input("", None)  # of an operation the model is never asked about
 # op_of at an entry that is not a call.
 _RETURN: Final = -1
 _ARRIVED: Final = -2
@@ -389,7 +390,11 @@ class _Search:
         if self.reach is not None:
             self.sources = self.reach.sources([self.states[leaves] for leaves in self.writes])
         self.bits = [1 << i for i in range(n)]
-        self.inputs = [Input(op.f, op.value) for op in ops]
+        # Only the operations without a shortcut call the model.
+        self.inputs = [
+            Input(op.f, op.value) if fits[i] == sets_i == _UNSEEN else _NO_INPUT
+            for i, (op, sets_i) in enumerate(zip(ops, self.sets, strict=True))
+        ]
         self.outputs = [op.output for op in ops]
         # Per-operation memo of state id -> next state id (or _ILLEGAL): each model step
         # runs once.
