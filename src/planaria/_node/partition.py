@@ -36,7 +36,7 @@ from planaria.core.messages import (
     Reply,
     Send,
 )
-from planaria.core.pipeline import Pipeline, Stage
+from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.storage import (
     FsyncPolicy,
@@ -352,12 +352,10 @@ class PartitionRuntime:
         """A primary's Appends may leave before its own persist when its epoch is durable
         here (see the module docstring)."""
         log_ = self.log
-        replica = self.replica
         return (
             log_ is not None
-            and replica.role is Role.PRIMARY
-            and replica.epoch <= log_.epoch
             and self.storage_failure is None
+            and may_send_early(self.replica, log_.epoch)
         )
 
     # ------------------------------------------------------------------ failures

@@ -49,9 +49,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from planaria.core.messages import Append, AppendReply, Persist, ProposeIsr, Ready, Reply, Send
-from planaria.core.replica import merge_appends
+from planaria.core.replica import Replica, Role, merge_appends
 
-__all__ = ["PIPELINE_BUGS", "Pipeline", "Stage", "latest_acks"]
+__all__ = ["PIPELINE_BUGS", "Pipeline", "Stage", "latest_acks", "may_send_early"]
 
 # The pipeline's known-bug switches (also in ``replica.BUGS``, where the settings check them).
 RELEASE_BEFORE_DURABLE = "release-before-durable"
@@ -206,6 +206,12 @@ class Pipeline:
             self._reply(reply)
         for proposal in ready.requests:
             self._propose(proposal)
+
+
+def may_send_early(replica: Replica, durable_epoch: int) -> bool:
+    """Whether ``replica``'s Appends may leave before its own persist: it is a primary and
+    its epoch is durable here (``durable_epoch``, its log's; see the module docstring)."""
+    return replica.role is Role.PRIMARY and replica.epoch <= durable_epoch
 
 
 def latest_acks(sends: list[Send]) -> list[Send]:

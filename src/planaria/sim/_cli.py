@@ -33,6 +33,7 @@ BUG_NAMES = (
     "no-epoch-fence",
     "promote-out-of-sync",
     "no-lease-wait",
+    "release-before-durable",
     "skip-truncate",
     "wiped-stays-in-sync",
 )
