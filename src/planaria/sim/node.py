@@ -50,6 +50,7 @@ from planaria.core.messages import (
 )
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.errors import UsageError
 from planaria.sim.checks import Violation
 from planaria.sim.committer import SimCommitter
 from planaria.sim.network import Network
@@ -91,6 +92,13 @@ class NodeSettings:
     # Client requests are refused (OVERLOADED) while this many replies wait for the disk.
     inbox_max: int = 10_000
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.fsync_min_ms <= self.fsync_max_ms:
+            raise UsageError(
+                f"need 0 <= fsync_min_ms <= fsync_max_ms, got {self.fsync_min_ms} and "
+                f"{self.fsync_max_ms}"
+            )
+
 
 class Hooks(Protocol):
     """What the checks observe in a node (the monitor implements it)."""
@@ -125,6 +133,11 @@ class SimNode(Process):
         # replica from disk, as the real node does, instead of failing the run.
         self.rebuild_on_refusal = rebuild_on_refusal
         self.persists_refused = 0
+        self.busy_refusals = 0  # client requests refused: too many replies waited for the disk
+        # Over every incarnation: group-commit batches and their jobs, Appends merged.
+        self.fsync_batches = 0
+        self.persist_jobs = 0
+        self.appends_merged = 0
         self.fs = SimFS()
         self.logs: dict[int, PartitionLog] = {}
         self.journal: Journal | None = None
@@ -165,6 +178,7 @@ class SimNode(Process):
 
     def on_start(self) -> None:
         self.committer = self._new_committer()
+        self.pipelines = {}
         self._open_logs()
         if self.data_replaced:
             self.data_replaced = False
@@ -176,6 +190,8 @@ class SimNode(Process):
 
     def on_crash(self) -> None:
         self.last_index_at_crash = {p: log.last_index for p, log in self.logs.items()}
+        self._count_pipeline_work()
+        self.committer = self._new_committer()  # counted: the next start begins from zero
         self.replicas = {}
         self.pipelines = {}
         self.last_logs = self.logs
@@ -423,6 +439,13 @@ class SimNode(Process):
                     )
                     self.network.send(self.pid, src, refusal)
                 return
+            if isinstance(message, ClientRequest) and self._overloaded(message.partition):
+                busy = ClientReply(
+                    message.partition, message.request_id, error=ErrorCode.OVERLOADED
+                )
+                self.busy_refusals += 1
+                self.network.send(self.pid, src, busy)  # the node's BUSY
+                return
             if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
                 self.writes.add(message.request_id)
             ready = replica.on_message(message, now)
@@ -494,6 +517,12 @@ class SimNode(Process):
 
     # ------------------------------------------------------------------ effects
 
+    def _count_pipeline_work(self) -> None:
+        """Add this incarnation's pipeline and committer counts to the totals."""
+        self.fsync_batches += self.committer.batches
+        self.persist_jobs += self.committer.jobs
+        self.appends_merged += sum(p.appends_merged for p in self.pipelines.values())
+
     def _new_committer(self) -> SimCommitter:
         settings = self.settings
         return SimCommitter(
@@ -516,6 +545,11 @@ class SimNode(Process):
                 bugs=self.replica_settings.bugs,
             )
         return pipeline
+
+    def _overloaded(self, partition: int) -> bool:
+        """Too many replies wait for the disk: refuse more client requests."""
+        pipeline = self.pipelines.get(partition)
+        return pipeline is not None and pipeline.replies_waiting >= self.settings.inbox_max
 
     def _execute(self, partition: int, ready: Ready) -> None:
         """Hand ``ready`` to the partition's pipeline: what may leave now leaves, the rest
