@@ -105,8 +105,9 @@ REGRESSIONS: tuple[Regression, ...] = (
     # controller began handing partitions back to their preferred primaries; and when the
     # coordinator's clock began to drift with --faults drift; and when the clients began to keep
     # several operations in flight, issue 16; and when primaries began to back off failed
-    # resends and refill backups that lost data, issue 16 too.)
-    Regression(19, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
+    # resends and refill backups that lost data, issue 16 too; and when the simulator began
+    # to run the node's pipeline with fsync delays, issue 16 part 3.)
+    Regression(0, "an old-epoch append truncates committed entries", bugs=("no-epoch-fence",),
                expect="truncated-committed"),
     Regression(4, "an out-of-sync replica is promoted", bugs=("promote-out-of-sync",),
                expect="promoted-out-of-sync"),
@@ -114,11 +115,11 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="two-serving"),
     # Since the isr-joined-behind check (membership work): the stale backup is caught when
     # it rejoins the ISR, before the replicas are compared at the end.
-    Regression(38, "a stale suffix survives a primary change", bugs=("skip-truncate",),
+    Regression(7, "a stale suffix survives a primary change", bugs=("skip-truncate",),
                expect="isr-joined-behind"),
-    Regression(0, "a stale suffix survives a primary change", 150, partitions=2,
+    Regression(27, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
-    Regression(25, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
+    Regression(91, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
                faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),
     # Found with the wipe fault (issue 16; fixed, the seeds must pass).
     Regression(6, "truncated-committed: the simulated journal wipe wiped no log (SimFS "
@@ -143,18 +144,18 @@ REGRESSIONS: tuple[Regression, ...] = (
     # with the default settings; the first failing seed of a sweep (docs/simulator.md).
     Regression(0, "acked writes lost when a primary that acks before replicating fails over",
                bugs=("ack-before-replicate",), checks="history", expect="not-linearizable"),
-    Regression(4, "an out-of-sync replica promoted: clients read values going back",
+    Regression(7, "an out-of-sync replica promoted: clients read values going back",
                bugs=("promote-out-of-sync",), checks="history", expect="not-linearizable"),
-    Regression(6, "a stale suffix survives a primary change: the replicas never converge",
+    Regression(1, "a stale suffix survives a primary change: the replicas never converge",
                bugs=("skip-truncate",), checks="history", expect="diverged"),
     # (no-epoch-fence first fails at seed 179 with 300 operations, where a livelock of
     # Appends makes the run slow: its first seeds with 150 were 48 and 343, and 272 since
     # primaries began to back off failed resends and refill backups that lost data.)
     Regression(272, "an old-epoch append leaves a backup that never converges", 150,
                bugs=("no-epoch-fence",), checks="history", expect="diverged"),
-    Regression(1, "promotions before the old lease ran out leave a partition unavailable",
+    Regression(4, "promotions before the old lease ran out leave a partition unavailable",
                bugs=("no-lease-wait",), checks="history", expect="no-primary"),
-    Regression(4, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
+    Regression(28, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
                "are gone", faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), checks="history",
                expect="not-linearizable"),
     Regression(0, "a client's older write in flight is dropped: its retries never get an "

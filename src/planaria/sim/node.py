@@ -49,7 +49,7 @@ from planaria.core.messages import (
     Version,
 )
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
-from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.core.replica import Replica, ReplicaSettings
 from planaria.errors import UsageError
 from planaria.sim.checks import Violation
 from planaria.sim.committer import SimCommitter
@@ -177,8 +177,6 @@ class SimNode(Process):
     # ------------------------------------------------------------------ lifecycle
 
     def on_start(self) -> None:
-        self.committer = self._new_committer()
-        self.pipelines = {}
         self._open_logs()
         if self.data_replaced:
             self.data_replaced = False
@@ -556,12 +554,8 @@ class SimNode(Process):
         once the persists before it are durable."""
         if not ready:
             return
-        replica = self.replicas[partition]
-        log = self.logs[partition]
-        was_primary = replica.role is Role.PRIMARY
-        self._pipeline(partition).dispatch(ready, may_send_early=may_send_early(replica, log.epoch))
-        if was_primary and replica.role is not Role.PRIMARY:
-            self.world.trace.add(self.world.now_ms, self.pid, f"p{partition} stepped down")
+        early = may_send_early(self.replicas[partition], self.logs[partition].epoch)
+        self._pipeline(partition).dispatch(ready, may_send_early=early)
 
     def _submit(self, partition: int, stage: Stage) -> bool:
         log = self.logs[partition]
