@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "planaria"
 # Packages whose every module is pure, and single pure modules.
 PURE_PACKAGES = ("core", "check", "sim")
 PURE_MODULES = (
+    "address.py",
     "hashing.py",
     "detect.py",
     # the storage logic the simulator drives on its in-memory file layer

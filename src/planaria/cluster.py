@@ -50,7 +50,8 @@ from typing import Any, Final
 import hiredis
 
 from planaria._client.protocol import encode_command, to_bytes
-from planaria._client.routing import MalformedTopology, SlotMap, parse_address
+from planaria._client.routing import MalformedTopology, SlotMap
+from planaria.address import parse_address
 from planaria.coord.url import connect, parse_url
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range

@@ -121,6 +121,9 @@ REGRESSIONS: tuple[Regression, ...] = (
                bugs=("skip-truncate",), expect="diverged"),
     Regression(91, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
                faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),
+    Regression(8, "a node back on a replaced disk (after a crash, unmarked) keeps its ISR "
+               "places and is promoted empty under its new session", faults=WITH_WIPE,
+               bugs=("ignore-data-id",), expect="truncated-committed"),
     # Found with the wipe fault (issue 16; fixed, the seeds must pass).
     Regression(6, "truncated-committed: the simulated journal wipe wiped no log (SimFS "
                "lists files only), so a damaged node came back with its stale logs",
@@ -163,6 +166,9 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="not-linearizable"),
     Regression(0, "a client's older write in flight is dropped: its retries never get an "
                "answer", bugs=("dedup-last-only",), checks="history", expect="unresolved"),
+    Regression(8, "a node back on a replaced disk keeps its ISR places, is promoted empty: "
+               "acknowledged writes are gone", faults=WITH_WIPE, bugs=("ignore-data-id",),
+               checks="history", expect="not-linearizable"),
     # The node's effect ordering (core/pipeline.py, run by the simulator since issue 16):
     # effects released before their persists are durable. The monitor sees the first ack;
     # what clients see shows it only when two replicas crash inside the fsync delay of the

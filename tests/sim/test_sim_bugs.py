@@ -34,6 +34,14 @@ EXPECTED = {
         "lost-write",
         "not-linearizable",
     },
+    # A node back on a replaced disk stays in sync and is promoted empty (as above).
+    "ignore-data-id": {
+        "truncated-committed",
+        "lost-write",
+        "not-linearizable",
+        "diverged",
+        "no-primary",
+    },
     # The empty replica is promoted: a backup truncates below its commit, or reads miss.
     "wiped-stays-in-sync": {
         "truncated-committed",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -47,6 +48,7 @@ from planaria.storage import (
     StorageError,
 )
 from planaria.storage.errors import storage_error_from_os
+from planaria.storage.identity import DATA_ID_MAX, confirm_data_id, create_data_id, read_data_id
 from planaria.storage.persist import write_persists
 
 __all__ = [
@@ -55,7 +57,9 @@ __all__ = [
     "PartitionRuntime",
     "SessionOpened",
     "StepInput",
+    "claim_data_id",
     "claim_lost_all",
+    "drop_data_id_new",
     "lost_partitions",
     "mark_lost",
     "new_loss_id",
@@ -119,6 +123,7 @@ class PartitionRuntime:
         inbox_max: int = 10_000,
         session: Callable[[], int | None] = lambda: None,
         on_lost: Callable[[int], Awaitable[None]] | None = None,
+        data_id_new: Callable[[], bool] = lambda: False,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -134,6 +139,8 @@ class PartitionRuntime:
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
         self._session = session  # the node's coordinator session (its incarnation), if any
         self._on_lost = on_lost  # registers the loss of this log (before the replica steps)
+        # The data directory's id is new (the configs may not know it): maybe a new disk.
+        self._data_id_new = data_id_new
         self.loss: int | None = None  # the id of this log's loss, until its config records it
         self._pipeline = Pipeline(
             submit=self._submit,
@@ -188,7 +195,7 @@ class PartitionRuntime:
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
-            lost=loss is not None,
+            lost=loss is not None or self._data_id_new(),
         )
         session = self._session()
         if session is not None:
@@ -524,6 +531,33 @@ def lost_partitions(data_dir: Path) -> dict[int, int]:
         if name.isdigit() and loss is not None:
             lost[int(name)] = loss
     return lost
+
+
+def claim_data_id(data_dir: Path) -> tuple[int, bool]:
+    """The data directory's id, made (random, durably) at its first start, and whether it
+    is new: the configs may not know it yet (blocking; storage/identity.py)."""
+    fs = OsFS()
+    try:
+        found = read_data_id(fs, str(data_dir))
+        if found is not None:
+            return found
+        data_id = 1 + secrets.randbelow(DATA_ID_MAX)
+        create_data_id(fs, str(data_dir), data_id)
+    except OSError as exc:
+        raise storage_error_from_os(exc, "making the data id", str(data_dir)) from exc
+    log.info("new data directory %s: data id %d", data_dir, data_id)
+    return data_id, True
+
+
+def drop_data_id_new(data_dir: Path) -> None:
+    """The configs know the data directory's id: it is new no more (blocking)."""
+    try:
+        confirm_data_id(OsFS(), str(data_dir))
+    except OSError as exc:
+        # Kept, it only builds the replicas ``lost`` again at the next start: log and go on.
+        log.warning(
+            "%s", storage_error_from_os(exc, "removing the new data id marker", str(data_dir))
+        )
 
 
 def claim_lost_all(data_dir: Path) -> int | None:

@@ -184,6 +184,12 @@ class PartitionConfig:
     each out of the ISR when it first saw the loss (invariant 7: it rejoins outside the ISR),
     and only the primary's catch-up brings it back. A primary that sees a node's entry
     change forgets what it knew of that node's log.
+
+    ``data_ids`` records, per replica, the id of the data directory (``data-id``, a random
+    number made at its first start) under which the controller last saw it: a node that
+    registers another one while listed here came back on an empty or replaced disk, and
+    the controller handles it as a loss of every log (recorded in ``wiped`` under the new
+    id). A replica with no entry yet (a config from before data ids) adopts what it registers.
     """
 
     partition: PartitionId
@@ -200,6 +206,14 @@ class PartitionConfig:
     learners: tuple[NodeId, ...] = ()
     handoff: NodeId | None = None
     wiped: tuple[tuple[NodeId, int], ...] = ()
+    data_ids: tuple[tuple[NodeId, int], ...] = ()
+
+    def data_id(self, node: NodeId) -> int | None:
+        """The id of the data directory ``node`` was last seen with here, if known."""
+        for name, data_id in self.data_ids:
+            if name == node:
+                return data_id
+        return None
 
     def wiped_loss(self, node: NodeId) -> int | None:
         """The id of ``node``'s last loss of data recorded here, if any."""

@@ -76,6 +76,7 @@ BUGS = frozenset(
     {
         "ack-before-replicate",  # ack a write once the primary persisted it
         "dedup-last-only",  # remember only a client's last write: an older one gets no answer
+        "ignore-data-id",  # controller only: a replica back on a replaced disk stays in sync
         "no-epoch-fence",  # backups accept Appends from older epochs
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted

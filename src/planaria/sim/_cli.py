@@ -31,6 +31,7 @@ EXIT_VIOLATION = 1
 BUG_NAMES = (
     "ack-before-replicate",
     "dedup-last-only",
+    "ignore-data-id",
     "no-epoch-fence",
     "promote-out-of-sync",
     "no-lease-wait",

@@ -15,16 +15,21 @@ partition's log and an empty replica. A crash loses memory and the disk's unsync
 (every batch whose fsync had not happened); a restart recovers every log (a torn tail is
 cut off by the storage code) and rebuilds the replicas from it, under a new session.
 
-A node that lost data (a damaged log or journal, wiped at start; or a replaced disk, which
-the operator says: :meth:`SimNode.wipe`) writes a marker per lost log (``lost-all`` for a
-replaced disk) holding the loss's id before anything else, builds those replicas ``lost``
-and registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
+A node that lost data (a damaged log or journal, wiped at start) writes a marker per lost
+log holding the loss's id before anything else, builds those replicas ``lost`` and
+registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
 the config record that id (``PartitionConfig.wiped``): a restart before that registers the
-same loss again (the controller handles each loss once).
+same loss again (the controller handles each loss once). A replaced disk
+(:meth:`SimNode.wipe`) is marked by nobody: the node finds no ``data-id`` there, makes
+another (``storage/identity.py``, as the real node) and registers it with every session;
+the controller, which knows the old one, handles the change as a loss of every log. While
+its data id is new (until every config that lists it knows the id) the node builds its
+replicas ``lost``.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,6 +64,7 @@ from planaria.sim.world import Process, World
 from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
 from planaria.storage.format import SEGMENT_HEADER
 from planaria.storage.fs import join
+from planaria.storage.identity import confirm_data_id, create_data_id, read_data_id
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
 __all__ = ["NodeSettings", "SimNode"]
@@ -69,7 +75,8 @@ NO_LEASE = float("-inf")
 NONCES_PER_INCARNATION = 1_000_000
 FIRST_NONCE = 1  # the first incarnation's first wish
 DATA = "/data"
-LOST_ALL = "lost-all"  # marker: the whole data directory was replaced
+LOST_ALL = "lost-all"  # marker: the whole data directory was replaced (the operator's)
+DISK_ID_SHIFT = 32  # data ids: (the node's disks so far) << this | a number of the node
 
 
 def _lost_marker(partition: int) -> str:
@@ -164,7 +171,11 @@ class SimNode(Process):
         self.records_lost = 0  # log records a crash took (never synced)
         self.last_index_at_crash: dict[int, int] = {}
         self.wiped_at_start: set[int] = set()  # logs wiped as damaged in this start
-        self.data_replaced = False  # the operator's word for the next start: a new disk
+        # For the checks (the node finds out by itself): the next start is on a new disk.
+        self.data_replaced = False
+        self.disks = 0  # data directories this node made an id for
+        self.data_id = 0  # its data directory's id (registered with every session)
+        self.data_id_new = False  # ...which the configs may not know yet
         self.wipes = 0
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
@@ -178,9 +189,8 @@ class SimNode(Process):
 
     def on_start(self) -> None:
         self._open_logs()
-        if self.data_replaced:
-            self.data_replaced = False
-            self._mark_lost(LOST_ALL)
+        self.data_replaced = False
+        self.claim_data_id()
         self._rebuild_replicas()
         self._new_session()
         self._poll(None)
@@ -203,9 +213,9 @@ class SimNode(Process):
         self.fs.crash(self.world.rng)
 
     def wipe(self, *, whole_disk: bool) -> None:
-        """While the node is down: its disk is replaced (``whole_disk``: the operator tells
-        the next start so) or its journal is damaged (the start wipes every log). A journal
-        with nothing to damage is replaced with the disk."""
+        """While the node is down: its disk is replaced (``whole_disk``: an empty one, and
+        nobody tells the node) or its journal is damaged (the start wipes every log). A
+        journal with nothing to damage is replaced with the disk."""
         self.wipes += 1
         journal = join(DATA, "journal")
         segments = (
@@ -225,6 +235,28 @@ class SimNode(Process):
         self.world.trace.add(self.world.now_ms, self.pid, "disk replaced")
         self.fs = SimFS()
         self.data_replaced = True
+
+    def claim_data_id(self) -> int:
+        """The data directory's id, made now if the disk has none (as the real node does,
+        durably, in storage/identity.py), unique to the node and the disk."""
+        self.fs.makedirs(DATA)
+        found = read_data_id(self.fs, DATA)
+        if found is None:
+            self.disks += 1
+            made = self.disks << DISK_ID_SHIFT | zlib.crc32(self.pid.encode())
+            create_data_id(self.fs, DATA, made)
+            found = (made, True)
+        self.data_id, self.data_id_new = found
+        return self.data_id
+
+    def confirm_data_id_in(self, configs: Sequence[PartitionConfig]) -> None:
+        """If every config of ``configs`` (all of them) that lists the node knows its data
+        id, the id is new no more."""
+        if self.data_id_new and all(
+            c.data_id(self.pid) == self.data_id for c in configs if self.pid in c.replicas
+        ):
+            confirm_data_id(self.fs, DATA)
+            self.data_id_new = False
 
     def _mark_lost(self, name: str) -> None:
         """Durably, before this start does anything else: the log ``name`` names was lost,
@@ -247,7 +279,9 @@ class SimNode(Process):
         return {n: int(self.fs.read(join(DATA, n), 0, self.fs.size(join(DATA, n)))) for n in names}
 
     def _lost(self, partition: int) -> bool:
-        return LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+        return (
+            self.data_id_new or LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+        )
 
     def lost_report(self) -> tuple[tuple[tuple[int, int], ...], int]:
         """What the node registers: (partition, loss id) per log it lost, and the loss id
@@ -405,7 +439,9 @@ class SimNode(Process):
         if nonce != self.nonce:
             return
         lost, data_lost = self.lost_report()
-        renew = Renew(self.pid, nonce, self.session, self.local_now(), lost, data_lost)
+        renew = Renew(
+            self.pid, nonce, self.session, self.local_now(), lost, data_lost, self.data_id
+        )
         self.network.send(self.pid, COORDINATOR, renew)
         self.after_local(self.settings.session_renew_ms, self._renew, nonce)
 
@@ -459,6 +495,7 @@ class SimNode(Process):
                 self._on_config(config, now)
                 if not self.up:
                     return
+            self.confirm_data_id_in(message.configs)
         elif isinstance(message, RenewAck):
             self._on_renew_ack(message)
 

@@ -195,8 +195,12 @@ class _Run:
             self._new_node(node_id, hosted)
         # The nodes registered before the cluster was created: their first sessions exist.
         for node_id in node_ids:
-            self.coordinator.preopen(node_id, nonce=FIRST_NONCE, now_ms=0.0)
+            data_id = self.nodes[node_id].claim_data_id()
+            self.coordinator.preopen(node_id, nonce=FIRST_NONCE, now_ms=0.0, data_id=data_id)
         self.coordinator.create_configs(self.placement)
+        # ...and read them: they know every node's data id (its first start's is not new).
+        for node_id in node_ids:
+            self.nodes[node_id].confirm_data_id_in(list(self.coordinator.configs.values()))
         # Membership: every node weighs 1; nodes drain, leave (retired) and join.
         self.members = dict.fromkeys(node_ids, 1.0)
         self.draining: set[str] = set()
@@ -321,7 +325,13 @@ class _Run:
         wiping the last one leaves a partition that can only refuse, for good."""
         nodes = self.nodes
         return all(
-            any(other != node and nodes[other].up and not nodes[other].markers for other in c.isr)
+            any(
+                other != node
+                and nodes[other].up
+                and not nodes[other].markers
+                and not nodes[other].data_id_new
+                for other in c.isr
+            )
             for c in self.coordinator.configs.values()
             if node in c.isr
         )
