@@ -119,9 +119,9 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="isr-joined-behind"),
     Regression(27, "a stale suffix survives a primary change", 150, partitions=2,
                bugs=("skip-truncate",), expect="diverged"),
-    Regression(91, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
+    Regression(218, "a wiped backup stays in the ISR and is promoted empty", 150, partitions=2,
                faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), expect="truncated-committed"),
-    Regression(8, "a node back on a replaced disk (after a crash, unmarked) keeps its ISR "
+    Regression(6, "a node back on a replaced disk (after a crash, unmarked) keeps its ISR "
                "places and is promoted empty under its new session", faults=WITH_WIPE,
                bugs=("ignore-data-id",), expect="truncated-committed"),
     # Found with the wipe fault (issue 16; fixed, the seeds must pass).
@@ -166,7 +166,7 @@ REGRESSIONS: tuple[Regression, ...] = (
                expect="not-linearizable"),
     Regression(0, "a client's older write in flight is dropped: its retries never get an "
                "answer", bugs=("dedup-last-only",), checks="history", expect="unresolved"),
-    Regression(8, "a node back on a replaced disk keeps its ISR places, is promoted empty: "
+    Regression(83, "a node back on a replaced disk keeps its ISR places, is promoted empty: "
                "acknowledged writes are gone", faults=WITH_WIPE, bugs=("ignore-data-id",),
                checks="history", expect="not-linearizable"),
     # The node's effect ordering (core/pipeline.py, run by the simulator since issue 16):
