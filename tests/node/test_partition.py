@@ -14,7 +14,6 @@ import pytest
 from planaria._node.partition import (
     LOST_ALL,
     PartitionRuntime,
-    _latest_acks,
     claim_data_id,
     claim_lost_all,
     drop_data_id_new,
@@ -31,6 +30,7 @@ from planaria.core.messages import (
     Send,
     Set,
 )
+from planaria.core.pipeline import latest_acks
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.persist import PersistRuleBroken, write_persists
@@ -44,12 +44,12 @@ def ack(to: str, match: int, *, epoch: int = 1, success: bool = True) -> Send:
 
 def test_only_the_most_telling_ack_per_primary_is_sent() -> None:
     sends = [ack("n1", 12), ack("n3", 4), ack("n1", 7), ack("n1", 9, success=False)]
-    kept = _latest_acks(sends)
+    kept = latest_acks(sends)
     assert kept == [ack("n1", 12), ack("n3", 4), ack("n1", 9, success=False)]
     newer_epoch = [ack("n1", 12), ack("n1", 3, epoch=2)]
-    assert _latest_acks(newer_epoch) == [ack("n1", 3, epoch=2)]
+    assert latest_acks(newer_epoch) == [ack("n1", 3, epoch=2)]
     distinct = [ack("n1", 1), ack("n3", 1)]
-    assert _latest_acks(distinct) is distinct
+    assert latest_acks(distinct) is distinct
 
 
 def test_persists_apply_in_order_with_truncation_and_epochs(tmp_path: Path) -> None:

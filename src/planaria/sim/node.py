@@ -2,13 +2,18 @@
 
 Per partition it assigns, a node holds one :class:`~planaria.core.replica.Replica` and one
 :class:`~planaria.storage.PartitionLog` on the node's own :class:`~planaria.storage.SimFS`.
-It renews its coordinator session (which gives the lease), ticks its replicas, and executes
-every Ready in order: persist (through the real storage code, then one fsync per log), send,
-reply, forward ProposeIsr. A config that lists the node for a partition it does not host yet
-(a membership move made it a learner) creates that partition's log and an empty replica. A
-crash loses memory and the disk's unsynced writes; a restart
-recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
-from it, under a new session.
+It renews its coordinator session (which gives the lease) and ticks its replicas. Every Ready
+goes through the node's own effect ordering, :class:`~planaria.core.pipeline.Pipeline` (one
+per partition, as in ``_node/partition.py``): its persists are written (through the real
+storage code) by a simulated group committer (:mod:`planaria.sim.committer`) that batches
+the persists of every partition of the node and makes each batch durable after a random
+fsync delay, while the replicas keep stepping; sends, replies and ISR proposals leave only
+once what they follow is durable (a primary's Appends earlier, held and merged per peer
+until the end of the turn), exactly as the node orders them. A config that lists the node
+for a partition it does not host yet (a membership move made it a learner) creates that
+partition's log and an empty replica. A crash loses memory and the disk's unsynced writes
+(every batch whose fsync had not happened); a restart recovers every log (a torn tail is
+cut off by the storage code) and rebuilds the replicas from it, under a new session.
 
 A node that lost data (a damaged log or journal, wiped at start) writes a marker per lost
 log holding the loss's id before anything else, builds those replicas ``lost`` and
@@ -40,13 +45,19 @@ from planaria.core.messages import (
     ErrorCode,
     Get,
     PartitionConfig,
+    ProposeIsr,
     Ready,
+    Reply,
     RequestId,
+    Send,
     Set,
     Version,
 )
+from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings
+from planaria.errors import UsageError
 from planaria.sim.checks import Violation
+from planaria.sim.committer import SimCommitter
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
@@ -82,6 +93,18 @@ class NodeSettings:
     preallocate_bytes: int = 4096
     # Small, so runs checkpoint the journal often (the production default is 32 MiB).
     journal_checkpoint_bytes: int = 16 * 1024
+    # A batch of persists is durable this long after it was written (drawn uniformly).
+    fsync_min_ms: float = 0.1
+    fsync_max_ms: float = 2.0
+    # Client requests are refused (OVERLOADED) while this many replies wait for the disk.
+    inbox_max: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fsync_min_ms <= self.fsync_max_ms:
+            raise UsageError(
+                f"need 0 <= fsync_min_ms <= fsync_max_ms, got {self.fsync_min_ms} and "
+                f"{self.fsync_max_ms}"
+            )
 
 
 class Hooks(Protocol):
@@ -117,6 +140,11 @@ class SimNode(Process):
         # replica from disk, as the real node does, instead of failing the run.
         self.rebuild_on_refusal = rebuild_on_refusal
         self.persists_refused = 0
+        self.busy_refusals = 0  # client requests refused: too many replies waited for the disk
+        # Over every incarnation: group-commit batches and their jobs, Appends merged.
+        self.fsync_batches = 0
+        self.persist_jobs = 0
+        self.appends_merged = 0
         self.fs = SimFS()
         self.logs: dict[int, PartitionLog] = {}
         self.journal: Journal | None = None
@@ -124,6 +152,8 @@ class SimNode(Process):
         # what was durable on this node.
         self.last_logs: dict[int, PartitionLog] = {}
         self.replicas: dict[int, Replica] = {}
+        self.pipelines: dict[int, Pipeline] = {}  # per partition, for this incarnation
+        self.committer = self._new_committer()
         self.session: int | None = None
         self.nonce = 0
         self.sessions_opened = 0
@@ -168,7 +198,10 @@ class SimNode(Process):
 
     def on_crash(self) -> None:
         self.last_index_at_crash = {p: log.last_index for p, log in self.logs.items()}
+        self._count_pipeline_work()
+        self.committer = self._new_committer()  # counted: the next start begins from zero
         self.replicas = {}
+        self.pipelines = {}
         self.last_logs = self.logs
         self.logs = {}
         self.lease_until_ms = NO_LEASE
@@ -440,6 +473,13 @@ class SimNode(Process):
                     )
                     self.network.send(self.pid, src, refusal)
                 return
+            if isinstance(message, ClientRequest) and self._overloaded(message.partition):
+                busy = ClientReply(
+                    message.partition, message.request_id, error=ErrorCode.OVERLOADED
+                )
+                self.busy_refusals += 1
+                self.network.send(self.pid, src, busy)  # the node's BUSY
+                return
             if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
                 self.writes.add(message.request_id)
             ready = replica.on_message(message, now)
@@ -493,6 +533,13 @@ class SimNode(Process):
         # have promoted someone else. Start over from the disk under a new session.
         self.world.trace.add(self.world.now_ms, self.pid, "session expired", ack.session)
         self.sessions_lost += 1
+        # As the node's reset: the stages pending finish first (their effects leave), then
+        # every replica is rebuilt from the disk.
+        self.committer.drain()
+        if not self.up:
+            return
+        for pipeline in self.pipelines.values():
+            pipeline.drop()
         for log in self.logs.values():
             log.close()
         if self.journal is not None:
@@ -505,59 +552,117 @@ class SimNode(Process):
 
     # ------------------------------------------------------------------ effects
 
+    def _count_pipeline_work(self) -> None:
+        """Add this incarnation's pipeline and committer counts to the totals."""
+        self.fsync_batches += self.committer.batches
+        self.persist_jobs += self.committer.jobs
+        self.appends_merged += sum(p.appends_merged for p in self.pipelines.values())
+
+    def _new_committer(self) -> SimCommitter:
+        settings = self.settings
+        return SimCommitter(
+            self,
+            fsync_min_ms=settings.fsync_min_ms,
+            fsync_max_ms=settings.fsync_max_ms,
+            crash_before_fsync=self._crash_before_fsync,
+        )
+
+    def _pipeline(self, partition: int) -> Pipeline:
+        pipeline = self.pipelines.get(partition)
+        if pipeline is None:
+            pipeline = self.pipelines[partition] = Pipeline(
+                submit=lambda stage: self._submit(partition, stage),
+                send=self._send,
+                reply=self._reply,
+                propose=self._propose,
+                flush_soon=self._flush_soon,
+                batch_entries_max=self.replica_settings.batch_entries_max,
+                bugs=self.replica_settings.bugs,
+            )
+        return pipeline
+
+    def _overloaded(self, partition: int) -> bool:
+        """Too many replies wait for the disk: refuse more client requests."""
+        pipeline = self.pipelines.get(partition)
+        return pipeline is not None and pipeline.replies_waiting >= self.settings.inbox_max
+
     def _execute(self, partition: int, ready: Ready) -> None:
+        """Hand ``ready`` to the partition's pipeline: what may leave now leaves, the rest
+        once the persists before it are durable."""
         if not ready:
             return
-        if ready.persist:
-            try:
-                self._persist(ready)
-            except PersistRuleBroken as broken:
-                if not self.rebuild_on_refusal:
-                    raise Violation(broken.rule, f"{self.pid}: {broken}") from None
-                self._rebuild_refused(partition, broken)
-                return  # the node drops the Ready's effects, as _node/partition.py does
-            if not self.up:
-                return  # crashed in the middle of the write: nothing else happens
-        send = self.network.send
-        pid = self.pid
-        for effect in ready.send:
-            send(pid, effect.to, effect.message)
-        for answer in ready.replies:
-            reply = answer.reply
-            if reply.error is None and reply.request_id in self.writes:
-                version = reply.version or self.persisted_at.get(reply.request_id)
-                self.hooks.on_ack(self, reply.partition, reply.request_id, version)
-            send(pid, answer.client, reply)
-        for proposal in ready.requests:
-            self.world.trace.add(self.world.now_ms, pid, "propose isr", proposal)
-            send(pid, COORDINATOR, IsrRequest(pid, proposal))
+        early = may_send_early(self.replicas[partition], self.logs[partition].epoch)
+        self._pipeline(partition).dispatch(ready, may_send_early=early)
+
+    def _submit(self, partition: int, stage: Stage) -> bool:
+        log = self.logs[partition]
+        self.committer.submit(
+            log,
+            lambda log: self._write(stage, log),
+            lambda ok, value: self._written(partition, stage, ok, value),
+        )
+        return True
+
+    def _write(self, stage: Stage, log: PartitionLog) -> int:
+        """The committer's job for a stage: its persists (none if dropped meanwhile)."""
+        persists = stage.start()
+        try:
+            appended = write_persists(log, persists)
+        except PersistRuleBroken as broken:
+            if not self.rebuild_on_refusal:
+                raise Violation(broken.rule, f"{self.pid}: {broken}") from None
+            raise
+        for persist in persists:
+            for entry in persist.entries:
+                if entry.request_id is not None:
+                    self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
+        return appended
+
+    def _written(self, partition: int, stage: Stage, ok: bool, value: object) -> None:
+        pipeline = self._pipeline(partition)
+        if not pipeline.current(stage):
+            return  # dropped by a rebuild meanwhile
+        if isinstance(value, PersistRuleBroken):  # not ok
+            self._rebuild_refused(partition, value)
+            return
+        pipeline.durable(stage)
+
+    def _crash_before_fsync(self) -> bool:
+        """The disk fault: the records were written but the fsync never happens."""
+        if not self.crash_mid_write:
+            return False
+        self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
+        if self.crash_requested is not None:
+            self.crash_requested(self)
+        return not self.up
+
+    def _flush_soon(self, flush: Callable[[], None]) -> None:
+        """At the end of this turn: after the events already due now."""
+        self.after_local(0.0, lambda _: flush())
+
+    def _send(self, effect: Send) -> None:
+        self.network.send(self.pid, effect.to, effect.message)
+
+    def _reply(self, answer: Reply) -> None:
+        """A client reply leaves the node: the ack monitor checks it now."""
+        reply = answer.reply
+        if reply.error is None and reply.request_id in self.writes:
+            version = reply.version or self.persisted_at.get(reply.request_id)
+            self.hooks.on_ack(self, reply.partition, reply.request_id, version)
+        self.network.send(self.pid, answer.client, reply)
+
+    def _propose(self, proposal: ProposeIsr) -> None:
+        self.world.trace.add(self.world.now_ms, self.pid, "propose isr", proposal)
+        self.network.send(self.pid, COORDINATOR, IsrRequest(self.pid, proposal))
 
     def _rebuild_refused(self, partition: int, broken: PersistRuleBroken) -> None:
-        """The storage refused a persist: rebuild the replica from what is on disk (it learns
-        its config again from the next push or poll), as the real node does."""
+        """The storage refused a persist: drop every pending effect and rebuild the replica
+        from what is on disk (it learns its config again from the next push or poll), as the
+        real node does."""
         self.persists_refused += 1
         self.world.trace.add(
             self.world.now_ms, self.pid, f"p{partition} persist refused ({broken.rule})", broken
         )
+        self._pipeline(partition).drop()
         self.replicas[partition] = self._replica_from(partition, self.logs[partition])
         self.network.send(self.pid, COORDINATOR, ConfigRead())
-
-    def _persist(self, ready: Ready) -> None:
-        touched: list[PartitionLog] = []
-        for persist in ready.persist:
-            log = self.logs[persist.partition]
-            write_persists(log, [persist])
-            for entry in persist.entries:
-                if entry.request_id is not None:
-                    self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
-            touched.append(log)
-        if self.crash_mid_write and any(persist.entries for persist in ready.persist):
-            # The disk fault: the records were written but the fsync never happened.
-            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
-            if self.crash_requested is not None:
-                self.crash_requested(self)
-            return
-        for log in touched:
-            log.sync()  # the first one fsyncs the journal; the rest find it synced
-        if self.journal is not None and self.journal.checkpoint_due:
-            self.journal.checkpoint()

@@ -159,6 +159,8 @@ def replay_command(config: SimConfig) -> str:
         parts.append(f"--keys {config.keys}")
     if config.client.lanes != ClientSettings.lanes:
         parts.append(f"--lanes {config.client.lanes}")
+    if config.node.fsync_max_ms != NodeSettings.fsync_max_ms:
+        parts.append(f"--fsync-max-ms {config.node.fsync_max_ms:g}")
     if config.checks != SimConfig.checks:
         parts.append(f"--checks {config.checks}")
     parts.extend(f"--bug {bug}" for bug in sorted(config.bugs))
@@ -573,6 +575,13 @@ class _Run:
             "deposed_reads_stale": self.monitor.deposed_reads_stale,
             "writes_parked": self.workload.parked,
             "persists_refused": sum(node.persists_refused for node in nodes),
+            "busy_refusals": sum(node.busy_refusals for node in nodes),
+            "fsync_batches": sum(n.fsync_batches + n.committer.batches for n in nodes),
+            "persist_jobs": sum(n.persist_jobs + n.committer.jobs for n in nodes),
+            "appends_merged": sum(
+                n.appends_merged + sum(p.appends_merged for p in n.pipelines.values())
+                for n in nodes
+            ),
         }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
