@@ -297,7 +297,9 @@ class Replica:
         # The base: the snapshot's position, or the first kept entry before it.
         self._base_index = applied_index
         self._base_epoch = applied_epoch = snapshot.epoch if snapshot is not None else 0
-        if self._log and self._log[0].index <= applied_index:
+        if self._log and self._log[0].index == 1:
+            self._base_index, self._base_epoch = 0, 0  # the whole log is still there
+        elif self._log and self._log[0].index <= applied_index:
             first = self._log.pop(0)
             if first.index == applied_index and first.epoch != applied_epoch:
                 raise UsageError(f"log entry {first.index} disagrees with the snapshot")

@@ -35,6 +35,7 @@ BUG_NAMES = (
     "no-lease-wait",
     "skip-truncate",
     "wiped-stays-in-sync",
+    "compact-past-commit",
 )
 
 

@@ -21,10 +21,10 @@ same loss again (the controller handles each loss once).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from planaria.core.codec import decode_entry
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -45,10 +45,22 @@ from planaria.sim.checks import Violation
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
-from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage import (
+    Journal,
+    PartitionLog,
+    SimFS,
+    StorageDamaged,
+    StorageError,
+    open_node_journal,
+)
 from planaria.storage.format import SEGMENT_HEADER
 from planaria.storage.fs import join
-from planaria.storage.persist import PersistRuleBroken, write_persists
+from planaria.storage.persist import (
+    PersistRuleBroken,
+    recovered_state,
+    save_state,
+    write_persists,
+)
 
 __all__ = ["NodeSettings", "SimNode"]
 
@@ -75,6 +87,10 @@ class NodeSettings:
     preallocate_bytes: int = 4096
     # Small, so runs checkpoint the journal often (the production default is 32 MiB).
     journal_checkpoint_bytes: int = 16 * 1024
+    # Small, so snapshots and compaction happen all through a run, under every fault.
+    snapshots: SnapshotPolicy = field(
+        default_factory=lambda: SnapshotPolicy(entries=20, log_bytes=2048, catchup_entries=100)
+    )
 
 
 class Hooks(Protocol):
@@ -136,6 +152,7 @@ class SimNode(Process):
         self.wiped_at_start: set[int] = set()  # logs wiped as damaged in this start
         self.data_replaced = False  # the operator's word for the next start: a new disk
         self.wipes = 0
+        self.snapshots_taken = 0
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -336,11 +353,12 @@ class SimNode(Process):
             self.replicas[partition] = self._replica_from(partition, log)
 
     def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
-        entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
+        snapshot, entries = recovered_state(log)
         replica = Replica(
             self.pid,
             partition,
             self.replica_settings,
+            snapshot=snapshot,
             log=entries,
             epoch=log.epoch,
             commit_index=log.commit_index,
@@ -387,9 +405,40 @@ class SimNode(Process):
             replica = self.replicas.get(partition)
             if replica is not None:
                 self._execute(partition, replica.tick(now, self.lease_until_ms))
+                if self.up:
+                    self._maybe_snapshot(partition, replica)
                 if not self.up:
                     return
         self.after_local(self.settings.tick_ms, self._tick)
+
+    def _maybe_snapshot(self, partition: int, replica: Replica) -> None:
+        """Snapshot and compact when the policy says so, as the node does (here at once: the
+        simulated disk takes no time). A pending disk fault strikes in the middle of it:
+        the snapshot's rename fails and the node crashes, leaving its temporary file."""
+        log = self.logs[partition]
+        policy = self.settings.snapshots
+        if not policy.due(
+            replica.applied_index, log.snapshot_index, log.bytes_after(log.snapshot_index)
+        ):
+            return
+        view = replica.snapshot()
+        keep = policy.keep_after(replica, view.index)
+        if "compact-past-commit" in self.replica_settings.bugs:
+            keep = replica.last_index  # the bug: the snapshot's compaction takes it all
+        torn = self.crash_mid_write
+        if torn:
+            self.fs.fail_next("rename")
+        try:
+            save_state(log, view, keep_after=min(keep, view.index))
+        except StorageError as failure:
+            if not torn:
+                raise
+            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-snapshot", failure)
+            if self.crash_requested is not None:
+                self.crash_requested(self)
+            return
+        replica.compact(keep)
+        self.snapshots_taken += 1
 
     # ------------------------------------------------------------------ messages
 

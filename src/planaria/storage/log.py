@@ -467,6 +467,17 @@ class PartitionLog:
         """The bytes of records and segment headers the log's files hold."""
         return sum(segment.end for segment in self._segments)
 
+    def bytes_after(self, index: int) -> int:
+        """The bytes of the records after ``index`` (from the log's start if before it)."""
+        total = 0
+        for segment in reversed(self._segments):
+            if segment.last_index <= index:
+                break
+            position = index + 1 - segment.first_index
+            start = segment.offsets[position] if position > 0 else SEGMENT_HEADER.size
+            total += segment.end - start
+        return total
+
     def _compaction_floor(self) -> int:
         """Whole segments up to here may go: the oldest kept snapshot covers them."""
         return self._snapshot_indexes[0] if self._snapshot_indexes else 0
@@ -796,8 +807,9 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Durably store a snapshot of the state up to ``snapshot.index``, then compact."""
+    def save_snapshot(self, snapshot: Snapshot, *, keep_after: int | None = None) -> None:
+        """Durably store a snapshot of the state up to ``snapshot.index``, then compact
+        (keeping every record after ``keep_after`` too, if given)."""
         self._check_writable()
         if not self.snapshot_index <= snapshot.index <= self.last_index:
             raise UsageError(
@@ -809,11 +821,15 @@ class PartitionLog:
                 f"snapshot epoch {snapshot.epoch} != the log's {self.epoch_at(snapshot.index)}"
             )
         self.sync()
+        if self._journal is not None:
+            # The files themselves must reach the snapshot: a journal replay skips what a
+            # snapshot covers, so it could not refill a lost tail below it.
+            self.sync_files()
         self._store_snapshot(snapshot)
         if self._segments[-1].first_index <= snapshot.index < self.last_index:
             # Seal the segment the snapshot covers part of, so a later compaction drops it.
             self._roll_segment()
-        self.compact()
+        self.compact(keep_after)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the primary (a far-behind replica).
@@ -867,12 +883,14 @@ class PartitionLog:
             self._fail(error)
             raise error from exc
 
-    def compact(self) -> int:
-        """Remove whole segments every kept snapshot covers (never the active one); returns
-        how many."""
+    def compact(self, keep_after: int | None = None) -> int:
+        """Remove whole segments every kept snapshot covers (never the active one, nor one
+        holding a record after ``keep_after``); returns how many."""
         self._check_writable()
         removed = 0
         floor = self._compaction_floor()
+        if keep_after is not None:
+            floor = min(floor, keep_after)
         try:
             while len(self._segments) > 1 and self._segments[0].last_index <= floor:
                 self.fs.remove(self._segments.pop(0).path)

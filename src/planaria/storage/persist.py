@@ -75,11 +75,15 @@ def write_persists(log: PartitionLog, persists: Sequence[Persist]) -> int:
     return appended
 
 
-def save_state(log: PartitionLog, snapshot: ReplicaSnapshot) -> None:
+def save_state(
+    log: PartitionLog, snapshot: ReplicaSnapshot, *, keep_after: int | None = None
+) -> None:
     """Serialise a replica's state snapshot and store it durably in ``log`` (atomically,
-    then compacting the log behind the snapshots kept). Blocking and CPU-bound: a node runs
-    it off its event loop; ``snapshot`` is immutable, so the replica goes on meanwhile."""
-    log.save_snapshot(Snapshot(snapshot.index, snapshot.epoch, encode_state(snapshot)))
+    then compacting the log behind the snapshots kept, keeping every record after
+    ``keep_after``). Blocking and CPU-bound: a node runs it off its event loop;
+    ``snapshot`` is immutable, so the replica goes on meanwhile."""
+    stored = Snapshot(snapshot.index, snapshot.epoch, encode_state(snapshot))
+    log.save_snapshot(stored, keep_after=keep_after)
 
 
 def recovered_state(log: PartitionLog) -> tuple[ReplicaSnapshot | None, list[Entry]]:
