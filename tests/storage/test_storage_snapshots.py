@@ -166,3 +166,16 @@ def test_the_recovered_log_rebuilds_a_replica() -> None:
     snapshot, kept = recovered_state(open_sim(fs))
     replica = Replica("a", 0, snapshot=snapshot, log=kept, epoch=1, commit_index=8)
     assert replica.applied == source.applied and replica.dedup == source.dedup
+
+
+def test_a_snapshot_of_the_whole_log_lets_a_big_segment_go() -> None:
+    """Segments far larger than a snapshot interval: the segment a snapshot covers is sealed
+    so the next compaction can drop it (the active one never goes)."""
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=1 << 20)
+    for _ in range(50):
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        save_state(log, state_at(log.last_index))
+    assert log.last_index == 500
+    assert log.log_entries <= 20 and log.first_index > 480

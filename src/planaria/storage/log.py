@@ -826,8 +826,9 @@ class PartitionLog:
             # snapshot covers, so it could not refill a lost tail below it.
             self.sync_files()
         self._store_snapshot(snapshot)
-        if self._segments[-1].first_index <= snapshot.index < self.last_index:
-            # Seal the segment the snapshot covers part of, so a later compaction drops it.
+        active = self._segments[-1]
+        if active.offsets and active.first_index <= snapshot.index:
+            # Seal the segment the snapshot covers (part of), so a later compaction drops it.
             self._roll_segment()
         self.compact(keep_after)
 
