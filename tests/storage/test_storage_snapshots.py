@@ -179,3 +179,19 @@ def test_a_snapshot_of_the_whole_log_lets_a_big_segment_go() -> None:
         save_state(log, state_at(log.last_index))
     assert log.last_index == 500
     assert log.log_entries <= 20 and log.first_index > 480
+
+
+def test_the_catch_up_tail_kept_behind_a_snapshot_survives_a_reopen() -> None:
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=400)
+    for _ in range(10):
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        save_state(log, state_at(log.last_index), keep_after=log.last_index - 30)
+    assert log.first_index <= 71  # every record after keep_after is kept
+    first = log.first_index
+    log.close()
+    log = open_sim(fs, segment_bytes=400)
+    assert log.first_index == first and log.snapshot_index == 100
+    snapshot, entries = recovered_state(log)
+    assert entries[0].index == first and entries[-1].index == 100

@@ -321,7 +321,6 @@ class PartitionLog:
             self._snapshot_indexes = [older for older, _ in snapshots] + [index]
             break
         snapshot_index = self.snapshot_index
-        compacted_to = self._compaction_floor()
         segment_names = sorted(
             (first, name)
             for name in names
@@ -333,17 +332,22 @@ class PartitionLog:
             segment, last_epoch = self._recover_segment(first, name, is_last, last_epoch)
             if segment is None:
                 continue
-            if segment.last_index <= compacted_to:
-                # Behind every kept snapshot: left over from a compaction or snapshot install.
-                self._remove(name)
-                continue
             if self._segments and segment.first_index != self._segments[-1].last_index + 1:
+                if self._segments[-1].last_index <= snapshot_index:
+                    # Covered by the snapshot and cut off from the rest: left over from a
+                    # snapshot install. (Covered segments that connect stay: the tail kept
+                    # for catch-up; the next compaction decides.)
+                    self._drop_recovered_segments()
+                    self._segments.append(segment)
+                    continue
                 raise StorageDamaged(
                     f"gap: segment starts at {segment.first_index}, previous ends at "
                     f"{self._segments[-1].last_index}",
                     path=segment.path,
                 )
             self._segments.append(segment)
+        if self._segments and self._segments[-1].last_index < snapshot_index:
+            self._drop_recovered_segments()  # an install cut short: the snapshot has it all
         if self._segments and self._segments[0].first_index > snapshot_index + 1:
             # (A fallback snapshot the log does not reach back to lands here too.)
             raise StorageDamaged(
@@ -374,6 +378,11 @@ class PartitionLog:
             self._meta_dirty = True
         report.records = self.last_index - self.first_index + 1
         report.segments = len(self._segments)
+
+    def _drop_recovered_segments(self) -> None:
+        for segment in self._segments:
+            self._remove(segment.path.rsplit("/", 1)[-1])
+        self._segments = []
 
     def _recover_segment(
         self, first: int, name: str, is_last: bool, last_epoch: int
