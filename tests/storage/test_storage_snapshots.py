@@ -194,4 +194,5 @@ def test_the_catch_up_tail_kept_behind_a_snapshot_survives_a_reopen() -> None:
     log = open_sim(fs, segment_bytes=400)
     assert log.first_index == first and log.snapshot_index == 100
     snapshot, entries = recovered_state(log)
+    assert snapshot == state_at(100)
     assert entries[0].index == first and entries[-1].index == 100
