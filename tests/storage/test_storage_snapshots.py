@@ -9,8 +9,14 @@ from types import MappingProxyType
 import pytest
 
 from planaria.core.codec import decode_state, encode_entry, encode_state
-from planaria.core.messages import ClientReply, Entry, Set, Version
-from planaria.core.replica import AppliedWrites, ReplicaSnapshot
+from planaria.core.messages import (
+    AppliedWrites,
+    ClientReply,
+    Entry,
+    ReplicaSnapshot,
+    Set,
+    Version,
+)
 from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
 from planaria.storage.persist import recovered_state, save_state
 

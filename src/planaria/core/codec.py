@@ -13,8 +13,15 @@ from __future__ import annotations
 import struct
 from types import MappingProxyType
 
-from planaria.core.messages import ClientReply, Delete, Entry, Set, Version
-from planaria.core.replica import AppliedWrites, ReplicaSnapshot
+from planaria.core.messages import (
+    AppliedWrites,
+    ClientReply,
+    Delete,
+    Entry,
+    ReplicaSnapshot,
+    Set,
+    Version,
+)
 from planaria.errors import InternalError
 
 __all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state"]

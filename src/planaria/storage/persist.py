@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from planaria.core.codec import decode_entry, decode_state, encode_entry, encode_state
-from planaria.core.messages import Entry, Persist
-from planaria.core.replica import ReplicaSnapshot
+from planaria.core.messages import Entry, Persist, ReplicaSnapshot
 from planaria.errors import InternalError
 from planaria.storage.format import Snapshot
 from planaria.storage.log import PartitionLog
