@@ -405,7 +405,7 @@ class SimNode(Process):
             replica = self.replicas.get(partition)
             if replica is not None:
                 self._execute(partition, replica.tick(now, self.lease_until_ms))
-                if self.up:
+                if self.up and self.replicas.get(partition) is replica:  # not rebuilt
                     self._maybe_snapshot(partition, replica)
                 if not self.up:
                     return
