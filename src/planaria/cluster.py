@@ -1089,7 +1089,6 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
         epoch = max((int(f.get("epoch", "0") or 0) for f in by_node.values()), default=0)
         isr = tuple(n for n in lead.get("isr", "").split("|") if n)
         others = sorted(n for n in by_node if n != primary)
-        lag = lead.get("lag", "")
         statuses.append(
             PartitionStatus(
                 id=partition,
@@ -1098,7 +1097,10 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
                 replicas=((primary,) if primary else ()) + tuple(others),
                 isr=isr,
                 epoch=epoch,
-                lag=int(lag) if lag.isdigit() else None,
+                lag=_count(lead, "lag"),
+                snapshot_index=_count(lead, "snapshot_index"),
+                log_entries=_count(lead, "log_entries"),
+                log_bytes=_count(lead, "log_bytes"),
             )
         )
     return ClusterStatus(nodes=tuple(nodes), partitions=tuple(statuses), errors=tuple(errors))
