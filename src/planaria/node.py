@@ -85,6 +85,7 @@ from planaria.coord import (
     encode_config,
     partition_of_key,
 )
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.controller import Controller
 from planaria.core.lease import session_ttl_min_ms
 from planaria.core.messages import (
@@ -179,6 +180,8 @@ class NodeSettings:
     connections_max: int = 10_000
     pipeline_depth_max: int = 1024
     partition_inbox_max: int = 10_000  # replies waiting for a partition's disk; then BUSY
+    # When each partition snapshots its state and compacts its log (docs/operations.md).
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
     storage_threads: int = 4  # opening, recovering and closing logs (persists: one thread)
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
@@ -894,6 +897,7 @@ class Node:
             session=self._session_incarnation,
             on_lost=self._register_loss,
             data_id_new=lambda: self._data_id_new,
+            snapshot_policy=self.settings.snapshots,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)
@@ -1162,11 +1166,27 @@ class Node:
             f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
             f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
             f"storage={'failed' if runtime.storage_failure else 'ok'},"
-            f"storage_failures={runtime.storage_failures}"
+            f"storage_failures={runtime.storage_failures},"
+            f"{_log_fields(runtime)}"
         )
 
     def __repr__(self) -> str:
         return f"Node({self.node_id!r}, {self.address}, partitions={len(self.partitions)})"
+
+
+def _log_fields(runtime: PartitionRuntime) -> str:
+    """INFO's snapshot and log fields of a partition: where its snapshot stands, what its
+    log files hold, the entries in memory, and the peers that need a snapshot transfer."""
+    log_ = runtime.log
+    replica = runtime.replica
+    snapshot_index = log_.snapshot_index if log_ is not None else 0
+    log_entries = log_.log_entries if log_ is not None else 0
+    log_bytes = log_.log_bytes if log_ is not None else 0
+    return (
+        f"snapshot_index={snapshot_index},log_entries={log_entries},log_bytes={log_bytes},"
+        f"memory_entries={replica.log_entries},snapshots={runtime.snapshots_taken},"
+        f"needs_snapshot={len(replica.peers_needing_snapshot)}"
+    )
 
 
 def _close_journal(journal: Journal) -> None:

@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from planaria.core.codec import decode_entry
+from planaria.core.codec import encode_state
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -48,8 +49,9 @@ from planaria.storage import (
     StorageError,
 )
 from planaria.storage.errors import storage_error_from_os
+from planaria.storage.format import Snapshot
 from planaria.storage.identity import DATA_ID_MAX, confirm_data_id, create_data_id, read_data_id
-from planaria.storage.persist import write_persists
+from planaria.storage.persist import recovered_state, write_persists
 
 __all__ = [
     "LOST_ALL",
@@ -69,6 +71,7 @@ __all__ = [
 log = logging.getLogger("planaria.node")
 
 NO_LEASE = float("-inf")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class Committer(Protocol):
         done: Callable[[bool, Any], None],
     ) -> None: ...
 
-    def call(self, fn: Callable[[PartitionLog], None], log: PartitionLog, /) -> Awaitable[None]: ...
+    def call(self, fn: Callable[[PartitionLog], _T], log: PartitionLog, /) -> Awaitable[_T]: ...
 
 
 class PartitionRuntime:
@@ -124,6 +127,7 @@ class PartitionRuntime:
         session: Callable[[], int | None] = lambda: None,
         on_lost: Callable[[int], Awaitable[None]] | None = None,
         data_id_new: Callable[[], bool] = lambda: False,
+        snapshot_policy: SnapshotPolicy | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -165,6 +169,10 @@ class PartitionRuntime:
         self.last_storage_error: StorageError | None = None  # kept after writes work again
         self.persist_batches = 0
         self.persisted_entries = 0
+        self.snapshot_policy = snapshot_policy or SnapshotPolicy()
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.snapshots_taken = 0
+        self.snapshot_copy_ms = 0.0  # the last snapshot's pause on the event loop
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,10 +187,7 @@ class PartitionRuntime:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
-        entries = await loop.run_in_executor(
-            self._executor,
-            lambda: [decode_entry(e.epoch, e.index, e.record) for e in log_.entries()],
-        )
+        snapshot, entries = await loop.run_in_executor(self._executor, recovered_state, log_)
         self.log = log_
         self.loss = loss
         if loss is not None and self._on_lost is not None:
@@ -192,6 +197,7 @@ class PartitionRuntime:
             self.node_id,
             self.partition,
             self.replica_settings,
+            snapshot=snapshot,
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
@@ -231,6 +237,8 @@ class PartitionRuntime:
     async def _quiesce(self) -> None:
         """Take no more inputs; let the stages pending finish (or a rebuild end)."""
         self._closing = True
+        if self._snapshot_task is not None:
+            await asyncio.wait([self._snapshot_task])  # its outcome is logged by itself
         if self._recovery is not None:
             task, self._recovery = self._recovery, None
             try:
@@ -290,6 +298,7 @@ class PartitionRuntime:
             )
 
     def tick(self, lease_until_ms: float) -> None:
+        self._maybe_snapshot()
         if self.replica.role is Role.PRIMARY:
             self.deliver(_Tick(lease_until_ms))
         elif not (self._closing or self._recovering or self._broken):
@@ -364,6 +373,59 @@ class PartitionRuntime:
             and self.storage_failure is None
             and may_send_early(self.replica, log_.epoch)
         )
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot when the policy says so and none is under way (see
+        ``planaria.core.compaction``)."""
+        log_ = self.log
+        if (
+            log_ is None
+            or self._closing
+            or self._recovering
+            or self._broken
+            or (self._snapshot_task is not None and not self._snapshot_task.done())
+        ):
+            return
+        replica = self.replica
+        # Read without the disk thread's lock: a hint only (ints and a short list).
+        snapshot_index = log_.snapshot_index
+        bytes_after = log_.bytes_after(snapshot_index)
+        if self.snapshot_policy.due(replica.applied_index, snapshot_index, bytes_after):
+            self._snapshot_task = asyncio.create_task(
+                self._snapshot(log_, replica), name=f"planaria-p{self.partition}-snapshot"
+            )
+
+    async def _snapshot(self, log_: PartitionLog, replica: Replica) -> None:
+        """Snapshot without stalling the partition: copy the state on the loop (one C-speed
+        copy of each table), serialise it in the executor while writes go on, store it in
+        the disk thread (between batches), then compact the replica's memory."""
+        started = time.perf_counter()
+        view = replica.snapshot()
+        self.snapshot_copy_ms = (time.perf_counter() - started) * 1000
+        keep = self.snapshot_policy.keep_after(replica, view.index)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._executor, encode_state, view)
+            stored = Snapshot(view.index, view.epoch, data)
+            saved = await self._committer.call(
+                functools.partial(_save_snapshot, stored, keep_after=keep), log_
+            )
+        except StorageError as exc:
+            if self.log is log_:
+                self._storage_failed(exc)
+            return
+        except Exception:
+            log.exception("p%d: snapshot at %d failed", self.partition, view.index)
+            if self.log is log_:
+                self._break()
+            return
+        if not saved:
+            return  # the disk had not caught up with the applied index: the next tick retries
+        self.snapshots_taken += 1
+        if self.replica is replica:  # else rebuilt meanwhile, from the disk (compacted)
+            replica.compact(keep)
 
     # ------------------------------------------------------------------ failures
 
@@ -463,6 +525,15 @@ def _stage_writer(stage: Stage) -> Callable[[PartitionLog], int]:
 
 def _call_soon(fn: Callable[[], None]) -> None:
     asyncio.get_running_loop().call_soon(fn)
+
+
+def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -> bool:
+    """In the disk thread: store ``snapshot`` unless the log does not reach it yet (the
+    replica's memory may run ahead of its disk by the stages in flight)."""
+    if log_.last_index < snapshot.index:
+        return False
+    log_.save_snapshot(snapshot, keep_after=keep_after)
+    return True
 
 
 def _close_quietly(log_: PartitionLog) -> None:

@@ -28,13 +28,17 @@ Vocabulary:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
+
+from planaria.errors import UsageError
 
 __all__ = [
     "DEDUP_WINDOW",
     "Append",
     "AppendReply",
+    "AppliedWrites",
     "ClientReply",
     "ClientRequest",
     "ConfigUpdate",
@@ -50,6 +54,7 @@ __all__ = [
     "Persist",
     "ProposeIsr",
     "Ready",
+    "ReplicaSnapshot",
     "Reply",
     "RequestId",
     "Send",
@@ -160,6 +165,41 @@ class Entry:
     index: int
     request_id: RequestId | None = None
     op: WriteOp | None = None
+
+
+# --- replicated state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedWrites:
+    """One client's applied writes in one partition: the sequence numbers inside its dedup
+    window, ascending (the last is the highest applied), and their replies. Never changed
+    in place (a write makes a new one), so a snapshot shares them with the live table."""
+
+    seqs: tuple[int, ...] = ()
+    replies: Mapping[int, ClientReply] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSnapshot:
+    """The replicated state of a partition as of log position (``index``, ``epoch``): what
+    applying entries 1..``index`` gave. Immutable: the replica goes on writing while it is
+    serialised (``kv`` and ``dedup`` are copies taken at :meth:`Replica.snapshot`).
+
+    ``dedup``: per client id, least recently written first (the order decides which client
+    ``dedup_clients_max`` forgets first), its applied writes inside ``dedup_window``.
+    """
+
+    partition: PartitionId
+    index: int
+    epoch: int
+    kv: Mapping[bytes, tuple[bytes, Version]]
+    dedup: Mapping[str, AppliedWrites]
+    dedup_window: int = DEDUP_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or self.epoch < 0:
+            raise UsageError(f"bad snapshot position ({self.index}, {self.epoch})")
 
 
 @dataclass(frozen=True, slots=True)

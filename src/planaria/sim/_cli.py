@@ -38,6 +38,7 @@ BUG_NAMES = (
     "release-before-durable",
     "skip-truncate",
     "wiped-stays-in-sync",
+    "compact-past-commit",
 )
 
 

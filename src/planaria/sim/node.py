@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from planaria.core.codec import decode_entry
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -61,11 +61,23 @@ from planaria.sim.committer import SimCommitter
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
-from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage import (
+    Journal,
+    PartitionLog,
+    SimFS,
+    StorageDamaged,
+    StorageError,
+    open_node_journal,
+)
 from planaria.storage.format import SEGMENT_HEADER
 from planaria.storage.fs import join
 from planaria.storage.identity import confirm_data_id, create_data_id, read_data_id
-from planaria.storage.persist import PersistRuleBroken, write_persists
+from planaria.storage.persist import (
+    PersistRuleBroken,
+    recovered_state,
+    save_state,
+    write_persists,
+)
 
 __all__ = ["NodeSettings", "SimNode"]
 
@@ -93,6 +105,10 @@ class NodeSettings:
     preallocate_bytes: int = 4096
     # Small, so runs checkpoint the journal often (the production default is 32 MiB).
     journal_checkpoint_bytes: int = 16 * 1024
+    # Small, so snapshots and compaction happen all through a run, under every fault.
+    snapshots: SnapshotPolicy = field(
+        default_factory=lambda: SnapshotPolicy(entries=20, log_bytes=2048, catchup_entries=100)
+    )
     # A batch of persists is durable this long after it was written (drawn uniformly).
     fsync_min_ms: float = 0.1
     fsync_max_ms: float = 2.0
@@ -177,6 +193,7 @@ class SimNode(Process):
         self.data_id = 0  # its data directory's id (registered with every session)
         self.data_id_new = False  # ...which the configs may not know yet
         self.wipes = 0
+        self.snapshots_taken = 0
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -403,11 +420,12 @@ class SimNode(Process):
             self.replicas[partition] = self._replica_from(partition, log)
 
     def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
-        entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
+        snapshot, entries = recovered_state(log)
         replica = Replica(
             self.pid,
             partition,
             self.replica_settings,
+            snapshot=snapshot,
             log=entries,
             epoch=log.epoch,
             commit_index=log.commit_index,
@@ -456,9 +474,42 @@ class SimNode(Process):
             replica = self.replicas.get(partition)
             if replica is not None:
                 self._execute(partition, replica.tick(now, self.lease_until_ms))
+                if self.up and self.replicas.get(partition) is replica:  # not rebuilt
+                    self._maybe_snapshot(partition, replica)
                 if not self.up:
                     return
         self.after_local(self.settings.tick_ms, self._tick)
+
+    def _maybe_snapshot(self, partition: int, replica: Replica) -> None:
+        """Snapshot and compact when the policy says so, as the node does (here at once,
+        between the committer's batches). A pending disk fault strikes in the middle of it:
+        the snapshot's rename fails and the node crashes, leaving its temporary file."""
+        log = self.logs[partition]
+        policy = self.settings.snapshots
+        if not policy.due(
+            replica.applied_index, log.snapshot_index, log.bytes_after(log.snapshot_index)
+        ):
+            return
+        if log.last_index < replica.applied_index:
+            return  # stages in flight: the disk has not caught up with memory yet
+        view = replica.snapshot()
+        keep = policy.keep_after(replica, view.index)
+        if "compact-past-commit" in self.replica_settings.bugs:
+            keep = replica.last_index  # the bug: the snapshot's compaction takes it all
+        torn = self.crash_mid_write
+        if torn:
+            self.fs.fail_next("rename")
+        try:
+            save_state(log, view, keep_after=min(keep, view.index))
+        except StorageError as failure:
+            if not torn:
+                raise
+            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-snapshot", failure)
+            if self.crash_requested is not None:
+                self.crash_requested(self)
+            return
+        replica.compact(keep)
+        self.snapshots_taken += 1
 
     # ------------------------------------------------------------------ messages
 
