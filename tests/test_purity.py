@@ -1,4 +1,4 @@
-"""The pure-core rule (DESIGN.md §2): protocol logic is a deterministic state machine.
+"""The pure-core rule (docs/design.md §2): protocol logic is a deterministic state machine.
 
 Pure modules import no asyncio, socket, time, threading (or other sources of I/O, real time
 or concurrency), use no module-level ``random`` (only a seeded ``random.Random``), and never

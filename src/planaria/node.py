@@ -5,7 +5,7 @@ A :class:`Node` serves clients over RESP (``listen``), replicates to its peers o
 stands as a controller candidate, and holds one replica per partition whose config names it.
 Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: persist
 (group commit, fsync in the node's disk thread), then send, then reply, then propose, as
-DESIGN.md says (a primary's Appends may leave during its own fsync; see that module).
+docs/design.md says (a primary's Appends may leave during its own fsync; see that module).
 
 Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
 SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of

@@ -8,7 +8,7 @@ closes that connection only.
 
 **Time.** Sessions expire on the server's monotonic clock, from a timer armed at
 ``store.next_expiry_ms()`` (and before every request). Never on a connection close: a
-closed connection does not prove that the process behind it is dead (DESIGN.md §4).
+closed connection does not prove that the process behind it is dead (docs/design.md §4).
 
 **Persistence** (``data_dir``). Every change except a renewal (keys, ephemeral or not,
 session opens and ends, election tokens) is appended to the log in ``coord-log/`` (the

@@ -4,12 +4,12 @@ The controller never writes to the coordinator itself: every decision is a
 :class:`ConfigChange` ``(partition, expected_version, config)`` that the runtime applies by
 compare-and-set on the partition's config. A CAS that fails (someone changed the config
 meanwhile) is simply dropped: the runtime reads the configs again and asks again. So a
-stale second controller cannot corrupt anything (DESIGN.md §3).
+stale second controller cannot corrupt anything (docs/design.md §3).
 
 Inputs are the partitions' current configs and a :class:`SessionView` per node (the
 coordinator's sessions, as the coordinator sees them, times in the coordinator's clock).
 
-Rules (DESIGN.md §4, invariants 2 and 4):
+Rules (docs/design.md §4, invariants 2 and 4):
 
 - **Failover**: a partition needs a new primary when it has none, when its primary's session
   expired, or when its primary's node runs another session incarnation than the one it was

@@ -1,6 +1,6 @@
 """Every message, log entry, config and effect of the replication protocol.
 
-The protocol (DESIGN.md §4, PacificA / Kafka-ISR style) is a set of pure state machines:
+The protocol (docs/design.md §4, PacificA / Kafka-ISR style) is a set of pure state machines:
 messages and the time go in, a :class:`Ready` comes out. The runtime that drives them (the
 simulator, or a node process with sockets and disks) must execute a Ready **in order**, as
 etcd's raft does:

@@ -20,7 +20,7 @@ simulator or a node process) must:
   previous incarnation may have led it; invariant 7), so the controller gives the partition
   a new epoch (it notices the new session incarnation).
 
-The protocol (DESIGN.md §4, notes/replication-brief.md): Raft-style log matching with
+The protocol (docs/design.md §4): Raft-style log matching with
 ``(epoch, index)`` versions; an entry commits when every member of the *required set*
 (confirmed ISR plus the ISR of a pending proposal) has it durably and |ISR| >= min_insync;
 a new primary appends a barrier entry and serves only once it commits and while its lease is

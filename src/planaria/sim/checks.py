@@ -1,4 +1,4 @@
-"""The checks every run is held to (DESIGN.md §4), as the run goes and at its end.
+"""The checks every run is held to (docs/design.md §4), as the run goes and at its end.
 
 During the run (a :class:`Violation` stops it at once, with the trace around it):
 

@@ -3,7 +3,7 @@
 A node registers the id with its coordinator session. A node whose disk was replaced (or
 wiped) finds no ``data-id``, makes another and registers that: the controller, which keeps
 the id each replica had (``PartitionConfig.data_ids``), sees the change and handles it as a
-loss of every log the node held (DESIGN.md §4, invariant 7), with nobody having to say so.
+loss of every log the node held (docs/design.md §4, invariant 7), with nobody having to say so.
 
 ``data-id-new`` marks an id made here that the configs may not know yet: until they do, the
 node builds its replicas as ``lost`` (it leads only a config made for its current session),
