@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from planaria.address import format_address, parse_address
+from planaria.cli._coord import parse_listen
 from planaria.client import Client
-from planaria.coord._cli import parse_listen
 from planaria.coord.memory import MemoryStore
 from planaria.coord.memory_async import MemoryCoordinator
 from planaria.coord.url import parse_url

@@ -99,11 +99,6 @@ class Layer:
         return found
 
 
-def not_cli(member: Callable[[str], bool]) -> Callable[[str], bool]:
-    # command-line wiring inside a package is an adapter, not part of its layer
-    return lambda name: member(name) and not name.endswith("._cli")
-
-
 LAYERS = (
     Layer("front", one_of(FRONT), (), PURE_FORBIDDEN | {"xxhash"}),
     Layer("toolkit (pure)",
@@ -112,7 +107,7 @@ LAYERS = (
     Layer("toolkit", one_of(frozenset(TOOLKIT)), (one_of(frozenset(TOOLKIT)),), ADAPTER_DEPS),
     Layer("core", under("planaria.core"), (under("planaria.core"), one_of(frozenset(TOOLKIT))),
           PURE_FORBIDDEN),
-    Layer("check", not_cli(under("planaria.check")), (under("planaria.check"),), PURE_FORBIDDEN),
+    Layer("check", under("planaria.check"), (under("planaria.check"),), PURE_FORBIDDEN),
     Layer("storage (pure)", one_of(STORAGE_PURE),
           (one_of(STORAGE_PURE), one_of(frozenset({"planaria.core", "planaria.core.messages",
                                                   "planaria.core.codec"}))),
@@ -120,7 +115,7 @@ LAYERS = (
     Layer("coord (pure)", one_of(COORD_PURE),
           (one_of(COORD_PURE), one_of(frozenset({"planaria.core", "planaria.core.messages"}))),
           PURE_FORBIDDEN),
-    Layer("sim", not_cli(under("planaria.sim")),
+    Layer("sim", under("planaria.sim"),
           (under("planaria.sim", "planaria.core", "planaria.check"), one_of(STORAGE_PURE),
            one_of(COORD_PURE), one_of(frozenset(TOOLKIT))),
           PURE_FORBIDDEN),
@@ -132,7 +127,7 @@ LAYERS = (
           frozenset({"msgpack", "rich"}) | OPTIONAL),
     Layer("net", under("planaria.net"), (under("planaria.net", "planaria.core"),),
           frozenset({"hiredis", "rich"}) | OPTIONAL),
-    Layer("coord", not_cli(under("planaria.coord")),
+    Layer("coord", under("planaria.coord"),
           (under("planaria.coord", "planaria.storage"),
            one_of(frozenset({"planaria.core", "planaria.core.messages", "planaria.core.codec",
                              "planaria.net", "planaria.net.frame", "planaria.address",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from planaria.cli._coord import parse_listen
 from planaria.coord import MemoryCoordinator
-from planaria.coord._cli import parse_listen
 from planaria.coord.remote import RemoteCoordinator
 from planaria.coord.url import CoordinatorUrl, connect, parse_url
 from planaria.errors import UsageError
