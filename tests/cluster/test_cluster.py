@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from planaria import cluster as cluster_module
+from planaria.cluster import _local as cluster_module
 from planaria.cluster import (
     ClusterStatus,
     LocalCluster,
