@@ -29,7 +29,7 @@ The package only re-exports; each concern has its private module: ``_local``
 (:class:`LocalCluster`: lifecycle, membership, status), ``_state`` (cluster.json and its
 lock), ``_processes`` (ports, spawning and probing processes), ``_status`` (the status types,
 read from the coordinator and the nodes' INFO), ``_resp`` (a small RESP client for the
-probes), ``_errors``.
+probes), ``_coordinator`` (calls to the coordinator from synchronous code), ``_errors``.
 """
 
 from planaria.cluster._errors import ClusterError, NoCluster, PortInUse

@@ -1,23 +1,23 @@
 """The launcher: :class:`LocalCluster` starts, stops and inspects a local cluster. What it
 started is kept in the state file (:class:`~planaria.cluster._state.StateFile`), the
 processes themselves by a :class:`~planaria.cluster._processes.Supervisor`; membership
-changes and the status go through the coordinator."""
+changes and the status read the coordinator (:mod:`planaria.cluster._coordinator`)."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from planaria._client.routing import MalformedTopology, SlotMap
 from planaria.address import parse_address
+from planaria.cluster._coordinator import read_coordinator, run_sync, with_coordinator
 from planaria.cluster._errors import ClusterError
 from planaria.cluster._processes import (
     BUS_PORT_OFFSET,
@@ -32,9 +32,9 @@ from planaria.cluster._status import (
     NodeStatus,
     partition_statuses,
     primary_lines,
-    read_coordinator,
 )
-from planaria.coord.url import connect, parse_url
+from planaria.coord.interface import Coordinator
+from planaria.coord.url import parse_url
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot
 from planaria.errors import PlanariaError, UnknownOutcome, UsageError
@@ -43,16 +43,7 @@ __all__ = ["LocalCluster"]
 
 log = logging.getLogger("planaria.cluster")
 
-
-def _run(coroutine: Any) -> Any:
-    """Run a coroutine to completion from synchronous code (also inside a running loop's
-    thread, e.g. from a test that is itself async: then on a helper thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+T = TypeVar("T")
 
 
 class LocalCluster:
@@ -158,50 +149,53 @@ class LocalCluster:
         cluster._processes = Supervisor(cluster.data_dir)
         return cluster
 
+    @property
+    def _state(self) -> State:
+        """What the state file last said (see :meth:`StateFile.refresh`)."""
+        return self._file.state
+
     # --- properties --------------------------------------------------------------------
 
     @property
     def node_ids(self) -> list[str]:
-        return [node.name for node in self._file.state.nodes]
+        return [node.name for node in self._state.nodes]
 
     @property
     def partitions(self) -> int:
-        return self._file.state.partitions
+        return self._state.partitions
 
     @property
     def coordinator_url(self) -> str:
-        if self._file.state.coordinator_url is not None:
-            return self._file.state.coordinator_url
-        return f"planaria://{self._file.state.coordinator.address}"
+        if self._state.coordinator_url is not None:
+            return self._state.coordinator_url
+        return f"planaria://{self._state.coordinator.address}"
 
     @property
     def coordinator_address(self) -> str:
         """``host:port`` of the embedded coordinator, or the external coordinator's URL."""
-        if self._file.state.coordinator_url is not None:
-            return self._file.state.coordinator_url
-        return self._file.state.coordinator.address
+        if self._state.coordinator_url is not None:
+            return self._state.coordinator_url
+        return self._state.coordinator.address
 
     @property
     def external_coordinator(self) -> bool:
         """Whether the coordinator is someone else's (``coordinator_url``): no process here."""
-        return self._file.state.coordinator_url is not None
+        return self._state.coordinator_url is not None
 
     def address(self, node_id: str) -> str:
         """``host:port`` where ``node_id`` serves RESP."""
-        return self._file.state.node(node_id).address
+        return self._state.node(node_id).address
 
     @property
     def addresses(self) -> dict[str, str]:
-        return {node.name: node.address for node in self._file.state.nodes}
+        return {node.name: node.address for node in self._state.nodes}
 
     def pid(self, node_id: str) -> int | None:
         return self._file.refresh().node(node_id).pid
 
     def log_path(self, name: str) -> Path:
         """The log file of ``name`` (a node id or ``coordinator``)."""
-        process = (
-            self._file.state.coordinator if name == "coordinator" else self._file.state.node(name)
-        )
+        process = self._state.coordinator if name == "coordinator" else self._state.node(name)
         return self.data_dir / process.log
 
     def _node_argv(self, node: Process) -> list[str]:
@@ -216,9 +210,9 @@ class LocalCluster:
             "--data",
             str(self.data_dir / node.data),
         ]
-        if self._file.state.fsync is not None:
-            argv += ["--fsync", self._file.state.fsync]
-        return [*argv, *node.args, *self._file.state.node_args]
+        if self._state.fsync is not None:
+            argv += ["--fsync", self._state.fsync]
+        return [*argv, *node.args, *self._state.node_args]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -231,7 +225,7 @@ class LocalCluster:
             return
         with self._file.locked():
             self._file.adopt_existing()
-            state = self._file.state
+            state = self._state
             running = [
                 p.name for p in (state.coordinator, *state.nodes) if self._processes.alive(p.pid)
             ]
@@ -260,7 +254,7 @@ class LocalCluster:
                 self._processes.wait_listening(coordinator, timeout_s)
             self._write_metadata(timeout_s)
             with self._file.locked():
-                state = self._file.state
+                state = self._state
                 nodes = tuple(
                     self._processes.spawn(node, self._node_argv(node)) for node in state.nodes
                 )
@@ -286,7 +280,7 @@ class LocalCluster:
         unless it is there: a restarted cluster keeps its own."""
         from planaria import control  # noqa: PLC0415 -- loads the controller only here
 
-        state = self._file.state
+        state = self._state
         write = control.write_cluster_metadata(
             self.coordinator_url,
             partitions=state.partitions,
@@ -295,7 +289,7 @@ class LocalCluster:
             nodes=[node.name for node in state.nodes],
         )
         try:
-            _run(asyncio.wait_for(write, timeout_s))
+            run_sync(asyncio.wait_for(write, timeout_s))
         except (TimeoutError, UnknownOutcome) as exc:
             log_tail = (
                 "" if self.external_coordinator
@@ -310,7 +304,7 @@ class LocalCluster:
         """Wait until every partition answers a read on its primary; ``ClusterError`` after
         ``timeout_s`` or as soon as a node process dies."""
         deadline = time.monotonic() + timeout_s
-        missing: list[int] = list(range(self._file.state.partitions))
+        missing: list[int] = list(range(self._state.partitions))
         while True:
             state = self._file.refresh()
             for node in state.nodes:
@@ -334,7 +328,7 @@ class LocalCluster:
     def unserved_partitions(self, timeout_s: float = 1.0) -> list[int]:
         """Partitions whose primary (by CLUSTER SLOTS of any live node) does not answer a
         read now: unknown primary, or an error such as TRYAGAIN or CLUSTERDOWN."""
-        partitions = self._file.state.partitions
+        partitions = self._state.partitions
         owners = self._slot_owners(timeout_s)
         if owners is None:
             return list(range(partitions))
@@ -360,7 +354,7 @@ class LocalCluster:
 
     def _slot_owners(self, timeout_s: float) -> SlotMap | None:
         """The slot map, from the first live node that answers CLUSTER SLOTS."""
-        for node in self._file.state.nodes:
+        for node in self._state.nodes:
             if not self._processes.alive(node.pid) or self._processes.paused(node.pid):
                 continue
             try:
@@ -454,12 +448,12 @@ class LocalCluster:
         (the node stays up and serves meanwhile; see :meth:`move_progress`)."""
         from planaria import control  # noqa: PLC0415 -- loads the controller only here
 
-        self._file.state.node(node_id)  # UsageError for an unknown node
+        self._state.node(node_id)  # UsageError for an unknown node
         staying = [n for n in self._members_staying(timeout_s) if n != node_id]
-        if len(staying) < self._file.state.replicas:
+        if len(staying) < self._state.replicas:
             raise UsageError(
                 f"draining {node_id} would leave {len(staying)} nodes for "
-                f"{self._file.state.replicas} replicas of each partition: add a node first"
+                f"{self._state.replicas} replicas of each partition: add a node first"
             )
         self._with_coordinator(lambda c: control.mark_member(c, node_id, "draining"), timeout_s)
 
@@ -497,18 +491,13 @@ class LocalCluster:
         known = {n: r for n, (r, _) in records.items()}
         return [
             n.name
-            for n in self._file.state.nodes
+            for n in self._state.nodes
             if n.name not in known or known[n.name].state == "member"
         ]
 
-    def _with_coordinator(self, call: Any, timeout_s: float) -> Any:
+    def _with_coordinator(self, call: Callable[[Coordinator], Awaitable[T]], timeout_s: float) -> T:
         """``await call(coordinator)`` over a fresh connection to the cluster's coordinator."""
-
-        async def run() -> Any:
-            async with connect(self.coordinator_url) as coordinator:
-                return await call(coordinator)
-
-        return _run(asyncio.wait_for(run(), timeout_s))
+        return with_coordinator(self.coordinator_url, call, timeout_s)
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -530,7 +519,7 @@ class LocalCluster:
         configs: list[PartitionConfig] = []
         if coordinator_alive:
             try:
-                members, configs = _run(read_coordinator(self.coordinator_url, timeout_s))
+                members, configs = read_coordinator(self.coordinator_url, timeout_s)
             except (PlanariaError, OSError, TimeoutError) as exc:
                 errors.append(f"coordinator {self.coordinator_address}: {exc!r}")
                 coordinator_alive = False if external else coordinator_alive

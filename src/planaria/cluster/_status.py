@@ -4,14 +4,12 @@ nodes alone (:func:`status_from_seed`, ``planaria status --seed``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from planaria.cluster._errors import ClusterError
 from planaria.cluster._resp import is_error, resp_command
-from planaria.coord.url import connect
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import slot_range
 
@@ -23,7 +21,6 @@ __all__ = [
     "partition_lines",
     "partition_statuses",
     "primary_lines",
-    "read_coordinator",
     "status_from_seed",
 ]
 
@@ -88,20 +85,6 @@ class ClusterStatus:
             "coordinator": {"address": self.coordinator, "alive": self.coordinator_alive},
             "errors": list(self.errors),
         }
-
-
-async def read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
-    """The registered node ids and the partition configs."""
-
-    from planaria import control  # noqa: PLC0415 -- loads the controller only here
-
-    async def read() -> tuple[set[str], list[PartitionConfig]]:
-        async with connect(url) as coordinator:
-            members = await coordinator.members()
-            configs = await control.read_configs(coordinator)
-        return set(members), [config for config, _ in configs.values()]
-
-    return await asyncio.wait_for(read(), timeout_s)
 
 
 def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
