@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from planaria import cluster as cluster_module
 from planaria.cluster import (
     ClusterStatus,
     LocalCluster,
     NoCluster,
     PortInUse,
+    _processes,
+    _status,
     free_base_port,
     partition_lines,
     probe_keys,
@@ -40,7 +41,7 @@ PARTITIONS = 8
 
 def _planaria(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", cluster_module._CLI_MODULE, *args],
+        [sys.executable, "-m", _processes.CLI_MODULE, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -106,14 +107,14 @@ def test_status_shows_the_primarys_snapshot_and_log() -> None:
     line = partition_lines(
         {"p0": "role=primary,lag=1,snapshot_index=40,log_entries=12,log_bytes=2048"}
     )[0]
-    [status] = cluster_module._partition_statuses([config], 1, {0: line})
+    [status] = _status.partition_statuses([config], 1, {0: line})
     assert (status.lag, status.snapshot_index, status.log_entries, status.log_bytes) == (
         1,
         40,
         12,
         2048,
     )
-    [unknown] = cluster_module._partition_statuses([config], 1, {})
+    [unknown] = _status.partition_statuses([config], 1, {})
     assert unknown.snapshot_index is None and unknown.lag is None
 
 
@@ -248,7 +249,7 @@ def test_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            cluster_module._CLI_MODULE,
+            _processes.CLI_MODULE,
             "up",
             "--data",
             str(data),
