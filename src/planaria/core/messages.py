@@ -350,13 +350,7 @@ class SnapshotAck:
 
 
 Message: TypeAlias = (
-    ClientRequest
-    | ClientReply
-    | Append
-    | AppendReply
-    | ConfigUpdate
-    | SnapshotChunk
-    | SnapshotAck
+    ClientRequest | ClientReply | Append | AppendReply | ConfigUpdate | SnapshotChunk | SnapshotAck
 )
 
 

@@ -130,6 +130,8 @@ class _Outgoing:
     last_progress_ms: float = 0.0
     backoff_ms: float = 0.0
     rewound_ms: float = float("-inf")  # acks of chunks sent before this cannot rewind
+    newest_echo_ms: float = float("-inf")  # the newest chunk acknowledged (reordered acks)
+    resume_ms: float = float("-inf")  # refused: nothing is sent before this
     installed_ms: float | None = None  # the receiver said it holds the snapshot
     resends: int = 0
 
@@ -169,8 +171,14 @@ class SnapshotSender:
         for peer in sorted(peers):
             key = (partition, peer)
             if key not in self._transfers and len(self._transfers) < self.settings.transfers_max:
-                self._transfers[key] = _Outgoing(epoch, snapshot, now_ms, last_progress_ms=now_ms)
-                self._transfers[key].backoff_ms = self.settings.retry_ms
+                self._transfers[key] = _Outgoing(
+                    epoch,
+                    snapshot,
+                    now_ms,
+                    last_progress_ms=now_ms,
+                    backoff_ms=self.settings.retry_ms,
+                    rewound_ms=now_ms,
+                )
                 self.started += 1
 
     def stop(self, partition: PartitionId) -> None:
@@ -200,20 +208,24 @@ class SnapshotSender:
             # A stale epoch (the replica learns it from the peer's AppendReplies and steps
             # down) or nothing to do: stop sending, try again after the longest backoff.
             transfer.sent = transfer.acked = 0
-            transfer.backoff_ms = self.settings.retry_max_ms
-            transfer.last_progress_ms = now_ms
-            transfer.rewound_ms = now_ms
+            transfer.last_progress_ms = transfer.rewound_ms = now_ms
+            transfer.resume_ms = now_ms + self.settings.retry_max_ms
             return
         if ack.installed:
             if transfer.installed_ms is None:
                 transfer.installed_ms = now_ms
+            transfer.acked = transfer.sent = transfer.snapshot.total_bytes
             return
+        newest = transfer.newest_echo_ms
+        transfer.newest_echo_ms = max(newest, ack.echo_sent_ms)
         if ack.next_offset > transfer.acked:
             transfer.acked = min(ack.next_offset, transfer.snapshot.total_bytes)
             transfer.sent = max(transfer.sent, transfer.acked)
             transfer.last_progress_ms = now_ms
             transfer.backoff_ms = self.settings.retry_ms
-        elif ack.next_offset < transfer.acked and ack.echo_sent_ms >= transfer.rewound_ms:
+        elif ack.next_offset < transfer.acked and ack.echo_sent_ms >= max(
+            transfer.rewound_ms, newest
+        ):
             # The receiver lost what it had (it restarted, or the data failed its check).
             transfer.acked = transfer.sent = ack.next_offset
             transfer.rewound_ms = now_ms
@@ -233,6 +245,8 @@ class SnapshotSender:
         for key in sorted(self._transfers):
             transfer = self._transfers[key]
             total = transfer.snapshot.total_bytes
+            if now_ms < transfer.resume_ms:
+                continue
             if transfer.installed_ms is not None:
                 if now_ms - transfer.installed_ms < settings.retry_max_ms:
                     continue  # the replica's probe finds it refilled before long
