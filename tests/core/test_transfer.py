@@ -200,3 +200,15 @@ def test_an_ack_from_the_past_does_not_rewind() -> None:
     old = SnapshotAck(7, 3, "b", 40, 500, echo_sent_ms=-1.0)
     link.sender.on_ack(old, 0.0)
     assert link.sender.transfers[(7, "b")][0] == 1000
+
+
+def test_a_peer_still_behind_after_an_install_gets_the_newer_snapshot_at_once() -> None:
+    link = Link()
+    link.run(1000)
+    assert len(link.installed) == 1
+    newer = SnapshotFile(index=60, epoch=3, total_bytes=len(DATA), checksum=FILE.checksum)
+    link.sender.want(7, 3, frozenset({"b"}), FILE, link.now)  # nothing newer: it waits
+    assert link.sender.poll(link.now) == []
+    link.sender.want(7, 3, frozenset({"b"}), newer, link.now)  # compacted past it meanwhile
+    [read, _] = link.sender.poll(link.now)
+    assert read.snapshot == newer and read.offset == 0

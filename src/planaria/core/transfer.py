@@ -161,10 +161,18 @@ class SnapshotSender:
         """The partition's replica here is primary of ``epoch`` and ``peers`` need a snapshot
         (``snapshot``: its latest durable one, None if it has none). A transfer to a peer
         that needs none any more, or of another epoch, ends; a new one starts with the
-        latest snapshot (an ongoing one keeps its snapshot while its file lasts)."""
+        latest snapshot. One under way keeps its snapshot while its file lasts, unless it has
+        not started yet or the peer installed it and still needs more (the primary compacted
+        past it meanwhile): then it goes on with the newer one."""
         for key in [k for k in self._transfers if k[0] == partition]:
             transfer = self._transfers[key]
             if key[1] not in peers or transfer.epoch != epoch:
+                self._end(key, transfer)
+            elif (
+                snapshot is not None
+                and snapshot.index > transfer.snapshot.index
+                and (transfer.installed_ms is not None or transfer.acked == 0)
+            ):
                 self._end(key, transfer)
         if snapshot is None:
             return
