@@ -941,7 +941,7 @@ class Node:
         if runtime is None:
             return
         if isinstance(message, SnapshotChunk):
-            runtime.receive_chunk(message, self._receiver)
+            runtime.on_snapshot_chunk(message, self._receiver)
         else:
             runtime.deliver(message)
 
@@ -1231,7 +1231,8 @@ class Node:
             f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
             f"storage={'failed' if runtime.storage_failure else 'ok'},"
             f"storage_failures={runtime.storage_failures},"
-            f"{_log_fields(runtime)}"
+            f"{_log_fields(runtime)},"
+            f"transfers={sum(p == runtime.partition for p, _ in self._sender.transfers)}"
         )
 
     def __repr__(self) -> str:

@@ -460,7 +460,7 @@ class PartitionRuntime:
             return
         sender.want(self.partition, replica.epoch, needing, stored, now_ms)
 
-    def receive_chunk(self, chunk: SnapshotChunk, receiver: SnapshotReceiver) -> None:
+    def on_snapshot_chunk(self, chunk: SnapshotChunk, receiver: SnapshotReceiver) -> None:
         """A chunk of a snapshot for this replica: written to the incoming file in the disk
         thread (in order); the last one, verified, is installed in place of the log and the
         replica is rebuilt from it (as after a restart), then the primary is told."""

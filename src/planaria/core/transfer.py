@@ -166,10 +166,14 @@ class SnapshotSender:
         past it meanwhile): then it goes on with the newer one."""
         for key in [k for k in self._transfers if k[0] == partition]:
             transfer = self._transfers[key]
-            if key[1] not in peers or transfer.epoch != epoch or (
-                snapshot is not None
-                and snapshot.index > transfer.snapshot.index
-                and (transfer.installed_ms is not None or transfer.acked == 0)
+            if (
+                key[1] not in peers
+                or transfer.epoch != epoch
+                or (
+                    snapshot is not None
+                    and snapshot.index > transfer.snapshot.index
+                    and (transfer.installed_ms is not None or transfer.acked == 0)
+                )
             ):
                 self._end(key, transfer)
         if snapshot is None:
