@@ -29,6 +29,7 @@ replicas ``lost``.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -622,9 +623,7 @@ class SimNode(Process):
             except StorageError as lost:
                 self.world.trace.add(self.world.now_ms, self.pid, "incoming snapshot lost", lost)
                 self.receiver.drop(chunk.partition)
-                restart = SnapshotAck(
-                    chunk.partition, receipt.ack.epoch, self.pid, chunk.snapshot_index, 0
-                )
+                restart = dataclasses.replace(receipt.ack, next_offset=0)  # from the start
                 self.network.send(self.pid, chunk.sender, restart)
                 return
         if not receipt.complete:
