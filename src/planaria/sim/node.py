@@ -216,7 +216,7 @@ class SimNode(Process):
         self.sender = SnapshotSender(settings.transfer)
         self.receiver = SnapshotReceiver(pid, replica_settings.bugs)
         self.snapshots_installed = 0
-        self.transfers_done = 0
+        self._transfers_ended = (0, 0)  # (completed, aborted) by earlier incarnations
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -250,10 +250,18 @@ class SimNode(Process):
         self.writes.clear()
         self.persisted_at.clear()
         self.journal = None
-        self.transfers_done += self.sender.completed
+        done, aborted = self.transfers_ended
+        self._transfers_ended = (done, aborted + len(self.sender.transfers))  # cut
         self.sender = SnapshotSender(self.settings.transfer)
         self.receiver = SnapshotReceiver(self.pid, self.replica_settings.bugs)
         self.fs.crash(self.world.rng)
+
+    @property
+    def transfers_ended(self) -> tuple[int, int]:
+        """Snapshot transfers this node sent, over every incarnation: (completed, aborted
+        or cut by a crash of this node)."""
+        done, aborted = self._transfers_ended
+        return done + self.sender.completed, aborted + self.sender.aborted
 
     def wipe(self, *, whole_disk: bool) -> None:
         """While the node is down: its disk is replaced (``whole_disk``: an empty one, and

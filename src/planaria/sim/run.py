@@ -588,6 +588,8 @@ class _Run:
                 replica.snapshots_needed for node in nodes for replica in node.replicas.values()
             ),
             "snapshots_installed": sum(node.snapshots_installed for node in nodes),
+            "transfers_completed": sum(node.transfers_ended[0] for node in nodes),
+            "transfers_aborted": sum(node.transfers_ended[1] for node in nodes),
         }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
