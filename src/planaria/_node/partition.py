@@ -63,7 +63,12 @@ from planaria.storage.persist import (
     write_persists,
 )
 
+# Incoming snapshot chunks waiting for the disk thread, per partition; more are dropped (a
+# sender keeps a few in flight: only a misbehaving peer reaches this).
+CHUNK_WRITES_MAX = 16
+
 __all__ = [
+    "CHUNK_WRITES_MAX",
     "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
@@ -465,7 +470,13 @@ class PartitionRuntime:
         thread (in order); the last one, verified, is installed in place of the log and the
         replica is rebuilt from it (as after a restart), then the primary is told."""
         log_ = self.log
-        if log_ is None or self._closing or self._recovering or self._broken:
+        if (
+            log_ is None
+            or self._closing
+            or self._recovering
+            or self._broken
+            or len(self._chunk_tasks) >= CHUNK_WRITES_MAX
+        ):
             return  # dropped, as on a network: the sender resends
         replica = self.replica
         receipt = receiver.on_chunk(chunk, replica.epoch, replica.commit_index)
