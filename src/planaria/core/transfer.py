@@ -357,7 +357,7 @@ class SnapshotReceiver:
             self._incoming.pop(chunk.partition, None)
             return Receipt(ack(chunk.total_bytes, installed=True))
         end = chunk.offset + len(chunk.data)
-        if chunk.total_bytes <= 4 or end > chunk.total_bytes or chunk.offset < 0:
+        if chunk.total_bytes <= CHECKSUM_BYTES or end > chunk.total_bytes or chunk.offset < 0:
             self.refused += 1
             return Receipt(ack(0, refused=True))
         same = current is not None and (
