@@ -99,9 +99,12 @@ from planaria.core.messages import (
     Reply,
     RequestId,
     Send,
+    SnapshotAck,
+    SnapshotChunk,
 )
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.core.slots import partition_of_slot
+from planaria.core.transfer import ChunkRead, SnapshotReceiver, SnapshotSender, TransferSettings
 from planaria.errors import UsageError
 from planaria.net import resp
 from planaria.net.commands import (
@@ -182,6 +185,9 @@ class NodeSettings:
     partition_inbox_max: int = 10_000  # replies waiting for a partition's disk; then BUSY
     # When each partition snapshots its state and compacts its log (docs/operations.md).
     snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+    # Snapshot transfers to backups that need compacted entries: chunking, window, and the
+    # byte rate of all of them together (``planaria node --snapshot-transfer-bytes-per-s``).
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     storage_threads: int = 4  # opening, recovering and closing logs (persists: one thread)
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
@@ -310,6 +316,9 @@ class Node:
         self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
         self._journal: Journal | None = None
         self._bus = PeerBus(node_id, self._on_peer_message)
+        self._sender = SnapshotSender(self.settings.transfer)
+        self._receiver = SnapshotReceiver(node_id, self.settings.replica.bugs)
+        self._chunk_reads: asyncio.Task[None] | None = None  # reads in order, one at a time
         self._server = RespServer(
             self._handle,
             self.host,
@@ -750,8 +759,11 @@ class Node:
             await asyncio.sleep(tick_s)
             self.loop_beats += 1
             lease = self.lease_until_ms
+            now = _now_ms()
             for runtime in self.partitions.values():
                 runtime.tick(lease)
+                runtime.want_transfers(self._sender, now)
+            self._send_chunks(now)
             now = _now_ms()
             if now - last_sweep_ms >= 100:
                 last_sweep_ms = now
@@ -918,12 +930,57 @@ class Node:
             self._bus.send(send.to, send.message)
 
     def _on_peer_message(self, message: Append | AppendReply | Any) -> None:
-        if not isinstance(message, Append | AppendReply):
+        if isinstance(message, SnapshotAck):
+            self._sender.on_ack(message, _now_ms())
+            self._send_chunks(_now_ms())
+            return
+        if not isinstance(message, Append | AppendReply | SnapshotChunk):
             log.warning("dropping an unexpected peer message %s", type(message).__name__)
             return
         runtime = self.partitions.get(message.partition)
-        if runtime is not None:
+        if runtime is None:
+            return
+        if isinstance(message, SnapshotChunk):
+            runtime.on_snapshot_chunk(message, self._receiver)
+        else:
             runtime.deliver(message)
+
+    def _send_chunks(self, now_ms: float) -> None:
+        """Send the chunks the sender lets go now, read from the snapshot files in the
+        storage threads (one batch at a time, so they leave in order)."""
+        if self._chunk_reads is not None and not self._chunk_reads.done():
+            return  # the next tick or ack polls again
+        reads = self._sender.poll(now_ms)
+        if reads:
+            self._chunk_reads = self._spawn(self._read_and_send(reads), "snapshot-chunks")
+
+    async def _read_and_send(self, reads: list[ChunkRead]) -> None:
+        logs = {read.partition: self.partitions[read.partition].log for read in reads
+                if read.partition in self.partitions}  # fmt: skip
+
+        def read_all() -> list[bytes | StorageError]:
+            found: list[bytes | StorageError] = []
+            for read in reads:
+                log_ = logs.get(read.partition)
+                try:
+                    if log_ is None:
+                        raise StorageError(f"p{read.partition} is closed")
+                    found.append(
+                        log_.read_snapshot_file(read.snapshot.index, read.offset, read.length)
+                    )
+                except StorageError as exc:
+                    found.append(exc)
+            return found
+
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._executor, read_all)
+        now = _now_ms()
+        for read, data in zip(reads, found, strict=True):
+            if isinstance(data, StorageError):  # replaced by a newer snapshot: start over
+                log.info("p%d: snapshot transfer to %s: %s", read.partition, read.to, data)
+                self._sender.file_gone(read.partition, read.to)
+                continue
+            self._bus.send(read.to, read.message(self.node_id, data, now))
 
     def _propose(self, proposal: ProposeIsr) -> None:
         self._spawn(self._apply_proposal(proposal), f"propose-p{proposal.partition}")
@@ -1144,6 +1201,13 @@ class Node:
                 "disk_batches": self._committer.stats.batches,
                 "disk_fsyncs": self._committer.stats.syncs,
                 "appends_merged": sum(r.appends_merged for r in self.partitions.values()),
+                # Snapshot transfers: sending now / done / aborted, bytes sent, installed here.
+                "transfers": len(self._sender.transfers),
+                "transfers_done": self._sender.completed,
+                "transfers_aborted": self._sender.aborted,
+                "transfer_bytes_sent": self._sender.bytes_sent,
+                "transfers_receiving": len(self._receiver.receiving),
+                "snapshots_installed": sum(r.snapshots_installed for r in self.partitions.values()),
             },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())
@@ -1167,7 +1231,8 @@ class Node:
             f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
             f"storage={'failed' if runtime.storage_failure else 'ok'},"
             f"storage_failures={runtime.storage_failures},"
-            f"{_log_fields(runtime)}"
+            f"{_log_fields(runtime)},"
+            f"transfers={sum(p == runtime.partition for p, _ in self._sender.transfers)}"
         )
 
     def __repr__(self) -> str:

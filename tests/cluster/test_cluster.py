@@ -105,15 +105,16 @@ def test_status_shows_the_primarys_snapshot_and_log() -> None:
 
     config = PartitionConfig(0, 3, "n1", ("n1", "n2"), frozenset({"n1", "n2"}), 5)
     line = partition_lines(
-        {"p0": "role=primary,lag=1,snapshot_index=40,log_entries=12,log_bytes=2048"}
+        {"p0": "role=primary,lag=1,snapshot_index=40,log_entries=12,log_bytes=2048,transfers=1"}
     )[0]
     [status] = _status.partition_statuses([config], 1, {0: line})
-    assert (status.lag, status.snapshot_index, status.log_entries, status.log_bytes) == (
-        1,
-        40,
-        12,
-        2048,
-    )
+    assert (
+        status.lag,
+        status.snapshot_index,
+        status.log_entries,
+        status.log_bytes,
+        status.transfers,
+    ) == (1, 40, 12, 2048, 1)
     [unknown] = _status.partition_statuses([config], 1, {})
     assert unknown.snapshot_index is None and unknown.lag is None
 

@@ -38,7 +38,17 @@ appends = st.builds(
 )  # fmt: skip
 append_replies = st.builds(m.AppendReply, ints, ints, names, st.booleans(), ints, ints, floats)
 config_updates = st.builds(m.ConfigUpdate, configs)
-message_values = client_requests | client_replies | appends | append_replies | config_updates
+chunks = st.builds(
+    m.SnapshotChunk, ints, ints, names, ints, ints, ints, ints, ints, st.binary(max_size=64),
+    floats,
+)  # fmt: skip
+chunk_acks = st.builds(
+    m.SnapshotAck, ints, ints, names, ints, ints, st.booleans(), st.booleans(), floats
+)
+message_values = (
+    client_requests | client_replies | appends | append_replies | config_updates | chunks
+    | chunk_acks
+)  # fmt: skip
 persists = st.builds(
     m.Persist, ints, st.none() | ints, st.lists(entries, max_size=2).map(tuple), ints, ints
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from planaria._node.partition import (
+    CHUNK_WRITES_MAX,
     LOST_ALL,
     PartitionRuntime,
     claim_data_id,
@@ -29,9 +30,12 @@ from planaria.core.messages import (
     Reply,
     Send,
     Set,
+    SnapshotAck,
+    SnapshotChunk,
 )
 from planaria.core.pipeline import latest_acks
 from planaria.core.replica import ReplicaSettings, Role
+from planaria.core.transfer import SnapshotReceiver
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
@@ -293,3 +297,28 @@ def test_a_new_data_directory_builds_its_replicas_lost_until_confirmed(tmp_path:
 
     assert asyncio.run(scenario(True)) is Role.BACKUP
     assert asyncio.run(scenario(False)) is Role.PRIMARY  # what it would do otherwise
+
+
+def test_incoming_snapshot_chunks_waiting_for_the_disk_are_bounded(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / "p0", executor)
+            runtime = harness.runtime
+            await runtime.open()
+            receiver = SnapshotReceiver("n1")
+            for offset in range(0, 10 * (CHUNK_WRITES_MAX + 4), 10):
+                # A peer ignoring acknowledgements: chunks faster than the disk writes them.
+                chunk = SnapshotChunk(0, 1, "n2", 5, 1, offset, 1000, 0, b"x" * 10)
+                runtime.on_snapshot_chunk(chunk, receiver)
+            assert receiver.receiving == {0: (10 * CHUNK_WRITES_MAX, 1000)}  # the rest dropped
+            for _ in range(100):  # bounded: the writes finish on the loop
+                if len(harness.sends) == CHUNK_WRITES_MAX:
+                    break
+                await asyncio.sleep(0.001)
+            acks = [s.message for s in harness.sends]
+            assert [a.next_offset for a in acks if isinstance(a, SnapshotAck)] == list(
+                range(10, 10 * CHUNK_WRITES_MAX + 1, 10)
+            )
+            await runtime.close()
+
+    asyncio.run(scenario())

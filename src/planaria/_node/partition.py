@@ -16,6 +16,7 @@ client writes to the partition are refused with a storage error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import secrets
@@ -37,9 +38,12 @@ from planaria.core.messages import (
     Ready,
     Reply,
     Send,
+    SnapshotAck,
+    SnapshotChunk,
 )
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.core.transfer import SnapshotReceiver, SnapshotSender
 from planaria.storage import (
     FsyncPolicy,
     Journal,
@@ -51,9 +55,20 @@ from planaria.storage import (
 from planaria.storage.errors import storage_error_from_os
 from planaria.storage.format import Snapshot
 from planaria.storage.identity import DATA_ID_MAX, confirm_data_id, create_data_id, read_data_id
-from planaria.storage.persist import recovered_state, write_persists
+from planaria.storage.persist import (
+    install_received,
+    receive_chunk,
+    recovered_state,
+    snapshot_file,
+    write_persists,
+)
+
+# Incoming snapshot chunks waiting for the disk thread, per partition; more are dropped (a
+# sender keeps a few in flight: only a misbehaving peer reaches this).
+CHUNK_WRITES_MAX = 16
 
 __all__ = [
+    "CHUNK_WRITES_MAX",
     "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
@@ -158,6 +173,7 @@ class PartitionRuntime:
         self._drained = asyncio.Event()  # no stage pending
         self._drained.set()
         self._recovery: asyncio.Task[None] | None = None
+        self._chunk_tasks: set[asyncio.Task[None]] = set()  # incoming chunks being written
         self._closing = False
         self._recovering = True  # until the log is open; inputs but configs are dropped
         self._broken = False  # a step raised: rebuild from disk
@@ -173,6 +189,8 @@ class PartitionRuntime:
         self._snapshot_task: asyncio.Task[None] | None = None
         self.snapshots_taken = 0
         self.snapshot_copy_ms = 0.0  # the last snapshot's pause on the event loop
+        self._send_now = send  # snapshot acks leave at once (they follow no persist)
+        self.snapshots_installed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,6 +257,8 @@ class PartitionRuntime:
         self._closing = True
         if self._snapshot_task is not None:
             await asyncio.wait([self._snapshot_task])  # its outcome is logged by itself
+        if self._chunk_tasks:
+            await asyncio.wait(list(self._chunk_tasks))
         if self._recovery is not None:
             task, self._recovery = self._recovery, None
             try:
@@ -426,6 +446,96 @@ class PartitionRuntime:
         self.snapshots_taken += 1
         if self.replica is replica:  # else rebuilt meanwhile, from the disk (compacted)
             replica.compact(keep)
+
+    # ------------------------------------------------------------------ snapshot transfer
+
+    def want_transfers(self, sender: SnapshotSender, now_ms: float) -> None:
+        """Tell the node's sender which peers this partition's primary must refill."""
+        replica = self.replica
+        log_ = self.log
+        usable = not (self._closing or self._recovering or self._broken) and log_ is not None
+        needing = replica.peers_needing_snapshot if replica.role is Role.PRIMARY else frozenset()
+        if not usable or not needing or log_ is None:
+            sender.stop(self.partition)
+            return
+        try:
+            stored = snapshot_file(log_)
+        except StorageError as exc:  # replaced under us: the next tick sees the new one
+            log.info("p%d: snapshot file not readable now: %s", self.partition, exc)
+            return
+        sender.want(self.partition, replica.epoch, needing, stored, now_ms)
+
+    def on_snapshot_chunk(self, chunk: SnapshotChunk, receiver: SnapshotReceiver) -> None:
+        """A chunk of a snapshot for this replica: written to the incoming file in the disk
+        thread (in order); the last one, verified, is installed in place of the log and the
+        replica is rebuilt from it (as after a restart), then the primary is told."""
+        log_ = self.log
+        if (
+            log_ is None
+            or self._closing
+            or self._recovering
+            or self._broken
+            or len(self._chunk_tasks) >= CHUNK_WRITES_MAX
+        ):
+            return  # dropped, as on a network: the sender resends
+        replica = self.replica
+        receipt = receiver.on_chunk(chunk, replica.epoch, replica.commit_index)
+        if not receipt.write:
+            self._send_now(Send(chunk.sender, receipt.ack))
+            return
+        task = asyncio.create_task(
+            self._write_chunk(log_, chunk, receipt.ack, receiver, restart=receipt.restart,
+                              complete=receipt.complete),
+            name=f"planaria-p{self.partition}-chunk",
+        )  # fmt: skip
+        self._chunk_tasks.add(task)
+        task.add_done_callback(self._chunk_tasks.discard)
+
+    async def _write_chunk(
+        self,
+        log_: PartitionLog,
+        chunk: SnapshotChunk,
+        ack: SnapshotAck,
+        receiver: SnapshotReceiver,
+        *,
+        restart: bool,
+        complete: bool,
+    ) -> None:
+        try:
+            await self._committer.call(
+                functools.partial(receive_chunk, chunk=chunk, restart=restart), log_
+            )
+        except StorageError as exc:
+            log.warning("p%d: incoming snapshot: %s; starting over", self.partition, exc)
+            receiver.drop(self.partition)
+            self._send_now(Send(chunk.sender, dataclasses.replace(ack, next_offset=0)))
+            return
+        if not complete:
+            self._send_now(Send(chunk.sender, ack))
+            return
+        if self.log is not log_ or self._closing:
+            return  # reopened meanwhile: the sender resends
+        # Like a rebuild: nothing pending of the old replica may still leave.
+        self._recovering = True
+        self._drop_stages()
+        try:
+            await self._committer.call(functools.partial(install_received, chunk=chunk), log_)
+        except StorageError as exc:
+            self._recovering = False
+            self._storage_failed(exc)
+            return
+        self.snapshots_installed += 1
+        log.info(
+            "p%d: installed the snapshot at %d from %s",
+            self.partition,
+            chunk.snapshot_index,
+            chunk.sender,
+        )
+        self._recovering = False
+        self._break()  # rebuilt from the disk, now the snapshot (retrying as any rebuild)
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
+        self._send_now(Send(chunk.sender, receiver.installed(chunk, self.replica.epoch)))
 
     # ------------------------------------------------------------------ failures
 

@@ -5,7 +5,8 @@ a bounded queue and reconnected with backoff. Sending never blocks the event loo
 peer is slow or unreachable the queue drops its oldest frames (the protocol tolerates loss:
 the primary retransmits from the last acknowledged index on its next heartbeat).
 
-Incoming: a server that decodes frames and hands Append / AppendReply to a callback. A peer
+Incoming: a server that decodes frames and hands Append / AppendReply (and snapshot
+transfer chunks and acks) to a callback. A peer
 that sends bytes which are not valid frames has its connection closed; nothing else is
 affected.
 """
@@ -21,11 +22,13 @@ from typing import Any, cast
 
 from planaria._node.tasks import cancel_all
 from planaria.address import parse_address
-from planaria.core.messages import Append, AppendReply, Message
+from planaria.core.messages import Append, AppendReply, Message, SnapshotAck, SnapshotChunk
 from planaria.errors import UsageError
 from planaria.net.frame import CODEC, FrameDecoder, FrameError
 
-__all__ = ["PeerBus"]
+__all__ = ["PeerBus", "PeerMessage"]
+
+PeerMessage = Append | AppendReply | SnapshotChunk | SnapshotAck
 
 log = logging.getLogger("planaria.node.bus")
 
@@ -191,7 +194,7 @@ class _Incoming(asyncio.Protocol):
         try:
             self._decoder.feed(data)
             for message in self._decoder.messages():
-                if isinstance(message, Append | AppendReply):
+                if isinstance(message, Append | AppendReply | SnapshotChunk | SnapshotAck):
                     deliver(message)
                 else:
                     raise FrameError(f"unexpected {type(message).__name__} on the bus")
@@ -211,7 +214,7 @@ class _Incoming(asyncio.Protocol):
 class PeerBus:
     """Frames to and from peer nodes. ``deliver(message)`` gets every valid incoming message."""
 
-    def __init__(self, node_id: str, deliver: Callable[[Append | AppendReply], None]) -> None:
+    def __init__(self, node_id: str, deliver: Callable[[PeerMessage], None]) -> None:
         self.node_id = node_id
         self._deliver = deliver
         self._links: dict[str, _PeerLink] = {}

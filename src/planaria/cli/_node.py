@@ -102,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="entries kept behind a snapshot for backups that lag (default 5000)",
     )
     parser.add_argument(
+        "--snapshot-transfer-bytes-per-s",
+        type=float,
+        default=None,
+        metavar="BYTES",
+        help="the byte rate of all snapshot transfers this node sends to backups that need "
+        "compacted entries (default 32 MiB/s)",
+    )
+    parser.add_argument(
         "--bug",
         action="append",
         default=[],
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from planaria.coord.url import connect, grantable_ttl_ms, parse_url  # noqa: PLC0415
     from planaria.core.compaction import SnapshotPolicy  # noqa: PLC0415
     from planaria.core.lease import lease_max_ms  # noqa: PLC0415
+    from planaria.core.transfer import TransferSettings  # noqa: PLC0415
     from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
@@ -142,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
             else args.snapshot_catchup_entries
         ),
     )
-    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync), snapshots=snapshots)
+    transfer = TransferSettings()
+    if args.snapshot_transfer_bytes_per_s is not None:
+        transfer = replace(transfer, bytes_per_s=args.snapshot_transfer_bytes_per_s)
+    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync), snapshots=snapshots, transfer=transfer)
 
     def settings_for(session_ttl_ms: float, ttl_given: bool) -> NodeSettings:
         if args.lease_ms is not None:

@@ -57,6 +57,8 @@ class PartitionStatus:
     snapshot_index: int | None = None
     log_entries: int | None = None
     log_bytes: int | None = None
+    # Snapshot transfers the primary is sending to replicas that need one (None: unknown).
+    transfers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
                 snapshot_index=_count(lead, "snapshot_index"),
                 log_entries=_count(lead, "log_entries"),
                 log_bytes=_count(lead, "log_bytes"),
+                transfers=_count(lead, "transfers"),
             )
         )
     return ClusterStatus(nodes=tuple(nodes), partitions=tuple(statuses), errors=tuple(errors))
@@ -206,6 +209,7 @@ def partition_statuses(
                 snapshot_index=_count(line, "snapshot_index"),
                 log_entries=_count(line, "log_entries"),
                 log_bytes=_count(line, "log_bytes"),
+                transfers=_count(line, "transfers"),
             )
         )
     return tuple(statuses)
@@ -220,7 +224,7 @@ def primary_lines(
     addresses: Mapping[str, str], timeout_s: float, errors: list[str]
 ) -> dict[int, dict[str, str]]:
     """partition -> its primary's INFO line (lag: entries its slowest replica is behind;
-    snapshot_index, log_entries, log_bytes)."""
+    snapshot_index, log_entries, log_bytes, transfers)."""
     lines: dict[int, dict[str, str]] = {}
     for node_id, address in addresses.items():
         try:

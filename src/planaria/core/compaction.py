@@ -5,9 +5,9 @@ steps, take :meth:`Replica.snapshot` (an immutable copy, so the replica goes on 
 serialised and written), store it durably, then compact the replica's memory and the log's
 files up to :meth:`SnapshotPolicy.keep_after` (docs/operations.md, "Snapshots").
 
-Why keep entries behind a snapshot at all: a backup that lags needs them, and until
-snapshots can be transferred (issue 17) one that needs compacted entries can only be
-refilled by a new primary that still holds them. A primary keeps what its slowest peer
+Why keep entries behind a snapshot at all: a backup that lags a little catches up from
+them, which is far cheaper than a snapshot transfer (``core/transfer.py``), the only way to
+refill one that needs compacted entries. A primary keeps what its slowest peer
 lacks, a backup (which does not know its peers) a fixed tail; both at most
 ``catchup_entries`` behind the snapshot (etcd's ``SnapshotCatchUpEntries``), so memory stays
 bounded even while a peer is down.

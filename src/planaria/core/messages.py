@@ -59,6 +59,8 @@ __all__ = [
     "RequestId",
     "Send",
     "Set",
+    "SnapshotAck",
+    "SnapshotChunk",
     "Version",
     "WriteOp",
 ]
@@ -309,7 +311,47 @@ class ConfigUpdate:
     config: PartitionConfig
 
 
-Message: TypeAlias = ClientRequest | ClientReply | Append | AppendReply | ConfigUpdate
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Primary -> backup that needs entries the primary compacted: bytes ``offset`` ..
+    ``offset + len(data)`` of the primary's snapshot file at (``snapshot_index``,
+    ``snapshot_epoch``), ``total_bytes`` long, whose body (all but the last 4 bytes) has
+    CRC32 ``checksum`` (the file's own trailer). ``epoch`` is the primary's (fencing, as
+    an Append's). The transfer is driven by :mod:`planaria.core.transfer`."""
+
+    partition: PartitionId
+    epoch: int
+    sender: NodeId
+    snapshot_index: int
+    snapshot_epoch: int
+    offset: int
+    total_bytes: int
+    checksum: int
+    data: bytes
+    sent_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """Backup -> primary: the next offset of the snapshot at ``snapshot_index`` it wants
+    (a resend point after a loss: it keeps only what arrived in order). ``installed``: it
+    holds the snapshot (or a newer state) now, its log goes on from ``snapshot_index``;
+    ``refused``: it will not take this snapshot (older than its commit index, or a stale
+    epoch: then ``epoch`` is its own, higher one)."""
+
+    partition: PartitionId
+    epoch: int
+    sender: NodeId
+    snapshot_index: int
+    next_offset: int
+    installed: bool = False
+    refused: bool = False
+    echo_sent_ms: float = 0.0
+
+
+Message: TypeAlias = (
+    ClientRequest | ClientReply | Append | AppendReply | ConfigUpdate | SnapshotChunk | SnapshotAck
+)
 
 
 # --- effects -------------------------------------------------------------------------------

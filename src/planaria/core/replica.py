@@ -59,6 +59,8 @@ from planaria.core.messages import (
     RequestId,
     Send,
     Set,
+    SnapshotAck,
+    SnapshotChunk,
     Version,
     WriteOp,
 )
@@ -80,6 +82,8 @@ BUGS = frozenset(
         "compact-past-commit",  # compact() drops (and applies) entries not committed yet
         "dedup-last-only",  # remember only a client's last write: an older one gets no answer
         "ignore-data-id",  # controller only: a replica back on a replaced disk stays in sync
+        # transfer only (core/transfer.py): install a snapshot from a stale epoch's primary
+        "install-without-epoch-check",
         "no-epoch-fence",  # backups accept Appends from older epochs
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
@@ -389,8 +393,11 @@ class Replica:
         """
         if isinstance(message, ConfigUpdate):
             return self.on_config(message.config, now_ms)
-        if isinstance(message, ClientReply):
-            raise UsageError("a replica does not take ClientReply messages")
+        if isinstance(message, ClientReply | SnapshotChunk | SnapshotAck):
+            raise UsageError(
+                f"a replica does not take {type(message).__name__} messages "
+                "(snapshot transfers go to core/transfer.py)"
+            )
         self._check_partition(message.partition)
         if isinstance(message, ClientRequest):
             return self._on_client(message, now_ms)

@@ -380,5 +380,7 @@ CODEC = Codec(
         14: m.Reply,
         15: m.ProposeIsr,
         16: m.Ready,
+        17: m.SnapshotChunk,
+        18: m.SnapshotAck,
     }
 )

@@ -29,6 +29,7 @@ replicas ``lost``.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,10 +52,13 @@ from planaria.core.messages import (
     RequestId,
     Send,
     Set,
+    SnapshotAck,
+    SnapshotChunk,
     Version,
 )
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
-from planaria.core.replica import Replica, ReplicaSettings
+from planaria.core.replica import Replica, ReplicaSettings, Role
+from planaria.core.transfer import SnapshotReceiver, SnapshotSender, TransferSettings
 from planaria.errors import UsageError
 from planaria.sim.checks import Violation
 from planaria.sim.committer import SimCommitter
@@ -74,8 +78,11 @@ from planaria.storage.fs import join
 from planaria.storage.identity import confirm_data_id, create_data_id, read_data_id
 from planaria.storage.persist import (
     PersistRuleBroken,
+    install_received,
+    receive_chunk,
     recovered_state,
     save_state,
+    snapshot_file,
     write_persists,
 )
 
@@ -108,6 +115,17 @@ class NodeSettings:
     # Small, so snapshots and compaction happen all through a run, under every fault.
     snapshots: SnapshotPolicy = field(
         default_factory=lambda: SnapshotPolicy(entries=20, log_bytes=2048, catchup_entries=100)
+    )
+    # Small chunks and a slow pace, so a transfer spans many messages (and faults).
+    transfer: TransferSettings = field(
+        default_factory=lambda: TransferSettings(
+            chunk_bytes=1024,
+            window_chunks=2,
+            bytes_per_s=1024 * 1024,
+            retry_ms=50.0,
+            retry_max_ms=1000.0,
+            transfers_max=4,
+        )
     )
     # A batch of persists is durable this long after it was written (drawn uniformly).
     fsync_min_ms: float = 0.1
@@ -194,6 +212,11 @@ class SimNode(Process):
         self.data_id_new = False  # ...which the configs may not know yet
         self.wipes = 0
         self.snapshots_taken = 0
+        # Snapshot transfers (memory: a crash forgets them); totals over every incarnation.
+        self.sender = SnapshotSender(settings.transfer)
+        self.receiver = SnapshotReceiver(pid, replica_settings.bugs)
+        self.snapshots_installed = 0
+        self._transfers_ended = (0, 0)  # (completed, aborted) by earlier incarnations
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -227,7 +250,18 @@ class SimNode(Process):
         self.writes.clear()
         self.persisted_at.clear()
         self.journal = None
+        done, aborted = self.transfers_ended
+        self._transfers_ended = (done, aborted + len(self.sender.transfers))  # cut
+        self.sender = SnapshotSender(self.settings.transfer)
+        self.receiver = SnapshotReceiver(self.pid, self.replica_settings.bugs)
         self.fs.crash(self.world.rng)
+
+    @property
+    def transfers_ended(self) -> tuple[int, int]:
+        """Snapshot transfers this node sent, over every incarnation: (completed, aborted
+        or cut by a crash of this node)."""
+        done, aborted = self._transfers_ended
+        return done + self.sender.completed, aborted + self.sender.aborted
 
     def wipe(self, *, whole_disk: bool) -> None:
         """While the node is down: its disk is replaced (``whole_disk``: an empty one, and
@@ -478,7 +512,34 @@ class SimNode(Process):
                     self._maybe_snapshot(partition, replica)
                 if not self.up:
                     return
+                self._want_transfers(partition, now)
+        self._send_chunks(now)
         self.after_local(self.settings.tick_ms, self._tick)
+
+    def _want_transfers(self, partition: int, now: float) -> None:
+        """Tell the sender which peers the partition's primary here must refill."""
+        replica = self.replicas[partition]
+        needing = replica.peers_needing_snapshot if replica.role is Role.PRIMARY else frozenset()
+        if not needing:
+            self.sender.stop(partition)
+            return
+        self.sender.want(
+            partition, replica.epoch, needing, snapshot_file(self.logs[partition]), now
+        )
+
+    def _send_chunks(self, now: float) -> None:
+        """The chunks the sender lets go now, read from the snapshot files (one at a time:
+        memory holds a chunk, never a whole snapshot)."""
+        for read in self.sender.poll(now):
+            try:
+                data = self.logs[read.partition].read_snapshot_file(
+                    read.snapshot.index, read.offset, read.length
+                )
+            except StorageError as gone:  # replaced by a newer snapshot: start over
+                self.world.trace.add(self.world.now_ms, self.pid, "snapshot replaced", gone)
+                self.sender.file_gone(read.partition, read.to)
+                continue
+            self.network.send(self.pid, read.to, read.message(self.pid, data, now))
 
     def _maybe_snapshot(self, partition: int, replica: Replica) -> None:
         """Snapshot and compact when the policy says so, as the node does (here at once,
@@ -539,6 +600,11 @@ class SimNode(Process):
                     if answer.reply.error is None and not answer.reply.stale:
                         self.hooks.on_read(self, message.op.key, answer.reply)
             self._execute(message.partition, ready)
+        elif isinstance(message, SnapshotChunk):
+            self._on_chunk(message, now)
+        elif isinstance(message, SnapshotAck):
+            self.sender.on_ack(message, now)
+            self._send_chunks(now)
         elif isinstance(message, ConfigUpdate):
             self._on_config(message.config, now)
         elif isinstance(message, ConfigSnapshot):
@@ -549,6 +615,54 @@ class SimNode(Process):
             self.confirm_data_id_in(message.configs)
         elif isinstance(message, RenewAck):
             self._on_renew_ack(message)
+
+    def _on_chunk(self, chunk: SnapshotChunk, now: float) -> None:
+        """A chunk of a snapshot for a replica here: written to the incoming file; the last
+        one (verified) is installed in place of the log and the replica rebuilt from it. A
+        pending disk fault strikes in the middle of the install (the node crashes)."""
+        replica = self.replicas.get(chunk.partition)
+        if replica is None:
+            return
+        log = self.logs[chunk.partition]
+        receipt = self.receiver.on_chunk(chunk, replica.epoch, replica.commit_index)
+        if receipt.write:
+            try:
+                receive_chunk(log, chunk, restart=receipt.restart)
+            except StorageError as lost:
+                self.world.trace.add(self.world.now_ms, self.pid, "incoming snapshot lost", lost)
+                self.receiver.drop(chunk.partition)
+                restart = dataclasses.replace(receipt.ack, next_offset=0)  # from the start
+                self.network.send(self.pid, chunk.sender, restart)
+                return
+        if not receipt.complete:
+            self.network.send(self.pid, chunk.sender, receipt.ack)
+            return
+        # As a refused persist: the replica's pending effects go, it is rebuilt from disk.
+        self._pipeline(chunk.partition).drop()
+        torn = self.crash_mid_write
+        if torn:
+            self.fs.fail_next("rename")
+        try:
+            install_received(log, chunk)
+        except StorageError as failure:
+            if not torn:
+                raise
+            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-install", failure)
+            if self.crash_requested is not None:
+                self.crash_requested(self)
+            return
+        self.snapshots_installed += 1
+        self.world.trace.add(
+            self.world.now_ms,
+            self.pid,
+            f"p{chunk.partition} installed snapshot",
+            f"at {chunk.snapshot_index} from {chunk.sender}",
+        )
+        config = replica.config
+        rebuilt = self.replicas[chunk.partition] = self._replica_from(chunk.partition, log)
+        if config is not None:
+            self._execute(chunk.partition, rebuilt.on_config(config, now))
+        self.network.send(self.pid, chunk.sender, self.receiver.installed(chunk, rebuilt.epoch))
 
     def _on_config(self, config: PartitionConfig, now: float) -> None:
         replica = self.replicas.get(config.partition)
@@ -595,6 +709,8 @@ class SimNode(Process):
             log.close()
         if self.journal is not None:
             self.journal.close()
+        for partition in self.partitions:
+            self.receiver.drop(partition)  # reopening a log removes its incoming file
         self.session = None
         self._open_logs()
         self._rebuild_replicas()
@@ -715,5 +831,6 @@ class SimNode(Process):
             self.world.now_ms, self.pid, f"p{partition} persist refused ({broken.rule})", broken
         )
         self._pipeline(partition).drop()
+        self.receiver.drop(partition)
         self.replicas[partition] = self._replica_from(partition, self.logs[partition])
         self.network.send(self.pid, COORDINATOR, ConfigRead())

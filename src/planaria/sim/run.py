@@ -36,7 +36,6 @@ from planaria.check.models import KvModel
 from planaria.check.report import explain
 from planaria.core.controller import Controller, ControllerSettings
 from planaria.core.lease import session_ttl_min_ms
-from planaria.core.messages import PartitionConfig
 from planaria.core.placement import place
 from planaria.core.replica import ReplicaSettings
 from planaria.errors import UsageError
@@ -335,25 +334,6 @@ class _Run:
             )
             for c in self.coordinator.configs.values()
             if node in c.isr
-        ) and not any(
-            self._being_refilled(c, other)
-            for c in self.coordinator.configs.values()
-            if node in c.replicas
-            for other in c.replicas
-            if other != node
-        )
-
-    def _being_refilled(self, config: PartitionConfig, node: str) -> bool:
-        """``node`` lost its copy and has not rejoined the ISR yet. Until snapshots can be
-        transferred (issue 17), a replica that needs entries its primary compacted is never
-        refilled: a second loss in the partition would leave it unwritable for good, so
-        the nemesis takes one copy at a time, as an operator would."""
-        primary = self.nodes.get(config.primary or "")
-        replica = primary.replicas.get(config.partition) if primary is not None else None
-        return node not in config.isr and (
-            bool(self.nodes[node].markers)
-            or config.wiped_loss(node) is not None
-            or (replica is not None and node in replica.peers_needing_snapshot)
         )
 
     def _crash_if_up(self, node: str) -> None:
@@ -514,15 +494,10 @@ class _Run:
             reference = primary.replicas.get(partition) if primary is not None else None
             if reference is None:
                 return f"p{partition} has no primary", partition
-            stranded = reference.peers_needing_snapshot
             for node_id in config.replicas:
                 replica = self.nodes[node_id].replicas.get(partition)
                 if replica is None:
                     return f"p{partition}: {node_id} has no replica", partition
-                if node_id in stranded and node_id not in config.isr:
-                    # It needs entries its primary compacted: only a snapshot transfer (not
-                    # built yet, issue 17) refills it; reported, and kept out of the ISR.
-                    continue
                 if (
                     replica.applied_index != reference.applied_index
                     or replica.applied != reference.applied
@@ -612,6 +587,9 @@ class _Run:
             "snapshots_needed": sum(
                 replica.snapshots_needed for node in nodes for replica in node.replicas.values()
             ),
+            "snapshots_installed": sum(node.snapshots_installed for node in nodes),
+            "transfers_completed": sum(node.transfers_ended[0] for node in nodes),
+            "transfers_aborted": sum(node.transfers_ended[1] for node in nodes),
         }
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)

@@ -874,6 +874,26 @@ class PartitionLog:
         if snapshot.index > self._meta.commit_index:
             self._persist_meta(Meta(self._meta.epoch, snapshot.index))
 
+    def snapshot_file_bytes(self, index: int) -> int:
+        """The size of the stored snapshot file at ``index`` (StorageMissing if it is gone)."""
+        path = self._file(_snapshot_name(index))
+        try:
+            return self.fs.size(path)
+        except OSError as exc:
+            raise storage_error_from_os(exc, "reading a snapshot file", path) from exc
+
+    def read_snapshot_file(self, index: int, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` of the stored snapshot file at ``index`` (what a
+        snapshot transfer sends); StorageMissing once a newer snapshot replaced it."""
+        path = self._file(_snapshot_name(index))
+        try:
+            data = self.fs.read(path, offset, length)
+        except OSError as exc:
+            raise storage_error_from_os(exc, "reading a snapshot file", path) from exc
+        if len(data) != length:
+            raise StorageMissing(f"snapshot file cut short at {offset + len(data)}", path=path)
+        return data
+
     def _store_snapshot(self, snapshot: Snapshot) -> None:
         name = _snapshot_name(snapshot.index)
         self._write_atomic(name, encode_snapshot(snapshot))

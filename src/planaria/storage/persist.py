@@ -20,12 +20,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from planaria.core.codec import decode_entry, decode_state, encode_entry, encode_state
-from planaria.core.messages import Entry, Persist, ReplicaSnapshot
+from planaria.core.messages import Entry, Persist, ReplicaSnapshot, SnapshotChunk
+from planaria.core.transfer import CHECKSUM_BYTES, SnapshotFile
 from planaria.errors import InternalError
-from planaria.storage.format import Snapshot
+from planaria.storage.errors import StorageDamaged, StorageMissing
+from planaria.storage.format import Snapshot, decode_snapshot
+from planaria.storage.fs import join
 from planaria.storage.log import PartitionLog
 
-__all__ = ["PersistRuleBroken", "recovered_state", "save_state", "write_persists"]
+__all__ = [
+    "INCOMING_SNAPSHOT",
+    "PersistRuleBroken",
+    "install_received",
+    "receive_chunk",
+    "recovered_state",
+    "save_state",
+    "snapshot_file",
+    "write_persists",
+]
+
+# Where a snapshot being received is written, in the log's directory (a ``.tmp`` file:
+# the log's recovery removes it, so a crash mid-transfer leaves nothing behind).
+INCOMING_SNAPSHOT = "incoming-snapshot.tmp"
 
 
 class PersistRuleBroken(InternalError):
@@ -92,3 +108,54 @@ def recovered_state(log: PartitionLog) -> tuple[ReplicaSnapshot | None, list[Ent
     snapshot = None if stored is None else decode_state(stored.index, stored.epoch, stored.data)
     entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(log.first_index)]
     return snapshot, entries
+
+
+def snapshot_file(log: PartitionLog) -> SnapshotFile | None:
+    """The log's latest stored snapshot file as a transfer sends it (None: it has none);
+    its checksum is the file's own CRC32 trailer. StorageMissing if it was just replaced."""
+    stored = log.snapshot
+    if stored is None:
+        return None
+    size = log.snapshot_file_bytes(stored.index)
+    trailer = log.read_snapshot_file(stored.index, size - CHECKSUM_BYTES, CHECKSUM_BYTES)
+    return SnapshotFile(stored.index, stored.epoch, size, int.from_bytes(trailer, "little"))
+
+
+def receive_chunk(log: PartitionLog, chunk: SnapshotChunk, *, restart: bool) -> None:
+    """Write a received chunk at the end of the log's incoming snapshot file (emptied
+    first when ``restart``); StorageMissing if the file no longer holds what came before
+    (a reopened log removed it): the transfer must start over."""
+    path = join(log.path, INCOMING_SNAPSHOT)
+    handle = log.fs.open_append(path, create=True)
+    try:
+        if restart:
+            handle.truncate(0)
+        if handle.size() != chunk.offset:
+            raise StorageMissing(
+                f"incoming snapshot holds {handle.size()} bytes, chunk at {chunk.offset}", path=path
+            )
+        handle.append(chunk.data)
+    finally:
+        handle.close()
+
+
+def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
+    """Install the snapshot whose last chunk (``chunk``) was just received and verified:
+    decode the incoming file (its CRC is checked again), record the sender's epoch,
+    replace the log by the snapshot atomically (``PartitionLog.install_snapshot``) and
+    remove the file. StorageDamaged if the file does not hold the announced snapshot."""
+    path = join(log.path, INCOMING_SNAPSHOT)
+    data = log.fs.read(path, 0, chunk.total_bytes)
+    decoded = decode_snapshot(data)
+    if isinstance(decoded, str):
+        raise StorageDamaged(f"received snapshot: {decoded}", path=path)
+    if (decoded.index, decoded.epoch) != (chunk.snapshot_index, chunk.snapshot_epoch):
+        raise StorageDamaged(
+            f"received snapshot is at ({decoded.index}, {decoded.epoch}), expected "
+            f"({chunk.snapshot_index}, {chunk.snapshot_epoch})",
+            path=path,
+        )
+    if chunk.epoch > log.epoch:
+        log.set_epoch(chunk.epoch)
+    log.install_snapshot(decoded)
+    log.fs.remove(path)

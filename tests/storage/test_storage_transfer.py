@@ -1,0 +1,118 @@
+"""Snapshot transfer on disk: a snapshot file read in chunks arrives byte for byte in the
+receiver's incoming file, is installed atomically (a crash in the middle leaves the old log
+or the new snapshot, never a mix, and no incoming file), and a corrupted file is refused."""
+
+from __future__ import annotations
+
+from random import Random
+
+import pytest
+
+from planaria.core.codec import encode_entry
+from planaria.core.messages import Entry, ReplicaSnapshot, Set, SnapshotChunk, Version
+from planaria.core.transfer import SnapshotReceiver, SnapshotSender, TransferSettings
+from planaria.storage import PartitionLog, SimFS, StorageDamaged, StorageError
+from planaria.storage.persist import (
+    INCOMING_SNAPSHOT,
+    install_received,
+    receive_chunk,
+    recovered_state,
+    save_state,
+    snapshot_file,
+)
+
+from ._helpers import open_sim
+
+SETTINGS = TransferSettings(chunk_bytes=300, window_chunks=64, bytes_per_s=1e12)
+
+
+def primary_log(fs: SimFS) -> PartitionLog:
+    log = open_sim(fs, "/a/p0")
+    log.set_epoch(2)
+    writes = [Entry(2, i, ("c", i), Set(b"k%d" % i, b"v" * 50)) for i in range(1, 41)]
+    log.append_many([(e.epoch, encode_entry(e)) for e in writes])
+    log.sync()
+    kv = {b"k%d" % i: (b"v" * 50, Version(2, i)) for i in range(1, 41)}
+    save_state(log, ReplicaSnapshot(0, 40, 2, kv, {}))
+    return log
+
+
+def backup_log(fs: SimFS) -> PartitionLog:
+    log = open_sim(fs, "/b/p0")
+    log.set_epoch(1)
+    old = [Entry(1, i, ("d", i), Set(b"old", b"%d" % i)) for i in range(1, 4)]
+    log.append_many([(e.epoch, encode_entry(e)) for e in old])
+    log.set_commit_index(2)
+    log.sync()
+    return log
+
+
+def received(source: PartitionLog, dest: PartitionLog) -> SnapshotChunk:
+    """Send the source's snapshot to ``dest``'s incoming file; the last chunk."""
+    sender, receiver = SnapshotSender(SETTINGS), SnapshotReceiver("b")
+    stored = snapshot_file(source)
+    assert stored is not None and stored.index == 40
+    sender.want(0, 2, frozenset({"b"}), stored, 0.0)
+    reads = sender.poll(0.0)
+    assert len(reads) > 3
+    for read in reads:
+        chunk = read.message(
+            "a", source.read_snapshot_file(stored.index, read.offset, read.length), 0
+        )
+        receipt = receiver.on_chunk(chunk, 1, dest.commit_index)
+        assert receipt.write
+        receive_chunk(dest, chunk, restart=receipt.restart)
+        if receipt.complete:
+            return chunk
+    raise AssertionError("the transfer did not complete")
+
+
+def test_a_received_snapshot_replaces_the_log_and_holds_the_primarys_state() -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    install_received(dest, last)
+    assert INCOMING_SNAPSHOT not in fs.listdir("/b/p0")
+    assert (dest.snapshot_index, dest.last_index, dest.epoch, dest.commit_index) == (40, 40, 2, 40)
+    dest.close()
+    snapshot, entries = recovered_state(open_sim(fs, "/b/p0"))
+    assert snapshot is not None and entries == []
+    assert dict(snapshot.kv) == {b"k%d" % i: (b"v" * 50, Version(2, i)) for i in range(1, 41)}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_crash_while_installing_leaves_the_old_log_or_the_snapshot(seed: int) -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    fs.fail_next("rename")  # the snapshot file's rename: the crash strikes mid-install
+    with pytest.raises(StorageError):
+        install_received(dest, last)
+    fs.crash(Random(seed))
+    reopened = open_sim(fs, "/b/p0")
+    assert INCOMING_SNAPSHOT not in fs.listdir("/b/p0")  # the recovery removed it
+    snapshot, entries = recovered_state(reopened)
+    if snapshot is None:  # the old log: its committed entries are all there
+        assert [e.index for e in entries] == [1, 2, 3] and reopened.snapshot is None
+    else:
+        assert snapshot.index == 40 and reopened.last_index >= 40
+
+
+def test_a_corrupted_incoming_file_is_not_installed() -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    fs.damage(f"/b/p0/{INCOMING_SNAPSHOT}", 100)
+    with pytest.raises(StorageDamaged, match="checksum"):
+        install_received(dest, last)
+    assert dest.snapshot is None and dest.last_index == 3  # untouched
+
+
+def test_a_chunk_that_does_not_follow_the_file_is_refused() -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    stored = snapshot_file(source)
+    assert stored is not None
+    chunk = SnapshotChunk(0, 2, "a", 40, 2, 300, stored.total_bytes, stored.checksum, b"x" * 300)
+    with pytest.raises(StorageError, match="chunk at 300"):
+        receive_chunk(dest, chunk, restart=False)  # the file holds nothing yet
