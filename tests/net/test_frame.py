@@ -65,13 +65,17 @@ everything = (
 )  # fmt: skip
 
 
+# State, not messages: a snapshot travels as the bytes of ``core.codec.encode_state``.
+NOT_ON_THE_WIRE = {m.AppliedWrites, m.ReplicaSnapshot}
+
+
 def test_every_core_dataclass_is_registered() -> None:
     classes = {
         value
         for value in vars(m).values()
         if isinstance(value, type) and dataclasses.is_dataclass(value)
     }
-    assert classes == set(CODEC.tags.values())
+    assert classes - NOT_ON_THE_WIRE == set(CODEC.tags.values())
 
 
 @settings(max_examples=300, deadline=None)
