@@ -252,13 +252,18 @@ class Nemesis:
     # ------------------------------------------------------------------ network
 
     def _partition(self, duration_ms: float) -> None:
+        self.partition(self.world.rng.choice(PARTITION_SHAPES), duration_ms)
+
+    def partition(self, shape: str, duration_ms: float) -> None:
+        """Cut the network in ``shape`` (one of :data:`PARTITION_SHAPES`) for a while."""
+        if shape not in PARTITION_SHAPES:
+            raise UsageError(f"unknown partition shape {shape!r}; choose from {PARTITION_SHAPES}")
         rng = self.world.rng
         self.hosts = (*self.target.node_ids(), self.coordinator)  # members come and go
         self.injected["partition"] += 1
         self._cut_generation += 1
         generation = self._cut_generation
         self.network.heal()
-        shape = rng.choice(PARTITION_SHAPES)
         if shape == "halves":
             self._random_halves()
         elif shape == "one-way":
