@@ -133,6 +133,10 @@ REGRESSIONS: tuple[Regression, ...] = (
                "old session, then registered the loss: nobody left in sync (now a disk is "
                "replaced in a planned stop that ends the session)", faults=WITH_WIPE),
     Regression(24, "no-primary: the last in-sync copy was wiped", faults=WITH_WIPE),
+    Regression(451, "no-primary: a wipe counted the primary cut off with some clients "
+               "(minority-primary) as the other in-sync copy; its session then expired and "
+               "the wiped node was the last one left (now a copy counts only on a node not "
+               "paused and not cut from the coordinator)", faults=WITH_WIPE),
     # --checks history (issue 16): each known bug switch caught by what clients see alone,
     # with the default settings; the first failing seed of a sweep (docs/simulator.md).
     Regression(0, "acked writes lost when a primary that acks before replicating fails over",
