@@ -66,9 +66,11 @@ bench-deps: system-deps
 demo: $(NATIVE)
 	$(BIN)/planaria demo
 
+# The blocking client is generated from the asyncio one: fail when the committed copy differs.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks hatch_build.py
-	$(BIN)/ruff format --check src tests benchmarks hatch_build.py
+	$(BIN)/ruff check src tests benchmarks scripts hatch_build.py
+	$(BIN)/ruff format --check src tests benchmarks scripts hatch_build.py
+	$(BIN)/python scripts/unasync.py --check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -93,7 +95,7 @@ test: lint typecheck pytest pytest-pure
 FAST_MARKERS := not slow and not process and not ensemble and not sweep
 
 test-fast: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks hatch_build.py
+	$(BIN)/ruff check src tests benchmarks scripts hatch_build.py
 	PLANARIA_PURE_PYTHON=1 HYPOTHESIS_PROFILE=fast $(BIN)/pytest -p no:xdist -m "$(FAST_MARKERS)"
 
 # The whole suite RUNS times in a row beside two CPU burners, stopping at the first failure.

@@ -14,28 +14,39 @@ side by side with Porcupine.
    ``verdict`` and ``elapsed_s`` for read + parse + check) checks each file too, and
    planaria must be within 3x of it, file by file (the two run in turn, one run each,
    ``--repeats`` times, so both see the same load). Without it the comparison is skipped,
-   and the script says so.
+   and the script says so. With ``--porcupine-kv DIR`` (``test_data/kv`` of a Porcupine
+   checkout), Porcupine's own 50-client kv histories (EDN, missing keys read as "") are
+   written as JSON lines and checked the same way, with the same targets.
 
     .venv/bin/python benchmarks/bench_check.py [--repeats N] [--porcupine PATH]
+        [--porcupine-kv DIR]
+
+It prints whether the checker ran compiled (mypyc, after ``make``) or as Python, and the
+load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from _common import write_results
+from planaria import _native
 from planaria.check import check_operations, default_model, parse_history
 from planaria.check.generate import VIOLATIONS, HistorySpec, generate
-from planaria.check.history import event_line
+from planaria.check.history import Event, event_line
+from planaria.check.models import model_named
 
 HISTORIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "histories"
 PORCUPINE_S = 0.7
@@ -67,21 +78,44 @@ HARD_SPECS = [
     for seed in (1, 2, 3)
     for violation in (None, "stale-read")
 ]
+# Porcupine's own kv histories (its test_data/kv), and what their keys read when missing.
+PORCUPINE_KV = ("c50-ok", "c50-bad")
+PORCUPINE_KV_MISSING = '""'
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    events: tuple[Event, ...]
+    model: str
+    expected: str
+    hard: bool = False  # no target but the ratio to Porcupine
+    missing: str | None = None  # JSON of a missing key's value, when not the format's
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--porcupine", metavar="PATH", help="the Porcupine driver (see above)")
+    parser.add_argument(
+        "--porcupine-kv", metavar="DIR", help="Porcupine's test_data/kv (see above)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("FILE", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--missing", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        return _check_one(Path(args.one[0]), args.one[1], args.repeats)
+        return _check_one(Path(args.one[0]), args.one[1], args.repeats, args.missing)
+    variant = "compiled (mypyc)" if _native.compiled() else "Python (not compiled)"
+    load = os.getloadavg()
+    print(f"checker: {variant}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     reference = _reference(args.repeats)
     if reference is None:
         return 2
-    generated = _generated(args.repeats, args.porcupine)
-    write_results("check", {"reference": reference, "generated": generated})
+    generated = _generated(args.repeats, args.porcupine, args.porcupine_kv)
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    loads = {"load_average_before": list(load), "load_average_after": list(load_after)}
+    write_results("check", {"reference": reference, "generated": generated, **loads})
     ok = reference["target_met"] and all(row["targets_met"] for row in generated["files"])
     return 0 if ok else 1
 
@@ -136,7 +170,32 @@ def _reference(repeats: int) -> dict[str, Any] | None:
     }
 
 
-def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
+def _cases(porcupine_kv: str | None) -> Iterator[_Case]:
+    # One at a time: the files are checked in child processes, and a fork starts at the
+    # parent's size.
+    for hard, spec in [(False, s) for s in SPECS] + [(True, s) for s in HARD_SPECS]:
+        history = generate(spec)
+        name = (
+            f"{'hard-' if hard else ''}{spec.model}-c{spec.clients}-k{spec.keys}"
+            f"-s{spec.seed}-{spec.violation or 'ok'}.jsonl"
+        )
+        expected = "linearizable" if history.linearizable else "not-linearizable"
+        yield _Case(name, history.events, spec.model, expected, hard)
+    if porcupine_kv is None:
+        print("  no Porcupine test data given (--porcupine-kv DIR): its c50 files are skipped")
+        return
+    for stem in PORCUPINE_KV:
+        source = Path(porcupine_kv) / f"{stem}.txt"
+        if not source.exists():
+            print(f"  Porcupine's {source} not found: skipped")
+            continue
+        history = parse_history(source.read_text().splitlines(), path=str(source))
+        expected = "linearizable" if stem.endswith("-ok") else "not-linearizable"
+        missing = PORCUPINE_KV_MISSING
+        yield _Case(f"porcupine-{stem}.jsonl", history.events, "kv", expected, False, missing)
+
+
+def _generated(repeats: int, porcupine: str | None, porcupine_kv: str | None) -> dict[str, Any]:
     if porcupine is None:
         print("\n2. no Porcupine driver given (--porcupine PATH): planaria alone, no ratios")
     elif not Path(porcupine).exists():
@@ -149,40 +208,35 @@ def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
         f"< {TARGET_FILE_S:g} s, < {TARGET_FILE_MB:g} MB"
         + (f", <= {TARGET_RATIO:g}x Porcupine" if porcupine else "")
     )
-    header = f"  {'file':40} {'verdict':17} {'planaria':>9} {'RSS MB':>7}"
+    header = f"  {'file':44} {'verdict':17} {'planaria':>9} {'RSS MB':>7}"
     print(header + (f" {'Porcupine':>10} {'ratio':>6}" if porcupine else ""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
-        for hard, spec in [(False, s) for s in SPECS] + [(True, s) for s in HARD_SPECS]:
-            history = generate(spec)
-            name = (
-                f"{'hard-' if hard else ''}{spec.model}-c{spec.clients}-k{spec.keys}"
-                f"-s{spec.seed}-{spec.violation or 'ok'}.jsonl"
-            )
-            path = Path(tmp) / name
-            path.write_text("".join(event_line(e) + "\n" for e in history.events))
-            expected = "linearizable" if history.linearizable else "not-linearizable"
+        for case in _cases(porcupine_kv):
+            path = Path(tmp) / case.name
+            path.write_text("".join(event_line(e) + "\n" for e in case.events))
             # One run of each in turn, so both see the same load on this shared machine.
             runs = [
                 (
-                    _run_one(path, spec.model, 1),
-                    None if porcupine is None else _run_porcupine(porcupine, path, 1),
+                    _run_one(path, case.model, 1, case.missing),
+                    None if porcupine is None else _run_porcupine(porcupine, path, 1, case.missing),
                 )
                 for _ in range(repeats)
             ]
             ours = _merge([run[0] for run in runs])
             row: dict[str, Any] = {
-                "file": name,
-                "operations": sum(1 for e in history.events if e.type == "invoke"),
-                "expected": expected,
+                "file": case.name,
+                "operations": sum(1 for e in case.events if e.type == "invoke"),
+                "expected": case.expected,
                 **ours,
             }
-            met = ours["verdict"] == expected and (
-                hard or (ours["median_s"] < TARGET_FILE_S and ours["peak_rss_mb"] < TARGET_FILE_MB)
+            met = ours["verdict"] == case.expected and (
+                case.hard
+                or (ours["median_s"] < TARGET_FILE_S and ours["peak_rss_mb"] < TARGET_FILE_MB)
             )
-            row["hard"] = hard
+            row["hard"] = case.hard
             line = (
-                f"  {name:40} {ours['verdict']:17} {ours['median_s']:8.3f}s "
+                f"  {case.name:44} {ours['verdict']:17} {ours['median_s']:8.3f}s "
                 f"{ours['peak_rss_mb']:7.0f}"
             )
             if porcupine is not None:
@@ -193,7 +247,7 @@ def _generated(repeats: int, porcupine: str | None) -> dict[str, Any]:
                     porcupine_verdict=theirs["verdict"],
                     ratio=ratio,
                 )
-                met = met and ratio <= TARGET_RATIO and theirs["verdict"] == expected
+                met = met and ratio <= TARGET_RATIO and theirs["verdict"] == case.expected
                 line += f" {theirs['median_s']:9.3f}s {ratio:5.2f}x"
             row["targets_met"] = met
             print(line + ("" if met else "   MISSED"))
@@ -211,33 +265,49 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _run_one(path: Path, model: str, repeats: int) -> dict[str, Any]:
+def _run_one(path: Path, model: str, repeats: int, missing: str | None) -> dict[str, Any]:
     command = [sys.executable, __file__, "--one", str(path), model, "--repeats", str(repeats)]
+    if missing is not None:
+        command += ["--missing", missing]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def _check_one(path: Path, model_name: str, repeats: int) -> int:
+def _check_one(path: Path, model_name: str, repeats: int, missing: str | None) -> int:
     """In a fresh process: parse + check one file ``repeats`` times (a JSON line out)."""
     lines = path.read_text().splitlines()
     samples, verdict = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
         history = parse_history(lines, path=str(path))
-        model = default_model(history.format, model_name)
+        if missing is None:
+            model = default_model(history.format, model_name)
+        else:
+            model = model_named(model_name, missing=json.loads(missing))
         result = check_operations(model, history.operations)
         samples.append(time.perf_counter() - started)
         verdict = str(result.verdict)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {"verdict": verdict, "median_s": statistics.median(samples)}
-    print(json.dumps({**summary, "peak_rss_mb": peak_rss_mb}))
+    print(json.dumps({**summary, "peak_rss_mb": _own_peak_rss_mb()}))
     return 0
 
 
-def _run_porcupine(driver: str, path: Path, repeats: int) -> dict[str, Any]:
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (ru_maxrss keeps the forking parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # not Linux: the parent's size may be counted in too
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_porcupine(driver: str, path: Path, repeats: int, missing: str | None) -> dict[str, Any]:
+    flags = [] if missing is None else ["-missing", missing]
     done = subprocess.run(
-        [driver, *[str(path)] * repeats], capture_output=True, text=True, check=True
+        [driver, *flags, *[str(path)] * repeats], capture_output=True, text=True, check=True
     )
     results = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     verdicts = {r["verdict"] for r in results}

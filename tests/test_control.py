@@ -332,3 +332,16 @@ def test_a_registration_says_which_logs_the_node_lost() -> None:
     assert views["n2"].lost_log(1) is None
     assert views["n3"].data_lost == 20 and views["n3"].lost_log(1) == 20
     assert views["n4"].lost_log(0) is not None  # unreadable: every log counts as lost
+
+
+def test_a_registration_says_which_data_directory_the_node_runs_on() -> None:
+    def member(node: str, data_id: str | None) -> Registration:
+        meta = () if data_id is None else (("data-id", data_id),)
+        return Registration(node, f"{node}:1", meta, SessionId(4), 1)
+
+    views = sessions_from_members(
+        {"n1": member("n1", "123"), "n2": member("n2", None), "n3": member("n3", "x1")}
+    )
+    assert (views["n1"].data_id, views["n1"].lost_log(0)) == (123, None)
+    assert views["n2"].data_id == 0  # an older node: nothing to compare
+    assert views["n3"].data_id == 0 and views["n3"].lost_log(0) is not None  # unreadable

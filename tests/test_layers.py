@@ -25,7 +25,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Loaded by ``import planaria`` itself: the lazy front, the compiled-module guard, the errors.
 FRONT = frozenset({"planaria", "planaria._lazy", "planaria._native", "planaria.errors"})
-TOOLKIT = ("planaria.hashing", "planaria.retry", "planaria.breaker", "planaria.detect")
+TOOLKIT = (
+    "planaria.address",
+    "planaria.hashing",
+    "planaria.retry",
+    "planaria.breaker",
+    "planaria.detect",
+)
 # Outside modules that belong to I/O, real concurrency or the network clients and servers.
 IO_MODULES = frozenset(
     {
@@ -49,7 +55,7 @@ STORAGE_PURE = frozenset(
         "planaria.storage",
         *(
             f"planaria.storage.{name}"
-            for name in ("errors", "format", "fs", "log", "journal", "persist")
+            for name in ("errors", "format", "fs", "identity", "log", "journal", "persist")
         ),
     }
 )
@@ -93,19 +99,15 @@ class Layer:
         return found
 
 
-def not_cli(member: Callable[[str], bool]) -> Callable[[str], bool]:
-    # command-line wiring inside a package is an adapter, not part of its layer
-    return lambda name: member(name) and not name.endswith("._cli")
-
-
 LAYERS = (
     Layer("front", one_of(FRONT), (), PURE_FORBIDDEN | {"xxhash"}),
-    Layer("toolkit (pure)", one_of(frozenset({"planaria.hashing", "planaria.detect"})),
+    Layer("toolkit (pure)",
+          one_of(frozenset({"planaria.address", "planaria.hashing", "planaria.detect"})),
           (one_of(frozenset(TOOLKIT)),), PURE_FORBIDDEN),
     Layer("toolkit", one_of(frozenset(TOOLKIT)), (one_of(frozenset(TOOLKIT)),), ADAPTER_DEPS),
     Layer("core", under("planaria.core"), (under("planaria.core"), one_of(frozenset(TOOLKIT))),
           PURE_FORBIDDEN),
-    Layer("check", not_cli(under("planaria.check")), (under("planaria.check"),), PURE_FORBIDDEN),
+    Layer("check", under("planaria.check"), (under("planaria.check"),), PURE_FORBIDDEN),
     Layer("storage (pure)", one_of(STORAGE_PURE),
           (one_of(STORAGE_PURE), one_of(frozenset({"planaria.core", "planaria.core.messages",
                                                   "planaria.core.codec"}))),
@@ -113,7 +115,7 @@ LAYERS = (
     Layer("coord (pure)", one_of(COORD_PURE),
           (one_of(COORD_PURE), one_of(frozenset({"planaria.core", "planaria.core.messages"}))),
           PURE_FORBIDDEN),
-    Layer("sim", not_cli(under("planaria.sim")),
+    Layer("sim", under("planaria.sim"),
           (under("planaria.sim", "planaria.core", "planaria.check"), one_of(STORAGE_PURE),
            one_of(COORD_PURE), one_of(frozenset(TOOLKIT))),
           PURE_FORBIDDEN),
@@ -125,10 +127,11 @@ LAYERS = (
           frozenset({"msgpack", "rich"}) | OPTIONAL),
     Layer("net", under("planaria.net"), (under("planaria.net", "planaria.core"),),
           frozenset({"hiredis", "rich"}) | OPTIONAL),
-    Layer("coord", not_cli(under("planaria.coord")),
-          (under("planaria.coord"), one_of(frozenset({"planaria.core", "planaria.core.messages",
-                                                      "planaria.net", "planaria.net.frame",
-                                                      "planaria.retry"}))),
+    Layer("coord", under("planaria.coord"),
+          (under("planaria.coord", "planaria.storage"),
+           one_of(frozenset({"planaria.core", "planaria.core.messages", "planaria.core.codec",
+                             "planaria.net", "planaria.net.frame", "planaria.address",
+                             "planaria.retry"}))),
           frozenset({"hiredis", "rich", "uvloop", "matplotlib", "redis"})),
     Layer("storage", under("planaria.storage"),
           (under("planaria.storage"), one_of(frozenset({"planaria.core", "planaria.core.messages",
@@ -137,8 +140,7 @@ LAYERS = (
     Layer("node runtime", under("planaria.node", "planaria._node"),
           (under("planaria.node", "planaria._node", "planaria.core", "planaria.storage",
                  "planaria.net", "planaria.coord", "planaria.control"),
-           one_of(frozenset({*TOOLKIT, "planaria._loop", "planaria._client",
-                             "planaria._client.routing"}))),
+           one_of(frozenset({*TOOLKIT, "planaria._loop"}))),
           frozenset({"matplotlib", "redis", "rich", "hiredis"})),
 )  # fmt: skip
 

@@ -44,6 +44,7 @@ __all__ = [
 HOT_MODULES = (
     "planaria.core.codec",
     "planaria.storage.persist",
+    "planaria.core.pipeline",
     "planaria.core.replica",
     "planaria.core.slots",
     "planaria.storage.committer",

@@ -50,7 +50,8 @@ from typing import Any, Final
 import hiredis
 
 from planaria._client.protocol import encode_command, to_bytes
-from planaria._client.routing import MalformedTopology, SlotMap, parse_address
+from planaria._client.routing import MalformedTopology, SlotMap
+from planaria.address import parse_address
 from planaria.coord.url import connect, parse_url
 from planaria.core.messages import PartitionConfig
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
@@ -206,6 +207,10 @@ class PartitionStatus:
     lag: int | None = None
     learners: tuple[str, ...] = ()  # a membership move under way (docs/membership.md)
     handoff: str | None = None
+    # The primary's snapshot and log files, as its INFO says (None: unknown).
+    snapshot_index: int | None = None
+    log_entries: int | None = None
+    log_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1005,10 +1010,10 @@ class LocalCluster:
             for node in state.nodes
         )
         serving = {n.id: n.address for n in nodes if n.alive and not n.paused}
-        lags = _replication_lags(serving, timeout_s, errors)
+        primaries = _primary_lines(serving, timeout_s, errors)
         return ClusterStatus(
             nodes=nodes,
-            partitions=_partition_statuses(configs, state.partitions, lags),
+            partitions=_partition_statuses(configs, state.partitions, primaries),
             coordinator=self.coordinator_address,
             coordinator_alive=coordinator_alive,
             errors=tuple(errors),
@@ -1085,7 +1090,6 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
         epoch = max((int(f.get("epoch", "0") or 0) for f in by_node.values()), default=0)
         isr = tuple(n for n in lead.get("isr", "").split("|") if n)
         others = sorted(n for n in by_node if n != primary)
-        lag = lead.get("lag", "")
         statuses.append(
             PartitionStatus(
                 id=partition,
@@ -1094,7 +1098,10 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
                 replicas=((primary,) if primary else ()) + tuple(others),
                 isr=isr,
                 epoch=epoch,
-                lag=int(lag) if lag.isdigit() else None,
+                lag=_count(lead, "lag"),
+                snapshot_index=_count(lead, "snapshot_index"),
+                log_entries=_count(lead, "log_entries"),
+                log_bytes=_count(lead, "log_bytes"),
             )
         )
     return ClusterStatus(nodes=tuple(nodes), partitions=tuple(statuses), errors=tuple(errors))
@@ -1124,7 +1131,9 @@ def partition_lines(info: Mapping[str, str]) -> dict[int, dict[str, str]]:
 
 
 def _partition_statuses(
-    configs: Sequence[PartitionConfig], partitions: int, lags: Mapping[int, int]
+    configs: Sequence[PartitionConfig],
+    partitions: int,
+    primaries: Mapping[int, Mapping[str, str]],
 ) -> tuple[PartitionStatus, ...]:
     by_id = {config.partition: config for config in configs}
     statuses = []
@@ -1136,6 +1145,7 @@ def _partition_statuses(
                 PartitionStatus(partition, (slots.start, slots.stop - 1), None, (), (), 0)
             )
             continue
+        line = primaries.get(partition, {})
         statuses.append(
             PartitionStatus(
                 id=partition,
@@ -1144,19 +1154,28 @@ def _partition_statuses(
                 replicas=config.replicas,
                 isr=tuple(r for r in config.replicas if r in config.isr),
                 epoch=config.epoch,
-                lag=lags.get(partition),
+                lag=_count(line, "lag"),
                 learners=config.learners,
                 handoff=config.handoff,
+                snapshot_index=_count(line, "snapshot_index"),
+                log_entries=_count(line, "log_entries"),
+                log_bytes=_count(line, "log_bytes"),
             )
         )
     return tuple(statuses)
 
 
-def _replication_lags(
+def _count(line: Mapping[str, str], name: str) -> int | None:
+    value = line.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def _primary_lines(
     addresses: Mapping[str, str], timeout_s: float, errors: list[str]
-) -> dict[int, int]:
-    """partition -> entries its slowest replica is behind, as the primaries' INFO says."""
-    lags: dict[int, int] = {}
+) -> dict[int, dict[str, str]]:
+    """partition -> its primary's INFO line (lag: entries its slowest replica is behind;
+    snapshot_index, log_entries, log_bytes)."""
+    lines: dict[int, dict[str, str]] = {}
     for node_id, address in addresses.items():
         try:
             (reply,) = resp_command(address, ("INFO", "partitions"), timeout_s=timeout_s)
@@ -1164,6 +1183,6 @@ def _replication_lags(
             errors.append(f"{node_id} {address}: {exc!r}")
             continue
         for partition, fields in partition_lines(_info_fields(reply)).items():
-            if fields.get("role") == "primary" and fields.get("lag", "").isdigit():
-                lags[partition] = int(fields["lag"])
-    return lags
+            if fields.get("role") == "primary":
+                lines[partition] = fields
+    return lines

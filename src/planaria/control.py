@@ -198,13 +198,27 @@ async def _write_metadata(coordinator: Coordinator, metadata: ClusterMetadata) -
 def sessions_from_members(
     members: Mapping[str, Registration], now_ms: float = 0.0
 ) -> dict[NodeId, SessionView]:
-    """The controller's view: every registered node alive, incarnation = its session, and
-    the logs it lost (``lost`` in its metadata, see :func:`_lost_logs`)."""
+    """The controller's view: every registered node alive, incarnation = its session, the
+    logs it lost (``lost`` in its metadata, see :func:`_lost_logs`) and the id of its data
+    directory (``data-id``; none from an older node)."""
     views: dict[NodeId, SessionView] = {}
     for node, reg in members.items():
         lost, data_lost = _lost_logs(reg)
+        text = reg.meta().get("data-id", "")
+        data_id = int(text) if text.isdigit() else 0
+        if text and not data_id:
+            # Unreadable: count every log of the node lost (out of the ISR is always safe).
+            log.error("%s registered an unreadable data-id=%r", node, text)
+            data_lost = data_lost or UNREADABLE_LOSS
         views[node] = SessionView(
-            node, int(reg.session), True, now_ms, float("inf"), lost=lost, data_lost=data_lost
+            node,
+            int(reg.session),
+            True,
+            now_ms,
+            float("inf"),
+            lost=lost,
+            data_lost=data_lost,
+            data_id=data_id,
         )
     return views
 

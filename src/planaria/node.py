@@ -5,7 +5,7 @@ A :class:`Node` serves clients over RESP (``listen``), replicates to its peers o
 stands as a controller candidate, and holds one replica per partition whose config names it.
 Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: persist
 (group commit, fsync in the node's disk thread), then send, then reply, then propose, as
-DESIGN.md says (a primary's Appends may leave during its own fsync; see that module).
+docs/design.md says (a primary's Appends may leave during its own fsync; see that module).
 
 Timing defaults (``NodeSettings``), tuned for failover in about 0.3 s after kill -9 or
 SIGSTOP without spurious failovers under full load: keep-alive every 50 ms (from a thread of
@@ -50,7 +50,9 @@ from planaria._node.partition import (
     NO_LEASE,
     PartitionRuntime,
     SessionOpened,
+    claim_data_id,
     claim_lost_all,
+    drop_data_id_new,
     lost_partitions,
     mark_lost,
     new_loss_id,
@@ -58,6 +60,7 @@ from planaria._node.partition import (
 )
 from planaria._node.tasks import cancel_all
 from planaria._node.transport import PeerBus
+from planaria.address import format_address, parse_address
 from planaria.control import (
     ControllerService,
     apply_proposal,
@@ -82,6 +85,7 @@ from planaria.coord import (
     encode_config,
     partition_of_key,
 )
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.controller import Controller
 from planaria.core.lease import session_ttl_min_ms
 from planaria.core.messages import (
@@ -137,7 +141,7 @@ from planaria.storage import (
 )
 from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings", "parse_address"]
+__all__ = ["EXIT_LOOP_STALLED", "Node", "NodeSettings"]
 
 log = logging.getLogger("planaria.node")
 
@@ -146,14 +150,6 @@ DRIFT_MAX = 0.05  # relative clock-rate drift the lease rule allows for, of ever
 LEASE_MARGIN_MS = 20.0
 # The exit code of a node whose event loop stalled (EX_TEMPFAIL: restart it).
 EXIT_LOOP_STALLED = 75
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); UsageError when malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"an address is HOST:PORT, not {text!r}")
-    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -184,6 +180,8 @@ class NodeSettings:
     connections_max: int = 10_000
     pipeline_depth_max: int = 1024
     partition_inbox_max: int = 10_000  # replies waiting for a partition's disk; then BUSY
+    # When each partition snapshots its state and compacts its log (docs/operations.md).
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
     storage_threads: int = 4  # opening, recovering and closing logs (persists: one thread)
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
@@ -272,15 +270,17 @@ class Node:
         if not weight > 0:
             raise UsageError(f"weight must be > 0, got {weight}")
         self.node_id = node_id
-        self.host, port = parse_address(listen)
+        self.host, port = parse_address(listen, what="listen address", listen=True)
         self.port = port
         if bus_listen is None:
-            bus_listen = f"{self.host}:{port + BUS_PORT_OFFSET if port else 0}"
-        self.bus_host, self.bus_port = parse_address(bus_listen)
+            bus_listen = format_address(self.host, port + BUS_PORT_OFFSET if port else 0)
+        self.bus_host, self.bus_port = parse_address(bus_listen, what="bus address", listen=True)
         # What the node tells others (registration, MOVED, CLUSTER SLOTS) when that differs
         # from where it listens: a proxy or NAT in between.
-        self._advertise = parse_address(advertise) if advertise is not None else None
-        self._bus_advertise = parse_address(bus_advertise) if bus_advertise is not None else None
+        self._advertise = None if advertise is None else parse_address(advertise, what="advertise")
+        self._bus_advertise = (
+            None if bus_advertise is None else parse_address(bus_advertise, what="bus advertise")
+        )
         self.coordinator = coordinator
         self.data_dir = Path(data_dir)
         self.settings = settings if settings is not None else NodeSettings()
@@ -300,6 +300,8 @@ class Node:
         self._topology: Topology | None = None
         self._lock: FileLock | None = None
         self._lost_all: int | None = None  # a replaced disk's loss id, until recorded
+        self._data_id = 0  # the data directory's id (storage/identity.py), once started
+        self._data_id_new = False  # ...made at a start the configs may not know yet
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
@@ -342,19 +344,20 @@ class Node:
     def address(self) -> str:
         """The RESP address others are told (``advertise``, else where it listens)."""
         host, port = self._advertise or (self.host, self.port)
-        return f"{host}:{port}"
+        return format_address(host, port)
 
     @property
     def bus_address(self) -> str:
         """The bus address peers are told (``bus_advertise``, else where it listens)."""
         host, port = self._bus_advertise or (self.bus_host, self.bus_port)
-        return f"{host}:{port}"
+        return format_address(host, port)
 
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
         self._loop = asyncio.get_running_loop()
         self._lock_data_dir()
         self._lost_all = claim_lost_all(self.data_dir)
+        self._data_id, self._data_id_new = claim_data_id(self.data_dir)
         self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
         self._committer.start()
         try:
@@ -649,7 +652,22 @@ class Node:
             losses.append(f"all:{self._lost_all}")
         if losses:
             metadata["lost"] = ",".join(losses)
+        # A new disk has another: the controller then takes this node out of every ISR.
+        metadata["data-id"] = str(self._data_id)
         return metadata
+
+    def _confirm_data_id(self) -> None:
+        """A new data id stops being new once the node read every config and each one
+        that lists it knows the id (then a restart may trust what its logs say they led)."""
+        if not self._data_id_new or self.partition_count is None:
+            return
+        if len(self.configs) < self.partition_count:
+            return
+        for config in self.configs.values():
+            if self.node_id in config.replicas and config.data_id(self.node_id) != self._data_id:
+                return
+        self._data_id_new = False
+        drop_data_id_new(self.data_dir)
 
     def _forget_lost_all(self) -> None:
         """A replaced disk's marker goes once every config listing this node records its
@@ -813,7 +831,7 @@ class Node:
         changed = False
         for node, registration in members.items():
             try:
-                host, port = parse_address(registration.address)
+                host, port = parse_address(registration.address, what="member address")
             except UsageError as exc:
                 log.error("member %s: %s", node, exc)
                 continue
@@ -840,6 +858,7 @@ class Node:
             runtime.deliver(config)
         if config.wiped:
             self._forget_lost_all()
+        self._confirm_data_id()
 
     async def _open_partition(self, partition: int) -> PartitionRuntime | None:
         opening = self._opening.get(partition)
@@ -877,6 +896,8 @@ class Node:
             inbox_max=self.settings.partition_inbox_max,
             session=self._session_incarnation,
             on_lost=self._register_loss,
+            data_id_new=lambda: self._data_id_new,
+            snapshot_policy=self.settings.snapshots,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)
@@ -1145,11 +1166,27 @@ class Node:
             f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
             f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
             f"storage={'failed' if runtime.storage_failure else 'ok'},"
-            f"storage_failures={runtime.storage_failures}"
+            f"storage_failures={runtime.storage_failures},"
+            f"{_log_fields(runtime)}"
         )
 
     def __repr__(self) -> str:
         return f"Node({self.node_id!r}, {self.address}, partitions={len(self.partitions)})"
+
+
+def _log_fields(runtime: PartitionRuntime) -> str:
+    """INFO's snapshot and log fields of a partition: where its snapshot stands, what its
+    log files hold, the entries in memory, and the peers that need a snapshot transfer."""
+    log_ = runtime.log
+    replica = runtime.replica
+    snapshot_index = log_.snapshot_index if log_ is not None else 0
+    log_entries = log_.log_entries if log_ is not None else 0
+    log_bytes = log_.log_bytes if log_ is not None else 0
+    return (
+        f"snapshot_index={snapshot_index},log_entries={log_entries},log_bytes={log_bytes},"
+        f"memory_entries={replica.log_entries},snapshots={runtime.snapshots_taken},"
+        f"needs_snapshot={len(replica.peers_needing_snapshot)}"
+    )
 
 
 def _close_journal(journal: Journal) -> None:

@@ -28,6 +28,7 @@ from planaria.check import (
 )
 from planaria.check.generate import VIOLATIONS, HistorySpec, generate
 from planaria.check.history import event_line
+from planaria.check.models import KvModel
 from planaria.cli import main
 from planaria.errors import UsageError
 
@@ -73,8 +74,21 @@ def test_generated_histories_agree_with_brute_force(spec: HistorySpec) -> None:
 
 
 # Arbitrary tiny histories (values from a tiny domain, so writes repeat values and reads
-# often fit): most are not linearizable, and the search must agree on each.
-_F = {"kv": ["get", "put", "append"], "cas-register": ["read", "write", "cas"]}
+# often fit): most are not linearizable, and the search must agree on each. Each mix of
+# operations gets its own reach test (Model.reach): appends of strings (the state only
+# grows), reads and writes alone (it only moves by a write), with cas (none).
+_F = {
+    "kv": ["get", "put", "append"],
+    "kv-no-append": ["get", "put", "delete"],
+    "cas-register": ["read", "write", "cas"],
+    "register": ["read", "write", "write"],
+}
+_MODEL = {
+    "kv": "kv",
+    "kv-no-append": "kv",
+    "cas-register": "cas-register",
+    "register": "cas-register",
+}
 raw_ops = st.lists(
     st.tuples(
         st.integers(0, 2),  # f
@@ -91,11 +105,12 @@ raw_ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["kv", "cas-register"]), raw_ops)
-def test_arbitrary_histories_agree_with_brute_force(model_name: str, rows: list) -> None:  # type: ignore[type-arg]
+@given(st.sampled_from(sorted(_F)), raw_ops)
+def test_arbitrary_histories_agree_with_brute_force(mix: str, rows: list) -> None:  # type: ignore[type-arg]
+    model_name = _MODEL[mix]
     timed = []
     for process, (f_index, argument, read, call, length, status, key) in enumerate(rows):
-        f = _F[model_name][f_index]
+        f = _F[mix][f_index]
         value: object = argument
         if f == "cas":
             value = [argument, (argument + 1) % 3]
@@ -103,7 +118,7 @@ def test_arbitrary_histories_agree_with_brute_force(model_name: str, rows: list)
             value = str(argument)
         output = value
         if f in ("get", "read"):
-            value, output = None, read if model_name == "cas-register" else _kv_read(read)
+            value, output = None, _kv_read(read) if mix == "kv" else read
         timed.append((call, 1, Event(process, "invoke", f, key, _frozen(value))))
         timed.append((call + length, 0, Event(process, status, f, key, _frozen(output))))
     timed.sort(key=lambda item: (item[0], item[1]))
@@ -129,6 +144,35 @@ def test_a_write_of_the_value_already_there_is_not_a_read() -> None:
     model = default_model("jsonl", "cas-register")
     assert brute_force_linearizable(model, ops)
     assert check_operations(model, ops).verdict is Verdict.LINEARIZABLE
+
+
+class _NoReach(KvModel):
+    def reach(self, ops: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("violation", [None, "stale-read"])
+def test_the_reach_test_cuts_the_search(violation: str | None) -> None:
+    # Gets, puts and appends of strings: a state a pending get's value does not extend is a
+    # dead end (unless a pending put may restart it), found before the search walks on.
+    spec = HistorySpec(clients=20, keys=2, ops_per_client=15, violation=violation, seed=1)
+    ops = operations_from_events(generate(spec).events)
+    cut, full = check_operations(KvModel(), ops), check_operations(_NoReach(), ops)
+    assert cut.verdict is full.verdict is _expected(violation is None)
+    explored = [sum(p.configurations for p in r.partitions) for r in (cut, full)]
+    assert explored[0] * 2 < explored[1]
+
+
+def test_past_its_budget_the_reach_test_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding the puts that may lead to a get's value costs a test per value put; past the
+    # budget the search goes on without reach tests, as if the model had none.
+    monkeypatch.setattr(linearizability, "REACH_TESTS_MIN", 0)
+    monkeypatch.setattr(linearizability, "REACH_TESTS_PER_OP", 0)
+    spec = HistorySpec(clients=20, keys=2, ops_per_client=15, violation="stale-read", seed=1)
+    ops = operations_from_events(generate(spec).events)
+    cut, full = check_operations(KvModel(), ops), check_operations(_NoReach(), ops)
+    assert cut.verdict is full.verdict is Verdict.NOT_LINEARIZABLE
+    assert [p.configurations for p in cut.partitions] == [p.configurations for p in full.partitions]
 
 
 def _kv_read(read: int | None) -> str | None:

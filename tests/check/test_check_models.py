@@ -16,9 +16,10 @@ from planaria.check import (
     check_partition,
     explain,
 )
+from planaria.check.models import FITS, SETS
 from planaria.errors import HistoryError
 
-from ._histories import LIN, NOT, check_kv, check_register, ops_of
+from ._histories import LIN, NOT, Row, check_kv, check_register, ops_of
 
 
 def test_sequential_register() -> None:
@@ -319,3 +320,31 @@ def test_the_register_model_has_no_stale_reads() -> None:
     ops = ops_of((0, "invoke", "stale-read", None, None), (0, "ok", "stale-read", None, 1))
     with pytest.raises(HistoryError, match="stale-read"):
         check_operations(CasRegister(), ops)
+
+
+_SHORTCUT_STATES: list[Hashable] = [None, "", "a", "ab", 1, 2, ("a",)]
+
+
+@pytest.mark.parametrize("model", [CasRegister(), KvModel(), KvModel("")])
+def test_shortcuts_say_what_step_says(model: CasRegister) -> None:
+    # The search trusts a shortcut instead of calling step: a read fits exactly its value's
+    # state and keeps it, a blind write leaves its value in every state.
+    rows: list[Row] = []
+    for f in ("read", "get", "stale-read", "write", "put", "delete", "append", "cas"):
+        for value in (None, "a", 2):
+            argument = ("a", value) if f == "cas" else value
+            rows += [(0, "invoke", f, "k", argument), (0, "ok", f, "k", value)]
+            rows += [(1, "invoke", f, "k", argument), (1, "info", f, "k", None)]
+    ops = [op for op in ops_of(*rows) if model.validate(op) is None]
+    shortcuts = [(op, model.shortcut(op)) for op in ops]
+    assert {s[0] for _, s in shortcuts if s is not None} == {FITS, SETS}
+    for op, shortcut in shortcuts:
+        if shortcut is None:
+            continue
+        kind, state_of_op = shortcut
+        for state in [*_SHORTCUT_STATES, model.init()]:
+            legal, after = model.step(state, Input(op.f, op.value), op.output)
+            if kind == FITS:
+                assert (legal, after) == (state == state_of_op, state), (op, state)
+            else:
+                assert (legal, after) == (True, state_of_op), (op, state)

@@ -18,7 +18,7 @@ from planaria._client.protocol import (
     encode_command,
     error_from_reply,
 )
-from planaria._client.routing import MalformedTopology, Shard, SlotMap, parse_address
+from planaria._client.routing import MalformedTopology, Shard, SlotMap
 from planaria.core.slots import SLOTS
 from planaria.errors import InternalError, Moved, UsageError
 from planaria.net import topology
@@ -86,14 +86,6 @@ def test_redirect_repoints_one_slot() -> None:
 def test_malformed_maps_are_refused(reply: object) -> None:
     with pytest.raises(MalformedTopology):
         SlotMap.from_cluster_slots(reply, "h")
-
-
-def test_parse_address() -> None:
-    assert parse_address("127.0.0.1:7001") == ("127.0.0.1", 7001)
-    assert parse_address("[::1]:7001") == ("::1", 7001)
-    for bad in ("7001", "host:", ":7001", "host:0", "host:70000", "host:x"):
-        with pytest.raises(UsageError):
-            parse_address(bad)
 
 
 def test_error_replies() -> None:

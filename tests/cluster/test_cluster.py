@@ -99,6 +99,24 @@ def test_partition_lines_parse_the_nodes_info() -> None:
     assert lines[12]["role"] == "backup"
 
 
+def test_status_shows_the_primarys_snapshot_and_log() -> None:
+    from planaria.core.messages import PartitionConfig
+
+    config = PartitionConfig(0, 3, "n1", ("n1", "n2"), frozenset({"n1", "n2"}), 5)
+    line = partition_lines(
+        {"p0": "role=primary,lag=1,snapshot_index=40,log_entries=12,log_bytes=2048"}
+    )[0]
+    [status] = cluster_module._partition_statuses([config], 1, {0: line})
+    assert (status.lag, status.snapshot_index, status.log_entries, status.log_bytes) == (
+        1,
+        40,
+        12,
+        2048,
+    )
+    [unknown] = cluster_module._partition_statuses([config], 1, {})
+    assert unknown.snapshot_index is None and unknown.lag is None
+
+
 def test_bad_shapes_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="replicas"):
         LocalCluster(tmp_path, nodes=2, replicas=3)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from planaria import _node_cli
-from planaria._cluster_cli import add_init_arguments
+from planaria.cli import _node as _node_cli
+from planaria.cli._cluster import add_init_arguments
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 yaml = pytest.importorskip("yaml")

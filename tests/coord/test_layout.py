@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from planaria.coord import (
@@ -31,6 +33,9 @@ def test_config_round_trip_is_byte_stable() -> None:
     assert b"wiped" not in data  # written only once a loss was recorded
     wiped = PartitionConfig(7, 3, "n2", ("n2", "n1"), frozenset({"n2"}), 5, 9, wiped=(("n1", 4),))
     assert decode_config(encode_config(wiped)) == wiped
+    assert b"data_ids" not in data  # written only once a node registered one
+    disks = replace(wiped, data_ids=(("n1", 2**62 + 5), ("n2", 7)))
+    assert decode_config(encode_config(disks)) == disks
 
 
 @pytest.mark.parametrize(
@@ -48,6 +53,10 @@ def test_config_round_trip_is_byte_stable() -> None:
         b' "wiped": [["a"]]}',
         b'{"partition": 1, "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1,'
         b' "wiped": [["a", "1"]]}',
+        b'{"partition": 1, "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1,'
+        b' "data_ids": [["a", "1"]]}',
+        b'{"partition": 1, "epoch": 1, "primary": null, "replicas": [], "isr": [], "version": 1,'
+        b' "data_ids": [[1, 1]]}',
     ],
 )
 def test_malformed_configs_are_refused(data: bytes) -> None:

@@ -203,9 +203,9 @@ def test_journal_torn_tail_is_dropped(tmp_path: Path) -> None:
             await c.create("/a", b"1")
             await c.create("/b", b"2")
             await c.close()
-        journal = tmp_path / "coord.journal"
-        data = journal.read_bytes()
-        journal.write_bytes(data[:-3])  # the last record torn
+        (segment,) = (tmp_path / "coord-log").glob("seg-*.log")
+        data = segment.read_bytes()
+        segment.write_bytes(data[:-3])  # the last record torn
         async with serving(tmp_path) as server:
             c = client_of(server)
             assert [i.key for i in await c.list_prefix("/")] == ["/a"]
@@ -215,6 +215,41 @@ def test_journal_torn_tail_is_dropped(tmp_path: Path) -> None:
             c = client_of(server)
             assert [i.key for i in await c.list_prefix("/")] == ["/a", "/c"]
             await c.close()
+
+    asyncio.run(main())
+
+
+def test_files_of_the_earlier_format_are_migrated(tmp_path: Path) -> None:
+    """A data directory written before the coordinator kept its journal in a PartitionLog
+    (length, CRC32, msgpack records in coord.snapshot and coord.journal) loses nothing."""
+    import struct
+    import zlib
+
+    from planaria.coord import server as server_module
+
+    def framed(record: object) -> bytes:
+        payload = server_module._JOURNAL_CODEC.encode(record)
+        return struct.pack(">II", len(payload), zlib.crc32(payload)) + payload
+
+    def item(key: str, value: bytes, version: int) -> server_module.WireItem:
+        return server_module.WireItem(key, value, version, None)
+
+    snapshot = server_module._JSnapshot((item("/a", b"1", 1),), (), (), 5, ())
+    (tmp_path / "coord.snapshot").write_bytes(framed(snapshot))
+    batch = server_module._JBatch(
+        (server_module._JPut(item("/b", b"2", 1)), server_module._JPut(item("/a", b"3", 2)))
+    )
+    (tmp_path / "coord.journal").write_bytes(framed(batch) + b"\x00\x01torn")
+
+    async def main() -> None:
+        for _ in range(2):  # migrated, then read from the new log alone
+            async with serving(tmp_path) as server:
+                c = client_of(server)
+                items = {i.key: (i.value, i.version) for i in await c.list_prefix("/")}
+                assert items == {"/a": (b"3", 2), "/b": (b"2", 1)}
+                await c.close()
+            assert not (tmp_path / "coord.journal").exists()
+            assert (tmp_path / "coord.journal.migrated").exists()
 
     asyncio.run(main())
 
@@ -236,8 +271,11 @@ def test_compaction_keeps_everything(tmp_path: Path) -> None:
         await c.close_session(s)
         c.drop_connection()
         await server.stop()
-        assert (tmp_path / "coord.snapshot").exists()
-        assert (tmp_path / "coord.journal").stat().st_size < 1000
+        log_dir = tmp_path / "coord-log"
+        assert list(log_dir.glob("snap-*.snap"))
+        # the records behind the snapshot went: what is left is bounded by the threshold
+        segments = list(log_dir.glob("seg-*.log"))
+        assert sum(segment.stat().st_size for segment in segments) < 3 * 4096
         async with serving(tmp_path) as restarted:
             c2 = client_of(restarted)
             item = await c2.get("/k")

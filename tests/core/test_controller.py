@@ -271,3 +271,111 @@ def test_a_proposal_cannot_add_a_node_whose_loss_is_not_recorded() -> None:
     recorded = replace(config(isr="ab"), wiped=(("c", 5),))
     change = controller.on_propose(proposal("abc"), "a", recorded, views)
     assert change is not None and change.config.isr == frozenset("abc")
+
+
+# --- replaced disks: the data directory's id (issue 16) ------------------------------------
+
+DISKS = {"a": 11, "b": 12, "c": 13, "d": 14}
+
+
+def on_disks(views: dict[str, SessionView], **replaced: int) -> dict[str, SessionView]:
+    """Every node registers the id of its data directory; ``replaced`` ones a new one."""
+    return {n: replace(v, data_id=replaced.get(n, DISKS[n])) for n, v in views.items()}
+
+
+def known(current: PartitionConfig, **ids: int) -> PartitionConfig:
+    """``current`` knowing the data ids of its replicas (``ids`` overriding)."""
+    merged = {n: ids.get(n, DISKS[n]) for n in current.replicas}
+    return replace(current, data_ids=tuple(sorted(merged.items())))
+
+
+def test_a_member_back_on_a_replaced_disk_leaves_the_isr_once() -> None:
+    # b came back on a new, empty disk that nobody marked: it registers another data id.
+    views = on_disks(sessions(incarnations={"b": 2}), b=99)
+    change = decide_one(known(config()), views)
+    assert change is not None and "['b'] lost data" in change.reason
+    assert change.config == replace(
+        known(config(), b=99), isr=frozenset("ac"), version=8, wiped=(("b", 99),)
+    )
+    # Recorded with the new id: the primary's catch-up may bring it back, and it stays.
+    back = replace(change.config, isr=frozenset("abc"))
+    assert decide_one(back, views) is None
+    assert decide_one(back, on_disks(sessions(incarnations={"b": 3}), b=99)) is None
+    # Another new disk is another loss.
+    again = decide_one(back, on_disks(sessions(incarnations={"b": 4}), b=100))
+    assert again is not None and again.config.wiped == (("b", 100),)
+    assert again.config.isr == frozenset("ac") and again.config.data_id("b") == 100
+
+
+def test_a_primary_back_on_a_replaced_disk_is_never_promoted() -> None:
+    # The primary's session ended (a planned stop), it came back on a new disk: b is
+    # promoted in the same CAS that takes a out and records its loss.
+    views = on_disks(sessions(incarnations={"a": 2}), a=98)
+    change = decide_one(known(config()), views)
+    assert change is not None
+    new = change.config
+    assert (new.primary, new.isr, new.epoch) == ("b", frozenset("bc"), 4)
+    assert new.wiped == (("a", 98),) and new.data_id("a") == 98
+    # With nobody else in sync, nobody is promoted.
+    alone = decide_one(known(config(isr="a")), views)
+    assert alone is not None
+    assert (alone.config.primary, alone.config.isr) == (None, frozenset())
+
+
+def test_the_operators_marker_and_a_new_data_id_are_one_loss() -> None:
+    # lost-all on the new disk: the marker's loss id is recorded (the node then drops the
+    # marker), and the new data id with it.
+    views = {
+        n: replace(v, data_lost=7) if n == "c" else v
+        for n, v in on_disks(sessions(incarnations={"c": 2}), c=97).items()
+    }
+    change = decide_one(known(config()), views)
+    assert change is not None
+    assert change.config.wiped == (("c", 7),) and change.config.data_id("c") == 97
+    assert decide_one(change.config, views) is None
+
+
+def test_unknown_data_ids_are_adopted_without_taking_anyone_out() -> None:
+    # Configs from before data ids (an upgrade): every live replica's id is adopted, the
+    # ISR is left alone; a dead replica's id waits for its next session.
+    views = on_disks(sessions("ab"))
+    old = config(isr="ab")
+    change = decide_one(old, views)
+    assert change is not None and "adopted" in change.reason
+    assert change.config == replace(old, version=8, data_ids=(("a", 11), ("b", 12)))
+    assert decide_one(change.config, views) is None
+    # Older nodes register no data id: nothing to adopt.
+    assert decide_one(config(), sessions()) is None
+    # A node no config lists (a brand-new one) changes nothing either.
+    assert decide_one(known(config()), on_disks(sessions(), d=55)) is None
+
+
+def test_initial_configs_know_the_data_ids() -> None:
+    [initial] = Controller().initial_configs({0: REPLICAS}, on_disks(sessions())).values()
+    assert initial.data_ids == (("a", 11), ("b", 12), ("c", 13))
+    assert Controller().decide([initial], on_disks(sessions()), 0.0) == []
+
+
+def test_a_proposal_cannot_add_a_node_back_on_a_replaced_disk() -> None:
+    controller = Controller()
+    views = on_disks(sessions(incarnations={"c": 2}), c=96)
+    current = known(config(isr="ab"))
+    change = controller.on_propose(proposal("abc"), "a", current, views)
+    assert change is not None and change.config.isr == frozenset("ab")
+    assert "lost data, left out: c" in change.reason
+    assert change.config.data_id("c") == 13  # the change of id is decide's, with the loss
+
+
+def test_a_learner_joins_with_its_data_id() -> None:
+    current = known(config())
+    [change] = Controller().rebalance(
+        [current], on_disks(sessions("abcd")), {0: ("a", "b", "d")}, moves_max=1, min_insync=2
+    )
+    assert change.config.learners == ("d",) and change.config.data_id("d") == 14
+
+
+def test_ignore_data_id_bug_keeps_a_replaced_disk_in_sync() -> None:
+    views = on_disks(sessions(incarnations={"b": 2}), b=99)
+    change = decide_one(known(config()), views, bugs=frozenset({"ignore-data-id"}))
+    assert change is not None and change.config.isr == frozenset("abc")
+    assert change.config.wiped == () and change.config.data_id("b") == 99

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from planaria import _cluster_cli as cluster_cli
-from planaria.cli import build_parser
+from planaria.cli import _cluster as cluster_cli
+from planaria.cli._main import build_parser
 from planaria.cluster import ClusterStatus, NodeStatus, PartitionStatus
 from planaria.control import MoveProgress
 
@@ -43,7 +43,7 @@ class FakeCluster:
 
 
 def run(argv: list[str], fake: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr("planaria._cluster_cli.LocalCluster.open", lambda _: fake)
+    monkeypatch.setattr("planaria.cli._cluster.LocalCluster.open", lambda _: fake)
     monkeypatch.setattr(cluster_cli, "_REFRESH_S", 0.001)
     parser, runners = build_parser()
     args = parser.parse_args(argv)

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from planaria._cluster_demo import _client_factory, _read_all, _Recorder, _Worker
 from planaria.check import (
     Verdict,
     check_operations,
@@ -30,6 +29,7 @@ from planaria.check import (
     find_lost_writes,
     operations_from_events,
 )
+from planaria.cli._cluster_demo import _client_factory, _read_all, _Recorder, _Worker
 from planaria.cluster import LocalCluster, free_base_port, probe_keys
 
 pytestmark = pytest.mark.slow

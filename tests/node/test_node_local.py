@@ -16,10 +16,11 @@ import redis.asyncio as aredis
 
 from planaria._native import compiled
 from planaria.coord import MemoryCoordinator
+from planaria.core.messages import PartitionConfig
 from planaria.core.replica import Role
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import UsageError
-from planaria.node import Node, NodeSettings, parse_address
+from planaria.node import Node, NodeSettings
 from planaria.storage import StorageFull, StorageLocked
 
 from ._cluster import LocalCluster
@@ -46,8 +47,6 @@ def test_settings_refuse_a_lease_longer_than_the_session() -> None:
         NodeSettings(session_ttl_ms=200, lease_ms=200)
     with pytest.raises(UsageError, match="loop_stall_max_ms"):
         NodeSettings(loop_stall_max_ms=100)
-    with pytest.raises(UsageError, match="HOST:PORT"):
-        parse_address("localhost")
 
 
 def test_redis_py_cluster_writes_reads_and_moved(tmp_path: Path) -> None:
@@ -517,6 +516,62 @@ def test_a_node_on_a_replaced_disk_leaves_every_isr_until_refilled(tmp_path: Pat
                 5.0,
                 "n3 refilled with every acknowledged write",
             )
+        finally:
+            await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_a_node_back_on_an_empty_disk_nobody_marked_is_refilled_first(tmp_path: Path) -> None:
+    """No ``lost-all``: the new disk's data id alone tells the controller (issue 16)."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=4)
+        await cluster.start()
+        writer = Writer([n.address for n in cluster.nodes.values()])
+        try:
+            for i in range(20):
+                assert await writer.write(f"a{i}".encode(), b"1")
+            old_id = cluster.nodes["n3"]._data_id
+            assert all(c.data_id("n3") == old_id for c in cluster.nodes["n1"].configs.values())
+            await cluster.crash("n3")
+            shutil.rmtree(tmp_path / "n3")  # the disk is replaced, and nobody says so
+            (tmp_path / "n3").mkdir()
+            writer.seeds = [cluster.nodes["n1"].address, cluster.nodes["n2"].address]
+            n3 = await cluster.start_node("n3")
+            new_id = n3._data_id
+            assert new_id != old_id
+            watched = cluster.nodes["n1"]
+            adopted_in_sync: list[PartitionConfig] = []
+
+            def recorded_and_refilled() -> bool:
+                # In sync under the new id without that loss recorded: counted in sync empty.
+                adopted_in_sync.extend(
+                    c
+                    for c in watched.configs.values()
+                    if "n3" in c.isr and c.data_id("n3") == new_id and c.wiped_loss("n3") != new_id
+                )
+                return (
+                    all(
+                        "n3" in c.isr and c.wiped_loss("n3") == new_id and c.data_id("n3") == new_id
+                        for c in (n3.configs.get(p) for p in range(cluster.partitions))
+                        if c is not None
+                    )
+                    and len(n3.configs) == cluster.partitions
+                )
+
+            await cluster.wait_for(recorded_and_refilled, 10.0, "n3 recorded lost, then back")
+            assert adopted_in_sync == []
+            await cluster.wait_for(
+                lambda: sum(len(r.replica.applied) for r in n3.partitions.values()) == 20,
+                5.0,
+                "n3 refilled with every acknowledged write",
+            )
+            # Every config knows the new id: it is new no more (its marker went).
+            await cluster.wait_for(lambda: not n3._data_id_new, 5.0, "the new data id confirmed")
+            assert not (tmp_path / "n3" / "data-id-new").exists()
         finally:
             await writer.close()
             await cluster.close()

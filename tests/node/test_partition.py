@@ -14,8 +14,9 @@ import pytest
 from planaria._node.partition import (
     LOST_ALL,
     PartitionRuntime,
-    _latest_acks,
+    claim_data_id,
     claim_lost_all,
+    drop_data_id_new,
     lost_partitions,
 )
 from planaria.core.messages import (
@@ -29,6 +30,7 @@ from planaria.core.messages import (
     Send,
     Set,
 )
+from planaria.core.pipeline import latest_acks
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.persist import PersistRuleBroken, write_persists
@@ -42,12 +44,12 @@ def ack(to: str, match: int, *, epoch: int = 1, success: bool = True) -> Send:
 
 def test_only_the_most_telling_ack_per_primary_is_sent() -> None:
     sends = [ack("n1", 12), ack("n3", 4), ack("n1", 7), ack("n1", 9, success=False)]
-    kept = _latest_acks(sends)
+    kept = latest_acks(sends)
     assert kept == [ack("n1", 12), ack("n3", 4), ack("n1", 9, success=False)]
     newer_epoch = [ack("n1", 12), ack("n1", 3, epoch=2)]
-    assert _latest_acks(newer_epoch) == [ack("n1", 3, epoch=2)]
+    assert latest_acks(newer_epoch) == [ack("n1", 3, epoch=2)]
     distinct = [ack("n1", 1), ack("n3", 1)]
-    assert _latest_acks(distinct) is distinct
+    assert latest_acks(distinct) is distinct
 
 
 def test_persists_apply_in_order_with_truncation_and_epochs(tmp_path: Path) -> None:
@@ -119,7 +121,12 @@ class Harness:
     """A primary's PartitionRuntime on a real log, its disk held by a FakeCommitter."""
 
     def __init__(
-        self, directory: Path, executor: ThreadPoolExecutor, *, session: int | None = None
+        self,
+        directory: Path,
+        executor: ThreadPoolExecutor,
+        *,
+        session: int | None = None,
+        data_id_new: bool = False,
     ) -> None:
         self.sends: list[Send] = []
         self.lost: list[tuple[int, bool]] = []  # (partition, replica built yet) per loss
@@ -133,7 +140,7 @@ class Harness:
             clock_ms=lambda: 0.0, send=self.sends.append, reply=self.replies.append,
             propose=lambda proposal: None, on_step_down=lambda partition: None,
             on_storage_failure=self.resigned.append, session=lambda: session,
-            on_lost=self._on_lost,
+            on_lost=self._on_lost, data_id_new=lambda: data_id_new,
         )  # fmt: skip
 
     async def _on_lost(self, partition: int) -> None:
@@ -261,3 +268,28 @@ def test_a_replaced_disk_makes_every_log_lost(tmp_path: Path) -> None:
             await harness.runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_a_new_data_directory_builds_its_replicas_lost_until_confirmed(tmp_path: Path) -> None:
+    data_id, new = claim_data_id(tmp_path)  # the first start: made, and new
+    assert new and claim_data_id(tmp_path) == (data_id, True)  # a restart: the same id
+    drop_data_id_new(tmp_path)  # every config that lists the node knows it
+    assert claim_data_id(tmp_path) == (data_id, False)
+
+    async def scenario(new: bool) -> Role:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / str(new) / "p0", executor, session=2, data_id_new=new)
+            runtime = harness.runtime
+            await runtime.open()
+            assert harness.lost == []  # nothing registered as lost: the controller judges
+            # A config of the node's old session (incarnation 1) names it primary: a
+            # replica on a new disk must not lead it (its empty log knows no epoch it led).
+            runtime.deliver(PartitionConfig(0, 3, "n1", ("n1", "n2"), frozenset({"n1"}), 5, 1))
+            role = runtime.replica.role
+            while harness.committer.jobs:
+                harness.committer.finish()
+            await runtime.close()
+            return role
+
+    assert asyncio.run(scenario(True)) is Role.BACKUP
+    assert asyncio.run(scenario(False)) is Role.PRIMARY  # what it would do otherwise

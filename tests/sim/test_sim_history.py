@@ -27,7 +27,7 @@ CLEAN_OPS = 120
 
 
 def test_every_known_bug_switch_has_a_history_only_seed() -> None:
-    from planaria.sim._cli import BUG_NAMES
+    from planaria.cli._sim import BUG_NAMES
 
     caught = {bug for row in HISTORY_ROWS for bug in row.bugs}
     assert caught == set(BUG_NAMES)

@@ -14,6 +14,10 @@ def _id(row: Regression) -> str:
     extra = "" if row.checks == "all" else f"-{row.checks}"
     if row.write_window is not None:
         extra += f"-window{row.write_window}"
+    if row.nodes != Regression.nodes:
+        extra += f"-nodes{row.nodes}"
+    if row.fsync_max_ms is not None:
+        extra += f"-fsync{row.fsync_max_ms:g}"
     return f"seed{row.seed}-ops{row.ops}-p{row.partitions}-{bugs}{extra}"
 
 

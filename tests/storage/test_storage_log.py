@@ -114,9 +114,12 @@ def test_snapshot_compaction_and_recovery() -> None:
     assert log.first_index <= 21
     fill(log, 5)
     log.save_snapshot(Snapshot(33, 1, b"state@33", {}))
+    # The newest two are kept (the older one is the fallback), the log from the older on.
     assert [n for n in fs.listdir("/data/p0") if n.startswith("snap-")] == [
-        "snap-00000000000000000033.snap"
+        "snap-00000000000000000020.snap",
+        "snap-00000000000000000033.snap",
     ]
+    assert log.first_index <= 21
     log.close()
     log = open_sim(fs, segment_bytes=200)
     assert log.snapshot == Snapshot(33, 1, b"state@33", {})

@@ -18,7 +18,7 @@ from collections import deque
 import hiredis
 
 from planaria._client.protocol import encode_command
-from planaria._client.routing import parse_address
+from planaria.address import parse_address
 from planaria.errors import UnknownOutcome
 
 __all__ = ["AsyncConnection", "AsyncPool", "ConnectFailed", "Connection", "Pool"]

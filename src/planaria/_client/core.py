@@ -1,13 +1,15 @@
 """The decisions of the client, shared by ``Client`` and ``AsyncClient``: what to send where,
 what a reply means, when to refresh the map, what to retry, and what to raise on giving up.
-The two clients only add the I/O (sockets or asyncio) around these."""
+The two clients only add the I/O (sockets or asyncio) around these: ``AsyncClient`` is
+written by hand, ``Client`` generated from it (scripts/unasync.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 import hiredis
 
@@ -18,7 +20,8 @@ from planaria._client.protocol import (
     error_from_reply,
     to_bytes,
 )
-from planaria._client.routing import Shard, SlotMap, parse_address
+from planaria._client.routing import Shard, SlotMap
+from planaria.address import parse_address
 from planaria.breaker import BreakerState, CircuitBreaker
 from planaria.core.messages import DEDUP_WINDOW
 from planaria.core.slots import keyslot
@@ -36,12 +39,20 @@ from planaria.retry import RandomLike, RetryBudget, Retrying, RetryPolicy
 __all__ = [
     "CLUSTER_SHARDS",
     "CLUSTER_SLOTS",
+    "DEL",
+    "EXISTS",
+    "GET",
     "PRIMARY_UNREACHABLE",
     "REDIRECTS_MAX",
     "REFRESH_FAILURES",
+    "SET",
+    "STALE_SKIP",
+    "TRANSPORT_FAILURES",
     "Call",
     "ClientCore",
+    "Command",
     "RandomSource",
+    "ReadResult",
     "WriteWindow",
     "default_breaker",
     "set_arguments",
@@ -66,6 +77,10 @@ class RandomSource(RandomLike, Protocol):
 PRIMARY_UNREACHABLE = (ConnectionError, UnknownOutcome, CircuitOpenError, TryAgain, ClusterDown)
 # After these the map may be wrong: refresh it (at most every refresh_interval_s).
 _MAP_SUSPECT = (*PRIMARY_UNREACHABLE, Moved, TimeoutError)
+# A stale read skips a backup that fails with one of these and asks the next.
+STALE_SKIP = (*PRIMARY_UNREACHABLE, Moved)
+# Failures of the exchange itself (not a node's answer): the node may be down or paused.
+TRANSPORT_FAILURES = (ConnectionError, TimeoutError, UnknownOutcome)
 # A node that fails one of these cannot give the map now: ask the next one.
 REFRESH_FAILURES = (
     ConnectionError,
@@ -106,11 +121,60 @@ def default_breaker(address: str, clock: Callable[[], float]) -> CircuitBreaker:
     )
 
 
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A read's value (None: no such key) and whether a backup served it (``stale``: it may
+    miss the latest writes)."""
+
+    value: bytes | None
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Command(Generic[ResultT]):
+    """A command the clients send, and what its reply means to the caller (``decode``
+    raises InternalError for a reply the command never gets)."""
+
+    name: str
+    decode: Callable[[Call[ResultT], object], ResultT]
+
+
+def _unexpected(call: Call[ResultT], reply: object) -> InternalError:
+    return InternalError(f"unexpected reply to {call.describe()}: {reply!r}")
+
+
+def _value(call: Call[bytes | None], reply: object) -> bytes | None:
+    if reply is None or isinstance(reply, bytes):
+        return reply
+    raise _unexpected(call, reply)
+
+
+def _applied(call: Call[bool], reply: object) -> bool:
+    if reply == b"OK" or reply is None:  # nil: SET's condition did not hold
+        return reply is not None
+    raise _unexpected(call, reply)
+
+
+def _counted(call: Call[bool], reply: object) -> bool:
+    if isinstance(reply, int) and not isinstance(reply, bool):
+        return reply > 0
+    raise _unexpected(call, reply)
+
+
+GET: Final = Command("GET", _value)
+SET: Final = Command("SET", _applied)
+DEL: Final = Command("DEL", _counted)
+EXISTS: Final = Command("EXISTS", _counted)
+
+
 @dataclass(slots=True)
-class Call:
+class Call(Generic[ResultT]):
     """One logical call: the same ``payload`` (and so the same request id) on every attempt."""
 
-    command: str
+    command: Command[ResultT]
     key: bytes
     slot: int
     payload: bytes
@@ -126,7 +190,7 @@ class Call:
             if self.request_id is None
             else f" (request id {self.request_id[0]}:{self.request_id[1]})"
         )
-        return f"{self.command} {self.key!r}{rid}"
+        return f"{self.command.name} {self.key!r}{rid}"
 
 
 class WriteWindow:
@@ -177,7 +241,7 @@ def _seeds(seeds: str | Iterable[str]) -> tuple[str, ...]:
     if not found:
         raise UsageError("give at least one seed address 'host:port'")
     for seed in found:
-        parse_address(seed)
+        parse_address(seed, what="seed address")
     return found
 
 
@@ -193,10 +257,11 @@ class ClientCore:
         retry_budget: RetryBudget | None,
         refresh_interval_s: float,
         clock: Callable[[], float],
-        rng: RandomSource,
+        rng: RandomSource | None,
         write_window: int = DEDUP_WINDOW,
         breaker_factory: Callable[[str], CircuitBreaker] | None,
-        policy_options: dict[str, object],
+        sleep: Callable[[float], object] | None = None,
+        async_sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
         self.seeds = _seeds(seeds)
         self.timeout_s = _positive("timeout_s", timeout_s)
@@ -204,6 +269,8 @@ class ClientCore:
         self.refresh_interval_s = _positive("refresh_interval_s", refresh_interval_s)
         self.request_ids = bool(request_ids)
         self.clock = clock
+        if rng is None:
+            rng = random.Random()
         self.client_id = f"{rng.getrandbits(128):032x}"
         self.window = WriteWindow(write_window)
         self.budget = retry_budget if retry_budget is not None else RetryBudget(clock=clock)
@@ -223,8 +290,13 @@ class ClientCore:
             budget=self.budget,
             clock=clock,
             rng=rng,
-            **policy_options,  # type: ignore[arg-type]
         )
+        # The clients' own waits between attempts (tests inject fakes): the blocking one
+        # sleeps, the asyncio one awaits.
+        if sleep is not None:
+            base = replace(base, sleep=sleep)
+        if async_sleep is not None:
+            base = replace(base, async_sleep=async_sleep)
         # Writes without request ids must not be repeated once their outcome is unknown.
         self._policy_any = replace(base, retry_on=_retryable_any)
         self._policy_definite = replace(base, retry_on=_retryable_definite)
@@ -237,7 +309,7 @@ class ClientCore:
 
     def call(
         self,
-        command: str,
+        command: Command[ResultT],
         key: bytes,
         extra: tuple[bytes, ...] = (),
         *,
@@ -245,14 +317,14 @@ class ClientCore:
         timeout_s: float | None = None,
         stale_ok: bool = False,
         seq: int | None = None,
-    ) -> Call:
+    ) -> Call[ResultT]:
         """One call; a write with request ids needs ``seq`` from :attr:`window`."""
         self.check_open()
-        args = [command.encode(), key, *extra]
+        args = [command.name.encode(), key, *extra]
         request_id = None
         if is_write and self.request_ids:
             if seq is None:
-                raise InternalError(f"{command} {key!r}: a write without its sequence number")
+                raise InternalError(f"{command.name} {key!r}: a write without its sequence number")
             request_id = (self.client_id, seq)
             args += [b"REQID", self.client_id.encode(), b"%d" % seq]
         return Call(
@@ -270,10 +342,10 @@ class ClientCore:
         """A call's deadline in seconds: ``timeout_s``, else the client's default."""
         return self.timeout_s if timeout_s is None else _positive("timeout_s", timeout_s)
 
-    def window_full(self, command: str, key: bytes, timeout_s: float) -> Unavailable:
+    def window_full(self, command: Command[bool], key: bytes, timeout_s: float) -> Unavailable:
         """What a write raises when no sequence number came free within its deadline."""
         return Unavailable(
-            f"{command} {key!r} was not sent: for its whole {timeout_s:g} s deadline, this "
+            f"{command.name} {key!r} was not sent: for its whole {timeout_s:g} s deadline, this "
             f"client's writes in flight spanned its write window ({self.window.size} "
             "sequence numbers from the oldest unfinished one)"
         )
@@ -285,7 +357,7 @@ class ClientCore:
             raise TimeoutError("the call's deadline passed before the request was sent")
         return min(self.attempt_timeout_s, remaining_s)
 
-    def shard(self, call: Call) -> Shard:
+    def shard(self, call: Call[ResultT]) -> Shard:
         slot_map = self.slot_map
         shard = None if slot_map is None else slot_map.shard(call.slot)
         if shard is None:
@@ -307,53 +379,45 @@ class ClientCore:
 
     def on_moved(self, moved: Moved) -> str:
         """Follow a redirect: repoint the slot; refresh soon (the whole partition moved)."""
-        parse_address(moved.address)
+        parse_address(moved.address, what="MOVED address")
         if self.slot_map is not None:
             self.slot_map.redirect(moved.slot, moved.address)
         self.map_suspect = True
         return moved.address
 
     @staticmethod
-    def decode(call: Call, reply: object) -> object:
-        command = call.command
-        if command == "GET":
-            if reply is None or isinstance(reply, bytes):
-                return reply
-        elif command == "SET":
-            if reply == b"OK" or reply is None:
-                return reply is not None
-        elif isinstance(reply, int) and not isinstance(reply, bool):
-            return reply > 0
-        raise InternalError(f"unexpected reply to {call.describe()}: {reply!r}")
+    def decode(call: Call[ResultT], reply: object) -> ResultT:
+        """What ``reply`` (not an error reply) means to the caller of ``call``."""
+        return call.command.decode(call, reply)
 
     # ------------------------------------------------------------------ failures and retries
 
-    def note_failure(self, call: Call, error: Exception) -> None:
+    def note_failure(self, call: Call[ResultT], error: Exception) -> None:
         if isinstance(error, UnknownOutcome):
             call.outcome_unknown = True
         if isinstance(error, _MAP_SUSPECT):
             self.map_suspect = True
 
-    def retryable(self, call: Call, error: Exception) -> bool:
+    def retryable(self, call: Call[ResultT], error: Exception) -> bool:
         policy = self._policy(call)
         return policy.is_retryable(error)
 
-    def _policy(self, call: Call) -> RetryPolicy:
+    def _policy(self, call: Call[ResultT]) -> RetryPolicy:
         if call.is_write and call.request_id is None:
             return self._policy_definite
         return self._policy_any
 
-    def retrying(self, call: Call, deadline_s: float) -> Retrying | None:
+    def retrying(self, call: Call[ResultT], deadline_s: float) -> Retrying | None:
         """The retry loop for the rest of the call, or None when the deadline has passed."""
         remaining_s = deadline_s - self.clock()
         if remaining_s <= 0:
             return None
-        return Retrying(self._policy(call), name=call.command, timeout_s=remaining_s)
+        return Retrying(self._policy(call), name=call.command.name, timeout_s=remaining_s)
 
     def deposit(self) -> None:
         self.budget.deposit()
 
-    def give_up(self, call: Call, error: Exception) -> Exception:
+    def give_up(self, call: Call[ResultT], error: Exception) -> Exception:
         """What a call raises when retrying stopped on ``error``: errors that are not worth
         retrying as they are; UnknownOutcome if some attempt went unanswered; else Unavailable."""
         if not self.retryable(call, error) and not isinstance(error, UnknownOutcome):

@@ -7,25 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from planaria.address import format_address
 from planaria.core.slots import SLOTS
 from planaria.errors import PeerError, UsageError
 
-__all__ = ["MalformedTopology", "Shard", "SlotMap", "parse_address"]
+__all__ = ["MalformedTopology", "Shard", "SlotMap"]
 
 
 class MalformedTopology(PeerError):
     """A node answered CLUSTER SHARDS / SLOTS with something that is not a cluster map."""
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) as (host, port); anything else is a UsageError."""
-    if not isinstance(address, str):
-        raise UsageError(f"a node address must be a 'host:port' string, got {address!r}")
-    host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"a node address must look like 'host:port', got {address!r}")
-    return host, int(port_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +61,7 @@ def _address(host: str, port: int, origin_host: str) -> str:
     # it is then the host the reply came from.
     if host in ("", "?"):
         host = origin_host
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
 
 
 class SlotMap:

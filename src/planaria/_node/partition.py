@@ -1,31 +1,11 @@
 """One partition on one node: its Replica, its PartitionLog, and the pipeline that drives them.
 
 Every input (client request, Append, AppendReply, config, tick) is stepped at once, on the
-event loop. What a step asks for is executed in the order the protocol needs, without
-making later inputs wait for the disk:
-
-- a Ready without anything to persist, when nothing is being persisted, is executed at once;
-- otherwise its persists join a *stage*, handed at once to the node's ``GroupCommitter``
-  (``submit``: callbacks, no task per partition). Persists stepped before the committer
-  runs the stage's job join it; a partition's stages are written in order (the committer's
-  batches are), each batch with one fsync per log shared with every partition that reached
-  the disk meanwhile (group commit), and a stage's effects (sends, client replies, ISR
-  proposals) leave only after its persist is durable. Effects of later steps without
-  persists join the last stage, so **every effect follows every persist stepped before
-  it**: an acknowledgement never precedes the durability of anything it depends on,
-  whichever step produced it;
-- exception: a primary's Appends leave without waiting for its persist when its epoch is
-  already durable here (as a Raft leader sends while it writes): backups persist in
-  parallel with the primary. Safe because a replica never leads an epoch it persisted, so
-  no other entry can ever take the (epoch, index) of one sent early, and no acknowledgement
-  of the primary leaves before its own persist. They leave at the end of the event loop's
-  turn, each peer's merged into one (``merge_appends``): writes that arrived together cost
-  a backup one message, one step and one reply.
-
-Stepping while a persist is in flight is the one liberty taken with the core's "execute each
-Ready before the next input": the replica's memory runs ahead of its disk, but nothing
-leaves the node before the disk caught up, which is all that rule protects (a crash loses
-exactly what was not durable, and nothing was said about it).
+event loop. When each effect of a step may leave, relative to the persists in flight, is
+decided by :class:`planaria.core.pipeline.Pipeline` (its docstring gives the reasoning), the
+same code the simulator runs: here its stages are written by the node's ``GroupCommitter``
+(``submit``: callbacks, no task per partition) and the Appends it holds leave at the end of
+the event loop's turn (``call_soon``).
 
 A failed persist (full disk, I/O error) drops every pending effect (nothing is sent or
 acknowledged), reopens the log (after a failed fsync only a reopen tells the truth) and
@@ -38,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from planaria.core.codec import decode_entry
+from planaria.core.codec import encode_state
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -57,7 +38,8 @@ from planaria.core.messages import (
     Reply,
     Send,
 )
-from planaria.core.replica import Replica, ReplicaSettings, Role, merge_appends
+from planaria.core.pipeline import Pipeline, Stage, may_send_early
+from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.storage import (
     FsyncPolicy,
     Journal,
@@ -67,7 +49,9 @@ from planaria.storage import (
     StorageError,
 )
 from planaria.storage.errors import storage_error_from_os
-from planaria.storage.persist import write_persists
+from planaria.storage.format import Snapshot
+from planaria.storage.identity import DATA_ID_MAX, confirm_data_id, create_data_id, read_data_id
+from planaria.storage.persist import recovered_state, write_persists
 
 __all__ = [
     "LOST_ALL",
@@ -75,7 +59,9 @@ __all__ = [
     "PartitionRuntime",
     "SessionOpened",
     "StepInput",
+    "claim_data_id",
     "claim_lost_all",
+    "drop_data_id_new",
     "lost_partitions",
     "mark_lost",
     "new_loss_id",
@@ -85,6 +71,7 @@ __all__ = [
 log = logging.getLogger("planaria.node")
 
 NO_LEASE = float("-inf")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,26 +100,7 @@ class Committer(Protocol):
         done: Callable[[bool, Any], None],
     ) -> None: ...
 
-    def call(self, fn: Callable[[PartitionLog], None], log: PartitionLog, /) -> Awaitable[None]: ...
-
-
-@dataclass(slots=True)
-class _Stage:
-    """Persists written together, and the effects that wait for them."""
-
-    effects: Ready  # its ``persist`` is what this stage writes
-    started: bool = False  # the disk has it: only effects may join now
-    dropped: bool = False  # the replica is being rebuilt: write nothing, say nothing
-
-    def join(self, ready: Ready) -> None:
-        self.effects.extend(ready)
-
-    def write(self, log_: PartitionLog) -> int:
-        """The committer's job: the persists joined so far (no more may join)."""
-        self.started = True
-        if self.dropped:
-            return 0
-        return write_persists(log_, self.effects.persist)
+    def call(self, fn: Callable[[PartitionLog], _T], log: PartitionLog, /) -> Awaitable[_T]: ...
 
 
 class PartitionRuntime:
@@ -158,6 +126,8 @@ class PartitionRuntime:
         inbox_max: int = 10_000,
         session: Callable[[], int | None] = lambda: None,
         on_lost: Callable[[int], Awaitable[None]] | None = None,
+        data_id_new: Callable[[], bool] = lambda: False,
+        snapshot_policy: SnapshotPolicy | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -168,16 +138,23 @@ class PartitionRuntime:
         self._committer = committer  # persists, and closing logs (never during a batch)
         self._journal = journal
         self._clock_ms = clock_ms
-        self._send = send
-        self._reply = reply
-        self._propose = propose
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
         self.inbox_max = inbox_max  # client requests whose replies may wait for the disk
         self._session = session  # the node's coordinator session (its incarnation), if any
         self._on_lost = on_lost  # registers the loss of this log (before the replica steps)
+        # The data directory's id is new (the configs may not know it): maybe a new disk.
+        self._data_id_new = data_id_new
         self.loss: int | None = None  # the id of this log's loss, until its config records it
-        self._stages: deque[_Stage] = deque()
+        self._pipeline = Pipeline(
+            submit=self._submit,
+            send=send,
+            reply=reply,
+            propose=propose,
+            flush_soon=_call_soon,
+            batch_entries_max=replica_settings.batch_entries_max,
+            bugs=replica_settings.bugs,
+        )
         self._drained = asyncio.Event()  # no stage pending
         self._drained.set()
         self._recovery: asyncio.Task[None] | None = None
@@ -192,9 +169,10 @@ class PartitionRuntime:
         self.last_storage_error: StorageError | None = None  # kept after writes work again
         self.persist_batches = 0
         self.persisted_entries = 0
-        self._held: dict[str, Append] = {}  # per peer, early Appends leaving at turn's end
-        self._held_flush_due = False
-        self.appends_merged = 0
+        self.snapshot_policy = snapshot_policy or SnapshotPolicy()
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.snapshots_taken = 0
+        self.snapshot_copy_ms = 0.0  # the last snapshot's pause on the event loop
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,10 +187,7 @@ class PartitionRuntime:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
-        entries = await loop.run_in_executor(
-            self._executor,
-            lambda: [decode_entry(e.epoch, e.index, e.record) for e in log_.entries()],
-        )
+        snapshot, entries = await loop.run_in_executor(self._executor, recovered_state, log_)
         self.log = log_
         self.loss = loss
         if loss is not None and self._on_lost is not None:
@@ -222,10 +197,11 @@ class PartitionRuntime:
             self.node_id,
             self.partition,
             self.replica_settings,
+            snapshot=snapshot,
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
-            lost=loss is not None,
+            lost=loss is not None or self._data_id_new(),
         )
         session = self._session()
         if session is not None:
@@ -261,6 +237,8 @@ class PartitionRuntime:
     async def _quiesce(self) -> None:
         """Take no more inputs; let the stages pending finish (or a rebuild end)."""
         self._closing = True
+        if self._snapshot_task is not None:
+            await asyncio.wait([self._snapshot_task])  # its outcome is logged by itself
         if self._recovery is not None:
             task, self._recovery = self._recovery, None
             try:
@@ -320,6 +298,7 @@ class PartitionRuntime:
             )
 
     def tick(self, lease_until_ms: float) -> None:
+        self._maybe_snapshot()
         if self.replica.role is Role.PRIMARY:
             self.deliver(_Tick(lease_until_ms))
         elif not (self._closing or self._recovering or self._broken):
@@ -343,46 +322,30 @@ class PartitionRuntime:
     @property
     def overloaded(self) -> bool:
         """Too many replies wait for the disk: refuse more client requests (BUSY)."""
-        return sum(len(stage.effects.replies) for stage in self._stages) >= self.inbox_max
+        return self._pipeline.replies_waiting >= self.inbox_max
 
     def _dispatch(self, ready: Ready) -> None:
-        if ready.send and self._may_send_early():
-            later: list[Send] = []
-            for send in ready.send:
-                if isinstance(send.message, Append):
-                    self._hold(send.to, send.message)
-                else:
-                    later.append(send)
-            ready.send = later
-        needs_disk = bool(ready.persist)
-        if not self._stages:
-            if needs_disk:
-                self._submit(_Stage(ready))
-            else:
-                self._execute(ready)
-            return
-        tail = self._stages[-1]
-        if needs_disk and tail.started:
-            self._submit(_Stage(ready))
-        else:
-            tail.join(ready)  # after every persist stepped before it
+        self._pipeline.dispatch(ready, may_send_early=self._may_send_early())
 
-    def _submit(self, stage: _Stage) -> None:
+    def _submit(self, stage: Stage) -> bool:
+        """The pipeline's writer port: the committer writes ``stage`` with its next batch."""
         log_ = self.log
         if log_ is None:  # closed under us: nothing of it may leave
             self._break()
-            return
+            return False
         try:
-            self._committer.submit(log_, stage.write, functools.partial(self._written, stage))
+            self._committer.submit(
+                log_, _stage_writer(stage), functools.partial(self._written, stage)
+            )
         except StorageError as exc:  # the log had already failed
             self._storage_failed(exc)
-            return
-        self._stages.append(stage)
+            return False
         self._drained.clear()
+        return True
 
-    def _written(self, stage: _Stage, ok: bool, value: int | BaseException) -> None:
+    def _written(self, stage: Stage, ok: bool, value: int | BaseException) -> None:
         """The committer's word on a stage (stages end in the order they were submitted)."""
-        if stage.dropped or not self._stages or self._stages[0] is not stage:
+        if not self._pipeline.current(stage):
             return  # dropped by a rebuild meanwhile
         if isinstance(value, BaseException):  # not ok
             if isinstance(value, StorageError):
@@ -392,58 +355,77 @@ class PartitionRuntime:
                           exc_info=value)  # fmt: skip
                 self._break()
             return
-        self._stages.popleft()
-        if not self._stages:
-            self._drained.set()
         appended = value
         if appended:
             self.storage_failure = None
             self.persist_batches += 1
             self.persisted_entries += appended
-        self._execute(stage.effects)
+        self._pipeline.durable(stage)
+        if not self._pipeline.stages_pending:
+            self._drained.set()
 
     def _may_send_early(self) -> bool:
         """A primary's Appends may leave before its own persist when its epoch is durable
         here (see the module docstring)."""
         log_ = self.log
-        replica = self.replica
         return (
             log_ is not None
-            and replica.role is Role.PRIMARY
-            and replica.epoch <= log_.epoch
             and self.storage_failure is None
+            and may_send_early(self.replica, log_.epoch)
         )
 
-    def _hold(self, peer: str, append: Append) -> None:
-        held = self._held.get(peer)
-        if held is not None:
-            merged = merge_appends(held, append, self.replica_settings.batch_entries_max)
-            if merged is not None:
-                self._held[peer] = merged
-                self.appends_merged += 1
-                return
-            self._send(Send(peer, held))
-        self._held[peer] = append
-        if not self._held_flush_due:
-            self._held_flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush_held)
+    # ------------------------------------------------------------------ snapshots
 
-    def _flush_held(self) -> None:
-        self._held_flush_due = False
-        held, self._held = self._held, {}
-        for peer, append in held.items():
-            self._send(Send(peer, append))
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot when the policy says so and none is under way (see
+        ``planaria.core.compaction``)."""
+        log_ = self.log
+        if (
+            log_ is None
+            or self._closing
+            or self._recovering
+            or self._broken
+            or (self._snapshot_task is not None and not self._snapshot_task.done())
+        ):
+            return
+        replica = self.replica
+        # Read without the disk thread's lock: a hint only (ints and a short list).
+        snapshot_index = log_.snapshot_index
+        bytes_after = log_.bytes_after(snapshot_index)
+        if self.snapshot_policy.due(replica.applied_index, snapshot_index, bytes_after):
+            self._snapshot_task = asyncio.create_task(
+                self._snapshot(log_, replica), name=f"planaria-p{self.partition}-snapshot"
+            )
 
-    def _execute(self, ready: Ready) -> None:
-        if self._held and ready.send:
-            self._flush_held()  # a partition's messages to a peer leave in step order
-        sends = _latest_acks(ready.send) if len(ready.send) > 1 else ready.send
-        for send in sends:
-            self._send(send)
-        for reply in ready.replies:
-            self._reply(reply)
-        for proposal in ready.requests:
-            self._propose(proposal)
+    async def _snapshot(self, log_: PartitionLog, replica: Replica) -> None:
+        """Snapshot without stalling the partition: copy the state on the loop (one C-speed
+        copy of each table), serialise it in the executor while writes go on, store it in
+        the disk thread (between batches), then compact the replica's memory."""
+        started = time.perf_counter()
+        view = replica.snapshot()
+        self.snapshot_copy_ms = (time.perf_counter() - started) * 1000
+        keep = self.snapshot_policy.keep_after(replica, view.index)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._executor, encode_state, view)
+            stored = Snapshot(view.index, view.epoch, data)
+            saved = await self._committer.call(
+                functools.partial(_save_snapshot, stored, keep_after=keep), log_
+            )
+        except StorageError as exc:
+            if self.log is log_:
+                self._storage_failed(exc)
+            return
+        except Exception:
+            log.exception("p%d: snapshot at %d failed", self.partition, view.index)
+            if self.log is log_:
+                self._break()
+            return
+        if not saved:
+            return  # the disk had not caught up with the applied index: the next tick retries
+        self.snapshots_taken += 1
+        if self.replica is replica:  # else rebuilt meanwhile, from the disk (compacted)
+            replica.compact(keep)
 
     # ------------------------------------------------------------------ failures
 
@@ -473,9 +455,7 @@ class PartitionRuntime:
             )
 
     def _drop_stages(self) -> None:
-        for stage in self._stages:
-            stage.dropped = True
-        self._stages.clear()
+        self._pipeline.drop()
         self._drained.set()
 
     async def _recover(self) -> None:
@@ -506,7 +486,11 @@ class PartitionRuntime:
     @property
     def stages_pending(self) -> int:
         """Stages waiting for the disk (the one being written included)."""
-        return len(self._stages)
+        return self._pipeline.stages_pending
+
+    @property
+    def appends_merged(self) -> int:
+        return self._pipeline.appends_merged
 
 
 def open_partition_log(
@@ -534,26 +518,22 @@ def open_partition_log(
     return opened
 
 
-def _latest_acks(sends: list[Send]) -> list[Send]:
-    """Keep, per primary, only the successful AppendReply that says the most (highest
-    epoch, then match index): fewer messages, same meaning (the others count as lost)."""
-    best: dict[str, tuple[int, int, int]] = {}  # to -> (epoch, match, position)
-    acks = 0
-    for position, send in enumerate(sends):
-        message = send.message
-        if isinstance(message, AppendReply) and message.success:
-            acks += 1
-            key = (message.epoch, message.match_index, position)
-            if send.to not in best or key >= best[send.to]:
-                best[send.to] = key
-    if acks == len(best):
-        return sends
-    keep = {position for _, _, position in best.values()}
-    return [
-        send
-        for position, send in enumerate(sends)
-        if position in keep or not (isinstance(send.message, AppendReply) and send.message.success)
-    ]
+def _stage_writer(stage: Stage) -> Callable[[PartitionLog], int]:
+    """The committer's job for ``stage``: write the persists joined so far (no more may join)."""
+    return lambda log_: write_persists(log_, stage.start())
+
+
+def _call_soon(fn: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(fn)
+
+
+def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -> bool:
+    """In the disk thread: store ``snapshot`` unless the log does not reach it yet (the
+    replica's memory may run ahead of its disk by the stages in flight)."""
+    if log_.last_index < snapshot.index:
+        return False
+    log_.save_snapshot(snapshot, keep_after=keep_after)
+    return True
 
 
 def _close_quietly(log_: PartitionLog) -> None:
@@ -622,6 +602,33 @@ def lost_partitions(data_dir: Path) -> dict[int, int]:
         if name.isdigit() and loss is not None:
             lost[int(name)] = loss
     return lost
+
+
+def claim_data_id(data_dir: Path) -> tuple[int, bool]:
+    """The data directory's id, made (random, durably) at its first start, and whether it
+    is new: the configs may not know it yet (blocking; storage/identity.py)."""
+    fs = OsFS()
+    try:
+        found = read_data_id(fs, str(data_dir))
+        if found is not None:
+            return found
+        data_id = 1 + secrets.randbelow(DATA_ID_MAX)
+        create_data_id(fs, str(data_dir), data_id)
+    except OSError as exc:
+        raise storage_error_from_os(exc, "making the data id", str(data_dir)) from exc
+    log.info("new data directory %s: data id %d", data_dir, data_id)
+    return data_id, True
+
+
+def drop_data_id_new(data_dir: Path) -> None:
+    """The configs know the data directory's id: it is new no more (blocking)."""
+    try:
+        confirm_data_id(OsFS(), str(data_dir))
+    except OSError as exc:
+        # Kept, it only builds the replicas ``lost`` again at the next start: log and go on.
+        log.warning(
+            "%s", storage_error_from_os(exc, "removing the new data id marker", str(data_dir))
+        )
 
 
 def claim_lost_all(data_dir: Path) -> int | None:

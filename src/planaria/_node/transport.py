@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from planaria._client.routing import parse_address
 from planaria._node.tasks import cancel_all
+from planaria.address import parse_address
 from planaria.core.messages import Append, AppendReply, Message
 from planaria.errors import UsageError
 from planaria.net.frame import CODEC, FrameDecoder, FrameError
@@ -134,7 +134,7 @@ class _PeerLink(asyncio.Protocol):
         while True:
             # Waits happen outside the except handlers (see _native: no await in except).
             try:
-                host, port = parse_address(self.address)
+                host, port = parse_address(self.address, what="bus address")
             except UsageError as exc:
                 # A peer registered a bad bus address: keep queueing (bounded) and retry, so
                 # a corrected registration (retarget) is picked up; never end the link.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from planaria.address import parse_address
 from planaria.chaos.net import LOOPBACK, Net, Placement
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
 from planaria.cluster import BUS_PORT_OFFSET, LocalCluster, free_base_port
@@ -254,7 +255,7 @@ class PlanariaTarget(Target):
         return [] if pid is None else [pid]
 
     def ports(self, node: str) -> list[int]:
-        port = int(self._lc().address(node).rsplit(":", 1)[1])
+        port = parse_address(self._lc().address(node))[1]
         return [port, port + BUS_PORT_OFFSET]
 
     def bystanders(self) -> dict[str, tuple[list[int], list[int]]]:

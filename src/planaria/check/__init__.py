@@ -1,7 +1,7 @@
 """Histories, the linearizability checker, the lost-write checker and their reports.
 
 Everything here is pure (no I/O, no real time): parsers take lines, the checker takes an
-injected clock. ``planaria check FILE...`` (``planaria.check._cli``) is the file-reading
+injected clock. ``planaria check FILE...`` (``planaria.cli._check``) is the file-reading
 front end.
 
 History format (JSON lines, ``.jsonl``): one event per line, a JSON object with

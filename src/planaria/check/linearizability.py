@@ -6,7 +6,11 @@ backtracks, because that operation should have been linearized already. Every
 (set of linearized operations, model state) configuration is explored once: model states
 are interned as small ints, and the pair is one Python int (the set's bitset, with the
 state id in the bits above it) in a memo set. This is the algorithm of Lowe's "Testing for
-linearizability" as Porcupine implements it; only the ideas are borrowed.
+linearizability" as Porcupine implements it; only the ideas are borrowed. What the model's
+shortcuts tell (a read fits exactly one state, a blind write leaves one) is precomputed per
+operation: reads are indexed by the state they fit instead of walked, and neither calls
+the model. What the model's reach test tells (which states may follow which, blind writes
+aside) cuts a configuration whose state can no longer lead to a pending read's value.
 
 Bounded: the partitions of a history are searched side by side in slices of steps that
 double each round (Porcupine races them on goroutines and stops at the first failure; a
@@ -28,13 +32,14 @@ from __future__ import annotations
 
 import itertools
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
 from planaria.check.history import Operation
-from planaria.check.models import STALE_READ, Input, Model
+from planaria.check.models import FITS, SETS, STALE_READ, Input, Model
 from planaria.errors import HistoryError, UsageError
 
 __all__ = [
@@ -58,9 +63,17 @@ DEFAULT_TIMEOUT_S: Final = 60.0
 DEFAULT_MEMORY_MB: Final = 1024.0
 
 # The clock and the memory estimate are looked at every this many steps; slices of the
-# round-robin over partitions are multiples of it.
-CLOCK_EVERY_STEPS: Final = 4096
-FIRST_SLICE_STEPS: Final = 4 * CLOCK_EVERY_STEPS
+# round-robin over partitions are multiples of it. The first slice is short: a partition
+# refuted in a thousand steps then decides a history whatever the others would cost.
+CLOCK_EVERY_STEPS: Final = 1024
+FIRST_SLICE_STEPS: Final = CLOCK_EVERY_STEPS
+# The reach test (Model.reach) looks at this many pending reads per configuration. Looking up
+# the blind writes that may lead to a read's value costs one per value, once, plus one per
+# write found: a partition has REACH_TESTS_MIN + REACH_TESTS_PER_OP * operations of them
+# (then no more reach tests there).
+REACH_WITNESSES: Final = 3
+REACH_TESTS_MIN: Final = 4096
+REACH_TESTS_PER_OP: Final = 64
 # At most this many explored configurations are scanned to list the states an operation
 # that could not be placed was tried in (the explanation stays cheap after a huge search).
 EXPLAIN_CONFIGS_MAX: Final = 200_000
@@ -70,9 +83,14 @@ EXPLAIN_CONFIGS_MAX: Final = 200_000
 _SET_SLOT_BYTES: Final = 40
 _MEMO_ENTRY_BYTES: Final = 100
 _STATE_BYTES_MIN: Final = 64
+_LIST_SLOT_BYTES: Final = 8
 
 _UNSEEN: Final = -2
 _ILLEGAL: Final = -1
+_NO_INPUT: Final = Input("", None)  # of an operation the model is never asked about
+# op_of at an entry that is not a call.
+_RETURN: Final = -1
+_ARRIVED: Final = -2
 
 
 class Verdict(StrEnum):
@@ -283,7 +301,14 @@ def _stale_reads_relaxed(ops: tuple[Operation, ...]) -> tuple[Operation, ...]:
 
 class _Search:
     """One resumable WGL search over a partition; entries are ints in parallel lists, model
-    states ints indexing ``states``, configurations ints in ``cache`` (fast in Python)."""
+    states ints indexing ``states``, configurations ints in ``cache`` (fast in Python).
+
+    Two doubly linked lists over the entries: the walk's (the calls of every operation but
+    the indexed reads, and every return) and the returns alone (its head is the earliest
+    pending return). A read the model can say fits exactly one state (``Model.shortcut``)
+    is in neither: ``readers`` lists them by that state, so finding one that fits costs a
+    lookup, not a walk.
+    """
 
     def __init__(
         self, model: Model, key: Hashable, ops: tuple[Operation, ...], explain: bool
@@ -293,47 +318,84 @@ class _Search:
         self.ops = ops
         self.explain = explain
         n = self.n = len(ops)
+        initial = model.init()
+        self.states: list[Hashable] = [initial]
+        self.state_ids: dict[Hashable, int] = {initial: 0}
+        self.states_counted = 0
+        self.state_bytes = 0
+        shortcuts = [model.shortcut(op) for op in ops]
+        # The state a read fits, the state a blind write leaves (_UNSEEN: ask the model).
+        fits = [
+            self._intern(s[1]) if s is not None and s[0] == FITS else _UNSEEN for s in shortcuts
+        ]
+        self.sets = [
+            self._intern(s[1]) if s is not None and s[0] == SETS else _UNSEEN for s in shortcuts
+        ]
         # Entries 1..2n sorted by time, calls before returns at equal times (touching
         # operations count as concurrent). 0 is the head, 2n+1 the tail.
         timeline = sorted(
             [(op.call, 0, i) for i, op in enumerate(ops)]
             + [(_return_time(op), 1, i) for i, op in enumerate(ops)]
         )
-        self.tail = 2 * n + 1
-        self.op_of = [-1] * (2 * n + 2)
-        self.is_call = [False] * (2 * n + 2)
-        self.match = [0] * (2 * n + 2)
-        call_entry = [0] * n
+        self.tail = tail = 2 * n + 1
+        # The walk reads op_of: an operation at its call, _RETURN at a return (and the
+        # tail), _ARRIVED at the head (a new configuration: look for a read that fits).
+        self.op_of = [_RETURN] * (2 * n + 2)
+        self.op_of[0] = _ARRIVED
+        self.call_of = [0] * n
+        self.return_of = [0] * n
         for entry, (_, kind, i) in enumerate(timeline, start=1):
-            self.op_of[entry] = i
             if kind == 0:
-                self.is_call[entry] = True
-                call_entry[i] = entry
+                self.op_of[entry] = i
+                self.call_of[i] = entry
             else:
-                self.match[call_entry[i]] = entry
-        self.nxt = [*range(1, 2 * n + 2), 0]
-        self.prv = [0, *range(0, 2 * n + 1)]
-        self.bits = [1 << i for i in range(n)]
-        self.inputs = [Input(op.f, op.value) for op in ops]
-        self.outputs = [op.output for op in ops]
-        # Reads: operations that never change the state, whatever it is (a write of the
-        # value already there keeps the state too, but only in that state).
-        self.reads = [not model.has_effect(op) for op in ops]
-        # A second list, of the read calls and all the returns, for the scan for a read
-        # that fits: it stops at the first return without walking past pending writes
-        # (unknown outcomes stay pending to the end).
-        side = [0] + [
-            e for e in range(1, 2 * n + 1) if not self.is_call[e] or self.reads[self.op_of[e]]
+                self.return_of[i] = entry
+        returns = [e for e in range(1, 2 * n + 1) if self.op_of[e] == _RETURN]
+        walked = [
+            e
+            for e in range(1, 2 * n + 1)
+            if self.op_of[e] == _RETURN or fits[self.op_of[e]] == _UNSEEN
         ]
-        self.side_nxt = [self.tail] * (2 * n + 2)
-        self.side_prv = [0] * (2 * n + 2)
-        for before, after in zip(side, [*side[1:], self.tail], strict=True):
-            self.side_nxt[before] = after
-            self.side_prv[after] = before
-        initial = model.init()
-        self.states: list[Hashable] = [initial]
-        self.state_ids: dict[Hashable, int] = {initial: 0}
-        self.state_bytes = _state_bytes(initial)
+        self.nxt, self.prv = _linked(walked, tail)
+        self.ret_nxt, self.ret_prv = _linked(returns, tail)
+        # Per state: its reads by call entry, and the latest return among the first k of
+        # them (every read before the first whose running latest return is after the
+        # earliest pending return has returned before it, so is linearized already).
+        reads = sorted((i for i in range(n) if fits[i] != _UNSEEN), key=self.call_of.__getitem__)
+        by_state: dict[int, list[int]] = {}
+        for i in reads:
+            by_state.setdefault(fits[i], []).append(i)
+        self.readers: dict[int, tuple[list[int], list[int], list[int]]] = {}
+        for state, readers in by_state.items():
+            self.readers[state] = (
+                [self.call_of[i] for i in readers],
+                _latest(self, readers),
+                readers,
+            )
+        # All the reads the same way, for the reach test (None: no test).
+        self.fits = fits
+        self.reads = reads
+        self.reads_latest = _latest(self, reads)
+        self.reach = model.reach(ops)
+        # Per state: the blind writes that leave it; per state a read fits, those that may
+        # lead to it (found when first needed, within a budget of reach tests).
+        self.writes: dict[int, list[int]] = {}
+        for i, leaves in enumerate(self.sets):
+            if leaves != _UNSEEN:
+                self.writes.setdefault(leaves, []).append(i)
+        self.restarts: dict[int, list[int]] = {}
+        self.restart_entries = 0
+        self.reach_tests_left = REACH_TESTS_MIN + REACH_TESTS_PER_OP * n
+        self.sources: Callable[[Hashable], list[Hashable]] | None = None
+        if self.reach is not None:
+            self.sources = self.reach.sources([self.states[leaves] for leaves in self.writes])
+        self.bits = [1 << i for i in range(n)]
+        # Only the operations without a shortcut call the model.
+        self.inputs = [
+            Input(op.f, op.value) if fits[i] == sets_i == _UNSEEN else _NO_INPUT
+            for i, (op, sets_i) in enumerate(zip(ops, self.sets, strict=True))
+        ]
+        self.outputs = [op.output for op in ops]
         # Per-operation memo of state id -> next state id (or _ILLEGAL): each model step
         # runs once.
         self.transitions: list[dict[int, int]] = [{} for _ in ops]
@@ -341,22 +403,49 @@ class _Search:
         # A configuration is linearized | state_id << n.
         self.cache: set[int] = set()
         self.config_bytes = _SET_SLOT_BYTES + sys.getsizeof(1 << (n + 20))
+        # Frames (call entry, state, linearized); a read's is forced: its call entry negated.
         self.stack: list[tuple[int, int, int]] = []
         self.best: list[tuple[int, int, int]] = []
         self.best_depth = 0
         self.state = 0
         self.linearized = 0
-        self.entry = self.side_nxt[0]
-        self.scanning = True
+        self.entry = 0
         self.steps = 0
+
+    def _intern(self, state: Hashable) -> int:
+        found = self.state_ids.get(state, _UNSEEN)
+        if found == _UNSEEN:
+            found = len(self.states)
+            self.states.append(state)
+            self.state_ids[state] = found
+        return found
+
+    def _leading_to(self, target: int) -> list[int] | None:
+        """The blind writes that may lead to state ``target`` (None: past the budget)."""
+        if self.sources is None:
+            return None
+        leading = self.sources(self.states[target])
+        if self.reach_tests_left <= len(leading):
+            return None
+        self.reach_tests_left -= len(leading) + 1
+        writes, state_ids = self.writes, self.state_ids
+        leads = [i for value in leading for i in writes[state_ids[value]]]
+        self.restarts[target] = leads
+        self.restart_entries += len(leads)
+        return leads
 
     def memory_bytes(self) -> int:
         """An estimate of what the search holds beyond the history itself."""
+        if self.states_counted < len(self.states):
+            fresh = itertools.islice(self.states, self.states_counted, None)
+            self.state_bytes += sum(map(_state_bytes, fresh))
+            self.states_counted = len(self.states)
         return (
             len(self.cache) * self.config_bytes
             + self.transition_count * _MEMO_ENTRY_BYTES
             + self.state_bytes
             + len(self.best) * 80
+            + self.restart_entries * _LIST_SLOT_BYTES
         )
 
     def give_up(self, reason: str) -> PartitionResult:
@@ -372,10 +461,15 @@ class _Search:
     def advance(self, max_steps: int, limits: _Limits, others_bytes: int) -> PartitionResult | None:
         """Search on for up to ``max_steps`` steps: the verdict, or None when not done yet."""
         ops, n = self.ops, self.n
-        op_of, is_call, match, nxt, prv = self.op_of, self.is_call, self.match, self.nxt, self.prv
-        side_nxt, side_prv = self.side_nxt, self.side_prv
+        op_of, call_of, return_of = self.op_of, self.call_of, self.return_of
+        nxt, prv, ret_nxt, ret_prv = self.nxt, self.prv, self.ret_nxt, self.ret_prv
         tail = self.tail
-        bits, inputs, outputs, reads = self.bits, self.inputs, self.outputs, self.reads
+        bits, inputs, outputs, sets = self.bits, self.inputs, self.outputs, self.sets
+        readers_of = self.readers.get
+        reach = None if self.reach is None else self.reach.may_lead
+        fits, restarts = self.fits, self.restarts
+        reads, reads_latest = self.reads, self.reads_latest
+        read_count = len(reads)
         transitions = self.transitions
         states, state_ids = self.states, self.state_ids
         step = self.model.step
@@ -390,12 +484,10 @@ class _Search:
         memory_cap = None
         if limits.memory_mb is not None:
             memory_cap = int(limits.memory_mb * 1024 * 1024) - others_bytes
-        # Partial-order reduction: a candidate read that fits the current state can go
-        # first in every linearization that places it later, so after each move the
-        # candidates are first scanned for such a read, and when one fits it is the only
-        # move tried from there (its stack frame is marked forced, by a negative entry).
-        # Porcupine tries every candidate.
-        scanning = self.scanning
+        # Partial-order reduction: a pending read that fits the current state can go first
+        # in every linearization that places it later, so on arriving at a configuration
+        # the search looks for such a read, and when one fits it is the only move tried
+        # from there (its frame is marked forced). Porcupine tries every candidate.
         while nxt[0] != tail:
             steps += 1
             if not steps & clock_mask:
@@ -417,76 +509,114 @@ class _Search:
                     )
                 if steps >= stop_at:
                     self.state, self.linearized, self.entry = state, linearized, entry
-                    self.scanning = scanning
                     if best_pending:
                         self.best = [*stack, (0, state, 0)]
                     self.best_depth = best_depth
                     return None
-            if is_call[entry]:
-                i = op_of[entry]
-                if reads[i] is not scanning:
-                    # The scan looks at reads only; the walk after it knows none fits.
-                    entry = nxt[entry]
-                    continue
-                memo = transitions[i]
-                new_state = memo.get(state, _UNSEEN)
+            i = op_of[entry]
+            if i >= 0:  # a call: try to linearize the operation next
+                new_state = sets[i]
                 if new_state == _UNSEEN:
-                    legal, after = step(states[state], inputs[i], outputs[i])
-                    new_state = _ILLEGAL
-                    if legal:
-                        new_state = state_ids.get(after, _UNSEEN)
-                        if new_state == _UNSEEN:
-                            new_state = len(states)
-                            states.append(after)
-                            state_ids[after] = new_state
-                            self.state_bytes += _state_bytes(after)
-                    memo[state] = new_state
-                    self.transition_count += 1
-                if scanning and new_state != state:
-                    entry = side_nxt[entry]  # a read that does not fit
-                    continue
+                    memo = transitions[i]
+                    new_state = memo.get(state, _UNSEEN)
+                    if new_state == _UNSEEN:
+                        legal, after = step(states[state], inputs[i], outputs[i])
+                        new_state = _ILLEGAL
+                        if legal:
+                            new_state = state_ids.get(after, _UNSEEN)
+                            if new_state == _UNSEEN:
+                                new_state = len(states)
+                                states.append(after)
+                                state_ids[after] = new_state
+                        memo[state] = new_state
+                        self.transition_count += 1
                 if new_state != _ILLEGAL:
                     new_linearized = linearized | bits[i]
                     config = new_linearized | new_state << n
                     if config not in cache:
                         cache_add(config)
-                        # A read (a step that keeps the state) is pushed as forced: see above.
-                        push((-entry if scanning else entry, state, linearized))
+                        push((entry, state, linearized))
                         state, linearized = new_state, new_linearized
-                        # lift the call and its return out of the list
+                        # lift the call and its return out of the lists
                         before, after_ = prv[entry], nxt[entry]
                         nxt[before] = after_
                         prv[after_] = before
-                        ret = match[entry]
+                        ret = return_of[i]
                         before, after_ = prv[ret], nxt[ret]
                         nxt[before] = after_
                         prv[after_] = before
-                        if scanning:  # a read: its call is in the side list too
-                            before, after_ = side_prv[entry], side_nxt[entry]
-                            side_nxt[before] = after_
-                            side_prv[after_] = before
-                        before, after_ = side_prv[ret], side_nxt[ret]
-                        side_nxt[before] = after_
-                        side_prv[after_] = before
+                        before, after_ = ret_prv[ret], ret_nxt[ret]
+                        ret_nxt[before] = after_
+                        ret_prv[after_] = before
                         if len(stack) > best_depth:
                             # The deepest prefix so far; copied when the search backs up
                             # from it (copying at every push would be quadratic).
                             best_depth = len(stack)
                             best_pending = True
-                        entry = side_nxt[0]
-                        scanning = True
-                        continue
-                    if scanning:
-                        # This configuration goes where a read already led nowhere.
-                        entry = tail
-                        scanning = False
+                        entry = 0
                         continue
                 entry = nxt[entry]
-            elif scanning:
-                # No read can go next: try every candidate, from the first.
-                scanning = False
+            elif i == _ARRIVED:
                 entry = nxt[0]
-            else:
+                # The first pending read of this state called before the earliest pending
+                # return, if any (reads are sorted by call entry).
+                found = readers_of(state)
+                if found is not None:
+                    calls, latest, readers = found
+                    first_return = ret_nxt[0]
+                    k = bisect_left(latest, first_return)
+                    count = len(calls)
+                    while k < count and calls[k] < first_return and linearized & bits[readers[k]]:
+                        k += 1
+                    if k < count and calls[k] < first_return:
+                        r = readers[k]
+                        new_linearized = linearized | bits[r]
+                        config = new_linearized | state << n
+                        if config in cache:
+                            entry = tail  # where this read led nowhere before: back up
+                            continue
+                        cache_add(config)
+                        push((-call_of[r], state, linearized))
+                        linearized = new_linearized
+                        ret = return_of[r]
+                        before, after_ = prv[ret], nxt[ret]
+                        nxt[before] = after_
+                        prv[after_] = before
+                        before, after_ = ret_prv[ret], ret_nxt[ret]
+                        ret_nxt[before] = after_
+                        ret_prv[after_] = before
+                        if len(stack) > best_depth:
+                            best_depth = len(stack)
+                            best_pending = True
+                        entry = 0
+                        continue
+                if reach is not None:
+                    # No read fits: back up when one of the first pending reads (by call)
+                    # returned a value neither this state nor a pending blind write leads to.
+                    k = bisect_left(reads_latest, ret_nxt[0])
+                    tested = 0
+                    while k < read_count and tested < REACH_WITNESSES:
+                        r = reads[k]
+                        k += 1
+                        if linearized & bits[r]:
+                            continue
+                        tested += 1
+                        target = fits[r]
+                        if reach(states[state], states[target]):
+                            continue
+                        leads = restarts.get(target)
+                        if leads is None:
+                            leads = self._leading_to(target)
+                            if leads is None:  # past the budget: no more reach tests here
+                                reach = self.reach = None
+                                break
+                        for w in leads:
+                            if not linearized & bits[w]:
+                                break
+                        else:
+                            entry = tail
+                            break
+            else:  # a return: that operation should have been linearized; back up
                 if best_pending:
                     self.best = [*stack, (0, state, 0)]
                     best_pending = False
@@ -494,22 +624,23 @@ class _Search:
                     self.steps = steps
                     return self._failure()
                 entry, state, linearized = pop()
+                # unlift: the return goes back first, then the call (a read's call is in
+                # no list)
                 forced = entry < 0
                 if forced:
                     entry = -entry
-                # unlift: the return goes back first, then the call; side list first
-                ret = match[entry]
-                side_nxt[side_prv[ret]] = ret
-                side_prv[side_nxt[ret]] = ret
-                if forced:
-                    side_nxt[side_prv[entry]] = entry
-                    side_prv[side_nxt[entry]] = entry
+                ret = return_of[op_of[entry]]
+                ret_nxt[ret_prv[ret]] = ret
+                ret_prv[ret_nxt[ret]] = ret
                 nxt[prv[ret]] = ret
                 prv[nxt[ret]] = ret
-                nxt[prv[entry]] = entry
-                prv[nxt[entry]] = entry
-                # After a forced read nothing else needs trying here: back up further.
-                entry = tail if forced else nxt[entry]
+                if forced:
+                    # After a forced read nothing else needs trying here: back up further.
+                    entry = tail
+                else:
+                    nxt[prv[entry]] = entry
+                    prv[nxt[entry]] = entry
+                    entry = nxt[entry]
         self.steps = steps
         return PartitionResult(
             self.key,
@@ -562,6 +693,22 @@ class _Search:
             if call <= _return_time(ops[first]):
                 found.add(state)
         return frozenset(self.states[state] for state in found)
+
+
+def _latest(search: _Search, reads: list[int]) -> list[int]:
+    """The latest return entry among the first k of ``reads``, for every k."""
+    return list(itertools.accumulate((search.return_of[i] for i in reads), max))
+
+
+def _linked(entries: list[int], tail: int) -> tuple[list[int], list[int]]:
+    """Next and previous pointers of a doubly linked list of ``entries`` (ascending), from
+    the head 0 to ``tail``; entries not in it point nowhere useful."""
+    nxt = [tail] * (tail + 1)
+    prv = [0] * (tail + 1)
+    for before, after in zip([0, *entries], [*entries, tail], strict=True):
+        nxt[before] = after
+        prv[after] = before
+    return nxt, prv
 
 
 def _state_bytes(state: Hashable) -> int:

@@ -3,7 +3,9 @@
 A model is a small object: ``init()`` gives the initial state, ``step(state, input,
 output)`` says whether an operation with that input may return that output in that state
 and what the state becomes, ``partition(ops)`` splits a history into independent
-sub-histories (P-compositionality), and ``describe_*`` render operations and states for
+sub-histories (P-compositionality), ``shortcut(op)`` tells the search what a read or a blind
+write does without a call to ``step`` (or None), ``reach(ops)`` which states may follow
+which within a partition (or None), and ``describe_*`` render operations and states for
 people. States must be hashable values (the search memoizes on them). An output of
 :data:`~planaria.check.history.UNKNOWN` means the outcome is unknown: the operation must then
 be accepted in any state, with the effect it would have had.
@@ -11,7 +13,7 @@ be accepted in any state, with the effect it would have had.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -19,12 +21,17 @@ from planaria.check.history import UNKNOWN, Operation
 from planaria.errors import HistoryError
 
 __all__ = [
+    "FITS",
     "MODELS",
+    "SETS",
     "STALE_READ",
     "CasRegister",
+    "Grows",
     "Input",
     "KvModel",
     "Model",
+    "Reach",
+    "Shortcut",
     "model_named",
 ]
 
@@ -34,6 +41,13 @@ __all__ = [
 # it was invoked. Only the kv model has it.
 STALE_READ: Final = "stale-read"
 
+# What an operation does, as far as the search needs no call to ``step`` to know it
+# (``Model.shortcut``): FITS v, legal exactly in the state equal to v, which it keeps (a read
+# of known outcome); SETS v, legal in every state, which becomes v (a blind write).
+FITS: Final = "fits"
+SETS: Final = "sets"
+Shortcut = tuple[str, Hashable]
+
 
 @dataclass(frozen=True, slots=True)
 class Input:
@@ -41,6 +55,47 @@ class Input:
 
     f: str
     value: Hashable
+
+
+class Reach:
+    """Which states may follow which within one partition, blind writes (SETS) aside
+    (``Model.reach``); this one: a state only a blind write changes."""
+
+    def may_lead(self, state: Hashable, target: Hashable) -> bool:
+        """False when no sequence of the partition's other operations leads from ``state``
+        to ``target`` (sound: True when unsure)."""
+        return bool(state == target)
+
+    def sources(self, values: Iterable[Hashable]) -> Callable[[Hashable], list[Hashable]]:
+        """Given the states blind writes leave: a function from a target to those of them
+        that may lead to it (a lookup, not a test of each)."""
+        known = set(values)
+        return lambda target: [target] if target in known else []
+
+
+class Grows(Reach):
+    """A string state that appends of strings only extend (the missing value: to anything)."""
+
+    def __init__(self, missing: Hashable) -> None:
+        self._missing = missing
+
+    def may_lead(self, state: Hashable, target: Hashable) -> bool:
+        if not isinstance(state, str) or state == self._missing:
+            return True
+        return isinstance(target, str) and target.startswith(state)
+
+    def sources(self, values: Iterable[Hashable]) -> Callable[[Hashable], list[Hashable]]:
+        strings = {v for v in values if isinstance(v, str) and v != self._missing}
+        anywhere = [v for v in set(values) if v not in strings]
+        lengths = sorted({len(v) for v in strings})
+
+        def leading(target: Hashable) -> list[Hashable]:
+            if not isinstance(target, str):
+                return anywhere
+            cut = [target[:n] for n in lengths if n <= len(target)]
+            return anywhere + [prefix for prefix in cut if prefix in strings]
+
+        return leading
 
 
 class Model(Protocol):
@@ -64,6 +119,18 @@ class Model(Protocol):
 
     def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
         """A cheap, sound pre-check: an operation no order can make legal, and why."""
+        ...
+
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        """``(FITS, v)`` or ``(SETS, v)`` when that is all ``step`` would say about ``op``
+        (the search then indexes reads by the state they fit and skips the call), else None."""
+        ...
+
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        """For one partition's operations: a sound test of which states may follow which,
+        blind writes aside (the search drops a configuration whose state can no longer lead
+        to the value a pending read returned, unless a pending blind write can); None when
+        any state may follow any."""
         ...
 
     def describe_op(self, op: Operation) -> str: ...
@@ -133,6 +200,18 @@ class CasRegister:
     def impossible(self, ops: Sequence[Operation]) -> tuple[Operation, str] | None:
         return _never_written(self, ops, self._reads)
 
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        if op.f in self._reads:
+            return (FITS, op.output) if op.known and op.output is not UNKNOWN else None
+        if op.f in self._writes:
+            return SETS, op.value
+        return None
+
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        if all(op.f in self._reads or op.f in self._writes for op in ops):
+            return Reach()  # reads keep the state, writes are blind
+        return None  # a cas may lead anywhere
+
     def describe_op(self, op: Operation) -> str:
         return _describe(self, op)
 
@@ -164,6 +243,21 @@ class KvModel(CasRegister):
         if f == "delete":
             return True, self._initial
         return super().step(state, input, output)
+
+    def shortcut(self, op: Operation) -> Shortcut | None:
+        if op.f == "delete":
+            return SETS, self._initial
+        return super().shortcut(op)
+
+    def reach(self, ops: Sequence[Operation]) -> Reach | None:
+        appends = False
+        for op in ops:
+            if op.f == "cas" or (op.f == "append" and not isinstance(op.value, str)):
+                return None
+            appends = appends or op.f == "append"
+        if not appends:
+            return Reach()  # reads, writes and deletes: only the blind writes move the state
+        return Grows(self._initial)
 
     def validate(self, op: Operation) -> str | None:
         if op.f in ("append", "delete"):

@@ -295,25 +295,44 @@ def _edn_atom(atom: str) -> Hashable:
 
 
 _JSON: Final = json.JSONDecoder()  # json.loads without its per-call checks
+_SCAN: Final = _JSON.scan_once  # type: ignore[attr-defined]  # one value at an index
+_EVENT_TYPE_SET: Final = frozenset(EVENT_TYPES)
+_LISTS: Final = (list, dict)
 
 
 def _json_event(line: str, number: int) -> Event:
+    # The common case at C speed: one JSON object whose fields need no more checks; anything
+    # else goes through json.loads and _event_from_fields for the exact error.
+    text = line.strip()
     try:
-        raw = _JSON.decode(line)
-    except json.JSONDecodeError as error:
-        raise HistoryError(f"invalid JSON: {error.msg} at column {error.colno}") from None
-    if not isinstance(raw, dict):
+        raw, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(text):
+        try:
+            raw = _JSON.decode(line)
+        except json.JSONDecodeError as error:
+            raise HistoryError(f"invalid JSON: {error.msg} at column {error.colno}") from None
+    if type(raw) is not dict:
         raise HistoryError("expected a JSON object per line")
     time = raw.get("time", math.nan)  # NaN: no time given; filled in by _fill_times
-    if "time" in raw and (
-        isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time)
-    ):
+    if "time" in raw and (type(time) not in (int, float) or not math.isfinite(time)):
         raise HistoryError(f"time must be a finite number, got {time!r}")
-    try:
-        for name in ("key", "value"):  # the only fields that may hold lists or objects
-            value = raw.get(name)
-            if isinstance(value, list | dict):
-                raw[name] = freeze(value)
+    key, value = raw.get("key"), raw.get("value")
+    try:  # the only fields that may hold lists or objects
+        if type(key) in _LISTS:
+            raw["key"] = key = freeze(key)
+        if type(value) in _LISTS:
+            raw["value"] = value = freeze(value)
     except TypeError as error:
         raise HistoryError(str(error)) from None
+    process, type_value, f = raw.get("process"), raw.get("type"), raw.get("f")
+    if (
+        type(process) in (int, str)
+        and type(type_value) is str
+        and type_value in _EVENT_TYPE_SET
+        and type(f) is str
+        and f
+    ):
+        return Event(process, type_value, f, key, value, float(time), number)  # type: ignore[arg-type]
     return _event_from_fields(raw, number, time=float(time), keyword=False)

@@ -39,7 +39,7 @@ __all__ = [
 
 MEMBERS_PREFIX = "/members/"
 # PartitionConfig fields written only when set (added with membership changes).
-_OPTIONAL_FIELDS = ("learners", "handoff", "wiped")
+_OPTIONAL_FIELDS = ("learners", "handoff", "wiped", "data_ids")
 CONFIGS_PREFIX = "/partitions/"
 CONTROLLER_ELECTION = "/controller/"
 
@@ -121,6 +121,7 @@ def encode_config(config: PartitionConfig) -> bytes:
     # same bytes as before they existed, and older readers still decode it.
     record["learners"] = list(config.learners)
     record["wiped"] = [[node, incarnation] for node, incarnation in config.wiped]
+    record["data_ids"] = [[node, data_id] for node, data_id in config.data_ids]
     for name in _OPTIONAL_FIELDS:
         if not record[name]:
             del record[name]
@@ -136,6 +137,7 @@ def decode_config(data: bytes) -> PartitionConfig:
         record["wiped"] = tuple(
             (node, incarnation) for node, incarnation in record.get("wiped", ())
         )
+        record["data_ids"] = tuple((node, data_id) for node, data_id in record.get("data_ids", ()))
         config = PartitionConfig(**record)
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedRecord(f"not a partition config: {exc}") from exc
@@ -146,6 +148,7 @@ def decode_config(data: bytes) -> PartitionConfig:
         *([config.primary] if config.primary else []),
         *([config.handoff] if config.handoff else []),
         *(node for node, _ in config.wiped),
+        *(node for node, _ in config.data_ids),
     ]
     numbers = [
         config.partition,
@@ -153,6 +156,7 @@ def decode_config(data: bytes) -> PartitionConfig:
         config.version,
         config.primary_incarnation,
         *(incarnation for _, incarnation in config.wiped),
+        *(data_id for _, data_id in config.data_ids),
     ]
     if not all(isinstance(n, str) for n in names) or not all(
         isinstance(n, int) and not isinstance(n, bool) for n in numbers

@@ -8,15 +8,18 @@ closes that connection only.
 
 **Time.** Sessions expire on the server's monotonic clock, from a timer armed at
 ``store.next_expiry_ms()`` (and before every request). Never on a connection close: a
-closed connection does not prove that the process behind it is dead (DESIGN.md §4).
+closed connection does not prove that the process behind it is dead (docs/design.md §4).
 
 **Persistence** (``data_dir``). Every change except a renewal (keys, ephemeral or not,
-session opens and ends, election tokens) is appended to ``coord.journal`` as one record
-(length, CRC32, msgpack) and fdatasync'ed before the request is answered or anything else
-runs: what any client saw is durable. The journal is compacted into ``coord.snapshot``
-(temp file, fsync, rename, fsync of the directory) when it grows. On start the snapshot and
-the journal are replayed (a torn or corrupt tail is cut off); restored sessions get a full
-TTL from the restart, as ZooKeeper gives after a leader change, so nodes keep their sessions.
+session opens and ends, election tokens) is appended to the log in ``coord-log/`` (the
+storage layer's ``PartitionLog``, the format of every journal in planaria) as one record
+(a msgpack batch) and fdatasync'ed before the request is answered or anything else runs:
+what any client saw is durable. When the records pass ``journal_compact_bytes`` the whole
+state becomes the log's snapshot (written atomically) and the records behind it go. On start
+the snapshot and the records after it are replayed (a torn tail is cut off; damage before
+it refuses to start); restored sessions get a full TTL from the restart, as ZooKeeper gives
+after a leader change, so nodes keep their sessions. Files of the earlier format
+(``coord.snapshot``, ``coord.journal``) are migrated once and renamed ``*.migrated``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ from planaria.coord.types import (
 )
 from planaria.errors import InternalError, PlanariaError, UsageError
 from planaria.net.frame import Codec, FrameDecoder, FrameError
+from planaria.storage import FsyncPolicy, PartitionLog
+from planaria.storage.errors import StorageError
+from planaria.storage.format import Snapshot
+from planaria.storage.osfs import OsFS
 
 __all__ = [
     "COORD_CODEC",
@@ -424,95 +431,77 @@ def error_from_wire(error: WireError) -> PlanariaError:
 
 # --- persistence -------------------------------------------------------------------------
 
-_RECORD_HEADER = struct.Struct(">II")  # payload length, CRC32 of the payload
 _Record = _JPut | _JDelete | _JOpen | _JEnd | _JToken
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _pack_record(payload: bytes) -> bytes:
-    return _RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _unpack_records(data: bytes) -> tuple[list[Any], int]:
-    """The valid records at the start of ``data`` and the length they span (a torn or
-    corrupt record ends the valid prefix)."""
-    records: list[Any] = []
-    offset = 0
-    while offset + _RECORD_HEADER.size <= len(data):
-        length, crc = _RECORD_HEADER.unpack_from(data, offset)
-        start = offset + _RECORD_HEADER.size
-        payload = data[start : start + length]
-        if len(payload) < length or zlib.crc32(payload) != crc:
-            break
-        try:
-            records.append(_JOURNAL_CODEC.decode(payload))
-        except FrameError:
-            break
-        offset = start + length
-    return records, offset
+_LOG_EPOCH = 1  # the log's records need an epoch; the coordinator's never changes
 
 
 class _Journal:
-    """The durable state of a store in ``directory``: snapshot + append-only journal."""
+    """The durable state of a store in ``directory``: a ``PartitionLog`` (``planaria.storage``:
+    segments with a checksum per record, torn-tail recovery, atomic snapshots, a lock against
+    a second process) whose records are batches of changes and whose snapshot is the whole
+    state. The node's journal is the same log, so every journal has one record format."""
 
-    SNAPSHOT = "coord.snapshot"
-    JOURNAL = "coord.journal"
+    LOG = "coord-log"
+    LEGACY = ("coord.snapshot", "coord.journal")  # the earlier format: read once, then renamed
 
     def __init__(self, directory: Path, *, compact_bytes: int) -> None:
         self.directory = directory
         self.compact_bytes = compact_bytes
-        directory.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = None
-        self.size = 0
+        self._log: PartitionLog | None = None
+        self.size = 0  # bytes of records since the snapshot
 
     def load(self, now_ms: float, session_id_floor: int) -> MemoryStore:
-        """Replay snapshot and journal; cut a torn journal tail; open the journal."""
+        """Recover the log (a torn tail is cut; damage before it raises ``StorageDamaged``),
+        replay snapshot and records, and keep the log open for appends."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / self.LOG
+        legacy = None if path.exists() else _read_legacy(self.directory, self.LEGACY)
+        log_ = PartitionLog.open(
+            OsFS(),
+            str(path),
+            policy=FsyncPolicy("always"),
+            segment_bytes=max(self.compact_bytes, 4096),
+            preallocate_bytes=0,
+        )
+        self._log = log_
+        if log_.epoch < _LOG_EPOCH:
+            log_.set_epoch(_LOG_EPOCH)
         state = _MutableState(issued=session_id_floor)
-        snapshot_path = self.directory / self.SNAPSHOT
-        if snapshot_path.exists():
-            records, end = _unpack_records(snapshot_path.read_bytes())
-            if len(records) != 1 or not isinstance(records[0], _JSnapshot):
-                raise InternalError(f"{snapshot_path} is corrupt ({end} valid bytes)")
-            state.load_snapshot(records[0])
-        journal_path = self.directory / self.JOURNAL
-        fd = os.open(journal_path, os.O_RDWR | os.O_CREAT, 0o644)
-        data = journal_path.read_bytes()
-        batches, end = _unpack_records(data)
-        if end < len(data):
-            log.warning("coordinator journal: dropping a torn tail of %d bytes", len(data) - end)
-            os.ftruncate(fd, end)
-            os.fsync(fd)
-        for batch in batches:
-            if not isinstance(batch, _JBatch):
-                raise InternalError(f"{journal_path}: unexpected record {type(batch).__name__}")
-            for record in batch.records:
+        snapshot = log_.snapshot
+        if snapshot is not None:
+            state.load_snapshot(_decode_as(snapshot.data, _JSnapshot, path))
+        self.size = 0
+        for entry in log_.entries():
+            for record in _decode_as(entry.record, _JBatch, path).records:
                 state.apply(record)
-        os.lseek(fd, end, os.SEEK_SET)
-        self._fd = fd
-        self.size = end
-        _fsync_dir(self.directory)
-        return MemoryStore.from_state(state.freeze(), now_ms)
+            self.size += len(entry.record)
+        for part in legacy or ():
+            if isinstance(part, _JSnapshot):
+                state.load_snapshot(part)
+            else:
+                for record in part.records:
+                    state.apply(record)
+        store = MemoryStore.from_state(state.freeze(), now_ms)
+        if legacy is not None:
+            self.compact(store)  # durable in the new log before the old files go
+            for name in self.LEGACY:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.directory / name, self.directory / f"{name}.migrated")
+            log.info("coordinator: migrated %s into %s", " and ".join(self.LEGACY), path)
+        return store
 
     def append(self, records: list[_Record]) -> None:
-        if self._fd is None:
-            raise InternalError("the journal is not open")
-        data = _pack_record(_JOURNAL_CODEC.encode(_JBatch(tuple(records))))
-        os.write(self._fd, data)
-        os.fdatasync(self._fd)
-        self.size += len(data)
+        """One batch, durable (fdatasync) before this returns."""
+        log_ = self._open_log()
+        payload = _JOURNAL_CODEC.encode(_JBatch(tuple(records)))
+        log_.append(_LOG_EPOCH, payload)
+        log_.sync()
+        self.size += len(payload)
 
     def compact(self, store: MemoryStore) -> None:
-        """Write the whole state as the snapshot (atomically), then empty the journal.
-        Replaying the journal over a newer snapshot is harmless (records are idempotent)."""
-        if self._fd is None:
-            raise InternalError("the journal is not open")
+        """Store the whole state as the log's snapshot (atomically), dropping the records
+        behind it. Replaying a record over a newer snapshot is harmless (idempotent)."""
+        log_ = self._open_log()
         state = store.export_state()
         snapshot = _JSnapshot(
             items=tuple(item_to_wire(i) for i in state.items),
@@ -521,22 +510,60 @@ class _Journal:
             session_ids_issued=state.session_ids_issued,
             tokens=tuple(_JToken(e, t) for e, t in state.sequences),
         )
-        temp = self.directory / (self.SNAPSHOT + ".tmp")
-        with open(temp, "wb") as f:
-            f.write(_pack_record(_JOURNAL_CODEC.encode(snapshot)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, self.directory / self.SNAPSHOT)
-        _fsync_dir(self.directory)
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        os.fsync(self._fd)
+        if log_.last_index == log_.snapshot_index:  # a snapshot needs a record to stand at
+            log_.append(_LOG_EPOCH, _JOURNAL_CODEC.encode(_JBatch(())))
+        data = _JOURNAL_CODEC.encode(snapshot)
+        log_.save_snapshot(Snapshot(log_.last_index, _LOG_EPOCH, data))
         self.size = 0
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._log is not None:
+            log_, self._log = self._log, None
+            log_.close()
+
+    def _open_log(self) -> PartitionLog:
+        if self._log is None:
+            raise InternalError("the journal is not open")
+        return self._log
+
+
+_T = typing.TypeVar("_T")
+
+
+def _decode_as(payload: bytes, kind: type[_T], path: Path) -> _T:
+    try:
+        decoded = _JOURNAL_CODEC.decode(payload)
+    except FrameError as exc:
+        raise InternalError(f"{path}: undecodable record: {exc}") from exc
+    if not isinstance(decoded, kind):
+        raise InternalError(f"{path}: expected {kind.__name__}, found {type(decoded).__name__}")
+    return decoded
+
+
+_LEGACY_HEADER = struct.Struct(">II")  # payload length, CRC32 of the payload
+
+
+def _read_legacy(directory: Path, names: tuple[str, str]) -> list[_JSnapshot | _JBatch] | None:
+    """What the files of the earlier format hold (snapshot, then journal batches), if
+    they exist; a torn or corrupt record ends a file, as it did then."""
+    paths = [directory / name for name in names]
+    if not any(path.exists() for path in paths):
+        return None
+    parts: list[_JSnapshot | _JBatch] = []
+    for path in paths:
+        data = path.read_bytes() if path.exists() else b""
+        offset = 0
+        while offset + _LEGACY_HEADER.size <= len(data):
+            length, crc = _LEGACY_HEADER.unpack_from(data, offset)
+            start = offset + _LEGACY_HEADER.size
+            payload = data[start : start + length]
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                break
+            decoded = _JOURNAL_CODEC.decode(payload)
+            if isinstance(decoded, _JSnapshot | _JBatch):
+                parts.append(decoded)
+            offset = start + length
+    return parts
 
 
 def _end_record(info: SessionInfo) -> _JEnd:
@@ -789,7 +816,7 @@ class CoordinatorServer:
             self._journal.append(records)
             if self._journal.size > self._journal.compact_bytes:
                 self._journal.compact(self.store)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             self._fail(exc)
             raise CoordinatorStopped(f"cannot persist a change: {exc}") from exc
 

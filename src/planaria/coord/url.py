@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from planaria.address import format_address, parse_address
 from planaria.coord._ensemble import TtlNotGranted, grantable_ttl_ms
 from planaria.coord.interface import Coordinator
 from planaria.coord.memory import MemoryStore
@@ -52,31 +53,15 @@ class CoordinatorUrl:
         if self.scheme == "memory":
             return f"memory://{self.host}"
         if self.scheme in _ENSEMBLE_PORTS:
-            hosts = ",".join(_join(host, port) for host, port in self.endpoints)
+            hosts = ",".join(format_address(host, port) for host, port in self.endpoints)
             return f"{self.scheme}://{hosts}{self.namespace}"
-        return f"planaria://{self.host}:{self.port}"
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"planaria://{format_address(self.host, self.port)}"
 
 
 def _endpoint(url: str, text: str, default_port: int) -> tuple[str, int]:
     if not text:
         raise UsageError(f"{url}: an empty host in the server list")
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise UsageError(f"{url}: no host in {text!r}")
-    if port_text == "":
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"{url}: bad port {port_text!r} in {text!r}")
-    return host, int(port_text)
+    return parse_address(text, what=f"{url}: server", default_port=default_port)
 
 
 def _parse_ensemble(url: str, scheme: str) -> CoordinatorUrl:
@@ -109,13 +94,10 @@ def parse_url(url: str) -> CoordinatorUrl:
         return CoordinatorUrl("memory", parts.netloc or "default", 0)
     if scheme != "planaria":
         raise UsageError(f"{url}: unknown scheme {parts.scheme!r} (use {_SCHEMES}, or memory://)")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"{url}: bad port: {exc}") from None
-    if not parts.hostname:
-        raise UsageError(f"{url}: no host")
-    return CoordinatorUrl("planaria", parts.hostname, DEFAULT_PORT if port is None else port)
+    if "@" in parts.netloc:
+        raise UsageError(f"{url}: a planaria:// URL has no user")
+    host, port = parse_address(parts.netloc, what=f"{url}: host", default_port=DEFAULT_PORT)
+    return CoordinatorUrl("planaria", host, port)
 
 
 def connect(url: str, **options: Any) -> Coordinator:

@@ -1,4 +1,5 @@
-"""Log entries of the protocol as storage records (the payload of a ``PartitionLog`` record).
+"""Log entries and state snapshots of the protocol as storage payloads (of a ``PartitionLog``
+record, or of a snapshot file).
 
 The storage record carries the epoch and index itself; the payload holds the request id and
 the write. A barrier (``op is None``) is the empty payload. Layout (little-endian)::
@@ -10,11 +11,20 @@ the write. A barrier (``op is None``) is the empty payload. Layout (little-endia
 from __future__ import annotations
 
 import struct
+from types import MappingProxyType
 
-from planaria.core.messages import Delete, Entry, Set
+from planaria.core.messages import (
+    AppliedWrites,
+    ClientReply,
+    Delete,
+    Entry,
+    ReplicaSnapshot,
+    Set,
+    Version,
+)
 from planaria.errors import InternalError
 
-__all__ = ["decode_entry", "encode_entry"]
+__all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state"]
 
 _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<I")
@@ -73,3 +83,112 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
     else:
         raise InternalError(f"unknown entry kind {kind} at index {index}")
     return Entry(epoch, index, (client, seq), op)
+
+
+# --- replica state snapshots ------------------------------------------------------------------
+#
+# The payload of a storage snapshot (``planaria.storage.format.Snapshot.data``); the storage
+# record around it carries the index, the epoch and the checksum. Layout (little-endian)::
+#
+#     partition u32 | dedup_window u32 | keys u64 |
+#     per key: key (u32 + bytes) | value (u32 + bytes) | epoch u64 | index u64
+#     clients u64 | per client (least recently written first): client (u32 + bytes) |
+#         writes u32 | per write: seq u64 | flags u8 (1 applied, 2 value, 4 version) |
+#         epoch u64 | [value (u32 + bytes)] | [version epoch u64 | index u64]
+
+_STATE_HEAD = struct.Struct("<IIQ")
+_VERSION = struct.Struct("<QQ")
+_COUNT = struct.Struct("<Q")
+_WRITE = struct.Struct("<QBQ")
+_APPLIED, _HAS_VALUE, _HAS_VERSION = 1, 2, 4
+
+
+def encode_state(snapshot: ReplicaSnapshot) -> bytes:
+    """The replicated state of ``snapshot`` (not its index or epoch) as bytes."""
+    parts = [_STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, len(snapshot.kv))]
+    for key, (value, version) in snapshot.kv.items():
+        parts += (_field(key), _field(value), _VERSION.pack(version.epoch, version.index))
+    parts.append(_COUNT.pack(len(snapshot.dedup)))
+    for client, applied in snapshot.dedup.items():
+        parts += (_field(client.encode()), _LEN.pack(len(applied.seqs)))
+        for seq in applied.seqs:
+            reply = applied.replies[seq]
+            if reply.error is not None or reply.stale or reply.primary_hint is not None:
+                raise InternalError(f"a stored reply that is not a plain success: {reply}")
+            flags = _APPLIED if reply.applied else 0
+            flags |= _HAS_VALUE if reply.value is not None else 0
+            flags |= _HAS_VERSION if reply.version is not None else 0
+            parts.append(_WRITE.pack(seq, flags, reply.epoch))
+            if reply.value is not None:
+                parts.append(_field(reply.value))
+            if reply.version is not None:
+                parts.append(_VERSION.pack(reply.version.epoch, reply.version.index))
+    return b"".join(parts)
+
+
+def decode_state(index: int, epoch: int, data: bytes) -> ReplicaSnapshot:
+    """The snapshot at (``index``, ``epoch``) whose state ``encode_state`` gave ``data``;
+    InternalError if the bytes do not parse (the storage checksum passed: our bug)."""
+    try:
+        return _decode_state(index, epoch, memoryview(data))
+    except (struct.error, UnicodeDecodeError, KeyError) as exc:
+        raise InternalError(f"snapshot state at {index} does not parse: {exc}") from exc
+
+
+def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
+    offset = 0
+
+    def take(size: int) -> bytes:
+        nonlocal offset
+        if offset + size > len(buf):
+            raise struct.error("state cut short")
+        chunk = bytes(buf[offset : offset + size])
+        offset += size
+        return chunk
+
+    def field_() -> bytes:
+        nonlocal offset
+        (length,) = _LEN.unpack_from(buf, offset)
+        offset += _LEN.size
+        return take(length)
+
+    partition, window, keys = _STATE_HEAD.unpack_from(buf, 0)
+    offset = _STATE_HEAD.size
+    kv: dict[bytes, tuple[bytes, Version]] = {}
+    for _ in range(keys):
+        key = field_()
+        value = field_()
+        kv[key] = (value, Version(*_VERSION.unpack(take(_VERSION.size))))
+    (clients,) = _COUNT.unpack(take(_COUNT.size))
+    dedup: dict[str, AppliedWrites] = {}
+    for _ in range(clients):
+        client = field_().decode()
+        (count,) = _LEN.unpack(take(_LEN.size))
+        seqs: list[int] = []
+        replies: dict[int, ClientReply] = {}
+        for _ in range(count):
+            seq, flags, reply_epoch = _WRITE.unpack(take(_WRITE.size))
+            previous = field_() if flags & _HAS_VALUE else None
+            version = (
+                Version(*_VERSION.unpack(take(_VERSION.size))) if flags & _HAS_VERSION else None
+            )
+            seqs.append(seq)
+            replies[seq] = ClientReply(
+                partition=partition,
+                request_id=(client, seq),
+                value=previous,
+                applied=bool(flags & _APPLIED),
+                version=version,
+                epoch=reply_epoch,
+            )
+        dedup[client] = AppliedWrites(tuple(seqs), replies)
+    if offset != len(buf):
+        raise struct.error(f"{len(buf) - offset} bytes after the state")
+    return ReplicaSnapshot(
+        partition=partition,
+        index=index,
+        epoch=epoch,
+        kv=MappingProxyType(kv),
+        dedup=MappingProxyType(dedup),
+        dedup_window=window,
+    )

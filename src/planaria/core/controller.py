@@ -4,12 +4,12 @@ The controller never writes to the coordinator itself: every decision is a
 :class:`ConfigChange` ``(partition, expected_version, config)`` that the runtime applies by
 compare-and-set on the partition's config. A CAS that fails (someone changed the config
 meanwhile) is simply dropped: the runtime reads the configs again and asks again. So a
-stale second controller cannot corrupt anything (DESIGN.md §3).
+stale second controller cannot corrupt anything (docs/design.md §3).
 
 Inputs are the partitions' current configs and a :class:`SessionView` per node (the
 coordinator's sessions, as the coordinator sees them, times in the coordinator's clock).
 
-Rules (DESIGN.md §4, invariants 2 and 4):
+Rules (docs/design.md §4, invariants 2 and 4):
 
 - **Failover**: a partition needs a new primary when it has none, when its primary's session
   expired, or when its primary's node runs another session incarnation than the one it was
@@ -31,6 +31,14 @@ Rules (DESIGN.md §4, invariants 2 and 4):
   adds a node whose loss is not recorded yet leaves it out. With every in-sync replica lost
   nobody is promoted: the partition stays unavailable (``wiped-stays-in-sync`` brings back
   the old behaviour: the wiped replica stays in the ISR).
+- **Replaced disks**: every config records the id of each replica's data directory
+  (``PartitionConfig.data_ids``, what its session registered, :attr:`SessionView.data_id`).
+  A node that registers another id while a config lists it came back on an empty or
+  replaced disk that nobody marked: it is handled as a loss of that partition's log, with
+  the new data id as the loss id, in the same change that records the new id. A replica
+  whose id a config does not know yet (configs from before data ids, a learner added then)
+  adopts the one it registers: that never takes anyone out of the ISR
+  (``ignore-data-id``: a changed id is adopted too, and the replica stays in the ISR).
 - **ISR proposals** from a primary (:meth:`Controller.on_propose`) are validated: the
   proposal's epoch and expected version are the config's, the sender is the primary, the new
   ISR contains the primary and only nodes of ``replicas``.
@@ -68,7 +76,9 @@ __all__ = [
     "moves_remaining",
 ]
 
-CONTROLLER_BUGS = frozenset({"no-lease-wait", "promote-out-of-sync", "wiped-stays-in-sync"})
+CONTROLLER_BUGS = frozenset(
+    {"ignore-data-id", "no-lease-wait", "promote-out-of-sync", "wiped-stays-in-sync"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,8 @@ class SessionView:
     partition whose log it wiped (damaged, or its journal was), the id of that loss; and
     (``data_lost``, 0: none) the id of the loss of its whole data directory (a replaced
     disk). The node keeps registering a loss, with the same id across restarts, until it
-    sees it recorded in the partition's config (``PartitionConfig.wiped``).
+    sees it recorded in the partition's config (``PartitionConfig.wiped``). ``data_id`` is
+    the id of its data directory (0: it registered none, an older node).
     """
 
     node: NodeId
@@ -95,6 +106,7 @@ class SessionView:
     expires_ms: float
     lost: Mapping[PartitionId, int] = field(default_factory=dict)
     data_lost: int = 0
+    data_id: int = 0
 
     def lost_log(self, partition: PartitionId) -> int | None:
         """The id of the loss that may leave this node holding less of ``partition`` than
@@ -116,9 +128,8 @@ class ConfigChange:
 class ControllerSettings:
     """- ``suspect_after_ms``: only with the ``no-lease-wait`` bug: a primary whose session
       was not renewed for this long is failed over although its session is alive.
-    - ``bugs``: known-bug switches (the controller reads ``no-lease-wait``,
-      ``promote-out-of-sync`` and ``wiped-stays-in-sync``; other names are accepted and
-      ignored so one set can be given to every component).
+    - ``bugs``: known-bug switches (the controller reads :data:`CONTROLLER_BUGS`; other
+      names are accepted and ignored so one set can be given to every component).
     """
 
     suspect_after_ms: float = 50.0
@@ -148,7 +159,8 @@ class Controller:
         coordinator before any node starts a replica: version 0 means "absent").
         ``primary_incarnation`` is the primary's live session incarnation if ``sessions``
         has one, else 0 ("unknown": :meth:`decide` then gives the partition a new epoch
-        under the current incarnation as soon as the primary has a live session)."""
+        under the current incarnation as soon as the primary has a live session). The
+        replicas' data ids are those their live sessions registered."""
         configs: dict[PartitionId, PartitionConfig] = {}
         for partition in sorted(placement):
             replicas = tuple(placement[partition])
@@ -157,16 +169,19 @@ class Controller:
             if len(set(replicas)) != len(replicas):
                 raise UsageError(f"partition {partition} lists a node twice: {replicas}")
             session = (sessions or {}).get(replicas[0])
-            configs[partition] = PartitionConfig(
-                partition=partition,
-                epoch=1,
-                primary=replicas[0],
-                replicas=replicas,
-                isr=frozenset(replicas),
-                version=1,
-                primary_incarnation=session.incarnation
-                if session is not None and session.alive
-                else 0,
+            configs[partition] = self._adopt_data_ids(
+                PartitionConfig(
+                    partition=partition,
+                    epoch=1,
+                    primary=replicas[0],
+                    replicas=replicas,
+                    isr=frozenset(replicas),
+                    version=1,
+                    primary_incarnation=session.incarnation
+                    if session is not None and session.alive
+                    else 0,
+                ),
+                sessions or {},
             )
         return configs
 
@@ -231,6 +246,8 @@ class Controller:
         # stops requiring the refused node's acks (which it must do while its proposal
         # might still apply) only once the version it proposed against is gone.
         new = replace(config, isr=isr, version=config.version + 1, handoff=_kept(config, isr))
+        if sessions is not None:
+            new = self._adopt_data_ids(new, sessions)
         why = f"isr proposed by {sender}"
         if dead:
             why += f" (not alive, left out: {', '.join(sorted(dead))})"
@@ -268,6 +285,8 @@ class Controller:
             change = _move_step(config, tuple(wanted), sessions, min_insync)
             if change is None:
                 continue
+            # A learner joins with the data id it registered: a later change is a loss.
+            change = replace(change, config=self._adopt_data_ids(change.config, sessions))
             changes.append(change)
             if not was_moving and (change.config.learners or change.config.handoff):
                 moving += 1
@@ -309,7 +328,10 @@ class Controller:
             handoff=None,
         )
         return ConfigChange(
-            config.partition, config.version, new, f"planned transfer {sender} -> {target}"
+            config.partition,
+            config.version,
+            self._adopt_data_ids(new, sessions),
+            f"planned transfer {sender} -> {target}",
         )
 
     def _primary_gone(
@@ -332,38 +354,86 @@ class Controller:
 
     def _unrecorded_losses(
         self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView]
-    ) -> list[NodeId]:
+    ) -> dict[NodeId, int]:
         """Replicas whose live session reports a loss of their log of the partition that
-        ``wiped`` does not record yet."""
+        ``wiped`` does not record yet, or registers a data directory other than the one
+        the config knows for it (a replaced disk): node -> the id to record the loss under."""
         if "wiped-stays-in-sync" in self._bugs:
-            return []
-        lost: list[NodeId] = []
+            return {}
+        lost: dict[NodeId, int] = {}
         for node in config.replicas:
             session = sessions.get(node)
             if session is None or not session.alive:
                 continue
             loss = session.lost_log(config.partition)
             if loss is not None and config.wiped_loss(node) != loss:
-                lost.append(node)
+                lost[node] = loss
+            elif self._data_replaced(config, session):
+                lost[node] = session.data_id
         return lost
+
+    def _data_replaced(self, config: PartitionConfig, session: SessionView) -> bool:
+        """``session`` registers a data directory other than the one ``config`` knows."""
+        known = config.data_id(session.node)
+        return (
+            "ignore-data-id" not in self._bugs
+            and session.data_id != 0
+            and known is not None
+            and known != session.data_id
+        )
+
+    def _adopt_data_ids(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView]
+    ) -> PartitionConfig:
+        """``config`` knowing the data id of every replica with a live session that
+        registered one and has none recorded yet. A known id is never replaced here: a
+        change of it is a loss, recorded with the new id (:meth:`_decide_losses`); the
+        ``ignore-data-id`` bug replaces it."""
+        ids = dict(config.data_ids)
+        for node in config.replicas:
+            session = sessions.get(node)
+            if session is None or not session.alive or session.data_id == 0:
+                continue
+            if node not in ids or "ignore-data-id" in self._bugs:
+                ids[node] = session.data_id
+        return _with_data_ids(config, ids)
 
     def _decide_one(
         self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
     ) -> ConfigChange | None:
-        lost = self._unrecorded_losses(config, sessions)
-        if not lost:
+        change = self._decide_losses(config, sessions, now_ms)
+        if change is not None:
+            return replace(change, config=self._adopt_data_ids(change.config, sessions))
+        adopted = self._adopt_data_ids(config, sessions)
+        if adopted == config:
+            return None
+        new = replace(adopted, version=config.version + 1)
+        learned = sorted(set(adopted.data_ids) - set(config.data_ids))
+        return ConfigChange(config.partition, config.version, new, f"data ids {learned} adopted")
+
+    def _decide_losses(
+        self, config: PartitionConfig, sessions: Mapping[NodeId, SessionView], now_ms: float
+    ) -> ConfigChange | None:
+        losses = self._unrecorded_losses(config, sessions)
+        if not losses:
             return self._decide_failover(config, sessions, now_ms)
+        lost = sorted(losses)
         # Out of the ISR before anything else, in the same CAS as whatever else is due: a
         # member that lost data is never promoted and counts toward no commit.
         recorded = dict(config.wiped)
-        for node in lost:
-            recorded[node] = sessions[node].lost_log(config.partition) or 0
+        recorded.update(losses)
+        # The data ids they registered, known from now on (a replaced disk's is its loss).
+        ids = dict(config.data_ids)
+        ids.update((n, sessions[n].data_id) for n in lost if sessions[n].data_id)
         isr = config.isr - set(lost)
-        base = replace(
-            config,
-            isr=isr,
-            wiped=tuple(sorted((n, i) for n, i in recorded.items() if n in config.replicas)),
-            handoff=_kept(config, isr),
+        base = _with_data_ids(
+            replace(
+                config,
+                isr=isr,
+                wiped=tuple(sorted((n, i) for n, i in recorded.items() if n in config.replicas)),
+                handoff=_kept(config, isr),
+            ),
+            ids,
         )
         why = f"{lost} lost data: out of the isr"
         change = self._decide_failover(base, sessions, now_ms)
@@ -419,6 +489,12 @@ class Controller:
             handoff=None,
         )
         return ConfigChange(config.partition, config.version, new, f"{reason}: {primary} promoted")
+
+
+def _with_data_ids(config: PartitionConfig, ids: Mapping[NodeId, int]) -> PartitionConfig:
+    """``config`` with the data ids ``ids`` of its replicas (others dropped), in order."""
+    data_ids = tuple(sorted((n, i) for n, i in ids.items() if n in config.replicas))
+    return config if data_ids == config.data_ids else replace(config, data_ids=data_ids)
 
 
 def _kept(config: PartitionConfig, isr: frozenset[NodeId]) -> NodeId | None:
@@ -522,6 +598,7 @@ def _drop(
         learners=tuple(n for n in config.learners if n != node) if learners is None else learners,
         isr=config.isr - {node},
         wiped=tuple(entry for entry in config.wiped if entry[0] != node),
+        data_ids=tuple(entry for entry in config.data_ids if entry[0] != node),
     )
 
 

@@ -1,6 +1,6 @@
 """Every message, log entry, config and effect of the replication protocol.
 
-The protocol (DESIGN.md §4, PacificA / Kafka-ISR style) is a set of pure state machines:
+The protocol (docs/design.md §4, PacificA / Kafka-ISR style) is a set of pure state machines:
 messages and the time go in, a :class:`Ready` comes out. The runtime that drives them (the
 simulator, or a node process with sockets and disks) must execute a Ready **in order**, as
 etcd's raft does:
@@ -28,13 +28,17 @@ Vocabulary:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
+
+from planaria.errors import UsageError
 
 __all__ = [
     "DEDUP_WINDOW",
     "Append",
     "AppendReply",
+    "AppliedWrites",
     "ClientReply",
     "ClientRequest",
     "ConfigUpdate",
@@ -50,6 +54,7 @@ __all__ = [
     "Persist",
     "ProposeIsr",
     "Ready",
+    "ReplicaSnapshot",
     "Reply",
     "RequestId",
     "Send",
@@ -162,6 +167,41 @@ class Entry:
     op: WriteOp | None = None
 
 
+# --- replicated state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedWrites:
+    """One client's applied writes in one partition: the sequence numbers inside its dedup
+    window, ascending (the last is the highest applied), and their replies. Never changed
+    in place (a write makes a new one), so a snapshot shares them with the live table."""
+
+    seqs: tuple[int, ...] = ()
+    replies: Mapping[int, ClientReply] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSnapshot:
+    """The replicated state of a partition as of log position (``index``, ``epoch``): what
+    applying entries 1..``index`` gave. Immutable: the replica goes on writing while it is
+    serialised (``kv`` and ``dedup`` are copies taken at :meth:`Replica.snapshot`).
+
+    ``dedup``: per client id, least recently written first (the order decides which client
+    ``dedup_clients_max`` forgets first), its applied writes inside ``dedup_window``.
+    """
+
+    partition: PartitionId
+    index: int
+    epoch: int
+    kv: Mapping[bytes, tuple[bytes, Version]]
+    dedup: Mapping[str, AppliedWrites]
+    dedup_window: int = DEDUP_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or self.epoch < 0:
+            raise UsageError(f"bad snapshot position ({self.index}, {self.epoch})")
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionConfig:
     """A partition's config as stored in the coordinator; changed only by CAS on ``version``.
@@ -184,6 +224,12 @@ class PartitionConfig:
     each out of the ISR when it first saw the loss (invariant 7: it rejoins outside the ISR),
     and only the primary's catch-up brings it back. A primary that sees a node's entry
     change forgets what it knew of that node's log.
+
+    ``data_ids`` records, per replica, the id of the data directory (``data-id``, a random
+    number made at its first start) under which the controller last saw it: a node that
+    registers another one while listed here came back on an empty or replaced disk, and
+    the controller handles it as a loss of every log (recorded in ``wiped`` under the new
+    id). A replica with no entry yet (a config from before data ids) adopts what it registers.
     """
 
     partition: PartitionId
@@ -200,6 +246,14 @@ class PartitionConfig:
     learners: tuple[NodeId, ...] = ()
     handoff: NodeId | None = None
     wiped: tuple[tuple[NodeId, int], ...] = ()
+    data_ids: tuple[tuple[NodeId, int], ...] = ()
+
+    def data_id(self, node: NodeId) -> int | None:
+        """The id of the data directory ``node`` was last seen with here, if known."""
+        for name, data_id in self.data_ids:
+            if name == node:
+                return data_id
+        return None
 
     def wiped_loss(self, node: NodeId) -> int | None:
         """The id of ``node``'s last loss of data recorded here, if any."""

@@ -1,4 +1,4 @@
-"""Partition -> preference list of R distinct nodes (DESIGN.md §3, Placement).
+"""Partition -> preference list of R distinct nodes (docs/design.md §3, Placement).
 
 Consistent hashing with bounded loads (:func:`planaria.hashing.assign_bounded`) over weighted
 nodes: every partition walks the ring from its hash and takes the first nodes still below

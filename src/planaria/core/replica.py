@@ -20,7 +20,7 @@ simulator or a node process) must:
   previous incarnation may have led it; invariant 7), so the controller gives the partition
   a new epoch (it notices the new session incarnation).
 
-The protocol (DESIGN.md §4, notes/replication-brief.md): Raft-style log matching with
+The protocol (docs/design.md §4): Raft-style log matching with
 ``(epoch, index)`` versions; an entry commits when every member of the *required set*
 (confirmed ISR plus the ISR of a pending proposal) has it durably and |ISR| >= min_insync;
 a new primary appends a barrier entry and serves only once it commits and while its lease is
@@ -40,6 +40,7 @@ from planaria.core.messages import (
     DEDUP_WINDOW,
     Append,
     AppendReply,
+    AppliedWrites,
     ClientReply,
     ClientRequest,
     ConfigUpdate,
@@ -53,6 +54,7 @@ from planaria.core.messages import (
     Persist,
     ProposeIsr,
     Ready,
+    ReplicaSnapshot,
     Reply,
     RequestId,
     Send,
@@ -75,10 +77,13 @@ __all__ = [
 BUGS = frozenset(
     {
         "ack-before-replicate",  # ack a write once the primary persisted it
+        "compact-past-commit",  # compact() drops (and applies) entries not committed yet
         "dedup-last-only",  # remember only a client's last write: an older one gets no answer
+        "ignore-data-id",  # controller only: a replica back on a replaced disk stays in sync
         "no-epoch-fence",  # backups accept Appends from older epochs
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
+        "release-before-durable",  # pipeline only: effects leave before their persists are durable
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -189,15 +194,6 @@ class ReplicaSettings:
 
 
 @dataclass(slots=True)
-class _Applied:
-    """One client's applied writes in one partition: the sequence numbers inside its dedup
-    window, ascending (the last is the highest applied), and their replies."""
-
-    seqs: list[int] = field(default_factory=list)
-    replies: dict[int, ClientReply] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
 class _Peer:
     """What a primary knows about one other replica during its epoch."""
 
@@ -213,6 +209,10 @@ class _Peer:
     # Replies to Appends sent before this are about a log the backup lost: ignored.
     stale_before_ms: float = float("-inf")
 
+    # Entries it needs were compacted away (next_index <= the log's base): it can only be
+    # refilled by a snapshot transfer; until then it gets probes and stays out of the ISR.
+    needs_snapshot: bool = False
+
     def forget(self, now_ms: float) -> None:
         """The backup lost (part of) its log: nothing it acknowledged before counts."""
         self.match_index = 0
@@ -224,9 +224,17 @@ class _Peer:
 class Replica:
     """One partition replica on one node (primary or backup).
 
-    Build it from persisted state: ``log`` (entries with indexes 1, 2, ... in order),
-    ``epoch`` (the highest epoch persisted) and ``commit_index`` (the persisted hint;
-    entries up to it are applied at once). A new replica is always a backup.
+    Build it from persisted state: ``snapshot`` (None: the empty state at index 0),
+    ``log`` (consecutive entries that go on from the snapshot: the first may be at or
+    before ``snapshot.index + 1``; entries up to the snapshot are kept for catch-up, not
+    applied again), ``epoch`` (the highest epoch persisted) and ``commit_index`` (the
+    persisted hint; entries up to it are applied at once). A new replica is always a backup.
+
+    The in-memory log starts after a *base* (``base_index``, with its epoch): entries up to
+    it were compacted away (:meth:`compact`), and every log-matching rule treats the base
+    like an entry of that epoch. The base is always committed: nothing at or below it is
+    ever truncated, and a peer that needs entries at or below it is reported as needing a
+    snapshot (:attr:`peers_needing_snapshot`) instead of being sent them.
 
     ``lost``: the node lost (part of) this log (it was wiped, damaged or replaced), so
     what it persisted no longer says which epochs a previous incarnation led. It then leads
@@ -244,6 +252,7 @@ class Replica:
         epoch: int = 0,
         commit_index: int = 0,
         lost: bool = False,
+        snapshot: ReplicaSnapshot | None = None,
     ) -> None:
         self._node = node
         self._lost = lost
@@ -252,24 +261,47 @@ class Replica:
         self._settings = settings if settings is not None else ReplicaSettings()
         self._bugs = self._settings.bugs
         self._log: list[Entry] = list(log)
-        for position, entry in enumerate(self._log, start=1):
-            if entry.index != position:
-                raise UsageError(f"log entry {position} has index {entry.index}")
-            if position > 1 and entry.epoch < self._log[position - 2].epoch:
-                raise UsageError(f"log entry {position} has a lower epoch than its predecessor")
+        if snapshot is not None and snapshot.partition != partition:
+            raise UsageError(f"snapshot of p{snapshot.partition} given to p{partition}")
+        applied_index = snapshot.index if snapshot is not None else 0
+        # The base: the snapshot's position, or the first kept entry before it.
+        self._base_index = applied_index
+        self._base_epoch = applied_epoch = snapshot.epoch if snapshot is not None else 0
+        if self._log and self._log[0].index == 1:
+            self._base_index, self._base_epoch = 0, 0  # the whole log is still there
+        elif self._log and self._log[0].index <= applied_index:
+            first = self._log.pop(0)
+            if first.index == applied_index and first.epoch != applied_epoch:
+                raise UsageError(f"log entry {first.index} disagrees with the snapshot")
+            self._base_index, self._base_epoch = first.index, first.epoch
+        previous = Entry(self._base_epoch, self._base_index)
+        for entry in self._log:
+            if entry.index != previous.index + 1:
+                raise UsageError(f"log entry index {entry.index} does not follow {previous.index}")
+            if entry.epoch < previous.epoch:
+                raise UsageError(f"log entry {entry.index} has a lower epoch than its predecessor")
+            if entry.index == applied_index and entry.epoch != applied_epoch:
+                raise UsageError(f"log entry {entry.index} disagrees with the snapshot")
+            previous = entry
+        if previous.index < applied_index:
+            raise UsageError(f"the log ends at {previous.index}, before its snapshot")
         if epoch < 0 or commit_index < 0:
             raise UsageError("epoch and commit_index must be >= 0")
-        self._epoch = max(epoch, self._log[-1].epoch if self._log else 0)
+        self._epoch = max(epoch, previous.epoch)
         # The epochs a previous incarnation may have served as primary: never again (inv. 7).
         self._recovered_epoch = self._epoch
         self._role = Role.BACKUP
         self._config: PartitionConfig | None = None
         self._lease_until_ms = float("-inf")
-        self._commit_index = 0
-        self._applied_index = 0
-        self._kv: dict[bytes, tuple[bytes, Version]] = {}
+        self._commit_index = applied_index
+        self._applied_index = applied_index
+        self._kv: dict[bytes, tuple[bytes, Version]] = (
+            dict(snapshot.kv) if snapshot is not None else {}
+        )
         # Replicated state, rebuilt from the log: least recently written client first.
-        self._dedup: dict[str, _Applied] = {}
+        self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
+        # Transitions of a peer to needing a snapshot (a counter for status and the sim).
+        self._snapshots_needed = 0
         # The bug keeps a window of one: only the last write.
         self._dedup_window = 1 if "dedup-last-only" in self._bugs else self._settings.dedup_window
         # primary state (reset on every promotion)
@@ -281,7 +313,7 @@ class Replica:
         self._waiters: dict[RequestId, list[str]] = {}
         self._proposal: ProposeIsr | None = None
         self._proposal_sent_ms = 0.0
-        self._advance_commit(min(commit_index, len(self._log)), Ready())
+        self._advance_commit(min(commit_index, self.last_index), Ready())
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -465,14 +497,80 @@ class Replica:
 
     @property
     def last_index(self) -> int:
-        return len(self._log)
+        return self._base_index + len(self._log)
 
     @property
     def last_version(self) -> Version:
-        """(epoch, index) of the last log entry; Version(0, 0) for an empty log."""
+        """(epoch, index) of the last log entry (or of the base when none is kept);
+        Version(0, 0) for an empty log."""
         if not self._log:
-            return Version(0, 0)
+            return Version(self._base_epoch, self._base_index)
         return Version(self._log[-1].epoch, self._log[-1].index)
+
+    @property
+    def base_index(self) -> int:
+        """The in-memory log holds the entries after this one (0: from the first)."""
+        return self._base_index
+
+    @property
+    def log_entries(self) -> int:
+        """How many entries the in-memory log holds."""
+        return len(self._log)
+
+    @property
+    def peers_needing_snapshot(self) -> frozenset[NodeId]:
+        """As primary: the peers that need entries this log no longer holds (they get only
+        probes and stay out of the ISR until a snapshot refills them)."""
+        return frozenset(name for name, peer in self._peers.items() if peer.needs_snapshot)
+
+    @property
+    def snapshots_needed(self) -> int:
+        """How many times a peer of this replica was found to need a snapshot."""
+        return self._snapshots_needed
+
+    def epoch_at(self, index: int) -> int:
+        """The epoch of the entry at ``index`` (the base's at the base; 0 at 0)."""
+        if index == self._base_index:
+            return self._base_epoch
+        if not self._base_index < index <= self.last_index:
+            raise UsageError(
+                f"index {index} is not in the log ({self._base_index}..{self.last_index})"
+            )
+        return self._log[index - self._base_index - 1].epoch
+
+    def snapshot(self) -> ReplicaSnapshot:
+        """The replicated state at :attr:`applied_index`, as an immutable copy (one
+        C-speed copy of each table; the entries in them are shared, never changed)."""
+        return ReplicaSnapshot(
+            partition=self._partition,
+            index=self._applied_index,
+            epoch=self.epoch_at(self._applied_index),
+            kv=MappingProxyType(dict(self._kv)),
+            dedup=MappingProxyType(dict(self._dedup)),
+            dedup_window=self._dedup_window,
+        )
+
+    def compact(self, index: int) -> None:
+        """Drop the in-memory entries up to ``index`` (a durable snapshot covers them).
+
+        Only committed entries may go: a snapshot never covers one a new primary could
+        still truncate. Raises UsageError past the commit index (with the
+        ``compact-past-commit`` bug, applies the entries up to ``index`` as if committed).
+        """
+        if index <= self._base_index:
+            return
+        if index > self.last_index:
+            raise UsageError(f"cannot compact to {index}: the log ends at {self.last_index}")
+        if index > self._commit_index:
+            if "compact-past-commit" not in self._bugs:
+                raise UsageError(
+                    f"cannot compact to {index}: only entries up to the commit index "
+                    f"{self._commit_index} may be compacted"
+                )
+            self._advance_commit(index, Ready())  # the bug: treat them as committed
+        self._base_epoch = self.epoch_at(index)
+        del self._log[: index - self._base_index]
+        self._base_index = index
 
     @property
     def config(self) -> PartitionConfig | None:
@@ -508,13 +606,16 @@ class Replica:
         return state.match_index if state is not None else 0
 
     def entries_after(self, index: int) -> tuple[Entry, ...]:
-        """The log entries with index > ``index``, in order."""
-        return tuple(self._log[max(index, 0) :])
+        """The log entries with index > ``index``, in order (from the base on: raises
+        UsageError for an ``index`` below it)."""
+        if index < self._base_index:
+            raise UsageError(f"entries after {index} were compacted (base {self._base_index})")
+        return tuple(self._log[index - self._base_index :])
 
     def __repr__(self) -> str:
         return (
             f"Replica({self._node!r}, p{self._partition}, {self._role}, epoch={self._epoch}, "
-            f"last={self.last_index}, commit={self._commit_index})"
+            f"base={self._base_index}, last={self.last_index}, commit={self._commit_index})"
         )
 
     # --- client requests -------------------------------------------------------------------
@@ -611,8 +712,17 @@ class Replica:
             # Two primaries of one epoch cannot exist (one config per epoch): refuse.
             ready.send.append(self._append_reply(append, self._epoch, False, 0, 0))
             return ready
-        prev = append.prev_index
-        if prev > self.last_index or (prev > 0 and self._log[prev - 1].epoch != append.prev_epoch):
+        prev, prev_epoch, entries = append.prev_index, append.prev_epoch, append.entries
+        if prev < self._base_index:
+            # Entries up to the base are committed (a snapshot covers them), so equal to the
+            # primary's: skip them, and check the one at the base against the base's epoch.
+            skip = min(self._base_index - prev, len(entries))
+            if skip:
+                prev, prev_epoch = prev + skip, entries[skip - 1].epoch
+                entries = entries[skip:]
+        if prev < self._base_index:
+            pass  # every entry sent is below the base: nothing to check or add
+        elif prev > self.last_index or (prev > 0 and self.epoch_at(prev) != prev_epoch):
             if epoch_changed:
                 ready.persist.append(self._persist(None, ()))
             hint = self._mismatch_hint(prev)
@@ -620,19 +730,20 @@ class Replica:
             return ready
         truncate_after: int | None = None
         appended: list[Entry] = []
-        for offset, entry in enumerate(append.entries, start=1):
+        for offset, entry in enumerate(entries, start=1):
             index = prev + offset
             if entry.index != index:
                 raise UsageError(f"Append entries are not consecutive after {prev}")
             if index <= self.last_index:
-                if self._log[index - 1].epoch == entry.epoch or "skip-truncate" in self._bugs:
+                if self.epoch_at(index) == entry.epoch or "skip-truncate" in self._bugs:
                     continue
+                # index > prev >= base: never truncates into the snapshot.
                 truncate_after = index - 1
-                del self._log[index - 1 :]
+                del self._log[index - 1 - self._base_index :]
                 self._forget_after(index - 1)
             self._log.append(entry)
             appended.append(entry)
-        match = prev + len(append.entries)
+        match = append.prev_index + len(append.entries)
         commit = max(self._commit_index, min(append.commit_index, match))
         if truncate_after is not None or appended or epoch_changed:
             # The commit hint is persisted with the entries it covers.
@@ -646,9 +757,9 @@ class Replica:
         epoch's first entry (never below what we know is committed)."""
         if prev > self.last_index:
             return self.last_index
-        conflict_epoch = self._log[prev - 1].epoch
+        conflict_epoch = self.epoch_at(prev)
         first = prev
-        while first > 1 and self._log[first - 2].epoch == conflict_epoch:
+        while first > self._base_index + 1 and self.epoch_at(first - 1) == conflict_epoch:
             first -= 1
         return max(first - 1, min(self._commit_index, prev - 1))
 
@@ -711,19 +822,35 @@ class Replica:
 
     def _send_append(self, name: NodeId, peer: _Peer, now_ms: float, ready: Ready) -> None:
         start = peer.next_index
-        entries = tuple(self._log[start - 1 : start - 1 + self._settings.batch_entries_max])
-        prev = start - 1
+        base = self._base_index
+        if start <= base:
+            # It needs entries that were compacted away: only a snapshot can refill it.
+            # Until then, a probe at the base once a heartbeat (it succeeds if the peer does
+            # hold the base after all), never the missing entries.
+            if not peer.needs_snapshot:
+                peer.needs_snapshot = True
+                self._snapshots_needed += 1
+            if now_ms - peer.last_sent_ms < self._settings.heartbeat_ms:
+                return
+            entries: tuple[Entry, ...] = ()
+            prev = base
+        else:
+            peer.needs_snapshot = False
+            offset = start - 1 - base
+            entries = tuple(self._log[offset : offset + self._settings.batch_entries_max])
+            prev = start - 1
         append = Append(
             partition=self._partition,
             epoch=self._epoch,
             sender=self._node,
             prev_index=prev,
-            prev_epoch=self._log[prev - 1].epoch if prev > 0 else 0,
+            prev_epoch=self.epoch_at(prev),
             entries=entries,
             commit_index=self._commit_index,
             sent_ms=now_ms,
         )
-        peer.next_index = start + len(entries)
+        if start > base:
+            peer.next_index = start + len(entries)  # else it keeps needing a snapshot
         peer.last_sent_ms = now_ms
         peer.sent_from = start
         peer.retry_due = False
@@ -829,7 +956,8 @@ class Replica:
         self._barrier_index = barrier.index
         self._append_ms = {barrier.index: now_ms}
         self._in_log = {}
-        for entry in self._log[self._applied_index : barrier.index - 1]:
+        base = self._base_index
+        for entry in self._log[self._applied_index - base : barrier.index - 1 - base]:
             if entry.request_id is not None:
                 self._in_log[entry.request_id] = entry.index
         self._waiters = {}
@@ -886,7 +1014,7 @@ class Replica:
             return
         self._commit_index = commit
         while self._applied_index < commit:
-            entry = self._log[self._applied_index]
+            entry = self._log[self._applied_index - self._base_index]
             self._applied_index += 1
             self._append_ms.pop(entry.index, None)
             if entry.request_id is None or entry.op is None:
@@ -902,7 +1030,7 @@ class Replica:
         SEQ_TOO_OLD at or below its client's window, None if it may be applied now."""
         client_id, seq = request_id
         applied = self._dedup.get(client_id)
-        if applied is None:
+        if applied is None or not applied.seqs:
             return None
         if seq <= applied.seqs[-1] - self._dedup_window:
             return ErrorCode.SEQ_TOO_OLD
@@ -910,15 +1038,17 @@ class Replica:
 
     def _remember(self, client_id: str, seq: int, reply: ClientReply) -> None:
         """Record an applied write in its client's window, dropping what fell below it."""
-        # Re-inserted, so the table's order is least recently written first.
-        applied = self._dedup.pop(client_id, None) or _Applied()
-        insort(applied.seqs, seq)
-        applied.replies[seq] = reply
-        below = bisect_right(applied.seqs, applied.seqs[-1] - self._dedup_window)
-        for old in applied.seqs[:below]:
-            del applied.replies[old]
-        del applied.seqs[:below]
-        self._dedup[client_id] = applied
+        # Re-inserted, so the table's order is least recently written first; a new
+        # AppliedWrites each time, since snapshots share the old one.
+        old = self._dedup.pop(client_id, None) or AppliedWrites()
+        seqs = list(old.seqs)
+        insort(seqs, seq)
+        replies = dict(old.replies)
+        replies[seq] = reply
+        below = bisect_right(seqs, seqs[-1] - self._dedup_window)
+        for dropped in seqs[:below]:
+            del replies[dropped]
+        self._dedup[client_id] = AppliedWrites(tuple(seqs[below:]), replies)
         if len(self._dedup) > self._settings.dedup_clients_max:
             del self._dedup[next(iter(self._dedup))]
 

@@ -1,4 +1,4 @@
-"""The checks every run is held to (DESIGN.md §4), as the run goes and at its end.
+"""The checks every run is held to (docs/design.md §4), as the run goes and at its end.
 
 During the run (a :class:`Violation` stops it at once, with the trace around it):
 
@@ -192,7 +192,7 @@ class Monitor:
         ):
             return
         commit = primary.commit_index
-        epoch = primary.entries_after(commit - 1)[0].epoch
+        epoch = primary.epoch_at(commit)
         if not self._durable(self.nodes[joined], p, epoch, commit):
             raise Violation(
                 "isr-joined-behind",
@@ -264,7 +264,13 @@ class Monitor:
 
 
 def _holds(log: PartitionLog | None, epoch: int, index: int) -> bool:
-    if log is None or log.durable_index < index or index < log.first_index:
+    if log is None or log.durable_index < index:
+        return False
+    if index < min(log.first_index, log.snapshot_index):
+        # Compacted: a durable snapshot covers it (snapshots hold only what this node
+        # applied as committed; whether that equals the primary's, ``diverged`` checks).
+        return True
+    if index < log.first_index and index != log.snapshot_index:
         return False
     return log.epoch_at(index) == epoch
 

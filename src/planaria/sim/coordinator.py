@@ -63,8 +63,9 @@ class SimCoordinator(Process):
         self.on_change = on_change
         self.store = MemoryStore()
         self.opened: dict[str, tuple[int, int]] = {}  # node -> (nonce, session)
-        # node -> (session, loss per lost partition, data lost): registered with the session
-        self.losses: dict[str, tuple[int, dict[int, int], int]] = {}
+        # node -> (session, loss per lost partition, data lost, data id): what the node
+        # registered with the session
+        self.losses: dict[str, tuple[int, dict[int, int], int, int]] = {}
         self.configs: dict[int, PartitionConfig] = {}
         self.changes = 0
         self.target: Target | None = None  # None: no membership known, no moves
@@ -91,10 +92,12 @@ class SimCoordinator(Process):
             f"{sorted(staying)} draining {sorted(draining)}",
         )
 
-    def preopen(self, node: str, *, nonce: int, now_ms: float) -> int:
-        """Open the session a node's first incarnation will ask for (with ``nonce``)."""
+    def preopen(self, node: str, *, nonce: int, now_ms: float, data_id: int = 0) -> int:
+        """Open the session a node's first incarnation will ask for (with ``nonce``),
+        registered with the id of its data directory."""
         session = self.store.open_session(node, self.settings.session_ttl_ms, now_ms)
         self.opened[node] = (nonce, session)
+        self.losses[node] = (session, {}, 0, data_id)
         return session
 
     def end_session(self, node: str) -> None:
@@ -130,9 +133,9 @@ class SimCoordinator(Process):
     def _views(self) -> dict[str, SessionView]:
         views: dict[str, SessionView] = {}
         for owner, info in self.store.latest_sessions().items():
-            session, lost, data_lost = self.losses.get(owner, (0, {}, 0))
+            session, lost, data_lost, data_id = self.losses.get(owner, (0, {}, 0, 0))
             if session != info.session:
-                lost, data_lost = {}, 0
+                lost, data_lost, data_id = {}, 0, 0
             views[owner] = SessionView(
                 owner,
                 info.session,
@@ -141,6 +144,7 @@ class SimCoordinator(Process):
                 info.expires_ms,
                 lost=lost,
                 data_lost=data_lost,
+                data_id=data_id,
             )
         return views
 
@@ -250,7 +254,7 @@ class SimCoordinator(Process):
         self.network.send(self.pid, src, RenewAck(renew.nonce, session, renew.sent_local_ms, ok))
 
     def _note_losses(self, renew: Renew, session: int) -> None:
-        self.losses[renew.node] = (session, dict(renew.lost), renew.data_lost)
+        self.losses[renew.node] = (session, dict(renew.lost), renew.data_lost, renew.data_id)
 
     def _renew(self, session: int, now: float) -> bool:
         try:

@@ -8,12 +8,13 @@ before the quiet period. Fault kinds (``--faults``):
 - ``disk``: a node crashes *in the middle of a write* (its next persist is written but not
   fsynced), so its log's tail is lost or torn, and restarts later;
 - ``wipe``: a node goes down and restarts later having lost data: half the time its disk
-  was replaced (a planned stop, which ends its session at once; an empty data directory,
-  which the operator tells the node), else it crashed and its journal is damaged (the start
-  wipes every partition log); it must be refilled from its primaries and rejoin outside the
-  ISR. The data is found gone at the restart, unless the node then
-  holds the last in-sync copy of a partition (no other ISR member up that lost nothing):
-  the fault is then a plain crash;
+  was replaced (an empty data directory that nobody marks: the node's new data id tells
+  the controller), in a planned stop that ends its session at once or, as often, after a
+  crash (its old session may still be alive when it comes back); else it crashed and its
+  journal is damaged (the start wipes every partition log); it must be refilled from its
+  primaries and rejoin outside the ISR. The data is found gone at the restart, unless the
+  node then holds the last in-sync copy of a partition (no other ISR member up that lost
+  nothing): the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated (from
   every node, the coordinator and about half the clients), the primary of a partition
@@ -210,9 +211,9 @@ class Nemesis:
         self.target.crash_node(node, mid_write=mid_write)
         if wipe:
             whole_disk = self._wipes[node] = self.world.rng.random() < 0.5
-            if whole_disk:
-                # A disk is replaced in a planned stop: the operator stops the node cleanly
-                # first, which ends its session (a damaged journal is a crash's surprise).
+            if whole_disk and self.world.rng.random() < 0.5:
+                # A disk replaced in a planned stop: the operator stops the node cleanly
+                # first, which ends its session (else the disk failed in the crash).
                 self.target.end_session(node)
         self._later(duration_ms, self._restart, node)
 

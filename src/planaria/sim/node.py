@@ -2,29 +2,39 @@
 
 Per partition it assigns, a node holds one :class:`~planaria.core.replica.Replica` and one
 :class:`~planaria.storage.PartitionLog` on the node's own :class:`~planaria.storage.SimFS`.
-It renews its coordinator session (which gives the lease), ticks its replicas, and executes
-every Ready in order: persist (through the real storage code, then one fsync per log), send,
-reply, forward ProposeIsr. A config that lists the node for a partition it does not host yet
-(a membership move made it a learner) creates that partition's log and an empty replica. A
-crash loses memory and the disk's unsynced writes; a restart
-recovers every log (a torn tail is cut off by the storage code) and rebuilds the replicas
-from it, under a new session.
+It renews its coordinator session (which gives the lease) and ticks its replicas. Every Ready
+goes through the node's own effect ordering, :class:`~planaria.core.pipeline.Pipeline` (one
+per partition, as in ``_node/partition.py``): its persists are written (through the real
+storage code) by a simulated group committer (:mod:`planaria.sim.committer`) that batches
+the persists of every partition of the node and makes each batch durable after a random
+fsync delay, while the replicas keep stepping; sends, replies and ISR proposals leave only
+once what they follow is durable (a primary's Appends earlier, held and merged per peer
+until the end of the turn), exactly as the node orders them. A config that lists the node
+for a partition it does not host yet (a membership move made it a learner) creates that
+partition's log and an empty replica. A crash loses memory and the disk's unsynced writes
+(every batch whose fsync had not happened); a restart recovers every log (a torn tail is
+cut off by the storage code) and rebuilds the replicas from it, under a new session.
 
-A node that lost data (a damaged log or journal, wiped at start; or a replaced disk, which
-the operator says: :meth:`SimNode.wipe`) writes a marker per lost log (``lost-all`` for a
-replaced disk) holding the loss's id before anything else, builds those replicas ``lost``
-and registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
+A node that lost data (a damaged log or journal, wiped at start) writes a marker per lost
+log holding the loss's id before anything else, builds those replicas ``lost`` and
+registers the loss with every session (:class:`~planaria.sim.wire.Renew`) until it sees
 the config record that id (``PartitionConfig.wiped``): a restart before that registers the
-same loss again (the controller handles each loss once).
+same loss again (the controller handles each loss once). A replaced disk
+(:meth:`SimNode.wipe`) is marked by nobody: the node finds no ``data-id`` there, makes
+another (``storage/identity.py``, as the real node) and registers it with every session;
+the controller, which knows the old one, handles the change as a loss of every log. While
+its data id is new (until every config that lists it knows the id) the node builds its
+replicas ``lost``.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from planaria.core.codec import decode_entry
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -35,20 +45,39 @@ from planaria.core.messages import (
     ErrorCode,
     Get,
     PartitionConfig,
+    ProposeIsr,
     Ready,
+    Reply,
     RequestId,
+    Send,
     Set,
     Version,
 )
+from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings
+from planaria.errors import UsageError
 from planaria.sim.checks import Violation
+from planaria.sim.committer import SimCommitter
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World
-from planaria.storage import Journal, PartitionLog, SimFS, StorageDamaged, open_node_journal
+from planaria.storage import (
+    Journal,
+    PartitionLog,
+    SimFS,
+    StorageDamaged,
+    StorageError,
+    open_node_journal,
+)
 from planaria.storage.format import SEGMENT_HEADER
 from planaria.storage.fs import join
-from planaria.storage.persist import PersistRuleBroken, write_persists
+from planaria.storage.identity import confirm_data_id, create_data_id, read_data_id
+from planaria.storage.persist import (
+    PersistRuleBroken,
+    recovered_state,
+    save_state,
+    write_persists,
+)
 
 __all__ = ["NodeSettings", "SimNode"]
 
@@ -58,7 +87,8 @@ NO_LEASE = float("-inf")
 NONCES_PER_INCARNATION = 1_000_000
 FIRST_NONCE = 1  # the first incarnation's first wish
 DATA = "/data"
-LOST_ALL = "lost-all"  # marker: the whole data directory was replaced
+LOST_ALL = "lost-all"  # marker: the whole data directory was replaced (the operator's)
+DISK_ID_SHIFT = 32  # data ids: (the node's disks so far) << this | a number of the node
 
 
 def _lost_marker(partition: int) -> str:
@@ -75,6 +105,22 @@ class NodeSettings:
     preallocate_bytes: int = 4096
     # Small, so runs checkpoint the journal often (the production default is 32 MiB).
     journal_checkpoint_bytes: int = 16 * 1024
+    # Small, so snapshots and compaction happen all through a run, under every fault.
+    snapshots: SnapshotPolicy = field(
+        default_factory=lambda: SnapshotPolicy(entries=20, log_bytes=2048, catchup_entries=100)
+    )
+    # A batch of persists is durable this long after it was written (drawn uniformly).
+    fsync_min_ms: float = 0.1
+    fsync_max_ms: float = 2.0
+    # Client requests are refused (OVERLOADED) while this many replies wait for the disk.
+    inbox_max: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fsync_min_ms <= self.fsync_max_ms:
+            raise UsageError(
+                f"need 0 <= fsync_min_ms <= fsync_max_ms, got {self.fsync_min_ms} and "
+                f"{self.fsync_max_ms}"
+            )
 
 
 class Hooks(Protocol):
@@ -110,6 +156,11 @@ class SimNode(Process):
         # replica from disk, as the real node does, instead of failing the run.
         self.rebuild_on_refusal = rebuild_on_refusal
         self.persists_refused = 0
+        self.busy_refusals = 0  # client requests refused: too many replies waited for the disk
+        # Over every incarnation: group-commit batches and their jobs, Appends merged.
+        self.fsync_batches = 0
+        self.persist_jobs = 0
+        self.appends_merged = 0
         self.fs = SimFS()
         self.logs: dict[int, PartitionLog] = {}
         self.journal: Journal | None = None
@@ -117,6 +168,8 @@ class SimNode(Process):
         # what was durable on this node.
         self.last_logs: dict[int, PartitionLog] = {}
         self.replicas: dict[int, Replica] = {}
+        self.pipelines: dict[int, Pipeline] = {}  # per partition, for this incarnation
+        self.committer = self._new_committer()
         self.session: int | None = None
         self.nonce = 0
         self.sessions_opened = 0
@@ -134,8 +187,13 @@ class SimNode(Process):
         self.records_lost = 0  # log records a crash took (never synced)
         self.last_index_at_crash: dict[int, int] = {}
         self.wiped_at_start: set[int] = set()  # logs wiped as damaged in this start
-        self.data_replaced = False  # the operator's word for the next start: a new disk
+        # For the checks (the node finds out by itself): the next start is on a new disk.
+        self.data_replaced = False
+        self.disks = 0  # data directories this node made an id for
+        self.data_id = 0  # its data directory's id (registered with every session)
+        self.data_id_new = False  # ...which the configs may not know yet
         self.wipes = 0
+        self.snapshots_taken = 0
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -148,9 +206,8 @@ class SimNode(Process):
 
     def on_start(self) -> None:
         self._open_logs()
-        if self.data_replaced:
-            self.data_replaced = False
-            self._mark_lost(LOST_ALL)
+        self.data_replaced = False
+        self.claim_data_id()
         self._rebuild_replicas()
         self._new_session()
         self._poll(None)
@@ -158,7 +215,10 @@ class SimNode(Process):
 
     def on_crash(self) -> None:
         self.last_index_at_crash = {p: log.last_index for p, log in self.logs.items()}
+        self._count_pipeline_work()
+        self.committer = self._new_committer()  # counted: the next start begins from zero
         self.replicas = {}
+        self.pipelines = {}
         self.last_logs = self.logs
         self.logs = {}
         self.lease_until_ms = NO_LEASE
@@ -170,9 +230,9 @@ class SimNode(Process):
         self.fs.crash(self.world.rng)
 
     def wipe(self, *, whole_disk: bool) -> None:
-        """While the node is down: its disk is replaced (``whole_disk``: the operator tells
-        the next start so) or its journal is damaged (the start wipes every log). A journal
-        with nothing to damage is replaced with the disk."""
+        """While the node is down: its disk is replaced (``whole_disk``: an empty one, and
+        nobody tells the node) or its journal is damaged (the start wipes every log). A
+        journal with nothing to damage is replaced with the disk."""
         self.wipes += 1
         journal = join(DATA, "journal")
         segments = (
@@ -192,6 +252,28 @@ class SimNode(Process):
         self.world.trace.add(self.world.now_ms, self.pid, "disk replaced")
         self.fs = SimFS()
         self.data_replaced = True
+
+    def claim_data_id(self) -> int:
+        """The data directory's id, made now if the disk has none (as the real node does,
+        durably, in storage/identity.py), unique to the node and the disk."""
+        self.fs.makedirs(DATA)
+        found = read_data_id(self.fs, DATA)
+        if found is None:
+            self.disks += 1
+            made = self.disks << DISK_ID_SHIFT | zlib.crc32(self.pid.encode())
+            create_data_id(self.fs, DATA, made)
+            found = (made, True)
+        self.data_id, self.data_id_new = found
+        return self.data_id
+
+    def confirm_data_id_in(self, configs: Sequence[PartitionConfig]) -> None:
+        """If every config of ``configs`` (all of them) that lists the node knows its data
+        id, the id is new no more."""
+        if self.data_id_new and all(
+            c.data_id(self.pid) == self.data_id for c in configs if self.pid in c.replicas
+        ):
+            confirm_data_id(self.fs, DATA)
+            self.data_id_new = False
 
     def _mark_lost(self, name: str) -> None:
         """Durably, before this start does anything else: the log ``name`` names was lost,
@@ -214,7 +296,9 @@ class SimNode(Process):
         return {n: int(self.fs.read(join(DATA, n), 0, self.fs.size(join(DATA, n)))) for n in names}
 
     def _lost(self, partition: int) -> bool:
-        return LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+        return (
+            self.data_id_new or LOST_ALL in self.markers or _lost_marker(partition) in self.markers
+        )
 
     def lost_report(self) -> tuple[tuple[tuple[int, int], ...], int]:
         """What the node registers: (partition, loss id) per log it lost, and the loss id
@@ -336,11 +420,12 @@ class SimNode(Process):
             self.replicas[partition] = self._replica_from(partition, log)
 
     def _replica_from(self, partition: int, log: PartitionLog) -> Replica:
-        entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries()]
+        snapshot, entries = recovered_state(log)
         replica = Replica(
             self.pid,
             partition,
             self.replica_settings,
+            snapshot=snapshot,
             log=entries,
             epoch=log.epoch,
             commit_index=log.commit_index,
@@ -372,7 +457,9 @@ class SimNode(Process):
         if nonce != self.nonce:
             return
         lost, data_lost = self.lost_report()
-        renew = Renew(self.pid, nonce, self.session, self.local_now(), lost, data_lost)
+        renew = Renew(
+            self.pid, nonce, self.session, self.local_now(), lost, data_lost, self.data_id
+        )
         self.network.send(self.pid, COORDINATOR, renew)
         self.after_local(self.settings.session_renew_ms, self._renew, nonce)
 
@@ -387,9 +474,42 @@ class SimNode(Process):
             replica = self.replicas.get(partition)
             if replica is not None:
                 self._execute(partition, replica.tick(now, self.lease_until_ms))
+                if self.up and self.replicas.get(partition) is replica:  # not rebuilt
+                    self._maybe_snapshot(partition, replica)
                 if not self.up:
                     return
         self.after_local(self.settings.tick_ms, self._tick)
+
+    def _maybe_snapshot(self, partition: int, replica: Replica) -> None:
+        """Snapshot and compact when the policy says so, as the node does (here at once,
+        between the committer's batches). A pending disk fault strikes in the middle of it:
+        the snapshot's rename fails and the node crashes, leaving its temporary file."""
+        log = self.logs[partition]
+        policy = self.settings.snapshots
+        if not policy.due(
+            replica.applied_index, log.snapshot_index, log.bytes_after(log.snapshot_index)
+        ):
+            return
+        if log.last_index < replica.applied_index:
+            return  # stages in flight: the disk has not caught up with memory yet
+        view = replica.snapshot()
+        keep = policy.keep_after(replica, view.index)
+        if "compact-past-commit" in self.replica_settings.bugs:
+            keep = replica.last_index  # the bug: the snapshot's compaction takes it all
+        torn = self.crash_mid_write
+        if torn:
+            self.fs.fail_next("rename")
+        try:
+            save_state(log, view, keep_after=min(keep, view.index))
+        except StorageError as failure:
+            if not torn:
+                raise
+            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-snapshot", failure)
+            if self.crash_requested is not None:
+                self.crash_requested(self)
+            return
+        replica.compact(keep)
+        self.snapshots_taken += 1
 
     # ------------------------------------------------------------------ messages
 
@@ -403,6 +523,13 @@ class SimNode(Process):
                         message.partition, message.request_id, error=ErrorCode.NOT_PRIMARY
                     )
                     self.network.send(self.pid, src, refusal)
+                return
+            if isinstance(message, ClientRequest) and self._overloaded(message.partition):
+                busy = ClientReply(
+                    message.partition, message.request_id, error=ErrorCode.OVERLOADED
+                )
+                self.busy_refusals += 1
+                self.network.send(self.pid, src, busy)  # the node's BUSY
                 return
             if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
                 self.writes.add(message.request_id)
@@ -419,6 +546,7 @@ class SimNode(Process):
                 self._on_config(config, now)
                 if not self.up:
                     return
+            self.confirm_data_id_in(message.configs)
         elif isinstance(message, RenewAck):
             self._on_renew_ack(message)
 
@@ -456,6 +584,13 @@ class SimNode(Process):
         # have promoted someone else. Start over from the disk under a new session.
         self.world.trace.add(self.world.now_ms, self.pid, "session expired", ack.session)
         self.sessions_lost += 1
+        # As the node's reset: the stages pending finish first (their effects leave), then
+        # every replica is rebuilt from the disk.
+        self.committer.drain()
+        if not self.up:
+            return
+        for pipeline in self.pipelines.values():
+            pipeline.drop()
         for log in self.logs.values():
             log.close()
         if self.journal is not None:
@@ -468,59 +603,117 @@ class SimNode(Process):
 
     # ------------------------------------------------------------------ effects
 
+    def _count_pipeline_work(self) -> None:
+        """Add this incarnation's pipeline and committer counts to the totals."""
+        self.fsync_batches += self.committer.batches
+        self.persist_jobs += self.committer.jobs
+        self.appends_merged += sum(p.appends_merged for p in self.pipelines.values())
+
+    def _new_committer(self) -> SimCommitter:
+        settings = self.settings
+        return SimCommitter(
+            self,
+            fsync_min_ms=settings.fsync_min_ms,
+            fsync_max_ms=settings.fsync_max_ms,
+            crash_before_fsync=self._crash_before_fsync,
+        )
+
+    def _pipeline(self, partition: int) -> Pipeline:
+        pipeline = self.pipelines.get(partition)
+        if pipeline is None:
+            pipeline = self.pipelines[partition] = Pipeline(
+                submit=lambda stage: self._submit(partition, stage),
+                send=self._send,
+                reply=self._reply,
+                propose=self._propose,
+                flush_soon=self._flush_soon,
+                batch_entries_max=self.replica_settings.batch_entries_max,
+                bugs=self.replica_settings.bugs,
+            )
+        return pipeline
+
+    def _overloaded(self, partition: int) -> bool:
+        """Too many replies wait for the disk: refuse more client requests."""
+        pipeline = self.pipelines.get(partition)
+        return pipeline is not None and pipeline.replies_waiting >= self.settings.inbox_max
+
     def _execute(self, partition: int, ready: Ready) -> None:
+        """Hand ``ready`` to the partition's pipeline: what may leave now leaves, the rest
+        once the persists before it are durable."""
         if not ready:
             return
-        if ready.persist:
-            try:
-                self._persist(ready)
-            except PersistRuleBroken as broken:
-                if not self.rebuild_on_refusal:
-                    raise Violation(broken.rule, f"{self.pid}: {broken}") from None
-                self._rebuild_refused(partition, broken)
-                return  # the node drops the Ready's effects, as _node/partition.py does
-            if not self.up:
-                return  # crashed in the middle of the write: nothing else happens
-        send = self.network.send
-        pid = self.pid
-        for effect in ready.send:
-            send(pid, effect.to, effect.message)
-        for answer in ready.replies:
-            reply = answer.reply
-            if reply.error is None and reply.request_id in self.writes:
-                version = reply.version or self.persisted_at.get(reply.request_id)
-                self.hooks.on_ack(self, reply.partition, reply.request_id, version)
-            send(pid, answer.client, reply)
-        for proposal in ready.requests:
-            self.world.trace.add(self.world.now_ms, pid, "propose isr", proposal)
-            send(pid, COORDINATOR, IsrRequest(pid, proposal))
+        early = may_send_early(self.replicas[partition], self.logs[partition].epoch)
+        self._pipeline(partition).dispatch(ready, may_send_early=early)
+
+    def _submit(self, partition: int, stage: Stage) -> bool:
+        log = self.logs[partition]
+        self.committer.submit(
+            log,
+            lambda log: self._write(stage, log),
+            lambda ok, value: self._written(partition, stage, ok, value),
+        )
+        return True
+
+    def _write(self, stage: Stage, log: PartitionLog) -> int:
+        """The committer's job for a stage: its persists (none if dropped meanwhile)."""
+        persists = stage.start()
+        try:
+            appended = write_persists(log, persists)
+        except PersistRuleBroken as broken:
+            if not self.rebuild_on_refusal:
+                raise Violation(broken.rule, f"{self.pid}: {broken}") from None
+            raise
+        for persist in persists:
+            for entry in persist.entries:
+                if entry.request_id is not None:
+                    self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
+        return appended
+
+    def _written(self, partition: int, stage: Stage, ok: bool, value: object) -> None:
+        pipeline = self._pipeline(partition)
+        if not pipeline.current(stage):
+            return  # dropped by a rebuild meanwhile
+        if isinstance(value, PersistRuleBroken):  # not ok
+            self._rebuild_refused(partition, value)
+            return
+        pipeline.durable(stage)
+
+    def _crash_before_fsync(self) -> bool:
+        """The disk fault: the records were written but the fsync never happens."""
+        if not self.crash_mid_write:
+            return False
+        self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
+        if self.crash_requested is not None:
+            self.crash_requested(self)
+        return not self.up
+
+    def _flush_soon(self, flush: Callable[[], None]) -> None:
+        """At the end of this turn: after the events already due now."""
+        self.after_local(0.0, lambda _: flush())
+
+    def _send(self, effect: Send) -> None:
+        self.network.send(self.pid, effect.to, effect.message)
+
+    def _reply(self, answer: Reply) -> None:
+        """A client reply leaves the node: the ack monitor checks it now."""
+        reply = answer.reply
+        if reply.error is None and reply.request_id in self.writes:
+            version = reply.version or self.persisted_at.get(reply.request_id)
+            self.hooks.on_ack(self, reply.partition, reply.request_id, version)
+        self.network.send(self.pid, answer.client, reply)
+
+    def _propose(self, proposal: ProposeIsr) -> None:
+        self.world.trace.add(self.world.now_ms, self.pid, "propose isr", proposal)
+        self.network.send(self.pid, COORDINATOR, IsrRequest(self.pid, proposal))
 
     def _rebuild_refused(self, partition: int, broken: PersistRuleBroken) -> None:
-        """The storage refused a persist: rebuild the replica from what is on disk (it learns
-        its config again from the next push or poll), as the real node does."""
+        """The storage refused a persist: drop every pending effect and rebuild the replica
+        from what is on disk (it learns its config again from the next push or poll), as the
+        real node does."""
         self.persists_refused += 1
         self.world.trace.add(
             self.world.now_ms, self.pid, f"p{partition} persist refused ({broken.rule})", broken
         )
+        self._pipeline(partition).drop()
         self.replicas[partition] = self._replica_from(partition, self.logs[partition])
         self.network.send(self.pid, COORDINATOR, ConfigRead())
-
-    def _persist(self, ready: Ready) -> None:
-        touched: list[PartitionLog] = []
-        for persist in ready.persist:
-            log = self.logs[persist.partition]
-            write_persists(log, [persist])
-            for entry in persist.entries:
-                if entry.request_id is not None:
-                    self.persisted_at[entry.request_id] = Version(entry.epoch, entry.index)
-            touched.append(log)
-        if self.crash_mid_write and any(persist.entries for persist in ready.persist):
-            # The disk fault: the records were written but the fsync never happened.
-            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-write")
-            if self.crash_requested is not None:
-                self.crash_requested(self)
-            return
-        for log in touched:
-            log.sync()  # the first one fsyncs the journal; the rest find it synced
-        if self.journal is not None and self.journal.checkpoint_due:
-            self.journal.checkpoint()

@@ -19,7 +19,8 @@ class Renew:
 
     ``nonce`` names the node's wish for one session, so a retried or duplicated open gets
     the same session back instead of a second one. ``lost`` and ``data_lost``: the losses
-    the node registers with the session (``SessionView``).
+    the node registers with the session, and ``data_id`` the id of its data directory
+    (``SessionView``).
     """
 
     node: str
@@ -28,6 +29,7 @@ class Renew:
     sent_local_ms: float
     lost: tuple[tuple[int, int], ...] = ()  # (partition, loss id)
     data_lost: int = 0  # the loss id of the whole data directory (0: none)
+    data_id: int = 0  # the id of its data directory (0: none)
 
 
 @dataclass(frozen=True, slots=True)

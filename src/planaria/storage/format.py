@@ -70,7 +70,7 @@ class Snapshot:
     """The replica's state as of log position (``index``, ``epoch``).
 
     ``data`` is the state machine's opaque state; ``dedup`` maps request id -> stored reply
-    (the at-most-once table, DESIGN.md §4 invariant 8).
+    (the at-most-once table, docs/design.md §4 invariant 8).
     """
 
     index: int

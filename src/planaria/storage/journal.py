@@ -91,6 +91,7 @@ class Journal:
             policy=FsyncPolicy("always"),
             segment_bytes=min(segment_bytes, max(checkpoint_bytes, 4096)),
             preallocate_bytes=preallocate_bytes,
+            snapshots_kept=1,  # a checkpoint replaces the last: its records are gone
         )
         if log.epoch < _JOURNAL_EPOCH:
             log.set_epoch(_JOURNAL_EPOCH)

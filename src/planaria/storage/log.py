@@ -7,7 +7,8 @@ Directory layout::
 
     LOCK                          held while the log is open (two processes cannot share it)
     meta                          current epoch + commit point (replaced atomically)
-    snap-<index>.snap             the latest snapshot (replaced atomically)
+    snap-<index>.snap             the latest snapshots (each written atomically), newest
+                                  first; an older one is the fallback for a damaged newer one
     seg-<first index>.log         segments, each a header then records (see ``format``)
 
 Writing: ``append``/``append_many`` write records (not yet durable); ``sync()`` makes them
@@ -16,7 +17,13 @@ both for a node. Any write or fsync error puts the log in a refusing state: ever
 raises ``StorageFailed`` until the log is reopened, because after a failed fsync the page cache
 no longer tells the truth about the disk.
 
-Recovery on open: load the newest snapshot, scan every segment, check every record's checksum,
+Compaction: ``save_snapshot`` seals the active segment when the snapshot covers part of it and
+removes every whole segment behind the oldest snapshot kept (``snapshots_kept``, default 2), so
+disk use follows the live data: the kept snapshots plus the log since the oldest of them.
+
+Recovery on open: load the newest snapshot that passes its checks (a damaged one is removed and
+reported, and the next older one is tried: the log behind it is still there; none left that
+the log continues from is ``StorageDamaged``), scan every segment, check every record's checksum,
 index and epoch order. A bad record in the last segment with no valid record after it is a torn
 tail (a write cut short by a crash): it is cut off and reported in ``recovery``. Anything else
 (a bad record followed by good ones, a bad older segment, a gap, a bad snapshot or meta file)
@@ -118,6 +125,8 @@ class RecoveryReport:
     torn_tail_bytes: int = 0
     torn_tail_reason: str | None = None
     removed_files: list[str] = field(default_factory=list)
+    # Snapshots that failed their checks (removed; an older one was used): "name: why".
+    damaged_snapshots: list[str] = field(default_factory=list)
     # Set when the persisted commit point was beyond the recovered log (possible only with
     # fsync policy interval/never): the log end it was clamped to.
     commit_index_clamped_from: int | None = None
@@ -167,6 +176,7 @@ class PartitionLog:
         segment_bytes: int,
         record_bytes_max: int,
         preallocate_bytes: int,
+        snapshots_kept: int = 2,
     ) -> None:
         self.fs = fs
         self.path = path
@@ -183,6 +193,8 @@ class PartitionLog:
         self._meta = Meta()
         self._meta_dirty = False
         self._snapshot: Snapshot | None = None
+        self._snapshots_kept = snapshots_kept
+        self._snapshot_indexes: list[int] = []  # the snapshot files on disk, ascending
         self._durable_index = 0
         self._dir_dirty = False
         self._last_sync_ms: float | None = None
@@ -206,6 +218,7 @@ class PartitionLog:
         record_bytes_max: int = RECORD_BYTES_MAX_DEFAULT,
         preallocate_bytes: int = PREALLOCATE_BYTES_DEFAULT,
         unsynced_after: int | None = None,
+        snapshots_kept: int = 2,
     ) -> PartitionLog:
         """Lock ``path``, recover snapshot + log, and return the open log.
 
@@ -220,9 +233,14 @@ class PartitionLog:
         ``unsynced_after``: records after this index were made durable by a journal, not by
         this log's files (see ``planaria.storage.journal``): damage among them in the last
         segment is a torn tail, cut off for the journal to replay, not ``StorageDamaged``.
+
+        ``snapshots_kept``: how many snapshot files stay on disk (the log is kept from the
+        oldest on): more than one lets recovery fall back from a damaged newest snapshot.
         """
         if segment_bytes <= SEGMENT_HEADER.size:
             raise UsageError(f"segment_bytes must exceed {SEGMENT_HEADER.size}")
+        if snapshots_kept < 1:
+            raise UsageError(f"snapshots_kept must be >= 1, got {snapshots_kept}")
         try:
             if not fs.is_dir(path):
                 if not create:
@@ -239,6 +257,7 @@ class PartitionLog:
             segment_bytes=segment_bytes,
             record_bytes_max=record_bytes_max,
             preallocate_bytes=max(0, preallocate_bytes),
+            snapshots_kept=snapshots_kept,
         )
         log._unsynced_after = unsynced_after
         try:
@@ -285,17 +304,22 @@ class PartitionLog:
             for name in names
             if (index := _parse_index(name, "snap-", ".snap")) is not None
         )
-        if snapshots:
-            index, name = snapshots[-1]
+        while snapshots:
+            index, name = snapshots.pop()
             snapshot = decode_snapshot(fs.read(self._file(name), 0, fs.size(self._file(name))))
+            if not isinstance(snapshot, str) and snapshot.index != index:
+                snapshot = f"snapshot holds index {snapshot.index}"
             if isinstance(snapshot, str):
-                raise StorageDamaged(snapshot, path=self._file(name))
-            if snapshot.index != index:
-                raise StorageDamaged(f"snapshot holds index {snapshot.index}", path=name)
+                if not snapshots:
+                    raise StorageDamaged(snapshot, path=self._file(name))
+                # An older one is still there, with the log behind it: fall back to it.
+                report.damaged_snapshots.append(f"{name}: {snapshot}")
+                self._remove(name)
+                continue
             self._snapshot = snapshot
             report.snapshot_index = index
-            for _, old in snapshots[:-1]:
-                self._remove(old)
+            self._snapshot_indexes = [older for older, _ in snapshots] + [index]
+            break
         snapshot_index = self.snapshot_index
         segment_names = sorted(
             (first, name)
@@ -308,18 +332,24 @@ class PartitionLog:
             segment, last_epoch = self._recover_segment(first, name, is_last, last_epoch)
             if segment is None:
                 continue
-            if segment.last_index <= snapshot_index:
-                # Covered by the snapshot: left over from a compaction or snapshot install.
-                self._remove(name)
-                continue
             if self._segments and segment.first_index != self._segments[-1].last_index + 1:
+                if self._segments[-1].last_index <= snapshot_index:
+                    # Covered by the snapshot and cut off from the rest: left over from a
+                    # snapshot install. (Covered segments that connect stay: the tail kept
+                    # for catch-up; the next compaction decides.)
+                    self._drop_recovered_segments()
+                    self._segments.append(segment)
+                    continue
                 raise StorageDamaged(
                     f"gap: segment starts at {segment.first_index}, previous ends at "
                     f"{self._segments[-1].last_index}",
                     path=segment.path,
                 )
             self._segments.append(segment)
+        if self._segments and self._segments[-1].last_index < snapshot_index:
+            self._drop_recovered_segments()  # an install cut short: the snapshot has it all
         if self._segments and self._segments[0].first_index > snapshot_index + 1:
+            # (A fallback snapshot the log does not reach back to lands here too.)
             raise StorageDamaged(
                 f"log starts at {self._segments[0].first_index} but the snapshot ends at "
                 f"{snapshot_index}",
@@ -348,6 +378,11 @@ class PartitionLog:
             self._meta_dirty = True
         report.records = self.last_index - self.first_index + 1
         report.segments = len(self._segments)
+
+    def _drop_recovered_segments(self) -> None:
+        for segment in self._segments:
+            self._remove(segment.path.rsplit("/", 1)[-1])
+        self._segments = []
 
     def _recover_segment(
         self, first: int, name: str, is_last: bool, last_epoch: int
@@ -430,6 +465,31 @@ class PartitionLog:
     @property
     def snapshot_index(self) -> int:
         return self._snapshot.index if self._snapshot is not None else 0
+
+    @property
+    def log_entries(self) -> int:
+        """How many records the log's files hold (from ``first_index`` on)."""
+        return self.last_index - self.first_index + 1
+
+    @property
+    def log_bytes(self) -> int:
+        """The bytes of records and segment headers the log's files hold."""
+        return sum(segment.end for segment in self._segments)
+
+    def bytes_after(self, index: int) -> int:
+        """The bytes of the records after ``index`` (from the log's start if before it)."""
+        total = 0
+        for segment in reversed(self._segments):
+            if segment.last_index <= index:
+                break
+            position = index + 1 - segment.first_index
+            start = segment.offsets[position] if position > 0 else SEGMENT_HEADER.size
+            total += segment.end - start
+        return total
+
+    def _compaction_floor(self) -> int:
+        """Whole segments up to here may go: the oldest kept snapshot covers them."""
+        return self._snapshot_indexes[0] if self._snapshot_indexes else 0
 
     @property
     def journal(self) -> Journal | None:
@@ -756,8 +816,9 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Durably store a snapshot of the state up to ``snapshot.index``, then compact."""
+    def save_snapshot(self, snapshot: Snapshot, *, keep_after: int | None = None) -> None:
+        """Durably store a snapshot of the state up to ``snapshot.index``, then compact
+        (keeping every record after ``keep_after`` too, if given)."""
         self._check_writable()
         if not self.snapshot_index <= snapshot.index <= self.last_index:
             raise UsageError(
@@ -769,8 +830,16 @@ class PartitionLog:
                 f"snapshot epoch {snapshot.epoch} != the log's {self.epoch_at(snapshot.index)}"
             )
         self.sync()
+        if self._journal is not None:
+            # The files themselves must reach the snapshot: a journal replay skips what a
+            # snapshot covers, so it could not refill a lost tail below it.
+            self.sync_files()
         self._store_snapshot(snapshot)
-        self.compact()
+        active = self._segments[-1]
+        if active.offsets and active.first_index <= snapshot.index:
+            # Seal the segment the snapshot covers (part of), so a later compaction drops it.
+            self._roll_segment()
+        self.compact(keep_after)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot received from the primary (a far-behind replica).
@@ -786,6 +855,7 @@ class PartitionLog:
         # truncation below a crash at any step leaves either the old or the new state.
         self.truncate_after(max(min(self.last_index, snapshot.index), self.first_index - 1))
         self._store_snapshot(snapshot)
+        self._remove_snapshots(self._snapshot_indexes[:-1])  # the log no longer reaches them
         old = self._segments
         self._segments = []
         self._create_segment(snapshot.index + 1)
@@ -805,25 +875,34 @@ class PartitionLog:
             self._persist_meta(Meta(self._meta.epoch, snapshot.index))
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
-        previous = self._snapshot
         name = _snapshot_name(snapshot.index)
         self._write_atomic(name, encode_snapshot(snapshot))
         self._snapshot = snapshot
-        if previous is not None and previous.index != snapshot.index:
-            try:
-                self.fs.remove(self._file(_snapshot_name(previous.index)))
-                self._dir_dirty = True
-            except OSError as exc:
-                error = storage_error_from_os(exc, "removing the old snapshot", self.path)
-                self._fail(error)
-                raise error from exc
+        kept = [index for index in self._snapshot_indexes if index < snapshot.index]
+        self._snapshot_indexes = [*kept, snapshot.index]
+        self._remove_snapshots(self._snapshot_indexes[: -self._snapshots_kept])
 
-    def compact(self) -> int:
-        """Remove whole segments the snapshot covers (never the active one); returns how many."""
+    def _remove_snapshots(self, indexes: Sequence[int]) -> None:
+        try:
+            for index in list(indexes):
+                self.fs.remove(self._file(_snapshot_name(index)))
+                self._snapshot_indexes.remove(index)
+                self._dir_dirty = True
+        except OSError as exc:
+            error = storage_error_from_os(exc, "removing an old snapshot", self.path)
+            self._fail(error)
+            raise error from exc
+
+    def compact(self, keep_after: int | None = None) -> int:
+        """Remove whole segments every kept snapshot covers (never the active one, nor one
+        holding a record after ``keep_after``); returns how many."""
         self._check_writable()
         removed = 0
+        floor = self._compaction_floor()
+        if keep_after is not None:
+            floor = min(floor, keep_after)
         try:
-            while len(self._segments) > 1 and self._segments[0].last_index <= self.snapshot_index:
+            while len(self._segments) > 1 and self._segments[0].last_index <= floor:
                 self.fs.remove(self._segments.pop(0).path)
                 self._segment_firsts.pop(0)
                 removed += 1

@@ -1,5 +1,6 @@
-"""Applying a Ready's ``Persist`` effects to a partition log: one copy, used by the node and
-by the simulator (which runs it on its simulated disk).
+"""Applying a Ready's ``Persist`` effects to a partition log, and storing and loading replica
+state snapshots: one copy, used by the node and by the simulator (which runs it on its
+simulated disk).
 
 The core promises three things about what it asks to persist, and this is where they are
 enforced, so a broken promise stops the write instead of corrupting the log:
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planaria.core.codec import encode_entry
-from planaria.core.messages import Persist
+from planaria.core.codec import decode_entry, decode_state, encode_entry, encode_state
+from planaria.core.messages import Entry, Persist, ReplicaSnapshot
 from planaria.errors import InternalError
+from planaria.storage.format import Snapshot
 from planaria.storage.log import PartitionLog
 
-__all__ = ["PersistRuleBroken", "write_persists"]
+__all__ = ["PersistRuleBroken", "recovered_state", "save_state", "write_persists"]
 
 
 class PersistRuleBroken(InternalError):
@@ -70,3 +72,23 @@ def write_persists(log: PartitionLog, persists: Sequence[Persist]) -> int:
         if commit > log.commit_index:
             log.set_commit_index(commit)
     return appended
+
+
+def save_state(
+    log: PartitionLog, snapshot: ReplicaSnapshot, *, keep_after: int | None = None
+) -> None:
+    """Serialise a replica's state snapshot and store it durably in ``log`` (atomically,
+    then compacting the log behind the snapshots kept, keeping every record after
+    ``keep_after``). Blocking and CPU-bound: a node runs it off its event loop;
+    ``snapshot`` is immutable, so the replica goes on meanwhile."""
+    stored = Snapshot(snapshot.index, snapshot.epoch, encode_state(snapshot))
+    log.save_snapshot(stored, keep_after=keep_after)
+
+
+def recovered_state(log: PartitionLog) -> tuple[ReplicaSnapshot | None, list[Entry]]:
+    """What a replica is rebuilt from: the log's snapshot (None: none) and every entry its
+    files still hold (from before the snapshot too: kept for peers that lag)."""
+    stored = log.snapshot
+    snapshot = None if stored is None else decode_state(stored.index, stored.epoch, stored.data)
+    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(log.first_index)]
+    return snapshot, entries

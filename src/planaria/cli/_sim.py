@@ -21,6 +21,7 @@ from planaria.errors import UsageError
 from planaria.sim.checks import CHECK_MODES
 from planaria.sim.client import ClientSettings
 from planaria.sim.nemesis import FAULT_KINDS, MEMBERSHIP, parse_faults
+from planaria.sim.node import NodeSettings
 from planaria.sim.run import SimConfig, SimResult, run_seed
 
 __all__ = ["add_arguments", "run"]
@@ -30,11 +31,14 @@ EXIT_VIOLATION = 1
 BUG_NAMES = (
     "ack-before-replicate",
     "dedup-last-only",
+    "ignore-data-id",
     "no-epoch-fence",
     "promote-out-of-sync",
     "no-lease-wait",
+    "release-before-durable",
     "skip-truncate",
     "wiped-stays-in-sync",
+    "compact-past-commit",
 )
 
 
@@ -66,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=ClientSettings.lanes,
         metavar="N",
         help=f"operations in flight per client (default {ClientSettings.lanes})",
+    )
+    parser.add_argument(
+        "--fsync-max-ms",
+        type=float,
+        default=NodeSettings.fsync_max_ms,
+        metavar="MS",
+        help="a batch of persists is durable a random delay of at most MS after it was "
+        f"written (default {NodeSettings.fsync_max_ms}; longer: more lost by a crash)",
     )
     parser.add_argument(
         "--checks",
@@ -113,6 +125,7 @@ def _configs(args: argparse.Namespace) -> list[SimConfig]:
             keys=args.keys,
             checks=args.checks,
             client=replace(ClientSettings(), lanes=args.lanes),
+            node=replace(NodeSettings(), fsync_max_ms=args.fsync_max_ms),
             faults=faults,
             bugs=frozenset(args.bug),
         )

@@ -80,6 +80,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "no progress this long (default 3000)",
     )
     parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="snapshot a partition's state once N entries were applied since its last "
+        "snapshot (default 10000)",
+    )
+    parser.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="or once its log holds this many bytes after the last snapshot (default 16 MiB)",
+    )
+    parser.add_argument(
+        "--snapshot-catchup-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="entries kept behind a snapshot for backups that lag (default 5000)",
+    )
+    parser.add_argument(
         "--bug",
         action="append",
         default=[],
@@ -95,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     from planaria.coord import CoordinatorUnavailable  # noqa: PLC0415
     from planaria.coord.url import connect, grantable_ttl_ms, parse_url  # noqa: PLC0415
+    from planaria.core.compaction import SnapshotPolicy  # noqa: PLC0415
     from planaria.core.lease import lease_max_ms  # noqa: PLC0415
     from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
@@ -105,7 +128,21 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
-    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync))
+    snapshot_defaults = SnapshotPolicy()
+    snapshots = SnapshotPolicy(
+        entries=(
+            snapshot_defaults.entries if args.snapshot_entries is None else args.snapshot_entries
+        ),
+        log_bytes=(
+            snapshot_defaults.log_bytes if args.snapshot_bytes is None else args.snapshot_bytes
+        ),
+        catchup_entries=(
+            snapshot_defaults.catchup_entries
+            if args.snapshot_catchup_entries is None
+            else args.snapshot_catchup_entries
+        ),
+    )
+    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync), snapshots=snapshots)
 
     def settings_for(session_ttl_ms: float, ttl_given: bool) -> NodeSettings:
         if args.lease_ms is not None:

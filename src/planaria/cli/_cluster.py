@@ -2,7 +2,7 @@
 local cluster from the command line (see :mod:`planaria.cluster`; membership changes:
 docs/membership.md).
 
-Each command has ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``; cli.py
+Each command has ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``; cli/_main.py
 wires them. :func:`render_status` is the rich view that ``up`` refreshes and ``status``
 prints once.
 """

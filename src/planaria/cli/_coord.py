@@ -10,6 +10,7 @@ import signal
 import sys
 
 from planaria import _loop
+from planaria.address import parse_address
 from planaria.coord.server import DEFAULT_PORT, CoordinatorServer, ServerLimits
 from planaria.errors import UsageError
 
@@ -19,14 +20,11 @@ log = logging.getLogger("planaria.coord")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``:PORT``, or ``HOST``) -> (host, port); UsageError if malformed."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, str(DEFAULT_PORT)
-    host = host.strip("[]") or "127.0.0.1"
-    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise UsageError(f"--listen takes HOST:PORT with a port in 0..65535, not {text!r}")
-    return host, int(port_text)
+    """``HOST:PORT`` (or ``:PORT``: on 127.0.0.1, or ``HOST``: on the default port) ->
+    (host, port); UsageError if malformed."""
+    if text.startswith(":"):
+        text = "127.0.0.1" + text
+    return parse_address(text, what="--listen", listen=True, default_port=DEFAULT_PORT)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``planaria demo``: by default the cluster demo (``planaria._cluster_demo``: a real
+"""``planaria demo``: by default the cluster demo (``planaria.cli._cluster_demo``: a real
 cluster, kill -9, failover, catch-up, and the proof that nothing was lost); with
 ``--toolkit``, the fault-recovery toolkit at work, in about five seconds:
 
@@ -19,8 +19,8 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from planaria import _cluster_demo as cluster_demo
 from planaria.breaker import BreakerState, CircuitBreaker
+from planaria.cli import _cluster_demo as cluster_demo
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.detect import PhiAccrualDetector
 from planaria.errors import CircuitOpenError

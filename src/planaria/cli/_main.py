@@ -14,71 +14,71 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def _demo(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _demo as demo
+    from planaria.cli import _demo as demo
 
     demo.add_arguments(parser)
     return demo.run
 
 
 def _check(parser: argparse.ArgumentParser) -> Runner:
-    from planaria.check import _cli as check_cli
+    from planaria.cli import _check as check_cli
 
     check_cli.add_arguments(parser)
     return check_cli.run
 
 
 def _sim(parser: argparse.ArgumentParser) -> Runner:
-    from planaria.sim import _cli as sim_cli
+    from planaria.cli import _sim as sim_cli
 
     sim_cli.add_arguments(parser)
     return sim_cli.run
 
 
 def _coordinator(parser: argparse.ArgumentParser) -> Runner:
-    from planaria.coord import _cli as coord_cli
+    from planaria.cli import _coord as coord_cli
 
     coord_cli.add_arguments(parser)
     return coord_cli.run
 
 
 def _chaos(parser: argparse.ArgumentParser) -> Runner:
-    from planaria.chaos import _cli as chaos_cli
+    from planaria.cli import _chaos as chaos_cli
 
     chaos_cli.add_arguments(parser)
     return chaos_cli.run
 
 
 def _up(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _cluster_cli as cluster_cli
+    from planaria.cli import _cluster as cluster_cli
 
     cluster_cli.add_up_arguments(parser)
     return cluster_cli.run_up
 
 
 def _down(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _cluster_cli as cluster_cli
+    from planaria.cli import _cluster as cluster_cli
 
     cluster_cli.add_down_arguments(parser)
     return cluster_cli.run_down
 
 
 def _status(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _cluster_cli as cluster_cli
+    from planaria.cli import _cluster as cluster_cli
 
     cluster_cli.add_status_arguments(parser)
     return cluster_cli.run_status
 
 
 def _init(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _cluster_cli as cluster_cli
+    from planaria.cli import _cluster as cluster_cli
 
     cluster_cli.add_init_arguments(parser)
     return cluster_cli.run_init
 
 
 def _node(parser: argparse.ArgumentParser) -> Runner:
-    from planaria import _cluster_cli as cluster_cli
-    from planaria import _node_cli as node_cli
+    from planaria.cli import _cluster as cluster_cli
+    from planaria.cli import _node as node_cli
 
     # ``planaria node --id ...`` runs a node; ``planaria node start|stop|kill ID`` manages one.
     node_cli.add_arguments(parser)
@@ -142,7 +142,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`planaria sim | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-
-
-if __name__ == "__main__":
-    sys.exit(main())

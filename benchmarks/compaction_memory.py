@@ -1,0 +1,117 @@
+"""Memory and reopen time of one partition's replica + log, with and without compaction.
+
+Writes SETs (100-byte values over a fixed set of keys) through a Replica (a lone primary,
+min_insync 1) into a PartitionLog on the real file system, snapshotting with the node's
+policy when ``--compact``; then reports the Python heap the replica and log hold
+(tracemalloc), the data directory's size, and how long reopening the log and rebuilding the
+replica takes. Usage::
+
+    python benchmarks/compaction_memory.py --writes 200000 --keys 1000 [--compact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import tempfile
+import time
+import tracemalloc
+
+from planaria.core.compaction import SnapshotPolicy
+from planaria.core.messages import ClientRequest, PartitionConfig, Set
+from planaria.core.replica import Replica, ReplicaSettings
+from planaria.storage import FsyncPolicy, OsFS, PartitionLog
+from planaria.storage.persist import recovered_state, save_state, write_persists
+
+NODE = "n1"
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def lone_primary(settings: ReplicaSettings, replica: Replica, log: PartitionLog) -> None:
+    config = PartitionConfig(0, 1, NODE, (NODE,), frozenset({NODE}), 1)
+    ready = replica.on_config(config, 0.0)
+    ready.extend(replica.tick(0.0, float("inf")))
+    write_persists(log, ready.persist)
+
+
+def run(writes: int, keys: int, compact: bool, policy: SnapshotPolicy) -> dict[str, float]:
+    path = tempfile.mkdtemp(prefix="planaria-compaction-")
+    settings = ReplicaSettings(min_insync=1)
+    gc.collect()
+    tracemalloc.start()
+    log = PartitionLog.open(OsFS(), path, policy=FsyncPolicy("never"))
+    replica = Replica(NODE, 0, settings)
+    lone_primary(settings, replica, log)
+    value = b"v" * 100
+    copy_ms_max = 0.0
+    snapshots = 0
+    started = time.perf_counter()
+    for seq in range(1, writes + 1):
+        request = ClientRequest(0, "c", ("c", seq), Set(b"key-%d" % (seq % keys), value))
+        ready = replica.on_message(request, 0.0)
+        write_persists(log, ready.persist)
+        if compact and policy.due(
+            replica.applied_index, log.snapshot_index, log.bytes_after(log.snapshot_index)
+        ):
+            copy_started = time.perf_counter()
+            view = replica.snapshot()
+            copy_ms_max = max(copy_ms_max, (time.perf_counter() - copy_started) * 1000)
+            keep = policy.keep_after(replica, view.index)
+            save_state(log, view, keep_after=keep)
+            replica.compact(keep)
+            snapshots += 1
+    write_s = time.perf_counter() - started
+    log.sync()
+    gc.collect()
+    heap_mib = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    log.close()
+    disk_mib = directory_bytes(path) / 2**20
+    del replica, log
+    gc.collect()
+    started = time.perf_counter()
+    log = PartitionLog.open(OsFS(), path, policy=FsyncPolicy("never"))
+    snapshot, entries = recovered_state(log)
+    Replica(
+        NODE,
+        0,
+        settings,
+        snapshot=snapshot,
+        log=entries,
+        epoch=log.epoch,
+        commit_index=log.commit_index,
+    )
+    reopen_s = time.perf_counter() - started
+    log.close()
+    return {
+        "heap_mib": heap_mib,
+        "disk_mib": disk_mib,
+        "reopen_s": reopen_s,
+        "write_s": write_s,
+        "snapshots": snapshots,
+        "snapshot_copy_ms_max": copy_ms_max,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writes", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--compact", action="store_true")
+    parser.add_argument("--snapshot-entries", type=int, default=SnapshotPolicy().entries)
+    args = parser.parse_args()
+    policy = SnapshotPolicy(entries=args.snapshot_entries)
+    result = run(args.writes, args.keys, args.compact, policy)
+    label = "compaction" if args.compact else "no compaction"
+    print(
+        f"{args.writes} SETs over {args.keys} keys, {label}: "
+        + ", ".join(f"{name}={value:.2f}" for name, value in result.items())
+    )
+
+
+if __name__ == "__main__":
+    main()

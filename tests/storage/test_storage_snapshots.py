@@ -1,0 +1,204 @@
+"""Replica state snapshots on disk: the state codec, atomic writes, fallback from a damaged
+snapshot, compaction that keeps disk use to the live data, and reopening from the tail."""
+
+from __future__ import annotations
+
+from random import Random
+from types import MappingProxyType
+
+import pytest
+
+from planaria.core.codec import decode_state, encode_entry, encode_state
+from planaria.core.messages import (
+    AppliedWrites,
+    ClientReply,
+    Entry,
+    ReplicaSnapshot,
+    Set,
+    Version,
+)
+from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
+from planaria.storage.persist import recovered_state, save_state
+
+from ._helpers import open_sim
+
+PATH = "/data/p0"
+
+
+def fill(log: PartitionLog, count: int) -> None:
+    """Append ``count`` protocol entries (epoch 1) and sync."""
+    if log.epoch < 1:
+        log.set_epoch(1)
+    first = log.last_index + 1
+    writes = [Entry(1, i, ("c", i), Set(b"k", b"%d" % i)) for i in range(first, first + count)]
+    log.append_many([(e.epoch, encode_entry(e)) for e in writes])
+    log.sync()
+
+
+def state_at(index: int) -> ReplicaSnapshot:
+    reply = ClientReply(3, ("c1", 7), value=b"old", applied=True, version=Version(1, 6), epoch=1)
+    nothing = ClientReply(3, ("c2", 1), applied=False, epoch=1)
+    return ReplicaSnapshot(
+        partition=3,
+        index=index,
+        epoch=1,
+        kv=MappingProxyType(
+            {b"k": (b"v@%d" % index, Version(1, index)), b"": (b"", Version(1, 2))}
+        ),
+        dedup=MappingProxyType(
+            {"c2": AppliedWrites((1,), {1: nothing}), "c1": AppliedWrites((7,), {7: reply})}
+        ),
+        dedup_window=16,
+    )
+
+
+def test_the_state_codec_round_trips_in_order() -> None:
+    state = state_at(9)
+    back = decode_state(9, 1, encode_state(state))
+    assert back == state
+    assert list(back.dedup) == ["c2", "c1"]  # least recently written first, as stored
+
+
+def saved_states(fs: SimFS, rounds: int, per_round: int = 10) -> PartitionLog:
+    log = open_sim(fs, segment_bytes=400)
+    for _ in range(rounds):
+        fill(log, per_round)
+        log.set_commit_index(log.last_index)
+        save_state(log, state_at(log.last_index - 2))
+    return log
+
+
+def snapshot_files(fs: SimFS) -> list[str]:
+    return [name for name in fs.listdir(PATH) if name.startswith("snap-")]
+
+
+def test_reopen_loads_the_newest_snapshot_and_replays_only_the_log_it_keeps() -> None:
+    fs = SimFS()
+    log = saved_states(fs, 20)
+    assert log.snapshot_index == 198 and len(snapshot_files(fs)) == 2
+    log.close()
+    log = open_sim(fs, segment_bytes=400)
+    snapshot, entries = recovered_state(log)
+    assert snapshot == state_at(198)
+    # Kept: the log from the older snapshot's segment on (never from 1), to the end.
+    assert 188 - 10 < entries[0].index <= 189 and entries[-1].index == 200
+    assert log.recovery.records == len(entries) < 30
+
+
+def test_disk_use_follows_the_live_data_not_the_writes() -> None:
+    fs = SimFS()
+    log = saved_states(fs, 10)
+    small = log.log_bytes
+    log.close()
+    log = saved_states(fs, 200)
+    assert log.last_index == 2100
+    assert log.log_bytes <= 2 * small and log.log_entries < 40
+    assert len(snapshot_files(fs)) == 2
+
+
+def corrupt(fs: SimFS, name: str) -> None:
+    inode = fs._dirs[PATH][name]
+    inode.data[len(inode.data) // 2] ^= 0x10
+
+
+def test_a_damaged_snapshot_falls_back_to_the_older_one() -> None:
+    fs = SimFS()
+    saved_states(fs, 5).close()
+    older, newest = snapshot_files(fs)
+    corrupt(fs, newest)
+    log = open_sim(fs, segment_bytes=400)
+    assert log.snapshot_index == 38 and log.recovery.damaged_snapshots[0].startswith(newest)
+    snapshot, entries = recovered_state(log)
+    assert snapshot == state_at(38) and entries[-1].index == 50
+    assert snapshot_files(fs) == [older]  # the damaged one is gone
+
+
+def test_with_no_good_snapshot_left_the_partition_is_damaged() -> None:
+    fs = SimFS()
+    saved_states(fs, 5).close()
+    for name in snapshot_files(fs):
+        corrupt(fs, name)
+    with pytest.raises(StorageDamaged, match="checksum"):
+        open_sim(fs, segment_bytes=400)
+
+
+def test_a_fallback_the_log_no_longer_reaches_is_damage() -> None:
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=400)
+    fill(log, 10)
+    log.save_snapshot(Snapshot(8, 1, encode_state(state_at(8))))
+    log.install_snapshot(Snapshot(100, 1, encode_state(state_at(100))))
+    assert len(snapshot_files(fs)) == 1  # an install leaves nothing older to fall back to
+    log.close()
+    corrupt(fs, snapshot_files(fs)[0])
+    with pytest.raises(StorageDamaged):
+        open_sim(fs, segment_bytes=400)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_crash_while_a_snapshot_is_written_leaves_a_good_state(seed: int) -> None:
+    """Power loss at a random write or fsync of a snapshot round: reopening finds the old
+    snapshot or the new one, whole, and the log it needs."""
+    rng = Random(seed)
+    fs = SimFS()
+    log = saved_states(fs, 3)
+    fill(log, 10)
+    log.set_commit_index(log.last_index)
+    ops = ["append", "fsync", "rename", "fsync_dir", "remove"]
+    fs.fail_next(rng.choice(ops))
+    with pytest.raises(StorageError):  # every op picked happens in a snapshot round
+        save_state(log, state_at(log.last_index - 1))
+    fs.crash(rng)
+    log = open_sim(fs, segment_bytes=400)
+    snapshot, entries = recovered_state(log)
+    assert snapshot in (state_at(28), state_at(39))
+    assert snapshot is not None and entries[0].index <= snapshot.index + 1
+    assert [e.index for e in entries] == list(range(entries[0].index, log.last_index + 1))
+    assert not [name for name in fs.listdir(PATH) if name.endswith(".tmp")]
+
+
+def test_the_recovered_log_rebuilds_a_replica() -> None:
+    from planaria.core.replica import Replica
+
+    fs = SimFS()
+    log = open_sim(fs)
+    log.set_epoch(1)
+    entries = [Entry(1, 1)] + [Entry(1, i, ("c", i), Set(b"k", b"%d" % i)) for i in range(2, 9)]
+    log.append_many([(e.epoch, encode_entry(e)) for e in entries])
+    log.set_commit_index(8)
+    source = Replica("a", 0, log=entries, epoch=1, commit_index=8)
+    save_state(log, source.snapshot())
+    log.close()
+    snapshot, kept = recovered_state(open_sim(fs))
+    replica = Replica("a", 0, snapshot=snapshot, log=kept, epoch=1, commit_index=8)
+    assert replica.applied == source.applied and replica.dedup == source.dedup
+
+
+def test_a_snapshot_of_the_whole_log_lets_a_big_segment_go() -> None:
+    """Segments far larger than a snapshot interval: the segment a snapshot covers is sealed
+    so the next compaction can drop it (the active one never goes)."""
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=1 << 20)
+    for _ in range(50):
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        save_state(log, state_at(log.last_index))
+    assert log.last_index == 500
+    assert log.log_entries <= 20 and log.first_index > 480
+
+
+def test_the_catch_up_tail_kept_behind_a_snapshot_survives_a_reopen() -> None:
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=400)
+    for _ in range(10):
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        save_state(log, state_at(log.last_index), keep_after=log.last_index - 30)
+    assert log.first_index <= 71  # every record after keep_after is kept
+    first = log.first_index
+    log.close()
+    log = open_sim(fs, segment_bytes=400)
+    assert log.first_index == first and log.snapshot_index == 100
+    snapshot, entries = recovered_state(log)
+    assert snapshot == state_at(100)
+    assert entries[0].index == first and entries[-1].index == 100
