@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from planaria.errors import UsageError
+from planaria.sim.nemesis import Nemesis, NemesisSettings
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.world import Process, World
 
@@ -67,3 +71,45 @@ def test_a_split_cuts_both_ways_between_the_sides_only() -> None:
         network.send(src, dst, f"{src}->{dst}")
     world.run_until(100.0)
     assert got == [("b", "b->c")]
+
+
+class _OnePrimary:
+    """Just enough of a cluster for the nemesis to cut: n1 leads a partition."""
+
+    def node_ids(self) -> list[str]:
+        return ["n1", "n2", "n3"]
+
+    def primary_of_some_partition(self) -> str | None:
+        return "n1"
+
+
+def test_a_primary_on_the_small_side_of_a_split_keeps_some_clients_cut_off_with_it() -> None:
+    """minority-primary: the clients on the primary's side reach it and nothing else (not
+    the coordinator: their view stays stale); the others reach everything but it."""
+    world = World(3)
+    network = Network(world, NetworkSettings())
+    for pid in ("n1", "n2", "n3", "coord", "c1", "c2", "c3", "c4", "c5", "c6"):
+        Process(world, pid)
+    nemesis = Nemesis(
+        world,
+        network,
+        _OnePrimary(),  # type: ignore[arg-type]
+        frozenset({"partition"}),
+        NemesisSettings(),
+        hosts=["n1", "n2", "n3", "coord"],
+        coordinator="coord",
+    )
+    nemesis.partition("minority-primary", 100.0)
+    clients = [f"c{i}" for i in range(1, 7)]
+    with_primary = [c for c in clients if ("n1", c) not in network.cuts]
+    others = [c for c in clients if c not in with_primary]
+    assert with_primary and others
+    for client in with_primary:
+        assert (client, "n1") not in network.cuts
+        assert {(client, "coord"), (client, "n2"), ("coord", client)} <= network.cuts
+    for client in others:
+        assert {(client, "n1"), ("n1", client)} <= network.cuts
+        assert not {(client, "coord"), (client, "n2")} & network.cuts
+    assert {("n1", "coord"), ("n1", "n2"), ("n2", "n1")} <= network.cuts
+    with pytest.raises(UsageError, match="unknown partition shape"):
+        nemesis.partition("everything", 100.0)

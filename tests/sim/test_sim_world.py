@@ -109,3 +109,28 @@ def test_the_trace_keeps_notable_lines_longer_than_message_lines() -> None:
         world.trace.add(float(i + 1), "n1", "<- n2", f"message {i}")
     assert len(world.trace.lines) <= 6
     assert any("CRASH" in line for line in world.trace.tail(5, focus="p9"))
+
+
+def _resume_after_three_messages_on_each_of_two_channels(seed: int) -> list[str]:
+    world = World(seed)
+    p = Recorder(world, "p")
+    world.at(0.5, lambda _: world.pause("p"))
+    for i in range(3):
+        world.schedule(1.0 + i, "p", p.note, f"a{i}", channel="a")
+        world.schedule(1.5 + i, "p", p.note, f"b{i}", channel="b")
+    world.at(10.0, lambda _: world.resume("p"))
+    world.run_until(20.0)
+    return [what for _, what in p.seen]
+
+
+def test_a_resumed_process_keeps_each_channels_order_and_interleaves_the_channels() -> None:
+    """An event loop waking from a long pause reads its ready connections in no particular
+    order, each one in order: a message may overtake one that arrived earlier elsewhere."""
+    orders = set()
+    for seed in range(20):
+        seen = _resume_after_three_messages_on_each_of_two_channels(seed)
+        assert [w for w in seen if w.startswith("a")] == ["a0", "a1", "a2"]
+        assert [w for w in seen if w.startswith("b")] == ["b0", "b1", "b2"]
+        orders.add(tuple(seen))
+    assert len(orders) > 2
+    assert any(order[0] == "b0" for order in orders)  # b0 overtook a0, which came first

@@ -17,7 +17,8 @@ before the quiet period. Fault kinds (``--faults``):
   nothing): the fault is then a plain crash;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated (from
-  every node, the coordinator and about half the clients), a
+  every node, the coordinator and about half the clients), the primary of a partition
+  on the small side of a split with about half the clients (they reach nothing else), a
   primary cut from the coordinator only (a "zombie" that still reaches its backups), or a
   rotating "swizzle" of cuts;
 - ``loss``: the network loses, duplicates and delays (reorders) messages for a while;
@@ -56,6 +57,14 @@ FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe")
 # The default set before ``wipe`` existed: the fault set of the older regression seeds.
 FAULT_KINDS_BEFORE_WIPE = ("crash", "pause", "partition", "loss", "drift", "disk")
 MEMBERSHIP = "membership"
+PARTITION_SHAPES = (
+    "halves",
+    "one-way",
+    "isolate-primary",
+    "minority-primary",
+    "zombie-primary",
+    "swizzle",
+)
 ALL_FAULT_KINDS = (*FAULT_KINDS, MEMBERSHIP)
 
 
@@ -244,13 +253,18 @@ class Nemesis:
     # ------------------------------------------------------------------ network
 
     def _partition(self, duration_ms: float) -> None:
+        self.partition(self.world.rng.choice(PARTITION_SHAPES), duration_ms)
+
+    def partition(self, shape: str, duration_ms: float) -> None:
+        """Cut the network in ``shape`` (one of :data:`PARTITION_SHAPES`) for a while."""
+        if shape not in PARTITION_SHAPES:
+            raise UsageError(f"unknown partition shape {shape!r}; choose from {PARTITION_SHAPES}")
         rng = self.world.rng
         self.hosts = (*self.target.node_ids(), self.coordinator)  # members come and go
         self.injected["partition"] += 1
         self._cut_generation += 1
         generation = self._cut_generation
         self.network.heal()
-        shape = rng.choice(("halves", "one-way", "isolate-primary", "zombie-primary", "swizzle"))
         if shape == "halves":
             self._random_halves()
         elif shape == "one-way":
@@ -274,6 +288,21 @@ class Nemesis:
                 cut_from = [p for p in self.world.processes if p != primary and p not in kept]
                 self.network.split([primary], cut_from)
                 self._note("partition isolate", (primary, f"clients reaching it {kept}"))
+        elif shape == "minority-primary":
+            primary = self.target.primary_of_some_partition()
+            if primary is None:
+                self._random_halves()
+            else:
+                # A split with the primary and about half the clients on the small side (a
+                # rack cut off with its application servers): those clients reach nothing
+                # else, not even the coordinator, so their view of the cluster stays as it
+                # was and they keep asking the primary they know while the other side
+                # elects a new one (only the lease stops the old one serving them).
+                clients = [p for p in self.world.processes if p not in self.hosts]
+                kept = sorted(p for p in clients if rng.random() < 0.5)
+                rest = [p for p in self.world.processes if p != primary and p not in kept]
+                self.network.split([primary, *kept], rest)
+                self._note("partition minority", (primary, f"clients with it {kept}"))
         elif shape == "zombie-primary":
             # Cut a primary from the coordinator only: it keeps talking to its backups and
             # clients while the controller replaces it (epoch fencing must stop it).

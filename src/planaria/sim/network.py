@@ -4,7 +4,8 @@ Every message is delivered after its own random delay, so messages between two p
 overtake one another (reordering) whenever delays differ; a small share gets a long delay on
 top (a slow path). Loss and duplication are per message. A cut ``(a, b)`` drops everything
 ``a`` sends to ``b`` (one-way); a partition is a set of cuts. A message to a process that is
-down when it arrives is dropped; one to a paused process waits for it.
+down when it arrives is dropped; one to a paused process waits for it (and keeps its order
+among the messages from the same sender: ``World.resume``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Network:
             delay = settings.delay_min_ms + rng.expovariate(1.0 / settings.delay_mean_ms)
             if settings.slow_probability and rng.random() < settings.slow_probability:
                 delay += rng.expovariate(1.0 / settings.slow_delay_ms)
-            self.world.schedule(delay, dst, self._deliver, (src, dst, message))
+            self.world.schedule(delay, dst, self._deliver, (src, dst, message), channel=src)
 
     def _deliver(self, packet: tuple[str, str, Any]) -> None:
         src, dst, message = packet

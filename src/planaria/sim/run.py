@@ -321,19 +321,24 @@ class _Run:
         self.nodes[node].wipe(whole_disk=whole_disk)
 
     def may_wipe(self, node: str) -> bool:
-        """Every partition keeps another in-sync copy (an ISR member up, that lost nothing):
+        """Every partition keeps another in-sync copy (an ISR member that lost nothing, up,
+        not paused and not cut from the coordinator, so its session is not about to end):
         wiping the last one leaves a partition that can only refuse, for good."""
-        nodes = self.nodes
         return all(
-            any(
-                other != node
-                and nodes[other].up
-                and not nodes[other].markers
-                and not nodes[other].data_id_new
-                for other in c.isr
-            )
+            any(other != node and self._safe_copy(other) for other in c.isr)
             for c in self.coordinator.configs.values()
             if node in c.isr
+        )
+
+    def _safe_copy(self, node_id: str) -> bool:
+        node = self.nodes[node_id]
+        reaches_coordinator = (node_id, COORDINATOR) not in self.network.cuts
+        return (
+            node.up
+            and not node.paused
+            and not node.markers
+            and not node.data_id_new
+            and reaches_coordinator
         )
 
     def _crash_if_up(self, node: str) -> None:

@@ -2,7 +2,9 @@
 
 Everything that happens in a run is an event on one heap, ordered by (time, sequence number),
 so a seed replays the exact same run. A process can be *down* (crashed: its events are dropped,
-its timers die with its incarnation) or *paused* (its events wait, in order, until it resumes).
+its timers die with its incarnation) or *paused* (its events wait until it resumes; then it
+handles what waited on each channel in order, the channels interleaved at random, as an event
+loop that wakes with many sockets ready does).
 Each process has a local clock ``offset + rate * true time`` (clock drift); timers are set in
 local milliseconds.
 """
@@ -17,9 +19,12 @@ from typing import Any
 
 __all__ = ["Clock", "Event", "Process", "Trace", "TraceLine", "World"]
 
-# An event: (time_ms, seq, process id, incarnation or -1 for "any", callback, argument).
-Event = tuple[float, int, str, int, Callable[[Any], None], Any]
+# An event: (time_ms, seq, process id, incarnation or -1 for "any", callback, argument,
+# channel): the channel is the sender of a message (one connection), "" for the process's own
+# timers; a paused process keeps each channel's order when it resumes.
+Event = tuple[float, int, str, int, Callable[[Any], None], Any, str]
 ANY_INCARNATION = -1
+OWN_CHANNEL = ""
 
 
 class Clock:
@@ -170,21 +175,25 @@ class World:
         fn: Callable[[Any], None],
         arg: Any = None,
         incarnation: int = ANY_INCARNATION,
+        *,
+        channel: str = OWN_CHANNEL,
     ) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (self.now_ms + delay_ms, self._seq, pid, incarnation, fn, arg))
+        event = (self.now_ms + delay_ms, self._seq, pid, incarnation, fn, arg, channel)
+        heapq.heappush(self._queue, event)
 
     def at(self, time_ms: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """A world event (the nemesis, the driver): never paused, never dropped."""
         self._seq += 1
-        heapq.heappush(self._queue, (max(time_ms, self.now_ms), self._seq, "", -1, fn, arg))
+        event = (max(time_ms, self.now_ms), self._seq, "", -1, fn, arg, OWN_CHANNEL)
+        heapq.heappush(self._queue, event)
 
     def run_until(self, end_ms: float, stop: Callable[[], bool] | None = None) -> None:
         """Handle events up to ``end_ms`` (or until ``stop()`` is true after an event)."""
         queue, processes = self._queue, self.processes
         while queue and queue[0][0] <= end_ms:
             event = heapq.heappop(queue)
-            time_ms, _, pid, incarnation, fn, arg = event
+            time_ms, _, pid, incarnation, fn, arg, _ = event
             self.now_ms = time_ms
             if pid:
                 process = processes[pid]
@@ -240,5 +249,28 @@ class World:
         self.trace.add(self.now_ms, pid, "RESUME", f"{len(process.held)} held events")
         held, process.held = process.held, []
         process.held_total += len(held)
-        for _, _, _, incarnation, fn, arg in held:  # in their original order
-            self.schedule(0.0, pid, fn, arg, incarnation)
+        for _, _, _, incarnation, fn, arg, channel in self._interleave(held):
+            self.schedule(0.0, pid, fn, arg, incarnation, channel=channel)
+
+    def _interleave(self, held: list[Event]) -> list[Event]:
+        """``held`` in an order that keeps each channel's (a connection delivers in order)
+        and interleaves the channels at random: a process that wakes up from a long pause
+        with many connections ready reads them in no particular order, so a client's request
+        may be handled before a config change that arrived earlier on another connection."""
+        channels: dict[str, list[Event]] = {}
+        for event in held:
+            channels.setdefault(event[6], []).append(event)
+        queues = [list(reversed(events)) for events in channels.values()]
+        left = len(held)
+        order: list[Event] = []
+        while left:
+            # A uniformly random interleaving: the next event comes from a channel with
+            # probability proportional to what it has left.
+            pick = self.rng.randrange(left)
+            for queue in queues:
+                if pick < len(queue):
+                    order.append(queue.pop())
+                    break
+                pick -= len(queue)
+            left -= 1
+        return order
