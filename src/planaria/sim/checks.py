@@ -11,8 +11,8 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
   destroyed counts: the fault, not the protocol, lost it);
 - ``promoted-out-of-sync``: a new primary was in the ISR of the config it replaces, and that
   change did not record that it lost data (invariant 2);
-- ``epoch-decreased``: the epoch of a config, or one a replica persists, never goes down
-  (a log the node lost starts over);
+- ``epoch-decreased``: the epoch of a config never goes down, and a replica never runs an
+  epoch below one its log made durable (a log the node lost starts over);
 - ``config-malformed``: every config keeps its shape through membership moves: replicas
   distinct, the primary in the ISR, the ISR and the learners among the replicas, a handoff
   target in the ISR;
@@ -103,10 +103,11 @@ class Monitor:
         # False (``--checks history``): watch and trace only; no in-run check raises.
         self.enforce = enforce
         self.acks_checked = 0
-        # (node, partition) -> (epoch, serving) last seen: changes go to the trace, and the
-        # epoch must never go down, not even across a restart (it is persisted first).
+        # (node, partition) -> (epoch, serving) last seen, for the trace; and the highest
+        # epoch its log made durable, which the replica's may never fall below.
         # Per (node, partition, log generation): a log the node lost starts a new generation.
         self.states: dict[tuple[str, int, int], tuple[int, bool]] = {}
+        self.durable_epochs: dict[tuple[str, int, int], int] = {}  # highest seen, per log
         self.serving_leases: dict[tuple[str, int, int], float] = {}
         self.acks_unchecked = 0
         self.serving_checks = 0
@@ -207,7 +208,6 @@ class Monitor:
         self,
         node: SimNode,
         partition: int,
-        seen: tuple[int, bool] | None,
         state: tuple[int, bool],
     ) -> None:
         self.states[(node.pid, partition, node.log_generation.get(partition, 0))] = state
@@ -215,10 +215,20 @@ class Monitor:
         replica = node.replicas[partition]
         what = "serving" if serving else replica.role.value
         node.world.trace.add(node.world.now_ms, node.pid, f"p{partition} {what} e{epoch}")
-        if self.enforce and seen is not None and epoch < seen[0]:
+
+    def _check_epoch(
+        self, node: SimNode, partition: int, key: tuple[str, int, int], epoch: int
+    ) -> None:
+        """A replica never runs an epoch below one its log made durable. (Its epoch in
+        memory may run ahead of the disk and be lost with a crash or a rebuild: the pipeline
+        lets nothing of it leave the node before it is durable.)"""
+        log = node.logs.get(partition)
+        durable = max(self.durable_epochs.get(key, 0), log.epoch if log is not None else 0)
+        self.durable_epochs[key] = durable
+        if self.enforce and epoch < durable:
             raise Violation(
                 "epoch-decreased",
-                f"{node.pid} p{partition}: replica epoch {seen[0]} -> {epoch}",
+                f"{node.pid} p{partition}: replica epoch {epoch} below its durable {durable}",
                 focus=f"p{partition}",
             )
 
@@ -234,7 +244,8 @@ class Monitor:
             state = (replica.epoch, serving)
             seen = states.get(key)
             if seen != state:
-                self._state_changed(node, partition, seen, state)
+                self._state_changed(node, partition, state)
+            self._check_epoch(node, partition, key, replica.epoch)
             if not serving or not self.enforce:
                 continue
             # Serving can only *begin* at an event of its own node, and two serving intervals
