@@ -162,7 +162,8 @@ REGRESSIONS: tuple[Regression, ...] = (
     # the simulator runs the node's pipeline no seed of 0-399 with 150 operations (0-299
     # with 300) fails with the default fsync delays; with fsync delays up to 20 ms, seed 19;
     # since a paused process reads its connections in random order at the resume (issue 16
-    # part 3), none of 0-399 with 150 and 20 ms, but seed 72 with the defaults, below.)
+    # part 3), none of 0-399 with 150 and 20 ms, but seed 72 with the defaults, and 162
+    # since snapshot transfer merged, below.)
     Regression(0, "promotions before the old lease ran out leave a partition unavailable",
                bugs=("no-lease-wait",), checks="history", expect="no-primary"),
     # Issue 16 part 3: a paused process reads its connections in random order at the
@@ -171,15 +172,15 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(5, "a deposed primary answers a read with a value the new primary had "
                "replaced and acknowledged before the read began", faults=WITH_WIPE,
                bugs=("no-lease-wait",), checks="history", expect="not-linearizable"),
-    Regression(72, "an old-epoch append replaces entries a backup applied from an empty "
+    Regression(162, "an old-epoch append replaces entries a backup applied from an empty "
                "heartbeat's commit: it never converges", faults=WITH_WIPE,
                bugs=("no-epoch-fence",), checks="history", expect="diverged"),
-    Regression(72, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
+    Regression(6, "a wiped backup stays in the ISR, is promoted empty: acknowledged writes "
                "are gone", faults=WITH_WIPE, bugs=("wiped-stays-in-sync",), checks="history",
                expect="not-linearizable"),
     Regression(0, "a client's older write in flight is dropped: its retries never get an "
                "answer", bugs=("dedup-last-only",), checks="history", expect="unresolved"),
-    Regression(74, "a node back on a replaced disk keeps its ISR places, is promoted empty: "
+    Regression(6, "a node back on a replaced disk keeps its ISR places, is promoted empty: "
                "acknowledged writes are gone", faults=WITH_WIPE, bugs=("ignore-data-id",),
                checks="history", expect="not-linearizable"),
     # The node's effect ordering (core/pipeline.py, run by the simulator since issue 16):
@@ -188,14 +189,14 @@ REGRESSIONS: tuple[Regression, ...] = (
     # same write, which takes a slow disk and few nodes (docs/simulator.md).
     Regression(0, "acks leave before any ISR member's fsync", bugs=("release-before-durable",),
                expect="ack-not-replicated"),
-    Regression(13, "the primary and the backup that acked crash before their fsyncs: an "
+    Regression(26, "the primary and the backup that acked crash before their fsyncs: an "
                "acknowledged write is gone", partitions=2, nodes=3, faults="crash,disk",
                fsync_max_ms=20.0, bugs=("release-before-durable",), checks="history",
                expect="not-linearizable"),
     # Snapshots and compaction (issue 17): a snapshot's compaction past the commit index
     # applies entries not committed yet; a retry gets the stored reply before any backup
     # logged it, and (history) the replica's commit ran ahead of its partition: stuck.
-    Regression(12, "uncommitted entries compacted and applied: a retry acked unreplicated",
+    Regression(0, "uncommitted entries compacted and applied: a retry acked unreplicated",
                faults=WITH_WIPE, bugs=("compact-past-commit",), expect="ack-not-replicated"),
     Regression(121, "uncommitted entries compacted and applied: the partition never serves "
                "again", faults=WITH_WIPE, bugs=("compact-past-commit",), checks="history",
