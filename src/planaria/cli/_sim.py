@@ -74,10 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fsync-max-ms",
         type=float,
-        default=NodeSettings.fsync_max_ms,
+        default=None,
         metavar="MS",
         help="a batch of persists is durable a random delay of at most MS after it was "
-        f"written (default {NodeSettings.fsync_max_ms}; longer: more lost by a crash)",
+        f"written (default: each seed draws {NodeSettings.fsync_max_ms / 5:g} or "
+        f"{NodeSettings.fsync_max_ms:g}; longer: more lost by a crash)",
     )
     parser.add_argument(
         "--checks",
@@ -125,7 +126,9 @@ def _configs(args: argparse.Namespace) -> list[SimConfig]:
             keys=args.keys,
             checks=args.checks,
             client=replace(ClientSettings(), lanes=args.lanes),
-            node=replace(NodeSettings(), fsync_max_ms=args.fsync_max_ms),
+            node=NodeSettings()
+            if args.fsync_max_ms is None
+            else NodeSettings(fsync_max_ms=args.fsync_max_ms, fsync_max_drawn=False),
             faults=faults,
             bugs=frozenset(args.bug),
         )

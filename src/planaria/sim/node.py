@@ -127,9 +127,15 @@ class NodeSettings:
             transfers_max=4,
         )
     )
-    # A batch of persists is durable this long after it was written (drawn uniformly).
+    # A batch of persists is durable this long after it was written (drawn uniformly): a
+    # disk's fsync takes from a fraction of a ms to ~10 ms. With ``fsync_max_drawn`` each
+    # run draws its disks' longest delay, ``fsync_max_ms`` or a fifth of it (``planaria
+    # sim --fsync-max-ms`` fixes it): slow disks let two replicas crash inside one write's
+    # fsync (what clients see of release-before-durable), fast ones let a stale Append
+    # reach a backup before a commit it learned is durable (no-epoch-fence).
     fsync_min_ms: float = 0.1
-    fsync_max_ms: float = 2.0
+    fsync_max_ms: float = 10.0
+    fsync_max_drawn: bool = True
     # Client requests are refused (OVERLOADED) while this many replies wait for the disk.
     inbox_max: int = 10_000
 

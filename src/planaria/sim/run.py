@@ -159,7 +159,7 @@ def replay_command(config: SimConfig) -> str:
         parts.append(f"--keys {config.keys}")
     if config.client.lanes != ClientSettings.lanes:
         parts.append(f"--lanes {config.client.lanes}")
-    if config.node.fsync_max_ms != NodeSettings.fsync_max_ms:
+    if not config.node.fsync_max_drawn:
         parts.append(f"--fsync-max-ms {config.node.fsync_max_ms:g}")
     if config.checks != SimConfig.checks:
         parts.append(f"--checks {config.checks}")
@@ -173,6 +173,11 @@ class _Run:
         self.focus: str | None = None
         world = self.world = World(config.seed, trace_keep=config.trace_keep)
         world.trace.show = show
+        node = config.node
+        if node.fsync_max_drawn:  # this run's disks: slow or fast (see NodeSettings)
+            fsync_max_ms = world.rng.choice((node.fsync_max_ms / 5, node.fsync_max_ms))
+            node = replace(node, fsync_max_ms=max(fsync_max_ms, node.fsync_min_ms))
+        self.node_settings = node
         network = self.network = Network(world, config.network)
         node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
         self.placement = place(config.partitions, node_ids, replicas=config.replicas)
@@ -234,16 +239,15 @@ class _Run:
         network.tracer = world.trace
 
     def _new_node(self, node_id: str, hosted: list[int]) -> SimNode:
-        config = self.config
         # Half the disks preallocate segments (a torn write then ends in zeros, a
         # clean end), half do not (it ends the file: a torn tail to cut off).
-        preallocate = self.world.rng.choice((0, config.node.preallocate_bytes))
+        preallocate = self.world.rng.choice((0, self.node_settings.preallocate_bytes))
         node = SimNode(
             self.world,
             self.network,
             node_id,
             partitions=hosted,
-            settings=replace(config.node, preallocate_bytes=preallocate),
+            settings=replace(self.node_settings, preallocate_bytes=preallocate),
             replica_settings=self.replica_settings,
             hooks=self.monitor,
             rebuild_on_refusal=self.history_only,
