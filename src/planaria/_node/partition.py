@@ -638,9 +638,9 @@ def _call_soon(fn: Callable[[], None]) -> None:
 
 
 def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -> bool:
-    """In the disk thread: store ``snapshot`` unless the log does not reach it yet (the
-    replica's memory may run ahead of its disk by the stages in flight)."""
-    if log_.last_index < snapshot.index:
+    """In the disk thread: store ``snapshot`` unless the log does not hold its last entry
+    yet (the replica's memory may run ahead of its disk by the stages in flight)."""
+    if not log_.holds(snapshot.index, snapshot.epoch):
         return False
     log_.save_snapshot(snapshot, keep_after=keep_after)
     return True

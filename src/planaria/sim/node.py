@@ -557,9 +557,9 @@ class SimNode(Process):
             replica.applied_index, log.snapshot_index, log.bytes_after(log.snapshot_index)
         ):
             return
-        if log.last_index < replica.applied_index:
-            return  # stages in flight: the disk has not caught up with memory yet
         view = replica.snapshot()
+        if not log.holds(view.index, view.epoch):
+            return  # stages in flight: the disk has not caught up with memory yet
         keep = policy.keep_after(replica, view.index)
         if "compact-past-commit" in self.replica_settings.bugs:
             keep = replica.last_index  # the bug: the snapshot's compaction takes it all

@@ -504,6 +504,16 @@ class PartitionLog:
         """Why the log refuses writes, or None while it is healthy."""
         return self._failure
 
+    def holds(self, index: int, epoch: int) -> bool:
+        """Whether the log has the record (``index``, ``epoch``) past its snapshot, hence (log
+        matching) every record up to it as the replica that wrote them has them. A replica's
+        memory may run ahead of its log (persists in flight): an entry it applied may not be
+        here yet, or an older epoch's record may still stand at its index."""
+        return (
+            max(self.snapshot_index + 1, self.first_index) <= index <= self.last_index
+            and self.epoch_at(index) == epoch
+        )
+
     def epoch_at(self, index: int) -> int:
         """The epoch of the record at ``index`` (or of the snapshot, at its index)."""
         if index == 0:
