@@ -195,7 +195,7 @@ REGRESSIONS: tuple[Regression, ...] = (
     # same write, which takes a slow disk and few nodes (docs/simulator.md).
     Regression(0, "acks leave before any ISR member's fsync", bugs=("release-before-durable",),
                expect="ack-not-replicated"),
-    Regression(26, "the primary and the backup that acked crash before their fsyncs: an "
+    Regression(27, "the primary and the backup that acked crash before their fsyncs: an "
                "acknowledged write is gone", partitions=2, nodes=3, faults="crash,disk",
                fsync_max_ms=20.0, bugs=("release-before-durable",), checks="history",
                expect="not-linearizable"),
