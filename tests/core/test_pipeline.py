@@ -61,9 +61,9 @@ def reply(n: int) -> Reply:
     return Reply("c", ClientReply(0, ("c", n)))
 
 
-def append(prev: int, count: int, *, to: str = "n2") -> Send:
+def append(prev: int, count: int, *, to: str = "n2", commit: int = 0) -> Send:
     entries = tuple(Entry(1, prev + 1 + i) for i in range(count))
-    return Send(to, Append(0, 1, "n1", prev, 1 if prev else 0, entries, 0, 0.0))
+    return Send(to, Append(0, 1, "n1", prev, 1 if prev else 0, entries, commit, 0.0))
 
 
 def ack(match: int) -> Send:
@@ -122,6 +122,29 @@ def test_early_appends_leave_at_turn_end_merged_per_peer() -> None:
     assert h.out == [] and len(h.turn_end) == 1  # before its own persist, but not yet
     h.end_turn()
     assert h.out == [append(0, 2)] and h.pipeline.appends_merged == 1
+
+
+def test_early_appends_commit_only_what_the_primary_holds_durably() -> None:
+    # Seed 632: the primary sent commit=35 while its own entry 35 was still unsynced, a
+    # backup persisted it as committed, the primary crashed, lost 35 and led again without
+    # it: the backup had to truncate an entry it had recorded as committed.
+    h = Harness()
+    h.pipeline.dispatch(Ready(persist=[persist(1)]), may_send_early=True)
+    h.pipeline.dispatch(Ready(persist=[persist(2)]), may_send_early=True)
+    h.submitted[0].start()
+    h.pipeline.dispatch(Ready(persist=[persist(3)]), may_send_early=True)
+    # The backup acked 1..3, so the core commits 3; only nothing of 1..3 is on this disk.
+    h.pipeline.dispatch(Ready(send=[append(3, 0, commit=3)]), may_send_early=True)
+    h.end_turn()
+    assert h.out == [append(3, 0, commit=0)]
+    h.write_and_sync(h.submitted[0])  # 1 and 2 durable; 3 still pending
+    h.pipeline.dispatch(Ready(send=[append(3, 0, commit=3)]), may_send_early=True)
+    h.end_turn()
+    assert h.out[1:] == [append(3, 0, commit=2)]
+    h.write_and_sync(h.submitted[1])
+    h.pipeline.dispatch(Ready(send=[append(3, 0, commit=3)]), may_send_early=True)
+    h.end_turn()
+    assert h.out[2:] == [append(3, 0, commit=3)]
 
 
 def test_held_appends_beyond_the_batch_limit_leave_unmerged() -> None:

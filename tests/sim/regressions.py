@@ -151,6 +151,9 @@ REGRESSIONS: tuple[Regression, ...] = (
     # Found by the 1000-seed sweep after snapshots (issue 17; fixed, the seed must pass).
     Regression(301, "crashed: a snapshot of an entry the replica applied while its disk still "
                "held an older epoch's record at that index (a truncation in flight)"),
+    Regression(632, "truncated-committed: a primary sent a commit index covering its own "
+               "entry still unsynced; it crashed, lost it and led again without it, and the "
+               "backup that had persisted it as committed had to truncate it"),
     # --checks history (issue 16): each known bug switch caught by what clients see alone,
     # with the default settings; the first failing seed of a sweep (docs/simulator.md).
     Regression(3, "acked writes lost when a primary that acks before replicating fails over",
@@ -192,7 +195,7 @@ REGRESSIONS: tuple[Regression, ...] = (
     # same write, which takes a slow disk and few nodes (docs/simulator.md).
     Regression(0, "acks leave before any ISR member's fsync", bugs=("release-before-durable",),
                expect="ack-not-replicated"),
-    Regression(26, "the primary and the backup that acked crash before their fsyncs: an "
+    Regression(27, "the primary and the backup that acked crash before their fsyncs: an "
                "acknowledged write is gone", partitions=2, nodes=3, faults="crash,disk",
                fsync_max_ms=20.0, bugs=("release-before-durable",), checks="history",
                expect="not-linearizable"),

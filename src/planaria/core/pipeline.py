@@ -28,6 +28,10 @@ for the disk:
   (``flush_soon``), each peer's merged into one (``merge_appends``): writes that arrived
   together cost a backup one message, one step and one reply. A later send to any peer
   flushes them first, so a partition's messages to a peer leave in step order.
+  Their ``commit_index`` never covers an entry whose persist is still pending here: the
+  primary counts itself toward a commit only with what its own disk holds (DESIGN §4 rule 1),
+  or a backup could persist as committed an entry the primary then loses in a crash and
+  truncate it when that same primary leads again (seed 632).
 
 Stepping while a persist is in flight is the one liberty taken with the core's "execute each
 Ready before the next input": the replica's memory runs ahead of its disk, but nothing
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planaria.core.messages import Append, AppendReply, Persist, ProposeIsr, Ready, Reply, Send
 from planaria.core.replica import Replica, Role, merge_appends
@@ -183,7 +187,7 @@ class Pipeline:
                 self._held[peer] = merged
                 self.appends_merged += 1
                 return
-            self._send(Send(peer, held))
+            self._send_early(peer, held)
         self._held[peer] = append
         if not self._held_flush_due:
             self._held_flush_due = True
@@ -194,7 +198,30 @@ class Pipeline:
         self._held_flush_due = False
         held, self._held = self._held, {}
         for peer, append in held.items():
-            self._send(Send(peer, append))
+            self._send_early(peer, append)
+
+    def _send_early(self, peer: str, append: Append) -> None:
+        """Send an Append ahead of this replica's own persists, its commit held back to
+        what they leave untouched."""
+        bound = self._durable_bound()
+        if bound is not None and append.commit_index > bound:
+            append = replace(append, commit_index=bound)
+        self._send(Send(peer, append))
+
+    def _durable_bound(self) -> int | None:
+        """The last index no pending persist writes or truncates (None: none would):
+        entries up to it are on this node's disk."""
+        bound: int | None = None
+        for stage in self._stages:
+            for persist in stage.effects.persist:
+                if persist.truncate_after is not None:
+                    untouched = persist.truncate_after
+                elif persist.entries:
+                    untouched = persist.entries[0].index - 1
+                else:
+                    continue
+                bound = untouched if bound is None else min(bound, untouched)
+        return bound
 
     def _execute(self, ready: Ready) -> None:
         if self._held and ready.send:
