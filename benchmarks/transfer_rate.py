@@ -16,10 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from planaria._node.transport import PeerBus, PeerMessage
 from planaria.core.codec import encode_state
 from planaria.core.messages import ReplicaSnapshot, SnapshotAck, SnapshotChunk, Version
 from planaria.core.transfer import ChunkRead, SnapshotReceiver, SnapshotSender, TransferSettings
+from planaria.node._transport import PeerBus, PeerMessage
 from planaria.storage import OsFS, PartitionLog
 from planaria.storage.format import Snapshot
 from planaria.storage.persist import install_received, receive_chunk, snapshot_file

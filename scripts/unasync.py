@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Generate the blocking client from the asyncio one, as httpcore does with its unasync script.
 
-    python scripts/unasync.py          # rewrite src/planaria/_client/sync_client.py
+    python scripts/unasync.py          # rewrite src/planaria/client/_sync_client.py
     python scripts/unasync.py --check  # exit 1, showing the diff, when that file is stale
 
-``src/planaria/_client/async_client.py`` (``AsyncClient``) is the only source of the two
-clients' logic; ``sync_client.py`` (``Client``) is this script's output, committed. The
+``src/planaria/client/_async_client.py`` (``AsyncClient``) is the only source of the two
+clients' logic; ``_sync_client.py`` (``Client``) is this script's output, committed. The
 rewrite is textual (standard library only): ``async``/``await`` dropped, and the names that
 differ between the two worlds mapped (``AsyncPool`` -> ``Pool``, ``async_sleep`` -> ``sleep``,
 ``call_async`` -> ``call``, ...). What genuinely differs lives in the seams whose names it
-maps (``_client/connection.py``, ``_client/waiting.py``). ``make lint`` runs ``--check``.
+maps (``client/_connection.py``, ``client/_waiting.py``). ``make lint`` runs ``--check``.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "src" / "planaria" / "_client" / "async_client.py"
-TARGET = ROOT / "src" / "planaria" / "_client" / "sync_client.py"
+SOURCE = ROOT / "src" / "planaria" / "client" / "_async_client.py"
+TARGET = ROOT / "src" / "planaria" / "client" / "_sync_client.py"
 
 GENERATED_DOC = '''\
-# Generated from async_client.py by scripts/unasync.py. Do not edit: edit the source and run
+# Generated from _async_client.py by scripts/unasync.py. Do not edit: edit the source and run
 # `python scripts/unasync.py` (`make lint` fails while this file is out of date).
 """``Client``: the client's I/O around :class:`ClientCore`'s decisions, blocking and
-thread-safe. Generated from ``AsyncClient`` (async_client.py), which documents the design.
+thread-safe. Generated from ``AsyncClient`` (_async_client.py), which documents the design.
 """
 '''
 _MODULE_DOC = re.compile(r'\A""".*?"""\n', re.DOTALL)

@@ -8,16 +8,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from planaria.control import (
-    ClusterMetadata,
-    ControllerService,
-    ControlSettings,
-    apply_proposal,
-    read_cluster_metadata,
-    read_configs,
-    sessions_from_members,
-    write_cluster_metadata,
-)
 from planaria.coord import (
     CONTROLLER_ELECTION,
     CheckLeader,
@@ -34,6 +24,16 @@ from planaria.coord import (
 )
 from planaria.core.messages import PartitionConfig, ProposeIsr
 from planaria.errors import UsageError
+from planaria.node import (
+    ClusterMetadata,
+    ControllerService,
+    ControlSettings,
+    apply_proposal,
+    read_cluster_metadata,
+    read_configs,
+    sessions_from_members,
+    write_cluster_metadata,
+)
 
 NODES = ("n1", "n2", "n3")
 TTL_MS = 300.0

@@ -51,12 +51,12 @@ HOT_MODULES = (
     "planaria.storage.format",
     "planaria.storage.journal",
     "planaria.storage.log",
-    "planaria._node.partition",
-    "planaria._node.transport",
+    "planaria.node._partition",
+    "planaria.node._transport",
     "planaria.net.commands",
     "planaria.net.frame",
     "planaria.net.server",
-    "planaria.node",
+    "planaria.node._node",
 )
 MANIFEST_NAME = "_native.json"
 PURE_ENV = "PLANARIA_PURE_PYTHON"

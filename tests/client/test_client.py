@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from planaria._client.core import WriteWindow
 from planaria.breaker import BreakerState
 from planaria.client import AsyncClient, Client, CommandRefused, ReadResult
+from planaria.client._core import WriteWindow
 from planaria.core.slots import keyslot
 from planaria.errors import (
     CircuitOpenError,

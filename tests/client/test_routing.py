@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planaria._client.protocol import (
+from planaria.client._protocol import (
     ClusterDown,
     CommandRefused,
     Overloaded,
@@ -18,7 +18,7 @@ from planaria._client.protocol import (
     encode_command,
     error_from_reply,
 )
-from planaria._client.routing import MalformedTopology, Shard, SlotMap
+from planaria.client._routing import MalformedTopology, Shard, SlotMap
 from planaria.core.slots import SLOTS
 from planaria.errors import InternalError, Moved, UsageError
 from planaria.net import topology

@@ -43,12 +43,12 @@ def test_a_hand_edit_of_the_generated_client_fails_the_check(tmp_path: Path) -> 
 def test_the_check_exits_nonzero_when_the_file_is_stale(tmp_path: Path) -> None:
     # The script as make lint runs it, on a copy of the tree's two files.
     copy = tmp_path / "scripts" / "unasync.py"
-    client = tmp_path / "src" / "planaria" / "_client"
+    client = tmp_path / "src" / "planaria" / "client"
     copy.parent.mkdir(parents=True)
     client.mkdir(parents=True)
     shutil.copy(SCRIPT, copy)
-    shutil.copy(unasync.SOURCE, client / "async_client.py")
-    (client / "sync_client.py").write_text(unasync.TARGET.read_text() + "# a hand edit\n")
+    shutil.copy(unasync.SOURCE, client / "_async_client.py")
+    (client / "_sync_client.py").write_text(unasync.TARGET.read_text() + "# a hand edit\n")
     check = [sys.executable, str(copy), "--check"]
     stale = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
     assert stale.returncode == 1

@@ -1,4 +1,4 @@
-"""The seams scripts/unasync.py maps by name (planaria._client.waiting): the same contract
+"""The seams scripts/unasync.py maps by name (planaria.client._waiting): the same contract
 for threads (``Client``) and for one event loop (``AsyncClient``)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 import threading
 import time
 
-from planaria._client.core import WriteWindow
-from planaria._client.waiting import AsyncRefreshLock, AsyncWriteGate, RefreshLock, WriteGate
+from planaria.client._core import WriteWindow
+from planaria.client._waiting import AsyncRefreshLock, AsyncWriteGate, RefreshLock, WriteGate
 
 GENEROUS_S = 10.0
 SHORT_S = 0.05  # how long a wait that must fail waits: the result is asserted, never the time

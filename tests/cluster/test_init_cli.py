@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from planaria.cli import main
-from planaria.control import read_cluster_metadata
 from planaria.coord.url import connect
+from planaria.node import read_cluster_metadata
 
 
 def test_init_writes_the_shape_once_and_refuses_another(capsys: pytest.CaptureFixture[str]) -> None:

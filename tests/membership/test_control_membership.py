@@ -10,7 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from planaria.control import (
+from planaria.coord import CheckLeader, MemoryCoordinator, MemoryStore, SessionId
+from planaria.coord.layout import config_key, encode_config
+from planaria.core.messages import PartitionConfig, ProposeIsr
+from planaria.errors import UsageError
+from planaria.node import (
     ClusterMetadata,
     ControllerService,
     ControlSettings,
@@ -23,10 +27,6 @@ from planaria.control import (
     read_membership,
     write_cluster_metadata,
 )
-from planaria.coord import CheckLeader, MemoryCoordinator, MemoryStore, SessionId
-from planaria.coord.layout import config_key, encode_config
-from planaria.core.messages import PartitionConfig, ProposeIsr
-from planaria.errors import UsageError
 from test_control import FakeClock, leader_fence  # tests/ is on sys.path (rootdir import)
 
 NODES = ("n1", "n2", "n3")

@@ -11,7 +11,7 @@ from rich.console import Console
 from planaria.cli import _cluster as cluster_cli
 from planaria.cli._main import build_parser
 from planaria.cluster import ClusterStatus, NodeStatus, PartitionStatus
-from planaria.control import MoveProgress
+from planaria.node import MoveProgress
 
 
 class FakeCluster:

@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from planaria.control import CLUSTER_KEY
 from planaria.coord import MemoryCoordinator, MemoryStore
-from planaria.node import Node, NodeSettings
+from planaria.node import CLUSTER_KEY, Node, NodeSettings
 from planaria.storage import FsyncPolicy
 
 FAST = NodeSettings(fsync=FsyncPolicy("never"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from planaria.control import write_cluster_metadata
+from planaria.node import write_cluster_metadata
 
 BUS_OFFSET = 10_000
 CLI = ("-m", "planaria.cli")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from planaria._node.transport import QUEUE_FRAMES_MAX, PeerBus
 from planaria.core.messages import Append, AppendReply, Entry, Set
 from planaria.net.frame import CODEC
+from planaria.node._transport import QUEUE_FRAMES_MAX, PeerBus
 
 
 def append(entries: int, index: int = 1) -> Append:

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from planaria._node.lease import LoopWatchdog, keep_alive_forever
 from planaria.coord import MemoryCoordinator, SessionId
 from planaria.errors import UsageError
+from planaria.node._lease import LoopWatchdog, keep_alive_forever
 
 
 def test_acks_then_silence_then_the_expiry_is_reported() -> None:

@@ -11,15 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from planaria._node.partition import (
-    CHUNK_WRITES_MAX,
-    LOST_ALL,
-    PartitionRuntime,
-    claim_data_id,
-    claim_lost_all,
-    drop_data_id_new,
-    lost_partitions,
-)
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -36,6 +27,15 @@ from planaria.core.messages import (
 from planaria.core.pipeline import latest_acks
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.core.transfer import SnapshotReceiver
+from planaria.node._partition import (
+    CHUNK_WRITES_MAX,
+    LOST_ALL,
+    PartitionRuntime,
+    claim_data_id,
+    claim_lost_all,
+    drop_data_id_new,
+    lost_partitions,
+)
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.persist import PersistRuleBroken, write_persists
 

@@ -39,8 +39,8 @@ from planaria.cluster import (
     PartitionStatus,
     status_from_seed,
 )
-from planaria.control import write_cluster_metadata
 from planaria.errors import UsageError
+from planaria.node import write_cluster_metadata
 
 __all__ = [
     "DEFAULT_DATA_DIR",

@@ -41,11 +41,11 @@ def with_coordinator(url: str, call: Callable[[Coordinator], Awaitable[T]], time
 
 def read_coordinator(url: str, timeout_s: float) -> tuple[set[str], list[PartitionConfig]]:
     """The registered node ids and the partition configs."""
-    from planaria import control  # noqa: PLC0415 -- loads the controller only here
+    from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
     async def read(coordinator: Coordinator) -> tuple[set[str], list[PartitionConfig]]:
         members = await coordinator.members()
-        configs = await control.read_configs(coordinator)
+        configs = await node.read_configs(coordinator)
         return set(members), [config for config, _ in configs.values()]
 
     return with_coordinator(url, read, timeout_s)

@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from planaria._client.routing import MalformedTopology, SlotMap
 from planaria.address import parse_address
+from planaria.client._routing import MalformedTopology, SlotMap
 from planaria.cluster._coordinator import read_coordinator, run_sync, with_coordinator
 from planaria.cluster._errors import ClusterError
 from planaria.cluster._processes import (
@@ -278,10 +278,10 @@ class LocalCluster:
     def _write_metadata(self, timeout_s: float) -> None:
         """Write ``/cluster`` (the shape the controller builds the initial configs from)
         unless it is there: a restarted cluster keeps its own."""
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
         state = self._state
-        write = control.write_cluster_metadata(
+        write = node.write_cluster_metadata(
             self.coordinator_url,
             partitions=state.partitions,
             replicas=state.replicas,
@@ -413,12 +413,12 @@ class LocalCluster:
         """Start a new node (the next id and port) and record it as a member, so the
         controller moves its share of the replicas to it (follow with
         :meth:`move_progress`). Returns its id."""
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria.node import mark_member, read_membership  # noqa: PLC0415
 
         if not weight > 0:
             raise UsageError(f"weight must be > 0, not {weight}")
         # A removed node's id is never reused (its membership record says removed).
-        recorded = set(self._with_coordinator(control.read_membership, timeout_s))
+        recorded = set(self._with_coordinator(read_membership, timeout_s))
         with self._file.locked():
             state = self._file.refresh()
             used = recorded | {n.name for n in state.nodes}
@@ -434,7 +434,7 @@ class LocalCluster:
                 args,
             )
             self._processes.check_ports([node])
-            mark = control.mark_member
+            mark = mark_member
             self._with_coordinator(
                 lambda c: mark(c, node.name, "member", weight=weight, zone=zone), timeout_s
             )
@@ -446,7 +446,7 @@ class LocalCluster:
     def drain(self, node_id: str, *, timeout_s: float = 10.0) -> None:
         """Mark ``node_id`` draining: the controller moves every replica it holds away
         (the node stays up and serves meanwhile; see :meth:`move_progress`)."""
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
         self._state.node(node_id)  # UsageError for an unknown node
         staying = [n for n in self._members_staying(timeout_s) if n != node_id]
@@ -455,13 +455,13 @@ class LocalCluster:
                 f"draining {node_id} would leave {len(staying)} nodes for "
                 f"{self._state.replicas} replicas of each partition: add a node first"
             )
-        self._with_coordinator(lambda c: control.mark_member(c, node_id, "draining"), timeout_s)
+        self._with_coordinator(lambda c: node.mark_member(c, node_id, "draining"), timeout_s)
 
     def remove_node(self, node_id: str, *, timeout_s: float = 10.0) -> None:
         """Forget a drained node: it must hold no replica any more (drain it and wait for
         :meth:`move_progress` first). Stops its process, marks it removed in the
         coordinator and drops it from this directory's cluster (its data stays)."""
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
         progress = self.move_progress(timeout_s)
         held = progress.held.get(node_id) if progress is not None else None
@@ -470,7 +470,7 @@ class LocalCluster:
         if held:
             raise UsageError(f"{node_id} still holds {held} replicas: wait for the drain")
         self.stop_node(node_id, timeout_s)
-        self._with_coordinator(lambda c: control.mark_member(c, node_id, "removed"), timeout_s)
+        self._with_coordinator(lambda c: node.mark_member(c, node_id, "removed"), timeout_s)
         with self._file.locked():
             state = self._file.refresh()
             self._file.save(
@@ -478,16 +478,16 @@ class LocalCluster:
             )
 
     def move_progress(self, timeout_s: float = 2.0) -> Any:
-        """``control.MoveProgress`` (replicas still to move, partitions moving, replicas
+        """``node.MoveProgress`` (replicas still to move, partitions moving, replicas
         each draining node still holds), or None before the cluster has a target."""
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
-        return self._with_coordinator(control.move_progress, timeout_s)
+        return self._with_coordinator(node.move_progress, timeout_s)
 
     def _members_staying(self, timeout_s: float) -> list[str]:
-        from planaria import control  # noqa: PLC0415 -- loads the controller only here
+        from planaria import node  # noqa: PLC0415 -- the front loads only what is used
 
-        records = self._with_coordinator(control.read_membership, timeout_s)
+        records = self._with_coordinator(node.read_membership, timeout_s)
         known = {n: r for n, (r, _) in records.items()}
         return [
             n.name

@@ -10,8 +10,8 @@ from typing import Any
 
 import hiredis
 
-from planaria._client.protocol import encode_command, to_bytes
 from planaria.address import parse_address
+from planaria.client._protocol import encode_command, to_bytes
 from planaria.core.slots import keyslot, partition_of_slot
 
 __all__ = ["is_error", "probe_keys", "resp_command"]

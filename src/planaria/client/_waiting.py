@@ -15,7 +15,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from planaria._client.core import WriteWindow
+from planaria.client._core import WriteWindow
 
 __all__ = ["AsyncRefreshLock", "AsyncWriteGate", "RefreshLock", "WriteGate"]
 

@@ -3,7 +3,7 @@
 A :class:`Node` serves clients over RESP (``listen``), replicates to its peers over the bus
 (msgpack frames on the RESP port + 10000), keeps a coordinator session alive (its lease),
 stands as a controller candidate, and holds one replica per partition whose config names it.
-Each replica is driven by :class:`~planaria._node.partition.PartitionRuntime`: persist
+Each replica is driven by :class:`~planaria.node._partition.PartitionRuntime`: persist
 (group commit, fsync in the node's disk thread), then send, then reply, then propose, as
 docs/design.md says (a primary's Appends may leave during its own fsync; see that module).
 
@@ -44,30 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria import _native
-from planaria._node.lease import KeepAliveThread, LoopWatchdog, keep_alive_forever
-from planaria._node.partition import (
-    LOST_ALL,
-    NO_LEASE,
-    PartitionRuntime,
-    SessionOpened,
-    claim_data_id,
-    claim_lost_all,
-    drop_data_id_new,
-    lost_partitions,
-    mark_lost,
-    new_loss_id,
-    open_partition_log,
-)
-from planaria._node.tasks import cancel_all
-from planaria._node.transport import PeerBus
 from planaria.address import format_address, parse_address
-from planaria.control import (
-    ControllerService,
-    apply_proposal,
-    read_cluster_metadata,
-    read_configs,
-    sessions_from_members,
-)
 from planaria.coord import (
     CONFIGS_PREFIX,
     MEMBERS_PREFIX,
@@ -131,6 +108,29 @@ from planaria.net.topology import (
     cluster_slots,
     node_id_hex,
 )
+from planaria.node._control import (
+    ControllerService,
+    apply_proposal,
+    read_cluster_metadata,
+    read_configs,
+    sessions_from_members,
+)
+from planaria.node._lease import KeepAliveThread, LoopWatchdog, keep_alive_forever
+from planaria.node._partition import (
+    LOST_ALL,
+    NO_LEASE,
+    PartitionRuntime,
+    SessionOpened,
+    claim_data_id,
+    claim_lost_all,
+    drop_data_id_new,
+    lost_partitions,
+    mark_lost,
+    new_loss_id,
+    open_partition_log,
+)
+from planaria.node._tasks import cancel_all
+from planaria.node._transport import PeerBus
 from planaria.storage import (
     FileLock,
     FsyncPolicy,

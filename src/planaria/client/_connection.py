@@ -17,8 +17,8 @@ from collections import deque
 
 import hiredis
 
-from planaria._client.protocol import encode_command
 from planaria.address import parse_address
+from planaria.client._protocol import encode_command
 from planaria.errors import UnknownOutcome
 
 __all__ = ["AsyncConnection", "AsyncPool", "ConnectFailed", "Connection", "Pool"]

@@ -20,11 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from planaria._node.tasks import cancel_all
 from planaria.address import parse_address
 from planaria.core.messages import Append, AppendReply, Message, SnapshotAck, SnapshotChunk
 from planaria.errors import UsageError
 from planaria.net.frame import CODEC, FrameDecoder, FrameError
+from planaria.node._tasks import cancel_all
 
 __all__ = ["PeerBus", "PeerMessage"]
 

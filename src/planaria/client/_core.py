@@ -13,16 +13,16 @@ from typing import Final, Generic, Protocol, TypeVar
 
 import hiredis
 
-from planaria._client.protocol import (
+from planaria.address import parse_address
+from planaria.breaker import BreakerState, CircuitBreaker
+from planaria.client._protocol import (
     ClusterDown,
     TryAgain,
     encode_command,
     error_from_reply,
     to_bytes,
 )
-from planaria._client.routing import Shard, SlotMap
-from planaria.address import parse_address
-from planaria.breaker import BreakerState, CircuitBreaker
+from planaria.client._routing import Shard, SlotMap
 from planaria.core.messages import DEDUP_WINDOW
 from planaria.core.slots import keyslot
 from planaria.errors import (

@@ -41,10 +41,10 @@ and says so: ``ReadResult.stale`` is True. Such a value may be behind the latest
 
 from __future__ import annotations
 
-from planaria._client.async_client import AsyncClient
-from planaria._client.core import ReadResult
-from planaria._client.protocol import ClusterDown, CommandRefused, Overloaded, TryAgain
-from planaria._client.sync_client import Client
+from planaria.client._async_client import AsyncClient
+from planaria.client._core import ReadResult
+from planaria.client._protocol import ClusterDown, CommandRefused, Overloaded, TryAgain
+from planaria.client._sync_client import Client
 
 __all__ = [
     "AsyncClient",
@@ -56,7 +56,7 @@ __all__ = [
     "TryAgain",
 ]
 
-# Defined in planaria._client (AsyncClient is the source Client is generated from:
+# Defined in the private modules below (AsyncClient is the source Client is generated from:
 # scripts/unasync.py); documented and imported as planaria.client's.
 for _public in (AsyncClient, Client, ReadResult):
     _public.__module__ = __name__

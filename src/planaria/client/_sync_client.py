@@ -1,25 +1,21 @@
-"""``AsyncClient``: the client's I/O around :class:`ClientCore`'s decisions, on asyncio.
-
-This file is the source of both clients: scripts/unasync.py generates the blocking
-``Client`` (sync_client.py) from it by dropping ``async`` and ``await`` and mapping the
-names that differ (``AsyncPool`` -> ``Pool``, ``async_sleep`` -> ``sleep``, ...); what
-genuinely differs lives in the seams it maps: connection.py (sockets or streams) and
-waiting.py (threads or tasks). Run ``python scripts/unasync.py`` after editing it;
-``make lint`` fails while the generated file is out of date.
+# Generated from _async_client.py by scripts/unasync.py. Do not edit: edit the source and run
+# `python scripts/unasync.py` (`make lint` fails while this file is out of date).
+"""``Client``: the client's I/O around :class:`ClientCore`'s decisions, blocking and
+thread-safe. Generated from ``AsyncClient`` (_async_client.py), which documents the design.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
 import hiredis
 
-from planaria._client.connection import AsyncPool
-from planaria._client.core import (
+from planaria.breaker import CircuitBreaker
+from planaria.client._connection import Pool
+from planaria.client._core import (
     CLUSTER_SHARDS,
     CLUSTER_SLOTS,
     DEL,
@@ -39,18 +35,17 @@ from planaria._client.core import (
     ResultT,
     set_arguments,
 )
-from planaria._client.protocol import to_bytes
-from planaria._client.waiting import AsyncRefreshLock, AsyncWriteGate
-from planaria.breaker import CircuitBreaker
+from planaria.client._protocol import to_bytes
+from planaria.client._waiting import RefreshLock, WriteGate
 from planaria.core.messages import DEDUP_WINDOW
 from planaria.errors import Moved
 from planaria.retry import RetryBudget
 
-__all__ = ["AsyncClient"]
+__all__ = ["Client"]
 
 
-class AsyncClient:
-    """An asyncio planaria client, for one event loop: ``Client``'s twin, with coroutines.
+class Client:
+    """A blocking planaria client, safe to share between threads.
 
     ``seeds``: one ``"host:port"`` or several; any node of the cluster will do.
     ``timeout_s``: the default deadline of a call (each method also takes ``timeout_s``).
@@ -61,7 +56,7 @@ class AsyncClient:
     ``refresh_interval_s``: the least time between two map refreshes.
     ``pool_idle_max``: idle connections kept per node; ``health_check_s``: a connection idle
     that long is checked with PING before reuse.
-    ``clock``, ``async_sleep``, ``rng`` (``random.Random``-like): injected for tests.
+    ``clock``, ``sleep``, ``rng`` (``random.Random``-like): injected for tests.
     ``breaker_factory(address)``: the CircuitBreaker of a node (default: opens after 3 of the
     last 10 calls failed, for 0.5 s doubling up to 5 s).
     ``write_window``: a write is sent only while its sequence number is less than this above
@@ -81,7 +76,7 @@ class AsyncClient:
         pool_idle_max: int = 4,
         health_check_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        async_sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         rng: RandomSource | None = None,
         breaker_factory: Callable[[str], CircuitBreaker] | None = None,
         write_window: int = DEDUP_WINDOW,
@@ -98,13 +93,13 @@ class AsyncClient:
             rng=rng,
             breaker_factory=breaker_factory,
             write_window=write_window,
-            async_sleep=async_sleep,
+            sleep=sleep,
         )
         self._pool_idle_max = pool_idle_max
         self._health_check_s = health_check_s
-        self._pools: dict[tuple[str, bool], AsyncPool] = {}
-        self._refresh_lock = AsyncRefreshLock()
-        self._writes = AsyncWriteGate(self._core.window)
+        self._pools: dict[tuple[str, bool], Pool] = {}
+        self._refresh_lock = RefreshLock()
+        self._writes = WriteGate(self._core.window)
 
     @property
     def client_id(self) -> str:
@@ -113,22 +108,22 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ the API
 
-    async def get(self, key: str | bytes, *, timeout_s: float | None = None) -> bytes | None:
+    def get(self, key: str | bytes, *, timeout_s: float | None = None) -> bytes | None:
         """The value of ``key`` from its primary, or None if there is no such key."""
         call = self._core.call(GET, to_bytes("key", key), timeout_s=timeout_s)
-        value, _ = await self._run(call)
+        value, _ = self._run(call)
         return value
 
-    async def get_result(
+    def get_result(
         self, key: str | bytes, *, stale: bool = False, timeout_s: float | None = None
     ) -> ReadResult:
         """Like ``get``; with ``stale=True`` a backup answers when the primary cannot, and
         the result says so."""
         call = self._core.call(GET, to_bytes("key", key), timeout_s=timeout_s, stale_ok=stale)
-        value, was_stale = await self._run(call)
+        value, was_stale = self._run(call)
         return ReadResult(value, was_stale)
 
-    async def set(
+    def set(
         self,
         key: str | bytes,
         value: str | bytes,
@@ -141,38 +136,38 @@ class AsyncClient:
         """Set ``key`` to ``value``; True when applied, False when the condition did not hold
         (``nx``: only if absent; ``xx``: only if present; ``if_value``: only if it equals)."""
         extra = set_arguments(value, nx=nx, xx=xx, if_value=if_value)
-        return await self._write(SET, to_bytes("key", key), extra, timeout_s)
+        return self._write(SET, to_bytes("key", key), extra, timeout_s)
 
-    async def delete(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
+    def delete(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Delete ``key``; True if it existed."""
-        return await self._write(DEL, to_bytes("key", key), (), timeout_s)
+        return self._write(DEL, to_bytes("key", key), (), timeout_s)
 
-    async def exists(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
+    def exists(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Whether ``key`` exists (on its primary)."""
         call = self._core.call(EXISTS, to_bytes("key", key), timeout_s=timeout_s)
-        found, _ = await self._run(call)
+        found, _ = self._run(call)
         return found
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Close every connection; later calls raise UsageError."""
         self._core.closed = True
         for pool in list(self._pools.values()):
             pool.close()
 
-    async def __aenter__(self) -> Self:
+    def __enter__(self) -> Self:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.close()
+        self.close()
 
     # ------------------------------------------------------------------ one call
 
-    async def _write(
+    def _write(
         self,
         command: Command[bool],
         key: bytes,
@@ -183,21 +178,21 @@ class AsyncClient:
         core = self._core
         if not core.request_ids:
             call = core.call(command, key, extra, is_write=True, timeout_s=timeout_s)
-            applied, _ = await self._run(call)
+            applied, _ = self._run(call)
             return applied
         call_timeout_s = core.call_timeout(timeout_s)
         deadline_s = core.clock() + call_timeout_s
-        seq = await self._writes.take(deadline_s, core.clock)
+        seq = self._writes.take(deadline_s, core.clock)
         if seq is None:
             raise core.window_full(command, key, call_timeout_s)
         try:
             call = core.call(command, key, extra, is_write=True, timeout_s=call_timeout_s, seq=seq)
-            applied, _ = await self._run(call, deadline_s)
+            applied, _ = self._run(call, deadline_s)
             return applied
         finally:
             self._writes.release(seq)
 
-    async def _run(
+    def _run(
         self,
         call: Call[ResultT],
         deadline_s: float | None = None,
@@ -207,11 +202,11 @@ class AsyncClient:
         if deadline_s is None:
             deadline_s = core.clock() + call.timeout_s
         try:
-            result = await self._attempt(call, deadline_s)
+            result = self._attempt(call, deadline_s)
         except Exception as error:
             core.note_failure(call, error)
             if core.retryable(call, error):
-                return await self._retry(call, deadline_s, error)
+                return self._retry(call, deadline_s, error)
             core.deposit()
             final = core.give_up(call, error)
             if final is error:
@@ -220,7 +215,7 @@ class AsyncClient:
         core.deposit()
         return result
 
-    async def _retry(
+    def _retry(
         self,
         call: Call[ResultT],
         deadline_s: float,
@@ -232,13 +227,13 @@ class AsyncClient:
             if retrying is None:
                 raise first
             pending: Exception | None = first
-            async for attempt in retrying:
+            for attempt in retrying:
                 with attempt:
                     if pending is not None:  # the first attempt's failure, already suffered
                         failed, pending = pending, None
                         raise failed
                     try:
-                        return await self._attempt(call, deadline_s)
+                        return self._attempt(call, deadline_s)
                     except Exception as error:
                         core.note_failure(call, error)
                         raise
@@ -249,16 +244,16 @@ class AsyncClient:
             raise final from error
         raise AssertionError("unreachable: every attempt returns or raises")  # pragma: no cover
 
-    async def _attempt(self, call: Call[ResultT], deadline_s: float) -> tuple[ResultT, bool]:
+    def _attempt(self, call: Call[ResultT], deadline_s: float) -> tuple[ResultT, bool]:
         core = self._core
         core.check_open()
         if core.refresh_due():
-            await self._refresh(deadline_s)
+            self._refresh(deadline_s)
         shard = core.shard(call)
         address = shard.primary
         try:
             for redirects in range(REDIRECTS_MAX + 1):
-                reply = await self._exchange(address, False, call.payload, deadline_s)
+                reply = self._exchange(address, False, call.payload, deadline_s)
                 try:
                     return core.decode(call, core.check_reply(reply, address)), False
                 except Moved as moved:
@@ -270,14 +265,14 @@ class AsyncClient:
                 raise
             for replica in shard.replicas:
                 try:
-                    reply = await self._exchange(replica, True, call.payload, deadline_s)
+                    reply = self._exchange(replica, True, call.payload, deadline_s)
                     return core.decode(call, core.check_reply(reply, replica)), True
                 except STALE_SKIP as error:
                     core.note_failure(call, error)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _exchange(
+    def _exchange(
         self,
         address: str,
         readonly: bool,
@@ -289,7 +284,7 @@ class AsyncClient:
         if pool is None:
             pool = self._pools.setdefault(
                 (address, readonly),
-                AsyncPool(
+                Pool(
                     address,
                     readonly=readonly,
                     idle_max=self._pool_idle_max,
@@ -297,14 +292,14 @@ class AsyncClient:
                 ),
             )
         try:
-            return await self._core.breaker(address).call_async(pool.request, payload, timeout_s)
+            return self._core.breaker(address).call(pool.request, payload, timeout_s)
         except TRANSPORT_FAILURES:
             self._core.note_unreachable(address)
             raise
 
-    async def _refresh(self, deadline_s: float) -> None:
+    def _refresh(self, deadline_s: float) -> None:
         core = self._core
-        if not await self._refresh_lock.acquire(deadline_s - core.clock()):
+        if not self._refresh_lock.acquire(deadline_s - core.clock()):
             return  # another caller is refreshing; go on with the map we have, if any
         try:
             if not core.refresh_due():
@@ -312,10 +307,10 @@ class AsyncClient:
             errors: list[Exception] = []
             for address in core.refresh_candidates():
                 try:
-                    reply = await self._exchange(address, False, CLUSTER_SHARDS, deadline_s)
+                    reply = self._exchange(address, False, CLUSTER_SHARDS, deadline_s)
                     shards = not isinstance(reply, hiredis.ReplyError)
                     if not shards:  # older than Redis 7: no CLUSTER SHARDS
-                        reply = await self._exchange(address, False, CLUSTER_SLOTS, deadline_s)
+                        reply = self._exchange(address, False, CLUSTER_SLOTS, deadline_s)
                     core.install(reply, address, shards=shards)
                     return
                 except REFRESH_FAILURES as error:

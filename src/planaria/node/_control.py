@@ -95,7 +95,7 @@ __all__ = [
     "write_cluster_metadata",
 ]
 
-log = logging.getLogger("planaria.control")
+log = logging.getLogger("planaria.node.control")
 UNREADABLE_LOSS = 1  # the loss id given to a registration whose ``lost`` cannot be read
 
 CLUSTER_KEY = "/cluster"

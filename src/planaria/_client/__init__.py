@@ -1,1 +1,0 @@
-"""Private parts of :mod:`planaria.client`: wire encoding, the slot map, connections."""

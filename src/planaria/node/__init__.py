@@ -1,0 +1,104 @@
+"""One planaria node, and the controller service each node runs as a candidate.
+
+This front only re-exports, lazily (PEP 562): ``from planaria.node import read_configs``
+loads the controller service's module, not the node's event loop and sockets.
+
+- ``_node``: :class:`Node` and :class:`NodeSettings`: the RESP server, the peer bus, the
+  lease and one partition runtime per replica the node holds.
+- ``_partition``: a replica's runtime (persist, send, reply, propose; snapshots, transfers).
+- ``_transport``: the peer bus (msgpack frames between nodes).
+- ``_lease``: the keep-alive thread and the event loop watchdog.
+- ``_control``: the controller service (its decisions are ``core.controller``'s) and the
+  coordinator records it reads and writes (``/cluster``, configs, membership).
+- ``_tasks``: cancelling a set of asyncio tasks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from planaria._lazy import lazy_front
+
+if TYPE_CHECKING:
+    from planaria.node._control import (
+        CLUSTER_KEY,
+        MEMBER_STATES,
+        MEMBERSHIP_PREFIX,
+        ClusterMetadata,
+        ControllerService,
+        ControlSettings,
+        MemberRecord,
+        MoveProgress,
+        apply_proposal,
+        initial_placement,
+        mark_member,
+        membership_target,
+        move_progress,
+        read_cluster_metadata,
+        read_configs,
+        read_membership,
+        sessions_from_members,
+        write_cluster_metadata,
+    )
+    from planaria.node._node import (
+        DRIFT_MAX,
+        EXIT_LOOP_STALLED,
+        LEASE_MARGIN_MS,
+        Node,
+        NodeSettings,
+    )
+
+# name -> the module that defines it, imported on first access
+_LAZY = {
+    "DRIFT_MAX": "planaria.node._node",
+    "EXIT_LOOP_STALLED": "planaria.node._node",
+    "LEASE_MARGIN_MS": "planaria.node._node",
+    "Node": "planaria.node._node",
+    "NodeSettings": "planaria.node._node",
+    "CLUSTER_KEY": "planaria.node._control",
+    "ClusterMetadata": "planaria.node._control",
+    "ControlSettings": "planaria.node._control",
+    "ControllerService": "planaria.node._control",
+    "MEMBERSHIP_PREFIX": "planaria.node._control",
+    "MEMBER_STATES": "planaria.node._control",
+    "MemberRecord": "planaria.node._control",
+    "MoveProgress": "planaria.node._control",
+    "apply_proposal": "planaria.node._control",
+    "initial_placement": "planaria.node._control",
+    "mark_member": "planaria.node._control",
+    "membership_target": "planaria.node._control",
+    "move_progress": "planaria.node._control",
+    "read_cluster_metadata": "planaria.node._control",
+    "read_configs": "planaria.node._control",
+    "read_membership": "planaria.node._control",
+    "sessions_from_members": "planaria.node._control",
+    "write_cluster_metadata": "planaria.node._control",
+}
+
+__all__ = [
+    "CLUSTER_KEY",
+    "DRIFT_MAX",
+    "EXIT_LOOP_STALLED",
+    "LEASE_MARGIN_MS",
+    "MEMBERSHIP_PREFIX",
+    "MEMBER_STATES",
+    "ClusterMetadata",
+    "ControlSettings",
+    "ControllerService",
+    "MemberRecord",
+    "MoveProgress",
+    "Node",
+    "NodeSettings",
+    "apply_proposal",
+    "initial_placement",
+    "mark_member",
+    "membership_target",
+    "move_progress",
+    "read_cluster_metadata",
+    "read_configs",
+    "read_membership",
+    "sessions_from_members",
+    "write_cluster_metadata",
+]
+
+__getattr__, __dir__ = lazy_front("planaria.node", _LAZY, globals())
