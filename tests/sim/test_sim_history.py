@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from planaria.check.history import operations_from_events
-from planaria.sim.checks import HISTORY_CHECKS
+from planaria.sim.monitor import HISTORY_CHECKS
 from planaria.sim.nemesis import FAULT_KINDS
 from planaria.sim.run import SimConfig, run_seed
 

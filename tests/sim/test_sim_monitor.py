@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from planaria.sim.checks import Monitor, Violation
+from planaria.sim.monitor import Monitor, Violation
 
 
 def _node(log_epoch: int) -> Any:

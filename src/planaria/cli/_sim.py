@@ -18,8 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from planaria.errors import UsageError
-from planaria.sim.checks import CHECK_MODES
 from planaria.sim.client import ClientSettings
+from planaria.sim.monitor import CHECK_MODES
 from planaria.sim.nemesis import FAULT_KINDS, MEMBERSHIP, parse_faults
 from planaria.sim.node import NodeSettings
 from planaria.sim.run import SimConfig, SimResult, run_seed

@@ -60,8 +60,8 @@ from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.core.transfer import SnapshotReceiver, SnapshotSender, TransferSettings
 from planaria.errors import UsageError
-from planaria.sim.checks import Violation
 from planaria.sim.committer import SimCommitter
+from planaria.sim.monitor import Violation
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot, IsrRequest, Renew, RenewAck
 from planaria.sim.world import Process, World

@@ -39,9 +39,9 @@ from planaria.core.lease import session_ttl_min_ms
 from planaria.core.placement import place
 from planaria.core.replica import ReplicaSettings
 from planaria.errors import UsageError
-from planaria.sim.checks import CHECK_MODES, Monitor, Violation
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
+from planaria.sim.monitor import CHECK_MODES, Monitor, Violation
 from planaria.sim.nemesis import ALL_FAULT_KINDS, FAULT_KINDS, MEMBERSHIP, Nemesis, NemesisSettings
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
