@@ -4,13 +4,15 @@ input refused with a clear error before anything is written."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
+from planaria.cli._cluster import _up_options
 from planaria.cli._main import main
-from planaria.cluster import LocalCluster
+from planaria.cluster import DEFAULT_BASE_PORT, LocalCluster
 from planaria.cluster._state import StateFile
 from planaria.core.codec import encode_state
 from planaria.core.messages import ReplicaSnapshot, Version
@@ -139,3 +141,24 @@ def test_a_backup_of_a_stopped_cluster_fails_and_leaves_nothing(
     assert main(["backup", str(target), "--data", str(tmp_path / "cluster")]) == 1
     assert "no node of the cluster is running" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_up_takes_the_shape_a_stopped_cluster_recorded(tmp_path: Path) -> None:
+    def options(data: Path, **given: object) -> dict[str, object]:
+        names = ("nodes", "partitions", "replicas", "port", "coordinator_port", "coordinator")
+        args = argparse.Namespace(data=str(data), **{name: given.get(name) for name in names})
+        return _up_options(args)
+
+    assert options(tmp_path / "none") == {
+        "nodes": 3, "partitions": 64, "replicas": 3, "base_port": DEFAULT_BASE_PORT,
+        "coordinator_port": None, "coordinator_url": None,
+    }  # fmt: skip
+    make_backup(tmp_path / "backup")
+    assert main(["restore", str(tmp_path / "backup"), "--data", str(tmp_path / "new"),
+                 "--port", "30201", "--nodes", "4"]) == 0  # fmt: skip
+    assert options(tmp_path / "new") == {
+        "nodes": 4, "partitions": PARTITIONS, "replicas": 3, "base_port": 30201,
+        "coordinator_port": 30200, "coordinator_url": None, "min_insync": 2,
+    }  # fmt: skip
+    # Given options win (and the launcher then refuses a shape that differs).
+    assert options(tmp_path / "new", partitions=8)["partitions"] == 8
