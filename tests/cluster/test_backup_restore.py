@@ -8,6 +8,7 @@ is written: tests/cluster/test_backup_cli.py (no processes).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -22,7 +23,8 @@ import planaria
 from planaria.cluster import LocalCluster, _processes, free_base_port
 from planaria.errors import PlanariaError
 
-pytestmark = pytest.mark.slow
+# Generous bounds for a loaded 2-core CI: the run takes about 20 s on an idle machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 PARTITIONS = 4
 KEYS_PER_WRITER = 40
@@ -94,6 +96,14 @@ def test_a_backup_under_load_restores_every_write_acknowledged_before_it(tmp_pat
         for thread in threads:
             thread.start()
         _wait(lambda: all(w.acks >= 200 for w in writers), 60.0, "writes acknowledged")
+        # A crash and a restart first: the partitions n1 led fail over to a new epoch, so
+        # the restored logs start above epoch 1 (the new cluster's first configs must not).
+        source.kill("n1")
+        source.start("n1")
+        source.wait_serving(timeout_s=60.0)
+        acks_now = [w.acks for w in writers]
+        _wait(lambda: all(w.acks >= a + 50 for w, a in zip(writers, acks_now, strict=True)),
+              60.0, "writes acknowledged after the failover")  # fmt: skip
         began = time.monotonic()
         backup = _planaria("backup", str(tmp_path / "backup"), "--data", str(source.data_dir))
         ended = time.monotonic()
@@ -112,13 +122,15 @@ def test_a_backup_under_load_restores_every_write_acknowledged_before_it(tmp_pat
 
     verify = _planaria("backup", "--verify", str(tmp_path / "backup"))
     assert verify.returncode == 0, verify.stderr
+    manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+    assert max(p["epoch"] for p in manifest["partitions"]) >= 2
     restored_dir = tmp_path / "restored"
     restore = _planaria(
         "restore", str(tmp_path / "backup"), "--data", str(restored_dir),
         "--port", str(free_base_port(3)),
     )  # fmt: skip
     assert restore.returncode == 0, restore.stderr
-    up = _planaria("up", "--data", str(restored_dir), "--detach", "--timeout", "120")
+    up = _planaria("up", "--data", str(restored_dir), "--detach", "--timeout", "90")
     restored = LocalCluster.open(restored_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
