@@ -259,6 +259,13 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-insync", type=_positive, default=None, help="default min(2, replicas)"
     )
+    parser.add_argument(
+        "--first-epoch",
+        type=_positive,
+        default=1,
+        help="the epoch of the first configs (default 1; for the node directories of a "
+        "restored backup: the first_epoch in the cluster.json planaria restore wrote)",
+    )
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -278,12 +285,14 @@ def run_init(args: argparse.Namespace) -> int:
             replicas=args.replicas,
             min_insync=min_insync,
             nodes=nodes,
+            first_epoch=args.first_epoch,
         )
     )
     print(
         f"cluster at {args.coordinator}: {metadata.partitions} partitions, "
         f"{metadata.replicas} replicas, min in-sync {metadata.min_insync}, "
         f"nodes {', '.join(metadata.nodes)}"
+        + (f", first epoch {metadata.first_epoch}" if metadata.first_epoch != 1 else "")
     )
     return 0
 
