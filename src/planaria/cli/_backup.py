@@ -160,7 +160,7 @@ class _Source:
             partitions=len(status.partitions),
             replicas=max(replicas, 1),
             min_insync=None if min_insync is None else min(min_insync, max(replicas, 1)),
-            nodes=tuple(node.id for node in status.nodes),
+            nodes=tuple(sorted(node.id for node in status.nodes)),
         )
 
     def primary(self, partition: int) -> tuple[str, str] | None:
