@@ -9,6 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from planaria.cli import _backup as backup_cli
 from planaria.cli._main import main
 from planaria.cluster import resp_command
 from planaria.cluster._resp import is_error
@@ -167,5 +170,42 @@ def test_planaria_backup_by_seed_copies_every_partition(tmp_path: Path) -> None:
             state = decode_state(snapshot.index, snapshot.epoch, snapshot.data)
             found.update({k: v for k, (v, _version) in state.kv.items()})
         assert found == written
+
+    asyncio.run(scenario())
+
+
+def test_planaria_backup_asks_again_when_a_node_is_not_the_primary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale view of who is primary (a failover under way): the node refuses BEGIN, the
+    command re-reads the status and asks again, at the primary."""
+    asked: list[tuple[int, str]] = []
+    real_primary = backup_cli._Source.primary
+
+    def stale_first(self: backup_cli._Source, partition: int) -> tuple[str, str] | None:
+        found = real_primary(self, partition)
+        first = all(p != partition for p, _ in asked)
+        if first and found is not None:
+            found = next((n.id, n.address) for n in self.status.nodes if n.id != found[0])
+        if found is not None:
+            asked.append((partition, found[0]))
+        return found
+
+    monkeypatch.setattr(backup_cli._Source, "primary", stale_first)
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path / "nodes", partitions=PARTITIONS)
+        await cluster.start()
+        try:
+            argv = ["backup", str(tmp_path / "backup"), "--seed", cluster.nodes["n1"].address]
+            assert await asyncio.to_thread(main, argv) == 0
+            primaries = {p: cluster.primary_of(p) for p in range(PARTITIONS)}
+        finally:
+            await cluster.close()
+        manifest = verify_backup(OsFS(), str(tmp_path / "backup"))
+        assert {e.partition: e.primary for e in manifest.partitions} == primaries
+        for partition in range(PARTITIONS):
+            tried = [node for p, node in asked if p == partition]
+            assert len(tried) >= 2 and tried[0] != primaries[partition], tried
 
     asyncio.run(scenario())
