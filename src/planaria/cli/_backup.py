@@ -36,6 +36,7 @@ from planaria.cluster import (
     status_from_seed,
 )
 from planaria.cluster._resp import is_error
+from planaria.core.slots import slot_range
 from planaria.errors import UsageError
 from planaria.storage import OsFS
 from planaria.storage.backup import (
@@ -165,6 +166,8 @@ class _Source:
 
     def primary(self, partition: int) -> tuple[str, str] | None:
         """(node id, address) of the partition's primary as last read, if any."""
+        if partition >= len(self.status.partitions):  # no node that answered holds it
+            return None
         primary = self.status.partitions[partition].primary
         for node in self.status.nodes:
             if node.id == primary:
@@ -194,7 +197,13 @@ def _chunks(address: str, token: str, size: int, chunk_bytes: int) -> Iterator[b
 
 
 def _copy_partition(
-    source: _Source, partition: int, directory: Path, chunk_bytes: int, timeout_s: float
+    source: _Source,
+    shape: ClusterShape,
+    partition: int,
+    directory: Path,
+    *,
+    chunk_bytes: int,
+    timeout_s: float,
 ) -> PartitionBackup:
     """Copy one partition from its primary, retrying (re-reading who is primary) until
     ``timeout_s``; every attempt starts from BACKUP BEGIN, after the backup started."""
@@ -222,7 +231,8 @@ def _copy_partition(
                     f"{address} sent the state at ({got_index}, {got_epoch}), {check.size_bytes} "
                     f"bytes; it announced ({index}, {snapshot_epoch}), {size} bytes"
                 )
-            slots = source.status.partitions[partition].slots
+            owned = slot_range(partition, shape.partitions)
+            slots = (owned.start, owned.stop - 1)
             return PartitionBackup(
                 partition, slots, partition_file(partition), index, snapshot_epoch, epoch,
                 node_id, check.size_bytes, check.sha256,
@@ -268,7 +278,10 @@ def run_backup(args: argparse.Namespace) -> int:
     entries: list[PartitionBackup] = []
     try:
         for partition in range(shape.partitions):
-            entry = _copy_partition(source, partition, directory, args.chunk_bytes, args.timeout)
+            entry = _copy_partition(
+                source, shape, partition, directory,
+                chunk_bytes=args.chunk_bytes, timeout_s=args.timeout,
+            )  # fmt: skip
             entries.append(entry)
             print(
                 f"p{partition}: index {entry.index}, epoch {entry.epoch}, "
