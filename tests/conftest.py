@@ -44,6 +44,7 @@ PROCESS = (
     "tests/node/test_hostile_clients.py",
     "tests/membership/test_membership_processes.py",
     "tests/cluster/test_cluster.py",
+    "tests/cluster/test_backup_restore.py",
     "tests/cluster/test_cluster_ensembles.py",
     "tests/chaos/test_real_runs.py",
     "tests/client/test_client_cluster.py",

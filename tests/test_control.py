@@ -345,3 +345,26 @@ def test_a_registration_says_which_data_directory_the_node_runs_on() -> None:
     assert (views["n1"].data_id, views["n1"].lost_log(0)) == (123, None)
     assert views["n2"].data_id == 0  # an older node: nothing to compare
     assert views["n3"].data_id == 0 and views["n3"].lost_log(0) is not None  # unreadable
+
+
+def test_a_restored_cluster_creates_its_first_configs_at_its_first_epoch() -> None:
+    """A cluster laid out by ``planaria restore`` records ``first_epoch`` (above its logs'
+    epochs); the metadata of every other cluster stays as it was (no such field)."""
+
+    async def main() -> None:
+        world = World()
+        meta = await write_cluster_metadata(
+            world.admin, partitions=4, replicas=3, min_insync=2, nodes=NODES, first_epoch=9
+        )
+        assert await read_cluster_metadata(world.admin) == meta
+        assert b"first_epoch" not in ClusterMetadata(4, 3, 2, NODES).encode()
+        assert ClusterMetadata.decode(ClusterMetadata(4, 3, 2, NODES).encode()).first_epoch == 1
+        with pytest.raises(UsageError):
+            ClusterMetadata(4, 3, 2, NODES, first_epoch=0)
+        for node in NODES:
+            await world.start_node(node)
+        service = world.service("n1")
+        assert await service.reconcile(await leader_fence(service)) == 4
+        assert {config.epoch for config in (await world.configs()).values()} == {9}
+
+    asyncio.run(main())

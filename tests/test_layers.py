@@ -55,7 +55,16 @@ STORAGE_PURE = frozenset(
         "planaria.storage",
         *(
             f"planaria.storage.{name}"
-            for name in ("errors", "format", "fs", "identity", "log", "journal", "persist")
+            for name in (
+                "errors",
+                "format",
+                "fs",
+                "identity",
+                "log",
+                "journal",
+                "persist",
+                "backup",
+            )
         ),
     }
 )

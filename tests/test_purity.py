@@ -27,6 +27,7 @@ PURE_MODULES = (
     "storage/log.py",
     "storage/journal.py",
     "storage/persist.py",
+    "storage/backup.py",
     # the coordination interface and the store the simulator's coordinator runs on
     "coord/errors.py",
     "coord/interface.py",

@@ -41,3 +41,16 @@ def test_init_refuses_a_shape_that_cannot_work(
 ) -> None:
     assert main(["init", "--coordinator", "memory://init-bad", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_init_gives_a_restored_clusters_first_configs_its_epoch() -> None:
+    url = "memory://init-restored"
+    args = ["init", "--coordinator", url, "--nodes", "n1,n2,n3", "--first-epoch", "7"]
+    assert main(args) == 0
+
+    async def read() -> object:
+        async with connect(url) as coordinator:
+            return await read_cluster_metadata(coordinator)
+
+    metadata = asyncio.run(read())
+    assert metadata is not None and metadata.first_epoch == 7  # type: ignore[attr-defined]

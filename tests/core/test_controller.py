@@ -64,6 +64,10 @@ def test_initial_configs() -> None:
         controller.initial_configs({0: ("a", "a")})
     with pytest.raises(UsageError, match="no replicas"):
         controller.initial_configs({0: ()})
+    restored = controller.initial_configs({0: ("a", "b")}, first_epoch=7)
+    assert restored[0].epoch == 7 and restored[0].version == 1
+    with pytest.raises(UsageError, match="first_epoch"):
+        controller.initial_configs({0: ("a", "b")}, first_epoch=0)
 
 
 # (story, config, alive sessions, incarnations, new primary, new isr) -- None: no change.

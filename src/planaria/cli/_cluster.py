@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -36,6 +37,7 @@ from planaria.cluster import (
     DEFAULT_BASE_PORT,
     ClusterStatus,
     LocalCluster,
+    NoCluster,
     PartitionStatus,
     status_from_seed,
 )
@@ -86,24 +88,38 @@ def _positive(text: str) -> int:
 # --- up -----------------------------------------------------------------------------------
 
 
+_RECORDED = "; a stopped cluster's DIR: what it recorded"
+
+
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", type=_positive, default=3, help="node processes (default 3)")
     parser.add_argument(
-        "--partitions", type=_positive, default=64, help="partitions, fixed at creation (64)"
+        "--nodes", type=_positive, default=None, help=f"node processes (default 3{_RECORDED})"
     )
-    parser.add_argument("--replicas", type=_positive, default=3, help="replicas per partition (3)")
+    parser.add_argument(
+        "--partitions",
+        type=_positive,
+        default=None,
+        help=f"partitions, fixed at creation (default 64{_RECORDED})",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=_positive,
+        default=None,
+        help=f"replicas per partition (default 3{_RECORDED})",
+    )
     _add_data(parser)
     parser.add_argument(
         "--port",
         type=_positive,
-        default=DEFAULT_BASE_PORT,
-        help=f"RESP port of the first node; the next nodes count up (default {DEFAULT_BASE_PORT})",
+        default=None,
+        help="RESP port of the first node; the next nodes count up (default "
+        f"{DEFAULT_BASE_PORT}{_RECORDED})",
     )
     parser.add_argument(
         "--coordinator-port",
         type=_positive,
         default=None,
-        help="the coordinator's port (default 7000, or PORT - 1 for another --port)",
+        help=f"the coordinator's port (default 7000, or PORT - 1 for another --port{_RECORDED})",
     )
     parser.add_argument(
         "--coordinator",
@@ -137,20 +153,44 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _up_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``LocalCluster`` options: those given, else what a stopped cluster in ``--data``
+    recorded (a restarted or restored cluster keeps its shape), else the defaults."""
+    try:
+        recorded: LocalCluster | None = LocalCluster.open(args.data)
+    except NoCluster:
+        recorded = None
+    options: dict[str, Any] = {
+        "nodes": args.nodes,
+        "partitions": args.partitions,
+        "replicas": args.replicas,
+        "base_port": args.port,
+        "coordinator_port": args.coordinator_port,
+        "coordinator_url": args.coordinator,
+    }
+    if recorded is not None:
+        found = {
+            "nodes": len(recorded.node_ids),
+            "partitions": recorded.partitions,
+            "replicas": recorded.replicas,
+            "base_port": recorded.base_port,
+            "coordinator_port": recorded.coordinator_port,
+            "coordinator_url": recorded.coordinator_url if recorded.external_coordinator else None,
+        }
+        options = {name: found[name] if value is None else value for name, value in options.items()}
+        if options["replicas"] == recorded.replicas:
+            options["min_insync"] = recorded.min_insync
+    defaults = {"nodes": 3, "partitions": 64, "replicas": 3, "base_port": DEFAULT_BASE_PORT}
+    return {name: defaults.get(name) if value is None else value for name, value in options.items()}
+
+
 def run_up(args: argparse.Namespace) -> int:
     console = Console()
-    cluster = LocalCluster(
-        args.data,
-        nodes=args.nodes,
-        partitions=args.partitions,
-        replicas=args.replicas,
-        base_port=args.port,
-        coordinator_port=args.coordinator_port,
-        fsync=args.fsync,
-        coordinator_url=args.coordinator,
-    )
-    what = f"{args.nodes} nodes on {args.coordinator}" if args.coordinator else (
-        f"a coordinator and {args.nodes} nodes"
+    options = _up_options(args)
+    cluster = LocalCluster(args.data, fsync=args.fsync, **options)
+    nodes, partitions, replicas = options["nodes"], options["partitions"], options["replicas"]
+    what = f"{nodes} nodes on {args.coordinator}" if args.coordinator else (
+        f"a coordinator and {nodes} nodes"
     )  # fmt: skip
     with _sigterm_as_interrupt():
         try:
@@ -159,7 +199,7 @@ def run_up(args: argparse.Namespace) -> int:
                 cluster.start(timeout_s=args.timeout)
             console.print(
                 f"[bold green]cluster serving[/] after {time.monotonic() - started:.1f} s: "
-                f"{args.partitions} partitions x {args.replicas} replicas on {args.nodes} nodes"
+                f"{partitions} partitions x {replicas} replicas on {nodes} nodes"
             )
             _print_addresses(console, cluster)
             if args.detach:
@@ -219,6 +259,13 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-insync", type=_positive, default=None, help="default min(2, replicas)"
     )
+    parser.add_argument(
+        "--first-epoch",
+        type=_positive,
+        default=1,
+        help="the epoch of the first configs (default 1; for the node directories of a "
+        "restored backup: the first_epoch in the cluster.json planaria restore wrote)",
+    )
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -238,12 +285,14 @@ def run_init(args: argparse.Namespace) -> int:
             replicas=args.replicas,
             min_insync=min_insync,
             nodes=nodes,
+            first_epoch=args.first_epoch,
         )
     )
     print(
         f"cluster at {args.coordinator}: {metadata.partitions} partitions, "
         f"{metadata.replicas} replicas, min in-sync {metadata.min_insync}, "
         f"nodes {', '.join(metadata.nodes)}"
+        + (f", first epoch {metadata.first_epoch}" if metadata.first_epoch != 1 else "")
     )
     return 0
 

@@ -76,6 +76,20 @@ def _init(parser: argparse.ArgumentParser) -> Runner:
     return cluster_cli.run_init
 
 
+def _backup(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.cli import _backup as backup_cli
+
+    backup_cli.add_backup_arguments(parser)
+    return backup_cli.run_backup
+
+
+def _restore(parser: argparse.ArgumentParser) -> Runner:
+    from planaria.cli import _backup as backup_cli
+
+    backup_cli.add_restore_arguments(parser)
+    return backup_cli.run_restore
+
+
 def _node(parser: argparse.ArgumentParser) -> Runner:
     from planaria.cli import _cluster as cluster_cli
     from planaria.cli import _node as node_cli
@@ -104,6 +118,8 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]]
     "up": ("start a local cluster: a coordinator and nodes on loopback", _up),
     "down": ("stop the local cluster in a data directory", _down),
     "status": ("nodes and partitions of a cluster", _status),
+    "backup": ("copy every partition's committed state to a directory, or --verify one", _backup),
+    "restore": ("lay out a new local cluster from a backup (then: planaria up)", _restore),
     "chaos": ("chaos-test a cluster of real processes (planaria, redis-sentinel, etcd)", _chaos),
 }
 

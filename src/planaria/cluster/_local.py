@@ -78,6 +78,7 @@ class LocalCluster:
         node_hosts: Mapping[str, str] | None = None,
         node_prefixes: Mapping[str, Sequence[str]] | None = None,
         node_extra_args: Mapping[str, Sequence[str]] | None = None,
+        first_epoch: int = 1,
     ) -> None:
         if nodes < 1:
             raise UsageError(f"a cluster needs at least one node, not {nodes}")
@@ -89,6 +90,8 @@ class LocalCluster:
             min_insync = min(2, replicas)
         if not 1 <= min_insync <= replicas:
             raise UsageError(f"min_insync must be between 1 and replicas ({replicas})")
+        if first_epoch < 1:
+            raise UsageError(f"first_epoch must be >= 1, not {first_epoch}")
         if fsync not in (None, "always", "interval", "never"):
             raise UsageError(f"fsync is always, interval or never, not {fsync!r}")
         if coordinator_url is not None:
@@ -116,6 +119,7 @@ class LocalCluster:
                 fsync=fsync,
                 node_args=tuple(node_args),
                 coordinator_url=coordinator_url,
+                first_epoch=first_epoch,
                 coordinator=Process(
                     "coordinator",
                     host,
@@ -149,6 +153,14 @@ class LocalCluster:
         cluster._processes = Supervisor(cluster.data_dir)
         return cluster
 
+    def record(self) -> None:
+        """Write this (stopped) cluster's cluster.json without starting anything: a restore
+        records the cluster it laid out, for ``planaria up`` to start."""
+        with self._file.locked():
+            if self._file.path.exists():
+                raise UsageError(f"{self.data_dir} already holds a cluster")
+            self._file.save(self._state)
+
     @property
     def _state(self) -> State:
         """What the state file last said (see :meth:`StateFile.refresh`)."""
@@ -163,6 +175,23 @@ class LocalCluster:
     @property
     def partitions(self) -> int:
         return self._state.partitions
+
+    @property
+    def base_port(self) -> int:
+        """The first node's RESP port."""
+        return self._state.nodes[0].port
+
+    @property
+    def coordinator_port(self) -> int:
+        return self._state.coordinator.port
+
+    @property
+    def replicas(self) -> int:
+        return self._state.replicas
+
+    @property
+    def min_insync(self) -> int:
+        return self._state.min_insync
 
     @property
     def coordinator_url(self) -> str:
@@ -287,6 +316,7 @@ class LocalCluster:
             replicas=state.replicas,
             min_insync=state.min_insync,
             nodes=[node.name for node in state.nodes],
+            first_epoch=state.first_epoch,
         )
         try:
             run_sync(asyncio.wait_for(write, timeout_s))

@@ -52,6 +52,7 @@ class State:
     nodes: tuple[Process, ...]
     node_args: tuple[str, ...] = ()  # extra `planaria node` options (e.g. --bug for tests)
     coordinator_url: str | None = None  # an external coordinator (no process of ours)
+    first_epoch: int = 1  # of the first configs (above 1: restored from a backup)
 
     def node(self, node_id: str) -> Process:
         for node in self.nodes:
@@ -82,6 +83,7 @@ class State:
                 nodes=tuple(Process(**node) for node in record["nodes"]),
                 node_args=tuple(str(arg) for arg in record.get("node_args", ())),
                 coordinator_url=record.get("coordinator_url"),
+                first_epoch=int(record.get("first_epoch", 1)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{path}: not a planaria cluster state file: {exc}") from exc

@@ -153,14 +153,19 @@ class Controller:
         self,
         placement: Mapping[PartitionId, tuple[NodeId, ...]],
         sessions: Mapping[NodeId, SessionView] | None = None,
+        *,
+        first_epoch: int = 1,
     ) -> dict[PartitionId, PartitionConfig]:
-        """The first config of every partition: epoch 1, primary = replicas[0], isr = all
+        """The first config of every partition: epoch ``first_epoch`` (1, or above the
+        epochs the logs of a restored backup start at), primary = replicas[0], isr = all
         replicas (empty logs are trivially in sync), version 1 (create these in the
         coordinator before any node starts a replica: version 0 means "absent").
         ``primary_incarnation`` is the primary's live session incarnation if ``sessions``
         has one, else 0 ("unknown": :meth:`decide` then gives the partition a new epoch
         under the current incarnation as soon as the primary has a live session). The
         replicas' data ids are those their live sessions registered."""
+        if first_epoch < 1:
+            raise UsageError(f"first_epoch must be >= 1, not {first_epoch}")
         configs: dict[PartitionId, PartitionConfig] = {}
         for partition in sorted(placement):
             replicas = tuple(placement[partition])
@@ -172,7 +177,7 @@ class Controller:
             configs[partition] = self._adopt_data_ids(
                 PartitionConfig(
                     partition=partition,
-                    epoch=1,
+                    epoch=first_epoch,
                     primary=replicas[0],
                     replicas=replicas,
                     isr=frozenset(replicas),

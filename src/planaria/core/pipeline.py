@@ -1,7 +1,7 @@
 """The order in which a partition's effects leave its node, relative to its persists in flight.
 
 One :class:`Pipeline` per partition replica. The node's partition runtime
-(``_node/partition.py``) and the simulated node (``sim/node.py``) both drive their replicas
+(``node/_partition.py``) and the simulated node (``sim/node.py``) both drive their replicas
 through it, so the ordering the real node uses is the one the simulator checks under faults
 (as FoundationDB runs its real code in simulation). Pure and deterministic: writing a stage's
 persists and "run this at the end of the current turn" are ports given at construction.

@@ -79,6 +79,7 @@ __all__ = [
 BUGS = frozenset(
     {
         "ack-before-replicate",  # ack a write once the primary persisted it
+        "backup-unserving",  # node only: BACKUP BEGIN snapshots a replica that does not serve
         "compact-past-commit",  # compact() drops (and applies) entries not committed yet
         "dedup-last-only",  # remember only a client's last write: an older one gets no answer
         "ignore-data-id",  # controller only: a replica back on a replaced disk stays in sync

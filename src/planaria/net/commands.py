@@ -7,7 +7,7 @@ RequestReader`) into one of:
 - :class:`ClientOp`: GET, SET, DEL, EXISTS as ``core.messages`` operations on one slot, with
   the request id of a trailing ``REQID <client-id> <seq>`` on SET and single-key DEL;
 - a :data:`NodeRequest` the node answers from its own state (INFO and CLUSTER SLOTS, SHARDS,
-  NODES, INFO, MYID);
+  NODES, INFO, MYID; BACKUP BEGIN, READ and END, the admin command of ``planaria backup``);
 - a :data:`LocalRequest` that needs nothing but the connection (PING, READONLY, COMMAND,
   CLIENT SETINFO, CONFIG GET, HELLO 2, ...), answered by :func:`answer_local`.
 
@@ -32,6 +32,9 @@ from planaria.net import resp
 __all__ = [
     "COMMANDS",
     "REQUEST_CLIENT_ID_BYTES_MAX",
+    "BackupBegin",
+    "BackupEnd",
+    "BackupRead",
     "ClientCommand",
     "ClientOp",
     "ClusterInfo",
@@ -193,6 +196,16 @@ COMMANDS: Mapping[str, CommandSpec] = {
             ),
         ),
         CommandSpec(
+            "backup", -2, ("admin",), categories=("@slow", "@admin", "@dangerous"),
+            summary="Snapshots of partitions for planaria backup.", group="server",
+            subcommands=(
+                _sub("backup", "begin", 3, ("admin",),
+                     "Snapshots a partition this node serves as primary (committed state)."),
+                _sub("backup", "read", 5, ("admin",), "A chunk of a snapshot taken by BEGIN."),
+                _sub("backup", "end", 3, ("admin",), "Drops a snapshot taken by BEGIN."),
+            ),
+        ),
+        CommandSpec(
             "config", -2, (), categories=("@slow",), summary="Server settings (read only).",
             group="server",
             subcommands=(_sub("config", "get", -3, ("loading", "stale"), "Settings by glob."),),
@@ -264,6 +277,29 @@ class ClusterMyId:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupBegin:
+    """BACKUP BEGIN <partition>: snapshot the partition's committed state (its primary only)."""
+
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRead:
+    """BACKUP READ <token> <offset> <length>: bytes of the snapshot BEGIN answered with."""
+
+    token: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackupEnd:
+    """BACKUP END <token>: drop the snapshot (it expires by itself when left idle)."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     message: bytes | None = None
 
@@ -327,7 +363,16 @@ class ConfigGet:
 
 # Answered by the node (its data and topology) / by the connection alone (answer_local).
 NodeRequest: TypeAlias = (
-    ClientOp | Info | ClusterSlots | ClusterShards | ClusterNodes | ClusterInfo | ClusterMyId
+    ClientOp
+    | Info
+    | ClusterSlots
+    | ClusterShards
+    | ClusterNodes
+    | ClusterInfo
+    | ClusterMyId
+    | BackupBegin
+    | BackupRead
+    | BackupEnd
 )
 LocalRequest: TypeAlias = (
     Ping
@@ -549,8 +594,25 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
         return CommandQuery(sub, tuple(command[2:]))
     if name == b"client":
         return ClientCommand(sub, tuple(command[2:]))
+    if name == b"backup":
+        return _parse_backup(sub, command)
     # config get
     return ConfigGet(tuple(_text(pattern).lower() for pattern in command[2:]))
+
+
+def _parse_backup(sub: str, command: Sequence[bytes]) -> BackupBegin | BackupRead | BackupEnd:
+    if sub == "begin":
+        partition = _parse_int(command[2])
+        if partition < 0:
+            raise CommandError(f"ERR partition must be >= 0, not {partition}")
+        return BackupBegin(partition)
+    token = _text(command[2])
+    if sub == "end":
+        return BackupEnd(token)
+    offset, length = _parse_int(command[3]), _parse_int(command[4])
+    if offset < 0 or length < 1:
+        raise CommandError(f"ERR offset must be >= 0 and length >= 1, not {offset}, {length}")
+    return BackupRead(token, offset, length)
 
 
 def _parse_hello(command: Sequence[bytes]) -> Hello:

@@ -3,7 +3,7 @@
 The server parses requests (:mod:`.resp`, :mod:`.commands`), answers connection-level ones
 itself (PING, READONLY, COMMAND, CLIENT, CONFIG GET, HELLO, SELECT, QUIT, CLUSTER KEYSLOT)
 and hands the rest (:data:`~planaria.net.commands.NodeRequest`: data commands, INFO, CLUSTER
-SLOTS/SHARDS/NODES/INFO/MYID) to ``handler(state, request)``, which returns the reply bytes
+SLOTS/SHARDS/NODES/INFO/MYID, BACKUP) to ``handler(state, request)``, which returns the reply bytes
 or an awaitable of them. Replies go out in request order, however the awaitables finish.
 
 Bounds, so a flood of clients or requests cannot exhaust memory:

@@ -109,15 +109,18 @@ MEMBER_STATES = ("member", "draining", "removed")
 @dataclass(frozen=True, slots=True)
 class ClusterMetadata:
     """The cluster's shape, fixed at creation: P partitions, R replicas each, writes need
-    ``min_insync`` in-sync copies, and the node ids expected before configs are created."""
+    ``min_insync`` in-sync copies, and the node ids expected before configs are created.
+    ``first_epoch``: the epoch of the first configs (above 1 for a cluster restored from a
+    backup: its logs start at the epochs the backup was taken at)."""
 
     partitions: int
     replicas: int
     min_insync: int
     nodes: tuple[str, ...]
+    first_epoch: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "replicas", "min_insync"):
+        for name in ("partitions", "replicas", "min_insync", "first_epoch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an int >= 1, not {value!r}")
@@ -137,6 +140,8 @@ class ClusterMetadata:
             "min_insync": self.min_insync,
             "nodes": list(self.nodes),
         }
+        if self.first_epoch != 1:  # kept out otherwise: the record of every other cluster
+            record["first_epoch"] = self.first_epoch
         return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -148,6 +153,7 @@ class ClusterMetadata:
                 replicas=record["replicas"],
                 min_insync=record["min_insync"],
                 nodes=tuple(record["nodes"]),
+                first_epoch=record.get("first_epoch", 1),
             )
         except (ValueError, TypeError, KeyError, UsageError) as exc:
             raise MalformedRecord(f"{CLUSTER_KEY} is not cluster metadata: {exc}") from exc
@@ -166,11 +172,12 @@ async def write_cluster_metadata(
     replicas: int,
     min_insync: int,
     nodes: Sequence[str],
+    first_epoch: int = 1,
 ) -> ClusterMetadata:
     """Create ``/cluster`` (``coordinator`` may be a URL). Writing the same shape again is
     fine (a retried ``planaria up``); another shape raises ``UsageError``: the partition
     count of a cluster never changes."""
-    metadata = ClusterMetadata(partitions, replicas, min_insync, tuple(nodes))
+    metadata = ClusterMetadata(partitions, replicas, min_insync, tuple(nodes), first_epoch)
     if isinstance(coordinator, str):
         from planaria.coord.url import connect  # noqa: PLC0415 (the client loads lazily)
 
@@ -655,7 +662,9 @@ class ControllerService:
         if missing:
             log.info("waiting for %s to register before creating configs", missing)
             return 0, 0
-        configs = self.controller.initial_configs(initial_placement(cluster, members), sessions)
+        configs = self.controller.initial_configs(
+            initial_placement(cluster, members), sessions, first_epoch=cluster.first_epoch
+        )
         ops: list[TxnOp] = [fence]
         ops += [Create(config_key(p), encode_config(c)) for p, c in sorted(configs.items())]
         if not await self._apply(ops):

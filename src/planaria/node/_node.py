@@ -85,6 +85,9 @@ from planaria.core.transfer import ChunkRead, SnapshotReceiver, SnapshotSender, 
 from planaria.errors import UsageError
 from planaria.net import resp
 from planaria.net.commands import (
+    BackupBegin,
+    BackupEnd,
+    BackupRead,
     ClientOp,
     ClusterInfo,
     ClusterMyId,
@@ -108,6 +111,7 @@ from planaria.net.topology import (
     cluster_slots,
     node_id_hex,
 )
+from planaria.node._backup import BackupExports, remove_files
 from planaria.node._control import (
     ControllerService,
     apply_proposal,
@@ -319,6 +323,7 @@ class Node:
         self._sender = SnapshotSender(self.settings.transfer)
         self._receiver = SnapshotReceiver(node_id, self.settings.replica.bugs)
         self._chunk_reads: asyncio.Task[None] | None = None  # reads in order, one at a time
+        self._backups = BackupExports(self.data_dir, self._executor, _now_ms)  # BACKUP BEGIN
         self._server = RespServer(
             self._handle,
             self.host,
@@ -368,6 +373,7 @@ class Node:
         self._lost_all = claim_lost_all(self.data_dir)
         self._data_id, self._data_id_new = claim_data_id(self.data_dir)
         self._journal = await self._loop.run_in_executor(self._executor, self._open_journal)
+        await self._loop.run_in_executor(self._executor, self._clear_backups)
         self._committer.start()
         try:
             self.bus_port = await self._bus.listen(self.bus_host, self.bus_port)
@@ -421,6 +427,7 @@ class Node:
                     self._executor, _close_journal, journal
                 )
             await self._bus.close()
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._clear_backups)
             self._fail_waiting(None, "the node is shutting down")
             if close_session and self.session is not None:
                 try:
@@ -461,6 +468,13 @@ class Node:
             log.info("journal: replayed %d records into %d partition logs",
                      sum(replayed.values()), len(replayed))  # fmt: skip
         return journal
+
+    def _clear_backups(self) -> None:
+        """Remove the backup snapshots left by an earlier process or this one (blocking)."""
+        try:
+            self._backups.clear()
+        except OSError as exc:  # they only take space: log and go on
+            log.warning("%s", storage_error_from_os(exc, "removing", str(self._backups.directory)))
 
     def _lock_data_dir(self) -> None:
         fs = OsFS()
@@ -739,6 +753,9 @@ class Node:
 
     # ------------------------------------------------------------------ ticks
 
+    async def _remove_files(self, paths: list[Path]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, remove_files, paths)
+
     async def _gc_freeze_loop(self) -> None:
         """Keep garbage-collector pauses short. The replicas hold their logs in memory, and
         a full collection scans every object while holding the GIL (with a million entries:
@@ -768,6 +785,9 @@ class Node:
             if now - last_sweep_ms >= 100:
                 last_sweep_ms = now
                 self._expire_waiting(now)
+                expired = self._backups.expire(now)
+                if expired:
+                    self._spawn(self._remove_files(expired), "backup-expiry")
 
     # ------------------------------------------------------------------ configs and members
 
@@ -1075,6 +1095,13 @@ class Node:
             return render_info(self.info(request.sections))
         if isinstance(request, ClusterMyId):
             return resp.bulk(node_id_hex(self.node_id).encode())
+        if isinstance(request, BackupBegin):
+            runtime = self.partitions.get(request.partition)
+            return self._backups.begin(request.partition, runtime, self.node_id)
+        if isinstance(request, BackupRead):
+            return self._backups.read(request.token, request.offset, request.length)
+        if isinstance(request, BackupEnd):
+            return self._backups.end(request.token)
         topology = self.topology()
         if isinstance(request, ClusterSlots):
             return cluster_slots(topology)
@@ -1208,6 +1235,9 @@ class Node:
                 "transfer_bytes_sent": self._sender.bytes_sent,
                 "transfers_receiving": len(self._receiver.receiving),
                 "snapshots_installed": sum(r.snapshots_installed for r in self.partitions.values()),
+                # Snapshots taken for planaria backup (BACKUP BEGIN): open now, taken in all.
+                "backups_open": len(self._backups),
+                "backups_taken": self._backups.exported,
             },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(self.partitions.items())

@@ -36,6 +36,7 @@ from planaria.core.messages import (
     PartitionConfig,
     ProposeIsr,
     Ready,
+    ReplicaSnapshot,
     Reply,
     Send,
     SnapshotAck,
@@ -446,6 +447,17 @@ class PartitionRuntime:
         self.snapshots_taken += 1
         if self.replica is replica:  # else rebuilt meanwhile, from the disk (compacted)
             replica.compact(keep)
+
+    def committed_view(self, now_ms: float) -> tuple[ReplicaSnapshot, int] | None:
+        """For a backup: the replicated state at the commit index and the replica's epoch,
+        if it serves now (then, as for a linearizable read, every write acknowledged before
+        now is in it); None if it does not."""
+        if self._closing or self._recovering or self._broken:
+            return None
+        replica = self.replica
+        if not replica.serving(now_ms) and "backup-unserving" not in self.replica_settings.bugs:
+            return None
+        return replica.snapshot(), replica.epoch
 
     # ------------------------------------------------------------------ snapshot transfer
 

@@ -4,7 +4,7 @@ Per partition it assigns, a node holds one :class:`~planaria.core.replica.Replic
 :class:`~planaria.storage.PartitionLog` on the node's own :class:`~planaria.storage.SimFS`.
 It renews its coordinator session (which gives the lease) and ticks its replicas. Every Ready
 goes through the node's own effect ordering, :class:`~planaria.core.pipeline.Pipeline` (one
-per partition, as in ``_node/partition.py``): its persists are written (through the real
+per partition, as in ``node/_partition.py``): its persists are written (through the real
 storage code) by a simulated group committer (:mod:`planaria.sim.committer`) that batches
 the persists of every partition of the node and makes each batch durable after a random
 fsync delay, while the replicas keep stepping; sends, replies and ISR proposals leave only

@@ -12,6 +12,7 @@ import errno
 from planaria.errors import PlanariaError
 
 __all__ = [
+    "BackupInvalid",
     "StorageDamaged",
     "StorageError",
     "StorageFailed",
@@ -58,6 +59,12 @@ class StorageDamaged(StorageError):
         where = f" at byte {offset}" if offset is not None else ""
         super().__init__(f"damaged{where}: {message}", path=path)
         self.offset = offset
+
+
+class BackupInvalid(StorageError):
+    """A backup that cannot be restored or verified: a missing or damaged file, a manifest
+    that does not describe the files, or a restore target that is not empty. Nothing was
+    changed when it is raised."""
 
 
 class StorageFailed(StorageError):

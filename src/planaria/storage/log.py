@@ -74,7 +74,7 @@ from planaria.storage.fs import AppendFile, FileLayer, FileLock, join
 if TYPE_CHECKING:
     from planaria.storage.journal import Journal
 
-__all__ = ["FsyncPolicy", "PartitionLog", "RecoveryReport"]
+__all__ = ["META_NAME", "FsyncPolicy", "PartitionLog", "RecoveryReport", "snapshot_name"]
 
 META_NAME = "meta"
 SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024
@@ -148,7 +148,8 @@ def _segment_name(first_index: int) -> str:
     return f"seg-{first_index:020d}.log"
 
 
-def _snapshot_name(index: int) -> str:
+def snapshot_name(index: int) -> str:
+    """The file name of the stored snapshot at ``index`` (restores write it too)."""
     return f"snap-{index:020d}.snap"
 
 
@@ -886,7 +887,7 @@ class PartitionLog:
 
     def snapshot_file_bytes(self, index: int) -> int:
         """The size of the stored snapshot file at ``index`` (StorageMissing if it is gone)."""
-        path = self._file(_snapshot_name(index))
+        path = self._file(snapshot_name(index))
         try:
             return self.fs.size(path)
         except OSError as exc:
@@ -895,7 +896,7 @@ class PartitionLog:
     def read_snapshot_file(self, index: int, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` of the stored snapshot file at ``index`` (what a
         snapshot transfer sends); StorageMissing once a newer snapshot replaced it."""
-        path = self._file(_snapshot_name(index))
+        path = self._file(snapshot_name(index))
         try:
             data = self.fs.read(path, offset, length)
         except OSError as exc:
@@ -905,7 +906,7 @@ class PartitionLog:
         return data
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
-        name = _snapshot_name(snapshot.index)
+        name = snapshot_name(snapshot.index)
         self._write_atomic(name, encode_snapshot(snapshot))
         self._snapshot = snapshot
         kept = [index for index in self._snapshot_indexes if index < snapshot.index]
@@ -915,7 +916,7 @@ class PartitionLog:
     def _remove_snapshots(self, indexes: Sequence[int]) -> None:
         try:
             for index in list(indexes):
-                self.fs.remove(self._file(_snapshot_name(index)))
+                self.fs.remove(self._file(snapshot_name(index)))
                 self._snapshot_indexes.remove(index)
                 self._dir_dirty = True
         except OSError as exc:
