@@ -11,7 +11,8 @@ side by side with Porcupine.
    A hard set (100 clients on 10 keys, three seeds) has no time or memory target.
    With ``--porcupine PATH``, a driver built from Porcupine's public source that reads the
    same JSON-lines files (``PATH [-missing JSON] FILE...``, one JSON line per file with
-   ``verdict`` and ``elapsed_s`` for read + parse + check) checks each file too, and
+   ``verdict`` and ``elapsed_s`` for read + parse + check; benchmarks/porcupine/main.go,
+   built by ``benchmarks/porcupine/build.sh PORCUPINE_SOURCE``) checks each file too, and
    planaria must be within 3x of it, file by file (the two run in turn, one run each,
    ``--repeats`` times, so both see the same load). Without it the comparison is skipped,
    and the script says so. With ``--porcupine-kv DIR`` (``test_data/kv`` of a Porcupine
@@ -96,7 +97,11 @@ class _Case:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--porcupine", metavar="PATH", help="the Porcupine driver (see above)")
+    parser.add_argument(
+        "--porcupine",
+        metavar="PATH",
+        help="the Porcupine driver (benchmarks/porcupine/build.sh builds it)",
+    )
     parser.add_argument(
         "--porcupine-kv", metavar="DIR", help="Porcupine's test_data/kv (see above)"
     )
@@ -199,7 +204,10 @@ def _generated(repeats: int, porcupine: str | None, porcupine_kv: str | None) ->
     if porcupine is None:
         print("\n2. no Porcupine driver given (--porcupine PATH): planaria alone, no ratios")
     elif not Path(porcupine).exists():
-        print(f"\n2. Porcupine driver {porcupine} not found: planaria alone, no ratios")
+        print(
+            f"\n2. Porcupine driver {porcupine} not found (benchmarks/porcupine/build.sh "
+            "builds it): planaria alone, no ratios"
+        )
         porcupine = None
     else:
         print(f"\n2. side by side with the Porcupine driver {porcupine}")
