@@ -39,6 +39,23 @@ BUG_NAMES = (
     "skip-truncate",
     "wiped-stays-in-sync",
     "compact-past-commit",
+    "install-without-epoch-check",
+)
+# The run stats summed over the seeds in the summary (with how many seeds saw each): what
+# the snapshot machinery went through, so a sweep shows that it ran under the faults.
+SNAPSHOT_STATS = (
+    "snapshots_taken",
+    "snapshot_crashes",
+    "snapshots_torn",
+    "snapshots_installed",
+    "install_crashes",
+    "transfers_started",
+    "transfers_completed",
+    "transfers_resends",
+    "transfers_superseded",
+    "transfers_stale_refused",
+    "transfers_stale_taken",
+    "stale_installs",
 )
 
 
@@ -150,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     failed: list[SimResult] = []
     totals: Counter[str] = Counter()
     faults: Counter[str] = Counter()
+    stats: Counter[str] = Counter()
+    seeds_with: Counter[str] = Counter()
     with _ProgressBar(len(configs)) as advance:
         for result in _results(configs, args.jobs):
             totals["seeds"] += 1
@@ -157,6 +176,10 @@ def run(args: argparse.Namespace) -> int:
             totals["ok"] += result.ok_operations
             totals["info"] += result.info_operations
             faults.update(result.faults)
+            for name in SNAPSHOT_STATS:
+                count = int(result.stats.get(name, 0))
+                stats[name] += count
+                seeds_with[name] += count > 0
             if not result.passed:
                 failed.append(result)
                 _print_failure(result, args)
@@ -173,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         "faults_total": sum(faults.values()),
         "violations": len(failed),
         "failed_seeds": [r.seed for r in failed],
+        # name -> [total, seeds with any]
+        "snapshot_stats": {name: [stats[name], seeds_with[name]] for name in SNAPSHOT_STATS},
         "elapsed_s": round(elapsed_s, 3),
     }
     if args.json:
@@ -184,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
             f"({summary['ok']} ok, {summary['info']} unknown), {summary['faults_total']} faults "
             f"injected ({kinds or 'none'}), {len(failed)} violations, {elapsed_s:.1f} s"
         )
+        shown = ", ".join(
+            f"{name} {stats[name]} ({seeds_with[name]} seeds)"
+            for name in SNAPSHOT_STATS
+            if stats[name]
+        )
+        print(f"snapshots: {shown or 'none'}")
     return EXIT_VIOLATION if failed else EXIT_OK
 
 

@@ -868,7 +868,11 @@ class PartitionLog:
         self._remove_snapshots(self._snapshot_indexes[:-1])  # the log no longer reaches them
         old = self._segments
         self._segments = []
-        self._create_segment(snapshot.index + 1)
+        try:
+            self._create_segment(snapshot.index + 1)
+        except StorageError:
+            self._segments = old  # failed now: the old view stays readable (e.g. last_index)
+            raise
         self._segment_firsts = [snapshot.index + 1]
         try:
             for segment in old:
