@@ -122,9 +122,15 @@ class Target(Protocol):
 
     def crash_node(self, node: str, *, mid_write: bool) -> None: ...
 
-    def crash_mid_snapshot(self, node: str, write_op: int, wait_ms: float) -> None:
-        """``node`` crashes at write op ``write_op`` of its next snapshot or install (or
-        after ``wait_ms`` without one)."""
+    def crash_mid_snapshot(
+        self, node: str, write_op: int, wait_ms: float, *, install_only: bool
+    ) -> None:
+        """``node`` crashes at write op ``write_op`` of its next snapshot or install (with
+        ``install_only``: of its next install), or after ``wait_ms`` without one."""
+        ...
+
+    def receiving_nodes(self) -> Sequence[str]:
+        """The nodes receiving a snapshot transfer now."""
         ...
 
     def tear_snapshot(self, node: str) -> None:
@@ -251,22 +257,33 @@ class Nemesis:
         self._later(duration_ms, self._restart, node)
 
     def _crash_mid_snapshot(self, duration_ms: float) -> None:
-        node = self._pick_healthy_node()
+        rng, settings = self.world.rng, self.settings
+        # Installs are rarer than snapshots: half the time the fault waits for the install
+        # of a node receiving a transfer now, if there is one.
+        receiving = [n for n in self.target.receiving_nodes() if n not in self._down]
+        install_only = bool(receiving) and rng.random() < 0.5
+        if install_only and len(self._down) < settings.process_faults_max:
+            node: str | None = receiving[rng.randrange(len(receiving))]
+        else:
+            install_only = False
+            node = self._pick_healthy_node()
         if node is None:
             return
-        rng, settings = self.world.rng, self.settings
         self.injected[SNAPSHOT] += 1
         self._down[node] = "crash"
         write_op = rng.randint(1, settings.snapshot_crash_ops_max)
         tear = rng.random() < settings.torn_snapshot_share
         self._note(
             f"snapshot {node}",
-            f"crash at write {write_op} of a snapshot, {'torn ' if tear else ''}for "
+            f"crash at write {write_op} of {'an install' if install_only else 'a snapshot'}, "
+            f"{'torn ' if tear else ''}for "
             f"{duration_ms:.0f} ms",
         )
         if tear:
             self._tears.add(node)
-        self.target.crash_mid_snapshot(node, write_op, settings.snapshot_crash_wait_ms)
+        self.target.crash_mid_snapshot(
+            node, write_op, settings.snapshot_crash_wait_ms, install_only=install_only
+        )
         self._later(duration_ms, self._restart, node)
 
     def _restart(self, node: str) -> None:

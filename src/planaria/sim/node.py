@@ -204,6 +204,7 @@ class SimNode(Process):
         # The ``snapshot`` fault: the node crashes at this write op (counted from 1) of its
         # next snapshot or snapshot install (None: not armed).
         self.crash_mid_snapshot: int | None = None
+        self.crash_install_only = False  # ...of its next install only
         self.snapshot_crashes = 0  # crashes inside a snapshot's save (any fault)
         self.install_crashes = 0  # ...inside a received snapshot's install
         self.snapshots_torn = 0  # snapshot files found damaged at a start (fallback or wipe)
@@ -616,7 +617,7 @@ class SimNode(Process):
         keep = policy.keep_after(replica, view.index)
         if "compact-past-commit" in self.replica_settings.bugs:
             keep = replica.last_index  # the bug: the snapshot's compaction takes it all
-        torn = self._arm_crash()
+        torn = self._arm_crash(install=False)
         try:
             save_state(log, view, keep_after=min(keep, view.index))
         except StorageError as failure:
@@ -632,12 +633,12 @@ class SimNode(Process):
         replica.compact(keep)
         self.snapshots_taken += 1
 
-    def _arm_crash(self) -> bool:
+    def _arm_crash(self, *, install: bool) -> bool:
         """Before a snapshot's save or install: whether a pending fault strikes in it. The
         ``disk`` fault fails its rename (the temporary file is left behind); the
         ``snapshot`` fault fails the write op it drew (a torn temporary file, a rename
         whose directory entry may not last, a compaction cut short...)."""
-        if self.crash_mid_snapshot is not None:
+        if self.crash_mid_snapshot is not None and (install or not self.crash_install_only):
             self.fs.fail_after(self.crash_mid_snapshot)
             return True
         if self.crash_mid_write:
@@ -720,7 +721,7 @@ class SimNode(Process):
             return
         # As a refused persist: the replica's pending effects go, it is rebuilt from disk.
         self._pipeline(chunk.partition).drop()
-        torn = self._arm_crash()
+        torn = self._arm_crash(install=True)
         try:
             install_received(log, chunk)
         except StorageError as failure:

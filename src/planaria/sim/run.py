@@ -347,8 +347,11 @@ class _Run:
         else:
             self.world.crash(node)
 
-    def crash_mid_snapshot(self, node: str, write_op: int, wait_ms: float) -> None:
+    def crash_mid_snapshot(
+        self, node: str, write_op: int, wait_ms: float, *, install_only: bool
+    ) -> None:
         self.nodes[node].crash_mid_snapshot = write_op
+        self.nodes[node].crash_install_only = install_only
         # If it takes no snapshot and installs none for a while, it crashes anyway.
         self.world.at(self.world.now_ms + wait_ms, self._crash_if_armed, node)
 
@@ -356,6 +359,13 @@ class _Run:
         target = self.nodes[node]
         if target.up and target.crash_mid_snapshot is not None:
             self.world.crash(node)
+
+    def receiving_nodes(self) -> list[str]:
+        return [
+            node_id
+            for node_id in self.node_ids()
+            if self.nodes[node_id].up and self.nodes[node_id].receiver.receiving
+        ]
 
     def tear_snapshot(self, node: str) -> None:
         target = self.nodes[node]
