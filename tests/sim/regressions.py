@@ -14,14 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from planaria.sim.client import ClientSettings
-from planaria.sim.nemesis import FAULT_KINDS, FAULT_KINDS_BEFORE_WIPE
+from planaria.sim.nemesis import (
+    FAULT_KINDS,
+    FAULT_KINDS_BEFORE_SNAPSHOT,
+    FAULT_KINDS_BEFORE_WIPE,
+)
 from planaria.sim.node import NodeSettings
 from planaria.sim.run import SimConfig
 
 # The rows found before the ``wipe`` fault existed keep the default set they were found with.
 ALL = ",".join(FAULT_KINDS_BEFORE_WIPE)
 MEMBERSHIP = f"{ALL},membership"
-WITH_WIPE = ",".join(FAULT_KINDS)
+# ...and the rows found with ``wipe`` before the ``snapshot`` fault existed, theirs.
+WITH_WIPE = ",".join(FAULT_KINDS_BEFORE_SNAPSHOT)
+# The default set now: with ``snapshot`` (its drawn thresholds and transfer settings).
+WITH_SNAPSHOT = ",".join(FAULT_KINDS)
 
 # The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
