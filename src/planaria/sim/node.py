@@ -327,7 +327,9 @@ class SimNode(Process):
             if spare(partition) or not self.fs.is_dir(directory):
                 continue
             names = [
-                n for n in self.fs.listdir(directory) if n.startswith("snap-") and n.endswith(".snap")
+                n
+                for n in self.fs.listdir(directory)
+                if n.startswith("snap-") and n.endswith(".snap")
             ]
             if names:  # zero-padded indexes: the newest is the greatest name
                 candidates.append((partition, join(directory, max(names)), len(names)))

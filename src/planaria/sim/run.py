@@ -25,9 +25,9 @@ sees, the end checks above, can fail the run.
 from __future__ import annotations
 
 import traceback
-from random import Random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from random import Random
 from typing import Any
 
 from planaria.check.history import Operation, operations_from_events
@@ -35,6 +35,7 @@ from planaria.check.linearizability import Verdict, check_operations
 from planaria.check.lostwrites import find_lost_writes
 from planaria.check.models import KvModel
 from planaria.check.report import explain
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.controller import Controller, ControllerSettings
 from planaria.core.lease import session_ttl_min_ms
 from planaria.core.placement import place
@@ -43,7 +44,6 @@ from planaria.errors import UsageError
 from planaria.sim.checks import CHECK_MODES, Monitor, Violation
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
-from planaria.core.compaction import SnapshotPolicy
 from planaria.sim.nemesis import (
     ALL_FAULT_KINDS,
     FAULT_KINDS,

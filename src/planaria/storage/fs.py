@@ -70,13 +70,6 @@ class FileLayer(Protocol):
 
     def size(self, path: str) -> int: ...
 
-    def tear(self, path: str, size: int) -> None:
-        """The file keeps only its first ``size`` bytes, in what reads see and in what
-        survives a crash (fault injection: a disk that lost a file's tail)."""
-        inode = self._inode(path)
-        for data in (inode.data, inode.synced):
-            del data[size:]
-
     def rename(self, src: str, dst: str) -> None:
         """Atomically replace ``dst`` by ``src``."""
 
