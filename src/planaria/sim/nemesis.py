@@ -15,8 +15,9 @@ before the quiet period. Fault kinds (``--faults``):
   primaries and rejoin outside the ISR. The data is found gone at the restart, unless the
   node then holds the last in-sync copy of a partition (no other ISR member up that lost
   nothing): the fault is then a plain crash;
-- ``snapshot``: a node crashes *in the middle of its next snapshot* (or snapshot install),
-  at a write step drawn from the seed (the temporary file written but not synced, synced
+- ``snapshot``: a node crashes *in the middle of its next snapshot* (or, half the time
+  when a node is receiving a transfer, that node in the middle of its install), at a write
+  step drawn from the seed (the temporary file written but not synced, synced
   but not renamed, renamed before the directory's fsync, the log's compaction cut
   short...), and restarts later; half the time it then finds the newest snapshot file of
   one of its partitions torn (cut short: a disk that lost the file's tail), so its restart
