@@ -207,17 +207,18 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": summary}, sort_keys=True))
     else:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(faults.items()))
-        print(
-            f"sim: {summary['seeds']} seeds, {summary['operations']} operations "
-            f"({summary['ok']} ok, {summary['info']} unknown), {summary['faults_total']} faults "
-            f"injected ({kinds or 'none'}), {len(failed)} violations, {elapsed_s:.1f} s"
-        )
         shown = ", ".join(
             f"{name} {stats[name]} ({seeds_with[name]} seeds)"
             for name in SNAPSHOT_STATS
             if stats[name]
         )
-        print(f"snapshots: {shown or 'none'}")
+        # One line: what the snapshot machinery went through, when anything.
+        print(
+            f"sim: {summary['seeds']} seeds, {summary['operations']} operations "
+            f"({summary['ok']} ok, {summary['info']} unknown), {summary['faults_total']} faults "
+            f"injected ({kinds or 'none'}), {len(failed)} violations, {elapsed_s:.1f} s"
+            + (f"; snapshots: {shown}" if shown else "")
+        )
     return EXIT_VIOLATION if failed else EXIT_OK
 
 
