@@ -14,14 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from planaria.sim.client import ClientSettings
-from planaria.sim.nemesis import FAULT_KINDS, FAULT_KINDS_BEFORE_WIPE
+from planaria.sim.nemesis import (
+    FAULT_KINDS,
+    FAULT_KINDS_BEFORE_SNAPSHOT,
+    FAULT_KINDS_BEFORE_WIPE,
+)
 from planaria.sim.node import NodeSettings
 from planaria.sim.run import SimConfig
 
 # The rows found before the ``wipe`` fault existed keep the default set they were found with.
 ALL = ",".join(FAULT_KINDS_BEFORE_WIPE)
 MEMBERSHIP = f"{ALL},membership"
-WITH_WIPE = ",".join(FAULT_KINDS)
+# ...and the rows found with ``wipe`` before the ``snapshot`` fault existed, theirs.
+WITH_WIPE = ",".join(FAULT_KINDS_BEFORE_SNAPSHOT)
+# The default set now: with ``snapshot`` (its drawn thresholds and transfer settings).
+WITH_SNAPSHOT = ",".join(FAULT_KINDS)
 
 # The core bug the simulator found first (fixed in core 919bc26): a replica that
 # learns a higher epoch from a peer's AppendReply/Append *before* the config of that epoch
@@ -210,4 +217,11 @@ REGRESSIONS: tuple[Regression, ...] = (
     Regression(13, "uncommitted entries compacted and applied: the partition never serves "
                "again", faults=WITH_WIPE, bugs=("compact-past-commit",), checks="history",
                expect="no-primary"),
+    # The snapshot fault (crashes at any write of a snapshot or an install, torn snapshot
+    # files, drawn thresholds): found by the first 1000-seed sweep with it.
+    Regression(390, "isr-joined-behind: a crash while installing a snapshot (its new segment "
+               "not created yet) left a log whose recovery dropped the old segments but kept "
+               "their epochs: the snapshot's index read as of epoch 1, not 3 (storage: fixed, "
+               "PartitionLog recovery drops the dropped segments' epochs)",
+               faults=WITH_SNAPSHOT),
 )  # fmt: skip

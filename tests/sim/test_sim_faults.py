@@ -78,3 +78,20 @@ def test_no_faults_means_none_injected_and_nothing_lost() -> None:
 def test_unknown_fault_kinds_are_refused() -> None:
     with pytest.raises(UsageError, match="unknown fault"):
         parse_faults("crash,meteor")
+
+
+def test_snapshot_faults_crash_snapshots_tear_files_and_cut_transfers() -> None:
+    """The ``snapshot`` fault (with its drawn thresholds) crashes nodes inside snapshots,
+    tears snapshot files found at restarts, and, with partitions and loss, transfers are cut
+    midway and resumed, and primaries change during them; every run passes."""
+    results = _sweep("snapshot,partition,loss", range(6))
+    assert all(result.passed for result in results), [r.detail for r in results]
+    assert sum(result.faults.get("snapshot", 0) for result in results) > 0
+    for stat in (
+        "snapshot_crashes",
+        "snapshots_torn",
+        "snapshots_installed",
+        "transfers_resends",
+        "transfers_superseded",
+    ):
+        assert _total(results, stat) > 0, stat

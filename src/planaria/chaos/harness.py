@@ -76,6 +76,10 @@ class ChaosConfig:
     check_memory_mb: float = DEFAULT_MEMORY_MB
     plots: bool = True
     net: str = "auto"  # auto | netns | iptables | proxy (planaria.chaos.net)
+    # planaria's node options (None: the node's defaults); small values force snapshots
+    # and compaction every few seconds, and transfers to nodes back from a kill.
+    snapshot_entries: int | None = None
+    snapshot_catchup_entries: int | None = None
 
     def faults_to_run(self) -> tuple[Fault, ...]:
         if self.schedule is not None:
@@ -217,10 +221,13 @@ def _run_with_net(
         bugs=config.bugs,
         partitions=config.partitions,
         net=net,
+        snapshot_entries=config.snapshot_entries,
+        snapshot_catchup_entries=config.snapshot_catchup_entries,
     )
     console.rule(f"[bold]planaria chaos[/]: {config.target}, seed {config.seed}")
     console.print(f"schedule: {format_schedule(schedule) or '(no faults)'}")
     recorder: Recorder | None = None
+    compaction: dict[str, object] | None = None
     started = time.monotonic()
     try:
         with console.status(f"starting {config.target} ({config.nodes} nodes) ..."):
@@ -244,6 +251,7 @@ def _run_with_net(
             # The final reads are part of the history: a lost write is then also a read
             # the checker cannot linearize.
             events = list(recorder.events)
+            compaction = target.compaction()
     finally:
         with console.status("stopping ..."):
             target.stop()
@@ -296,6 +304,7 @@ def _run_with_net(
         }
         for item in lost[:10]
     ]
+    results["compaction"] = compaction
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     if config.plots:
         title = f"{config.target} seed {config.seed}"
@@ -398,4 +407,13 @@ def summary_table(results: dict[str, Any], title: str | None = None) -> Table:
         table.add_row("shards with no acked write after a fault", f"[red]{fo['unrecovered']}[/]")
     table.add_row("longest gap without an acked write", ms(results["longest_write_gap_ms"]))
     table.add_row("network method", str(results["net"]))
+    compaction = results.get("compaction")
+    if compaction:
+        indexes = [p["snapshot_index"] for p in compaction["partitions"].values()]
+        table.add_row(
+            "snapshots taken / installed (processes up at the end)",
+            f"{compaction['snapshots_taken']} / {compaction['snapshots_installed']}",
+        )
+        if indexes:
+            table.add_row("primaries' snapshot index min / max", f"{min(indexes)} / {max(indexes)}")
     return table

@@ -20,7 +20,14 @@ from typing import Final
 from planaria.address import parse_address
 from planaria.chaos.net import LOOPBACK, Net, Placement
 from planaria.chaos.workload import KvAdapter, OpFailed, OpUnknown
-from planaria.cluster import BUS_PORT_OFFSET, LocalCluster, free_base_port
+from planaria.cluster import (
+    BUS_PORT_OFFSET,
+    LocalCluster,
+    free_base_port,
+    info_fields,
+    partition_lines,
+    resp_command,
+)
 from planaria.core.replica import BUGS
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import PlanariaError, UnknownOutcome, UsageError
@@ -100,6 +107,10 @@ class Target(abc.ABC):
         """The knobs the run used, for results.json."""
         return {}
 
+    def compaction(self) -> dict[str, object] | None:
+        """What the nodes say of their snapshots and compaction (None: not reported)."""
+        return None
+
 
 class _PlanariaClient:
     def __init__(self, seeds: Sequence[str]) -> None:
@@ -154,6 +165,8 @@ class PlanariaTarget(Target):
         partitions: int = 8,
         bugs: Sequence[str] = (),
         net: Net | None = None,
+        snapshot_entries: int | None = None,
+        snapshot_catchup_entries: int | None = None,
     ) -> None:
         super().__init__(workdir, nodes, net)
         unknown = [bug for bug in bugs if bug not in BUGS]
@@ -163,6 +176,9 @@ class PlanariaTarget(Target):
             )
         self.partitions = partitions
         self.bugs = tuple(bugs)
+        # Node options (None: the node's default): small ones force compaction often.
+        self.snapshot_entries = snapshot_entries
+        self.snapshot_catchup_entries = snapshot_catchup_entries
         self._cluster: LocalCluster | None = None
         self._coordinator: subprocess.Popen[bytes] | None = None
         self._coordinator_port = 0
@@ -196,6 +212,10 @@ class PlanariaTarget(Target):
         node_args = ["--session-ttl-ms", str(DETECT_MS)]
         for bug in self.bugs:
             node_args += ["--bug", bug]
+        if self.snapshot_entries is not None:
+            node_args += ["--snapshot-entries", str(self.snapshot_entries)]
+        if self.snapshot_catchup_entries is not None:
+            node_args += ["--snapshot-catchup-entries", str(self.snapshot_catchup_entries)]
         self.workdir.mkdir(parents=True, exist_ok=True)
         coordinator = self._start_coordinator()
         base_port = free_base_port(len(self.node_names))
@@ -276,6 +296,35 @@ class PlanariaTarget(Target):
             "fsync": "always",
             "session_ttl_ms": DETECT_MS,
             "bugs": list(self.bugs),
+            "snapshot_entries": self.snapshot_entries,
+            "snapshot_catchup_entries": self.snapshot_catchup_entries,
+        }
+
+    def compaction(self) -> dict[str, object] | None:
+        """What the nodes say of their snapshots now (INFO partitions of every node up):
+        ``snapshots_taken`` by the running processes (each counts since it started),
+        ``snapshots_installed`` (refilled by transfer), and per partition the primary's
+        ``snapshot_index`` and ``log_entries`` (its log files, after compaction)."""
+        taken = installed = 0
+        partitions: dict[str, dict[str, int]] = {}
+        for address in self._lc().addresses.values():
+            try:
+                (reply,) = resp_command(address, ("INFO", "all"), timeout_s=5.0)
+            except OSError:
+                continue  # a node down now: its counts are gone with its process
+            info = info_fields(reply)
+            installed += int(info.get("snapshots_installed", "0") or 0)
+            for partition, fields in partition_lines(info).items():
+                taken += int(fields.get("snapshots", "0") or 0)
+                if fields.get("role") == "primary":
+                    partitions[str(partition)] = {
+                        "snapshot_index": int(fields.get("snapshot_index", "0") or 0),
+                        "log_entries": int(fields.get("log_entries", "0") or 0),
+                    }
+        return {
+            "snapshots_taken": taken,
+            "snapshots_installed": installed,
+            "partitions": dict(sorted(partitions.items(), key=lambda item: int(item[0]))),
         }
 
 
@@ -287,17 +336,33 @@ def make_target(
     bugs: Sequence[str] = (),
     partitions: int = 8,
     net: Net | None = None,
+    snapshot_entries: int | None = None,
+    snapshot_catchup_entries: int | None = None,
 ) -> Target:
     """The target ``name``; with ``net``, its processes placed for that network method."""
     if bugs and name != "planaria":
         raise UsageError("--bug is a planaria node switch; it needs --target planaria")
+    snapshots = (snapshot_entries, snapshot_catchup_entries)
+    if name != "planaria" and snapshots != (None, None):
+        raise UsageError("--snapshot-entries and --snapshot-catchup-entries need --target planaria")
+    for value in snapshots:
+        if value is not None and value < 1:
+            raise UsageError(f"snapshot entries must be >= 1, got {value}")
     if name != "planaria" and net is not None and net.method == "proxy":
         raise UsageError(
             f"--net proxy partitions planaria only; for {name} run as root (--net netns or "
             "iptables) or leave partition out of --faults"
         )
     if name == "planaria":
-        return PlanariaTarget(workdir, nodes, partitions=partitions, bugs=bugs, net=net)
+        return PlanariaTarget(
+            workdir,
+            nodes,
+            partitions=partitions,
+            bugs=bugs,
+            net=net,
+            snapshot_entries=snapshot_entries,
+            snapshot_catchup_entries=snapshot_catchup_entries,
+        )
     if name == "redis-sentinel":
         from planaria.chaos._redis import RedisSentinelTarget  # noqa: PLC0415
 

@@ -77,6 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(root), or a fault-injecting proxy on every link (anyone; planaria only); "
         "auto: netns as root, else proxy",
     )
+    parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="planaria only: the nodes' --snapshot-entries (snapshot and compact a partition "
+        "every N entries; small values force compaction every few seconds)",
+    )
+    parser.add_argument(
+        "--snapshot-catchup-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="planaria only: the nodes' --snapshot-catchup-entries (entries kept for backups "
+        "that lag; small values make a node back from a kill need a snapshot transfer)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -131,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         check_memory_mb=args.check_memory_mb,
         plots=not args.no_plots,
         net=args.net,
+        snapshot_entries=args.snapshot_entries,
+        snapshot_catchup_entries=args.snapshot_catchup_entries,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -46,6 +46,7 @@ from planaria.cluster._status import (
     ClusterStatus,
     NodeStatus,
     PartitionStatus,
+    info_fields,
     partition_lines,
     status_from_seed,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "PartitionStatus",
     "PortInUse",
     "free_base_port",
+    "info_fields",
     "partition_lines",
     "probe_keys",
     "resp_command",

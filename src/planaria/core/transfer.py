@@ -149,6 +149,8 @@ class SnapshotSender:
     completed: int = 0
     aborted: int = 0
     bytes_sent: int = 0
+    resends: int = 0  # resumed from the receiver's offset after no progress (a cut)
+    superseded: int = 0  # aborted: the replica stopped being primary of their epoch
 
     def want(
         self,
@@ -175,6 +177,8 @@ class SnapshotSender:
                     and (transfer.installed_ms is not None or transfer.acked == 0)
                 )
             ):
+                if transfer.epoch != epoch and transfer.installed_ms is None:
+                    self.superseded += 1
                 self._end(key, transfer)
         if snapshot is None:
             return
@@ -273,6 +277,7 @@ class SnapshotSender:
                 transfer.rewound_ms = now_ms
                 transfer.backoff_ms = min(2 * transfer.backoff_ms, settings.retry_max_ms)
                 transfer.resends += 1
+                self.resends += 1
             window_end = transfer.acked + settings.chunk_bytes * settings.window_chunks
             while transfer.sent < min(total, window_end):
                 length = min(settings.chunk_bytes, total - transfer.sent)
@@ -330,6 +335,8 @@ class SnapshotReceiver:
     _incoming: dict[PartitionId, _Incoming] = field(default_factory=dict)
     refused: int = 0  # totals, for status and tests
     checksum_failures: int = 0
+    stale_refused: int = 0  # chunks of an epoch older than the replica's or the transfer's
+    stale_taken: int = 0  # ...taken anyway (only with the bug install-without-epoch-check)
 
     def on_chunk(self, chunk: SnapshotChunk, epoch: int, commit_index: int) -> Receipt:
         """One chunk for the partition whose replica here is at ``epoch`` with
@@ -351,7 +358,9 @@ class SnapshotReceiver:
         stale = chunk.epoch < epoch or (current is not None and chunk.epoch < current.epoch)
         if stale and "install-without-epoch-check" not in self.bugs:
             self.refused += 1
+            self.stale_refused += 1
             return Receipt(ack(0, refused=True))
+        self.stale_taken += stale
         if chunk.snapshot_index <= commit_index:
             # It holds that state already: the primary's probe at its base will succeed.
             self._incoming.pop(chunk.partition, None)

@@ -15,6 +15,15 @@ before the quiet period. Fault kinds (``--faults``):
   primaries and rejoin outside the ISR. The data is found gone at the restart, unless the
   node then holds the last in-sync copy of a partition (no other ISR member up that lost
   nothing): the fault is then a plain crash;
+- ``snapshot``: a node crashes *in the middle of its next snapshot* (or, half the time
+  when a node is receiving a transfer, that node in the middle of its install), at a write
+  step drawn from the seed (the temporary file written but not synced, synced
+  but not renamed, renamed before the directory's fsync, the log's compaction cut
+  short...), and restarts later; half the time it then finds the newest snapshot file of
+  one of its partitions torn (cut short: a disk that lost the file's tail), so its restart
+  falls back to the older snapshot or, without one, has the log refilled by a peer. With
+  this kind on, the run also draws small snapshot thresholds and transfer settings
+  (``planaria.sim.run``), so snapshots, compaction and transfers happen all through it;
 - ``pause``: a node stops handling anything (its timers and messages wait), then resumes;
 - ``partition``: random halves, one-way cuts, the primary of a partition isolated (from
   every node, the coordinator and about half the clients), the primary of a partition
@@ -44,19 +53,25 @@ from planaria.sim.world import World
 __all__ = [
     "ALL_FAULT_KINDS",
     "FAULT_KINDS",
+    "FAULT_KINDS_BEFORE_SNAPSHOT",
     "FAULT_KINDS_BEFORE_WIPE",
     "MEMBERSHIP",
+    "SNAPSHOT",
     "Nemesis",
     "NemesisSettings",
     "Target",
     "parse_faults",
 ]
 
-# The default set (and the one every kept regression seed was found with).
-FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe")
+# The default set.
+FAULT_KINDS = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe", "snapshot")
+# The default set before ``snapshot`` existed: the fault set of the regression seeds found
+# with ``wipe`` before it.
+FAULT_KINDS_BEFORE_SNAPSHOT = ("crash", "pause", "partition", "loss", "drift", "disk", "wipe")
 # The default set before ``wipe`` existed: the fault set of the older regression seeds.
 FAULT_KINDS_BEFORE_WIPE = ("crash", "pause", "partition", "loss", "drift", "disk")
 MEMBERSHIP = "membership"
+SNAPSHOT = "snapshot"
 PARTITION_SHAPES = (
     "halves",
     "one-way",
@@ -91,6 +106,12 @@ class NemesisSettings:
     clock_offset_max_ms: float = 1000.0
     swizzle_every_ms: float = 40.0
     membership_share: float = 0.1  # of the faults drawn, with ``membership`` on
+    # ``snapshot``: the crash strikes at a write op drawn from 1..this of the snapshot (a
+    # save takes about 10 to 30: the log's sync, the file, the rename, the compaction);
+    # without a snapshot or install within ``snapshot_crash_wait_ms`` it crashes anyway.
+    snapshot_crash_ops_max: int = 24
+    snapshot_crash_wait_ms: float = 300.0
+    torn_snapshot_share: float = 0.5  # of the ``snapshot`` restarts: a snapshot file torn
 
 
 class Target(Protocol):
@@ -101,6 +122,22 @@ class Target(Protocol):
     def primary_of_some_partition(self) -> str | None: ...
 
     def crash_node(self, node: str, *, mid_write: bool) -> None: ...
+
+    def crash_mid_snapshot(
+        self, node: str, write_op: int, wait_ms: float, *, install_only: bool
+    ) -> None:
+        """``node`` crashes at write op ``write_op`` of its next snapshot or install (with
+        ``install_only``: of its next install), or after ``wait_ms`` without one."""
+        ...
+
+    def receiving_nodes(self) -> Sequence[str]:
+        """The nodes receiving a snapshot transfer now."""
+        ...
+
+    def tear_snapshot(self, node: str) -> None:
+        """While ``node`` is down: the newest snapshot file of one of its partitions loses
+        its tail (never the last in-sync copy of a partition)."""
+        ...
 
     def restart_node(self, node: str) -> None: ...
 
@@ -145,6 +182,7 @@ class Nemesis:
         self.active = True
         self._down: dict[str, str] = {}  # node -> "crash" | "pause"
         self._wipes: dict[str, bool] = {}  # node down for a wipe -> its whole disk goes
+        self._tears: set[str] = set()  # nodes down for ``snapshot`` that find a torn file
         self._cut_generation = 0
         self._loss_generation = 0
 
@@ -175,6 +213,8 @@ class Nemesis:
         duration = rng.uniform(self.settings.duration_min_ms, self.settings.duration_max_ms)
         if kind in ("crash", "disk", "wipe"):
             self._crash(duration, mid_write=kind == "disk", wipe=kind == "wipe")
+        elif kind == SNAPSHOT:
+            self._crash_mid_snapshot(duration)
         elif kind == "pause":
             self._pause(duration)
         elif kind == "partition":
@@ -217,11 +257,47 @@ class Nemesis:
                 self.target.end_session(node)
         self._later(duration_ms, self._restart, node)
 
+    def _crash_mid_snapshot(self, duration_ms: float) -> None:
+        rng, settings = self.world.rng, self.settings
+        # Installs are rarer than snapshots: half the time the fault waits for the install
+        # of a node receiving a transfer now, if there is one.
+        receiving = [n for n in self.target.receiving_nodes() if n not in self._down]
+        install_only = bool(receiving) and rng.random() < 0.5
+        if install_only and len(self._down) < settings.process_faults_max:
+            node: str | None = receiving[rng.randrange(len(receiving))]
+        else:
+            install_only = False
+            node = self._pick_healthy_node()
+        if node is None:
+            return
+        self.injected[SNAPSHOT] += 1
+        self._down[node] = "crash"
+        write_op = rng.randint(1, settings.snapshot_crash_ops_max)
+        tear = rng.random() < settings.torn_snapshot_share
+        self._note(
+            f"snapshot {node}",
+            f"crash at write {write_op} of {'an install' if install_only else 'a snapshot'}, "
+            f"{'torn ' if tear else ''}for "
+            f"{duration_ms:.0f} ms",
+        )
+        if tear:
+            self._tears.add(node)
+        self.target.crash_mid_snapshot(
+            node, write_op, settings.snapshot_crash_wait_ms, install_only=install_only
+        )
+        self._later(duration_ms, self._restart, node)
+
     def _restart(self, node: str) -> None:
         if self._down.get(node) == "crash":
             del self._down[node]
             self._wipe_if_due(node)
+            self._tear_if_due(node)
             self.target.restart_node(node)
+
+    def _tear_if_due(self, node: str) -> None:
+        if node in self._tears:
+            self._tears.discard(node)
+            self.target.tear_snapshot(node)
 
     def _wipe_if_due(self, node: str) -> None:
         """The data a ``wipe`` takes is found gone at the restart. Never the last in-sync
@@ -409,6 +485,7 @@ class Nemesis:
         for node, kind in sorted(self._down.items()):
             if kind == "crash":
                 self._wipe_if_due(node)
+                self._tear_if_due(node)
                 self.target.restart_node(node)
             else:
                 self.world.resume(node)

@@ -33,6 +33,7 @@ import dataclasses
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from random import Random
 from typing import Any, Protocol
 
 from planaria.core.compaction import SnapshotPolicy
@@ -200,6 +201,14 @@ class SimNode(Process):
         self.lease_until_ms = NO_LEASE
         self.ticked_lease_ms = NO_LEASE  # the lease the replicas got at the last tick
         self.crash_mid_write = False
+        # The ``snapshot`` fault: the node crashes at this write op (counted from 1) of its
+        # next snapshot or snapshot install (None: not armed).
+        self.crash_mid_snapshot: int | None = None
+        self.crash_install_only = False  # ...of its next install only
+        self.snapshot_crashes = 0  # crashes inside a snapshot's save (any fault)
+        self.install_crashes = 0  # ...inside a received snapshot's install
+        self.snapshots_torn = 0  # snapshot files found damaged at a start (fallback or wipe)
+        self.stale_installs = 0  # snapshots installed from an older epoch (the bug only)
         self.writes: set[tuple[str, int]] = set()  # request ids of writes received
         # Where each write's entry was persisted here: an ack without a version (a cas that
         # did not swap, a delete of a missing key) is checked at this place.
@@ -222,7 +231,8 @@ class SimNode(Process):
         self.sender = SnapshotSender(settings.transfer)
         self.receiver = SnapshotReceiver(pid, replica_settings.bugs)
         self.snapshots_installed = 0
-        self._transfers_ended = (0, 0)  # (completed, aborted) by earlier incarnations
+        # The senders' and receivers' counts of earlier incarnations (a crash forgets them).
+        self._transfer_counts: dict[str, int] = {}
         # For the checks: per partition, how many times this node lost its log, and the log
         # as it was before the last loss (what it held durably then still counts for acks).
         self.log_generation: dict[int, int] = {}
@@ -253,21 +263,36 @@ class SimNode(Process):
         self.lease_until_ms = NO_LEASE
         self.session = None  # the next start opens a new one
         self.crash_mid_write = False
+        self.crash_mid_snapshot = None
+        self.fs.cancel_failures()
         self.writes.clear()
         self.persisted_at.clear()
         self.journal = None
-        done, aborted = self.transfers_ended
-        self._transfers_ended = (done, aborted + len(self.sender.transfers))  # cut
+        counts = self.transfer_counts
+        counts["aborted"] += len(self.sender.transfers)  # cut by the crash
+        self._transfer_counts = counts
         self.sender = SnapshotSender(self.settings.transfer)
         self.receiver = SnapshotReceiver(self.pid, self.replica_settings.bugs)
         self.fs.crash(self.world.rng)
 
     @property
-    def transfers_ended(self) -> tuple[int, int]:
-        """Snapshot transfers this node sent, over every incarnation: (completed, aborted
-        or cut by a crash of this node)."""
-        done, aborted = self._transfers_ended
-        return done + self.sender.completed, aborted + self.sender.aborted
+    def transfer_counts(self) -> dict[str, int]:
+        """This node's snapshot transfers over every incarnation: as sender ``started``,
+        ``completed``, ``aborted`` (or cut by a crash of this node), ``superseded`` (aborted:
+        no longer primary of their epoch), ``resends`` (resumed after no progress: cut
+        midway); as receiver ``stale_refused`` and ``stale_taken`` chunks (of an older
+        epoch; taken only with the bug install-without-epoch-check)."""
+        sender, receiver = self.sender, self.receiver
+        now = {
+            "started": sender.started,
+            "completed": sender.completed,
+            "aborted": sender.aborted,
+            "superseded": sender.superseded,
+            "resends": sender.resends,
+            "stale_refused": receiver.stale_refused,
+            "stale_taken": receiver.stale_taken,
+        }
+        return {name: count + self._transfer_counts.get(name, 0) for name, count in now.items()}
 
     def wipe(self, *, whole_disk: bool) -> None:
         """While the node is down: its disk is replaced (``whole_disk``: an empty one, and
@@ -292,6 +317,30 @@ class SimNode(Process):
         self.world.trace.add(self.world.now_ms, self.pid, "disk replaced")
         self.fs = SimFS()
         self.data_replaced = True
+
+    def tear_snapshot(self, rng: Random, *, spare: Callable[[int], bool]) -> str:
+        """While the node is down: the newest snapshot file of one of its partitions (drawn;
+        not one ``spare`` names) loses its tail, as on a disk that lost it. What was done."""
+        candidates = []
+        for partition in self.partitions:
+            directory = f"{DATA}/p{partition}"
+            if spare(partition) or not self.fs.is_dir(directory):
+                continue
+            names = [
+                n
+                for n in self.fs.listdir(directory)
+                if n.startswith("snap-") and n.endswith(".snap")
+            ]
+            if names:  # zero-padded indexes: the newest is the greatest name
+                candidates.append((partition, join(directory, max(names)), len(names)))
+        if not candidates:
+            return "no snapshot to tear (or only of last in-sync copies)"
+        partition, path, count = candidates[rng.randrange(len(candidates))]
+        size = self.fs.size(path)
+        keep = rng.randrange(size)
+        self.fs.tear(path, keep)
+        older = "an older one is there" if count > 1 else "the only one"
+        return f"p{partition}: {path} cut from {size} to {keep} bytes ({older})"
 
     def claim_data_id(self) -> int:
         """The data directory's id, made now if the disk has none (as the real node does,
@@ -404,6 +453,11 @@ class SimNode(Process):
         return log
 
     def _note_torn_tail(self, what: str, log: PartitionLog) -> None:
+        for damaged in log.recovery.damaged_snapshots:
+            self.snapshots_torn += 1
+            self.world.trace.add(
+                self.world.now_ms, self.pid, f"recovered {what}", f"fell back from {damaged}"
+            )
         if log.recovery.torn_tail_bytes:
             self.recoveries_torn += 1
             self.world.trace.add(
@@ -426,6 +480,8 @@ class SimNode(Process):
     def _damaged(self, path: str, damage: StorageDamaged) -> None:
         # Not a torn tail: this replica must be refilled from its primary.
         self.recoveries_damaged += 1
+        if damage.path is not None and "/snap-" in damage.path:
+            self.snapshots_torn += 1  # the only snapshot: the log is refilled from a peer
         self.world.trace.add(self.world.now_ms, self.pid, "storage damaged", str(damage))
         PartitionLog.wipe(self.fs, path)
         self.wiped_at_start.add(int(path.rsplit("/p", 1)[1]))
@@ -563,20 +619,42 @@ class SimNode(Process):
         keep = policy.keep_after(replica, view.index)
         if "compact-past-commit" in self.replica_settings.bugs:
             keep = replica.last_index  # the bug: the snapshot's compaction takes it all
-        torn = self.crash_mid_write
-        if torn:
-            self.fs.fail_next("rename")
+        torn = self._arm_crash(install=False)
         try:
             save_state(log, view, keep_after=min(keep, view.index))
         except StorageError as failure:
             if not torn:
                 raise
-            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-snapshot", failure)
-            if self.crash_requested is not None:
-                self.crash_requested(self)
+            self.snapshot_crashes += 1
+            self._crash_armed("crash mid-snapshot", failure)
+            return
+        if torn:  # the snapshot took fewer writes: the crash comes right after it
+            self.snapshot_crashes += 1
+            self._crash_armed("crash after a snapshot", f"p{partition} at {view.index}")
             return
         replica.compact(keep)
         self.snapshots_taken += 1
+
+    def _arm_crash(self, *, install: bool) -> bool:
+        """Before a snapshot's save or install: whether a pending fault strikes in it. The
+        ``disk`` fault fails its rename (the temporary file is left behind); the
+        ``snapshot`` fault fails the write op it drew (a torn temporary file, a rename
+        whose directory entry may not last, a compaction cut short...)."""
+        if self.crash_mid_snapshot is not None and (install or not self.crash_install_only):
+            self.fs.fail_after(self.crash_mid_snapshot)
+            return True
+        if self.crash_mid_write:
+            self.fs.fail_next("rename")
+            return True
+        return False
+
+    def _crash_armed(self, what: str, detail: object) -> None:
+        op = self.fs.failed_op if self.fs.failed_op is not None else "none"
+        self.fs.cancel_failures()
+        self.fs.failed_op = None
+        self.world.trace.add(self.world.now_ms, self.pid, what, f"(at {op}) {detail}")
+        if self.crash_requested is not None:
+            self.crash_requested(self)
 
     # ------------------------------------------------------------------ messages
 
@@ -645,19 +723,21 @@ class SimNode(Process):
             return
         # As a refused persist: the replica's pending effects go, it is rebuilt from disk.
         self._pipeline(chunk.partition).drop()
-        torn = self.crash_mid_write
-        if torn:
-            self.fs.fail_next("rename")
+        torn = self._arm_crash(install=True)
         try:
             install_received(log, chunk)
         except StorageError as failure:
             if not torn:
                 raise
-            self.world.trace.add(self.world.now_ms, self.pid, "crash mid-install", failure)
-            if self.crash_requested is not None:
-                self.crash_requested(self)
+            self.install_crashes += 1
+            self._crash_armed("crash mid-install", failure)
+            return
+        if torn:
+            self.install_crashes += 1
+            self._crash_armed("crash after an install", f"p{chunk.partition}")
             return
         self.snapshots_installed += 1
+        self.stale_installs += chunk.epoch < replica.epoch
         self.world.trace.add(
             self.world.now_ms,
             self.pid,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from random import Random
 from typing import Any
 
 from planaria.check.history import Operation, operations_from_events
@@ -34,6 +35,7 @@ from planaria.check.linearizability import Verdict, check_operations
 from planaria.check.lostwrites import find_lost_writes
 from planaria.check.models import KvModel
 from planaria.check.report import explain
+from planaria.core.compaction import SnapshotPolicy
 from planaria.core.controller import Controller, ControllerSettings
 from planaria.core.lease import session_ttl_min_ms
 from planaria.core.placement import place
@@ -42,7 +44,14 @@ from planaria.errors import UsageError
 from planaria.sim.client import ClientSettings, History, SimClient, Workload
 from planaria.sim.coordinator import COORDINATOR, CoordinatorSettings, SimCoordinator
 from planaria.sim.monitor import CHECK_MODES, Monitor, Violation
-from planaria.sim.nemesis import ALL_FAULT_KINDS, FAULT_KINDS, MEMBERSHIP, Nemesis, NemesisSettings
+from planaria.sim.nemesis import (
+    ALL_FAULT_KINDS,
+    FAULT_KINDS,
+    MEMBERSHIP,
+    SNAPSHOT,
+    Nemesis,
+    NemesisSettings,
+)
 from planaria.sim.network import Network, NetworkSettings
 from planaria.sim.node import FIRST_NONCE, NodeSettings, SimNode
 from planaria.sim.show import show
@@ -167,6 +176,24 @@ def replay_command(config: SimConfig) -> str:
     return " ".join(parts)
 
 
+def _draw_snapshot_settings(node: NodeSettings, rng: Random) -> NodeSettings:
+    """With the ``snapshot`` fault: this run's snapshot thresholds and transfer settings,
+    drawn small (as FoundationDB's simulation draws its knobs), so that in a run of a few
+    hundred operations every replica snapshots and compacts many times and backups that
+    lag need a transfer, spanning many chunks, often."""
+    policy = SnapshotPolicy(
+        entries=rng.choice((4, 8, 16, 32)),
+        log_bytes=rng.choice((512, 2048, 8192)),
+        catchup_entries=rng.choice((0, 4, 16, 100)),
+    )
+    transfer = replace(
+        node.transfer,
+        chunk_bytes=rng.choice((128, 512, 1024)),
+        bytes_per_s=rng.choice((16 * 1024, 128 * 1024, 1024 * 1024)),
+    )
+    return replace(node, snapshots=policy, transfer=transfer)
+
+
 class _Run:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -177,6 +204,8 @@ class _Run:
         if node.fsync_max_drawn:  # this run's disks: slow or fast (see NodeSettings)
             fsync_max_ms = world.rng.choice((node.fsync_max_ms / 5, node.fsync_max_ms))
             node = replace(node, fsync_max_ms=max(fsync_max_ms, node.fsync_min_ms))
+        if SNAPSHOT in config.faults:
+            node = _draw_snapshot_settings(node, world.rng)
         self.node_settings = node
         network = self.network = Network(world, config.network)
         node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
@@ -318,6 +347,33 @@ class _Run:
         else:
             self.world.crash(node)
 
+    def crash_mid_snapshot(
+        self, node: str, write_op: int, wait_ms: float, *, install_only: bool
+    ) -> None:
+        self.nodes[node].crash_mid_snapshot = write_op
+        self.nodes[node].crash_install_only = install_only
+        # If it takes no snapshot and installs none for a while, it crashes anyway.
+        self.world.at(self.world.now_ms + wait_ms, self._crash_if_armed, node)
+
+    def _crash_if_armed(self, node: str) -> None:
+        target = self.nodes[node]
+        if target.up and target.crash_mid_snapshot is not None:
+            self.world.crash(node)
+
+    def receiving_nodes(self) -> list[str]:
+        return [
+            node_id
+            for node_id in self.node_ids()
+            if self.nodes[node_id].up and self.nodes[node_id].receiver.receiving
+        ]
+
+    def tear_snapshot(self, node: str) -> None:
+        target = self.nodes[node]
+        if target.up:
+            self.world.crash(node)  # a mid-snapshot crash still waiting for its snapshot
+        torn = target.tear_snapshot(self.world.rng, spare=lambda p: not self._may_lose(node, p))
+        self.world.trace.add(self.world.now_ms, "nemesis", f"tear {node}", torn)
+
     def end_session(self, node: str) -> None:
         self.coordinator.end_session(node)
 
@@ -328,11 +384,15 @@ class _Run:
         """Every partition keeps another in-sync copy (an ISR member that lost nothing, up,
         not paused and not cut from the coordinator, so its session is not about to end):
         wiping the last one leaves a partition that can only refuse, for good."""
-        return all(
-            any(other != node and self._safe_copy(other) for other in c.isr)
-            for c in self.coordinator.configs.values()
-            if node in c.isr
-        )
+        return all(self._may_lose(node, p) for p in self.coordinator.configs)
+
+    def _may_lose(self, node: str, partition: int) -> bool:
+        """``node`` may lose its copy of ``partition``: it is not in the ISR, or another
+        in-sync copy is safe (as for :meth:`may_wipe`)."""
+        config = self.coordinator.configs.get(partition)
+        if config is None or node not in config.isr:
+            return True
+        return any(other != node and self._safe_copy(other) for other in config.isr)
 
     def _safe_copy(self, node_id: str) -> bool:
         node = self.nodes[node_id]
@@ -597,9 +657,14 @@ class _Run:
                 replica.snapshots_needed for node in nodes for replica in node.replicas.values()
             ),
             "snapshots_installed": sum(node.snapshots_installed for node in nodes),
-            "transfers_completed": sum(node.transfers_ended[0] for node in nodes),
-            "transfers_aborted": sum(node.transfers_ended[1] for node in nodes),
+            "snapshot_crashes": sum(node.snapshot_crashes for node in nodes),
+            "install_crashes": sum(node.install_crashes for node in nodes),
+            "snapshots_torn": sum(node.snapshots_torn for node in nodes),
+            "stale_installs": sum(node.stale_installs for node in nodes),
         }
+        transfers = [node.transfer_counts for node in nodes]
+        for name in transfers[0] if transfers else ():
+            result.stats[f"transfers_{name}"] = sum(counts[name] for counts in transfers)
         if not result.passed:
             result.trace = world.trace.tail(TRACE_LINES, focus=self.focus)
         if world.trace.keep is None:

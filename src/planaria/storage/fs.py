@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Protocol
 
-__all__ = ["AppendFile", "FileLayer", "FileLock", "SimFS", "SimFSStats", "join"]
+from planaria.errors import UsageError
+
+__all__ = ["WRITE_OPS", "AppendFile", "FileLayer", "FileLock", "SimFS", "SimFSStats", "join"]
 
 
 def join(directory: str, name: str) -> str:
@@ -107,6 +109,12 @@ class SimFSStats:
     appends: int = 0
     bytes_appended: int = 0
     crashes: int = 0
+
+
+# The ops ``SimFS.fail_after`` counts: every step that changes a file or a directory.
+WRITE_OPS = frozenset(
+    {"append", "fsync", "truncate", "preallocate", "rename", "remove", "fsync_dir", "create"}
+)
 
 
 def _oserror(code: int, path: str) -> OSError:
@@ -209,7 +217,10 @@ class SimFS:
     ``capacity_bytes`` bounds the total file bytes (ENOSPC beyond it, possibly after a partial
     write); ``read_only`` makes every mutation fail with EROFS; ``fail_next(op, code)`` makes
     the next ``op`` ("append", "fsync", "truncate", "seek", "preallocate", "rename", "remove",
-    "fsync_dir", "open", "read") fail with ``code``.
+    "fsync_dir", "open", "read") fail with ``code``; ``fail_after(count)`` makes the
+    ``count``-th write from now (any op of :data:`WRITE_OPS`) fail, which the simulator uses
+    to crash a node at a drawn step of a multi-step write (a snapshot, an install);
+    ``tear(path, size)`` cuts a file short, durably (a file whose tail the disk lost).
     """
 
     def __init__(self, *, capacity_bytes: int | None = None) -> None:
@@ -221,16 +232,36 @@ class SimFS:
         self._synced_dirs: dict[str, dict[str, _Inode]] = {"": {}}
         self._locks: set[str] = set()
         self._failures: list[tuple[str, int]] = []
+        self._fail_countdown: tuple[int, int] | None = None  # (writes left, error code)
+        self.failed_op: str | None = None  # the op the last injected failure struck
 
     # ----------------------------------------------------------- fault injection
 
     def fail_next(self, op: str, code: int = errno.EIO) -> None:
         self._failures.append((op, code))
 
+    def fail_after(self, count: int, code: int = errno.EIO) -> None:
+        """The ``count``-th write op (:data:`WRITE_OPS`) from now fails with ``code``."""
+        if count < 1:
+            raise UsageError(f"count must be >= 1, got {count}")
+        self._fail_countdown = (count, code)
+
+    def cancel_failures(self) -> None:
+        """Forget every failure armed and not struck yet."""
+        self._failures.clear()
+        self._fail_countdown = None
+
     def _maybe_fail(self, op: str, path: str) -> None:
         for i, (failing_op, code) in enumerate(self._failures):
             if failing_op == op:
                 del self._failures[i]
+                self.failed_op = op
+                raise _oserror(code, path)
+        if self._fail_countdown is not None and op in WRITE_OPS:
+            left, code = self._fail_countdown
+            self._fail_countdown = (left - 1, code) if left > 1 else None
+            if left == 1:
+                self.failed_op = op
                 raise _oserror(code, path)
 
     def used_bytes(self) -> int:
@@ -329,6 +360,13 @@ class SimFS:
         for data in (inode.data, inode.synced):
             if offset < len(data):
                 data[offset] ^= 0xFF
+
+    def tear(self, path: str, size: int) -> None:
+        """The file keeps only its first ``size`` bytes, in what reads see and in what
+        survives a crash (fault injection: a disk that lost a file's tail)."""
+        inode = self._inode(path)
+        for data in (inode.data, inode.synced):
+            del data[size:]
 
     def rename(self, src: str, dst: str) -> None:
         self._mutating("rename", src)

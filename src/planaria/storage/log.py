@@ -339,7 +339,11 @@ class PartitionLog:
                     # snapshot install. (Covered segments that connect stay: the tail kept
                     # for catch-up; the next compaction decides.)
                     self._drop_recovered_segments()
-                    self._segments.append(segment)
+                    # Scanned again on its own: its first epoch was taken for the dropped
+                    # segments' last one when equal, and named by nobody.
+                    segment, last_epoch = self._recover_segment(first, name, is_last, 0)
+                    if segment is not None:
+                        self._segments.append(segment)
                     continue
                 raise StorageDamaged(
                     f"gap: segment starts at {segment.first_index}, previous ends at "
@@ -381,9 +385,13 @@ class PartitionLog:
         report.segments = len(self._segments)
 
     def _drop_recovered_segments(self) -> None:
+        """Remove the segments recovered so far (a snapshot covers them) and the epochs
+        they recorded (left behind, they named the epoch of the snapshot's index, and of
+        the entries after it, wrongly)."""
         for segment in self._segments:
             self._remove(segment.path.rsplit("/", 1)[-1])
         self._segments = []
+        self._epochs = []
 
     def _recover_segment(
         self, first: int, name: str, is_last: bool, last_epoch: int
@@ -869,7 +877,11 @@ class PartitionLog:
         self._remove_snapshots(self._snapshot_indexes[:-1])  # the log no longer reaches them
         old = self._segments
         self._segments = []
-        self._create_segment(snapshot.index + 1)
+        try:
+            self._create_segment(snapshot.index + 1)
+        except StorageError:
+            self._segments = old  # failed now: the old view stays readable (e.g. last_index)
+            raise
         self._segment_firsts = [snapshot.index + 1]
         try:
             for segment in old:

@@ -23,7 +23,7 @@ from planaria.core.codec import decode_entry, decode_state, encode_entry, encode
 from planaria.core.messages import Entry, Persist, ReplicaSnapshot, SnapshotChunk
 from planaria.core.transfer import CHECKSUM_BYTES, SnapshotFile
 from planaria.errors import InternalError
-from planaria.storage.errors import StorageDamaged, StorageMissing
+from planaria.storage.errors import StorageDamaged, StorageMissing, storage_error_from_os
 from planaria.storage.format import Snapshot, decode_snapshot
 from planaria.storage.fs import join
 from planaria.storage.log import PartitionLog
@@ -126,17 +126,21 @@ def receive_chunk(log: PartitionLog, chunk: SnapshotChunk, *, restart: bool) -> 
     first when ``restart``); StorageMissing if the file no longer holds what came before
     (a reopened log removed it): the transfer must start over."""
     path = join(log.path, INCOMING_SNAPSHOT)
-    handle = log.fs.open_append(path, create=True)
     try:
-        if restart:
-            handle.truncate(0)
-        if handle.size() != chunk.offset:
-            raise StorageMissing(
-                f"incoming snapshot holds {handle.size()} bytes, chunk at {chunk.offset}", path=path
-            )
-        handle.append(chunk.data)
-    finally:
-        handle.close()
+        handle = log.fs.open_append(path, create=True)
+        try:
+            if restart:
+                handle.truncate(0)
+            if handle.size() != chunk.offset:
+                raise StorageMissing(
+                    f"incoming snapshot holds {handle.size()} bytes, chunk at {chunk.offset}",
+                    path=path,
+                )
+            handle.append(chunk.data)
+        finally:
+            handle.close()
+    except OSError as exc:  # a disk error: the transfer starts over (as for StorageMissing)
+        raise storage_error_from_os(exc, "writing a received chunk", path) from exc
 
 
 def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
@@ -145,7 +149,10 @@ def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
     replace the log by the snapshot atomically (``PartitionLog.install_snapshot``) and
     remove the file. StorageDamaged if the file does not hold the announced snapshot."""
     path = join(log.path, INCOMING_SNAPSHOT)
-    data = log.fs.read(path, 0, chunk.total_bytes)
+    try:
+        data = log.fs.read(path, 0, chunk.total_bytes)
+    except OSError as exc:
+        raise storage_error_from_os(exc, "reading the received snapshot", path) from exc
     decoded = decode_snapshot(data)
     if isinstance(decoded, str):
         raise StorageDamaged(f"received snapshot: {decoded}", path=path)
@@ -158,4 +165,7 @@ def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
     if chunk.epoch > log.epoch:
         log.set_epoch(chunk.epoch)
     log.install_snapshot(decoded)
-    log.fs.remove(path)
+    try:
+        log.fs.remove(path)  # installed: a crash before this leaves it to the recovery
+    except OSError as exc:
+        raise storage_error_from_os(exc, "removing the received snapshot", path) from exc
