@@ -17,6 +17,7 @@ from planaria.core.messages import (
     Set,
     Version,
 )
+from planaria.errors import InternalError
 from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
 from planaria.storage.persist import recovered_state, save_state
 
@@ -57,6 +58,31 @@ def test_the_state_codec_round_trips_in_order() -> None:
     back = decode_state(9, 1, encode_state(state))
     assert back == state
     assert list(back.dedup) == ["c2", "c1"]  # least recently written first, as stored
+
+
+def test_the_state_codec_round_trips_many_keys_column_by_column() -> None:
+    rng = Random(5)
+    kv = {
+        rng.randbytes(rng.randrange(0, 40)): (
+            rng.randbytes(rng.randrange(0, 300)),
+            Version(rng.randrange(1, 9), rng.randrange(1, 1 << 40)),
+        )
+        for _ in range(2_000)
+    }
+    state = ReplicaSnapshot(3, 50, 2, MappingProxyType(kv), MappingProxyType({}))
+    back = decode_state(50, 2, encode_state(state))
+    assert back == state and list(back.kv) == list(kv)
+    assert all(type(version) is Version for _, version in back.kv.values())
+    assert hash(back.kv[next(iter(kv))][1]) == hash(kv[next(iter(kv))][1])
+
+
+@pytest.mark.parametrize("cut", [1, 9, 17, 400])
+def test_a_state_that_does_not_parse_is_our_bug_not_a_crash(cut: int) -> None:
+    data = encode_state(state_at(9))
+    with pytest.raises(InternalError, match="does not parse"):
+        decode_state(9, 1, data[:-cut])
+    with pytest.raises(InternalError, match="does not parse"):
+        decode_state(9, 1, data + b"x")
 
 
 def saved_states(fs: SimFS, rounds: int, per_round: int = 10) -> PartitionLog:
