@@ -141,12 +141,18 @@ def receive_chunk(log: PartitionLog, chunk: SnapshotChunk, *, restart: bool) -> 
 
 def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
     """Install the snapshot whose last chunk (``chunk``) was just received and verified:
-    decode the incoming file (its CRC is checked again), record the sender's epoch,
-    replace the log by the snapshot atomically (``PartitionLog.install_snapshot``) and
-    remove the file. StorageDamaged if the file does not hold the announced snapshot."""
+    check the incoming file again as it is on disk (its size, its CRC, its layout, and that
+    it is the announced snapshot), record the sender's epoch, and replace the log by the
+    snapshot atomically (``PartitionLog.install_snapshot``), the file itself fsynced and
+    renamed into place: the bytes are not decoded into state nor written a second time.
+    StorageDamaged if the file does not hold the announced snapshot."""
     path = join(log.path, INCOMING_SNAPSHOT)
-    data = log.fs.read(path, 0, chunk.total_bytes)
-    decoded = decode_snapshot(data)
+    size = log.fs.size(path)
+    if size != chunk.total_bytes:
+        raise StorageDamaged(
+            f"received snapshot holds {size} bytes, expected {chunk.total_bytes}", path=path
+        )
+    decoded = decode_snapshot(log.fs.read(path, 0, size))
     if isinstance(decoded, str):
         raise StorageDamaged(f"received snapshot: {decoded}", path=path)
     if (decoded.index, decoded.epoch) != (chunk.snapshot_index, chunk.snapshot_epoch):
@@ -157,5 +163,4 @@ def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
         )
     if chunk.epoch > log.epoch:
         log.set_epoch(chunk.epoch)
-    log.install_snapshot(decoded)
-    log.fs.remove(path)
+    log.install_snapshot(decoded, from_file=INCOMING_SNAPSHOT)
