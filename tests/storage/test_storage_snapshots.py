@@ -17,6 +17,7 @@ from planaria.core.messages import (
     Set,
     Version,
 )
+from planaria.core.replica import Replica
 from planaria.errors import InternalError
 from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
 from planaria.storage.persist import recovered_state, save_state
@@ -109,6 +110,25 @@ def test_reopen_loads_the_newest_snapshot_and_replays_only_the_log_it_keeps() ->
     # Kept: the log from the older snapshot's segment on (never from 1), to the end.
     assert 188 - 10 < entries[0].index <= 189 and entries[-1].index == 200
     assert log.recovery.records == len(entries) < 30
+
+
+@pytest.mark.parametrize("before", [0, 3, 1000])
+def test_a_rebuild_decodes_at_most_the_entries_asked_for_before_the_snapshot(
+    before: int,
+) -> None:
+    """The files keep whole segments the snapshot covers; a node's rebuild takes only its
+    catch-up tail of them (its replica would drop the rest at its next compaction)."""
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=1 << 20)  # one segment: nothing compacted
+    fill(log, 60)
+    log.set_commit_index(60)
+    save_state(log, state_at(50))
+    snapshot, entries = recovered_state(log, entries_before_snapshot=before)
+    assert snapshot == state_at(50) and entries[-1].index == 60
+    assert entries[0].index == max(1, 51 - before)
+    assert [e.index for e in recovered_state(log)[1]] == list(range(1, 61))  # all, by default
+    replica = Replica("n1", 3, snapshot=snapshot, log=entries, epoch=1, commit_index=60)
+    assert replica.applied_index == 60 and replica.last_index == 60
 
 
 def test_disk_use_follows_the_live_data_not_the_writes() -> None:

@@ -207,7 +207,13 @@ class PartitionRuntime:
             await self._committer.call(_close_quietly, old)
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
         snapshot, entries = await loop.run_in_executor(
-            self._executor, _without_gc, functools.partial(recovered_state, log_)
+            self._executor,
+            _without_gc,
+            functools.partial(
+                recovered_state,
+                log_,
+                entries_before_snapshot=self.snapshot_policy.catchup_entries,
+            ),
         )
         self.log = log_
         self.loss = loss

@@ -101,12 +101,20 @@ def save_state(
     log.save_snapshot(stored, keep_after=keep_after)
 
 
-def recovered_state(log: PartitionLog) -> tuple[ReplicaSnapshot | None, list[Entry]]:
-    """What a replica is rebuilt from: the log's snapshot (None: none) and every entry its
-    files still hold (from before the snapshot too: kept for peers that lag)."""
+def recovered_state(
+    log: PartitionLog, *, entries_before_snapshot: int | None = None
+) -> tuple[ReplicaSnapshot | None, list[Entry]]:
+    """What a replica is rebuilt from: the log's snapshot (None: none) and the entries its
+    files still hold: every one after the snapshot, and before it (kept for peers that lag)
+    all of them, or at most ``entries_before_snapshot``. Compaction drops whole segments
+    only, so the files may hold a segment's worth of entries the snapshot covers: decoding
+    them all made a restart's time grow with the writes made, not the data held."""
     stored = log.snapshot
     snapshot = None if stored is None else decode_state(stored.index, stored.epoch, stored.data)
-    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(log.first_index)]
+    first = log.first_index
+    if entries_before_snapshot is not None:
+        first = max(first, log.snapshot_index + 1 - entries_before_snapshot)
+    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(first)]
     return snapshot, entries
 
 
