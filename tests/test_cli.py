@@ -62,3 +62,16 @@ def test_console_script_runs() -> None:
     assert done.returncode == 0
     for command in ("demo", "check", "up", "down", "status"):
         assert command in done.stdout
+
+
+def test_a_subcommand_builds_only_its_own_arguments() -> None:
+    """A node's start must not import the simulator or the chaos harness: only the
+    subcommand named is built (every one is, for the help or an unknown word)."""
+    from planaria.cli._main import _SUBCOMMANDS, build_parser
+
+    parser, runners = build_parser(["node", "--id", "n1"])
+    assert list(runners) == ["node"]
+    assert parser.parse_args(["node", "--id", "n1"]).command == "node"
+    assert list(build_parser(["--version"])[1]) == list(_SUBCOMMANDS)
+    assert list(build_parser(["no-such-command"])[1]) == list(_SUBCOMMANDS)
+    assert list(build_parser()[1]) == list(_SUBCOMMANDS)

@@ -4,6 +4,7 @@ its stages (effects wait for the disk; a failed persist says nothing and rebuild
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from planaria.node._partition import (
     CHUNK_WRITES_MAX,
     LOST_ALL,
     PartitionRuntime,
+    _without_gc,
     claim_data_id,
     claim_lost_all,
     drop_data_id_new,
@@ -322,3 +324,22 @@ def test_incoming_snapshot_chunks_waiting_for_the_disk_are_bounded(tmp_path: Pat
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_recovery_runs_with_the_garbage_collector_paused_then_restored() -> None:
+    """The collector is off while a log's state is decoded, then back as it was."""
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        assert _without_gc(gc.isenabled) is False
+        assert gc.isenabled()
+        gc.disable()
+        assert _without_gc(lambda: 7) == 7
+        assert not gc.isenabled()  # not turned on by the pause's end
+        gc.enable()
+        with pytest.raises(ZeroDivisionError):
+            _without_gc(lambda: 1 // 0)
+        assert gc.isenabled()
+    finally:
+        if not was:
+            gc.disable()

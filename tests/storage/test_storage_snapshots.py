@@ -17,6 +17,8 @@ from planaria.core.messages import (
     Set,
     Version,
 )
+from planaria.core.replica import Replica
+from planaria.errors import InternalError
 from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
 from planaria.storage.persist import recovered_state, save_state
 
@@ -59,6 +61,31 @@ def test_the_state_codec_round_trips_in_order() -> None:
     assert list(back.dedup) == ["c2", "c1"]  # least recently written first, as stored
 
 
+def test_the_state_codec_round_trips_many_keys_column_by_column() -> None:
+    rng = Random(5)
+    kv = {
+        rng.randbytes(rng.randrange(0, 40)): (
+            rng.randbytes(rng.randrange(0, 300)),
+            Version(rng.randrange(1, 9), rng.randrange(1, 1 << 40)),
+        )
+        for _ in range(2_000)
+    }
+    state = ReplicaSnapshot(3, 50, 2, MappingProxyType(kv), MappingProxyType({}))
+    back = decode_state(50, 2, encode_state(state))
+    assert back == state and list(back.kv) == list(kv)
+    assert all(type(version) is Version for _, version in back.kv.values())
+    assert hash(back.kv[next(iter(kv))][1]) == hash(kv[next(iter(kv))][1])
+
+
+@pytest.mark.parametrize("cut", [1, 9, 17, 400])
+def test_a_state_that_does_not_parse_is_our_bug_not_a_crash(cut: int) -> None:
+    data = encode_state(state_at(9))
+    with pytest.raises(InternalError, match="does not parse"):
+        decode_state(9, 1, data[:-cut])
+    with pytest.raises(InternalError, match="does not parse"):
+        decode_state(9, 1, data + b"x")
+
+
 def saved_states(fs: SimFS, rounds: int, per_round: int = 10) -> PartitionLog:
     log = open_sim(fs, segment_bytes=400)
     for _ in range(rounds):
@@ -83,6 +110,25 @@ def test_reopen_loads_the_newest_snapshot_and_replays_only_the_log_it_keeps() ->
     # Kept: the log from the older snapshot's segment on (never from 1), to the end.
     assert 188 - 10 < entries[0].index <= 189 and entries[-1].index == 200
     assert log.recovery.records == len(entries) < 30
+
+
+@pytest.mark.parametrize("before", [0, 3, 1000])
+def test_a_rebuild_decodes_at_most_the_entries_asked_for_before_the_snapshot(
+    before: int,
+) -> None:
+    """The files keep whole segments the snapshot covers; a node's rebuild takes only its
+    catch-up tail of them (its replica would drop the rest at its next compaction)."""
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=1 << 20)  # one segment: nothing compacted
+    fill(log, 60)
+    log.set_commit_index(60)
+    save_state(log, state_at(50))
+    snapshot, entries = recovered_state(log, entries_before_snapshot=before)
+    assert snapshot == state_at(50) and entries[-1].index == 60
+    assert entries[0].index == max(1, 51 - before)
+    assert [e.index for e in recovered_state(log)[1]] == list(range(1, 61))  # all, by default
+    replica = Replica("n1", 3, snapshot=snapshot, log=entries, epoch=1, commit_index=60)
+    assert replica.applied_index == 60 and replica.last_index == 60
 
 
 def test_disk_use_follows_the_live_data_not_the_writes() -> None:

@@ -4,6 +4,7 @@ or the new snapshot, never a mix, and no incoming file), and a corrupted file is
 
 from __future__ import annotations
 
+import dataclasses
 from random import Random
 
 import pytest
@@ -78,6 +79,50 @@ def test_a_received_snapshot_replaces_the_log_and_holds_the_primarys_state() -> 
     snapshot, entries = recovered_state(open_sim(fs, "/b/p0"))
     assert snapshot is not None and entries == []
     assert dict(snapshot.kv) == {b"k%d" % i: (b"v" * 50, Version(2, i)) for i in range(1, 41)}
+
+
+def test_the_received_file_itself_is_installed_not_a_copy_written_again() -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    incoming = fs._dirs["/b/p0"][INCOMING_SNAPSHOT]
+    install_received(dest, last)
+    (name,) = [n for n in fs.listdir("/b/p0") if n.startswith("snap-")]
+    assert fs._dirs["/b/p0"][name] is incoming  # renamed into place, not rewritten
+    size = source.snapshot_file_bytes(40)
+    assert dest.read_snapshot_file(40, 0, size) == source.read_snapshot_file(40, 0, size)
+
+
+def test_an_incoming_file_of_the_wrong_size_is_not_installed() -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    extra = dataclasses.replace(last, offset=last.total_bytes, data=b"x")
+    receive_chunk(dest, extra, restart=False)
+    with pytest.raises(StorageDamaged, match="bytes, expected"):
+        install_received(dest, last)
+    assert dest.snapshot is None and dest.last_index == 3  # untouched
+
+
+@pytest.mark.parametrize("op", ["fsync", "fsync_dir"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crash_while_the_file_moves_into_place_leaves_one_state(op: str, seed: int) -> None:
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    dest.set_epoch(2)  # no meta write left before the move: the fault strikes the move
+    dest.truncate_after(2)
+    fs.fail_next(op)
+    with pytest.raises(StorageError):
+        install_received(dest, last)
+    fs.crash(Random(seed))
+    reopened = open_sim(fs, "/b/p0")
+    assert INCOMING_SNAPSHOT not in fs.listdir("/b/p0")
+    snapshot, entries = recovered_state(reopened)
+    if snapshot is None:
+        assert [e.index for e in entries] == [1, 2]
+    else:
+        assert snapshot.index == 40 and dict(snapshot.kv)[b"k7"] == (b"v" * 50, Version(2, 7))
 
 
 @pytest.mark.parametrize("seed", range(8))

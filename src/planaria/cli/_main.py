@@ -124,22 +124,41 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]]
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
+def build_parser(
+    argv: Sequence[str] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
+    """The parser and the runners of the subcommands. Given ``argv`` that names a
+    subcommand, only that one's arguments are built: building one imports its module, and
+    importing them all (the simulator, the chaos harness...) made every start of a node
+    about half a second slower (docs/BENCHMARKS.md, restart)."""
     parser = argparse.ArgumentParser(
         prog="planaria",
         description="A self-healing, sharded, replicated key-value store and its toolkit.",
     )
     parser.add_argument("--version", action="version", version=f"planaria {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = _chosen_subcommand(argv)
     runners: dict[str, Runner] = {}
     for name, (help_text, builder) in _SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        runners[name] = builder(sub_parser)
+        if chosen is None or name == chosen:
+            runners[name] = builder(sub_parser)
     return parser, runners
 
 
+def _chosen_subcommand(argv: Sequence[str] | None) -> str | None:
+    """The subcommand ``argv`` runs, if it names one before any other word (the top level
+    takes only options without values: ``--version``, ``--help``)."""
+    words = [word for word in (argv or ()) if not word.startswith("-")]
+    if words and words[0] in _SUBCOMMANDS:
+        return words[0]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, runners = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser, runners = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -469,7 +469,7 @@ class _Journal:
         state = _MutableState(issued=session_id_floor)
         snapshot = log_.snapshot
         if snapshot is not None:
-            state.load_snapshot(_decode_as(snapshot.data, _JSnapshot, path))
+            state.load_snapshot(_decode_as(bytes(snapshot.data), _JSnapshot, path))
         self.size = 0
         for entry in log_.entries():
             for record in _decode_as(entry.record, _JBatch, path).records:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import logging
 import secrets
 import time
@@ -206,7 +207,15 @@ class PartitionRuntime:
             old, self.log = self.log, None
             await self._committer.call(_close_quietly, old)
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
-        snapshot, entries = await loop.run_in_executor(self._executor, recovered_state, log_)
+        snapshot, entries = await loop.run_in_executor(
+            self._executor,
+            _without_gc,
+            functools.partial(
+                recovered_state,
+                log_,
+                entries_before_snapshot=self.snapshot_policy.catchup_entries,
+            ),
+        )
         self.log = log_
         self.loss = loss
         if loss is not None and self._on_lost is not None:
@@ -638,6 +647,22 @@ def open_partition_log(
             opened.recovery.torn_tail_reason,
         )
     return opened
+
+
+def _without_gc(work: Callable[[], _T]) -> _T:
+    """``work()`` with the cyclic garbage collector paused (for ``recovered_state``:
+    decoding a snapshot builds millions of objects, none of them garbage, and the full
+    collections their number set off walked them all again and again, about a third of a
+    restart's decode). Re-enabled only if it was enabled: another thread's decode may run
+    meanwhile; the node's freeze loop then takes the survivors out of later collections."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return work()
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _stage_writer(stage: Stage) -> Callable[[PartitionLog], int]:

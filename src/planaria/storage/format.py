@@ -69,13 +69,15 @@ class Entry:
 class Snapshot:
     """The replica's state as of log position (``index``, ``epoch``).
 
-    ``data`` is the state machine's opaque state; ``dedup`` maps request id -> stored reply
-    (the at-most-once table, docs/design.md §4 invariant 8).
+    ``data`` is the state machine's opaque state (read back from a file: a view of the
+    file's bytes, not a copy: at a restart a copy of every partition's state cost about as
+    much as checking its CRC); ``dedup`` maps request id -> stored reply (the at-most-once
+    table, docs/design.md §4 invariant 8).
     """
 
     index: int
     epoch: int
-    data: bytes
+    data: bytes | memoryview
     dedup: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
@@ -196,7 +198,7 @@ def decode_snapshot(buf: bytes) -> Snapshot | str:
     if magic != SNAPSHOT_MAGIC:
         return "not a snapshot file"
     offset = _SNAPSHOT_HEAD.size
-    data = bytes(body[offset : offset + data_len])
+    data = body[offset : offset + data_len]
     offset += data_len
     dedup: dict[bytes, bytes] = {}
     for _ in range(pairs):

@@ -101,12 +101,20 @@ def save_state(
     log.save_snapshot(stored, keep_after=keep_after)
 
 
-def recovered_state(log: PartitionLog) -> tuple[ReplicaSnapshot | None, list[Entry]]:
-    """What a replica is rebuilt from: the log's snapshot (None: none) and every entry its
-    files still hold (from before the snapshot too: kept for peers that lag)."""
+def recovered_state(
+    log: PartitionLog, *, entries_before_snapshot: int | None = None
+) -> tuple[ReplicaSnapshot | None, list[Entry]]:
+    """What a replica is rebuilt from: the log's snapshot (None: none) and the entries its
+    files still hold: every one after the snapshot, and before it (kept for peers that lag)
+    all of them, or at most ``entries_before_snapshot``. Compaction drops whole segments
+    only, so the files may hold a segment's worth of entries the snapshot covers: decoding
+    them all made a restart's time grow with the writes made, not the data held."""
     stored = log.snapshot
     snapshot = None if stored is None else decode_state(stored.index, stored.epoch, stored.data)
-    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(log.first_index)]
+    first = log.first_index
+    if entries_before_snapshot is not None:
+        first = max(first, log.snapshot_index + 1 - entries_before_snapshot)
+    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(first)]
     return snapshot, entries
 
 
@@ -145,14 +153,21 @@ def receive_chunk(log: PartitionLog, chunk: SnapshotChunk, *, restart: bool) -> 
 
 def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
     """Install the snapshot whose last chunk (``chunk``) was just received and verified:
-    decode the incoming file (its CRC is checked again), record the sender's epoch,
-    replace the log by the snapshot atomically (``PartitionLog.install_snapshot``) and
-    remove the file. StorageDamaged if the file does not hold the announced snapshot."""
+    check the incoming file again as it is on disk (its size, its CRC, its layout, and that
+    it is the announced snapshot), record the sender's epoch, and replace the log by the
+    snapshot atomically (``PartitionLog.install_snapshot``), the file itself fsynced and
+    renamed into place: the bytes are not decoded into state nor written a second time.
+    StorageDamaged if the file does not hold the announced snapshot."""
     path = join(log.path, INCOMING_SNAPSHOT)
     try:
-        data = log.fs.read(path, 0, chunk.total_bytes)
+        size = log.fs.size(path)
+        data = log.fs.read(path, 0, size) if size == chunk.total_bytes else b""
     except OSError as exc:
         raise storage_error_from_os(exc, "reading the received snapshot", path) from exc
+    if size != chunk.total_bytes:
+        raise StorageDamaged(
+            f"received snapshot holds {size} bytes, expected {chunk.total_bytes}", path=path
+        )
     decoded = decode_snapshot(data)
     if isinstance(decoded, str):
         raise StorageDamaged(f"received snapshot: {decoded}", path=path)
@@ -164,8 +179,4 @@ def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
         )
     if chunk.epoch > log.epoch:
         log.set_epoch(chunk.epoch)
-    log.install_snapshot(decoded)
-    try:
-        log.fs.remove(path)  # installed: a crash before this leaves it to the recovery
-    except OSError as exc:
-        raise storage_error_from_os(exc, "removing the received snapshot", path) from exc
+    log.install_snapshot(decoded, from_file=INCOMING_SNAPSHOT)
