@@ -175,18 +175,34 @@ def wait_in_every_isr(cluster: LocalCluster, node: str, timeout_s: float) -> Non
     raise RuntimeError(f"{node} did not rejoin every ISR within {timeout_s:g} s")
 
 
+def load_step(cluster: LocalCluster, requests: int, keys: int, failures: list[str]) -> RbResult:
+    """One step of the memory phase's load; when redis-benchmark gives up (it stops at a
+    change of primaries, which a node on an overloaded machine may cause by losing its
+    session), wait for every partition to serve and run the step again (the SETs it made
+    count too: ``sets`` is a lower bound)."""
+    for _ in range(3):
+        try:
+            return redis_benchmark(cluster, requests, 64, keys)
+        except RuntimeError as exc:
+            failures.append(str(exc)[-200:])
+            print(f"    step failed, retrying: {str(exc)[-200:]}", flush=True)
+            cluster.wait_serving(timeout_s=120.0)
+    raise RuntimeError(f"the load failed 3 times: {failures[-1]}")
+
+
 def memory_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     policy = SnapshotPolicy()
     with contextlib.closing(_Stopper(new_cluster(workdir / "memory"))) as stopper:
         cluster = stopper.cluster
         nodes = cluster.node_ids
         steps: list[dict[str, Any]] = []
+        failures: list[str] = []
         written = 0
         load_started = time.monotonic()
         while written < args.sets and time.monotonic() - load_started < args.max_seconds:
             step = min(args.checkpoint, args.sets - written)
             started = time.monotonic()
-            result = redis_benchmark(cluster, step, 64, args.keys)
+            result = load_step(cluster, step, args.keys, failures)
             written += step
             pids = {n: cluster.pid(n) for n in nodes}
             steps.append({
@@ -227,6 +243,7 @@ def memory_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "sets": written,
         "steps": steps,
         "rss_ratio_end_over_first": rss_ratio,
+        "failed_steps": failures,
         "live_mib": round(live_mib, 1),
         "thresholds_mib": round(thresholds_mib, 1),
         "disk_bound_mib": round(disk_bound, 1),

@@ -11,6 +11,7 @@ the write. A barrier (``op is None``) is the empty payload. Layout (little-endia
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from types import MappingProxyType
 
 from planaria.core.messages import (
@@ -22,9 +23,9 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.errors import InternalError
+from planaria.errors import InternalError, UsageError
 
-__all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state"]
+__all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state", "encode_state_parts"]
 
 _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<I")
@@ -105,10 +106,26 @@ _APPLIED, _HAS_VALUE, _HAS_VERSION = 1, 2, 4
 
 def encode_state(snapshot: ReplicaSnapshot) -> bytes:
     """The replicated state of ``snapshot`` (not its index or epoch) as bytes."""
+    return b"".join(encode_state_parts(snapshot))
+
+
+def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> Iterator[bytes]:
+    """``encode_state`` in pieces (joined, the same bytes), one per ``keys_per_part`` keys
+    and one for the dedup table: a node encodes a large state on its event loop a piece per
+    turn, so no turn stalls its writes for long (docs/operations.md, "Snapshots")."""
+    if keys_per_part < 1:
+        raise UsageError(f"keys_per_part must be >= 1, not {keys_per_part}")
     parts = [_STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, len(snapshot.kv))]
     for key, (value, version) in snapshot.kv.items():
         parts += (_field(key), _field(value), _VERSION.pack(version.epoch, version.index))
-    parts.append(_COUNT.pack(len(snapshot.dedup)))
+        if len(parts) >= 3 * keys_per_part:
+            yield b"".join(parts)
+            parts = []
+    yield b"".join(parts) + _encode_dedup(snapshot)
+
+
+def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
+    parts = [_COUNT.pack(len(snapshot.dedup))]
     for client, applied in snapshot.dedup.items():
         parts += (_field(client.encode()), _LEN.pack(len(applied.seqs)))
         for seq in applied.seqs:

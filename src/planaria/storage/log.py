@@ -66,6 +66,7 @@ from planaria.storage.format import (
     encode_record,
     encode_segment_header,
     encode_snapshot,
+    encode_snapshot_parts,
     find_record_after,
     scan_records,
 )
@@ -146,6 +147,12 @@ class _Segment:
 
 def _segment_name(first_index: int) -> str:
     return f"seg-{first_index:020d}.log"
+
+
+# A snapshot file written ahead of ``save_snapshot`` (``write_snapshot_file``): a name of
+# its own, so it never meets the temporary file of another snapshot at the same index (an
+# installed one); ``.tmp``, so recovery removes it.
+_PREWRITTEN_SUFFIX = ".pre.tmp"
 
 
 def _snapshot_name(index: int) -> str:
@@ -758,6 +765,16 @@ class PartitionLog:
         self._meta = meta
         self._meta_dirty = False
 
+    def _rename_into_place(self, tmp_name: str, name: str) -> None:
+        tmp = self._file(tmp_name)
+        try:
+            self.fs.rename(tmp, self._file(name))
+            self.fs.fsync_dir(self.path)
+        except OSError as exc:
+            error = storage_error_from_os(exc, f"renaming {tmp_name}", tmp)
+            self._fail(error)
+            raise error from exc
+
     def _write_atomic(self, name: str, data: bytes) -> None:
         tmp = self._file(name + ".tmp")
         try:
@@ -826,9 +843,41 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_snapshot(self, snapshot: Snapshot, *, keep_after: int | None = None) -> None:
+    def write_snapshot_file(self, snapshot: Snapshot) -> None:
+        """Write ``snapshot``'s file under a temporary name and fsync it: the slow part of
+        storing a snapshot, which may run in another thread while the log takes writes (it
+        touches only that file, never the log's state). ``save_snapshot(prewritten=True)``
+        then puts it in place (a crash before leaves a temporary file, removed on open), or
+        :meth:`discard_snapshot_file` removes it."""
+        tmp = self._file(_snapshot_name(snapshot.index) + _PREWRITTEN_SUFFIX)
+        try:
+            handle = self.fs.open_append(tmp, create=True)
+            try:
+                handle.truncate(0)
+                for part in encode_snapshot_parts(snapshot):
+                    handle.append(part)
+                handle.fsync()
+            finally:
+                handle.close()
+        except OSError as exc:
+            raise storage_error_from_os(exc, "writing a snapshot file", tmp) from exc
+
+    def discard_snapshot_file(self, index: int) -> None:
+        """Remove the file ``write_snapshot_file`` wrote for ``index`` (if any)."""
+        tmp = self._file(_snapshot_name(index) + _PREWRITTEN_SUFFIX)
+        try:
+            self.fs.remove(tmp)
+        except FileNotFoundError:
+            return  # never written
+        except OSError as exc:
+            raise storage_error_from_os(exc, "removing a snapshot file", tmp) from exc
+
+    def save_snapshot(
+        self, snapshot: Snapshot, *, keep_after: int | None = None, prewritten: bool = False
+    ) -> None:
         """Durably store a snapshot of the state up to ``snapshot.index``, then compact
-        (keeping every record after ``keep_after`` too, if given)."""
+        (keeping every record after ``keep_after`` too, if given). ``prewritten``: its
+        file was written by ``write_snapshot_file``; only the rename is left to do."""
         self._check_writable()
         if not self.snapshot_index <= snapshot.index <= self.last_index:
             raise UsageError(
@@ -844,7 +893,7 @@ class PartitionLog:
             # The files themselves must reach the snapshot: a journal replay skips what a
             # snapshot covers, so it could not refill a lost tail below it.
             self.sync_files()
-        self._store_snapshot(snapshot)
+        self._store_snapshot(snapshot, prewritten=prewritten)
         active = self._segments[-1]
         if active.offsets and active.first_index <= snapshot.index:
             # Seal the segment the snapshot covers (part of), so a later compaction drops it.
@@ -904,9 +953,12 @@ class PartitionLog:
             raise StorageMissing(f"snapshot file cut short at {offset + len(data)}", path=path)
         return data
 
-    def _store_snapshot(self, snapshot: Snapshot) -> None:
+    def _store_snapshot(self, snapshot: Snapshot, *, prewritten: bool = False) -> None:
         name = _snapshot_name(snapshot.index)
-        self._write_atomic(name, encode_snapshot(snapshot))
+        if prewritten:
+            self._rename_into_place(name + _PREWRITTEN_SUFFIX, name)
+        else:
+            self._write_atomic(name, encode_snapshot(snapshot))
         self._snapshot = snapshot
         kept = [index for index in self._snapshot_indexes if index < snapshot.index]
         self._snapshot_indexes = [*kept, snapshot.index]
