@@ -660,21 +660,25 @@ def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -
     return True
 
 
-# How long encoding a snapshot may hold the event loop at a time: a thread would hold the
-# GIL against it instead, and each time the loop waits for the GIL it waits up to the
-# interpreter's switch interval (5 ms), several times per write.
-_ENCODE_TURN_S = 0.002
+# Encoding a snapshot runs on the event loop (a thread would hold the GIL against it
+# instead, and each time the loop waits for the GIL it waits up to the interpreter's switch
+# interval, 5 ms, several times per write), a turn of at most _ENCODE_TURN_S at a time,
+# then pauses so that it takes at most _ENCODE_LOOP_SHARE of the loop's time: writes slow
+# down by at most about 1 / (1 - share) while a snapshot is taken, and a snapshot takes
+# about 1 / share times its encoding time (measured in benchmarks/bench_snapshots.py).
+_ENCODE_TURN_S = 0.001
+_ENCODE_LOOP_SHARE = 0.25
 
 
 async def _encode_in_turns(view: ReplicaSnapshot) -> bytes:
-    """``encode_state(view)``, encoded on the event loop a piece at a time, yielding to the
-    loop's other work every ``_ENCODE_TURN_S``."""
+    """``encode_state(view)``, encoded on the event loop a piece at a time."""
     parts = []
+    pause_s = _ENCODE_TURN_S * (1 - _ENCODE_LOOP_SHARE) / _ENCODE_LOOP_SHARE
     turn_started = time.perf_counter()
-    for part in encode_state_parts(view, keys_per_part=256):
+    for part in encode_state_parts(view, keys_per_part=128):
         parts.append(part)
         if time.perf_counter() - turn_started >= _ENCODE_TURN_S:
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause_s)
             turn_started = time.perf_counter()
     return b"".join(parts)
 
