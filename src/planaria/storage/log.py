@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -153,7 +153,7 @@ def _segment_name(first_index: int) -> str:
 # its own, so it never meets the temporary file of another snapshot at the same index (an
 # installed one); ``.tmp``, so recovery removes it.
 _PREWRITTEN_SUFFIX = ".pre.tmp"
-_PREWRITE_SYNC_BYTES = 1024 * 1024
+_PREWRITE_SYNC_BYTES = 256 * 1024
 
 
 def _snapshot_name(index: int) -> str:
@@ -844,12 +844,15 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ snapshots
 
-    def write_snapshot_file(self, snapshot: Snapshot) -> None:
+    def write_snapshot_file(
+        self, snapshot: Snapshot, *, after_slice: Callable[[], None] | None = None
+    ) -> None:
         """Write ``snapshot``'s file under a temporary name and fsync it: the slow part of
         storing a snapshot, which may run in another thread while the log takes writes (it
         touches only that file, never the log's state). ``save_snapshot(prewritten=True)``
         then puts it in place (a crash before leaves a temporary file, removed on open), or
-        :meth:`discard_snapshot_file` removes it."""
+        :meth:`discard_snapshot_file` removes it. It is written and fsynced a slice at a
+        time, ``after_slice`` called after each (the node rests there)."""
         tmp = self._file(_snapshot_name(snapshot.index) + _PREWRITTEN_SUFFIX)
         try:
             handle = self.fs.open_append(tmp, create=True)
@@ -863,9 +866,12 @@ class PartitionLog:
                         unsynced += len(piece)
                         if unsynced >= _PREWRITE_SYNC_BYTES:
                             # A slice at a time: one big flush would hold up the fsyncs of
-                            # the writes meanwhile (on ext4 they share the journal commit).
+                            # the writes meanwhile (on ext4 they wait for the same journal
+                            # commit, with the dirty pages it flushes).
                             handle.fsync()
                             unsynced = 0
+                            if after_slice is not None:
+                                after_slice()
                 handle.fsync()
             finally:
                 handle.close()
