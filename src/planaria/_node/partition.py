@@ -674,8 +674,8 @@ def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -
 # then pauses so that it takes at most _ENCODE_LOOP_SHARE of the loop's time: writes slow
 # down by at most about 1 / (1 - share) while a snapshot is taken, and a snapshot takes
 # about 1 / share times its encoding time (measured in benchmarks/bench_snapshots.py).
-_ENCODE_TURN_S = 0.001
-_ENCODE_LOOP_SHARE = 0.25
+_ENCODE_TURN_S = 0.0005
+_ENCODE_LOOP_SHARE = 0.1
 
 
 def _rest_as_long() -> Callable[[], None]:
