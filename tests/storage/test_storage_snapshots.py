@@ -229,7 +229,7 @@ def test_a_snapshot_file_written_ahead_is_put_in_place_by_save() -> None:
     log.set_commit_index(log.last_index)
     stored = Snapshot(25, 1, encode_state(state_at(25)))
     log.write_snapshot_file(stored)
-    assert [n for n in fs.listdir(PATH) if n.endswith(".tmp")] == ["snap-%020d.snap.pre.tmp" % 25]
+    assert [n for n in fs.listdir(PATH) if n.endswith(".tmp")] == [f"snap-{25:020d}.snap.pre.tmp"]
     log.save_snapshot(stored, prewritten=True)
     assert log.snapshot_index == 25
     assert not [n for n in fs.listdir(PATH) if n.endswith(".tmp")]
