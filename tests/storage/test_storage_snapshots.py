@@ -263,3 +263,27 @@ def test_a_failed_write_of_a_snapshot_file_ahead_leaves_the_log_writable() -> No
         log.write_snapshot_file(Snapshot(18, 1, encode_state(state_at(18))))
     assert log.failure is None
     fill(log, 1)
+
+
+def test_sealing_and_compacting_later_gives_the_same_log() -> None:
+    """save_snapshot(seal=False) then seal_and_compact (a node's two turns between write
+    batches) leaves the files one save_snapshot leaves; reopened between the two, the
+    log is whole (the old segments are still there)."""
+    one, two = SimFS(), SimFS()
+    for fs in (one, two):
+        log = saved_states(fs, 3)
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        stored = Snapshot(38, 1, encode_state(state_at(38)))
+        if fs is one:
+            log.save_snapshot(stored)
+        else:
+            log.save_snapshot(stored, seal=False)
+            log.close()
+            log = open_sim(fs, segment_bytes=400)
+            assert log.snapshot_index == 38 and log.first_index < 28
+            log.seal_and_compact()
+        log.close()
+    assert one.listdir(PATH) == two.listdir(PATH)
+    snapshot, entries = recovered_state(open_sim(two, segment_bytes=400))
+    assert snapshot == state_at(38) and entries[-1].index == 40

@@ -438,6 +438,10 @@ class PartitionRuntime:
             saved = await self._committer.call(
                 functools.partial(_save_snapshot, stored, keep_after=keep), log_
             )
+            if saved:  # sealing and compacting in a turn of its own (two short holds)
+                await self._committer.call(
+                    functools.partial(PartitionLog.seal_and_compact, keep_after=keep), log_
+                )
         except StorageError as exc:
             if self.log is log_:
                 self._storage_failed(exc)
@@ -664,7 +668,7 @@ def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -
     if not log_.holds(snapshot.index, snapshot.epoch):
         log_.discard_snapshot_file(snapshot.index)
         return False
-    log_.save_snapshot(snapshot, keep_after=keep_after, prewritten=True)
+    log_.save_snapshot(snapshot, keep_after=keep_after, prewritten=True, seal=False)
     return True
 
 

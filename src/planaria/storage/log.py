@@ -889,11 +889,17 @@ class PartitionLog:
             raise storage_error_from_os(exc, "removing a snapshot file", tmp) from exc
 
     def save_snapshot(
-        self, snapshot: Snapshot, *, keep_after: int | None = None, prewritten: bool = False
+        self,
+        snapshot: Snapshot,
+        *,
+        keep_after: int | None = None,
+        prewritten: bool = False,
+        seal: bool = True,
     ) -> None:
         """Durably store a snapshot of the state up to ``snapshot.index``, then compact
         (keeping every record after ``keep_after`` too, if given). ``prewritten``: its
-        file was written by ``write_snapshot_file``; only the rename is left to do."""
+        file was written by ``write_snapshot_file``; only the rename is left to do.
+        ``seal=False``: leave the sealing and compaction to :meth:`seal_and_compact`."""
         self._check_writable()
         if not self.snapshot_index <= snapshot.index <= self.last_index:
             raise UsageError(
@@ -910,9 +916,17 @@ class PartitionLog:
             # snapshot covers, so it could not refill a lost tail below it.
             self.sync_files()
         self._store_snapshot(snapshot, prewritten=prewritten)
+        if seal:
+            self.seal_and_compact(keep_after)
+
+    def seal_and_compact(self, keep_after: int | None = None) -> None:
+        """Seal the active segment if the newest snapshot covers (part of) it, so that a
+        compaction drops it, then compact. ``save_snapshot(seal=False)`` leaves this for
+        later: a node runs it in a turn of its own between write batches, so that the
+        batches wait for two short steps rather than one long one."""
+        self._check_writable()
         active = self._segments[-1]
-        if active.offsets and active.first_index <= snapshot.index:
-            # Seal the segment the snapshot covers (part of), so a later compaction drops it.
+        if active.offsets and active.first_index <= self.snapshot_index:
             self._roll_segment()
         self.compact(keep_after)
 
