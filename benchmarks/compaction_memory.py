@@ -7,6 +7,11 @@ policy when ``--compact``; then reports the Python heap the replica and log hold
 replica takes. Usage::
 
     python benchmarks/compaction_memory.py --writes 200000 --keys 1000 [--compact]
+
+The issue's storage-layer run (RSS and disk every million SETs, no tracemalloc)::
+
+    python benchmarks/compaction_memory.py --writes 100000000 --keys 100000 --compact \
+        --no-heap --report-every 1000000
 """
 
 from __future__ import annotations
@@ -38,11 +43,29 @@ def lone_primary(settings: ReplicaSettings, replica: Replica, log: PartitionLog)
     write_persists(log, ready.persist)
 
 
-def run(writes: int, keys: int, compact: bool, policy: SnapshotPolicy) -> dict[str, float]:
+def rss_mib() -> float:
+    """This process's resident set size (Linux /proc), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def run(
+    writes: int,
+    keys: int,
+    compact: bool,
+    policy: SnapshotPolicy,
+    *,
+    report_every: int = 0,
+    heap: bool = True,
+) -> dict[str, float]:
     path = tempfile.mkdtemp(prefix="planaria-compaction-")
     settings = ReplicaSettings(min_insync=1)
     gc.collect()
-    tracemalloc.start()
+    if heap:
+        tracemalloc.start()
     log = PartitionLog.open(OsFS(), path, policy=FsyncPolicy("never"))
     replica = Replica(NODE, 0, settings)
     lone_primary(settings, replica, log)
@@ -64,11 +87,20 @@ def run(writes: int, keys: int, compact: bool, policy: SnapshotPolicy) -> dict[s
             save_state(log, view, keep_after=keep)
             replica.compact(keep)
             snapshots += 1
+        if report_every and seq % report_every == 0:
+            print(
+                f"  {seq:,} SETs: RSS {rss_mib():.1f} MiB, data directory "
+                f"{directory_bytes(path) / 2**20:.1f} MiB, log entries in memory "
+                f"{replica.log_entries}, {seq / (time.perf_counter() - started):,.0f} SETs/s",
+                flush=True,
+            )
     write_s = time.perf_counter() - started
     log.sync()
     gc.collect()
-    heap_mib = tracemalloc.get_traced_memory()[0] / 2**20
-    tracemalloc.stop()
+    heap_mib = tracemalloc.get_traced_memory()[0] / 2**20 if heap else float("nan")
+    if heap:
+        tracemalloc.stop()
+    rss_end_mib = rss_mib()
     log.close()
     disk_mib = directory_bytes(path) / 2**20
     del replica, log
@@ -89,6 +121,7 @@ def run(writes: int, keys: int, compact: bool, policy: SnapshotPolicy) -> dict[s
     log.close()
     return {
         "heap_mib": heap_mib,
+        "rss_mib": rss_end_mib,
         "disk_mib": disk_mib,
         "reopen_s": reopen_s,
         "write_s": write_s,
@@ -103,9 +136,19 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--compact", action="store_true")
     parser.add_argument("--snapshot-entries", type=int, default=SnapshotPolicy().entries)
+    parser.add_argument(
+        "--report-every", type=int, default=0, help="print RSS and disk every N SETs"
+    )
+    parser.add_argument(
+        "--no-heap", dest="heap", action="store_false",
+        help="skip tracemalloc (it slows every allocation): RSS only",
+    )  # fmt: skip
     args = parser.parse_args()
     policy = SnapshotPolicy(entries=args.snapshot_entries)
-    result = run(args.writes, args.keys, args.compact, policy)
+    result = run(
+        args.writes, args.keys, args.compact, policy,
+        report_every=args.report_every, heap=args.heap,
+    )  # fmt: skip
     label = "compaction" if args.compact else "no compaction"
     print(
         f"{args.writes} SETs over {args.keys} keys, {label}: "

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 from planaria.cluster import partition_lines
+from planaria.core.codec import encode_state
 from planaria.core.compaction import SnapshotPolicy
+from planaria.core.messages import ReplicaSnapshot, Version
+from planaria.node._partition import _encode_in_turns
 
 from ._cluster import FAST, LocalCluster
 from ._writer import Writer
@@ -32,6 +36,9 @@ def test_snapshots_bound_the_log_and_a_restart_starts_from_one(tmp_path: Path) -
                     runtime.log is not None
                     and runtime.log.snapshot_index > runtime.replica.applied_index - 10
                     and runtime.replica.log_entries <= 10 + 4
+                    # The disk thread compacts the files after it stored a snapshot (the
+                    # snapshot index shows first): wait for that too.
+                    and runtime.log.log_entries < 50
                     for node in cluster.nodes.values()
                     for runtime in node.partitions.values()
                 )
@@ -70,3 +77,33 @@ def test_snapshots_bound_the_log_and_a_restart_starts_from_one(tmp_path: Path) -
             await cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_a_snapshot_is_encoded_in_turns_that_let_the_loop_run() -> None:
+    """The node encodes a snapshot on its event loop a piece at a time: the bytes are
+    encode_state's, and other tasks run while it encodes (200,000 keys take well over the
+    1 ms a turn may last, on any machine)."""
+    kv = {b"key-%d" % i: (b"v" * 10, Version(1, i + 1)) for i in range(200_000)}
+    view = ReplicaSnapshot(0, 200_000, 1, MappingProxyType(kv), MappingProxyType({}), 64)
+
+    async def scenario() -> tuple[bytes, int]:
+        turns = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal turns
+            while not done.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        counted = turns
+        data = await _encode_in_turns(view)
+        done.set()
+        await task
+        return data, turns - counted
+
+    data, turns_meanwhile = asyncio.run(scenario())
+    assert data == encode_state(view)
+    assert turns_meanwhile > 1

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
-from planaria.core.codec import decode_state, encode_entry, encode_state
+from planaria.core.codec import decode_state, encode_entry, encode_state, encode_state_parts
 from planaria.core.messages import (
     AppliedWrites,
     ClientReply,
@@ -248,3 +248,88 @@ def test_the_catch_up_tail_kept_behind_a_snapshot_survives_a_reopen() -> None:
     snapshot, entries = recovered_state(log)
     assert snapshot == state_at(100)
     assert entries[0].index == first and entries[-1].index == 100
+
+
+def big_state(keys: int) -> ReplicaSnapshot:
+    kv = {b"key-%d" % i: (b"v" * (i % 7), Version(1, i + 1)) for i in range(keys)}
+    return ReplicaSnapshot(3, keys, 1, MappingProxyType(kv), state_at(keys).dedup, 16)
+
+
+@pytest.mark.parametrize(("keys", "per_part"), [(0, 1), (1, 1), (1000, 7), (1000, 1024)])
+def test_the_state_encoded_in_pieces_is_the_same_bytes(keys: int, per_part: int) -> None:
+    state = big_state(keys)
+    parts = list(encode_state_parts(state, keys_per_part=per_part))
+    # The work is cut in steps of ``per_part`` keys, each ending with an empty piece where a
+    # node gives its event loop a turn; the pieces after the last step cost nothing.
+    assert parts.count(b"") == -(-keys // per_part)
+    assert b"".join(parts) == encode_state(state)
+    assert decode_state(keys, 1, b"".join(parts)) == state
+
+
+def test_a_snapshot_file_written_ahead_is_put_in_place_by_save() -> None:
+    """write_snapshot_file (off the disk thread) then save_snapshot(prewritten=True): the
+    same snapshot as one written in place, and no temporary file left."""
+    fs = SimFS()
+    log = saved_states(fs, 2)
+    fill(log, 10)
+    log.set_commit_index(log.last_index)
+    stored = Snapshot(25, 1, encode_state(state_at(25)))
+    log.write_snapshot_file(stored)
+    assert [n for n in fs.listdir(PATH) if n.endswith(".tmp")] == [f"snap-{25:020d}.snap.pre.tmp"]
+    log.save_snapshot(stored, prewritten=True)
+    assert log.snapshot_index == 25
+    assert not [n for n in fs.listdir(PATH) if n.endswith(".tmp")]
+    log.close()
+    snapshot, _entries = recovered_state(open_sim(fs, segment_bytes=400))
+    assert snapshot == state_at(25)
+
+
+def test_a_snapshot_file_written_ahead_is_discarded_or_removed_on_open() -> None:
+    fs = SimFS()
+    log = saved_states(fs, 2)
+    fill(log, 10)
+    log.write_snapshot_file(Snapshot(25, 1, encode_state(state_at(25))))
+    log.discard_snapshot_file(25)
+    log.discard_snapshot_file(25)  # gone already: nothing to do
+    assert not [n for n in fs.listdir(PATH) if n.endswith(".tmp")]
+    log.write_snapshot_file(Snapshot(26, 1, encode_state(state_at(26))))
+    log.close()  # a crash before the rename: the next open removes the file
+    log = open_sim(fs, segment_bytes=400)
+    assert log.snapshot_index == 18
+    assert not [n for n in fs.listdir(PATH) if n.endswith(".tmp")]
+
+
+def test_a_failed_write_of_a_snapshot_file_ahead_leaves_the_log_writable() -> None:
+    """The file is written outside the disk thread: a failure reaches the caller (the node
+    then treats its storage as failed) without touching the log's own state."""
+    fs = SimFS()
+    log = saved_states(fs, 2)
+    fs.fail_next("fsync")
+    with pytest.raises(StorageError):
+        log.write_snapshot_file(Snapshot(18, 1, encode_state(state_at(18))))
+    assert log.failure is None
+    fill(log, 1)
+
+
+def test_sealing_and_compacting_later_gives_the_same_log() -> None:
+    """save_snapshot(seal=False) then seal_and_compact (a node's two turns between write
+    batches) leaves the files one save_snapshot leaves; reopened between the two, the
+    log is whole (the old segments are still there)."""
+    one, two = SimFS(), SimFS()
+    for fs in (one, two):
+        log = saved_states(fs, 3)
+        fill(log, 10)
+        log.set_commit_index(log.last_index)
+        stored = Snapshot(38, 1, encode_state(state_at(38)))
+        if fs is one:
+            log.save_snapshot(stored)
+        else:
+            log.save_snapshot(stored, seal=False)
+            log.close()
+            log = open_sim(fs, segment_bytes=400)
+            assert log.snapshot_index == 38 and log.first_index < 28
+            log.seal_and_compact()
+        log.close()
+    assert one.listdir(PATH) == two.listdir(PATH)
+    snapshot, entries = recovered_state(open_sim(two, segment_bytes=400))
+    assert snapshot == state_at(38) and entries[-1].index == 40

@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterable
-from itertools import accumulate
+from collections.abc import Iterable, Iterator
+from itertools import accumulate, islice
 from types import MappingProxyType
 
 from planaria.core.messages import (
@@ -26,9 +26,9 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.errors import InternalError
+from planaria.errors import InternalError, UsageError
 
-__all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state"]
+__all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state", "encode_state_parts"]
 
 _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<I")
@@ -133,21 +133,43 @@ def _read_column(typecode: str, buf: memoryview, offset: int, count: int) -> arr
 
 def encode_state(snapshot: ReplicaSnapshot) -> bytes:
     """The replicated state of ``snapshot`` (not its index or epoch) as bytes."""
+    return b"".join(encode_state_parts(snapshot, keys_per_part=max(1, len(snapshot.kv))))
+
+
+def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> Iterator[bytes]:
+    """``encode_state`` in pieces (joined, the same bytes), the work done ``keys_per_part``
+    keys a step: after each step's columns it yields ``b""``, so a node that encodes a large
+    state on its event loop can give the loop a turn there (docs/operations.md,
+    "Snapshots"); the columns' pieces, which cost nothing more, follow in layout order."""
+    if keys_per_part < 1:
+        raise UsageError(f"keys_per_part must be >= 1, not {keys_per_part}")
     kv = snapshot.kv
-    keys = list(kv)
-    entries = list(kv.values())
-    values = [value for value, _ in entries]
-    versions = [version for _, version in entries]
-    parts = [
-        _STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, len(keys)),
-        _column("I", map(len, keys)),
-        _column("I", map(len, values)),
-        _column("Q", [version.epoch for version in versions]),
-        _column("Q", [version.index for version in versions]),
-        b"".join(keys),
-        b"".join(values),
-        _COUNT.pack(len(snapshot.dedup)),
-    ]
+    # key lengths, value lengths, version epochs, version indexes, keys' bytes, values' bytes
+    columns: tuple[list[bytes], ...] = ([], [], [], [], [], [])
+    items = iter(kv.items())
+    while chunk := list(islice(items, keys_per_part)):
+        keys = [key for key, _ in chunk]
+        values = [value for _, (value, _) in chunk]
+        versions = [version for _, (_, version) in chunk]
+        pieces = (
+            _column("I", map(len, keys)),
+            _column("I", map(len, values)),
+            _column("Q", [version.epoch for version in versions]),
+            _column("Q", [version.index for version in versions]),
+            b"".join(keys),
+            b"".join(values),
+        )
+        for column, piece in zip(columns, pieces, strict=True):
+            column.append(piece)
+        yield b""
+    yield _STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, len(kv))
+    for column in columns:
+        yield from filter(None, column)  # the only empty pieces are the steps' ends
+    yield _encode_dedup(snapshot)
+
+
+def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
+    parts = [_COUNT.pack(len(snapshot.dedup))]
     for client, applied in snapshot.dedup.items():
         parts += (_field(client.encode()), _LEN.pack(len(applied.seqs)))
         for seq in applied.seqs:

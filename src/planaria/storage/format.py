@@ -39,6 +39,7 @@ __all__ = [
     "encode_record",
     "encode_segment_header",
     "encode_snapshot",
+    "encode_snapshot_parts",
     "find_record_after",
     "scan_records",
 ]
@@ -172,7 +173,13 @@ def find_record_after(buf: memoryview, bad_offset: int, bad_index: int) -> int |
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
-    parts = [
+    return b"".join(encode_snapshot_parts(snapshot))
+
+
+def encode_snapshot_parts(snapshot: Snapshot) -> list[bytes | memoryview]:
+    """The bytes of ``encode_snapshot`` in pieces, the state's bytes not copied (a snapshot
+    file is written piece by piece: one copy of a large state less)."""
+    parts: list[bytes | memoryview] = [
         _SNAPSHOT_HEAD.pack(
             SNAPSHOT_MAGIC, snapshot.index, snapshot.epoch, len(snapshot.data), len(snapshot.dedup)
         ),
@@ -182,8 +189,11 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         if not isinstance(key, bytes) or not isinstance(value, bytes):
             raise UsageError("snapshot dedup table must map bytes to bytes")
         parts += [_PAIR.pack(len(key), len(value)), key, value]
-    body = b"".join(parts)
-    return body + _CRC.pack(zlib.crc32(body))
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    parts.append(_CRC.pack(crc))
+    return parts
 
 
 def decode_snapshot(buf: bytes) -> Snapshot | str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -66,6 +66,7 @@ from planaria.storage.format import (
     encode_record,
     encode_segment_header,
     encode_snapshot,
+    encode_snapshot_parts,
     find_record_after,
     scan_records,
 )
@@ -146,6 +147,13 @@ class _Segment:
 
 def _segment_name(first_index: int) -> str:
     return f"seg-{first_index:020d}.log"
+
+
+# A snapshot file written ahead of ``save_snapshot`` (``write_snapshot_file``): a name of
+# its own, so it never meets the temporary file of another snapshot at the same index (an
+# installed one); ``.tmp``, so recovery removes it.
+_PREWRITTEN_SUFFIX = ".pre.tmp"
+_PREWRITE_SYNC_BYTES = 256 * 1024
 
 
 def snapshot_name(index: int) -> str:
@@ -784,16 +792,18 @@ class PartitionLog:
             self._fail(error)
             raise error from exc
 
-    def _move_atomic(self, source: str, name: str) -> None:
-        """Make the file ``source`` (in the log's directory) durable and rename it to
-        ``name``: as ``_write_atomic`` without writing the bytes a second time."""
+    def _move_atomic(self, source: str, name: str, *, synced: bool = False) -> None:
+        """Make the file ``source`` (in the log's directory) durable (unless ``synced``: it
+        already is) and rename it to ``name``: as ``_write_atomic`` without writing the
+        bytes a second time."""
         path = self._file(source)
         try:
-            handle = self.fs.open_append(path, create=False)
-            try:
-                handle.fsync()
-            finally:
-                handle.close()
+            if not synced:
+                handle = self.fs.open_append(path, create=False)
+                try:
+                    handle.fsync()
+                finally:
+                    handle.close()
             self.fs.rename(path, self._file(name))
             self.fs.fsync_dir(self.path)
         except OSError as exc:
@@ -852,9 +862,62 @@ class PartitionLog:
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_snapshot(self, snapshot: Snapshot, *, keep_after: int | None = None) -> None:
+    def write_snapshot_file(
+        self, snapshot: Snapshot, *, after_slice: Callable[[], None] | None = None
+    ) -> None:
+        """Write ``snapshot``'s file under a temporary name and fsync it: the slow part of
+        storing a snapshot, which may run in another thread while the log takes writes (it
+        touches only that file, never the log's state). ``save_snapshot(prewritten=True)``
+        then puts it in place (a crash before leaves a temporary file, removed on open), or
+        :meth:`discard_snapshot_file` removes it. It is written and fsynced a slice at a
+        time, ``after_slice`` called after each (the node rests there)."""
+        tmp = self._file(snapshot_name(snapshot.index) + _PREWRITTEN_SUFFIX)
+        try:
+            handle = self.fs.open_append(tmp, create=True)
+            try:
+                handle.truncate(0)
+                unsynced = 0
+                for part in encode_snapshot_parts(snapshot):
+                    for start in range(0, len(part), _PREWRITE_SYNC_BYTES):
+                        piece = bytes(part[start : start + _PREWRITE_SYNC_BYTES])
+                        handle.append(piece)
+                        unsynced += len(piece)
+                        if unsynced >= _PREWRITE_SYNC_BYTES:
+                            # A slice at a time: one big flush would hold up the fsyncs of
+                            # the writes meanwhile (on ext4 they wait for the same journal
+                            # commit, with the dirty pages it flushes).
+                            handle.fsync()
+                            unsynced = 0
+                            if after_slice is not None:
+                                after_slice()
+                handle.fsync()
+            finally:
+                handle.close()
+        except OSError as exc:
+            raise storage_error_from_os(exc, "writing a snapshot file", tmp) from exc
+
+    def discard_snapshot_file(self, index: int) -> None:
+        """Remove the file ``write_snapshot_file`` wrote for ``index`` (if any)."""
+        tmp = self._file(snapshot_name(index) + _PREWRITTEN_SUFFIX)
+        try:
+            self.fs.remove(tmp)
+        except FileNotFoundError:
+            return  # never written
+        except OSError as exc:
+            raise storage_error_from_os(exc, "removing a snapshot file", tmp) from exc
+
+    def save_snapshot(
+        self,
+        snapshot: Snapshot,
+        *,
+        keep_after: int | None = None,
+        prewritten: bool = False,
+        seal: bool = True,
+    ) -> None:
         """Durably store a snapshot of the state up to ``snapshot.index``, then compact
-        (keeping every record after ``keep_after`` too, if given)."""
+        (keeping every record after ``keep_after`` too, if given). ``prewritten``: its
+        file was written by ``write_snapshot_file``; only the rename is left to do.
+        ``seal=False``: leave the sealing and compaction to :meth:`seal_and_compact`."""
         self._check_writable()
         if not self.snapshot_index <= snapshot.index <= self.last_index:
             raise UsageError(
@@ -870,10 +933,22 @@ class PartitionLog:
             # The files themselves must reach the snapshot: a journal replay skips what a
             # snapshot covers, so it could not refill a lost tail below it.
             self.sync_files()
-        self._store_snapshot(snapshot)
+        if prewritten:
+            name = snapshot_name(snapshot.index) + _PREWRITTEN_SUFFIX
+            self._store_snapshot(snapshot, from_file=name, synced=True)
+        else:
+            self._store_snapshot(snapshot)
+        if seal:
+            self.seal_and_compact(keep_after)
+
+    def seal_and_compact(self, keep_after: int | None = None) -> None:
+        """Seal the active segment if the newest snapshot covers (part of) it, so that a
+        compaction drops it, then compact. ``save_snapshot(seal=False)`` leaves this for
+        later: a node runs it in a turn of its own between write batches, so that the
+        batches wait for two short steps rather than one long one."""
+        self._check_writable()
         active = self._segments[-1]
-        if active.offsets and active.first_index <= snapshot.index:
-            # Seal the segment the snapshot covers (part of), so a later compaction drops it.
+        if active.offsets and active.first_index <= self.snapshot_index:
             self._roll_segment()
         self.compact(keep_after)
 
@@ -937,12 +1012,14 @@ class PartitionLog:
             raise StorageMissing(f"snapshot file cut short at {offset + len(data)}", path=path)
         return data
 
-    def _store_snapshot(self, snapshot: Snapshot, *, from_file: str | None = None) -> None:
+    def _store_snapshot(
+        self, snapshot: Snapshot, *, from_file: str | None = None, synced: bool = False
+    ) -> None:
         name = snapshot_name(snapshot.index)
         if from_file is None:
             self._write_atomic(name, encode_snapshot(snapshot))
         else:
-            self._move_atomic(from_file, name)
+            self._move_atomic(from_file, name, synced=synced)
         self._snapshot = snapshot
         kept = [index for index in self._snapshot_indexes if index < snapshot.index]
         self._snapshot_indexes = [*kept, snapshot.index]
