@@ -72,13 +72,33 @@ def test_a_received_snapshot_replaces_the_log_and_holds_the_primarys_state() -> 
     fs = SimFS()
     source, dest = primary_log(fs), backup_log(fs)
     last = received(source, dest)
-    install_received(dest, last)
+    assert install_received(dest, last) is True
     assert INCOMING_SNAPSHOT not in fs.listdir("/b/p0")
     assert (dest.snapshot_index, dest.last_index, dest.epoch, dest.commit_index) == (40, 40, 2, 40)
     dest.close()
     snapshot, entries = recovered_state(open_sim(fs, "/b/p0"))
     assert snapshot is not None and entries == []
     assert dict(snapshot.kv) == {b"k%d" % i: (b"v" * 50, Version(2, i)) for i in range(1, 41)}
+
+
+def test_a_snapshot_the_log_moved_past_meanwhile_is_not_installed() -> None:
+    """The last chunk is written, then the log moves past the snapshot before the install
+    (a node's replica rebuilt and caught up between two steps of its disk thread): the
+    install reports False, removes the incoming file and leaves the log as it is, instead of
+    raising (which once left a node's partition refusing clients for good)."""
+    fs = SimFS()
+    source, dest = primary_log(fs), backup_log(fs)
+    last = received(source, dest)
+    dest.set_epoch(2)
+    ahead = [Entry(2, i, ("c", i), Set(b"k%d" % i, b"v" * 50)) for i in range(4, 46)]
+    dest.truncate_after(3)
+    dest.append_many([(e.epoch, encode_entry(e)) for e in ahead])
+    dest.set_commit_index(45)
+    dest.sync()
+    before = (dest.snapshot_index, dest.first_index, dest.last_index, dest.commit_index)
+    assert install_received(dest, last) is False
+    assert INCOMING_SNAPSHOT not in fs.listdir("/b/p0")
+    assert (dest.snapshot_index, dest.first_index, dest.last_index, dest.commit_index) == before
 
 
 def test_the_received_file_itself_is_installed_not_a_copy_written_again() -> None:

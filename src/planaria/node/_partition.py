@@ -563,15 +563,25 @@ class PartitionRuntime:
         self._recovering = True
         self._drop_stages()
         try:
-            await self._committer.call(functools.partial(install_received, chunk=chunk), log_)
+            installed = await self._committer.call(
+                functools.partial(install_received, chunk=chunk), log_
+            )
         except StorageError as exc:
             self._recovering = False
             self._storage_failed(exc)
             return
-        self.snapshots_installed += 1
+        except Exception:
+            # Never left recovering (refusing every client) by a failure nobody awaits.
+            log.exception("p%d: installing a snapshot failed; rebuilding from disk", self.partition)
+            self._recovering = False
+            self._break()
+            return
+        if installed:
+            self.snapshots_installed += 1
         log.info(
-            "p%d: installed the snapshot at %d from %s",
+            "p%d: %s the snapshot at %d from %s",
             self.partition,
+            "installed" if installed else "already past (not installed)",
             chunk.snapshot_index,
             chunk.sender,
         )

@@ -725,7 +725,9 @@ class SimNode(Process):
         self._pipeline(chunk.partition).drop()
         torn = self._arm_crash(install=True)
         try:
-            install_received(log, chunk)
+            # Always installed here: the chunk was checked against the replica in this
+            # same event (the node's disk thread leaves a gap: install_received's False).
+            installed = install_received(log, chunk)
         except StorageError as failure:
             if not torn:
                 raise
@@ -736,8 +738,8 @@ class SimNode(Process):
             self.install_crashes += 1
             self._crash_armed("crash after an install", f"p{chunk.partition}")
             return
-        self.snapshots_installed += 1
-        self.stale_installs += chunk.epoch < replica.epoch
+        self.snapshots_installed += installed
+        self.stale_installs += installed and chunk.epoch < replica.epoch
         self.world.trace.add(
             self.world.now_ms,
             self.pid,

@@ -151,14 +151,24 @@ def receive_chunk(log: PartitionLog, chunk: SnapshotChunk, *, restart: bool) -> 
         raise storage_error_from_os(exc, "writing a received chunk", path) from exc
 
 
-def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
+def install_received(log: PartitionLog, chunk: SnapshotChunk) -> bool:
     """Install the snapshot whose last chunk (``chunk``) was just received and verified:
     check the incoming file again as it is on disk (its size, its CRC, its layout, and that
     it is the announced snapshot), record the sender's epoch, and replace the log by the
     snapshot atomically (``PartitionLog.install_snapshot``), the file itself fsynced and
     renamed into place: the bytes are not decoded into state nor written a second time.
-    StorageDamaged if the file does not hold the announced snapshot."""
+    StorageDamaged if the file does not hold the announced snapshot. False (the file
+    removed, the log untouched) if the log already stands past the snapshot: a node writes
+    the last chunk and installs it in steps of its disk thread, and its replica may have
+    moved on meanwhile (rebuilt from its disk, caught up, snapshotted): it holds that state
+    already, as ``SnapshotReceiver.on_chunk`` answers when a chunk arrives that late."""
     path = join(log.path, INCOMING_SNAPSHOT)
+    if chunk.snapshot_index < max(log.snapshot_index, log.commit_index):
+        try:
+            log.fs.remove(path)
+        except OSError as exc:
+            raise storage_error_from_os(exc, "removing the received snapshot", path) from exc
+        return False
     try:
         size = log.fs.size(path)
         data = log.fs.read(path, 0, size) if size == chunk.total_bytes else b""
@@ -180,3 +190,4 @@ def install_received(log: PartitionLog, chunk: SnapshotChunk) -> None:
     if chunk.epoch > log.epoch:
         log.set_epoch(chunk.epoch)
     log.install_snapshot(decoded, from_file=INCOMING_SNAPSHOT)
+    return True
