@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from planaria import __version__
+from planaria.cli._cluster import positive_int
 from planaria.cluster import (
     DEFAULT_BASE_PORT,
     ClusterError,
@@ -71,16 +72,6 @@ def _chunk_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if not 1 <= value <= CHUNK_BYTES_MAX:
         raise argparse.ArgumentTypeError(f"must be in 1..{CHUNK_BYTES_MAX}, not {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
@@ -319,20 +310,20 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--nodes",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="node processes of the new cluster (default: as many as the backed-up cluster "
         "had; at least its replicas per partition)",
     )
     parser.add_argument(
         "--port",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_BASE_PORT,
         help=f"RESP port of the first node; the next nodes count up (default {DEFAULT_BASE_PORT})",
     )
     parser.add_argument(
         "--coordinator-port",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="the coordinator's port (default 7000, or PORT - 1 for another --port)",
     )

@@ -52,6 +52,7 @@ __all__ = [
     "add_up_arguments",
     "follow_moves",
     "missing_run_options",
+    "positive_int",
     "render_status",
     "run_down",
     "run_node_control",
@@ -75,7 +76,8 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -93,31 +95,31 @@ _RECORDED = "; a stopped cluster's DIR: what it recorded"
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--nodes", type=_positive, default=None, help=f"node processes (default 3{_RECORDED})"
+        "--nodes", type=positive_int, default=None, help=f"node processes (default 3{_RECORDED})"
     )
     parser.add_argument(
         "--partitions",
-        type=_positive,
+        type=positive_int,
         default=None,
         help=f"partitions, fixed at creation (default 64{_RECORDED})",
     )
     parser.add_argument(
         "--replicas",
-        type=_positive,
+        type=positive_int,
         default=None,
         help=f"replicas per partition (default 3{_RECORDED})",
     )
     _add_data(parser)
     parser.add_argument(
         "--port",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="RESP port of the first node; the next nodes count up (default "
         f"{DEFAULT_BASE_PORT}{_RECORDED})",
     )
     parser.add_argument(
         "--coordinator-port",
-        type=_positive,
+        type=positive_int,
         default=None,
         help=f"the coordinator's port (default 7000, or PORT - 1 for another --port{_RECORDED})",
     )
@@ -253,15 +255,15 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
         help="the ids of the first nodes (each started with planaria node --id ID)",
     )
     parser.add_argument(
-        "--partitions", type=_positive, default=64, help="partitions, fixed for good (64)"
+        "--partitions", type=positive_int, default=64, help="partitions, fixed for good (64)"
     )
-    parser.add_argument("--replicas", type=_positive, default=3, help="replicas (3)")
+    parser.add_argument("--replicas", type=positive_int, default=3, help="replicas (3)")
     parser.add_argument(
-        "--min-insync", type=_positive, default=None, help="default min(2, replicas)"
+        "--min-insync", type=positive_int, default=None, help="default min(2, replicas)"
     )
     parser.add_argument(
         "--first-epoch",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="the epoch of the first configs (default 1; for the node directories of a "
         "restored backup: the first_epoch in the cluster.json planaria restore wrote)",
