@@ -36,7 +36,7 @@ from typing import Any
 
 from planaria.storage.errors import BackupInvalid
 from planaria.storage.format import SNAPSHOT_MAGIC, Meta, encode_meta
-from planaria.storage.fs import FileLayer, join
+from planaria.storage.fs import FileLayer, join, write_atomic
 from planaria.storage.log import META_NAME, snapshot_name
 
 __all__ = [
@@ -324,22 +324,9 @@ def write_manifest(fs: FileLayer, directory: str, manifest: Manifest) -> None:
     """Write the manifest atomically (temporary file, fsync, rename, fsync of the
     directory): the last step of a backup, which makes it one."""
     final = join(directory, MANIFEST_NAME)
-    _write_atomic(fs, directory, MANIFEST_NAME, encode_manifest(manifest))
+    write_atomic(fs, directory, MANIFEST_NAME, encode_manifest(manifest))
     if fs.size(final) == 0:  # paranoia of the cheap kind: an empty manifest is no backup
         raise BackupInvalid("manifest written empty", path=final)
-
-
-def _write_atomic(fs: FileLayer, directory: str, name: str, data: bytes) -> None:
-    temporary = join(directory, name + ".tmp")
-    handle = fs.open_append(temporary, create=True)
-    try:
-        handle.truncate(0)
-        handle.append(data)
-        handle.fsync()
-    finally:
-        handle.close()
-    fs.rename(temporary, join(directory, name))
-    fs.fsync_dir(directory)
 
 
 def read_manifest(fs: FileLayer, directory: str) -> Manifest:
@@ -422,4 +409,4 @@ def restore_partition_log(
         if check.sha256 != entry.sha256 or check.size_bytes != entry.size_bytes:
             raise BackupInvalid(f"{entry.file} changed while it was copied", path=source)
         fs.rename(temporary, join(log_dir, name))
-        _write_atomic(fs, log_dir, META_NAME, encode_meta(Meta(entry.epoch, entry.index)))
+        write_atomic(fs, log_dir, META_NAME, encode_meta(Meta(entry.epoch, entry.index)))

@@ -23,7 +23,16 @@ from typing import Protocol
 
 from planaria.errors import UsageError
 
-__all__ = ["WRITE_OPS", "AppendFile", "FileLayer", "FileLock", "SimFS", "SimFSStats", "join"]
+__all__ = [
+    "WRITE_OPS",
+    "AppendFile",
+    "FileLayer",
+    "FileLock",
+    "SimFS",
+    "SimFSStats",
+    "join",
+    "write_atomic",
+]
 
 
 def join(directory: str, name: str) -> str:
@@ -115,6 +124,22 @@ class SimFSStats:
 WRITE_OPS = frozenset(
     {"append", "fsync", "truncate", "preallocate", "rename", "remove", "fsync_dir", "create"}
 )
+
+
+def write_atomic(fs: FileLayer, directory: str, name: str, data: bytes) -> None:
+    """Replace ``directory/name`` by ``data`` atomically and durably: a temporary file
+    written and fsynced, renamed over it, the directory fsynced (OSError as the layer
+    raises it)."""
+    temporary = join(directory, name + ".tmp")
+    handle = fs.open_append(temporary, create=True)
+    try:
+        handle.truncate(0)
+        handle.append(data)
+        handle.fsync()
+    finally:
+        handle.close()
+    fs.rename(temporary, join(directory, name))
+    fs.fsync_dir(directory)
 
 
 def _oserror(code: int, path: str) -> OSError:

@@ -70,7 +70,7 @@ from planaria.storage.format import (
     find_record_after,
     scan_records,
 )
-from planaria.storage.fs import AppendFile, FileLayer, FileLock, join
+from planaria.storage.fs import AppendFile, FileLayer, FileLock, join, write_atomic
 
 if TYPE_CHECKING:
     from planaria.storage.journal import Journal
@@ -776,19 +776,10 @@ class PartitionLog:
         self._meta_dirty = False
 
     def _write_atomic(self, name: str, data: bytes) -> None:
-        tmp = self._file(name + ".tmp")
         try:
-            handle = self.fs.open_append(tmp, create=True)
-            try:
-                handle.truncate(0)
-                handle.append(data)
-                handle.fsync()
-            finally:
-                handle.close()
-            self.fs.rename(tmp, self._file(name))
-            self.fs.fsync_dir(self.path)
+            write_atomic(self.fs, self.path, name, data)
         except OSError as exc:
-            error = storage_error_from_os(exc, f"writing {name}", tmp)
+            error = storage_error_from_os(exc, f"writing {name}", self._file(name + ".tmp"))
             self._fail(error)
             raise error from exc
 
