@@ -58,14 +58,7 @@ from planaria.node._partition import (
 )
 from planaria.node._requests import ClientRequests
 from planaria.node._session import SessionKeeper
-from planaria.node._settings import (
-    BUS_PORT_OFFSET,
-    DRIFT_MAX,
-    EXIT_LOOP_STALLED,
-    LEASE_MARGIN_MS,
-    NodeSettings,
-    monotonic_ms,
-)
+from planaria.node._settings import BUS_PORT_OFFSET, NodeSettings, monotonic_ms
 from planaria.node._tasks import cancel_all
 from planaria.node._views import NodeViews
 from planaria.storage import (
@@ -80,7 +73,7 @@ from planaria.storage import (
 )
 from planaria.storage.errors import storage_error_from_os
 
-__all__ = ["DRIFT_MAX", "EXIT_LOOP_STALLED", "LEASE_MARGIN_MS", "Node", "NodeSettings"]
+__all__ = ["Node"]
 
 log = logging.getLogger("planaria.node")
 
