@@ -57,6 +57,8 @@ HOT_MODULES = (
     "planaria.net.frame",
     "planaria.net.server",
     "planaria.node._node",
+    "planaria.node._effects",
+    "planaria.node._requests",
 )
 MANIFEST_NAME = "_native.json"
 PURE_ENV = "PLANARIA_PURE_PYTHON"

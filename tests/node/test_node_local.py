@@ -507,7 +507,7 @@ def test_a_node_on_a_replaced_disk_leaves_every_isr_until_refilled(tmp_path: Pat
                         return False
                     losses.add(config.wiped_loss("n3"))
                 # One loss (the disk's), recorded everywhere; then the marker went.
-                return len(losses) == 1 and None not in losses and n3._lost_all is None
+                return len(losses) == 1 and None not in losses and n3._keeper.lost_all is None
 
             await cluster.wait_for(recorded_and_refilled, 10.0, "n3 recorded lost, then back")
             assert not (tmp_path / "n3" / "lost-all").exists()
@@ -534,14 +534,14 @@ def test_a_node_back_on_an_empty_disk_nobody_marked_is_refilled_first(tmp_path: 
         try:
             for i in range(20):
                 assert await writer.write(f"a{i}".encode(), b"1")
-            old_id = cluster.nodes["n3"]._data_id
+            old_id = cluster.nodes["n3"]._keeper.data_id
             assert all(c.data_id("n3") == old_id for c in cluster.nodes["n1"].configs.values())
             await cluster.crash("n3")
             shutil.rmtree(tmp_path / "n3")  # the disk is replaced, and nobody says so
             (tmp_path / "n3").mkdir()
             writer.seeds = [cluster.nodes["n1"].address, cluster.nodes["n2"].address]
             n3 = await cluster.start_node("n3")
-            new_id = n3._data_id
+            new_id = n3._keeper.data_id
             assert new_id != old_id
             watched = cluster.nodes["n1"]
             adopted_in_sync: list[PartitionConfig] = []
@@ -570,7 +570,9 @@ def test_a_node_back_on_an_empty_disk_nobody_marked_is_refilled_first(tmp_path: 
                 "n3 refilled with every acknowledged write",
             )
             # Every config knows the new id: it is new no more (its marker went).
-            await cluster.wait_for(lambda: not n3._data_id_new, 5.0, "the new data id confirmed")
+            await cluster.wait_for(
+                lambda: not n3._keeper.data_id_new, 5.0, "the new data id confirmed"
+            )
             assert not (tmp_path / "n3" / "data-id-new").exists()
         finally:
             await writer.close()

@@ -3,8 +3,12 @@
 This front only re-exports, lazily (PEP 562): ``from planaria.node import read_configs``
 loads the controller service's module, not the node's event loop and sockets.
 
-- ``_node``: :class:`Node` and :class:`NodeSettings`: the RESP server, the peer bus, the
-  lease and one partition runtime per replica the node holds.
+- ``_node``: :class:`Node`: the disk, the RESP server and the tick; it composes
+  ``_session`` (coordinator session, lease, registration), ``_configs`` (the configs and
+  members it follows; one partition runtime per replica it holds), ``_effects`` (peer sends,
+  snapshot transfers, ISR proposals), ``_requests`` (client commands waiting for replies)
+  and ``_views`` (INFO, CLUSTER, BACKUP), over the shared state of ``_context``.
+- ``_settings``: :class:`NodeSettings` and the lease rule's constants.
 - ``_partition``: a replica's runtime (persist, send, reply, propose; snapshots, transfers).
 - ``_transport``: the peer bus (msgpack frames between nodes).
 - ``_lease``: the keep-alive thread and the event loop watchdog.
@@ -40,21 +44,21 @@ if TYPE_CHECKING:
         sessions_from_members,
         write_cluster_metadata,
     )
-    from planaria.node._node import (
+    from planaria.node._node import Node
+    from planaria.node._settings import (
         DRIFT_MAX,
         EXIT_LOOP_STALLED,
         LEASE_MARGIN_MS,
-        Node,
         NodeSettings,
     )
 
 # name -> the module that defines it, imported on first access
 _LAZY = {
-    "DRIFT_MAX": "planaria.node._node",
-    "EXIT_LOOP_STALLED": "planaria.node._node",
-    "LEASE_MARGIN_MS": "planaria.node._node",
+    "DRIFT_MAX": "planaria.node._settings",
+    "EXIT_LOOP_STALLED": "planaria.node._settings",
+    "LEASE_MARGIN_MS": "planaria.node._settings",
     "Node": "planaria.node._node",
-    "NodeSettings": "planaria.node._node",
+    "NodeSettings": "planaria.node._settings",
     "CLUSTER_KEY": "planaria.node._control",
     "ClusterMetadata": "planaria.node._control",
     "ControlSettings": "planaria.node._control",

@@ -1,0 +1,199 @@
+"""What a node reports (:class:`NodeViews`): INFO's sections, the partitions it serves,
+and the answers to every command that is not a data command (INFO, CLUSTER, BACKUP)."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Awaitable, Callable, Iterable
+
+from planaria import _native
+from planaria.core.replica import Role
+from planaria.errors import UsageError
+from planaria.net import resp
+from planaria.net.commands import (
+    BackupBegin,
+    BackupEnd,
+    BackupRead,
+    ClusterInfo,
+    ClusterMyId,
+    ClusterNodes,
+    ClusterShards,
+    ClusterSlots,
+    ConnectionState,
+    Info,
+    NodeRequest,
+    render_info,
+)
+from planaria.net.server import RespServer
+from planaria.net.topology import (
+    cluster_info,
+    cluster_nodes,
+    cluster_shards,
+    cluster_slots,
+    node_id_hex,
+)
+from planaria.node._backup import BackupExports
+from planaria.node._configs import ConfigFollower
+from planaria.node._context import NodeContext
+from planaria.node._effects import ReplicaEffects
+from planaria.node._partition import PartitionRuntime
+from planaria.node._requests import ClientRequests
+from planaria.node._session import SessionKeeper
+from planaria.node._settings import monotonic_ms
+from planaria.storage import GroupCommitter
+
+__all__ = ["NodeViews"]
+
+
+class NodeViews:
+    """Reads every part of the node, changes none (BACKUP aside: ``backups`` exports).
+    ``ports`` gives the RESP and bus ports the node listens on (known once it does)."""
+
+    def __init__(
+        self,
+        context: NodeContext,
+        *,
+        cluster: ConfigFollower,
+        keeper: SessionKeeper,
+        effects: ReplicaEffects,
+        requests: ClientRequests,
+        server: RespServer,
+        committer: GroupCommitter,
+        backups: BackupExports,
+        ports: Callable[[], tuple[int, int]],
+    ) -> None:
+        self._node_id = context.node_id
+        self._settings = context.settings
+        self._partitions = context.partitions
+        self._cluster = cluster
+        self._keeper = keeper
+        self._effects = effects
+        self._requests = requests
+        self._server = server
+        self._committer = committer
+        self._backups = backups
+        self._ports = ports
+        self._started_ms = monotonic_ms()
+
+    def answer(self, state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:
+        """INFO, CLUSTER MYID / SLOTS / SHARDS / NODES / INFO, BACKUP BEGIN / READ / END."""
+        if isinstance(request, Info):
+            return render_info(self.info(request.sections))
+        if isinstance(request, ClusterMyId):
+            return resp.bulk(node_id_hex(self._node_id).encode())
+        if isinstance(request, BackupBegin):
+            runtime = self._partitions.get(request.partition)
+            return self._backups.begin(request.partition, runtime, self._node_id)
+        if isinstance(request, BackupRead):
+            return self._backups.read(request.token, request.offset, request.length)
+        if isinstance(request, BackupEnd):
+            return self._backups.end(request.token)
+        topology = self._cluster.topology()
+        if isinstance(request, ClusterSlots):
+            return cluster_slots(topology)
+        if isinstance(request, ClusterShards):
+            return cluster_shards(topology, state.protocol)
+        if isinstance(request, ClusterNodes):
+            return cluster_nodes(topology, self._node_id)
+        if isinstance(request, ClusterInfo):
+            return cluster_info(topology, self._node_id)
+        raise UsageError(f"unsupported request {type(request).__name__}")
+
+    def serving_partitions(self) -> list[int]:
+        now = monotonic_ms()
+        return sorted(p for p, r in self._partitions.items() if r.replica.serving(now))
+
+    def info(self, sections: Iterable[str] = ()) -> dict[str, dict[str, object]]:
+        """INFO's sections: server, cluster (roles, serving), partitions (epoch, lag)."""
+        now = monotonic_ms()
+        partitions = self._partitions
+        keeper = self._keeper
+        sender = self._effects.sender
+        stats = self._committer.stats
+        tcp_port, bus_port = self._ports()
+        primaries = sum(r.replica.role is Role.PRIMARY for r in partitions.values())
+        result: dict[str, dict[str, object]] = {
+            "Server": {
+                "redis_version": "7.0.0",
+                "planaria_node": self._node_id,
+                "process_id": os.getpid(),
+                "tcp_port": tcp_port,
+                "bus_port": bus_port,
+                "uptime_in_seconds": int((now - self._started_ms) / 1000),
+                "session": keeper.session if keeper.session is not None else "none",
+                "lease_remaining_ms": max(0, int(keeper.lease_until_ms - now))
+                if keeper.lease_until_ms > now
+                else 0,
+                "sessions_lost": keeper.sessions_lost,
+                "replies_unleased": self._effects.replies_unleased,
+                "fsync": self._settings.fsync.mode,
+                "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
+            },
+            "Cluster": {
+                "cluster_enabled": 1,
+                "partitions_total": self._cluster.partition_count or 0,
+                "partitions_here": len(partitions),
+                "primaries": primaries,
+                "backups": len(partitions) - primaries,
+                "serving": len(self.serving_partitions()),
+                "connected_clients": self._server.connections,
+                "pending_writes": self._requests.pending,
+                "gc_frozen_objects": gc.get_freeze_count(),
+                "disk_jobs": stats.jobs,
+                "disk_jobs_inline": stats.inline,
+                "disk_batches": stats.batches,
+                "disk_fsyncs": stats.syncs,
+                "appends_merged": sum(r.appends_merged for r in partitions.values()),
+                # Snapshot transfers: sending now / done / aborted, bytes sent, installed here.
+                "transfers": len(sender.transfers),
+                "transfers_done": sender.completed,
+                "transfers_aborted": sender.aborted,
+                "transfer_bytes_sent": sender.bytes_sent,
+                "transfers_receiving": len(self._effects.receiver.receiving),
+                "snapshots_installed": sum(r.snapshots_installed for r in partitions.values()),
+                # Snapshots taken for planaria backup (BACKUP BEGIN): open now, taken in all.
+                "backups_open": len(self._backups),
+                "backups_taken": self._backups.exported,
+            },
+            "Partitions": {
+                f"p{p}": self._partition_line(r, now) for p, r in sorted(partitions.items())
+            },
+        }
+        wanted = {s.lower() for s in sections} - {"all", "everything", "default"}
+        if wanted:
+            result = {name: body for name, body in result.items() if name.lower() in wanted}
+        return result
+
+    def _partition_line(self, runtime: PartitionRuntime, now_ms: float) -> str:
+        replica = runtime.replica
+        config = runtime.config
+        lag = 0
+        if replica.role is Role.PRIMARY and config is not None:
+            peers = [n for n in config.replicas if n != self._node_id]
+            lag = max((replica.last_index - replica.match_index(n) for n in peers), default=0)
+        isr = "|".join(sorted(config.isr)) if config is not None else ""
+        transfers = self._effects.sender.transfers
+        return (
+            f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
+            f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
+            f"storage={'failed' if runtime.storage_failure else 'ok'},"
+            f"storage_failures={runtime.storage_failures},"
+            f"{_log_fields(runtime)},"
+            f"transfers={sum(p == runtime.partition for p, _ in transfers)}"
+        )
+
+
+def _log_fields(runtime: PartitionRuntime) -> str:
+    """INFO's snapshot and log fields of a partition: where its snapshot stands, what its
+    log files hold, the entries in memory, and the peers that need a snapshot transfer."""
+    log_ = runtime.log
+    replica = runtime.replica
+    snapshot_index = log_.snapshot_index if log_ is not None else 0
+    log_entries = log_.log_entries if log_ is not None else 0
+    log_bytes = log_.log_bytes if log_ is not None else 0
+    return (
+        f"snapshot_index={snapshot_index},log_entries={log_entries},log_bytes={log_bytes},"
+        f"memory_entries={replica.log_entries},snapshots={runtime.snapshots_taken},"
+        f"needs_snapshot={len(replica.peers_needing_snapshot)}"
+    )
