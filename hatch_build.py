@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -47,6 +48,45 @@ def _remove_compiled() -> None:
         path.unlink(missing_ok=True)
 
 
+def _compile_sources_in_parallel(build_ext: Any) -> None:
+    """Let the C compiler build an extension's sources side by side, one per CPU (the
+    compile is most of a fresh ``make install``; distutils runs one source at a time). A
+    thread per source is enough: each waits on a ``gcc`` process."""
+    build_extension = build_ext.build_extension
+
+    def build_with_parallel_compiler(extension: Any) -> None:
+        compiler = build_ext.compiler
+
+        def compile_all(  # noqa: PLR0917 (CCompiler.compile's signature)
+            sources: list[str],
+            output_dir: str | None = None,
+            macros: Any = None,
+            include_dirs: Any = None,
+            debug: bool = False,
+            extra_preargs: Any = None,
+            extra_postargs: Any = None,
+            depends: Any = None,
+        ) -> list[str]:
+            # What CCompiler.compile does, with the per-source loop on a thread pool.
+            macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+                output_dir, macros, include_dirs, sources, depends, extra_postargs
+            )
+            cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+            def compile_one(target: str) -> None:
+                source, extension_name = build[target]
+                compiler._compile(target, source, extension_name, cc_args, extra_postargs, pp_opts)
+
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                list(pool.map(compile_one, objects))  # list(): raise the first failure
+            return list(objects)
+
+        compiler.compile = compile_all
+        build_extension(extension)
+
+    build_ext.build_extension = build_with_parallel_compiler
+
+
 def build_in_place() -> list[Path]:
     """Compile the hot modules next to their sources; returns every file written."""
     native = _native()
@@ -58,13 +98,17 @@ def build_in_place() -> list[Path]:
     previous = Path.cwd()
     os.chdir(ROOT)  # mypyc names modules from paths relative to here (src/ layout)
     try:
-        extensions = mypycify(sources, opt_level="3", target_dir="build/mypyc")
+        # One C file per module, so that the compile can use every CPU (the code runs as
+        # fast as from one file: `planaria sim --seeds 40` took 10.5 s either way).
+        extensions = mypycify(sources, opt_level="3", target_dir="build/mypyc", multi_file=True)
         dist = Distribution(
             {"name": "planaria", "ext_modules": extensions, "package_dir": {"": "src"}}
         )
         build_ext: Any = dist.get_command_obj("build_ext")
         build_ext.inplace = True
         build_ext.build_temp = "build/mypyc-temp"
+        build_ext.parallel = os.cpu_count()  # the extensions side by side
+        _compile_sources_in_parallel(build_ext)  # and each one's sources
         dist.run_command("build_ext")
     finally:
         os.chdir(previous)
