@@ -96,7 +96,7 @@ FAST_MARKERS := not slow and not process and not ensemble and not sweep
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts hatch_build.py
-	PLANARIA_PURE_PYTHON=1 HYPOTHESIS_PROFILE=fast $(BIN)/pytest -p no:xdist -m "$(FAST_MARKERS)"
+	PLANARIA_PURE_PYTHON=1 HYPOTHESIS_PROFILE=fast $(BIN)/pytest $(PYTEST_PARALLEL) -m "$(FAST_MARKERS)"
 
 # The whole suite RUNS times in a row beside two CPU burners, stopping at the first failure.
 RUNS ?= 5

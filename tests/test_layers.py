@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,31 +169,39 @@ def all_modules() -> list[str]:
 
 # Runs in a fresh interpreter: imports a few plain standard-library modules every layer may
 # use (never planaria, never anything a layer forbids), then forks one child per module named
-# on the command line. Each child starts from that pristine state, imports its module and
-# reports what it loaded: a fresh interpreter per module, without paying each one's start-up.
+# on the command line after the reports' directory, one per CPU at a time. Each child
+# starts from that pristine state, imports its module and writes what it loaded to a file of
+# its own there: a fresh interpreter per module, without paying each one's start-up.
 PROBE = """
 import json, os, sys
 import ast, bisect, collections, dataclasses, enum, functools, hashlib, heapq, inspect
 import itertools, math, pathlib, random, re, struct, typing
-result = {}
-for module in sys.argv[1:]:
-    read_end, write_end = os.pipe()
+reports, modules = sys.argv[1], sys.argv[2:]
+running = {}
+def reap():
+    pid, _ = os.wait()
+    running.pop(pid)
+for index, module in enumerate(modules):
+    while len(running) >= (os.cpu_count() or 1):
+        reap()
     pid = os.fork()
     if pid == 0:
-        os.close(read_end)
         before = set(sys.modules)
         try:
             __import__(module)
             report = {"loaded": sorted(set(sys.modules) - before)}
         except BaseException as exc:
             report = {"error": repr(exc)}
-        with os.fdopen(write_end, "w") as out:
+        with open(os.path.join(reports, str(index)), "w") as out:
             json.dump(report, out)
         os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as answer:
+    running[pid] = module
+while running:
+    reap()
+result = {}
+for index, module in enumerate(modules):
+    with open(os.path.join(reports, str(index))) as answer:
         result[module] = json.load(answer)
-    os.waitpid(pid, 0)
 print(json.dumps(result))
 """
 # What the probe itself loads, so never counted against a module.
@@ -207,14 +216,15 @@ def loaded_by_each(modules: list[str], extra_path: Path | None = None) -> dict[s
     env = dict(os.environ)
     paths = [str(SRC), *([str(extra_path)] if extra_path else [])]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *modules],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    with tempfile.TemporaryDirectory(prefix="planaria-layers-") as reports:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, reports, *modules],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     assert done.returncode == 0, done.stderr
     reports = json.loads(done.stdout)
     errors = {module: r["error"] for module, r in reports.items() if "error" in r}
