@@ -98,11 +98,12 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts hatch_build.py
 	PLANARIA_PURE_PYTHON=1 HYPOTHESIS_PROFILE=fast $(BIN)/pytest $(PYTEST_PARALLEL) -m "$(FAST_MARKERS)"
 
-# The whole suite RUNS times in a row beside two CPU burners, stopping at the first failure.
+# The whole suite RUNS times in a row beside two CPU burners, stopping at the first failure,
+# on the workers make test uses.
 RUNS ?= 5
 
 stress: $(NATIVE) system-deps
-	PYTEST=$(BIN)/pytest scripts/stress-test.sh -n $(RUNS)
+	PYTEST=$(BIN)/pytest scripts/stress-test.sh -n $(RUNS) $(PYTEST_PARALLEL)
 
 bench: $(NATIVE) bench-deps
 	$(BIN)/python benchmarks/run.py
