@@ -124,6 +124,7 @@ from planaria.node._partition import (
     LOST_ALL,
     NO_LEASE,
     PartitionRuntime,
+    RecoveredLogs,
     SessionOpened,
     claim_data_id,
     claim_lost_all,
@@ -319,6 +320,7 @@ class Node:
         # traffic, heartbeats and leases for its duration.
         self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
         self._journal: Journal | None = None
+        self._recovered_logs = RecoveredLogs()  # opened by the journal replay, until taken
         self._bus = PeerBus(node_id, self._on_peer_message)
         self._sender = SnapshotSender(self.settings.transfer)
         self._receiver = SnapshotReceiver(node_id, self.settings.replica.bugs)
@@ -386,6 +388,8 @@ class Node:
             await self._retry_until(deadline_ms, self._open_session, "opening a session")
             await self._retry_until(deadline_ms, self._load_cluster, "reading the cluster")
             await self._retry_until(deadline_ms, self._watch_all, "watching the configs")
+            # Every partition here has opened: the logs none of them took are not ours.
+            await self._loop.run_in_executor(self._executor, self._recovered_logs.close_all)
         except BaseException as exc:
             failure: BaseException | None = exc
         else:
@@ -420,6 +424,9 @@ class Node:
             if self._keepalive_thread is not None:
                 await asyncio.to_thread(self._keepalive_thread.stop)
             await asyncio.gather(*(runtime.close() for runtime in self.partitions.values()))
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._recovered_logs.close_all
+            )
             await self._committer.close()
             if self._journal is not None:
                 journal, self._journal = self._journal, None
@@ -461,9 +468,14 @@ class Node:
                 mark_lost(directory, loss)
                 PartitionLog.wipe(fs, str(directory))
 
-        journal, replayed = open_node_journal(
-            fs, str(self.data_dir / "journal"), open_log, wipe_all
-        )
+        try:
+            journal, replayed = open_node_journal(
+                fs, str(self.data_dir / "journal"), open_log, wipe_all,
+                keep=self._recovered_logs.keep,
+            )  # fmt: skip
+        except BaseException:
+            self._recovered_logs.close_all()
+            raise
         if replayed:
             log.info("journal: replayed %d records into %d partition logs",
                      sum(replayed.values()), len(replayed))  # fmt: skip
@@ -930,6 +942,7 @@ class Node:
             on_lost=self._register_loss,
             data_id_new=lambda: self._data_id_new,
             snapshot_policy=self.settings.snapshots,
+            recovered=self._recovered_logs,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)

@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -46,6 +47,7 @@ from planaria.core.messages import (
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.core.transfer import SnapshotReceiver, SnapshotSender
+from planaria.errors import UsageError
 from planaria.storage import (
     FsyncPolicy,
     Journal,
@@ -74,6 +76,7 @@ __all__ = [
     "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
+    "RecoveredLogs",
     "SessionOpened",
     "StepInput",
     "claim_data_id",
@@ -120,6 +123,41 @@ class Committer(Protocol):
     def call(self, fn: Callable[[PartitionLog], _T], log: PartitionLog, /) -> Awaitable[_T]: ...
 
 
+class RecoveredLogs:
+    """The partition logs a node's journal replay opened (``open_node_journal``'s
+    ``keep``), held open until their partitions open and take them: a start opens each log
+    once, not once to replay the journal and again to serve (reading and checking every
+    snapshot and segment twice was half of a restart). At most one per partition directory;
+    ``close_all`` closes those no partition took. Thread-safe (the storage threads)."""
+
+    def __init__(self) -> None:
+        self._logs: dict[int, PartitionLog] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def keep(self, partition: int, log_: PartitionLog) -> None:
+        with self._lock:
+            previous = self._logs.get(partition)
+            if previous is not None and previous is not log_:
+                raise UsageError(f"p{partition} already has a recovered log")
+            self._logs[partition] = log_
+
+    def take(self, partition: int) -> PartitionLog | None:
+        """The partition's recovered log (once: later calls get None), if still open."""
+        with self._lock:
+            taken = self._logs.pop(partition, None)
+        return taken if taken is not None and not taken.closed else None
+
+    def close_all(self) -> None:
+        """Close every log no partition took (blocking)."""
+        with self._lock:
+            logs, self._logs = list(self._logs.values()), {}
+        for log_ in logs:
+            _close_quietly(log_)
+
+
 class PartitionRuntime:
     """Drives one replica. Effects leave through the callbacks given at construction."""
 
@@ -145,6 +183,7 @@ class PartitionRuntime:
         on_lost: Callable[[int], Awaitable[None]] | None = None,
         data_id_new: Callable[[], bool] = lambda: False,
         snapshot_policy: SnapshotPolicy | None = None,
+        recovered: RecoveredLogs | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -154,6 +193,7 @@ class PartitionRuntime:
         self._executor = executor  # opening, recovery, closing
         self._committer = committer  # persists, and closing logs (never during a batch)
         self._journal = journal
+        self._recovered = recovered  # the log the journal replay opened: the first open's
         self._clock_ms = clock_ms
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
@@ -241,7 +281,9 @@ class PartitionRuntime:
     def _open_log(self) -> tuple[PartitionLog, int | None]:
         """The log (recovered, or wiped and empty) and the id of its loss not yet recorded
         in its config, if any."""
-        opened = open_partition_log(self.directory, self.partition, self.policy)
+        opened = None if self._recovered is None else self._recovered.take(self.partition)
+        if opened is None:  # (a reopen always reads the disk again)
+            opened = open_partition_log(self.directory, self.partition, self.policy)
         if opened is None:  # wiped: start empty, to be refilled from the primary
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
