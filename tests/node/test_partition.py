@@ -35,12 +35,14 @@ from planaria.node._partition import (
     PartitionRuntime,
     RecoveredLogs,
     _without_gc,
+    _write_paced,
     claim_data_id,
     claim_lost_all,
     drop_data_id_new,
     lost_partitions,
 )
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
+from planaria.storage.format import Snapshot
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
 CONFIG = PartitionConfig(0, 1, "n1", ("n1", "n2", "n3"), frozenset({"n1", "n2", "n3"}), 1)
@@ -383,3 +385,26 @@ def test_recovery_runs_with_the_garbage_collector_paused_then_restored() -> None
     finally:
         if not was:
             gc.disable()
+
+
+def test_a_snapshot_file_rests_as_long_as_its_slices_took_not_its_wait_for_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from planaria.node import _partition
+
+    clock = [0.0]
+    rests: list[float] = []
+    monkeypatch.setattr(_partition.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_partition.time, "sleep", rests.append)
+
+    class SlowDisk:
+        def write_snapshot_file(
+            self, snapshot: Snapshot, *, after_slice: Callable[[], None]
+        ) -> None:
+            for _ in range(3):
+                clock[0] += 0.25  # a slice written and fsynced
+                after_slice()
+
+    clock[0] = 50.0  # queued behind other partitions' snapshot files meanwhile
+    _write_paced(SlowDisk(), Snapshot(1, 1, b""))  # type: ignore[arg-type]
+    assert rests == [0.25, 0.25, 0.25]
