@@ -75,18 +75,38 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
         offset += length
     client = fields[0].decode()
     if kind == _SET:
-        op: Set | Delete = Set(
-            fields[1],
-            fields[2],
-            nx=bool(flags & _NX),
-            xx=bool(flags & _XX),
-            if_value=fields[3] if flags & _IF else None,
-        )
+        # Built as _versions builds Versions: a restart decodes every entry its log keeps
+        # after (and for catch-up, before) the snapshot, and the frozen dataclasses'
+        # per-field object.__setattr__ was most of that.
+        op: Set | Delete = _new(Set)
+        _SET_KEY.__set__(op, fields[1])
+        _SET_VALUE.__set__(op, fields[2])
+        _SET_NX.__set__(op, bool(flags & _NX))
+        _SET_XX.__set__(op, bool(flags & _XX))
+        _SET_IF_VALUE.__set__(op, fields[3] if flags & _IF else None)
     elif kind == _DELETE:
         op = Delete(fields[1])
     else:
         raise InternalError(f"unknown entry kind {kind} at index {index}")
-    return Entry(epoch, index, (client, seq), op)
+    entry: Entry = _new(Entry)
+    _ENTRY_EPOCH.__set__(entry, epoch)
+    _ENTRY_INDEX.__set__(entry, index)
+    _ENTRY_REQUEST_ID.__set__(entry, (client, seq))
+    _ENTRY_OP.__set__(entry, op)
+    return entry
+
+
+# The slots of Set and Entry (frozen dataclasses: their __setattr__ refuses, slots do not).
+_new = object.__new__
+_SET_KEY = Set.__dict__["key"]
+_SET_VALUE = Set.__dict__["value"]
+_SET_NX = Set.__dict__["nx"]
+_SET_XX = Set.__dict__["xx"]
+_SET_IF_VALUE = Set.__dict__["if_value"]
+_ENTRY_EPOCH = Entry.__dict__["epoch"]
+_ENTRY_INDEX = Entry.__dict__["index"]
+_ENTRY_REQUEST_ID = Entry.__dict__["request_id"]
+_ENTRY_OP = Entry.__dict__["op"]
 
 
 # --- replica state snapshots ------------------------------------------------------------------
