@@ -390,12 +390,10 @@ def test_recovery_runs_with_the_garbage_collector_paused_then_restored() -> None
 def test_a_snapshot_file_rests_as_long_as_its_slices_took_not_its_wait_for_a_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from planaria.node import _partition
-
     clock = [0.0]
     rests: list[float] = []
-    monkeypatch.setattr(_partition.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(_partition.time, "sleep", rests.append)
+    monkeypatch.setattr("planaria.node._partition.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("planaria.node._partition.time.sleep", rests.append)
 
     class SlowDisk:
         def write_snapshot_file(

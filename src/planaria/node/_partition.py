@@ -258,6 +258,11 @@ class PartitionRuntime:
         )
         self.log = log_
         self.loss = loss
+        if log_.recovery.covered_damage is not None:
+            log.warning(
+                "p%d: a record the snapshot covers is damaged (%s): catch-up starts after "
+                "the snapshot", self.partition, log_.recovery.covered_damage,
+            )  # fmt: skip
         if loss is not None and self._on_lost is not None:
             # The controller must know before it may count this replica in sync.
             await self._on_lost(self.partition)
