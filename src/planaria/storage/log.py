@@ -168,24 +168,6 @@ def snapshot_name(index: int) -> str:
     return f"snap-{index:020d}.snap"
 
 
-def _entry_at(buf: memoryview, offset: int) -> Entry:
-    """The record at ``offset`` (checked), built through its slots: a frozen dataclass's
-    ``__init__`` sets each field with ``object.__setattr__``, and a restart reads every
-    record its log keeps after (and for catch-up, before) the snapshot."""
-    _, length, epoch, index = RECORD_HEADER.unpack_from(buf, offset)
-    body = offset + RECORD_HEADER.size
-    entry: Entry = object.__new__(Entry)
-    _ENTRY_EPOCH.__set__(entry, epoch)
-    _ENTRY_INDEX.__set__(entry, index)
-    _ENTRY_RECORD.__set__(entry, bytes(buf[body : body + length]))
-    return entry
-
-
-_ENTRY_EPOCH = Entry.__dict__["epoch"]
-_ENTRY_INDEX = Entry.__dict__["index"]
-_ENTRY_RECORD = Entry.__dict__["record"]
-
-
 def _all_zero(buf: memoryview) -> bool:
     return bytes(buf).count(0) == len(buf)
 
@@ -1115,7 +1097,13 @@ class PartitionLog:
             raise StorageDamaged(
                 scan.error or "record vanished", path=segment.path, offset=start + scan.end
             )
-        return [_entry_at(buf, offset) for offset in scan.offsets]
+        return [Entry(*self._decode(buf, offset)) for offset in scan.offsets]
+
+    @staticmethod
+    def _decode(buf: memoryview, offset: int) -> tuple[int, int, bytes]:
+        _, length, epoch, index = RECORD_HEADER.unpack_from(buf, offset)
+        body = offset + RECORD_HEADER.size
+        return epoch, index, bytes(buf[body : body + length])
 
     def entries(self, from_index: int | None = None) -> Iterator[Entry]:
         """Every record from ``from_index`` (default: just after the snapshot) to the end."""
