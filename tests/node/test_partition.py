@@ -379,8 +379,13 @@ def test_recovery_runs_with_the_garbage_collector_paused_then_restored() -> None
         assert _without_gc(lambda: 7) == 7
         assert not gc.isenabled()  # not turned on by the pause's end
         gc.enable()
+        frozen = gc.get_freeze_count()
         with pytest.raises(ZeroDivisionError):
-            _without_gc(lambda: 1 // 0)
+            _without_gc(lambda: 1 // 0, freeze=True)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == frozen  # a failed decode froze nothing
+        decoded = _without_gc(lambda: [[i] for i in range(1000)], freeze=True)
+        assert gc.get_freeze_count() >= frozen + len(decoded)  # out of later collections
         assert gc.isenabled()
     finally:
         if not was:

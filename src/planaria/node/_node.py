@@ -943,6 +943,7 @@ class Node:
             data_id_new=lambda: self._data_id_new,
             snapshot_policy=self.settings.snapshots,
             recovered=self._recovered_logs,
+            freeze_decoded=self.settings.gc_freeze_interval_ms > 0,
         )
         await runtime.open()
         runtime.tick(self.lease_until_ms)

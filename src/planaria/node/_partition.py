@@ -184,6 +184,7 @@ class PartitionRuntime:
         data_id_new: Callable[[], bool] = lambda: False,
         snapshot_policy: SnapshotPolicy | None = None,
         recovered: RecoveredLogs | None = None,
+        freeze_decoded: bool = False,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -194,6 +195,7 @@ class PartitionRuntime:
         self._committer = committer  # persists, and closing logs (never during a batch)
         self._journal = journal
         self._recovered = recovered  # the log the journal replay opened: the first open's
+        self._freeze_decoded = freeze_decoded  # see _without_gc
         self._clock_ms = clock_ms
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
@@ -249,7 +251,7 @@ class PartitionRuntime:
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
         snapshot, entries = await loop.run_in_executor(
             self._executor,
-            _without_gc,
+            functools.partial(_without_gc, freeze=self._freeze_decoded),
             functools.partial(
                 recovered_state,
                 log_,
@@ -728,19 +730,28 @@ def open_partition_log(
     return opened
 
 
-def _without_gc(work: Callable[[], _T]) -> _T:
+def _without_gc(work: Callable[[], _T], *, freeze: bool = False) -> _T:
     """``work()`` with the cyclic garbage collector paused (for ``recovered_state``:
     decoding a snapshot builds millions of objects, none of them garbage, and the full
     collections their number set off walked them all again and again, about a third of a
     restart's decode). Re-enabled only if it was enabled: another thread's decode may run
-    meanwhile; the node's freeze loop then takes the survivors out of later collections."""
+    meanwhile. ``freeze`` (a node whose freeze loop runs): when ``work`` returns, every
+    object there is goes out of later collections at once (``gc.freeze``, as the loop does
+    each second), so that the first collections after the pause do not walk the decoded
+    state, young for the collector, through every generation (16 partitions' of them: a
+    second of a restart)."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
+    done = False
     try:
-        return work()
+        result = work()
+        done = True
+        return result
     finally:
         if paused:
+            if done and freeze:
+                gc.freeze()
             gc.enable()
 
 
