@@ -24,8 +24,10 @@ disk use follows the live data: the kept snapshots plus the log since the oldest
 Recovery on open: load the newest snapshot that passes its checks (a damaged one is removed and
 reported, and the next older one is tried: the log behind it is still there; none left that
 the log continues from is ``StorageDamaged``), scan every segment, check every record's checksum,
-index and epoch order. A bad record in the last segment with no valid record after it is a torn
-tail (a write cut short by a crash): it is cut off and reported in ``recovery``. Anything else
+index and epoch order (in a sealed segment the snapshot wholly covers, the framing only: its
+records are checked when read, see ``format.walk_records``). A bad record in the last
+segment with no valid record after it is a torn tail (a write cut short by a crash): it is
+cut off and reported in ``recovery``. Anything else
 (a bad record followed by good ones, a bad older segment, a gap, a bad snapshot or meta file)
 raises ``StorageDamaged``: the replica is out of sync and must be refilled from the primary
 (``PartitionLog.wipe`` clears it for that).
