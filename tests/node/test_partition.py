@@ -28,17 +28,21 @@ from planaria.core.messages import (
 from planaria.core.pipeline import latest_acks
 from planaria.core.replica import ReplicaSettings, Role
 from planaria.core.transfer import SnapshotReceiver
+from planaria.errors import UsageError
 from planaria.node._partition import (
     CHUNK_WRITES_MAX,
     LOST_ALL,
     PartitionRuntime,
+    RecoveredLogs,
     _without_gc,
+    _write_paced,
     claim_data_id,
     claim_lost_all,
     drop_data_id_new,
     lost_partitions,
 )
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
+from planaria.storage.format import Snapshot
 from planaria.storage.persist import PersistRuleBroken, write_persists
 
 CONFIG = PartitionConfig(0, 1, "n1", ("n1", "n2", "n3"), frozenset({"n1", "n2", "n3"}), 1)
@@ -133,6 +137,7 @@ class Harness:
         *,
         session: int | None = None,
         data_id_new: bool = False,
+        recovered: RecoveredLogs | None = None,
     ) -> None:
         self.sends: list[Send] = []
         self.lost: list[tuple[int, bool]] = []  # (partition, replica built yet) per loss
@@ -146,7 +151,7 @@ class Harness:
             clock_ms=lambda: 0.0, send=self.sends.append, reply=self.replies.append,
             propose=lambda proposal: None, on_step_down=lambda partition: None,
             on_storage_failure=self.resigned.append, session=lambda: session,
-            on_lost=self._on_lost, data_id_new=lambda: data_id_new,
+            on_lost=self._on_lost, data_id_new=lambda: data_id_new, recovered=recovered,
         )  # fmt: skip
 
     async def _on_lost(self, partition: int) -> None:
@@ -224,6 +229,43 @@ def test_a_failed_persist_says_nothing_and_rebuilds_from_disk(tmp_path: Path) ->
             await runtime.close()
 
     asyncio.run(scenario())
+
+
+def test_the_log_the_journal_replay_opened_is_taken_once_then_the_disk_is_read(
+    tmp_path: Path,
+) -> None:
+    log = PartitionLog.open(OsFS(), str(tmp_path / "p0"), policy=FsyncPolicy("always"))
+    entries = (Entry(1, 1), Entry(1, 2, ("c", 1), Set(b"k", b"v")))
+    write_persists(log, [Persist(0, None, entries, epoch=1, commit_index=2)])
+    log.sync()
+    recovered = RecoveredLogs()
+    recovered.keep(0, log)
+    other = PartitionLog.open(OsFS(), str(tmp_path / "p1"))
+    with pytest.raises(UsageError):  # one per partition
+        recovered.keep(0, other)
+    other.close()
+    unclaimed = PartitionLog.open(OsFS(), str(tmp_path / "p9"))
+    recovered.keep(9, unclaimed)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            harness = Harness(tmp_path / "p0", executor, recovered=recovered)
+            runtime = harness.runtime
+            await runtime.open()
+            assert runtime.log is log  # not opened a second time
+            assert runtime.replica.last_index == 2 and runtime.log.journal is None
+            assert recovered.take(0) is None and len(recovered) == 1
+            await runtime.reset()  # a rebuild reads the disk again
+            assert runtime.log is not log and log.closed
+            assert runtime.replica.last_index == 2
+            while harness.committer.jobs:
+                harness.committer.finish()
+            await runtime.close()
+
+    asyncio.run(scenario())
+    recovered.close_all()  # the node's, once every partition of its configs opened
+    assert unclaimed.closed and len(recovered) == 0 and recovered.take(9) is None
+    PartitionLog.open(OsFS(), str(tmp_path / "p9")).close()  # its lock was released
 
 
 def test_a_damaged_log_is_registered_lost_until_its_config_records_it(tmp_path: Path) -> None:
@@ -337,9 +379,35 @@ def test_recovery_runs_with_the_garbage_collector_paused_then_restored() -> None
         assert _without_gc(lambda: 7) == 7
         assert not gc.isenabled()  # not turned on by the pause's end
         gc.enable()
+        frozen = gc.get_freeze_count()
         with pytest.raises(ZeroDivisionError):
-            _without_gc(lambda: 1 // 0)
+            _without_gc(lambda: 1 // 0, freeze=True)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == frozen  # a failed decode froze nothing
+        decoded = _without_gc(lambda: [[i] for i in range(1000)], freeze=True)
+        assert gc.get_freeze_count() >= frozen + len(decoded)  # out of later collections
         assert gc.isenabled()
     finally:
         if not was:
             gc.disable()
+
+
+def test_a_snapshot_file_rests_as_long_as_its_slices_took_not_its_wait_for_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    rests: list[float] = []
+    monkeypatch.setattr("planaria.node._partition.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("planaria.node._partition.time.sleep", rests.append)
+
+    class SlowDisk:
+        def write_snapshot_file(
+            self, snapshot: Snapshot, *, after_slice: Callable[[], None]
+        ) -> None:
+            for _ in range(3):
+                clock[0] += 0.25  # a slice written and fsynced
+                after_slice()
+
+    clock[0] = 50.0  # queued behind other partitions' snapshot files meanwhile
+    _write_paced(SlowDisk(), Snapshot(1, 1, b""))  # type: ignore[arg-type]
+    assert rests == [0.25, 0.25, 0.25]

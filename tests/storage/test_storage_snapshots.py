@@ -333,3 +333,44 @@ def test_sealing_and_compacting_later_gives_the_same_log() -> None:
     assert one.listdir(PATH) == two.listdir(PATH)
     snapshot, entries = recovered_state(open_sim(two, segment_bytes=400))
     assert snapshot == state_at(38) and entries[-1].index == 40
+
+
+def test_a_segment_the_snapshot_covers_is_checked_when_read_not_when_opened() -> None:
+    from planaria.storage.format import RECORD_HEADER, SEGMENT_HEADER
+
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=400)
+    for _ in range(6):  # a batch goes into one segment
+        fill(log, 5)
+    log.set_commit_index(30)
+    # keep_after=0: compaction keeps every segment (the ones for a lagging peer's catch-up).
+    log.save_snapshot(Snapshot(25, 1, encode_state(state_at(25))), keep_after=0)
+    fill(log, 5)
+    log.close()
+    firsts = sorted(int(n[4:24]) for n in fs.listdir(PATH) if n.startswith("seg-"))
+    assert firsts[0] == 1 and firsts[1] - 1 <= 25  # the first segment is wholly covered
+    inode = fs._dirs[PATH][f"seg-{firsts[0]:020d}.log"]
+    inode.data[SEGMENT_HEADER.size + RECORD_HEADER.size + 2] ^= 0x10  # record 1's payload
+    inode.synced[:] = inode.data
+    log = open_sim(fs, segment_bytes=400)  # opening it does not read record 1
+    assert log.recovery.segments_unchecked >= 1 and log.first_index == 1
+    with pytest.raises(StorageDamaged, match="checksum"):  # reading it does
+        log.read(1)
+    assert log.read(firsts[1])[0].index == firsts[1]  # the rest reads
+    # A restart that wants the entries before the snapshot for catch-up leaves them out,
+    # says why, and has the whole state and every entry after the snapshot.
+    snapshot, entries = recovered_state(log)
+    assert snapshot == state_at(25) and [e.index for e in entries] == list(range(26, 36))
+    assert log.recovery.covered_damage is not None and "checksum" in log.recovery.covered_damage
+    log.close()
+    # The same damage after the snapshot is found at the opening, as before.
+    fs = SimFS()
+    log = open_sim(fs, segment_bytes=400)
+    for _ in range(6):
+        fill(log, 5)
+    log.close()
+    inode = fs._dirs[PATH]["seg-00000000000000000001.log"]
+    inode.data[SEGMENT_HEADER.size + RECORD_HEADER.size + 2] ^= 0x10
+    inode.synced[:] = inode.data
+    with pytest.raises(StorageDamaged, match="not the last segment"):
+        open_sim(fs, segment_bytes=400)

@@ -52,6 +52,7 @@ from planaria.node._context import NodeContext
 from planaria.node._effects import ReplicaEffects
 from planaria.node._partition import (
     PartitionRuntime,
+    RecoveredLogs,
     mark_lost,
     new_loss_id,
     open_partition_log,
@@ -135,6 +136,7 @@ class Node:
         # traffic, heartbeats and leases for its duration.
         self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
         self._journal: Journal | None = None
+        self._recovered_logs = RecoveredLogs()  # opened by the journal replay, until taken
         self._backups = BackupExports(self.data_dir, self._executor, monotonic_ms)  # BACKUP BEGIN
         self._context = NodeContext(node_id, self.settings, coordinator)
         self.partitions = self._context.partitions
@@ -213,6 +215,8 @@ class Node:
             await self._retry_until(deadline_ms, self._keeper.open, "opening a session")
             await self._retry_until(deadline_ms, self._cluster.load_cluster, "reading the cluster")
             await self._retry_until(deadline_ms, self._cluster.watch_all, "watching the configs")
+            # Every partition here has opened: the logs none of them took are not ours.
+            await loop.run_in_executor(self._executor, self._recovered_logs.close_all)
         except BaseException as exc:
             failure: BaseException | None = exc
         else:
@@ -246,6 +250,9 @@ class Node:
             await cancel_all(tasks)
             await self._keeper.stop_keepalives()
             await asyncio.gather(*(runtime.close() for runtime in self.partitions.values()))
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._recovered_logs.close_all
+            )
             await self._committer.close()
             if self._journal is not None:
                 journal, self._journal = self._journal, None
@@ -281,9 +288,14 @@ class Node:
                 mark_lost(directory, loss)
                 PartitionLog.wipe(fs, str(directory))
 
-        journal, replayed = open_node_journal(
-            fs, str(self.data_dir / "journal"), open_log, wipe_all
-        )
+        try:
+            journal, replayed = open_node_journal(
+                fs, str(self.data_dir / "journal"), open_log, wipe_all,
+                keep=self._recovered_logs.keep,
+            )  # fmt: skip
+        except BaseException:
+            self._recovered_logs.close_all()
+            raise
         if replayed:
             log.info("journal: replayed %d records into %d partition logs",
                      sum(replayed.values()), len(replayed))  # fmt: skip
@@ -352,6 +364,8 @@ class Node:
             on_lost=keeper.register_loss,
             data_id_new=lambda: keeper.data_id_new,
             snapshot_policy=self.settings.snapshots,
+            recovered=self._recovered_logs,
+            freeze_decoded=self.settings.gc_freeze_interval_ms > 0,
         )
         await runtime.open()
         runtime.tick(keeper.lease_until_ms)

@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -46,6 +47,7 @@ from planaria.core.messages import (
 from planaria.core.pipeline import Pipeline, Stage, may_send_early
 from planaria.core.replica import Replica, ReplicaSettings, Role
 from planaria.core.transfer import SnapshotReceiver, SnapshotSender
+from planaria.errors import UsageError
 from planaria.storage import (
     FsyncPolicy,
     Journal,
@@ -74,6 +76,7 @@ __all__ = [
     "LOST_ALL",
     "NO_LEASE",
     "PartitionRuntime",
+    "RecoveredLogs",
     "SessionOpened",
     "StepInput",
     "claim_data_id",
@@ -120,6 +123,41 @@ class Committer(Protocol):
     def call(self, fn: Callable[[PartitionLog], _T], log: PartitionLog, /) -> Awaitable[_T]: ...
 
 
+class RecoveredLogs:
+    """The partition logs a node's journal replay opened (``open_node_journal``'s
+    ``keep``), held open until their partitions open and take them: a start opens each log
+    once, not once to replay the journal and again to serve (reading and checking every
+    snapshot and segment twice was half of a restart). At most one per partition directory;
+    ``close_all`` closes those no partition took. Thread-safe (the storage threads)."""
+
+    def __init__(self) -> None:
+        self._logs: dict[int, PartitionLog] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def keep(self, partition: int, log_: PartitionLog) -> None:
+        with self._lock:
+            previous = self._logs.get(partition)
+            if previous is not None and previous is not log_:
+                raise UsageError(f"p{partition} already has a recovered log")
+            self._logs[partition] = log_
+
+    def take(self, partition: int) -> PartitionLog | None:
+        """The partition's recovered log (once: later calls get None), if still open."""
+        with self._lock:
+            taken = self._logs.pop(partition, None)
+        return taken if taken is not None and not taken.closed else None
+
+    def close_all(self) -> None:
+        """Close every log no partition took (blocking)."""
+        with self._lock:
+            logs, self._logs = list(self._logs.values()), {}
+        for log_ in logs:
+            _close_quietly(log_)
+
+
 class PartitionRuntime:
     """Drives one replica. Effects leave through the callbacks given at construction."""
 
@@ -145,6 +183,8 @@ class PartitionRuntime:
         on_lost: Callable[[int], Awaitable[None]] | None = None,
         data_id_new: Callable[[], bool] = lambda: False,
         snapshot_policy: SnapshotPolicy | None = None,
+        recovered: RecoveredLogs | None = None,
+        freeze_decoded: bool = False,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -154,6 +194,8 @@ class PartitionRuntime:
         self._executor = executor  # opening, recovery, closing
         self._committer = committer  # persists, and closing logs (never during a batch)
         self._journal = journal
+        self._recovered = recovered  # the log the journal replay opened: the first open's
+        self._freeze_decoded = freeze_decoded  # see _without_gc
         self._clock_ms = clock_ms
         self._on_step_down = on_step_down
         self._on_storage_failure = on_storage_failure
@@ -209,7 +251,7 @@ class PartitionRuntime:
         log_, loss = await loop.run_in_executor(self._executor, self._open_log)
         snapshot, entries = await loop.run_in_executor(
             self._executor,
-            _without_gc,
+            functools.partial(_without_gc, freeze=self._freeze_decoded),
             functools.partial(
                 recovered_state,
                 log_,
@@ -218,6 +260,11 @@ class PartitionRuntime:
         )
         self.log = log_
         self.loss = loss
+        if log_.recovery.covered_damage is not None:
+            log.warning(
+                "p%d: a record the snapshot covers is damaged (%s): catch-up starts after "
+                "the snapshot", self.partition, log_.recovery.covered_damage,
+            )  # fmt: skip
         if loss is not None and self._on_lost is not None:
             # The controller must know before it may count this replica in sync.
             await self._on_lost(self.partition)
@@ -241,7 +288,9 @@ class PartitionRuntime:
     def _open_log(self) -> tuple[PartitionLog, int | None]:
         """The log (recovered, or wiped and empty) and the id of its loss not yet recorded
         in its config, if any."""
-        opened = open_partition_log(self.directory, self.partition, self.policy)
+        opened = None if self._recovered is None else self._recovered.take(self.partition)
+        if opened is None:  # (a reopen always reads the disk again)
+            opened = open_partition_log(self.directory, self.partition, self.policy)
         if opened is None:  # wiped: start empty, to be refilled from the primary
             opened = PartitionLog.open(OsFS(), str(self.directory), policy=self.policy)
         if self._journal is not None:
@@ -441,8 +490,7 @@ class PartitionRuntime:
         try:
             stored = Snapshot(view.index, view.epoch, await _encode_in_turns(view))
             encoded = time.perf_counter()
-            write = functools.partial(log_.write_snapshot_file, after_slice=_rest_as_long())
-            await loop.run_in_executor(self._executor, write, stored)
+            await loop.run_in_executor(self._executor, _write_paced, log_, stored)
             written = time.perf_counter()
             saved = await self._committer.call(
                 functools.partial(_save_snapshot, stored, keep_after=keep), log_
@@ -682,19 +730,28 @@ def open_partition_log(
     return opened
 
 
-def _without_gc(work: Callable[[], _T]) -> _T:
+def _without_gc(work: Callable[[], _T], *, freeze: bool = False) -> _T:
     """``work()`` with the cyclic garbage collector paused (for ``recovered_state``:
     decoding a snapshot builds millions of objects, none of them garbage, and the full
     collections their number set off walked them all again and again, about a third of a
     restart's decode). Re-enabled only if it was enabled: another thread's decode may run
-    meanwhile; the node's freeze loop then takes the survivors out of later collections."""
+    meanwhile. ``freeze`` (a node whose freeze loop runs): when ``work`` returns, every
+    object there is goes out of later collections at once (``gc.freeze``, as the loop does
+    each second), so that the first collections after the pause do not walk the decoded
+    state, young for the collector, through every generation (16 partitions' of them: a
+    second of a restart)."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
+    done = False
     try:
-        return work()
+        result = work()
+        done = True
+        return result
     finally:
         if paused:
+            if done and freeze:
+                gc.freeze()
             gc.enable()
 
 
@@ -726,6 +783,14 @@ def _save_snapshot(snapshot: Snapshot, log_: PartitionLog, *, keep_after: int) -
 # about 1 / share times its encoding time (measured in benchmarks/bench_snapshots.py).
 _ENCODE_TURN_S = 0.0005
 _ENCODE_LOOP_SHARE = 0.1
+
+
+def _write_paced(log_: PartitionLog, snapshot: Snapshot) -> None:
+    """``log_.write_snapshot_file(snapshot)``, resting after each slice as long as it took,
+    timed from when the write begins: paced from when it was queued, a write that waited
+    for a storage thread (16 partitions' snapshots, 4 threads) rested as long as it had
+    waited after its first slice, and a snapshot's file took minutes."""
+    log_.write_snapshot_file(snapshot, after_slice=_rest_as_long())
 
 
 def _rest_as_long() -> Callable[[], None]:

@@ -415,23 +415,28 @@ class SimNode(Process):
 
     def _open_logs(self) -> None:
         """As the node does at start: open the journal and replay it into the partition
-        logs (the same ``open_node_journal``), then open and attach every log; then mark
-        every log wiped as damaged as lost."""
+        logs (the same ``open_node_journal``), then open and attach every log (those the
+        replay opened are kept, as the node keeps them); then mark every log wiped as
+        damaged as lost."""
         previous = self.last_logs
         self.wiped_at_start = set()
         self.recorded = set()
+        kept: dict[int, PartitionLog] = {}
         self.journal, replayed = open_node_journal(
             self.fs,
             "/data/journal",
             self._recover_log,
             self._wipe_all,
             checkpoint_bytes=self.settings.journal_checkpoint_bytes,
+            keep=kept.__setitem__,
         )
         self._note_torn_tail("journal", self.journal.log)
         if replayed:
             self.world.trace.add(self.world.now_ms, self.pid, "journal replayed", replayed)
         for partition in self.partitions:
-            self._open_log(partition)
+            self._open_log(partition, kept.pop(partition, None))
+        for unclaimed in kept.values():
+            unclaimed.close()
         self.last_logs = dict(self.logs)
         self.markers = self._read_markers()
         for partition in sorted(self.wiped_at_start):
@@ -486,16 +491,19 @@ class SimNode(Process):
         PartitionLog.wipe(self.fs, path)
         self.wiped_at_start.add(int(path.rsplit("/p", 1)[1]))
 
-    def _open_log(self, partition: int) -> PartitionLog:
+    def _open_log(self, partition: int, recovered: PartitionLog | None = None) -> PartitionLog:
         path = f"/data/p{partition}"
-        try:
-            log = self._open(path)
-        except StorageDamaged as damage:
-            self._damaged(path, damage)
-            log = self._open(path)
+        if recovered is not None:
+            log = recovered  # opened (and its repairs noted) by the journal replay
+        else:
+            try:
+                log = self._open(path)
+            except StorageDamaged as damage:
+                self._damaged(path, damage)
+                log = self._open(path)
+            self._note_torn_tail(f"p{partition}", log)
         if self.journal is not None:
             log.attach_journal(self.journal, partition)
-        self._note_torn_tail(f"p{partition}", log)
         self.logs[partition] = log
         before = self.last_index_at_crash.pop(partition, log.last_index)
         self.records_lost += max(0, before - log.last_index)

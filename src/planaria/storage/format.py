@@ -42,6 +42,7 @@ __all__ = [
     "encode_snapshot_parts",
     "find_record_after",
     "scan_records",
+    "walk_records",
 ]
 
 SEGMENT_MAGIC = b"PLNRSEG1"
@@ -146,6 +147,42 @@ def scan_records(buf: memoryview, start: int, first_index: int, last_epoch: int)
             return Scan(offsets, epochs, offset, f"epoch {epoch} after epoch {last_epoch}")
         if epoch != last_epoch:
             epochs.append((epoch, index))
+            last_epoch = epoch
+        offsets.append(offset)
+        offset = end
+        index += 1
+    return Scan(offsets, epochs, offset, None)
+
+
+def walk_records(buf: memoryview, start: int, first_index: int, last_epoch: int) -> Scan:
+    """``scan_records`` without the checksums: the records' framing only (each header whole,
+    its length inside the buffer, its index the next, its epoch not lower). For the sealed
+    segments a snapshot wholly covers: nothing reads their records at a start, and every
+    ``PartitionLog.read`` checks the checksums of what it returns, so the records a lagging
+    peer's catch-up reads are still checked; a checksum of each at every start was a third
+    of opening a log. An error here is not the last word: scan again with the checksums."""
+    offsets: list[int] = []
+    epochs: list[tuple[int, int]] = []
+    offset = start
+    index = first_index
+    size = len(buf)
+    header = RECORD_HEADER
+    header_size = header.size
+    while offset < size:
+        if size - offset < header_size:
+            return Scan(offsets, epochs, offset, "record header cut short")
+        _, length, epoch, found_index = header.unpack_from(buf, offset)
+        end = offset + header_size + length
+        if end > size:
+            return Scan(offsets, epochs, offset, "record cut short")
+        if found_index != index:
+            return Scan(
+                offsets, epochs, offset, f"record has index {found_index}, expected {index}"
+            )
+        if epoch < last_epoch:
+            return Scan(offsets, epochs, offset, f"epoch {epoch} after epoch {last_epoch}")
+        if epoch != last_epoch:
+            epochs.append((int(epoch), index))
             last_epoch = epoch
         offsets.append(offset)
         offset = end

@@ -114,7 +114,17 @@ def recovered_state(
     first = log.first_index
     if entries_before_snapshot is not None:
         first = max(first, log.snapshot_index + 1 - entries_before_snapshot)
-    entries = [decode_entry(e.epoch, e.index, e.record) for e in log.entries(first)]
+    try:
+        records = list(log.entries(first))
+    except StorageDamaged as damage:
+        if first > log.snapshot_index:
+            raise
+        # A record the snapshot covers, kept for lagging peers, failed its checksum (those
+        # are checked when read: ``format.walk_records``): the state is whole without it,
+        # and a peer that needs it gets the snapshot instead. Said in ``recovery``.
+        log.recovery.covered_damage = str(damage)
+        records = list(log.entries(log.snapshot_index + 1))
+    entries = [decode_entry(e.epoch, e.index, e.record) for e in records]
     return snapshot, entries
 
 
