@@ -83,6 +83,19 @@ class Writer:
             return True
         return False
 
+    async def write_acked(self, key: bytes, value: bytes, *, deadline_s: float = 60.0) -> bool:
+        """SET until acknowledged, for a test whose subject is not this write: an unknown
+        outcome (a loaded machine stalls the in-process nodes past their session TTL, and a
+        write in flight is answered with an unknown outcome) is tried again with the same
+        value, which leaves the same state whether the first try applied or not. False only
+        past ``deadline_s``."""
+        deadline = time.monotonic() + deadline_s
+        while not await self.write(key, value):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()

@@ -54,7 +54,7 @@ def test_the_primary_exports_every_acknowledged_write(tmp_path: Path) -> None:
             written = {}
             for i in range(60):
                 key, value = b"k%d" % i, b"v%d" % i
-                assert await writer.write(key, value)
+                assert await writer.write_acked(key, value)
                 written[key] = value
             for partition in range(PARTITIONS):
                 primary = cluster.primary_of(partition)
@@ -152,7 +152,7 @@ def test_planaria_backup_by_seed_copies_every_partition(tmp_path: Path) -> None:
         try:
             written = {b"key%d" % i: b"value%d" % i for i in range(40)}
             for key, value in written.items():
-                assert await writer.write(key, value)
+                assert await writer.write_acked(key, value)
             seed = cluster.nodes["n2"].address
             argv = ["backup", str(tmp_path / "backup"), "--seed", seed, "--chunk-bytes", "512"]
             assert await asyncio.to_thread(main, argv) == 0

@@ -208,7 +208,7 @@ def test_a_second_process_with_the_same_node_id_waits_for_the_old_session(
             await cluster.wait_for(cluster.all_serving, 10.0, "every partition served")
             writer = Writer([node.address for node in cluster.nodes.values()])
             for i in range(40):
-                assert await writer.write(f"after{i}".encode(), b"v")
+                assert await writer.write_acked(f"after{i}".encode(), b"v")
             await writer.close()
             assert overlaps == []
             # Had the old pod's acks counted as the new n1's, a partition would have been
@@ -237,12 +237,12 @@ def test_restarted_node_catches_up_and_rejoins_the_isr(tmp_path: Path) -> None:
         writer = Writer([n.address for n in cluster.nodes.values()])
         try:
             for i in range(20):
-                assert await writer.write(f"a{i}".encode(), b"1")
+                assert await writer.write_acked(f"a{i}".encode(), b"1")
             await cluster.crash("n3")
             writer.seeds = [cluster.nodes["n1"].address, cluster.nodes["n2"].address]
             await cluster.wait_for(cluster.all_serving, 10.0, "served without n3")
             for i in range(40):
-                assert await writer.write(f"b{i}".encode(), b"2")
+                assert await writer.write_acked(f"b{i}".encode(), b"2")
             with pytest.raises(StorageLocked):  # one process per data directory
                 node = Node(
                     "n1",
@@ -358,7 +358,7 @@ def test_bad_input_keeps_the_node_healthy(tmp_path: Path) -> None:
                 await client.set(b"k" * 10_000, b"v")
             assert await client.ping()
             writer = Writer([node.address])
-            assert await writer.write(b"after", b"garbage")
+            assert await writer.write_acked(b"after", b"garbage")
             await writer.close()
             await client.aclose()
         finally:
@@ -421,8 +421,8 @@ def test_full_disk_refuses_the_write_and_the_primary_resigns(tmp_path: Path) -> 
             await cluster.wait_for(lambda: epoch_of_p0() > epoch_before, 5.0, "resigned")
             assert await client.ping()
             writer = Writer([n.address for n in cluster.nodes.values()])
-            assert await writer.write(key, b"after")
-            assert await writer.write(key_of(1, cluster.partitions), b"fine")
+            assert await writer.write_acked(key, b"after")
+            assert await writer.write_acked(key_of(1, cluster.partitions), b"fine")
             assert await writer.command(b"GET", key) == b"after"
             await writer.close()
             await client.aclose()
@@ -489,7 +489,7 @@ def test_a_node_on_a_replaced_disk_leaves_every_isr_until_refilled(tmp_path: Pat
         writer = Writer([n.address for n in cluster.nodes.values()])
         try:
             for i in range(20):
-                assert await writer.write(f"a{i}".encode(), b"1")
+                assert await writer.write_acked(f"a{i}".encode(), b"1")
             await cluster.crash("n3")
             shutil.rmtree(tmp_path / "n3")  # the disk is replaced...
             (tmp_path / "n3").mkdir()
@@ -533,7 +533,7 @@ def test_a_node_back_on_an_empty_disk_nobody_marked_is_refilled_first(tmp_path: 
         writer = Writer([n.address for n in cluster.nodes.values()])
         try:
             for i in range(20):
-                assert await writer.write(f"a{i}".encode(), b"1")
+                assert await writer.write_acked(f"a{i}".encode(), b"1")
             old_id = cluster.nodes["n3"]._keeper.data_id
             assert all(c.data_id("n3") == old_id for c in cluster.nodes["n1"].configs.values())
             await cluster.crash("n3")

@@ -30,7 +30,7 @@ def test_snapshots_bound_the_log_and_a_restart_starts_from_one(tmp_path: Path) -
         writer = Writer([n.address for n in cluster.nodes.values()])
         try:
             for i in range(300):
-                assert await writer.write(b"k%d" % (i % 10), b"v%d" % i)
+                assert await writer.write_acked(b"k%d" % (i % 10), b"v%d" % i)
 
             def compacted() -> bool:
                 return all(
@@ -66,7 +66,7 @@ def test_snapshots_bound_the_log_and_a_restart_starts_from_one(tmp_path: Path) -
                     break
                 assert round_ < 20, f"not compacted after {round_} more rounds: {replicas()}"
                 for i in range(30):
-                    assert await writer.write(b"k%d" % (i % 10), b"w%d" % i)
+                    assert await writer.write_acked(b"k%d" % (i % 10), b"w%d" % i)
             n1 = cluster.nodes["n1"]
             lines = partition_lines(
                 {k: str(v) for k, v in n1.info(["partitions"])["Partitions"].items()}
@@ -94,7 +94,7 @@ def test_snapshots_bound_the_log_and_a_restart_starts_from_one(tmp_path: Path) -
                 return True
 
             await cluster.wait_for(same_state, 30.0, "the restarted node holds the state")
-            assert await writer.write(b"k0", b"after")
+            assert await writer.write_acked(b"k0", b"after")
         finally:
             await writer.close()
             await cluster.close()

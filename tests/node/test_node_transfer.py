@@ -36,11 +36,11 @@ def test_a_wiped_node_is_refilled_by_snapshot_transfer_and_rejoins_the_isr(
         writer = Writer([n.address for n in cluster.nodes.values()])
         try:
             for i in range(300):
-                assert await writer.write(b"k%d" % (i % 40), b"v%d" % i)
+                assert await writer.write_acked(b"k%d" % (i % 40), b"v%d" % i)
             await cluster.crash("n3")
             shutil.rmtree(tmp_path / "n3")  # its disk is replaced by an empty one
             for i in range(300, 400):  # the primaries snapshot and compact on
-                assert await writer.write(b"k%d" % (i % 40), b"v%d" % i)
+                assert await writer.write_acked(b"k%d" % (i % 40), b"v%d" % i)
 
             def compacted_past_everything() -> bool:
                 return all(
@@ -77,7 +77,7 @@ def test_a_wiped_node_is_refilled_by_snapshot_transfer_and_rejoins_the_isr(
                 for node in cluster.nodes.values()
             )
             assert sent >= 2
-            assert await writer.write(b"k0", b"after")
+            assert await writer.write_acked(b"k0", b"after")
         finally:
             await writer.close()
             await cluster.close()
