@@ -1,14 +1,22 @@
 """Memory and reopen time of one partition's replica + log, with and without compaction.
 
 Writes SETs (100-byte values over a fixed set of keys) through a Replica (a lone primary,
-min_insync 1) into a PartitionLog on the real file system, snapshotting with the node's
-policy when ``--compact``; then reports the Python heap the replica and log hold
-(tracemalloc), the data directory's size, and how long reopening the log and rebuilding the
-replica takes. Usage::
+min_insync 1: an entry commits once it is in the primary's log) into a PartitionLog on the
+real file system (fsync ``never`` for the log; snapshot files are fsynced as always),
+snapshotting with the node's policy when ``--compact``; then reports the Python heap the
+replica and log hold (tracemalloc), the data directory's size, and how long reopening the
+log and rebuilding the replica takes. The data directory is removed at the end.
+
+Requests go in groups of ``--batch`` (256): each is stepped through the replica, then the
+group's persists are written by one ``write_persists``, as the node's group committer writes
+a stage of persists gathered while the disk was busy (``--batch 1``: a write per request).
+The policy is asked after each group, as the node asks after its steps. Usage::
 
     python benchmarks/compaction_memory.py --writes 200000 --keys 1000 [--compact]
 
-The issue's storage-layer run (RSS and disk every million SETs, no tracemalloc)::
+The issue's storage-layer run (every million SETs: RSS, data directory bytes, log entries
+in memory, snapshots taken, SETs/s of wall and of CPU time, load average; no
+tracemalloc), best with the compiled build (``python hatch_build.py``)::
 
     python benchmarks/compaction_memory.py --writes 100000000 --keys 100000 --compact \
         --no-heap --report-every 1000000
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import tempfile
 import time
 import tracemalloc
@@ -61,6 +70,7 @@ def run(
     report_every: int = 0,
     heap: bool = True,
     batch: int = 256,
+    gc_freeze_ms: float = 1000.0,
 ) -> dict[str, float]:
     path = tempfile.mkdtemp(prefix="planaria-compaction-")
     settings = ReplicaSettings(min_insync=1)
@@ -76,6 +86,7 @@ def run(
     started = time.perf_counter()
     cpu_started = time.process_time()
     done = 0
+    frozen_at = started
     while done < writes:
         # One group commit's worth: the requests arriving while the log is written are
         # stepped one by one, then their persists go to the log in one write_persists
@@ -99,6 +110,9 @@ def run(
             save_state(log, view, keep_after=keep)
             replica.compact(keep)
             snapshots += 1
+        if gc_freeze_ms > 0 and (time.perf_counter() - frozen_at) * 1000 >= gc_freeze_ms:
+            gc.freeze()  # as the node's freeze loop: survivors leave later collections
+            frozen_at = time.perf_counter()
         if report_every and done % report_every == 0:
             elapsed_s = time.perf_counter() - started
             cpu_s = time.process_time() - cpu_started
@@ -135,6 +149,7 @@ def run(
     )
     reopen_s = time.perf_counter() - started
     log.close()
+    shutil.rmtree(path)
     return {
         "heap_mib": heap_mib,
         "rss_mib": rss_end_mib,
@@ -163,6 +178,11 @@ def main() -> None:
         "--batch", type=int, default=256,
         help="client requests stepped before one write of their persists (default 256)",
     )  # fmt: skip
+    parser.add_argument(
+        "--gc-freeze-ms", type=float, default=1000.0,
+        help="gc.freeze() this often, as the node does (NodeSettings.gc_freeze_interval_ms); "
+        "0: never",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.batch < 1:
         parser.error("--batch must be >= 1")
@@ -170,6 +190,7 @@ def main() -> None:
     result = run(
         args.writes, args.keys, args.compact, policy,
         report_every=args.report_every, heap=args.heap, batch=args.batch,
+        gc_freeze_ms=args.gc_freeze_ms,
     )  # fmt: skip
     label = "compaction" if args.compact else "no compaction"
     print(
