@@ -10,7 +10,9 @@ log and rebuilding the replica takes. The data directory is removed at the end.
 Requests go in groups of ``--batch`` (256): each is stepped through the replica, then the
 group's persists are written by one ``write_persists``, as the node's group committer writes
 a stage of persists gathered while the disk was busy (``--batch 1``: a write per request).
-The policy is asked after each group, as the node asks after its steps. Usage::
+The policy is asked after each group, as the node asks after its steps, and the garbage
+collector is frozen every ``--gc-freeze-ms`` (1000) as the node's freeze loop does (full
+collections would otherwise rescan every key's objects). Usage::
 
     python benchmarks/compaction_memory.py --writes 200000 --keys 1000 [--compact]
 
