@@ -98,6 +98,37 @@ def test_a_persist_breaking_a_core_rule_writes_nothing(
     log.close()
 
 
+def test_gathered_appends_are_written_before_a_truncation_and_a_broken_rule(
+    tmp_path: Path,
+) -> None:
+    """write_persists gathers consecutive appends into one write: a truncation into what it
+    gathered, an epoch change, and a broken rule still find the persists before them
+    written, in order."""
+    log = PartitionLog.open(OsFS(), str(tmp_path / "p0"), policy=FsyncPolicy("always"))
+    write = Set(b"k", b"v")
+    one_by_one = [
+        Persist(0, None, (Entry(1, index, ("c", index), write),), epoch=1, commit_index=index - 1)
+        for index in range(1, 5)
+    ]
+    # A new primary's (epoch 2) replaces entry 4, gathered but not yet written.
+    replaced = Persist(0, 3, (Entry(2, 4), Entry(2, 5)), epoch=2, commit_index=3)
+    assert write_persists(log, [*one_by_one, replaced]) == 6
+    assert [(e.epoch, e.index) for e in log.entries()] == [
+        (1, 1), (1, 2), (1, 3), (2, 4), (2, 5)
+    ]  # fmt: skip
+    assert (log.epoch, log.commit_index) == (2, 3)
+    more = [
+        Persist(0, None, (Entry(2, index, ("c", index), write),), epoch=2, commit_index=index - 1)
+        for index in (6, 7)
+    ]
+    out_of_order = Persist(0, None, (Entry(2, 9),), epoch=2, commit_index=6)
+    with pytest.raises(PersistRuleBroken) as broken:
+        write_persists(log, [*more, out_of_order])
+    assert broken.value.rule == "persist-order"
+    assert (log.last_index, log.commit_index) == (7, 6)
+    log.close()
+
+
 def last_index(sends: list[Send]) -> int:
     return max(e.index for s in sends if isinstance(s.message, Append) for e in s.message.entries)
 

@@ -54,40 +54,60 @@ class PersistRuleBroken(InternalError):
 
 def write_persists(log: PartitionLog, persists: Sequence[Persist]) -> int:
     """Apply ``persists`` (all for this log's partition) in order, without syncing; returns
-    the number of entries appended."""
+    the number of entries appended. Consecutive appends go to the log in one write (a
+    group commit's stage holds one persist per client write): only an epoch change or a
+    truncation, which must follow the appends before them, or a broken rule, which must find
+    the persists before it written, writes what was gathered first."""
     appended = 0
+    gathered: list[tuple[int, bytes]] = []  # entries of the persists so far, not yet written
+    end_gathered = log.last_index  # the log's end once they are
+    commit = log.commit_index  # the commit index recorded once they are
     for persist in persists:
         where = f"p{persist.partition}"
         if persist.epoch < log.epoch:
+            _write_gathered(log, gathered, commit)
             raise PersistRuleBroken(
                 "epoch-decreased", f"{where} persists epoch {persist.epoch} after {log.epoch}"
             )
-        end = log.last_index  # the log's end once this persist's truncation is done
+        end = end_gathered  # the log's end once this persist's truncation is done
         truncate_after = persist.truncate_after
         if truncate_after is not None and truncate_after < end:
-            if truncate_after < log.commit_index:
+            if truncate_after < commit:
+                _write_gathered(log, gathered, commit)
                 raise PersistRuleBroken(
                     "truncated-committed",
                     f"{where} truncates after {truncate_after} below its persisted "
-                    f"commit index {log.commit_index}",
+                    f"commit index {commit}",
                 )
             end = truncate_after
         if persist.entries and persist.entries[0].index != end + 1:
+            _write_gathered(log, gathered, commit)
             raise PersistRuleBroken(
                 "persist-order",
                 f"{where} appends index {persist.entries[0].index} after log end {end}",
             )
-        if persist.epoch > log.epoch:
-            log.set_epoch(persist.epoch)  # durable at once (atomic meta write)
-        if end < log.last_index:
-            log.truncate_after(end)
+        if persist.epoch > log.epoch or end < end_gathered:
+            _write_gathered(log, gathered, commit)
+            gathered = []
+            if persist.epoch > log.epoch:
+                log.set_epoch(persist.epoch)  # durable at once (atomic meta write)
+            if end < log.last_index:
+                log.truncate_after(end)
         if persist.entries:
-            log.append_many([(e.epoch, encode_entry(e)) for e in persist.entries])
+            gathered += [(e.epoch, encode_entry(e)) for e in persist.entries]
             appended += len(persist.entries)
-        commit = min(persist.commit_index, log.last_index)
-        if commit > log.commit_index:
-            log.set_commit_index(commit)
+        end_gathered = end + len(persist.entries)
+        commit = max(commit, min(persist.commit_index, end_gathered))
+    _write_gathered(log, gathered, commit)
     return appended
+
+
+def _write_gathered(log: PartitionLog, gathered: list[tuple[int, bytes]], commit: int) -> None:
+    """Append the gathered entries, then record ``commit`` (at most their end)."""
+    if gathered:
+        log.append_many(gathered)
+    if commit > log.commit_index:
+        log.set_commit_index(commit)
 
 
 def save_state(
