@@ -433,12 +433,13 @@ def test_a_snapshot_file_rests_as_long_as_its_slices_took_not_its_wait_for_a_thr
 
     class SlowDisk:
         def write_snapshot_file(
-            self, snapshot: Snapshot, *, after_slice: Callable[[], None]
+            self, snapshot: Snapshot, *, after_slice: Callable[[], None] | None = None
         ) -> None:
+            assert after_slice is not None
             for _ in range(3):
                 clock[0] += 0.25  # a slice written and fsynced
                 after_slice()
 
     clock[0] = 50.0  # queued behind other partitions' snapshot files meanwhile
-    _write_paced(SlowDisk(), Snapshot(1, 1, b""))  # type: ignore[arg-type]
+    _write_paced(SlowDisk(), Snapshot(1, 1, b""))
     assert rests == [0.25, 0.25, 0.25]

@@ -785,7 +785,15 @@ _ENCODE_TURN_S = 0.0005
 _ENCODE_LOOP_SHARE = 0.1
 
 
-def _write_paced(log_: PartitionLog, snapshot: Snapshot) -> None:
+class SnapshotFileWriter(Protocol):
+    """What ``_write_paced`` needs of a ``PartitionLog`` (a test times it with a fake)."""
+
+    def write_snapshot_file(
+        self, snapshot: Snapshot, *, after_slice: Callable[[], None] | None = None
+    ) -> None: ...
+
+
+def _write_paced(log_: SnapshotFileWriter, snapshot: Snapshot) -> None:
     """``log_.write_snapshot_file(snapshot)``, resting after each slice as long as it took,
     timed from when the write begins: paced from when it was queued, a write that waited
     for a storage thread (16 partitions' snapshots, 4 threads) rested as long as it had
