@@ -332,9 +332,7 @@ class PartitionRuntime:
     def deliver(self, item: StepInput) -> bool:
         """Step the replica on ``item`` now; False if a client request is refused (the log
         is not open, or too many replies already wait for the disk)."""
-        if isinstance(item, ClientRequest) and (
-            self._closing or self._recovering or self._broken or self.overloaded
-        ):
+        if isinstance(item, ClientRequest) and (self._out_of_service or self.overloaded):
             return False
         if isinstance(item, PartitionConfig):
             if self.config is not None and (item.epoch, item.version) < (
@@ -345,7 +343,7 @@ class PartitionRuntime:
             self.config = item
             if self.loss is not None and item.wiped_loss(self.node_id) == self.loss:
                 self._loss_recorded()
-        if self._closing or self._recovering or self._broken:
+        if self._out_of_service:
             return True  # dropped, as a network may drop it (configs are fed again later)
         replica = self.replica
         was_primary = replica.role is Role.PRIMARY
@@ -380,7 +378,7 @@ class PartitionRuntime:
         self._maybe_snapshot()
         if self.replica.role is Role.PRIMARY:
             self.deliver(_Tick(lease_until_ms))
-        elif not (self._closing or self._recovering or self._broken):
+        elif not (self._out_of_service):
             # A backup's tick only records the lease (cheap: most partitions of a node are
             # backups, and every one is ticked every tick_ms).
             ready = self.replica.tick(self._clock_ms(), lease_until_ms)
@@ -453,6 +451,11 @@ class PartitionRuntime:
             and may_send_early(self.replica, log_.epoch)
         )
 
+    @property
+    def _out_of_service(self) -> bool:
+        """Closing, or its replica being rebuilt from disk: it takes no new work."""
+        return self._closing or self._recovering or self._broken
+
     # ------------------------------------------------------------------ snapshots
 
     def _maybe_snapshot(self) -> None:
@@ -461,9 +464,7 @@ class PartitionRuntime:
         log_ = self.log
         if (
             log_ is None
-            or self._closing
-            or self._recovering
-            or self._broken
+            or self._out_of_service
             or (self._snapshot_task is not None and not self._snapshot_task.done())
         ):
             return
@@ -532,7 +533,7 @@ class PartitionRuntime:
         """For a backup: the replicated state at the commit index and the replica's epoch,
         if it serves now (then, as for a linearizable read, every write acknowledged before
         now is in it); None if it does not."""
-        if self._closing or self._recovering or self._broken:
+        if self._out_of_service:
             return None
         replica = self.replica
         if not replica.serving(now_ms) and "backup-unserving" not in self.replica_settings.bugs:
@@ -545,7 +546,7 @@ class PartitionRuntime:
         """Tell the node's sender which peers this partition's primary must refill."""
         replica = self.replica
         log_ = self.log
-        usable = not (self._closing or self._recovering or self._broken) and log_ is not None
+        usable = not (self._out_of_service) and log_ is not None
         needing = replica.peers_needing_snapshot if replica.role is Role.PRIMARY else frozenset()
         if not usable or not needing or log_ is None:
             sender.stop(self.partition)
@@ -562,13 +563,7 @@ class PartitionRuntime:
         thread (in order); the last one, verified, is installed in place of the log and the
         replica is rebuilt from it (as after a restart), then the primary is told."""
         log_ = self.log
-        if (
-            log_ is None
-            or self._closing
-            or self._recovering
-            or self._broken
-            or len(self._chunk_tasks) >= CHUNK_WRITES_MAX
-        ):
+        if log_ is None or self._out_of_service or len(self._chunk_tasks) >= CHUNK_WRITES_MAX:
             return  # dropped, as on a network: the sender resends
         replica = self.replica
         receipt = receiver.on_chunk(chunk, replica.epoch, replica.commit_index)

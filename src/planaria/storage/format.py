@@ -42,7 +42,6 @@ __all__ = [
     "encode_snapshot_parts",
     "find_record_after",
     "scan_records",
-    "walk_records",
 ]
 
 SEGMENT_MAGIC = b"PLNRSEG1"
@@ -118,7 +117,7 @@ class Scan(NamedTuple):
     error: str | None  # why scanning stopped before the end of the buffer
 
 
-def _record_at(buf: memoryview, offset: int, index: int) -> tuple[int, int] | str:
+def _record_at(buf: memoryview, offset: int, index: int, checksums: bool) -> tuple[int, int] | str:
     """(epoch, end offset) of a valid record ``index`` at ``offset``, else why not."""
     if len(buf) - offset < RECORD_HEADER.size:
         return "record header cut short"
@@ -126,20 +125,29 @@ def _record_at(buf: memoryview, offset: int, index: int) -> tuple[int, int] | st
     end = offset + RECORD_HEADER.size + length
     if end > len(buf):
         return "record cut short"
-    if crc != zlib.crc32(buf[offset + 4 : end]):
+    if checksums and crc != zlib.crc32(buf[offset + 4 : end]):
         return "record checksum mismatch"
     if found_index != index:
         return f"record has index {found_index}, expected {index}"
     return int(epoch), end
 
 
-def scan_records(buf: memoryview, start: int, first_index: int, last_epoch: int) -> Scan:
+def scan_records(
+    buf: memoryview, start: int, first_index: int, last_epoch: int, *, checksums: bool = True
+) -> Scan:
+    """Every good record from ``start`` on, up to the first bad one. ``checksums=False``
+    checks the records' framing only (each header whole, its length inside the buffer, its
+    index the next, its epoch not lower): for the sealed segments a snapshot wholly covers.
+    Nothing reads their records at a start, and every ``PartitionLog.read`` checks the
+    checksums of what it returns, so the records a lagging peer's catch-up reads are still
+    checked; a checksum of each at every start was a third of opening a log. An error found
+    so is not the last word: scan again with the checksums."""
     offsets: list[int] = []
     epochs: list[tuple[int, int]] = []
     offset = start
     index = first_index
     while offset < len(buf):
-        found = _record_at(buf, offset, index)
+        found = _record_at(buf, offset, index, checksums)
         if isinstance(found, str):
             return Scan(offsets, epochs, offset, found)
         epoch, end = found
@@ -147,42 +155,6 @@ def scan_records(buf: memoryview, start: int, first_index: int, last_epoch: int)
             return Scan(offsets, epochs, offset, f"epoch {epoch} after epoch {last_epoch}")
         if epoch != last_epoch:
             epochs.append((epoch, index))
-            last_epoch = epoch
-        offsets.append(offset)
-        offset = end
-        index += 1
-    return Scan(offsets, epochs, offset, None)
-
-
-def walk_records(buf: memoryview, start: int, first_index: int, last_epoch: int) -> Scan:
-    """``scan_records`` without the checksums: the records' framing only (each header whole,
-    its length inside the buffer, its index the next, its epoch not lower). For the sealed
-    segments a snapshot wholly covers: nothing reads their records at a start, and every
-    ``PartitionLog.read`` checks the checksums of what it returns, so the records a lagging
-    peer's catch-up reads are still checked; a checksum of each at every start was a third
-    of opening a log. An error here is not the last word: scan again with the checksums."""
-    offsets: list[int] = []
-    epochs: list[tuple[int, int]] = []
-    offset = start
-    index = first_index
-    size = len(buf)
-    header = RECORD_HEADER
-    header_size = header.size
-    while offset < size:
-        if size - offset < header_size:
-            return Scan(offsets, epochs, offset, "record header cut short")
-        _, length, epoch, found_index = header.unpack_from(buf, offset)
-        end = offset + header_size + length
-        if end > size:
-            return Scan(offsets, epochs, offset, "record cut short")
-        if found_index != index:
-            return Scan(
-                offsets, epochs, offset, f"record has index {found_index}, expected {index}"
-            )
-        if epoch < last_epoch:
-            return Scan(offsets, epochs, offset, f"epoch {epoch} after epoch {last_epoch}")
-        if epoch != last_epoch:
-            epochs.append((int(epoch), index))
             last_epoch = epoch
         offsets.append(offset)
         offset = end
@@ -203,7 +175,7 @@ def find_record_after(buf: memoryview, bad_offset: int, bad_index: int) -> int |
         at = data.find(needle, bad_offset + 1 + index_field)
         while at != -1:
             candidate = at - index_field
-            if not isinstance(_record_at(buf, candidate, successor), str):
+            if not isinstance(_record_at(buf, candidate, successor, True), str):
                 return candidate
             at = data.find(needle, at + 1)
     return None

@@ -25,7 +25,7 @@ Recovery on open: load the newest snapshot that passes its checks (a damaged one
 reported, and the next older one is tried: the log behind it is still there; none left that
 the log continues from is ``StorageDamaged``), scan every segment, check every record's checksum,
 index and epoch order (in a sealed segment the snapshot wholly covers, the framing only: its
-records are checked when read, see ``format.walk_records``). A bad record in the last
+records are checked when read, see ``format.scan_records``). A bad record in the last
 segment with no valid record after it is a torn tail (a write cut short by a crash): it is
 cut off and reported in ``recovery``. Anything else
 (a bad record followed by good ones, a bad older segment, a gap, a bad snapshot or meta file)
@@ -71,7 +71,6 @@ from planaria.storage.format import (
     encode_snapshot_parts,
     find_record_after,
     scan_records,
-    walk_records,
 )
 from planaria.storage.fs import AppendFile, FileLayer, FileLock, join, write_atomic
 
@@ -135,7 +134,7 @@ class RecoveryReport:
     # fsync policy interval/never): the log end it was clamped to.
     commit_index_clamped_from: int | None = None
     # Sealed segments the snapshot covers, whose records' checksums are checked when read,
-    # not at the opening (``format.walk_records``).
+    # not at the opening (``format.scan_records(checksums=False)``).
     segments_unchecked: int = 0
     # Set by ``persist.recovered_state`` when one of those records failed its checksum as it
     # was read for the catch-up entries kept before the snapshot (left out): why.
@@ -348,7 +347,7 @@ class PartitionLog:
         for position, (first, name) in enumerate(segment_names):
             is_last = position == len(segment_names) - 1
             # Sealed, and every record in it at or below the snapshot: framing checked now,
-            # checksums when read (see ``walk_records``).
+            # checksums when read (see ``scan_records``).
             covered = not is_last and segment_names[position + 1][0] - 1 <= snapshot_index
             segment, last_epoch = self._recover_segment(
                 first, name, is_last, last_epoch, covered=covered
@@ -431,12 +430,11 @@ class PartitionLog:
             raise StorageDamaged("bad segment header", path=path, offset=0)
         if header_first != first:
             raise StorageDamaged(f"segment header says it starts at {header_first}", path=path)
-        scan = None
+        scan = scan_records(buf, SEGMENT_HEADER.size, first, last_epoch, checksums=not covered)
         if covered:
-            scan = walk_records(buf, SEGMENT_HEADER.size, first, last_epoch)
             self.recovery.segments_unchecked += 1
-        if scan is None or scan.error is not None:
-            scan = scan_records(buf, SEGMENT_HEADER.size, first, last_epoch)
+            if scan.error is not None:  # framing alone is not the last word
+                scan = scan_records(buf, SEGMENT_HEADER.size, first, last_epoch)
         if scan.error is not None and _all_zero(buf[scan.end :]):
             pass  # preallocated space: a clean end
         elif scan.error is not None:

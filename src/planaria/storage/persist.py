@@ -140,7 +140,7 @@ def recovered_state(
         if first > log.snapshot_index:
             raise
         # A record the snapshot covers, kept for lagging peers, failed its checksum (those
-        # are checked when read: ``format.walk_records``): the state is whole without it,
+        # are checked when read: ``format.scan_records``): the state is whole without it,
         # and a peer that needs it gets the snapshot instead. Said in ``recovery``.
         log.recovery.covered_damage = str(damage)
         records = list(log.entries(log.snapshot_index + 1))
