@@ -55,6 +55,7 @@ from planaria.node._partition import (
     RecoveredLogs,
     mark_lost,
     new_loss_id,
+    open_logs_side_by_side,
     open_partition_log,
 )
 from planaria.node._requests import ClientRequests
@@ -292,6 +293,7 @@ class Node:
             journal, replayed = open_node_journal(
                 fs, str(self.data_dir / "journal"), open_log, wipe_all,
                 keep=self._recovered_logs.keep,
+                open_logs=open_logs_side_by_side(self.settings.storage_threads),
             )  # fmt: skip
         except BaseException:
             self._recovered_logs.close_all()

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     )
     from planaria.storage.format import Entry, Snapshot
     from planaria.storage.fs import AppendFile, FileLayer, FileLock, SimFS
-    from planaria.storage.journal import Journal, JournalRecord, open_node_journal
+    from planaria.storage.journal import (
+        Journal,
+        JournalRecord,
+        OpenLogs,
+        close_logs,
+        open_node_journal,
+    )
     from planaria.storage.log import FsyncPolicy, PartitionLog, RecoveryReport
     from planaria.storage.osfs import OsFS
 
@@ -40,6 +46,7 @@ _LAZY = {
     "GroupCommitter": "planaria.storage.committer",
     "Journal": "planaria.storage.journal",
     "JournalRecord": "planaria.storage.journal",
+    "OpenLogs": "planaria.storage.journal",
     "OsFS": "planaria.storage.osfs",
     "PartitionLog": "planaria.storage.log",
     "RecoveryReport": "planaria.storage.log",
@@ -52,6 +59,7 @@ _LAZY = {
     "StorageLocked": "planaria.storage.errors",
     "StorageMissing": "planaria.storage.errors",
     "StorageReadOnly": "planaria.storage.errors",
+    "close_logs": "planaria.storage.journal",
     "open_node_journal": "planaria.storage.journal",
 }
 
@@ -65,6 +73,7 @@ __all__ = [
     "GroupCommitter",
     "Journal",
     "JournalRecord",
+    "OpenLogs",
     "OsFS",
     "PartitionLog",
     "RecoveryReport",
@@ -77,6 +86,7 @@ __all__ = [
     "StorageLocked",
     "StorageMissing",
     "StorageReadOnly",
+    "close_logs",
     "open_node_journal",
 ]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from planaria.errors import UsageError
 from planaria.storage.errors import StorageDamaged, StorageFailed
@@ -36,7 +37,14 @@ from planaria.storage.format import Snapshot
 from planaria.storage.fs import FileLayer
 from planaria.storage.log import FsyncPolicy, PartitionLog
 
-__all__ = ["Journal", "JournalRecord", "open_node_journal"]
+__all__ = [
+    "Journal",
+    "JournalRecord",
+    "OpenLogs",
+    "close_logs",
+    "open_logs_in_order",
+    "open_node_journal",
+]
 
 CHECKPOINT_BYTES_DEFAULT = 32 * 1024 * 1024
 SEGMENT_BYTES_DEFAULT = 8 * 1024 * 1024
@@ -193,6 +201,8 @@ class Journal:
         self,
         open_log: Callable[[int, int | None], PartitionLog | None],
         keep: Callable[[int, PartitionLog], None] | None = None,
+        *,
+        open_logs: OpenLogs | None = None,
     ) -> dict[int, int]:
         """Replay every record after the last checkpoint into its partition log, sync them,
         and checkpoint. ``open_log(partition, unsynced_after)`` opens a partition's log,
@@ -200,13 +210,15 @@ class Journal:
         None when it wiped a damaged log (nothing to replay: it is refilled from its
         primary). Each log is then closed, or, with ``keep``, made durable as its close
         would (files and meta synced) and given to ``keep(partition, log)`` open: the
-        caller owns it (and closes it). Returns how many records were replayed per
-        partition."""
+        caller owns it (and closes it). ``open_logs(open_log, wanted)`` opens them all
+        (``open_logs_in_order`` by default; a node opens them side by side, see
+        ``OpenLogs``); the replay itself is in partition order. Returns how many records
+        were replayed per partition."""
         pending: dict[int, list[JournalRecord]] = {}
         for record in self.records():
             pending.setdefault(record.partition, []).append(record)
         synced = self.synced_at_checkpoint()
-        replayed: dict[int, int] = {}
+        wanted: dict[int, int | None] = {}
         for partition, records in sorted(pending.items()):
             firsts = [r.index for r in records if r.kind == APPEND]
             unsynced_after = synced.get(partition)
@@ -215,23 +227,67 @@ class Journal:
                 unsynced_after = (
                     first_pending if unsynced_after is None else min(unsynced_after, first_pending)
                 )
-            log = open_log(partition, unsynced_after)
-            if log is None:
-                continue
-            kept = False
-            try:
-                replayed[partition] = _replay(log, records)
+            wanted[partition] = unsynced_after
+        opened = (open_logs or open_logs_in_order)(open_log, wanted)
+        replayed: dict[int, int] = {}
+        try:
+            for partition, log in list(opened.items()):
+                if log is None:
+                    continue
+                replayed[partition] = _replay(log, pending[partition])
                 if keep is not None:
                     # What close does but let go: the checkpoint below forgets these records.
                     log.sync_files()
                     log.persist_meta()
+                    del opened[partition]
                     keep(partition, log)
-                    kept = True
-            finally:
-                if not kept:
+                else:
+                    del opened[partition]
                     log.close()
+        finally:
+            close_logs(opened)  # those not replayed yet, after a failure
         self.checkpoint()
         return replayed
+
+
+# How a recovery opens the logs it replays into: ``open_logs(open_log, wanted)`` calls
+# ``open_log(partition, unsynced_after)`` for each partition of ``wanted`` (in any order, or
+# several at once) and returns what each gave, in ``wanted``'s order; if one fails, it closes
+# those opened (``close_logs``) and raises the first failure.
+OpenLogs: TypeAlias = Callable[
+    [Callable[[int, int | None], PartitionLog | None], Mapping[int, int | None]],
+    dict[int, PartitionLog | None],
+]
+
+
+def open_logs_in_order(
+    open_log: Callable[[int, int | None], PartitionLog | None],
+    wanted: Mapping[int, int | None],
+) -> dict[int, PartitionLog | None]:
+    """The ``OpenLogs`` of a simulated node: one after another."""
+    opened: dict[int, PartitionLog | None] = {}
+    try:
+        for partition, unsynced_after in wanted.items():
+            opened[partition] = open_log(partition, unsynced_after)
+    except BaseException:
+        close_logs(opened)
+        raise
+    return opened
+
+
+def close_logs(logs: Mapping[int, PartitionLog | None]) -> None:
+    """Close every open log of ``logs`` (after a failure: the first error of a close is
+    raised once all were tried, chained to the failure being handled)."""
+    error: BaseException | None = None
+    for log in logs.values():
+        if log is None or log.closed:
+            continue
+        try:
+            log.close()
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def _superseded(records: Sequence[JournalRecord]) -> list[bool]:
@@ -285,6 +341,7 @@ def open_node_journal(
     *,
     checkpoint_bytes: int = CHECKPOINT_BYTES_DEFAULT,
     keep: Callable[[int, PartitionLog], None] | None = None,
+    open_logs: OpenLogs | None = None,
 ) -> tuple[Journal, dict[int, int]]:
     """What a node (or a simulated one) does at start: open its journal and replay it into
     the partition logs (see ``Journal.recover``; ``keep`` receives the logs it opened,
@@ -298,7 +355,7 @@ def open_node_journal(
         wipe_all()
         return Journal.open(fs, path, checkpoint_bytes=checkpoint_bytes), {}
     try:
-        return journal, journal.recover(open_log, keep)
+        return journal, journal.recover(open_log, keep, open_logs=open_logs)
     except BaseException:
         journal.log.close()
         raise
