@@ -3,9 +3,10 @@
 Phases (``--phases``, default all):
 
 - ``memory``: durable SETs of 100-byte values over ``--keys`` keys (``redis-benchmark
-  --cluster -c 64``, fsync ``always``, the node's default snapshot policy), in steps of
-  ``--checkpoint``; after each step every node's RSS and data directory size. Then one node
-  is restarted: seconds until it listens again and until it is back in every ISR. Target:
+  --cluster -c 64 -P`` ``--pipeline``, fsync ``always``, the node's default snapshot
+  policy), in steps of ``--checkpoint``; after each step every node's RSS and data
+  directory size. Then one node is restarted: seconds until it listens again and until it
+  is back in every ISR. Target:
   each node's RSS at the end within 1.5x of its RSS after the first step; disk within 2x
   of the live data plus the thresholds (docs/operations.md, "Snapshots").
 - ``etcd``: the anchor, a 3-member etcd (``--snapshot-count`` left at its default) with the
@@ -128,14 +129,17 @@ class RbResult:
     max_ms: float
 
 
-def redis_benchmark(cluster: LocalCluster, requests: int, clients: int, keys: int) -> RbResult:
-    """``redis-benchmark --cluster`` SETs of 100-byte values over about ``keys`` keys."""
+def redis_benchmark(
+    cluster: LocalCluster, requests: int, clients: int, keys: int, pipeline: int = 1
+) -> RbResult:
+    """``redis-benchmark --cluster`` SETs of 100-byte values over about ``keys`` keys,
+    ``pipeline`` requests in flight per connection (``-P``)."""
     if shutil.which("redis-benchmark") is None:
         raise AnchorUnavailable("redis-benchmark is not installed (apt-get install redis-tools)")
     per_tag = max(1, keys // max(1, primaries(cluster)))
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port_of(cluster, cluster.node_ids[0])),
             "-t", "set", "-d", str(VALUE_BYTES), "-r", str(per_tag), "-n", str(requests),
-            "-c", str(clients), "--cluster", "--csv"]  # fmt: skip
+            "-c", str(clients), "-P", str(pipeline), "--cluster", "--csv"]  # fmt: skip
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=120 + requests / 500, check=False
     )
@@ -177,14 +181,16 @@ def wait_in_every_isr(cluster: LocalCluster, node: str, timeout_s: float) -> Non
     raise RuntimeError(f"{node} did not rejoin every ISR within {timeout_s:g} s")
 
 
-def load_step(cluster: LocalCluster, requests: int, keys: int, failures: list[str]) -> RbResult:
+def load_step(
+    cluster: LocalCluster, requests: int, keys: int, pipeline: int, failures: list[str]
+) -> RbResult:
     """One step of the memory phase's load; when redis-benchmark gives up (it stops at a
     change of primaries, which a node on an overloaded machine may cause by losing its
     session), wait for every partition to serve and run the step again (the SETs it made
     count too: ``sets`` is a lower bound)."""
     for _ in range(3):
         try:
-            return redis_benchmark(cluster, requests, 64, keys)
+            return redis_benchmark(cluster, requests, 64, keys, pipeline)
         except RuntimeError as exc:
             failures.append(str(exc)[-200:])
             print(f"    step failed, retrying: {str(exc)[-200:]}", flush=True)
@@ -204,7 +210,7 @@ def memory_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         while written < args.sets and time.monotonic() - load_started < args.max_seconds:
             step = min(args.checkpoint, args.sets - written)
             started = time.monotonic()
-            result = load_step(cluster, step, args.keys, failures)
+            result = load_step(cluster, step, args.keys, args.pipeline, failures)
             written += step
             pids = {n: cluster.pid(n) for n in nodes}
             steps.append({
@@ -580,6 +586,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--sets", type=int, default=300_000)
     parser.add_argument("--checkpoint", type=int, default=100_000)
+    parser.add_argument(
+        "--pipeline", type=int, default=1,
+        help="memory phase: SETs in flight per connection (redis-benchmark -P; 64 connections)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-seconds", type=float, default=float("inf"),
         help="memory phase: stop loading at the first checkpoint after this many seconds",
