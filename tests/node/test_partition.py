@@ -35,6 +35,7 @@ from planaria.node._partition import (
     PartitionRuntime,
     RecoveredLogs,
     _without_gc,
+    _write_behind,
     _write_paced,
     claim_data_id,
     claim_lost_all,
@@ -443,3 +444,24 @@ def test_a_snapshot_file_rests_as_long_as_its_slices_took_not_its_wait_for_a_thr
     clock[0] = 50.0  # queued behind other partitions' snapshot files meanwhile
     _write_paced(SlowDisk(), Snapshot(1, 1, b""))
     assert rests == [0.25, 0.25, 0.25]
+
+
+class _FakeSegment:
+    def __init__(self, path: str | None) -> None:
+        self.active_segment_path = path
+
+
+def test_write_behind_writes_the_active_segment_and_tolerates_it_gone(tmp_path: Path) -> None:
+    log = PartitionLog.open(OsFS(), str(tmp_path / "p0"))
+    log.set_epoch(1)
+    log.append_many([(1, b"x" * 100) for _ in range(50)])
+    path = log.active_segment_path
+    assert path is not None and Path(path).name.startswith("seg-")
+    _write_behind(log)  # through another descriptor, while the log's stays open
+    assert log.last_index == 50
+    log.close()
+    _write_behind(_FakeSegment(None))  # mid-install: no segment to write
+    _write_behind(_FakeSegment(str(tmp_path / "compacted-meanwhile")))
+    # A file that cannot be synced is a storage failure, not a hint to drop.
+    with pytest.raises(StorageError, match="ahead"):
+        _write_behind(_FakeSegment("/dev/null"))

@@ -501,6 +501,13 @@ class PartitionLog:
         return self._snapshot.index if self._snapshot is not None else 0
 
     @property
+    def active_segment_path(self) -> str | None:
+        """The file appends go to (None while a snapshot install replaces the segments).
+        Read from another thread (a write-behind hint), it may be a roll behind."""
+        segments = self._segments
+        return segments[-1].path if segments else None
+
+    @property
     def log_entries(self) -> int:
         """How many records the log's files hold (from ``first_index`` on)."""
         return self.last_index - self.first_index + 1
