@@ -239,8 +239,8 @@ class Journal:
                     # What close does but let go: the checkpoint below forgets these records.
                     log.sync_files()
                     log.persist_meta()
-                    del opened[partition]
                     keep(partition, log)
+                    del opened[partition]
                 else:
                     del opened[partition]
                     log.close()
