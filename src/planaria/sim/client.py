@@ -49,6 +49,7 @@ from planaria.core.messages import (
     Set,
 )
 from planaria.core.slots import keyslot, partition_of_slot
+from planaria.errors import InternalError
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot
 from planaria.sim.world import Process, World
@@ -281,6 +282,8 @@ class SimClient(Process):
         else:
             if isinstance(op, Delete):
                 f = "delete"
+            elif not isinstance(op, Set):
+                raise InternalError(f"the register workload sends no {type(op).__name__}")
             elif op.if_value is not None:
                 f, value = "cas", (op.if_value.decode(), op.value.decode())
             else:
