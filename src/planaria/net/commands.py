@@ -686,6 +686,8 @@ def _parse_multi_key(
         keys = [_check_key(key, limits) for key in args[1:]]
         return ClientOp(command, tuple(Get(key) for key in keys), _one_slot(keys))
     if len(args) % 2 == 0:  # a key without its value
+        # Redis Cluster looks for CROSSSLOT first, among the keys MSET's table names.
+        _one_slot(args[1::2])
         raise _arity_error(command.value)
     pairs = tuple(
         (_check_key(args[i], limits), _check_value(args[i + 1], limits))
