@@ -391,7 +391,8 @@ def test_render_string_replies() -> None:
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [(0, 3, b"This"), (-3, -1, b"ing"), (0, -1, b"This is a string"), (10, 100, b"string"),
-     (-1, -5, b""), (5, 3, b""), (-100, 2, b"Thi"), (3, -100, b""), (100, 200, b"")],
+     (-1, -5, b""), (5, 3, b""), (-100, 2, b"Thi"), (3, -100, b""), (100, 200, b""),
+     (-100, -200, b""), (-200, -100, b"T")],
 )  # fmt: skip
 def test_getrange_cuts_as_redis(start: int, end: int, expected: bytes) -> None:
     assert getrange(b"This is a string", start, end) == expected

@@ -185,7 +185,7 @@ floats = (
     | st.decimals(allow_nan=False, allow_infinity=False, places=6).map(lambda d: str(d).encode())
 )  # fmt: skip
 positions = st.integers(-20, 20).map(lambda n: b"%d" % n) | st.sampled_from(
-    [b"9223372036854775807", b"-9223372036854775808", b"x"]
+    [b"-100", b"-200", b"9223372036854775807", b"-9223372036854775808", b"x"]
 )
 offsets = st.integers(-2, 20).map(lambda n: b"%d" % n) | st.sampled_from(
     [b"1048575", b"1048576", b"9223372036854775807", b"x"]
@@ -245,7 +245,7 @@ def _reset(target: Connection | Planaria) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(sequence=st.lists(commands, min_size=1, max_size=20))
+@given(sequence=st.lists(commands, min_size=5, max_size=30))
 def test_random_command_sequences_get_the_replies_redis_server_gives(
     redis_server: Connection, planaria: Planaria, sequence: list[Command]
 ) -> None:
@@ -279,6 +279,8 @@ def test_the_examples_of_the_brief(redis_server: Connection, planaria: Planaria)
         [b"STRLEN", b"{t}b"],
         [b"MSET", b"{t}a", b"1", b"other", b"2"],
         [b"MGET", b"{t}a", b"other"],
+        [b"GETRANGE", b"{t}a", b"-100", b"-200"],
+        [b"GETRANGE", b"{t}a", b"-200", b"-100"],
         [b"MSET", b"{t}a", b"1", b"other"],
         [b"INCRBYFLOAT", b"{t}a", b"1e4932"],
         [b"DEL", b"{t}a", b"{t}b"],
