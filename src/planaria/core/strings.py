@@ -255,9 +255,9 @@ def _round_extended(value: Fraction) -> Fraction | None:
         half_test = 2 * remainder - denominator
     if half_test > 0 or (half_test == 0 and quotient & 1):
         quotient += 1
-    rounded = Fraction(quotient << unit) if unit >= 0 else Fraction(quotient, 1 << -unit)
-    if rounded >= 2**_EXPONENT_LIMIT:
+    if quotient.bit_length() + unit > _EXPONENT_LIMIT:  # quotient * 2**unit >= 2**16384
         return None
+    rounded = Fraction(quotient << unit) if unit >= 0 else Fraction(quotient, 1 << -unit)
     return rounded if value > 0 else -rounded
 
 
