@@ -48,6 +48,7 @@ PROCESS = (
     "tests/cluster/test_cluster_ensembles.py",
     "tests/chaos/test_real_runs.py",
     "tests/client/test_client_cluster.py",
+    "tests/node/test_differential.py",
 )
 ENSEMBLE = (
     "tests/net/test_server.py::test_redis_cli",
@@ -55,6 +56,7 @@ ENSEMBLE = (
     "tests/chaos/test_net.py",
     "tests/cluster/test_cluster_ensembles.py",
     "tests/chaos/test_real_runs.py",
+    "tests/node/test_differential.py",
 )
 SWEEP = (
     "tests/sim/test_sim_sweep.py",

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from planaria.core.messages import ClientReply, Delete, Get, Op, Set
+from planaria.core.messages import ClientReply, Get, MSet, Op, Version
 from planaria.core.slots import SLOTS
+from planaria.core.strings import apply_write
 from planaria.net import resp, topology
 from planaria.net.commands import (
     ClientOp,
@@ -38,6 +39,7 @@ class Seen:
     key: bytes
     request_id: tuple[str, int] | None
     readonly: bool
+    write: bool = False
 
 
 @dataclass
@@ -101,7 +103,7 @@ class ScriptedCluster:
         asyncio.run_coroutine_threadsafe(self.servers[name].close(), self.loop).result(5)
 
     def seen_writes(self) -> list[Seen]:
-        return [s for s in self.seen if s.command in ("SET", "DEL")]
+        return [s for s in self.seen if s.write]
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -113,23 +115,22 @@ class ScriptedCluster:
         return future
 
     def apply(self, op: Op) -> ClientReply:
-        previous = self.data.get(op.key)
+        """Apply ``op`` as a replica does (core/strings.py), counting the writes per key."""
         if isinstance(op, Get):
-            return ClientReply(0, ("toy", 0), value=previous)
-        if isinstance(op, Delete):
-            self.data.pop(op.key, None)
-            self.applied[op.key] += previous is not None
-            return ClientReply(0, ("toy", 0), value=previous, applied=previous is not None)
-        assert isinstance(op, Set)
-        take = (
-            (not op.nx or previous is None)
-            and (not op.xx or previous is not None)
-            and (op.if_value is None or previous == op.if_value)
-        )
+            return ClientReply(0, ("toy", 0), value=self.data.get(op.key))
+        state = {key: (value, Version(1, 1)) for key, value in self.data.items()}
+        previous, take, result, failure = apply_write(state, op, Version(1, 1))
+        changed = {key for key in self.data.keys() | state.keys() if self.data.get(key) != (
+            state[key][0] if key in state else None
+        )}  # fmt: skip
         if take:
-            self.data[op.key] = op.value
-            self.applied[op.key] += 1
-        return ClientReply(0, ("toy", 0), value=previous, applied=take)
+            for key in [key for key, _ in op.pairs] if isinstance(op, MSet) else [op.key]:
+                self.applied[key] += 1
+        self.data = {key: value for key, (value, _) in state.items()}
+        assert take or not changed
+        return ClientReply(
+            0, ("toy", 0), value=previous, applied=take, result=result, failure=failure
+        )
 
     def serve(self, name: str, state: ConnectionState, request: ClientOp) -> bytes:
         """What a healthy node answers: MOVED, a deduplicated reply, or the write applied."""
@@ -166,6 +167,7 @@ class ScriptedCluster:
                     request.keys[0],
                     request.request_id,
                     state.readonly,
+                    request.is_write,
                 )
             )
             if self.script is not None:

@@ -549,3 +549,70 @@ def test_seq_too_old_is_raised_clearly_and_not_retried(connect: Connect) -> None
         with pytest.raises(SequenceTooOld, match="SEQTOOOLD"):
             db.set("k", "v")
         assert len(cluster.seen_writes()) == 1
+
+
+def test_string_and_counter_methods_as_redis_py_names_them(connect: Connect) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"))
+        assert db.incr("n") == 1
+        assert db.incr("n", 10) == 11
+        assert db.incrby("n", -20) == -9
+        assert db.decr("n") == -10
+        assert db.decrby("n", 5) == -15
+        assert db.incrbyfloat("f", 10.5) == 10.5
+        assert db.incrbyfloat("f", 0.1) == 10.6
+        assert db.get("f") == b"10.6"
+        assert db.append("s", "Hello") == 5
+        assert db.append("s", b" World") == 11
+        assert db.strlen("s") == 11
+        assert db.getrange("s", 0, 4) == b"Hello"
+        assert db.getrange("s", -5, -1) == b"World"
+        assert db.setrange("s", 6, "Redis") == 11
+        assert db.getset("s", "new") == b"Hello Redis"
+        assert db.getdel("s") == b"new"
+        assert db.getdel("s") is None
+        assert db.setnx("s", "1") is True
+        assert db.setnx("s", "2") is False
+        assert db.set("s2", "x") is True
+        with pytest.raises(CommandRefused, match="not an integer"):
+            db.incr("s2")
+        # MGET and MSET split by slot; MSETNX only within one.
+        keys = [f"m{i}" for i in range(12)]
+        assert len({keyslot(key) for key in keys}) > 1
+        assert db.mset({key: key.upper() for key in keys}) is True
+        assert db.mget(keys) == [key.upper().encode() for key in keys]
+        assert db.mget("m1", "nope", "m1") == [b"M1", None, b"M1"]
+        assert db.msetnx({"{t}a": "1", "{t}b": "2"}) is True
+        assert db.msetnx({"{t}b": "3", "{t}c": "4"}) is False
+        with pytest.raises(UsageError, match="one slot"):
+            db.msetnx({"a": "1", "b": "2"})
+        with pytest.raises(UsageError):
+            db.incrby("n", 1.5)
+        # Every write carried a request id of its own, in order.
+        writes = cluster.seen_writes()
+        assert [w.request_id for w in writes] == [
+            (db.client_id, seq) for seq in range(1, len(writes) + 1)
+        ]
+
+
+def test_a_swallowed_incr_is_retried_with_the_same_id_and_counted_once(
+    connect: Connect,
+) -> None:
+    swallowed = [0]
+    cluster_ref: list[ScriptedCluster] = []
+
+    def script(node: str, request: ClientOp) -> Reply | None:
+        if request.is_write and swallowed[0] == 0:
+            swallowed[0] += 1
+            cluster = cluster_ref[0]
+            cluster.serve(node, _primary_state(), request)  # applied, but the reply is lost
+            return cluster.swallow()
+        return None
+
+    with running(ScriptedCluster(2, script=script)) as cluster:
+        cluster_ref.append(cluster)
+        db = connect(cluster.address("n0"), attempt_timeout_s=0.05)
+        assert db.incr("n", 5) == 5  # the dedup'd first answer, not 10
+        writes = cluster.seen_writes()
+        assert len(writes) == 2 and writes[0].request_id == writes[1].request_id
+        assert cluster.applied[b"n"] == 1 and cluster.data[b"n"] == b"5"

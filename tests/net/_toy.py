@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Op, Set
+from planaria.core.messages import ClientReply, ErrorCode, Get, Op, Version
 from planaria.core.slots import SLOTS
+from planaria.core.strings import apply_write
 from planaria.net import topology
 from planaria.net.commands import (
     ClientOp,
@@ -36,7 +37,7 @@ class ToyCluster:
 
     def __init__(self, nodes: int = 1, delay_s: float = 0.0, hold: bool = False) -> None:
         self.names = [f"toy{i}" for i in range(nodes)]
-        self.data: dict[bytes, bytes] = {}
+        self.data: dict[bytes, tuple[bytes, Version]] = {}
         self.delay_s = delay_s
         # hold: data replies wait in ``held`` until release() (pipeline-depth tests).
         self.hold = hold
@@ -75,21 +76,13 @@ class ToyCluster:
         return asyncio.run_coroutine_threadsafe(release_in_loop(), self.loop).result(5)
 
     def apply(self, op: Op) -> ClientReply:
-        previous = self.data.get(op.key)
         if isinstance(op, Get):
-            return ClientReply(0, ("toy", 0), value=previous)
-        if isinstance(op, Delete):
-            self.data.pop(op.key, None)
-            return ClientReply(0, ("toy", 0), value=previous, applied=previous is not None)
-        assert isinstance(op, Set)
-        take = (
-            (not op.nx or previous is None)
-            and (not op.xx or previous is not None)
-            and (op.if_value is None or previous == op.if_value)
+            found = self.data.get(op.key)
+            return ClientReply(0, ("toy", 0), value=found[0] if found is not None else None)
+        previous, take, result, failure = apply_write(self.data, op, Version(1, 1))
+        return ClientReply(
+            0, ("toy", 0), value=previous, applied=take, result=result, failure=failure
         )
-        if take:
-            self.data[op.key] = op.value
-        return ClientReply(0, ("toy", 0), value=previous, applied=take)
 
     def handler(self, name: str) -> Handler:
         def handle(state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:

@@ -4,7 +4,18 @@ import hiredis
 import pytest
 from redis._parsers.helpers import parse_command
 
-from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Set
+from planaria.core.messages import (
+    AppendTo,
+    ClientReply,
+    Delete,
+    ErrorCode,
+    Get,
+    IncrBy,
+    IncrByFloat,
+    MSet,
+    Set,
+    SetRange,
+)
 from planaria.core.slots import keyslot
 from planaria.net import resp
 from planaria.net.commands import (
@@ -22,6 +33,7 @@ from planaria.net.commands import (
     ReadOnly,
     answer_local,
     error_reply,
+    getrange,
     parse_request,
     render_reply,
 )
@@ -279,3 +291,108 @@ def test_without_reqid_there_is_no_request_id() -> None:
 )  # fmt: skip
 def test_reqid_refusals(args: tuple[str, ...], reply: bytes) -> None:
     assert refused(*args) == reply
+
+
+# --- the string and counter commands ------------------------------------------------------------
+
+
+def one_op(*args: bytes | str) -> tuple[object, tuple[str, int] | None]:
+    request = parse(*args)
+    assert isinstance(request, ClientOp) and len(request.ops) == 1
+    return request.ops[0], request.request_id
+
+
+def test_counter_commands_parse_into_increments() -> None:
+    assert one_op("incr", "n") == (IncrBy(b"n", 1), None)
+    assert one_op("DECR", "n") == (IncrBy(b"n", -1), None)
+    assert one_op("incrby", "n", "-5") == (IncrBy(b"n", -5), None)
+    assert one_op("decrby", "n", "9223372036854775807") == (IncrBy(b"n", -(2**63 - 1)), None)
+    assert one_op("incrbyfloat", "f", "1.5e3") == (IncrByFloat(b"f", b"1.5e3"), None)
+    for bad in ("1.0", " 1", "+1", "01", "9223372036854775808", ""):
+        assert refused("incrby", "n", bad) == b"-ERR value is not an integer or out of range\r\n"
+    assert refused("decrby", "n", "-9223372036854775808") == b"-ERR decrement would overflow\r\n"
+    assert refused("incrbyfloat", "f", "abc") == b"-ERR value is not a valid float\r\n"
+    assert refused("incrbyfloat", "f", "nan") == b"-ERR value is not a valid float\r\n"
+
+
+def test_string_commands_parse_into_ops_with_the_nodes_bound() -> None:
+    assert one_op("append", "s", "xy") == (AppendTo(b"s", b"xy", 32), None)
+    assert one_op("setrange", "s", "3", "xy") == (SetRange(b"s", 3, b"xy", 32), None)
+    assert refused("setrange", "s", "-1", "x") == b"-ERR offset is out of range\r\n"
+    assert refused("setrange", "s", "x", "x") == b"-ERR value is not an integer or out of range\r\n"
+    assert one_op("getset", "s", "v") == (Set(b"s", b"v"), None)
+    assert one_op("getdel", "s") == (Delete(b"s"), None)
+    assert one_op("setnx", "s", "v") == (Set(b"s", b"v", nx=True), None)
+    assert one_op("strlen", "s") == (Get(b"s"), None)
+    getrange = parse("getrange", "s", "-3", "-1")
+    assert isinstance(getrange, ClientOp) and getrange.span == (-3, -1)
+    assert not getrange.is_write and parse("strlen", "s") is not None
+    assert refused("append", "s", "x" * 33).startswith(b"-ERR value too long")
+
+
+def test_every_write_takes_a_trailing_request_id() -> None:
+    assert one_op("incr", "n", "REQID", "c1", "7") == (IncrBy(b"n", 1), ("c1", 7))
+    assert one_op("getset", "s", "v", "reqid", "c1", "8") == (Set(b"s", b"v"), ("c1", 8))
+    mset = parse("mset", "{t}a", "1", "{t}b", "2", "REQID", "c1", "9")
+    assert isinstance(mset, ClientOp) and mset.request_id == ("c1", 9)
+    assert mset.ops == (MSet(((b"{t}a", b"1"), (b"{t}b", b"2"))),)
+    # A value "reqid" of a plain client is a value: MSET without REQID has an odd count.
+    plain = parse("mset", "{t}a", "reqid", "{t}b", "2")
+    assert isinstance(plain, ClientOp) and plain.request_id is None
+    assert plain.ops == (MSet(((b"{t}a", b"reqid"), (b"{t}b", b"2"))),)
+    # Not where the arity says it cannot be one, and never on reads.
+    assert refused("incr", "n", "REQID", "c1") == (
+        b"-ERR wrong number of arguments for 'incr' command\r\n"
+    )
+    assert refused("strlen", "s", "REQID", "c1", "1") == (
+        b"-ERR wrong number of arguments for 'strlen' command\r\n"
+    )
+
+
+def test_multi_key_commands_stay_in_one_slot() -> None:
+    mget = parse("mget", "{t}a", "{t}b")
+    assert isinstance(mget, ClientOp) and mget.ops == (Get(b"{t}a"), Get(b"{t}b"))
+    assert (
+        refused("mget", "a", "b") == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    )
+    assert refused("mset", "a", "1", "b", "2").startswith(b"-CROSSSLOT")
+    assert refused("mset", "{t}a", "1", "{t}b") == (
+        b"-ERR wrong number of arguments for 'mset' command\r\n"
+    )
+    assert refused("msetnx", "a") == b"-ERR wrong number of arguments for 'msetnx' command\r\n"
+    msetnx = parse("msetnx", "{t}a", "1")
+    assert isinstance(msetnx, ClientOp) and msetnx.ops == (MSet(((b"{t}a", b"1"),), nx=True),)
+
+
+def test_render_string_replies() -> None:
+    def render(
+        command: DataCommand, *replies: ClientReply, span: tuple[int, int] = (0, 0)
+    ) -> bytes:
+        ops = tuple(Get(b"k") for _ in replies)
+        return render_reply(ClientOp(command, ops, 1, span=span), list(replies))
+
+    assert render(DataCommand.INCR, reply(applied=True, result=-3)) == b":-3\r\n"
+    assert render(DataCommand.INCRBYFLOAT, reply(applied=True, result=b"10.6")) == (
+        b"$4\r\n10.6\r\n"
+    )
+    failed = reply(failure="ERR value is not an integer or out of range")
+    assert render(DataCommand.INCR, failed) == b"-ERR value is not an integer or out of range\r\n"
+    assert render(DataCommand.STRLEN, reply(value=b"abc")) == b":3\r\n"
+    assert render(DataCommand.STRLEN, reply()) == b":0\r\n"
+    assert render(DataCommand.GETRANGE, reply(value=b"Hello"), span=(1, -2)) == b"$3\r\nell\r\n"
+    assert render(DataCommand.GETRANGE, reply(), span=(0, -1)) == b"$0\r\n\r\n"
+    assert render(DataCommand.GETDEL, reply(value=b"v", applied=True)) == b"$1\r\nv\r\n"
+    assert render(DataCommand.SETNX, reply(applied=False, value=b"v")) == b":0\r\n"
+    assert render(DataCommand.MGET, reply(value=b"a"), reply()) == b"*2\r\n$1\r\na\r\n$-1\r\n"
+    assert render(DataCommand.MSET, reply(applied=True)) == b"+OK\r\n"
+    assert render(DataCommand.MSETNX, reply(applied=True)) == b":1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [(0, 3, b"This"), (-3, -1, b"ing"), (0, -1, b"This is a string"), (10, 100, b"string"),
+     (-1, -5, b""), (5, 3, b""), (-100, 2, b"Thi"), (3, -100, b""), (100, 200, b""),
+     (-100, -200, b""), (-200, -100, b"T")],
+)  # fmt: skip
+def test_getrange_cuts_as_redis(start: int, end: int, expected: bytes) -> None:
+    assert getrange(b"This is a string", start, end) == expected

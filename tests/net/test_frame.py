@@ -19,8 +19,13 @@ keys = st.binary(max_size=16)
 request_ids = st.tuples(names, ints)
 versions = st.builds(m.Version, ints, ints)
 sets = st.builds(m.Set, keys, keys, st.booleans(), st.booleans(), st.none() | keys)
-ops = st.builds(m.Get, keys) | sets | st.builds(m.Delete, keys)
-write_ops = sets | st.builds(m.Delete, keys)
+write_ops = (
+    sets | st.builds(m.Delete, keys) | st.builds(m.IncrBy, keys, ints)
+    | st.builds(m.IncrByFloat, keys, keys) | st.builds(m.AppendTo, keys, keys, ints)
+    | st.builds(m.SetRange, keys, ints, keys, ints)
+    | st.builds(m.MSet, st.lists(st.tuples(keys, keys), max_size=3).map(tuple), st.booleans())
+)  # fmt: skip
+ops = st.builds(m.Get, keys) | write_ops
 entries = st.builds(m.Entry, ints, ints, st.none() | request_ids, st.none() | write_ops)
 configs = st.builds(
     m.PartitionConfig, ints, ints, st.none() | names, st.lists(names, max_size=3).map(tuple),
@@ -31,6 +36,7 @@ client_requests = st.builds(m.ClientRequest, ints, names, request_ids, ops, st.b
 client_replies = st.builds(
     m.ClientReply, ints, request_ids, st.none() | st.sampled_from(m.ErrorCode), st.none() | keys,
     st.booleans(), st.none() | versions, st.booleans(), st.none() | names, ints,
+    st.none() | ints | keys, st.none() | names,
 )  # fmt: skip
 appends = st.builds(
     m.Append, ints, ints, names, ints, ints, st.lists(entries, max_size=3).map(tuple), ints,

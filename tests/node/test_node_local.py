@@ -95,6 +95,53 @@ def test_redis_py_cluster_writes_reads_and_moved(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_redis_py_cluster_counts_and_strings_through_the_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path)
+        await cluster.start()
+        try:
+            seed = aredis.RedisCluster(
+                host="127.0.0.1", port=next(iter(cluster.nodes.values())).port
+            )
+            assert [await seed.incr("hits") for _ in range(5)] == [1, 2, 3, 4, 5]
+            assert await seed.incrby("hits", 10) == 15
+            assert await seed.decr("hits") == 14
+            assert await seed.incrbyfloat("price", 10.5) == 10.5
+            assert await seed.incrbyfloat("price", 0.1) == 10.6
+            assert await seed.append("greeting", "hello") == 5
+            assert await seed.setrange("greeting", 0, "J") == 5
+            assert await seed.getrange("greeting", 0, -1) == b"Jello"
+            assert await seed.strlen("greeting") == 5
+            assert await seed.getset("greeting", "bye") == b"Jello"
+            assert await seed.getdel("greeting") == b"bye"
+            assert await seed.setnx("once", "1") is True
+            assert await seed.setnx("once", "2") is False
+            assert await seed.mset({"{u}a": "1", "{u}b": "2"}) is True
+            assert await seed.mget("{u}a", "{u}b", "{u}c") == [b"1", b"2", None]
+            assert await seed.msetnx({"{u}b": "3", "{u}c": "4"}) is False
+            await seed.set("text", "x")
+            with pytest.raises(redis.exceptions.ResponseError, match="not an integer"):
+                await seed.incr("text")
+            await seed.aclose()
+            # Every replica applied the same log: the backups hold the same counter.
+            key = b"hits"
+            partition = partition_of_slot(keyslot(key), cluster.partitions)
+
+            def replicas_agree() -> bool:
+                held = [
+                    node.partitions[partition].replica.applied.get(key)
+                    for node in cluster.nodes.values()
+                    if partition in node.partitions
+                ]
+                return len(held) == 3 and all(v is not None and v[0] == b"14" for v in held)
+
+            await cluster.wait_for(replicas_agree, 10.0, "every replica holds hits = 14")
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
 def test_primary_crash_fails_over_and_keeps_every_acked_write(tmp_path: Path) -> None:
     async def scenario() -> None:
         cluster = LocalCluster(tmp_path)

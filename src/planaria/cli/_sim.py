@@ -84,6 +84,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keys", type=int, default=SimConfig.keys, help=f"shared keys (default {SimConfig.keys})"
     )
     parser.add_argument(
+        "--counters",
+        type=int,
+        default=SimConfig.counters,
+        metavar="N",
+        help="counter keys the clients also increment (INCR), checked for increments lost "
+        "or applied twice (default 0: registers only)",
+    )
+    parser.add_argument(
+        "--counter-share",
+        type=float,
+        default=SimConfig.counter_share,
+        metavar="SHARE",
+        help=f"with --counters: the share of operations that increment (default "
+        f"{SimConfig.counter_share:g})",
+    )
+    parser.add_argument(
         "--lanes",
         type=int,
         default=ClientSettings.lanes,
@@ -144,6 +160,8 @@ def _configs(args: argparse.Namespace) -> list[SimConfig]:
             ops=args.ops,
             clients=args.clients,
             keys=args.keys,
+            counters=args.counters,
+            counter_share=args.counter_share,
             checks=args.checks,
             client=replace(ClientSettings(), lanes=args.lanes),
             node=NodeSettings()

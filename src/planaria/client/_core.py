@@ -37,16 +37,29 @@ from planaria.errors import (
 from planaria.retry import RandomLike, RetryBudget, Retrying, RetryPolicy
 
 __all__ = [
+    "APPEND",
     "CLUSTER_SHARDS",
     "CLUSTER_SLOTS",
+    "DECRBY",
     "DEL",
     "EXISTS",
     "GET",
+    "GETDEL",
+    "GETRANGE",
+    "GETSET",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "MGET",
+    "MSET",
+    "MSETNX",
     "PRIMARY_UNREACHABLE",
     "REDIRECTS_MAX",
     "REFRESH_FAILURES",
     "SET",
+    "SETNX",
+    "SETRANGE",
     "STALE_SKIP",
+    "STRLEN",
     "TRANSPORT_FAILURES",
     "Call",
     "ClientCore",
@@ -54,7 +67,10 @@ __all__ = [
     "RandomSource",
     "ReadResult",
     "WriteWindow",
+    "by_slot",
     "default_breaker",
+    "float_argument",
+    "number",
     "set_arguments",
 ]
 
@@ -164,10 +180,78 @@ def _counted(call: Call[bool], reply: object) -> bool:
     raise _unexpected(call, reply)
 
 
+def _integer(call: Call[int], reply: object) -> int:
+    if isinstance(reply, int) and not isinstance(reply, bool):
+        return reply
+    raise _unexpected(call, reply)
+
+
+def _float(call: Call[float], reply: object) -> float:
+    if isinstance(reply, bytes):
+        try:
+            return float(reply)
+        except ValueError:
+            pass
+    raise _unexpected(call, reply)
+
+
+def _string(call: Call[bytes], reply: object) -> bytes:
+    if isinstance(reply, bytes):
+        return reply
+    raise _unexpected(call, reply)
+
+
+def _ok(call: Call[bool], reply: object) -> bool:
+    if reply == b"OK":
+        return True
+    raise _unexpected(call, reply)
+
+
+def _values(call: Call[list[bytes | None]], reply: object) -> list[bytes | None]:
+    if isinstance(reply, list) and all(item is None or isinstance(item, bytes) for item in reply):
+        return reply
+    raise _unexpected(call, reply)
+
+
 GET: Final = Command("GET", _value)
 SET: Final = Command("SET", _applied)
 DEL: Final = Command("DEL", _counted)
 EXISTS: Final = Command("EXISTS", _counted)
+INCRBY: Final = Command("INCRBY", _integer)
+DECRBY: Final = Command("DECRBY", _integer)
+INCRBYFLOAT: Final = Command("INCRBYFLOAT", _float)
+APPEND: Final = Command("APPEND", _integer)
+STRLEN: Final = Command("STRLEN", _integer)
+GETRANGE: Final = Command("GETRANGE", _string)
+SETRANGE: Final = Command("SETRANGE", _integer)
+GETSET: Final = Command("GETSET", _value)
+GETDEL: Final = Command("GETDEL", _value)
+SETNX: Final = Command("SETNX", _counted)
+MGET: Final = Command("MGET", _values)
+MSET: Final = Command("MSET", _ok)
+MSETNX: Final = Command("MSETNX", _counted)
+
+
+def by_slot(keys: Iterable[bytes]) -> dict[int, list[bytes]]:
+    """``keys`` grouped by slot, in their first appearance's order (MGET, MSET per slot)."""
+    groups: dict[int, list[bytes]] = {}
+    for key in keys:
+        groups.setdefault(keyslot(key), []).append(key)
+    return groups
+
+
+def number(what: str, value: object) -> bytes:
+    """An integer argument (INCRBY's amount, GETRANGE's ends) as Redis reads it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} must be an int, not {type(value).__name__}")
+    return b"%d" % value
+
+
+def float_argument(what: str, value: object) -> bytes:
+    """INCRBYFLOAT's amount: an int or a finite float, written so Redis reads it exactly."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{what} must be a number, not {type(value).__name__}")
+    return repr(value).encode() if isinstance(value, float) else b"%d" % value
 
 
 @dataclass(slots=True)
@@ -342,7 +426,7 @@ class ClientCore:
         """A call's deadline in seconds: ``timeout_s``, else the client's default."""
         return self.timeout_s if timeout_s is None else _positive("timeout_s", timeout_s)
 
-    def window_full(self, command: Command[bool], key: bytes, timeout_s: float) -> Unavailable:
+    def window_full(self, command: Command[ResultT], key: bytes, timeout_s: float) -> Unavailable:
         """What a write raises when no sequence number came free within its deadline."""
         return Unavailable(
             f"{command.name} {key!r} was not sent: for its whole {timeout_s:g} s deadline, this "

@@ -7,7 +7,7 @@ thread-safe. Generated from ``AsyncClient`` (_async_client.py), which documents 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -16,16 +16,29 @@ import hiredis
 from planaria.breaker import CircuitBreaker
 from planaria.client._connection import Pool
 from planaria.client._core import (
+    APPEND,
     CLUSTER_SHARDS,
     CLUSTER_SLOTS,
+    DECRBY,
     DEL,
     EXISTS,
     GET,
+    GETDEL,
+    GETRANGE,
+    GETSET,
+    INCRBY,
+    INCRBYFLOAT,
+    MGET,
+    MSET,
+    MSETNX,
     PRIMARY_UNREACHABLE,
     REDIRECTS_MAX,
     REFRESH_FAILURES,
     SET,
+    SETNX,
+    SETRANGE,
     STALE_SKIP,
+    STRLEN,
     TRANSPORT_FAILURES,
     Call,
     ClientCore,
@@ -33,15 +46,34 @@ from planaria.client._core import (
     RandomSource,
     ReadResult,
     ResultT,
+    by_slot,
+    float_argument,
+    number,
     set_arguments,
 )
 from planaria.client._protocol import to_bytes
 from planaria.client._waiting import RefreshLock, WriteGate
 from planaria.core.messages import DEDUP_WINDOW
-from planaria.errors import Moved
+from planaria.errors import Moved, UsageError
 from planaria.retry import RetryBudget
 
 __all__ = ["Client"]
+
+
+def _keys(keys: str | bytes | Iterable[str | bytes], more: tuple[str | bytes, ...]) -> list[bytes]:
+    """MGET's keys as redis-py takes them: one key or an iterable of them, then more."""
+    first = [keys] if isinstance(keys, str | bytes) else list(keys)
+    wanted = [to_bytes("key", key) for key in (*first, *more)]
+    if not wanted:
+        raise UsageError("mget needs at least one key")
+    return wanted
+
+
+def _pairs(mapping: Mapping[str | bytes, str | bytes]) -> dict[bytes, bytes]:
+    pairs = {to_bytes("key", key): to_bytes("value", value) for key, value in mapping.items()}
+    if not pairs:
+        raise UsageError("mset and msetnx need at least one key")
+    return pairs
 
 
 class Client:
@@ -148,6 +180,138 @@ class Client:
         found, _ = self._run(call)
         return found
 
+    # ------------------------------------------------------------------ strings and counters
+
+    def incr(
+        self,
+        key: str | bytes,
+        amount: int = 1,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Add ``amount`` to the integer at ``key`` (0 when absent); the new value."""
+        return self.incrby(key, amount, timeout_s=timeout_s)
+
+    def incrby(self, key: str | bytes, amount: int, *, timeout_s: float | None = None) -> int:
+        """Add ``amount`` to the integer at ``key`` (0 when absent); the new value. Raises
+        CommandRefused when the value is not a 64-bit integer or the sum would overflow."""
+        extra = (number("amount", amount),)
+        return self._write(INCRBY, to_bytes("key", key), extra, timeout_s)
+
+    def decr(
+        self,
+        key: str | bytes,
+        amount: int = 1,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Subtract ``amount`` from the integer at ``key`` (0 when absent); the new value."""
+        return self.decrby(key, amount, timeout_s=timeout_s)
+
+    def decrby(self, key: str | bytes, amount: int, *, timeout_s: float | None = None) -> int:
+        """Subtract ``amount`` from the integer at ``key`` (0 when absent); the new value."""
+        extra = (number("amount", amount),)
+        return self._write(DECRBY, to_bytes("key", key), extra, timeout_s)
+
+    def incrbyfloat(
+        self, key: str | bytes, amount: float = 1.0, *, timeout_s: float | None = None
+    ) -> float:
+        """Add ``amount`` to the number at ``key`` (0 when absent, in Redis' long double
+        precision); the new value."""
+        extra = (float_argument("amount", amount),)
+        return self._write(INCRBYFLOAT, to_bytes("key", key), extra, timeout_s)
+
+    def append(
+        self, key: str | bytes, value: str | bytes, *, timeout_s: float | None = None
+    ) -> int:
+        """Append ``value`` to the string at ``key`` (made when absent); the new length."""
+        extra = (to_bytes("value", value),)
+        return self._write(APPEND, to_bytes("key", key), extra, timeout_s)
+
+    def strlen(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
+        """The length of the string at ``key`` (0 when absent)."""
+        return self._read(STRLEN, to_bytes("key", key), (), timeout_s)
+
+    def getrange(
+        self, key: str | bytes, start: int, end: int, *, timeout_s: float | None = None
+    ) -> bytes:
+        """The bytes of the string at ``key`` from ``start`` to ``end``, both included
+        (negative: from the end), clamped to the string."""
+        extra = (number("start", start), number("end", end))
+        return self._read(GETRANGE, to_bytes("key", key), extra, timeout_s)
+
+    def setrange(
+        self,
+        key: str | bytes,
+        offset: int,
+        value: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Overwrite the string at ``key`` from ``offset`` with ``value`` (padding with zero
+        bytes); the new length."""
+        extra = (number("offset", offset), to_bytes("value", value))
+        return self._write(SETRANGE, to_bytes("key", key), extra, timeout_s)
+
+    def getset(
+        self, key: str | bytes, value: str | bytes, *, timeout_s: float | None = None
+    ) -> bytes | None:
+        """Set ``key`` to ``value``; its previous value (None when absent)."""
+        extra = (to_bytes("value", value),)
+        return self._write(GETSET, to_bytes("key", key), extra, timeout_s)
+
+    def getdel(self, key: str | bytes, *, timeout_s: float | None = None) -> bytes | None:
+        """Delete ``key``; the value it had (None when absent)."""
+        return self._write(GETDEL, to_bytes("key", key), (), timeout_s)
+
+    def setnx(
+        self, key: str | bytes, value: str | bytes, *, timeout_s: float | None = None
+    ) -> bool:
+        """Set ``key`` to ``value`` only if it does not exist; whether it did."""
+        extra = (to_bytes("value", value),)
+        return self._write(SETNX, to_bytes("key", key), extra, timeout_s)
+
+    def mget(
+        self,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> list[bytes | None]:
+        """The values of the keys in order (None for an absent one). Keys of different slots
+        are asked slot by slot (one MGET each), so the whole is not one atomic read."""
+        wanted = _keys(keys, args)
+        found: dict[bytes, bytes | None] = {}
+        for group in by_slot(wanted).values():
+            unique = list(dict.fromkeys(group))
+            values = self._read(MGET, unique[0], tuple(unique[1:]), timeout_s)
+            if len(values) != len(unique):
+                raise UsageError(f"MGET of {len(unique)} keys answered {len(values)} values")
+            found.update(zip(unique, values, strict=True))
+        return [found[key] for key in wanted]
+
+    def mset(
+        self, mapping: Mapping[str | bytes, str | bytes], *, timeout_s: float | None = None
+    ) -> bool:
+        """Set every key to its value: atomically within a slot; keys of different slots
+        are set slot by slot (one MSET each, as redis-py's cluster client does)."""
+        pairs = _pairs(mapping)
+        for group in by_slot(pairs).values():
+            extra = tuple(part for key in group for part in (key, pairs[key]))[1:]
+            self._write(MSET, group[0], extra, timeout_s)
+        return True
+
+    def msetnx(
+        self, mapping: Mapping[str | bytes, str | bytes], *, timeout_s: float | None = None
+    ) -> bool:
+        """Set every key to its value only if none of them exists (atomic: the keys must
+        share a slot, as Redis Cluster requires); whether it did."""
+        pairs = _pairs(mapping)
+        if len(by_slot(pairs)) != 1:
+            raise UsageError("msetnx takes keys of one slot only (use a {hash tag})")
+        first = next(iter(pairs))
+        extra = tuple(part for key in pairs for part in (key, pairs[key]))[1:]
+        return self._write(MSETNX, first, extra, timeout_s)
+
     def close(self) -> None:
         """Close every connection; later calls raise UsageError."""
         self._core.closed = True
@@ -167,13 +331,25 @@ class Client:
 
     # ------------------------------------------------------------------ one call
 
-    def _write(
+    def _read(
         self,
-        command: Command[bool],
+        command: Command[ResultT],
         key: bytes,
         extra: tuple[bytes, ...],
         timeout_s: float | None,
-    ) -> bool:
+    ) -> ResultT:
+        """A read from the key's primary."""
+        call = self._core.call(command, key, extra, timeout_s=timeout_s)
+        value, _ = self._run(call)
+        return value
+
+    def _write(
+        self,
+        command: Command[ResultT],
+        key: bytes,
+        extra: tuple[bytes, ...],
+        timeout_s: float | None,
+    ) -> ResultT:
         """A write, with a sequence number from the window (waited for within its deadline)."""
         core = self._core
         if not core.request_ids:

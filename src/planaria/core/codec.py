@@ -4,8 +4,19 @@ record, or of a snapshot file).
 The storage record carries the epoch and index itself; the payload holds the request id and
 the write. A barrier (``op is None``) is the empty payload. Layout (little-endian)::
 
-    kind u8 (1 = Set, 2 = Delete) | flags u8 (1 nx, 2 xx, 4 if_value) | seq u64 |
-    client (u32 length + bytes) | key (u32 + bytes) | value (u32 + bytes) | if_value (u32 + bytes)
+    kind u8 | flags u8 | seq u64 | client (u32 length + bytes) | the op's fields (u32 + bytes each)
+
+by kind (a number is an 8-byte field, signed little-endian)::
+
+    1 Set:         key | value | if_value      flags: 1 nx, 2 xx, 4 if_value
+    2 Delete:      key
+    3 IncrBy:      key | delta (number)
+    4 IncrByFloat: key | delta (as sent)
+    5 AppendTo:    key | value | bytes_max (number)
+    6 SetRange:    key | value | offset (number) | bytes_max (number)
+    7 MSet:        key | value | key | value ...   flags: 1 nx
+
+Kinds are only ever added, so every log written before stays readable.
 """
 
 from __future__ import annotations
@@ -18,13 +29,19 @@ from itertools import islice
 from types import MappingProxyType
 
 from planaria.core.messages import (
+    AppendTo,
     AppliedWrites,
     ClientReply,
     Delete,
     Entry,
+    IncrBy,
+    IncrByFloat,
+    MSet,
     ReplicaSnapshot,
     Set,
+    SetRange,
     Version,
+    WriteOp,
 )
 from planaria.errors import InternalError, UsageError
 
@@ -32,12 +49,59 @@ __all__ = ["decode_entry", "decode_state", "encode_entry", "encode_state", "enco
 
 _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<I")
-_SET, _DELETE = 1, 2
+_NUMBER = struct.Struct("<q")
+_SET, _DELETE, _INCR_BY, _INCR_BY_FLOAT, _APPEND_TO, _SET_RANGE, _MSET = 1, 2, 3, 4, 5, 6, 7
 _NX, _XX, _IF = 1, 2, 4
 
 
 def _field(data: bytes) -> bytes:
     return _LEN.pack(len(data)) + data
+
+
+def _number(value: int) -> bytes:
+    return _field(_NUMBER.pack(value))
+
+
+def _read_number(data: bytes) -> int:
+    (value,) = _NUMBER.unpack(data)
+    return int(value)
+
+
+def _op_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
+    """The kind, flags and encoded fields of every op but Set (the hot one, inline)."""
+    if isinstance(op, Delete):
+        return _DELETE, 0, [_field(op.key)]
+    if isinstance(op, IncrBy):
+        return _INCR_BY, 0, [_field(op.key), _number(op.delta)]
+    if isinstance(op, IncrByFloat):
+        return _INCR_BY_FLOAT, 0, [_field(op.key), _field(op.delta)]
+    if isinstance(op, AppendTo):
+        return _APPEND_TO, 0, [_field(op.key), _field(op.value), _number(op.bytes_max)]
+    if isinstance(op, SetRange):
+        fields = [_field(op.key), _field(op.value), _number(op.offset), _number(op.bytes_max)]
+        return _SET_RANGE, 0, fields
+    if isinstance(op, MSet):
+        pairs = [_field(part) for pair in op.pairs for part in pair]
+        return _MSET, _NX if op.nx else 0, pairs
+    raise InternalError(f"no entry kind for {type(op).__name__}")
+
+
+def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteOp:
+    """The op of an entry of ``kind`` (not Set) from its fields after the client's."""
+    if kind == _DELETE:
+        return Delete(fields[0])
+    if kind == _INCR_BY:
+        return IncrBy(fields[0], _read_number(fields[1]))
+    if kind == _INCR_BY_FLOAT:
+        return IncrByFloat(fields[0], fields[1])
+    if kind == _APPEND_TO:
+        return AppendTo(fields[0], fields[1], _read_number(fields[2]))
+    if kind == _SET_RANGE:
+        return SetRange(fields[0], _read_number(fields[2]), fields[1], _read_number(fields[3]))
+    if kind == _MSET:
+        pairs = tuple(zip(fields[0::2], fields[1::2], strict=True))
+        return MSet(pairs, nx=bool(flags & _NX))
+    raise InternalError(f"unknown entry kind {kind} at index {index}")
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -59,7 +123,8 @@ def encode_entry(entry: Entry) -> bytes:
                 _field(op.if_value or b""),
             )
         )
-    return b"".join((_HEAD.pack(_DELETE, 0, seq), _field(client.encode()), _field(op.key)))
+    kind, flags, fields = _op_fields(op)
+    return b"".join((_HEAD.pack(kind, flags, seq), _field(client.encode()), *fields))
 
 
 def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
@@ -78,16 +143,14 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
         # Built as _versions builds Versions: a restart decodes every entry its log keeps
         # after (and for catch-up, before) the snapshot, and the frozen dataclasses'
         # per-field object.__setattr__ was most of that.
-        op: Set | Delete = _new(Set)
+        op: WriteOp = _new(Set)
         _SET_KEY.__set__(op, fields[1])
         _SET_VALUE.__set__(op, fields[2])
         _SET_NX.__set__(op, bool(flags & _NX))
         _SET_XX.__set__(op, bool(flags & _XX))
         _SET_IF_VALUE.__set__(op, fields[3] if flags & _IF else None)
-    elif kind == _DELETE:
-        op = Delete(fields[1])
     else:
-        raise InternalError(f"unknown entry kind {kind} at index {index}")
+        op = _decode_op(kind, flags, fields[1:], index)
     entry: Entry = _new(Entry)
     _ENTRY_EPOCH.__set__(entry, epoch)
     _ENTRY_INDEX.__set__(entry, index)
@@ -118,8 +181,12 @@ _ENTRY_OP = Entry.__dict__["op"]
 #     key lengths u32[keys] | value lengths u32[keys] |
 #     version epochs u64[keys] | version indexes u64[keys] | keys' bytes | values' bytes |
 #     clients u64 | per client (least recently written first): client (u32 + bytes) |
-#         writes u32 | per write: seq u64 | flags u8 (1 applied, 2 value, 4 version) |
-#         epoch u64 | [value (u32 + bytes)] | [version epoch u64 | index u64]
+#         writes u32 | per write: seq u64 | flags u8 (1 applied, 2 value, 4 version,
+#         8 a number result, 16 a string result, 32 a failure) | epoch u64 |
+#         [value (u32 + bytes)] | [version epoch u64 | index u64] | [number i64] |
+#         [string result (u32 + bytes)] | [failure (u32 + UTF-8)]
+#
+# (Flags 8, 16 and 32 came with the counter and string commands: older states have none.)
 #
 # Column by column, so that a restart decodes a partition of a million keys with a few
 # C-speed passes (array.frombytes, slicing, zip into the dict) instead of a Python loop that
@@ -130,6 +197,7 @@ _VERSION = struct.Struct("<QQ")
 _COUNT = struct.Struct("<Q")
 _WRITE = struct.Struct("<QBQ")
 _APPLIED, _HAS_VALUE, _HAS_VERSION = 1, 2, 4
+_HAS_NUMBER, _HAS_STRING, _HAS_FAILURE = 8, 16, 32
 _LITTLE = sys.byteorder == "little"
 
 
@@ -199,11 +267,23 @@ def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
             flags = _APPLIED if reply.applied else 0
             flags |= _HAS_VALUE if reply.value is not None else 0
             flags |= _HAS_VERSION if reply.version is not None else 0
+            result = reply.result
+            if isinstance(result, bool):  # an int to the type checker, not to a reply
+                raise InternalError(f"a stored reply with a bool result: {reply}")
+            flags |= _HAS_NUMBER if isinstance(result, int) else 0
+            flags |= _HAS_STRING if isinstance(result, bytes) else 0
+            flags |= _HAS_FAILURE if reply.failure is not None else 0
             parts.append(_WRITE.pack(seq, flags, reply.epoch))
             if reply.value is not None:
                 parts.append(_field(reply.value))
             if reply.version is not None:
                 parts.append(_VERSION.pack(reply.version.epoch, reply.version.index))
+            if isinstance(result, int):
+                parts.append(_NUMBER.pack(result))
+            elif isinstance(result, bytes):
+                parts.append(_field(result))
+            if reply.failure is not None:
+                parts.append(_field(reply.failure.encode()))
     return b"".join(parts)
 
 
@@ -298,6 +378,12 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
             version = (
                 Version(*_VERSION.unpack(take(_VERSION.size))) if flags & _HAS_VERSION else None
             )
+            result: int | bytes | None = None
+            if flags & _HAS_NUMBER:
+                (result,) = _NUMBER.unpack(take(_NUMBER.size))
+            elif flags & _HAS_STRING:
+                result = field_()
+            failure = field_().decode() if flags & _HAS_FAILURE else None
             seqs.append(seq)
             replies[seq] = ClientReply(
                 partition=partition,
@@ -306,6 +392,8 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
                 applied=bool(flags & _APPLIED),
                 version=version,
                 epoch=reply_epoch,
+                result=result,
+                failure=failure,
             )
         dedup[client] = AppliedWrites(tuple(seqs), replies)
     if offset != len(buf):

@@ -36,8 +36,10 @@ from planaria.errors import UsageError
 
 __all__ = [
     "DEDUP_WINDOW",
+    "STRING_BYTES_MAX",
     "Append",
     "AppendReply",
+    "AppendTo",
     "AppliedWrites",
     "ClientReply",
     "ClientRequest",
@@ -46,6 +48,9 @@ __all__ = [
     "Entry",
     "ErrorCode",
     "Get",
+    "IncrBy",
+    "IncrByFloat",
+    "MSet",
     "Message",
     "NodeId",
     "Op",
@@ -57,8 +62,10 @@ __all__ = [
     "ReplicaSnapshot",
     "Reply",
     "RequestId",
+    "Result",
     "Send",
     "Set",
+    "SetRange",
     "SnapshotAck",
     "SnapshotChunk",
     "Version",
@@ -107,8 +114,74 @@ class Delete:
     key: bytes
 
 
-WriteOp: TypeAlias = Set | Delete
-Op: TypeAlias = Get | Set | Delete
+# The longest string a write may make (Redis' own limit, its default proto-max-bulk-len);
+# a node lowers it for its own writes (each op carries the bound it was taken under).
+STRING_BYTES_MAX = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IncrBy:
+    """INCR, INCRBY, DECR, DECRBY: add ``delta`` to the key's value read as a signed 64-bit
+    integer (a missing key counts as 0). Result: the new value; fails, changing nothing, on a
+    value that is not such an integer or a sum out of range."""
+
+    key: bytes
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncrByFloat:
+    """INCRBYFLOAT: add ``delta`` (the increment as sent; a valid float, the server checked)
+    to the key's value, in x87 extended precision as redis-server computes it
+    (core/strings.py). Result: the new value as stored; fails, changing nothing, on a value
+    that is not a float or a result that is not finite."""
+
+    key: bytes
+    delta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendTo:
+    """APPEND: add ``value`` at the end of the key's value (a missing key counts as empty).
+    Result: the new length; fails when it would pass ``bytes_max``."""
+
+    key: bytes
+    value: bytes
+    bytes_max: int = STRING_BYTES_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class SetRange:
+    """SETRANGE: overwrite the key's value from ``offset`` (>= 0) with ``value``, padding
+    with zero bytes. Result: the new length; fails when it would pass ``bytes_max``."""
+
+    key: bytes
+    offset: int
+    value: bytes
+    bytes_max: int = STRING_BYTES_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class MSet:
+    """MSET / MSETNX: set every ``(key, value)`` of ``pairs`` (one slot) in one entry; with
+    ``nx``, only if none of the keys exists. ``applied`` says whether it did."""
+
+    pairs: tuple[tuple[bytes, bytes], ...]
+    nx: bool = False
+
+    @property
+    def key(self) -> bytes:
+        """The first key (the one that routes it: all share a slot)."""
+        return self.pairs[0][0]
+
+
+# Every write is one of these; core/strings.py applies them (the one dispatch), so a new
+# command adds a dataclass here and a case there (and a kind in core/codec.py).
+WriteOp: TypeAlias = Set | Delete | IncrBy | IncrByFloat | AppendTo | SetRange | MSet
+Op: TypeAlias = Get | WriteOp
+# What a write answers besides ``value``/``applied``: a number (INCR, APPEND, SETRANGE) or
+# a string (INCRBYFLOAT). More kinds join as the commands that need them do.
+Result: TypeAlias = int | bytes | None
 
 
 class ErrorCode(enum.StrEnum):
@@ -140,9 +213,13 @@ class ClientReply:
     """The answer to one :class:`ClientRequest`.
 
     On success ``error`` is None; ``value`` is the value read (Get) or the previous value
-    (Set/Delete); ``applied`` says whether a conditional write took effect (Set NX/XX/IFEQ)
-    or a Delete found the key; ``version`` is the write's version, or for a read the version
-    of the value read (None for a missing key). ``stale`` marks a read from a backup.
+    (Set/Delete); ``applied`` says whether a conditional write took effect (Set NX/XX/IFEQ,
+    MSet NX) or a Delete found the key; ``version`` is the write's version, or for a read the
+    version of the value read (None for a missing key). ``stale`` marks a read from a backup.
+    ``result``: what a counter or string write computed (see :data:`Result`).
+    ``failure``: the write was applied to the state and failed as the command does in Redis
+    (nothing changed); Redis' error reply, e.g. ``"ERR value is not an integer or out of
+    range"``. Both are replicated state: the dedup table keeps them for retries.
     """
 
     partition: PartitionId
@@ -154,6 +231,8 @@ class ClientReply:
     stale: bool = False
     primary_hint: NodeId | None = None
     epoch: int = 0
+    result: Result = None
+    failure: str | None = None
 
 
 # --- the replicated log --------------------------------------------------------------------

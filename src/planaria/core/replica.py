@@ -58,12 +58,12 @@ from planaria.core.messages import (
     Reply,
     RequestId,
     Send,
-    Set,
     SnapshotAck,
     SnapshotChunk,
     Version,
     WriteOp,
 )
+from planaria.core.strings import apply_write
 from planaria.errors import UsageError
 
 __all__ = [
@@ -1073,22 +1073,8 @@ class Replica:
             return ClientReply(
                 partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
             )
-        current = self._kv.get(op.key)
         version = Version(entry.epoch, entry.index)
-        previous = current[0] if current is not None else None
-        if isinstance(op, Set):
-            # Conditions combine with AND (NX with XX can never hold).
-            take = (
-                (not op.nx or current is None)
-                and (not op.xx or current is not None)
-                and (op.if_value is None or previous == op.if_value)
-            )
-            if take:
-                self._kv[op.key] = (op.value, version)
-        else:
-            take = current is not None
-            if take:
-                del self._kv[op.key]
+        previous, take, result, failure = apply_write(self._kv, op, version)
         reply = ClientReply(
             partition=self._partition,
             request_id=request_id,
@@ -1096,6 +1082,8 @@ class Replica:
             applied=take,
             version=version if take else None,
             epoch=entry.epoch,
+            result=result,
+            failure=failure,
         )
         self._remember(request_id[0], request_id[1], reply)
         return reply

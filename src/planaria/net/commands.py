@@ -4,8 +4,9 @@ rendering of the replication core's answers as Redis would send them.
 :func:`parse_request` turns a command (a list of bytes from :class:`~planaria.net.resp.
 RequestReader`) into one of:
 
-- :class:`ClientOp`: GET, SET, DEL, EXISTS as ``core.messages`` operations on one slot, with
-  the request id of a trailing ``REQID <client-id> <seq>`` on SET and single-key DEL;
+- :class:`ClientOp`: the data commands (GET, SET, DEL, EXISTS and the string and counter
+  commands of docs/compatibility.md) as ``core.messages`` operations on one slot, with the
+  request id of a trailing ``REQID <client-id> <seq>`` on every write (DEL: one key);
 - a :data:`NodeRequest` the node answers from its own state (INFO and CLUSTER SLOTS, SHARDS,
   NODES, INFO, MYID; BACKUP BEGIN, READ and END, the admin command of ``planaria backup``);
 - a :data:`LocalRequest` that needs nothing but the connection (PING, READONLY, COMMAND,
@@ -24,8 +25,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from planaria.core.messages import ClientReply, Delete, ErrorCode, Get, Op, Set
+from planaria.core.messages import (
+    AppendTo,
+    ClientReply,
+    Delete,
+    ErrorCode,
+    Get,
+    IncrBy,
+    IncrByFloat,
+    MSet,
+    Op,
+    Set,
+    SetRange,
+)
 from planaria.core.slots import keyslot
+from planaria.core.strings import (
+    NOT_A_FLOAT,
+    NOT_AN_INTEGER,
+    OFFSET_OUT_OF_RANGE,
+    parse_int64,
+    parse_long_double,
+)
 from planaria.errors import UsageError
 from planaria.net import resp
 
@@ -63,6 +83,7 @@ __all__ = [
     "Select",
     "answer_local",
     "error_reply",
+    "getrange",
     "parse_request",
     "render_info",
     "render_reply",
@@ -131,6 +152,32 @@ def _sub(parent: str, name: str, arity: int, flags: tuple[str, ...], summary: st
     )
 
 
+def _string(
+    name: str, arity: int, write: bool, summary: str, *, last_key: int = 1, step: int = 1
+) -> CommandSpec:
+    """A string or counter command's row: its flags and categories as Redis 7.0 lists them."""
+    flags = ("write", "denyoom") if write else ("readonly",)
+    kind = "@write" if write else "@read"
+    return CommandSpec(name, arity, flags, 1, last_key, step, (kind, "@string"), summary, "string")
+
+
+_STRING_COMMANDS = (
+    _string("incr", 2, True, "Increments the integer value of a key by one."),
+    _string("incrby", 3, True, "Increments the integer value of a key by a number."),
+    _string("decr", 2, True, "Decrements the integer value of a key by one."),
+    _string("decrby", 3, True, "Decrements the integer value of a key by a number."),
+    _string("incrbyfloat", 3, True, "Increments the floating point value of a key."),
+    _string("append", 3, True, "Appends a string to the value of a key."),
+    _string("strlen", 2, False, "Returns the length of a string value."),
+    _string("getrange", 4, False, "Returns a substring of the string stored at a key."),
+    _string("setrange", 4, True, "Overwrites part of a string value from an offset."),
+    _string("getset", 3, True, "Sets the value of a key and returns its old value."),
+    _string("getdel", 2, True, "Returns the value of a key and deletes it."),
+    _string("setnx", 3, True, "Sets the value of a key only if it does not exist."),
+    _string("mget", -2, False, "Returns the values of keys (all in one slot).", last_key=-1),
+    _string("mset", -3, True, "Sets keys (all in one slot).", last_key=-1, step=2),
+    _string("msetnx", -3, True, "Sets keys (one slot) only if none exists.", last_key=-1, step=2),
+)
 _STALE = ("loading", "stale")
 COMMANDS: Mapping[str, CommandSpec] = {
     spec.name: spec
@@ -144,6 +191,7 @@ COMMANDS: Mapping[str, CommandSpec] = {
         CommandSpec("exists", -2, ("readonly", "fast"), 1, -1, 1,
                     ("@keyspace", "@read", "@fast"),
                     "Counts how many of the keys (all in one slot) exist.", "generic"),
+        *_STRING_COMMANDS,
         CommandSpec("ping", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
                     summary="Returns PONG, or the message given.", group="connection"),
         CommandSpec("echo", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
@@ -221,21 +269,44 @@ class DataCommand(enum.StrEnum):
     SET = "set"
     DEL = "del"
     EXISTS = "exists"
+    INCR = "incr"
+    INCRBY = "incrby"
+    DECR = "decr"
+    DECRBY = "decrby"
+    INCRBYFLOAT = "incrbyfloat"
+    APPEND = "append"
+    STRLEN = "strlen"
+    GETRANGE = "getrange"
+    SETRANGE = "setrange"
+    GETSET = "getset"
+    GETDEL = "getdel"
+    SETNX = "setnx"
+    MGET = "mget"
+    MSET = "mset"
+    MSETNX = "msetnx"
+
+
+_READS = frozenset(
+    (DataCommand.GET, DataCommand.EXISTS, DataCommand.STRLEN, DataCommand.GETRANGE,
+     DataCommand.MGET)
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class ClientOp:
-    """A data command as core operations, all on ``slot``: GET and SET carry one op, DEL and
-    EXISTS one per key (Delete / Get). ``return_old``: SET ... GET answers the old value.
+    """A data command as core operations, all on ``slot``: one op, but DEL, EXISTS and MGET
+    one per key (Delete / Get). ``return_old``: SET ... GET answers the old value.
     ``request_id``: ``(client id, sequence)`` from a trailing ``REQID <client-id> <seq>`` of
-    SET or single-key DEL (planaria's client sends it so the primary applies a retried write
-    once); None when the client sent none (plain Redis clients)."""
+    a write with one op (planaria's client sends it so the primary applies a retried write
+    once); None when the client sent none (plain Redis clients). ``span``: GETRANGE's start
+    and end."""
 
     command: DataCommand
     ops: tuple[Op, ...]
     slot: int
     return_old: bool = False
     request_id: tuple[str, int] | None = None
+    span: tuple[int, int] = (0, 0)
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -243,7 +314,7 @@ class ClientOp:
 
     @property
     def is_write(self) -> bool:
-        return self.command in (DataCommand.SET, DataCommand.DEL)
+        return self.command not in _READS
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +607,97 @@ def _parse_del(command: Sequence[bytes], limits: Limits) -> ClientOp:
     return ClientOp(DataCommand.DEL, tuple(Delete(key) for key in keys), _one_slot(keys))
 
 
+def _take_request_id(
+    spec: CommandSpec, command: Sequence[bytes]
+) -> tuple[Sequence[bytes], tuple[str, int] | None]:
+    """A write's trailing ``REQID <client-id> <seq>``, taken off: only where the command
+    without it has a valid count of arguments (MSET's is odd), so that a plain client's
+    arguments are never misread as one (``MSET k reqid k2 v`` sets two keys)."""
+    bare = len(command) - 3
+    if "write" not in spec.flags or bare < 2 or command[-3].lower() != _REQID:
+        return command, None
+    if spec.arity > 0 and bare != spec.arity:
+        return command, None
+    if spec.arity < 0 and (bare < -spec.arity or bare % 2 == 0):
+        return command, None
+    return command[:-3], _parse_request_id(command[-2], command[-1])
+
+
+def _int64(data: bytes) -> int:
+    value = parse_int64(data)
+    if value is None:
+        raise CommandError(NOT_AN_INTEGER)
+    return value
+
+
+def _parse_string_command(
+    command: DataCommand, spec: CommandSpec, args: Sequence[bytes], limits: Limits
+) -> ClientOp:
+    """One of the string and counter commands (arity checked after REQID is taken off)."""
+    args, request_id = _take_request_id(spec, args)
+    _check_arity(spec, len(args))
+    if command in (DataCommand.MGET, DataCommand.MSET, DataCommand.MSETNX):
+        return _parse_multi_key(command, args, limits, request_id)
+    key = _check_key(args[1], limits)
+    op: Op
+    span = (0, 0)
+    if command is DataCommand.INCR:
+        op = IncrBy(key, 1)
+    elif command is DataCommand.DECR:
+        op = IncrBy(key, -1)
+    elif command is DataCommand.INCRBY:
+        op = IncrBy(key, _int64(args[2]))
+    elif command is DataCommand.DECRBY:
+        delta = _int64(args[2])
+        if delta == -(2**63):  # its negation is out of range
+            raise CommandError("ERR decrement would overflow")
+        op = IncrBy(key, -delta)
+    elif command is DataCommand.INCRBYFLOAT:
+        if parse_long_double(args[2]) is None:
+            raise CommandError(NOT_A_FLOAT)
+        op = IncrByFloat(key, args[2])
+    elif command is DataCommand.APPEND:
+        op = AppendTo(key, _check_value(args[2], limits), limits.value_bytes_max)
+    elif command in (DataCommand.STRLEN, DataCommand.GETRANGE):
+        op = Get(key)
+        if command is DataCommand.GETRANGE:
+            span = (_int64(args[2]), _int64(args[3]))
+    elif command is DataCommand.SETRANGE:
+        offset = _int64(args[2])
+        if offset < 0:
+            raise CommandError(OFFSET_OUT_OF_RANGE)
+        op = SetRange(key, offset, _check_value(args[3], limits), limits.value_bytes_max)
+    elif command is DataCommand.GETSET:
+        op = Set(key, _check_value(args[2], limits))
+    elif command is DataCommand.GETDEL:
+        op = Delete(key)
+    else:  # SETNX
+        op = Set(key, _check_value(args[2], limits), nx=True)
+    return ClientOp(command, (op,), keyslot(key), request_id=request_id, span=span)
+
+
+def _parse_multi_key(
+    command: DataCommand,
+    args: Sequence[bytes],
+    limits: Limits,
+    request_id: tuple[str, int] | None,
+) -> ClientOp:
+    if command is DataCommand.MGET:
+        keys = [_check_key(key, limits) for key in args[1:]]
+        return ClientOp(command, tuple(Get(key) for key in keys), _one_slot(keys))
+    if len(args) % 2 == 0:  # a key without its value
+        # Redis Cluster looks for CROSSSLOT first, among the keys MSET's table names.
+        _one_slot(args[1::2])
+        raise _arity_error(command.value)
+    pairs = tuple(
+        (_check_key(args[i], limits), _check_value(args[i + 1], limits))
+        for i in range(1, len(args), 2)
+    )
+    slot = _one_slot([key for key, _ in pairs])
+    op = MSet(pairs, nx=command is DataCommand.MSETNX)
+    return ClientOp(command, (op,), slot, request_id=request_id)
+
+
 def _parse_int(data: bytes) -> int:
     try:
         return int(data)
@@ -549,6 +711,9 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
     spec = COMMANDS.get(_text(name))
     if spec is None:
         raise _unknown_command(command)
+    string_command = _STRING_DATA.get(name)
+    if string_command is not None:
+        return _parse_string_command(string_command, spec, command, limits)
     if name in (b"get", b"exists") and _has_trailing_reqid(command):
         raise CommandError(
             f"ERR REQID is only valid on SET and DEL, not {_text(name).upper()} "
@@ -598,6 +763,11 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
         return _parse_backup(sub, command)
     # config get
     return ConfigGet(tuple(_text(pattern).lower() for pattern in command[2:]))
+
+
+_STRING_DATA: Mapping[bytes, DataCommand] = {
+    spec.name.encode(): DataCommand(spec.name) for spec in _STRING_COMMANDS
+}
 
 
 def _parse_backup(sub: str, command: Sequence[bytes]) -> BackupBegin | BackupRead | BackupEnd:
@@ -810,16 +980,61 @@ def render_reply(
             return error_reply(
                 reply.error, slot=op.slot, partition=reply.partition, moved_to=moved_to
             )
+        if reply.failure is not None:
+            return resp.error(reply.failure)
     command = op.command
+    first = replies[0]
     if command is DataCommand.GET:
-        return resp.bulk(replies[0].value)
+        return resp.bulk(first.value)
     if command is DataCommand.SET:
         if op.return_old:
-            return resp.bulk(replies[0].value)
-        return resp.OK if replies[0].applied else resp.NULL
+            return resp.bulk(first.value)
+        return resp.OK if first.applied else resp.NULL
     if command is DataCommand.DEL:
         return resp.integer(sum(reply.applied for reply in replies))
-    return resp.integer(sum(reply.value is not None for reply in replies))
+    if command is DataCommand.EXISTS:
+        return resp.integer(sum(reply.value is not None for reply in replies))
+    if command in _NUMBER_RESULTS:
+        if not isinstance(first.result, int):
+            raise UsageError(f"{command.value} answered without a number: {first}")
+        return resp.integer(first.result)
+    if command is DataCommand.INCRBYFLOAT:
+        if not isinstance(first.result, bytes):
+            raise UsageError(f"incrbyfloat answered without a value: {first}")
+        return resp.bulk(first.result)
+    if command is DataCommand.STRLEN:
+        return resp.integer(len(first.value or b""))
+    if command is DataCommand.GETRANGE:
+        return resp.bulk(getrange(first.value or b"", *op.span))
+    if command in (DataCommand.GETSET, DataCommand.GETDEL):
+        return resp.bulk(first.value)
+    if command is DataCommand.MGET:
+        return resp.array([resp.bulk(reply.value) for reply in replies])
+    if command is DataCommand.MSET:
+        return resp.OK
+    return resp.integer(int(first.applied))  # SETNX, MSETNX
+
+
+_NUMBER_RESULTS = frozenset(
+    (DataCommand.INCR, DataCommand.INCRBY, DataCommand.DECR, DataCommand.DECRBY,
+     DataCommand.APPEND, DataCommand.SETRANGE)
+)  # fmt: skip
+
+
+def getrange(value: bytes, start: int, end: int) -> bytes:
+    """GETRANGE's substring as redis-server 7.0 cuts it: negative positions count from the
+    end, both ends included, clamped to the string."""
+    length = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start = max(length + start, 0)
+    if end < 0:
+        end = max(length + end, 0)
+    end = min(end, length - 1)
+    if start > end or length == 0:
+        return b""
+    return value[start : end + 1]
 
 
 def render_info(sections: Mapping[str, Mapping[str, object]]) -> bytes:

@@ -63,6 +63,19 @@ def _scalar(kind: type) -> tuple[_Encode, _Decode]:
     return (lambda value: value), decode
 
 
+def _scalars(kinds: tuple[type, ...]) -> tuple[_Encode, _Decode]:
+    """A union of scalar types (``int | bytes``): msgpack keeps each apart, as it is."""
+    allowed = frozenset(kinds)
+    names = " | ".join(kind.__name__ for kind in kinds)
+
+    def decode(value: Any) -> Any:
+        if type(value) not in allowed:
+            raise _fail(names, value)
+        return value
+
+    return (lambda value: value), decode
+
+
 def _decode_float(value: Any) -> float:
     if type(value) is float:
         return value
@@ -165,6 +178,8 @@ class Codec:
             inner_encode, inner_decode = self._compile_dataclasses(rest)
         elif len(rest) == 1:
             inner_encode, inner_decode = self._compile(rest[0])
+        elif all(arg in (int, str, bytes) for arg in rest):
+            inner_encode, inner_decode = _scalars(rest)
         else:
             raise UsageError(f"frame: cannot encode a union of {args!r}")
         if not optional:
@@ -382,5 +397,10 @@ CODEC = Codec(
         16: m.Ready,
         17: m.SnapshotChunk,
         18: m.SnapshotAck,
+        19: m.IncrBy,
+        20: m.IncrByFloat,
+        21: m.AppendTo,
+        22: m.SetRange,
+        23: m.MSet,
     }
 )

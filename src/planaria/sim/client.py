@@ -1,4 +1,5 @@
-"""Simulated clients: a workload of get/set/cas/delete, routing, retries, and the history.
+"""Simulated clients: a workload of get/set/cas/delete (and incr on counter keys), routing,
+retries, and the history.
 
 Each client keeps ``lanes`` operations in flight at once under its one client id, as an
 application sharing one ``planaria.Client`` does. Writes carry a request id (the client id
@@ -27,6 +28,12 @@ History mapping (``planaria.check``'s kv model): Get -> ``get``, a stale Get ->
 it is recorded as ``fail``, as Jepsen does, because the kv model reads an acknowledged cas as
 "it swapped". History processes are ``<client>.<n>``: one per lane, a new one whenever a
 lane parks a write.
+
+Counters (``Workload.counter_keys``, none unless asked for): a share of the operations is
+``IncrBy(key, 1)`` on a counter key. Those, and the final reads of counter keys, go to a
+history of their own (``counter_history``: ``incr`` completes ``ok`` with the new value),
+which the run checks for increments lost or applied twice (the register model does not
+read counters).
 """
 
 from __future__ import annotations
@@ -43,12 +50,14 @@ from planaria.core.messages import (
     Delete,
     ErrorCode,
     Get,
+    IncrBy,
     Op,
     PartitionConfig,
     RequestId,
     Set,
 )
 from planaria.core.slots import keyslot, partition_of_slot
+from planaria.errors import InternalError
 from planaria.sim.network import Network
 from planaria.sim.wire import ConfigRead, ConfigSnapshot
 from planaria.sim.world import Process, World
@@ -87,6 +96,8 @@ class Workload:
     ops_left: int
     keys: tuple[bytes, ...]  # the keys every client reads, writes, swaps and deletes
     unique_share: float = 0.3  # share of operations that set a key written once (lost writes)
+    counter_keys: tuple[bytes, ...] = ()  # keys only ever incremented (none: no counters)
+    counter_share: float = 0.3  # with counter keys: share of operations that increment one
     started: int = 0
     info: int = 0
     parked: int = 0
@@ -134,8 +145,10 @@ class SimClient(Process):
         workload: Workload,
         history: History,
         settings: ClientSettings,
+        counter_history: History | None = None,
     ) -> None:
         super().__init__(world, pid)
+        self.counter_history = counter_history if counter_history is not None else History()
         self.network = network
         self.partitions = partitions
         self.workload = workload
@@ -258,6 +271,9 @@ class SimClient(Process):
     def _choose(self) -> tuple[Op, bool]:
         rng, workload = self.world.rng, self.workload
         self.written += 1
+        counters = workload.counter_keys
+        if counters and rng.random() < workload.counter_share:
+            return IncrBy(counters[rng.randrange(len(counters))], 1), False
         value = f"{self.pid}-{self.written}".encode()
         if rng.random() < workload.unique_share:
             return Set(b"u:" + value, value), False
@@ -281,6 +297,10 @@ class SimClient(Process):
         else:
             if isinstance(op, Delete):
                 f = "delete"
+            elif isinstance(op, IncrBy):
+                f = "incr"
+            elif not isinstance(op, Set):
+                raise InternalError(f"the register workload sends no {type(op).__name__}")
             elif op.if_value is not None:
                 f, value = "cas", (op.if_value.decode(), op.value.decode())
             else:
@@ -302,8 +322,12 @@ class SimClient(Process):
         self.lanes[lane] = pending
         self.by_request[request_id] = pending
         now = self.world.now_ms
-        self.history.add(now, pending.process, kind="invoke", f=f, key=key, value=value)
+        self._history(op).add(now, pending.process, kind="invoke", f=f, key=key, value=value)
         self._attempt(pending, pending.token)
+
+    def _history(self, op: Op) -> History:
+        """Where ``op``'s events go: counter keys have a history of their own."""
+        return self.counter_history if op.key in self.workload.counter_keys else self.history
 
     def _resume(self, lane: int, pending: _Pending) -> None:
         """Retry a parked write on ``lane`` (its history process stays its own)."""
@@ -406,7 +430,7 @@ class SimClient(Process):
         pending.lane = None
         pending.token += 1
         del self.by_request[pending.request_id]
-        self.history.add(
+        self._history(pending.op).add(
             self.world.now_ms, pending.process, kind=kind, f=pending.f, key=pending.key, value=value
         )
         if kind == "info":
@@ -451,6 +475,12 @@ class SimClient(Process):
                 if reply.value is not None:
                     self.seen[op.key] = reply.value
                 self._finish(pending, "ok", None if reply.value is None else reply.value.decode())
+                return
+            if isinstance(op, IncrBy):
+                if reply.failure is not None:  # certainly not applied
+                    self._finish(pending, "fail", reply.failure)
+                else:
+                    self._finish(pending, "ok", reply.result)
                 return
             if isinstance(op, Set) and op.if_value is not None and not reply.applied:
                 self._finish(pending, "fail", None)

@@ -72,6 +72,8 @@ HISTORY_CHECKS = (
     "diverged",
     "moves-stuck",
     "unresolved",
+    "counter-lost",
+    "counter-doubled",
     "crashed",
 )
 CHECKS = MONITOR_CHECKS + HISTORY_CHECKS

@@ -43,7 +43,6 @@ from planaria.core.messages import (
     ClientReply,
     ClientRequest,
     ConfigUpdate,
-    Delete,
     ErrorCode,
     Get,
     PartitionConfig,
@@ -52,7 +51,6 @@ from planaria.core.messages import (
     Reply,
     RequestId,
     Send,
-    Set,
     SnapshotAck,
     SnapshotChunk,
     Version,
@@ -684,7 +682,7 @@ class SimNode(Process):
                 self.busy_refusals += 1
                 self.network.send(self.pid, src, busy)  # the node's BUSY
                 return
-            if isinstance(message, ClientRequest) and isinstance(message.op, Set | Delete):
+            if isinstance(message, ClientRequest) and not isinstance(message.op, Get):
                 self.writes.add(message.request_id)
             ready = replica.on_message(message, now)
             if isinstance(message, ClientRequest) and isinstance(message.op, Get):

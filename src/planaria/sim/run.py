@@ -16,7 +16,10 @@ first violated check with the trace around it and the command that replays it. P
 6. the history must be linearizable (``not-linearizable``; ``history-unknown`` when the
    search gives up) and no acknowledged write may be missing from the final reads
    (``lost-write``). These are judged first: when a later phase failed, the history so far
-   is checked before that failure is reported.
+   is checked before that failure is reported. With counters (``SimConfig.counters``),
+   each counter's final value must count every acknowledged increment
+   (``counter-lost``, also when two acknowledged ones answered the same value) and no more
+   than those plus the ones of unknown outcome (``counter-doubled``: one applied twice).
 
 ``checks="history"`` turns the in-run monitor off (``checks.Monitor``): only what a client
 sees, the end checks above, can fail the run.
@@ -74,6 +77,8 @@ class SimConfig:
     ops: int = 300
     clients: int = 5
     keys: int = 8  # keys shared by every client (for linearizability)
+    counters: int = 0  # counter keys the clients increment (0: the register workload only)
+    counter_share: float = 0.3  # with counters: the share of operations that increment
     # "all": every check; "history": only what a client sees (HISTORY_CHECKS).
     checks: str = "all"
     faults: frozenset[str] = frozenset(FAULT_KINDS)
@@ -97,6 +102,8 @@ class SimConfig:
             raise UsageError("replicas, partitions, clients and keys must be >= 1")
         if self.ops < 0:
             raise UsageError(f"ops must be >= 0, got {self.ops}")
+        if self.counters < 0 or not 0.0 <= self.counter_share <= 1.0:
+            raise UsageError("counters must be >= 0 and counter_share within 0..1")
         if self.checks not in CHECK_MODES:
             raise UsageError(f"checks must be one of {CHECK_MODES}, got {self.checks!r}")
         if self.client.lanes < 1 or self.client.write_window < 1:
@@ -166,6 +173,10 @@ def replay_command(config: SimConfig) -> str:
     ]
     if config.keys != SimConfig.keys:
         parts.append(f"--keys {config.keys}")
+    if config.counters != SimConfig.counters:
+        parts.append(f"--counters {config.counters}")
+    if config.counter_share != SimConfig.counter_share:
+        parts.append(f"--counter-share {config.counter_share:g}")
     if config.client.lanes != ClientSettings.lanes:
         parts.append(f"--lanes {config.client.lanes}")
     if not config.node.fsync_max_drawn:
@@ -242,8 +253,15 @@ class _Run:
         self.retired: set[str] = set()
         self.coordinator.set_membership(self.members, frozenset(), replicas=config.replicas)
         self.history = History()
+        self.counter_history = History()
         keys = tuple(f"k{i}".encode() for i in range(config.keys))
-        self.workload = Workload(ops_left=config.ops, keys=keys)
+        counters = tuple(f"n{i}".encode() for i in range(config.counters))
+        self.workload = Workload(
+            ops_left=config.ops,
+            keys=keys,
+            counter_keys=counters,
+            counter_share=config.counter_share,
+        )
         self.clients = [
             SimClient(
                 world,
@@ -253,6 +271,7 @@ class _Run:
                 workload=self.workload,
                 history=self.history,
                 settings=config.client,
+                counter_history=self.counter_history,
             )
             for i in range(1, config.clients + 1)
         ]
@@ -477,7 +496,8 @@ class _Run:
         unresolved = [p for c in self.clients for p in c.unresolved]
         for client in self.clients:
             client.stop_resolving()
-        keys = sorted({str(event.key) for event in self.history.events})
+        events = [*self.history.events, *self.counter_history.events]
+        keys = sorted({str(event.key) for event in events})
         reader_count = len(self.clients)
         for i, client in enumerate(self.clients):
             client.read_finally([k.encode() for k in keys[i::reader_count]])
@@ -493,6 +513,7 @@ class _Run:
         except Violation as violation:
             diverged = violation
         self._check_history()
+        self._check_counters()
         if unresolved:
             shown = "; ".join(
                 f"{p.process} {p.f} {p.key} {p.value!r} request {p.request_id}"
@@ -606,11 +627,46 @@ class _Run:
             )
             raise Violation("lost-write", f"{len(lost)} acknowledged write(s) lost: {shown}")
 
+    def _check_counters(self) -> None:
+        """Every counter's final value counts each acknowledged increment once: at least
+        those (and above every value one answered), at most those plus the increments whose
+        outcome is unknown; no two acknowledged ones answered the same value."""
+        final: dict[Hashable, Hashable] = {}
+        for client in self.clients:
+            final.update(client.final_values)
+        by_key: dict[str, list[Any]] = {}
+        for event in self.counter_history.events:
+            if event.f == "incr":
+                by_key.setdefault(str(event.key), []).append(event)
+        for key, events in sorted(by_key.items()):
+            acked = [int(e.value) for e in events if e.type == "ok"]
+            invoked = sum(e.type == "invoke" for e in events)
+            unknown = invoked - len(acked) - sum(e.type == "fail" for e in events)
+            read = final.get(key)
+            value = int(str(read)) if read is not None else 0
+            if len(set(acked)) != len(acked) or value < max(acked, default=0):
+                raise Violation(
+                    "counter-lost",
+                    f"counter {key}: final value {value}; acknowledged increments answered "
+                    f"{sorted(acked)[-8:]} (last 8 of {len(acked)})",
+                )
+            if value < len(acked):
+                raise Violation(
+                    "counter-lost",
+                    f"counter {key}: final value {value} < {len(acked)} acknowledged increments",
+                )
+            if value > len(acked) + unknown:
+                raise Violation(
+                    "counter-doubled",
+                    f"counter {key}: final value {value} > {len(acked)} acknowledged + "
+                    f"{unknown} unknown increments: one was applied twice",
+                )
+
     def _fill(self, result: SimResult) -> None:
         world = self.world
         events = self.history.events
-        completions = [e for e in events if e.type != "invoke"]
-        result.operations = sum(1 for e in events if e.type == "invoke")
+        completions = [e for e in (*events, *self.counter_history.events) if e.type != "invoke"]
+        result.operations = len(events) + len(self.counter_history.events) - len(completions)
         result.ok_operations = sum(1 for e in completions if e.type == "ok")
         result.info_operations = sum(1 for e in completions if e.type == "info")
         result.faults = self.nemesis.describe()

@@ -11,6 +11,7 @@ from planaria.core.messages import (
     Delete,
     Entry,
     Get,
+    IncrBy,
     Op,
     PartitionConfig,
     ProposeIsr,
@@ -29,8 +30,12 @@ def _op(op: Op | None) -> str:
         return f"get {key}"
     if isinstance(op, Delete):
         return f"del {key}"
+    if isinstance(op, IncrBy):
+        return f"incrby {key} {op.delta}"
+    if not isinstance(op, Set):
+        return f"{type(op).__name__.lower()} {key}"
     value = op.value.decode(errors="replace")
-    if isinstance(op, Set) and op.if_value is not None:
+    if op.if_value is not None:
         return f"cas {key} {op.if_value.decode(errors='replace')!r}->{value!r}"
     return f"set {key}={value!r}"
 

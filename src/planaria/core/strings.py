@@ -1,0 +1,293 @@
+"""Applying a write to a partition's state: the one dispatch over every
+:data:`~planaria.core.messages.WriteOp`, with redis-server 7.0's semantics and error replies.
+
+Pure and deterministic: every replica applies the same op to the same state (the state is
+equal at the same log index) and reaches the same result, so a result (a counter's new
+value, an error) is decided by the apply, never by the node that took the request.
+
+INCRBYFLOAT is computed as redis-server computes it on x86-64: in the x87 80-bit extended
+format (a 64-bit significand), the inputs read by ``strtold`` (correctly rounded), the sum
+rounded to nearest even, the result written with ``%.17Lf`` and its trailing zeros cut. Here
+with exact rationals (:class:`fractions.Fraction`), so no platform's ``long double`` (or
+its absence) changes a result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import MutableMapping
+from fractions import Fraction
+from typing import TypeAlias
+
+from planaria.core.messages import (
+    STRING_BYTES_MAX,
+    AppendTo,
+    Delete,
+    IncrBy,
+    IncrByFloat,
+    MSet,
+    Result,
+    Set,
+    SetRange,
+    Version,
+    WriteOp,
+)
+from planaria.errors import InternalError
+
+__all__ = [
+    "NOT_AN_INTEGER",
+    "NOT_A_FLOAT",
+    "NOT_FINITE",
+    "OFFSET_OUT_OF_RANGE",
+    "OVERFLOW",
+    "TOO_LONG",
+    "Outcome",
+    "apply_write",
+    "format_long_double",
+    "parse_int64",
+    "parse_long_double",
+]
+
+# redis-server 7.0's error replies, byte for byte.
+NOT_AN_INTEGER = "ERR value is not an integer or out of range"
+OVERFLOW = "ERR increment or decrement would overflow"
+NOT_A_FLOAT = "ERR value is not a valid float"
+NOT_FINITE = "ERR increment would produce NaN or Infinity"
+OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
+TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+State: TypeAlias = MutableMapping[bytes, tuple[bytes, Version]]
+# (the previous value, whether the state changed, the result, the failure's error reply)
+Outcome: TypeAlias = tuple[bytes | None, bool, Result, str | None]
+
+
+def apply_write(state: State, op: WriteOp, version: Version) -> Outcome:
+    """Apply ``op`` (at ``version``) to ``state`` in place and say what it did. A failure
+    changes nothing."""
+    if isinstance(op, Set):
+        current = state.get(op.key)
+        previous = current[0] if current is not None else None
+        # Conditions combine with AND (NX with XX can never hold).
+        take = (
+            (not op.nx or current is None)
+            and (not op.xx or current is not None)
+            and (op.if_value is None or previous == op.if_value)
+        )
+        if take:
+            state[op.key] = (op.value, version)
+        return previous, take, None, None
+    if isinstance(op, Delete):
+        current = state.pop(op.key, None)
+        return (current[0] if current is not None else None), current is not None, None, None
+    if isinstance(op, IncrBy):
+        return _incr_by(state, op, version)
+    if isinstance(op, IncrByFloat):
+        return _incr_by_float(state, op, version)
+    if isinstance(op, AppendTo):
+        current = state.get(op.key)
+        old = current[0] if current is not None else b""
+        length = len(old) + len(op.value)
+        if length > min(op.bytes_max, STRING_BYTES_MAX):
+            return None, False, None, TOO_LONG
+        state[op.key] = (old + op.value, version)
+        return None, True, length, None
+    if isinstance(op, SetRange):
+        return _set_range(state, op, version)
+    if isinstance(op, MSet):
+        if op.nx and any(key in state for key, _ in op.pairs):
+            return None, False, None, None
+        for key, value in op.pairs:
+            state[key] = (value, version)
+        return None, True, None, None
+    raise InternalError(f"no apply for {type(op).__name__}")  # pragma: no cover
+
+
+def _incr_by(state: State, op: IncrBy, version: Version) -> Outcome:
+    current = state.get(op.key)
+    value = parse_int64(current[0]) if current is not None else 0
+    if value is None:
+        return None, False, None, NOT_AN_INTEGER
+    total = value + op.delta
+    if not INT64_MIN <= total <= INT64_MAX:
+        return None, False, None, OVERFLOW
+    state[op.key] = (b"%d" % total, version)
+    return None, True, total, None
+
+
+def _incr_by_float(state: State, op: IncrByFloat, version: Version) -> Outcome:
+    current = state.get(op.key)
+    value = parse_long_double(current[0]) if current is not None else Fraction(0)
+    delta = parse_long_double(op.delta)
+    if value is None or delta is None:
+        return None, False, None, NOT_A_FLOAT
+    if isinstance(value, float) or isinstance(delta, float):  # an infinity: inf, -inf, NaN
+        return None, False, None, NOT_FINITE
+    total = _round_extended(value + delta)
+    if total is None:
+        return None, False, None, NOT_FINITE
+    text = format_long_double(total)
+    state[op.key] = (text, version)
+    return None, True, text, None
+
+
+def _set_range(state: State, op: SetRange, version: Version) -> Outcome:
+    if op.offset < 0:
+        return None, False, None, OFFSET_OUT_OF_RANGE
+    current = state.get(op.key)
+    old = current[0] if current is not None else b""
+    if not op.value:  # nothing to write: the length as it is, no key made
+        return None, False, len(old), None
+    end = op.offset + len(op.value)
+    if end > min(op.bytes_max, STRING_BYTES_MAX):
+        return None, False, None, TOO_LONG
+    padded = old.ljust(op.offset, b"\x00")
+    new = padded[: op.offset] + op.value + padded[end:]
+    state[op.key] = (new, version)
+    return None, True, len(new), None
+
+
+# --- integers as Redis reads them (string2ll) ---------------------------------------------------
+
+
+def parse_int64(data: bytes) -> int | None:
+    """``data`` as Redis reads a signed 64-bit integer: decimal digits, an optional minus,
+    no plus, spaces or leading zeros ("0" alone); None if it is not one or out of range."""
+    if data == b"0":
+        return 0
+    digits = data[1:] if data[:1] == b"-" else data
+    if not digits or len(digits) > 19 or not digits.isdigit() or digits[:1] == b"0":
+        return None
+    value = int(data)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+# --- long doubles as redis-server on x86-64 reads, adds and writes them -------------------------
+
+_LONG_DOUBLE_CHARS_MAX = 5 * 1024  # MAX_LONG_DOUBLE_CHARS: longer input is not a float
+_DECIMAL = re.compile(rb"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
+_HEX = re.compile(rb"([+-]?)0[xX]([0-9a-fA-F]*)(?:\.([0-9a-fA-F]*))?(?:[pP]([+-]?\d+))?")
+_INFINITY = re.compile(rb"([+-]?)(?:inf|infinity)", re.IGNORECASE)
+_SPACE = b" \t\n\v\f\r"
+_SIGNIFICAND_BITS = 64
+_EXPONENT_MIN = -16382  # the smallest normal number is 2**-16382
+_EXPONENT_LIMIT = 16384  # every finite number is below 2**16384
+_CHUNK_DIGITS = 1000  # int <-> decimal text a chunk at a time (Python caps one at 4300)
+
+
+def parse_long_double(data: bytes) -> Fraction | float | None:
+    """``data`` as redis-server's ``string2ld`` reads it: the exact value of ``strtold``'s
+    result (a Fraction, or a float only for an infinity), or None when Redis refuses it
+    (empty, too long, leading space, trailing junk, NaN, out of range)."""
+    if not data or len(data) >= _LONG_DOUBLE_CHARS_MAX or data[0] in _SPACE:
+        return None
+    data = data.split(b"\x00", 1)[0]  # a C string: strtold stops at the first NUL
+    if (match := _INFINITY.fullmatch(data)) is not None:
+        return float("-inf") if match[1] == b"-" else float("inf")
+    if (match := _DECIMAL.fullmatch(data)) is not None:
+        whole, fraction = match[2], match[3] or b""
+        if not whole and not fraction:
+            return None
+        significant = (whole + fraction).lstrip(b"0")
+        exponent = _exponent(match[4]) - len(fraction)
+        magnitude = len(significant) + exponent
+        mantissa = _digits_to_int(significant)
+        value = _scaled(mantissa, 10, exponent, magnitude=magnitude, high=4940, low=-4960)
+    elif (match := _HEX.fullmatch(data)) is not None:
+        whole, fraction = match[2], match[3] or b""
+        if not whole and not fraction:
+            return None
+        mantissa = int(whole + fraction, 16)
+        exponent = _exponent(match[4]) - 4 * len(fraction)
+        magnitude = mantissa.bit_length() + exponent
+        value = _scaled(mantissa, 2, exponent, magnitude=magnitude, high=16400, low=-16460)
+    else:
+        return None
+    if value is None:
+        return None
+    rounded = _round_extended(value)
+    if rounded is None or (rounded == 0 and value != 0):  # ERANGE: overflow or underflow
+        return None
+    return -rounded if match[1] == b"-" else rounded
+
+
+def _exponent(text: bytes | None) -> int:
+    if text is None:
+        return 0
+    sign = -1 if text[:1] == b"-" else 1
+    digits = text.lstrip(b"+-").lstrip(b"0") or b"0"
+    if len(digits) > 7:  # far out of range either way: clamp (the range check decides)
+        return sign * 10**7
+    return sign * int(digits)
+
+
+def _scaled(
+    mantissa: int, base: int, exponent: int, *, magnitude: int, high: int, low: int
+) -> Fraction | None:
+    """``mantissa * base**exponent`` exactly, or None when it is far outside the range
+    (``magnitude``: about its number of digits in ``base``; ``strtold`` fails with ERANGE)."""
+    if mantissa == 0:
+        return Fraction(0)
+    if not low <= magnitude <= high:
+        return None
+    if exponent >= 0:
+        return Fraction(mantissa * base**exponent)
+    return Fraction(mantissa, base**-exponent)
+
+
+def _round_extended(value: Fraction) -> Fraction | None:
+    """``value`` rounded to the nearest x87 extended number (ties to even, subnormals
+    included), or None when that overflows."""
+    if value == 0:
+        return Fraction(0)
+    magnitude = abs(value)
+    numerator, denominator = magnitude.numerator, magnitude.denominator
+    exponent = numerator.bit_length() - denominator.bit_length()
+    if (numerator << max(-exponent, 0)) < (denominator << max(exponent, 0)):
+        exponent -= 1  # now 2**exponent <= magnitude < 2**(exponent + 1)
+    unit = max(exponent, _EXPONENT_MIN) - (_SIGNIFICAND_BITS - 1)  # the last place: 2**unit
+    if unit >= 0:
+        quotient, remainder = divmod(numerator, denominator << unit)
+        half_test = 2 * remainder - (denominator << unit)
+    else:
+        quotient, remainder = divmod(numerator << -unit, denominator)
+        half_test = 2 * remainder - denominator
+    if half_test > 0 or (half_test == 0 and quotient & 1):
+        quotient += 1
+    if quotient.bit_length() + unit > _EXPONENT_LIMIT:  # quotient * 2**unit >= 2**16384
+        return None
+    rounded = Fraction(quotient << unit) if unit >= 0 else Fraction(quotient, 1 << -unit)
+    return rounded if value > 0 else -rounded
+
+
+def format_long_double(value: Fraction) -> bytes:
+    """``value`` as redis-server writes an INCRBYFLOAT result: ``%.17Lf`` (rounded to
+    nearest, ties to even), trailing zeros and a trailing point cut, ``-0`` as ``0``."""
+    magnitude = abs(value)
+    scaled, remainder = divmod(magnitude.numerator * 10**17, magnitude.denominator)
+    half_test = 2 * remainder - magnitude.denominator
+    if half_test > 0 or (half_test == 0 and scaled & 1):
+        scaled += 1
+    digits = _int_to_digits(scaled).rjust(18, b"0")
+    whole, fraction = digits[:-17], digits[-17:].rstrip(b"0")
+    text = whole + b"." + fraction if fraction else whole
+    return b"-" + text if value < 0 and text != b"0" else text
+
+
+def _digits_to_int(digits: bytes) -> int:
+    value = 0
+    for start in range(0, len(digits), _CHUNK_DIGITS):
+        chunk = digits[start : start + _CHUNK_DIGITS]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return value
+
+
+def _int_to_digits(value: int) -> bytes:
+    chunks: list[bytes] = []
+    base = 10**_CHUNK_DIGITS
+    while value >= base:
+        value, chunk = divmod(value, base)
+        chunks.append(b"%0*d" % (_CHUNK_DIGITS, chunk))
+    chunks.append(b"%d" % value)
+    return b"".join(reversed(chunks))
