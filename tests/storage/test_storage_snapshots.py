@@ -19,14 +19,7 @@ from planaria.core.messages import (
 )
 from planaria.core.replica import Replica
 from planaria.errors import InternalError
-from planaria.storage import (
-    Journal,
-    PartitionLog,
-    SimFS,
-    Snapshot,
-    StorageDamaged,
-    StorageError,
-)
+from planaria.storage import PartitionLog, SimFS, Snapshot, StorageDamaged, StorageError
 from planaria.storage.persist import recovered_state, save_state
 
 from ._helpers import open_sim
@@ -381,30 +374,3 @@ def test_a_segment_the_snapshot_covers_is_checked_when_read_not_when_opened() ->
     inode.synced[:] = inode.data
     with pytest.raises(StorageDamaged, match="not the last segment"):
         open_sim(fs, segment_bytes=400)
-
-
-def test_a_snapshot_rename_and_seal_hold_writes_for_few_fsyncs() -> None:
-    """A node renames a snapshot into place and seals the segment in its disk thread,
-    between write batches: every fsync there is latency for the writes waiting. Two
-    directory fsyncs (the rename's, which also covers the segment created and the files
-    removed since the last one; the seal's, for the old snapshot removed: the sealed segment
-    is made durable with its directory entry), three file fsyncs. (Before: four and four.)"""
-    fs = SimFS()
-    journal = Journal.open(fs, "/node/journal", checkpoint_bytes=10**9)
-    log = PartitionLog.open(fs, "/node/p0")
-    log.attach_journal(journal, 0)
-    log.set_epoch(1)
-    for round_ in range(3):  # the first rounds leave segments to compact in the last
-        log.append_many([(1, b"x" * 50) for _ in range(40)])
-        log.sync()
-        log.set_commit_index(log.last_index)
-        index = log.last_index - 5
-        log.write_snapshot_file(Snapshot(index, 1, b"state %d" % round_))
-        files, dirs = fs.stats.fsyncs, fs.stats.dir_fsyncs
-        log.save_snapshot(Snapshot(index, 1, b"state %d" % round_), prewritten=True, seal=False)
-        log.seal_and_compact()
-        held = (fs.stats.fsyncs - files, fs.stats.dir_fsyncs - dirs)
-    assert log.first_index > 1  # the last round compacted
-    assert held == (3, 2)
-    log.close()
-    journal.close()

@@ -667,17 +667,15 @@ class PartitionLog:
                 self._fail(error)
                 raise error from truncate_exc
 
-    def _trim(self, *, sync: bool = True) -> None:
-        """Give back the preallocated space after the last record (and make it durable,
-        unless ``sync`` is False: the caller fsyncs the file next)."""
+    def _trim(self) -> None:
+        """Give back the preallocated space after the last record (and make it durable)."""
         active = self._active
         segment = self._segments[-1]
         if active is None or active.size() <= segment.end:
             return
         try:
             active.truncate(segment.end)
-            if sync:
-                active.fsync()
+            active.fsync()
         except OSError as exc:
             error = storage_error_from_os(exc, "trimming a segment", segment.path)
             self._fail(error)
@@ -699,18 +697,16 @@ class PartitionLog:
             raise
         self._durable_index = self.last_index
 
-    def sync_files(self, *, directory: bool = True) -> None:
-        """fsync this log's own files (plus the directory's if it changed, unless
-        ``directory`` is False: the caller fsyncs it next, as a snapshot's rename does)."""
+    def sync_files(self) -> None:
+        """fsync this log's own files (plus the directory's if it changed)."""
         self._check_writable()
         target = self.last_index
-        dir_dirty = self._dir_dirty and directory
-        if target == self._durable_index and not dir_dirty and not self._files_dirty:
+        if target == self._durable_index and not self._dir_dirty and not self._files_dirty:
             return
         assert self._active is not None
         try:
             self._active.fsync()
-            if dir_dirty:
+            if self._dir_dirty:
                 self.fs.fsync_dir(self.path)
                 self._dir_dirty = False
         except OSError as exc:
@@ -746,20 +742,14 @@ class PartitionLog:
         return True
 
     def _roll_segment(self) -> None:
-        # The sealed segment is synced first (trimmed and synced in one fsync): recovery
-        # treats damage in any segment but the last as real damage, never as a torn tail.
-        # The new one's directory entry is made durable by the next directory fsync (a
-        # snapshot's rename, the next sync of the files, a checkpoint or the close): lost
-        # in a crash before, the sealed segment is the last again and the records after it
-        # are the unsynced tail (a journal replays them; without one none was acknowledged,
-        # ``sync_files`` fsyncs a dirty directory first).
-        self._trim(sync=False)
-        self._files_dirty = True
+        # The sealed segment is synced first: recovery treats damage in any segment but the
+        # last as real damage, never as a torn tail.
         self.sync_files()
-        self._create_segment(self.last_index + 1, sync_dir=False)
+        self._trim()
+        self._create_segment(self.last_index + 1)
         self._segment_firsts.append(self._segments[-1].first_index)
 
-    def _create_segment(self, first_index: int, *, sync_dir: bool = True) -> None:
+    def _create_segment(self, first_index: int) -> None:
         name = _segment_name(first_index)
         path = self._file(name)
         if self._active is not None:
@@ -771,10 +761,7 @@ class PartitionLog:
             handle.truncate(0)
             handle.append(encode_segment_header(first_index))
             handle.fsync()
-            if sync_dir:
-                self.fs.fsync_dir(self.path)
-            else:
-                self._dir_dirty = True
+            self.fs.fsync_dir(self.path)
         except OSError as exc:
             error = storage_error_from_os(exc, "creating a segment", path)
             self._fail(error)
@@ -815,7 +802,6 @@ class PartitionLog:
     def _write_atomic(self, name: str, data: bytes) -> None:
         try:
             write_atomic(self.fs, self.path, name, data)
-            self._dir_dirty = False  # every entry of the directory is durable now
         except OSError as exc:
             error = storage_error_from_os(exc, f"writing {name}", self._file(name + ".tmp"))
             self._fail(error)
@@ -835,7 +821,6 @@ class PartitionLog:
                     handle.close()
             self.fs.rename(path, self._file(name))
             self.fs.fsync_dir(self.path)
-            self._dir_dirty = False  # every entry of the directory is durable now
         except OSError as exc:
             error = storage_error_from_os(exc, f"moving {source} to {name}", path)
             self._fail(error)
@@ -961,9 +946,8 @@ class PartitionLog:
         self.sync()
         if self._journal is not None:
             # The files themselves must reach the snapshot: a journal replay skips what a
-            # snapshot covers, so it could not refill a lost tail below it. (Their
-            # directory entries too: the rename's directory fsync below.)
-            self.sync_files(directory=False)
+            # snapshot covers, so it could not refill a lost tail below it.
+            self.sync_files()
         if prewritten:
             name = snapshot_name(snapshot.index) + _PREWRITTEN_SUFFIX
             self._store_snapshot(snapshot, from_file=name, synced=True)
@@ -1080,12 +1064,9 @@ class PartitionLog:
                 self.fs.remove(self._segments.pop(0).path)
                 self._segment_firsts.pop(0)
                 removed += 1
-            # The removals are made durable by the next directory fsync: segments a
-            # snapshot covers that come back after a crash are dropped at recovery (or
-            # kept as the catch-up tail until the next compaction), so they need no fsync
-            # of their own between write batches.
-            if removed:
-                self._dir_dirty = True
+            if removed or self._dir_dirty:
+                self.fs.fsync_dir(self.path)
+                self._dir_dirty = False
         except OSError as exc:
             error = storage_error_from_os(exc, "compacting the log", self.path)
             self._fail(error)
