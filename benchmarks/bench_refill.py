@@ -209,6 +209,18 @@ def refill(
         "writes_during": len(during),
         "writes_transfer": len(sending),
     }
+    if args.trace:  # the timeline, to see when the slow writes were (time.monotonic())
+        result["trace"] = {
+            "wiped_s": started,
+            "first_byte_s": first_byte,
+            "installed_s": installed_at,
+            "normal_p99_ms": result["normal_p99_ms"],
+            "writes": [
+                (a.invoked_s, round((a.completed_s - a.invoked_s) * 1000, 3), a.address,
+                 a.partition)
+                for a in acks
+            ],
+        }  # fmt: skip
     result["p99_ratio"] = round(result["during_p99_ms"] / result["normal_p99_ms"], 2)
     if sending:
         result["transfer_p99_ratio"] = round(
@@ -236,6 +248,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--baseline-s", type=float, default=10.0)
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it")
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="keep every write of each refill (invoked at, latency, node, partition) and"
+        " the transfer's marks in the results file",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -267,7 +284,8 @@ def main(argv: Sequence[str]) -> int:
                     for repeat in range(args.repeats):
                         run = refill(cluster, recorder, args)
                         runs.append(run)
-                        print(f"  [{label}] run {repeat + 1}: {run}", flush=True)
+                        shown = {k: v for k, v in run.items() if k != "trace"}
+                        print(f"  [{label}] run {repeat + 1}: {shown}", flush=True)
                 results["runs"][label] = runs
             finally:
                 cluster.stop()
