@@ -12,13 +12,14 @@ snapshot transfers). Then, for each ``--snapshot-transfer-bytes-per-s`` value in
 deleted (a replaced disk), and started again; its partitions' primaries send it their
 snapshots. Measured:
 
-- refill rate: the snapshot bytes the primaries sent (INFO ``transfer_bytes_sent``) over
-  the time from the first byte sent to the last snapshot installed on n3 (MB = 10^6 bytes);
-  all of a node's transfers share its throttle, and n3's partitions have several primaries;
+- refill rate: the snapshot bytes the primaries sent (INFO ``transfer_bytes_sent``, read
+  before and after) over the time from the first chunk n3 holds to its last snapshot
+  installed (n3's INFO, polled every 20 ms through both windows; MB = 10^6 bytes); all of
+  a node's transfers share its throttle, and n3's partitions have several primaries;
 - foreground writes: ``--writers`` threads of ``planaria.Client`` SET their own key every
   ``--pause-ms`` (paced, not saturating): p50/p99 latency while every node is up and in
   sync ("normal", the ``--baseline-s`` before the wipe), during the snapshot transfers
-  (invoked after the first byte sent, done before the last snapshot installed: the target's
+  (invoked after n3's first chunk, done before its last snapshot installed: the target's
   "meanwhile"), and during the whole refill (from the start of n3, whose replicas it opens,
   through the catch-up after the install, to its return to every ISR).
 
@@ -127,6 +128,47 @@ def compacted(cluster: LocalCluster) -> bool:
     return True
 
 
+class ReceiverWatch:
+    """A thread that reads n3's INFO every ``interval_s`` (its chunks being received and its
+    snapshots installed), from before the "normal" window to the end: whatever polling costs
+    the nodes, both windows pay it. (It once polled both senders' INFO as well, and only
+    during the refill: that alone made the foreground p99 about 2x, refill or not.)"""
+
+    def __init__(self, cluster: LocalCluster, interval_s: float = 0.02) -> None:
+        self._cluster = cluster
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, int, int]] = []  # (time, receiving, installed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="receiver-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            now = time.monotonic()
+            with contextlib.suppress(OSError):  # n3 stopped or starting
+                fields = info(self._cluster, "n3", "cluster")
+                sample = (
+                    now,
+                    int(fields["transfers_receiving"]),
+                    int(fields["snapshots_installed"]),
+                )
+                with self._lock:
+                    self._samples.append(sample)
+                    del self._samples[:-1000]  # bounded: the last 20 s
+
+    def samples_since(self, since: float) -> list[tuple[float, int, int]]:
+        with self._lock:
+            return [sample for sample in self._samples if sample[0] >= since]
+
+    def __enter__(self) -> ReceiverWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @contextlib.contextmanager
 def foreground(cluster: LocalCluster, args: argparse.Namespace) -> Iterator[AckRecorder]:
     recorder = AckRecorder(partitions=args.partitions)
@@ -151,7 +193,7 @@ def latencies_ms(recorder: AckRecorder, seconds: float) -> list[float]:
 
 
 def refill(
-    cluster: LocalCluster, recorder: AckRecorder, args: argparse.Namespace
+    cluster: LocalCluster, recorder: AckRecorder, watch: ReceiverWatch, args: argparse.Namespace
 ) -> dict[str, Any]:
     senders = [n for n in cluster.node_ids if n != "n3"]
     wait_healthy(cluster, 120.0)
@@ -163,20 +205,18 @@ def refill(
     recorder.start_window()
     started = time.monotonic()
     cluster.start("n3", timeout_s=60.0)
-    first_byte: float | None = None
+    first_byte: float | None = None  # n3 held a chunk (a transfer under way, or installed)
     installed_at: float | None = None
     deadline = started + args.timeout_s
     while installed_at is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"n3 did not install {len(here)} snapshots in {args.timeout_s} s")
-        now = time.monotonic()
-        if first_byte is None:
-            sent = sum(int(info(cluster, n, "cluster")["transfer_bytes_sent"]) for n in senders)
-            if sent > sum(sent_before.values()):
-                first_byte = now
-        with contextlib.suppress(OSError):
-            if int(info(cluster, "n3", "cluster")["snapshots_installed"]) >= len(here):
-                installed_at = now
+        for at, receiving, installed in watch.samples_since(started):
+            if first_byte is None and (receiving or installed):
+                first_byte = at
+            if installed >= len(here):
+                installed_at = at
+                break
         time.sleep(0.02)
     sent = sum(
         int(info(cluster, n, "cluster")["transfer_bytes_sent"]) - sent_before[n] for n in senders
@@ -209,6 +249,18 @@ def refill(
         "writes_during": len(during),
         "writes_transfer": len(sending),
     }
+    if args.trace:  # the timeline, to see when the slow writes were (time.monotonic())
+        result["trace"] = {
+            "wiped_s": started,
+            "first_byte_s": first_byte,
+            "installed_s": installed_at,
+            "normal_p99_ms": result["normal_p99_ms"],
+            "writes": [
+                (a.invoked_s, round((a.completed_s - a.invoked_s) * 1000, 3), a.address,
+                 a.partition)
+                for a in acks
+            ],
+        }  # fmt: skip
     result["p99_ratio"] = round(result["during_p99_ms"] / result["normal_p99_ms"], 2)
     if sending:
         result["transfer_p99_ratio"] = round(
@@ -236,6 +288,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--baseline-s", type=float, default=10.0)
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it")
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="keep every write of each refill (invoked at, latency, node, partition) and"
+        " the transfer's marks in the results file",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -263,11 +320,12 @@ def main(argv: Sequence[str]) -> int:
                 print(f"[{label}] loaded {args.keys} keys: {rate_load:.0f} SET/s", flush=True)
                 wait_until(lambda c=cluster: compacted(c), 300.0, "every partition snapshotted")
                 runs = []
-                with foreground(cluster, args) as recorder:
+                with foreground(cluster, args) as recorder, ReceiverWatch(cluster) as watch:
                     for repeat in range(args.repeats):
-                        run = refill(cluster, recorder, args)
+                        run = refill(cluster, recorder, watch, args)
                         runs.append(run)
-                        print(f"  [{label}] run {repeat + 1}: {run}", flush=True)
+                        shown = {k: v for k, v in run.items() if k != "trace"}
+                        print(f"  [{label}] run {repeat + 1}: {shown}", flush=True)
                 results["runs"][label] = runs
             finally:
                 cluster.stop()

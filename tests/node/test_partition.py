@@ -44,7 +44,7 @@ from planaria.node._partition import (
 )
 from planaria.storage import FsyncPolicy, OsFS, PartitionLog, StorageError, StorageFull
 from planaria.storage.format import Snapshot
-from planaria.storage.persist import PersistRuleBroken, write_persists
+from planaria.storage.persist import INCOMING_SNAPSHOT, PersistRuleBroken, write_persists
 
 CONFIG = PartitionConfig(0, 1, "n1", ("n1", "n2", "n3"), frozenset({"n1", "n2", "n3"}), 1)
 
@@ -170,12 +170,14 @@ class Harness:
         session: int | None = None,
         data_id_new: bool = False,
         recovered: RecoveredLogs | None = None,
+        committer: FakeCommitter | None = None,
+        chunk_writer: ThreadPoolExecutor | None = None,
     ) -> None:
         self.sends: list[Send] = []
         self.lost: list[tuple[int, bool]] = []  # (partition, replica built yet) per loss
         self.replies: list[Reply] = []
         self.resigned: list[int] = []
-        self.committer = FakeCommitter()
+        self.committer = committer if committer is not None else FakeCommitter()
         self.runtime = PartitionRuntime(
             "n1", 0, directory=directory, policy=FsyncPolicy("always"),
             replica_settings=ReplicaSettings(), executor=executor,
@@ -184,6 +186,7 @@ class Harness:
             propose=lambda proposal: None, on_step_down=lambda partition: None,
             on_storage_failure=self.resigned.append, session=lambda: session,
             on_lost=self._on_lost, data_id_new=lambda: data_id_new, recovered=recovered,
+            chunk_writer=chunk_writer,
         )  # fmt: skip
 
     async def _on_lost(self, partition: int) -> None:
@@ -395,6 +398,48 @@ def test_incoming_snapshot_chunks_waiting_for_the_disk_are_bounded(tmp_path: Pat
             assert [a.next_offset for a in acks if isinstance(a, SnapshotAck)] == list(
                 range(10, 10 * CHUNK_WRITES_MAX + 1, 10)
             )
+            await runtime.close()
+
+    asyncio.run(scenario())
+
+
+class HeldCommitter(FakeCommitter):
+    """A disk thread busy until released: its calls (``call``) wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+
+    async def call(self, fn: Callable[..., object], *args: object) -> object:
+        await self.released.wait()
+        return fn(*args)
+
+
+def test_incoming_snapshot_chunks_are_written_off_the_disk_thread(tmp_path: Path) -> None:
+    """Each received chunk is fsynced as it is written: in the disk thread, that held up
+    the node's persists of every partition, and the transfer's acks waited for their
+    batches. The chunk writer writes them, in order, while the disk thread is busy."""
+
+    async def scenario() -> None:
+        committer = HeldCommitter()
+        with ThreadPoolExecutor(1) as executor, ThreadPoolExecutor(1) as chunk_writer:
+            harness = Harness(
+                tmp_path / "p0", executor, committer=committer, chunk_writer=chunk_writer
+            )
+            runtime = harness.runtime
+            await runtime.open()
+            receiver = SnapshotReceiver("n1")
+            for offset in range(0, 50, 10):
+                chunk = SnapshotChunk(0, 1, "n2", 5, 1, offset, 1000, 0, b"x" * 10)
+                runtime.on_snapshot_chunk(chunk, receiver)
+            for _ in range(2000):  # the disk thread stays busy all along
+                if len(harness.sends) == 5:
+                    break
+                await asyncio.sleep(0.005)
+            acks = [s.message for s in harness.sends if isinstance(s.message, SnapshotAck)]
+            assert [a.next_offset for a in acks] == [10, 20, 30, 40, 50]
+            assert (tmp_path / "p0" / INCOMING_SNAPSHOT).read_bytes() == b"x" * 50
+            committer.released.set()
             await runtime.close()
 
     asyncio.run(scenario())

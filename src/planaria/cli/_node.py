@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="BYTES",
         help="the byte rate of all snapshot transfers this node sends to backups that need "
-        "compacted entries (default 32 MiB/s)",
+        "compacted entries (default 64 MiB/s)",
     )
     parser.add_argument(
         "--bug",

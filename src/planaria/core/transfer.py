@@ -62,7 +62,7 @@ class TransferSettings:
 
     chunk_bytes: int = 256 * 1024
     window_chunks: int = 4
-    bytes_per_s: float = 32 * 1024 * 1024
+    bytes_per_s: float = 64 * 1024 * 1024
     retry_ms: float = 200.0
     retry_max_ms: float = 5_000.0
     transfers_max: int = 4

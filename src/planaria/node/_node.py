@@ -133,6 +133,10 @@ class Node:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.storage_threads, thread_name_prefix=f"planaria-{node_id}"
         )
+        # Received snapshot chunks, written and fsynced in order (PartitionRuntime).
+        self._chunk_writer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"planaria-{node_id}-chunks"
+        )
         # Never inline: an fsync on the event loop would stall every other partition's
         # traffic, heartbeats and leases for its duration.
         self._committer = GroupCommitter(inline_when_idle=False, name=f"planaria-{node_id}-disk")
@@ -267,6 +271,7 @@ class Node:
                 await self._keeper.close_session()
         finally:
             self._executor.shutdown(wait=True)
+            self._chunk_writer.shutdown(wait=True)
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -368,6 +373,7 @@ class Node:
             snapshot_policy=self.settings.snapshots,
             recovered=self._recovered_logs,
             freeze_decoded=self.settings.gc_freeze_interval_ms > 0,
+            chunk_writer=self._chunk_writer,
         )
         await runtime.open()
         runtime.tick(keeper.lease_until_ms)

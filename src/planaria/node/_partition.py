@@ -189,6 +189,7 @@ class PartitionRuntime:
         snapshot_policy: SnapshotPolicy | None = None,
         recovered: RecoveredLogs | None = None,
         freeze_decoded: bool = False,
+        chunk_writer: Executor | None = None,
     ) -> None:
         self.node_id = node_id
         self.partition = partition
@@ -197,6 +198,11 @@ class PartitionRuntime:
         self.replica_settings = replica_settings
         self._executor = executor  # opening, recovery, closing
         self._committer = committer  # persists, and closing logs (never during a batch)
+        # Writes received snapshot chunks: one thread, so in order (None: the committer's
+        # disk thread). Not the disk thread: each chunk is fsynced as written (see
+        # receive_chunk), and there it held up this node's persists of every other
+        # partition, and the acks a transfer waits for sat behind their batches.
+        self._chunk_writer = chunk_writer
         self._journal = journal
         self._recovered = recovered  # the log the journal replay opened: the first open's
         self._freeze_decoded = freeze_decoded  # see _without_gc
@@ -564,9 +570,10 @@ class PartitionRuntime:
         sender.want(self.partition, replica.epoch, needing, stored, now_ms)
 
     def on_snapshot_chunk(self, chunk: SnapshotChunk, receiver: SnapshotReceiver) -> None:
-        """A chunk of a snapshot for this replica: written to the incoming file in the disk
-        thread (in order); the last one, verified, is installed in place of the log and the
-        replica is rebuilt from it (as after a restart), then the primary is told."""
+        """A chunk of a snapshot for this replica: written to the incoming file (in order) by
+        the chunk writer; the last one, verified, is installed in place of the log in the
+        disk thread and the replica is rebuilt from it (as after a restart), then the
+        primary is told."""
         log_ = self.log
         if log_ is None or self._out_of_service or len(self._chunk_tasks) >= CHUNK_WRITES_MAX:
             return  # dropped, as on a network: the sender resends
@@ -593,10 +600,12 @@ class PartitionRuntime:
         restart: bool,
         complete: bool,
     ) -> None:
+        write = functools.partial(receive_chunk, log_, chunk=chunk, restart=restart)
         try:
-            await self._committer.call(
-                functools.partial(receive_chunk, chunk=chunk, restart=restart), log_
-            )
+            if self._chunk_writer is None:
+                await self._committer.call(lambda _log: write(), log_)
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._chunk_writer, write)
         except StorageError as exc:
             log.warning("p%d: incoming snapshot: %s; starting over", self.partition, exc)
             receiver.drop(self.partition)
@@ -610,6 +619,7 @@ class PartitionRuntime:
         # Like a rebuild: nothing pending of the old replica may still leave.
         self._recovering = True
         self._drop_stages()
+        install_started = time.perf_counter()
         try:
             installed = await self._committer.call(
                 functools.partial(install_received, chunk=chunk), log_
@@ -626,17 +636,24 @@ class PartitionRuntime:
             return
         if installed:
             self.snapshots_installed += 1
+        installed_at = time.perf_counter()
         log.info(
-            "p%d: %s the snapshot at %d from %s",
+            "p%d: %s the snapshot at %d from %s (%.0f ms)",
             self.partition,
             "installed" if installed else "already past (not installed)",
             chunk.snapshot_index,
             chunk.sender,
+            (installed_at - install_started) * 1000,
         )
         self._recovering = False
         self._break()  # rebuilt from the disk, now the snapshot (retrying as any rebuild)
         if self._recovery is not None:
             await asyncio.shield(self._recovery)
+        log.info(
+            "p%d: rebuilt from the installed snapshot in %.0f ms",
+            self.partition,
+            (time.perf_counter() - installed_at) * 1000,
+        )
         self._send_now(Send(chunk.sender, receiver.installed(chunk, self.replica.epoch)))
 
     # ------------------------------------------------------------------ failures
