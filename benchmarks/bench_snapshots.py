@@ -412,8 +412,13 @@ def etcd_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 SNAPSHOT_LINE = re.compile(
     r"^(\S+ \S+) (\S+) planaria\.node INFO p(\d+): snapshot at \d+ stored, (\d+) keys: "
-    r"([0-9.]+) ms on the loop, ([0-9.]+) ms in all"
+    r"([0-9.]+) ms on the loop, ([0-9.]+) ms in all \(encoding ([0-9.]+) ms, file ([0-9.]+) "
+    r"ms, rename ([0-9.]+) ms\)"
 )
+# A snapshot's steps in order (docs/operations.md, "Snapshots"): serialising on the loop in
+# turns, writing and fsyncing its file in a storage thread, then renaming it into place and
+# sealing the segment in the disk thread (queueing behind a write batch included).
+PHASES = ("encoding", "file", "rename")
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +429,14 @@ class SnapshotWindow:
     start_s: float  # wall clock (time.time())
     end_s: float
     loop_ms: float
+    phase_ms: tuple[float, float, float]  # PHASES' durations
+
+    def phase_spans(self) -> list[tuple[str, float, float]]:
+        spans, start = [], self.start_s
+        for name, ms in zip(PHASES, self.phase_ms, strict=True):
+            spans.append((name, start, start + ms / 1000))
+            start += ms / 1000
+        return spans
 
 
 def snapshot_windows(cluster: LocalCluster) -> list[SnapshotWindow]:
@@ -435,12 +448,13 @@ def snapshot_windows(cluster: LocalCluster) -> list[SnapshotWindow]:
             match = SNAPSHOT_LINE.match(line)
             if match is None:
                 continue
-            stamp, name, partition, keys, loop_ms, total_ms = match.groups()
+            stamp, name, partition, keys, loop_ms, total_ms, *phase_ms = match.groups()
             # asctime is local time, as time.time() sees it (milliseconds after the comma).
             end = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            encoding, file, rename = (float(ms) for ms in phase_ms)
             found.append(SnapshotWindow(
                 name, int(partition), int(keys), end - float(total_ms) / 1000, end,
-                float(loop_ms),
+                float(loop_ms), (encoding, file, rename),
             ))  # fmt: skip
     return found
 
@@ -494,7 +508,8 @@ def classify(
     others."""
     spans = sorted((w.start_s, w.end_s) for w in windows)
     starts = [start for start, _ in spans]
-    during, outside = [], []
+    during: list[float] = []
+    outside: list[float] = []
     for invoked, completed in writes:
         # A window overlaps [invoked, completed] if it starts before completion and ends
         # after invocation; the windows are short, so look back over the ones starting
@@ -537,6 +552,34 @@ def latency_round(
     return probe.writes, windows, len(probe.errors)
 
 
+def phase_latencies(
+    writes: Sequence[tuple[float, float]], windows: Sequence[SnapshotWindow]
+) -> dict[str, list[float]]:
+    """Latencies (ms) of the writes in flight during each step of some node's snapshot."""
+    found: dict[str, list[float]] = {name: [] for name in PHASES}
+    spans = sorted(span for window in windows for span in window.phase_spans())
+    for name in PHASES:
+        mine = [(start, end) for phase, start, end in spans if phase == name]
+        for invoked, completed in writes:
+            if any(start < completed and end > invoked for start, end in mine):
+                found[name].append((completed - invoked) * 1000)
+    return found
+
+
+def phase_shares(
+    writes: Sequence[tuple[float, float]], windows: Sequence[SnapshotWindow]
+) -> dict[str, float]:
+    """Per step, its time summed over every snapshot, over the probe's span (above 1: two
+    nodes in that step at once, on average)."""
+    first = min(invoked for invoked, _ in writes)
+    last = max(completed for _, completed in writes)
+    totals = dict.fromkeys(PHASES, 0.0)
+    for window in windows:
+        for name, start, end in window.phase_spans():
+            totals[name] += max(0.0, min(end, last) - max(start, first))
+    return {name: round(total / max(last - first, 1e-9), 2) for name, total in totals.items()}
+
+
 def latency_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     policy = ("--snapshot-entries", str(args.latency_snapshot_entries))
     with contextlib.ExitStack() as stack:
@@ -550,7 +593,7 @@ def latency_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             redis_benchmark(cluster, 2 * args.latency_keys, 64, args.latency_keys)
             print(f"    {name}: preloaded in {time.monotonic() - started:.0f} s", flush=True)
             clusters[name] = cluster
-        rounds = []
+        rounds: list[dict[str, Any]] = []
         background_log = stack.enter_context(open(workdir / "background.log", "ab"))
         for _ in range(args.repeats):
             # The two clusters in turn under the same load (the idle one costs little).
@@ -567,6 +610,7 @@ def latency_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
                     f"{len(outside)} outside"
                 )
             without = [(completed - invoked) * 1000 for invoked, completed in baseline]
+            by_phase = phase_latencies(writes, windows)
             rounds.append({
                 "writes_during": len(during),
                 "writes_outside": len(outside),
@@ -584,6 +628,13 @@ def latency_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
                     statistics.median([(w.end_s - w.start_s) * 1000 for w in windows] or [0.0])
                 ),
                 "probe_errors": errors + baseline_errors,
+                # Where the slow writes of "during" are: p99 of those overlapping each step
+                # of any node's snapshot, and the share of the time some node spends in it.
+                "p99_by_phase_ms": {
+                    name: round(percentile(found, 0.99), 2) if found else None
+                    for name, found in by_phase.items()
+                },
+                "phase_time_share": phase_shares(writes, windows),
             })  # fmt: skip
             print(f"    {rounds[-1]}", flush=True)
     medians = {
