@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -68,15 +70,59 @@ def free_base_port(nodes: int, host: str = "127.0.0.1") -> int:
     ports are all free now (for tests and the demo, which must not collide with a cluster
     the user runs on the default ports). Nodes get ports in 20001..22767, so their bus ports
     stay below Linux's ephemeral range (32768 and up), where outgoing connections could take
-    them; the search starts at a random port, so two launchers rarely race for the same."""
+    them; the search starts at a random port, and the ports it gives are noted for a while
+    (``_PortNotes``) so that a launcher beside it (another test worker) that searches before
+    they are bound does not take them too."""
     low, high = 20_001, 32_768 - BUS_PORT_OFFSET
     span = high - low
     offset = random.Random().randrange(span)
-    for step in range(0, span, nodes + 7):
-        base = low + (offset + step) % span
-        if all(_port_free(host, port) for port, _ in _cluster_ports(base, nodes, base - 1)):
-            return base
+    with _PortNotes() as noted:
+        for step in range(0, span, nodes + 7):
+            base = low + (offset + step) % span
+            ports = [port for port, _ in _cluster_ports(base, nodes, base - 1)]
+            if not noted.taken(ports) and all(_port_free(host, port) for port in ports):
+                noted.take(ports)
+                return base
     raise ClusterError(f"no {2 * nodes + 1} free ports found on {host}")
+
+
+_NOTED_S = 60.0
+
+
+class _PortNotes:
+    """Ports ``free_base_port`` gave lately, in a file every launcher on this machine shares
+    (under an exclusive lock while one searches): given, a port stays taken for
+    ``_NOTED_S``, time enough for its cluster to bind it (two test workers searching at
+    once both found the same free ports, and one cluster's start failed)."""
+
+    _PATH: Final = Path(tempfile.gettempdir()) / "planaria-ports-given"
+
+    def __enter__(self) -> _PortNotes:
+        self._file = open(self._PATH, "a+")  # closed (and unlocked) in __exit__
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._file.seek(0)
+        now = time.time()
+        self._given: dict[int, float] = {}
+        for line in self._file.read().splitlines():
+            port, _, at = line.partition(" ")
+            with contextlib.suppress(ValueError):  # a line cut short: that note is lost
+                if now - float(at) < _NOTED_S:
+                    self._given[int(port)] = float(at)
+        return self
+
+    def taken(self, ports: Sequence[int]) -> bool:
+        return any(port in self._given for port in ports)
+
+    def take(self, ports: Sequence[int]) -> None:
+        now = time.time()
+        self._given.update(dict.fromkeys(ports, now))
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write("".join(f"{port} {at}\n" for port, at in self._given.items()))
+        self._file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()  # the lock goes with it
 
 
 def _proc_state(pid: int) -> str | None:
