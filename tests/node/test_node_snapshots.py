@@ -122,7 +122,7 @@ def test_a_snapshot_is_encoded_in_turns_that_let_the_loop_run() -> None:
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         counted = turns
-        data = await _encode_in_turns(view)
+        data = b"".join(await _encode_in_turns(view))
         done.set()
         await task
         return data, turns - counted

@@ -499,9 +499,11 @@ class PartitionRuntime:
         keep = self.snapshot_policy.keep_after(replica, view.index)
         loop = asyncio.get_running_loop()
         try:
-            stored = Snapshot(view.index, view.epoch, await _encode_in_turns(view))
+            parts = await _encode_in_turns(view)
             encoded = time.perf_counter()
-            await loop.run_in_executor(self._executor, _write_paced, log_, stored)
+            stored = await loop.run_in_executor(
+                self._executor, _join_and_write_paced, log_, view.index, view.epoch, parts
+            )
             await loop.run_in_executor(self._executor, _write_behind, log_)
             written = time.perf_counter()
             saved = await self._committer.call(
@@ -871,6 +873,17 @@ class SnapshotFileWriter(Protocol):
     ) -> None: ...
 
 
+def _join_and_write_paced(
+    log_: SnapshotFileWriter, index: int, epoch: int, parts: list[bytes]
+) -> Snapshot:
+    """In a storage thread: the snapshot of the encoded ``parts`` (joined here: a large
+    join releases the GIL, and on the loop the copy of megabytes held every write up),
+    its file written by ``_write_paced``."""
+    snapshot = Snapshot(index, epoch, b"".join(parts))
+    _write_paced(log_, snapshot)
+    return snapshot
+
+
 def _write_paced(log_: SnapshotFileWriter, snapshot: Snapshot) -> None:
     """``log_.write_snapshot_file(snapshot)``, resting after each slice as long as it took,
     timed from when the write begins: paced from when it was queued, a write that waited
@@ -892,8 +905,9 @@ def _rest_as_long() -> Callable[[], None]:
     return rest
 
 
-async def _encode_in_turns(view: ReplicaSnapshot) -> bytes:
-    """``encode_state(view)``, encoded on the event loop a piece at a time."""
+async def _encode_in_turns(view: ReplicaSnapshot) -> list[bytes]:
+    """``encode_state(view)`` in pieces (joined, the same bytes), encoded on the event loop
+    a piece at a time."""
     parts = []
     pause_s = _ENCODE_TURN_S * (1 - _ENCODE_LOOP_SHARE) / _ENCODE_LOOP_SHARE
     turn_started = time.perf_counter()
@@ -902,7 +916,7 @@ async def _encode_in_turns(view: ReplicaSnapshot) -> bytes:
         if time.perf_counter() - turn_started >= _ENCODE_TURN_S:
             await asyncio.sleep(pause_s)
             turn_started = time.perf_counter()
-    return b"".join(parts)
+    return parts
 
 
 def _close_quietly(log_: PartitionLog) -> None:
