@@ -582,9 +582,10 @@ def phase_shares(
 
 def latency_phase(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     policy = ("--snapshot-entries", str(args.latency_snapshot_entries))
+    extra = tuple(args.node_arg)
     with contextlib.ExitStack() as stack:
         clusters = {}
-        for name, node_args in (("snapshots", policy), ("baseline", NO_SNAPSHOTS)):
+        for name, node_args in (("snapshots", policy + extra), ("baseline", NO_SNAPSHOTS + extra)):
             started = time.monotonic()
             cluster = stack.enter_context(
                 contextlib.closing(_Stopper(new_cluster(workdir / f"latency-{name}", node_args)))
@@ -690,6 +691,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--probe-threads", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", help="keep the data and logs in this directory")
+    parser.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="latency phase: an argument for every node of both clusters (repeat it; e.g. "
+        "--node-arg=--gil-switch-interval-ms=5 for Python's own switch interval)",
+    )
     return parser.parse_args(argv)
 
 

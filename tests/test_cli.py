@@ -75,3 +75,14 @@ def test_a_subcommand_builds_only_its_own_arguments() -> None:
     assert list(build_parser(["--version"])[1]) == list(_SUBCOMMANDS)
     assert list(build_parser(["no-such-command"])[1]) == list(_SUBCOMMANDS)
     assert list(build_parser()[1]) == list(_SUBCOMMANDS)
+
+
+def test_node_refuses_a_switch_interval_that_is_not_positive(
+    capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    before = sys.getswitchinterval()
+    args = ["node", "--id", "n1", "--listen", "127.0.0.1:1", "--data", str(tmp_path)]
+    assert main([*args, "--gil-switch-interval-ms", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("planaria node: --gil-switch-interval-ms must be > 0")
+    assert sys.getswitchinterval() == before  # checked before anything is changed

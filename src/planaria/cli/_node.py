@@ -12,6 +12,12 @@ __all__ = ["add_arguments", "run"]
 
 DEFAULT_INTERVAL_MS = 10  # for a bare ``--fsync interval``
 PROBE_TIMEOUT_S = 30.0  # how long to look for a zk:// or etcd:// backend at start
+# A node's disk and storage threads give the interpreter's lock up for every fsync, rename
+# and write, and each time they want it back a busy event loop keeps it up to the switch
+# interval: at Python's 5 ms, a snapshot's rename and seal (a dozen such calls, holding the
+# partition's writes off) took 34 and 100 ms beside a busy thread instead of 2.5 and 3, at
+# 0.5 ms 4 and 8 (docs/BENCHMARKS.md, "Snapshots").
+GIL_SWITCH_INTERVAL_MS = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compacted entries (default 64 MiB/s)",
     )
     parser.add_argument(
+        "--gil-switch-interval-ms",
+        type=float,
+        default=GIL_SWITCH_INTERVAL_MS,
+        metavar="MS",
+        help="how long the event loop may hold the interpreter's lock before a disk or "
+        "storage thread whose call returned gets it (sys.setswitchinterval; default "
+        f"{GIL_SWITCH_INTERVAL_MS}, Python's own 5)",
+    )
+    parser.add_argument(
         "--bug",
         action="append",
         default=[],
@@ -128,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from planaria.core.compaction import SnapshotPolicy  # noqa: PLC0415
     from planaria.core.lease import lease_max_ms  # noqa: PLC0415
     from planaria.core.transfer import TransferSettings  # noqa: PLC0415
+    from planaria.errors import UsageError  # noqa: PLC0415
     from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
@@ -136,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {args.node_id} %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if not args.gil_switch_interval_ms > 0:
+        raise UsageError(f"--gil-switch-interval-ms must be > 0, not {args.gil_switch_interval_ms}")
+    sys.setswitchinterval(args.gil_switch_interval_ms / 1000)
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
     snapshot_defaults = SnapshotPolicy()
     snapshots = SnapshotPolicy(
