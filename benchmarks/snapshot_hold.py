@@ -5,10 +5,16 @@ after 10,240 journaled records (40 batches of 256, as a node's group commit unde
 a 3 MB snapshot file written beside them, 25 rounds (the first 3 left out).
 
     .venv/bin/python benchmarks/snapshot_hold.py [--no-write-behind] [--rounds N]
+        [--busy-loop] [--switch-interval-ms MS]
 
 ``--no-write-behind``: skip what the node does first in a storage thread (the active
 segment's pages written out with an ``fdatasync`` of their own). To compare two builds,
 run each (``PYTHONPATH=<other tree>/src``) in turn, a few times.
+
+``--busy-loop``: the storage work runs in a thread of its own, as the node's disk thread,
+beside a main thread that keeps running Python code, as a busy event loop does: every
+call that released the interpreter's lock (fsync, rename, write) waits to get it back for
+up to the switch interval (``--switch-interval-ms``; Python's own is 5, a node's 0.5).
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
+import threading
 import time
 
 from planaria.storage import Journal, OsFS, PartitionLog, Snapshot
@@ -31,7 +39,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write-behind", dest="write_behind", action="store_false")
     parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--busy-loop", action="store_true")
+    parser.add_argument("--switch-interval-ms", type=float, default=None)
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+    if not args.busy_loop:
+        hold(args)
+        return
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (hold(args), done.set()))
+    worker.start()
+    spins = 0
+    while not done.is_set():  # the busy loop: Python code, never waiting
+        spins += sum(range(1000)) > 0
+    worker.join()
+
+
+def hold(args: argparse.Namespace) -> None:
     root = tempfile.mkdtemp(prefix="snapshot-hold-")
     fs = OsFS()
     journal = Journal.open(fs, f"{root}/journal")
@@ -72,6 +97,8 @@ def main() -> None:
     print(
         f"rename: median {statistics.median(renames):.1f} ms, p90 {percentile(renames, 0.9):.1f};"
         f" seal: median {statistics.median(seals):.1f} ms, p90 {percentile(seals, 0.9):.1f};"
+        f" switch interval {sys.getswitchinterval() * 1000:g} ms,"
+        f" {'beside a busy loop' if args.busy_loop else 'alone'};"
         f" load average {os.getloadavg()[0]:.1f}"
     )
 
