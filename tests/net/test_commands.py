@@ -64,7 +64,7 @@ def test_data_commands() -> None:
     )
     conditional = parse("set", "k", "v", "IFEQ", "old", "KEEPTTL")
     assert isinstance(conditional, ClientOp)
-    assert conditional.ops == (Set(b"k", b"v", if_value=b"old"),)
+    assert conditional.ops == (Set(b"k", b"v", if_value=b"old", keep_ttl=True),)
     both = parse("del", "{u}a", "{u}b")
     assert isinstance(both, ClientOp)
     assert both.ops == (Delete(b"{u}a"), Delete(b"{u}b"))
@@ -90,8 +90,24 @@ def test_data_commands() -> None:
         (("set", "k", "v", "ifeq"), b"-ERR syntax error\r\n"),
         (("set", "k", "v", "xx", "ifeq", "a"), b"-ERR syntax error\r\n"),
         (("set", "k", "v", "bogus"), b"-ERR syntax error\r\n"),
-        (("set", "k", "v", "px", "10"),
-         b"-ERR SET PX: key expiry (TTL) is not supported by planaria\r\n"),
+        (("set", "k", "v", "px", "0"), b"-ERR invalid expire time in 'set' command\r\n"),
+        (("set", "k", "v", "ex", "x"), b"-ERR value is not an integer or out of range\r\n"),
+        (("set", "k", "v", "ex", "1", "px", "1"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "keepttl", "exat", "1"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "ex"), b"-ERR syntax error\r\n"),
+        (("setex", "k", "-1", "v"), b"-ERR invalid expire time in 'setex' command\r\n"),
+        (("psetex", "k", "0", "v"), b"-ERR invalid expire time in 'psetex' command\r\n"),
+        (("getex", "k", "persist", "ex", "1"), b"-ERR syntax error\r\n"),
+        (("expire", "k", "1", "nx", "xx"),
+         b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"),
+        (("expire", "k", "1", "gt", "lt"),
+         b"-ERR GT and LT options at the same time are not compatible\r\n"),
+        (("expire", "k", "1", "Foo"), b"-ERR Unsupported option Foo\r\n"),
+        (("pexpire", "k", "x"), b"-ERR value is not an integer or out of range\r\n"),
+        (("expire", "k", "9223372036854776"), b"-ERR invalid expire time in 'expire' command\r\n"),
+        (("expireat", "k", "-9223372036854776"),
+         b"-ERR invalid expire time in 'expireat' command\r\n"),
+        (("ttl", "k", "x"), b"-ERR wrong number of arguments for 'ttl' command\r\n"),
         (("del", "a", "b"), b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
         (("get", "k" * 17), b"-ERR key too long (17 bytes, limit 16)\r\n"),
         (("set", "k", "v" * 33), b"-ERR value too long (33 bytes, limit 32)\r\n"),
