@@ -36,14 +36,14 @@ from planaria.errors import UsageError
 
 __all__ = [
     "DEDUP_WINDOW",
+    "EXPIRE_KEYS_PER_ENTRY",
     "STRING_BYTES_MAX",
     "Append",
     "AppendReply",
     "AppendTo",
-    "EXPIRE_KEYS_PER_ENTRY",
     "AppliedWrites",
-    "ClientReply",
     "ClearExpiry",
+    "ClientReply",
     "ClientRequest",
     "ConfigUpdate",
     "Delete",

@@ -146,9 +146,7 @@ def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> 
             expiries.discard(key)
 
 
-def _set_expiry(
-    state: State, expiries: Expiries, key: bytes, expire_ms: int, now_ms: int
-) -> None:
+def _set_expiry(state: State, expiries: Expiries, key: bytes, expire_ms: int, now_ms: int) -> None:
     """Give ``key`` (which exists) the expiry ``expire_ms``; one not after the entry's time
     deletes it at once (as Redis' checkAlreadyExpired: nothing could read it anyway)."""
     if now_ms and expire_ms <= now_ms:
