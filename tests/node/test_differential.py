@@ -281,13 +281,19 @@ getex_options = st.one_of(
     st.tuples(st.just(b"PXAT"), absolute_ms).map(list),
     st.sampled_from([[b"PERSIST"], [b"PERSIST", b"EX", b"100000"], [b"KEEPTTL"], [b"EX"]]),
 )
+
+
+def _expire_command(name: bytes, times: st.SearchStrategy[bytes]) -> st.SearchStrategy[Command]:
+    return st.tuples(keys, times, expire_options).map(lambda t: [name, t[0], t[1], *t[2]])
+
+
 expiry_commands = st.one_of(
     st.tuples(keys, values, set_options).map(lambda t: [b"SET", t[0], t[1], *t[2]]),
     _command(b"SETEX", keys, relative_seconds, values),
     _command(b"PSETEX", keys, relative_ms, values),
     st.tuples(keys, getex_options).map(lambda t: [b"GETEX", t[0], *t[1]]),
     *(
-        st.tuples(keys, times, expire_options).map(lambda t, n=name: [n, t[0], t[1], *t[2]])
+        _expire_command(name, times)
         for name, times in (
             (b"EXPIRE", relative_seconds),
             (b"PEXPIRE", relative_ms),

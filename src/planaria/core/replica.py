@@ -104,6 +104,10 @@ BUGS = frozenset(
 )
 
 
+def _sets_expiry(op: WriteOp) -> bool:
+    return isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None
+
+
 def merge_appends(first: Append, then: Append, entries_max: int) -> Append | None:
     """One Append that a backup steps exactly as ``first`` followed by ``then``, or None when
     there is none within ``entries_max`` entries: same partition, sender and epoch, and
@@ -327,6 +331,10 @@ class Replica:
         self._wall_offset_ms = 0.0
         self._log_time_ms = max((entry.time_ms for entry in self._log), default=0)
         self._expiry_index = 0  # this primary's active-expiry entry in flight (0: none)
+        # The last entry in the log that sets an expiry (0: none): see _on_client.
+        self._expiry_set_index = max(
+            (e.index for e in self._log if e.op is not None and _sets_expiry(e.op)), default=0
+        )
         # Transitions of a peer to needing a snapshot (a counter for status and the sim).
         self._snapshots_needed = 0
         # The bug keeps a window of one: only the last write.
@@ -727,10 +735,20 @@ class Replica:
             ready.replies.append(self._refusal(request, ErrorCode.OVERLOADED))
             return ready
         clock_ms = self._clock_ms(now_ms)
-        if isinstance(op, Set | Expire | GetEx) and op.relative and op.expire_ms is not None:
-            # The primary decides the absolute time; every replica applies the logged one.
-            op = replace(op, expire_ms=clock_ms + op.expire_ms, relative=False)
-        entry = Entry(self._epoch, self.last_index + 1, request.request_id, op, clock_ms)
+        sets_expiry = False
+        if isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None:
+            sets_expiry = True
+            if op.relative:
+                # The primary decides the absolute time; every replica applies the logged one.
+                op = replace(op, expire_ms=clock_ms + op.expire_ms, relative=False)
+        index = self.last_index + 1
+        if sets_expiry:
+            self._expiry_set_index = index
+        # The entry's time matters only where a key may have an expiry when it applies: an
+        # expiry applied, or one in the log before it. Without, it is left out (0), so a
+        # store that uses no TTL logs what it did before.
+        timed = bool(self._expiries) or self._expiry_set_index > self._applied_index
+        entry = Entry(self._epoch, index, request.request_id, op, clock_ms if timed else 0)
         self._in_log[request.request_id] = entry.index
         self._waiters[request.request_id] = [request.client]
         self._append_entry(entry, now_ms, ready)
@@ -851,6 +869,8 @@ class Replica:
                 self._forget_after(index - 1)
             self._log.append(entry)
             self._log_time_ms = max(self._log_time_ms, entry.time_ms)
+            if entry.op is not None and _sets_expiry(entry.op):
+                self._expiry_set_index = entry.index
             appended.append(entry)
         match = append.prev_index + len(append.entries)
         commit = max(self._commit_index, min(append.commit_index, match))
