@@ -57,12 +57,14 @@ class Expiries(Mapping[bytes, int]):
 
     def discard(self, key: bytes) -> None:
         """Forget the key's expiry (if any); its heap entry goes stale."""
-        if self._times.pop(key, None) is not None and not self._times:
-            self._heap.clear()
+        if self._times.pop(key, None) is not None:
+            self._bound()
 
     def due(self, now_ms: int, limit: int) -> list[bytes]:
         """Up to ``limit`` keys whose expiry is before ``now_ms`` (Redis: expired once the
-        clock passed it), earliest first. Leaves them in place (the apply deletes them)."""
+        clock passed it), earliest first. They leave the index (not the table: the apply of
+        the entry that deletes them does); if that entry never applies, :meth:`reindex`
+        finds them again (a new primary calls it)."""
         found: list[bytes] = []
         seen: set[bytes] = set()
         heap = self._heap
@@ -76,11 +78,12 @@ class Expiries(Mapping[bytes, int]):
                 break
             found.append(key)
             seen.add(key)
-            # Look past it without losing it: the apply deletes it, and its entry goes stale.
             heapq.heappop(heap)
-        for key in found:  # put the live ones back (the apply has not run yet)
-            heapq.heappush(heap, (times[key], key))
         return found
+
+    def reindex(self) -> None:
+        """The index rebuilt from the table (every key with an expiry in it once)."""
+        self._rebuild()
 
     @property
     def heap_size(self) -> int:

@@ -1086,6 +1086,8 @@ class Replica:
         self._append_ms = {barrier.index: now_ms}
         self._in_log = {}
         self._expiry_index = 0
+        # Keys a deposed primary's unapplied ExpireKeys took out of the index come back.
+        self._expiries.reindex()
         base = self._base_index
         for entry in self._log[self._applied_index - base : barrier.index - 1 - base]:
             if entry.request_id is not None:
