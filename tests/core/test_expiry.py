@@ -281,6 +281,21 @@ def test_active_expiry_deletes_in_slices_of_at_most_the_limit() -> None:
         assert dict(replica.expiries) == {b"stays": at + 10_000}
 
 
+def test_a_retried_expiry_write_is_applied_once_and_answered_as_the_first_time() -> None:
+    pump = ready_pump()
+    pump.call("a", Set(b"k", b"v"), ("c", 1))
+    first = pump.call("a", Expire(b"k", 10_000, relative=True, nx=True), ("c", 2))
+    assert first is not None and first.result == 1
+    # The retry of the same request id: the stored reply (1), not a second apply (NX: 0).
+    again = pump.call("a", Expire(b"k", 10_000, relative=True, nx=True), ("c", 2))
+    assert again == first
+    entries = [e for e in pump.log("a") if isinstance(e.op, Expire)]
+    assert len(entries) == 1
+    persisted = pump.call("a", ClearExpiry(b"k"), ("c", 3))
+    assert persisted is not None and persisted.result == 1
+    assert pump.call("a", ClearExpiry(b"k"), ("c", 3)) == persisted
+
+
 def test_the_default_slice_is_the_named_constant() -> None:
     assert Replica("a", 0).settings.expire_keys_per_entry == EXPIRE_KEYS_PER_ENTRY
 

@@ -6,10 +6,14 @@ from redis._parsers.helpers import parse_command
 
 from planaria.core.messages import (
     AppendTo,
+    ClearExpiry,
     ClientReply,
     Delete,
     ErrorCode,
+    Expire,
     Get,
+    GetEx,
+    GetExpiry,
     IncrBy,
     IncrByFloat,
     MSet,
@@ -55,6 +59,49 @@ def decode(data: bytes) -> object:
     reader = hiredis.Reader()
     reader.feed(data)
     return reader.gets()
+
+
+def test_expiry_commands_parse_into_ops_with_their_request_ids() -> None:
+    slot = keyslot(b"k")
+    assert parse("set", "k", "v", "ex", "10", "REQID", "c", "1") == ClientOp(
+        DataCommand.SET,
+        (Set(b"k", b"v", expire_ms=10_000, relative=True),),
+        slot,
+        request_id=("c", 1),
+    )
+    assert parse("set", "k", "v", "ex", "1", "ex", "2") == ClientOp(
+        DataCommand.SET, (Set(b"k", b"v", expire_ms=2000, relative=True),), slot
+    )
+    assert parse("setex", "k", "10", "v", "REQID", "c", "2") == ClientOp(
+        DataCommand.SETEX,
+        (Set(b"k", b"v", expire_ms=10_000, relative=True),),
+        slot,
+        request_id=("c", 2),
+    )
+    assert parse("expire", "k", "10", "nx", "REQID", "c", "3") == ClientOp(
+        DataCommand.EXPIRE,
+        (Expire(b"k", 10_000, relative=True, nx=True),),
+        slot,
+        request_id=("c", 3),
+    )
+    assert parse("pexpireat", "k", "-5", "XX", "lt") == ClientOp(
+        DataCommand.PEXPIREAT, (Expire(b"k", -5, xx=True, lt=True),), slot
+    )
+    assert parse("persist", "k", "REQID", "c", "4") == ClientOp(
+        DataCommand.PERSIST, (ClearExpiry(b"k"),), slot, request_id=("c", 4)
+    )
+    assert parse("getex", "k", "exat", "7", "REQID", "c", "5") == ClientOp(
+        DataCommand.GETEX, (GetEx(b"k", 7000),), slot, request_id=("c", 5)
+    )
+    assert parse("getex", "k", "px", "-1") == ClientOp(
+        DataCommand.GETEX,
+        (GetEx(b"k", error="ERR invalid expire time in 'getex' command"),),
+        slot,
+    )
+    assert parse("pttl", "k") == ClientOp(DataCommand.PTTL, (GetExpiry(b"k", relative=True),), slot)
+    assert parse("expiretime", "k") == ClientOp(DataCommand.EXPIRETIME, (GetExpiry(b"k"),), slot)
+    ttl = parse("ttl", "k")
+    assert isinstance(ttl, ClientOp) and not ttl.is_write
 
 
 def test_data_commands() -> None:
