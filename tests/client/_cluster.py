@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from planaria.core.messages import ClientReply, Get, MSet, Op, Version
+from planaria.core.expiry import Expiries
+from planaria.core.messages import (
+    ClientReply,
+    Expire,
+    Get,
+    GetEx,
+    GetExpiry,
+    MSet,
+    Op,
+    Set,
+    Version,
+)
 from planaria.core.slots import SLOTS
 from planaria.core.strings import apply_write
 from planaria.net import resp, topology
@@ -47,6 +59,7 @@ class ScriptedCluster:
     nodes: int = 3
     shards_supported: bool = True
     data: dict[bytes, bytes] = field(default_factory=dict)
+    expiries: Expiries = field(default_factory=Expiries)  # key -> Unix ms
     seen: list[Seen] = field(default_factory=list)
     topology_requests: Counter[str] = field(default_factory=Counter)  # node -> map requests
     applied: Counter[bytes] = field(default_factory=Counter)  # key -> writes applied
@@ -116,10 +129,24 @@ class ScriptedCluster:
 
     def apply(self, op: Op) -> ClientReply:
         """Apply ``op`` as a replica does (core/strings.py), counting the writes per key."""
+        # Expiry as a primary judges it, by this process's clock (Unix ms).
+        now_ms = int(time.time() * 1000)
+        expiries = self.expiries
+        for key in [key for key, at in expiries.items() if at < now_ms]:
+            self.data.pop(key, None)
+            expiries.discard(key)
         if isinstance(op, Get):
             return ClientReply(0, ("toy", 0), value=self.data.get(op.key))
+        if isinstance(op, GetExpiry):
+            at = expiries.get_time(op.key)
+            ttl = -2 if op.key not in self.data else -1 if at is None else at
+            if op.relative and at is not None and op.key in self.data:
+                ttl = max(at - now_ms, 0)
+            return ClientReply(0, ("toy", 0), result=ttl)
+        if isinstance(op, Set | Expire | GetEx) and op.relative and op.expire_ms is not None:
+            op = replace(op, expire_ms=now_ms + op.expire_ms, relative=False)
         state = {key: (value, Version(1, 1)) for key, value in self.data.items()}
-        previous, take, result, failure = apply_write(state, op, Version(1, 1))
+        previous, take, result, failure = apply_write(state, op, Version(1, 1), expiries, now_ms)
         changed = {key for key in self.data.keys() | state.keys() if self.data.get(key) != (
             state[key][0] if key in state else None
         )}  # fmt: skip

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -589,6 +590,55 @@ def test_string_and_counter_methods_as_redis_py_names_them(connect: Connect) -> 
         with pytest.raises(UsageError):
             db.incrby("n", 1.5)
         # Every write carried a request id of its own, in order.
+        writes = cluster.seen_writes()
+        assert [w.request_id for w in writes] == [
+            (db.client_id, seq) for seq in range(1, len(writes) + 1)
+        ]
+
+
+def test_expiry_methods_as_redis_py_names_them(connect: Connect) -> None:
+    far_s = 4_000_000_000  # a Unix time in 2096
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"))
+        assert db.set("k", "v", ex=100) is True
+        assert 99 <= db.ttl("k") <= 100
+        assert 99_000 <= db.pttl("k") <= 100_000
+        assert db.set("k", "v", exat=far_s) is True
+        assert db.expiretime("k") == far_s
+        assert db.pexpiretime("k") == far_s * 1000
+        assert db.set("k", "w", keepttl=True) is True
+        assert db.expiretime("k") == far_s
+        assert db.set("k", "x") is True
+        assert db.ttl("k") == -1
+        assert db.ttl("missing") == -2
+        assert db.expire("k", 100, nx=True) is True
+        assert db.expire("k", 50, gt=True) is False
+        assert db.expire("k", timedelta(seconds=200), xx=True, gt=True) is True
+        assert db.pexpireat("k", far_s * 1000, gt=True) is True
+        assert db.expireat("k", datetime.fromtimestamp(far_s - 10, UTC), lt=True) is True
+        assert db.expiretime("k") == far_s - 10
+        assert db.persist("k") is True
+        assert db.persist("k") is False
+        assert db.pexpire("k", 100_000) is True
+        assert db.getex("k", persist=True) == b"x"
+        assert db.ttl("k") == -1
+        assert db.getex("k", pxat=far_s * 1000) == b"x"
+        assert db.pexpiretime("k") == far_s * 1000
+        assert db.getex("nope", ex=10) is None
+        assert db.setex("s", 100, "v") is True
+        assert db.psetex("p", timedelta(seconds=100), "v") is True
+        assert 99 <= db.ttl("s") <= 100 and 99 <= db.ttl("p") <= 100
+        assert db.expire("s", 0) is True  # a past time deletes
+        assert db.get("s") is None
+        with pytest.raises(CommandRefused, match="invalid expire time in 'set' command"):
+            db.set("k", "v", px=0)
+        with pytest.raises(UsageError, match="at most one"):
+            db.set("k", "v", ex=1, px=1)
+        with pytest.raises(UsageError, match="nx cannot"):
+            db.expire("k", 1, nx=True, gt=True)
+        with pytest.raises(UsageError):
+            db.expire("k", 1.5)
+        # Every write carried a request id of its own, in order (exactly once on retries).
         writes = cluster.seen_writes()
         assert [w.request_id for w in writes] == [
             (db.client_id, seq) for seq in range(1, len(writes) + 1)

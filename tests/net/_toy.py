@@ -9,9 +9,21 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from planaria.core.messages import ClientReply, ErrorCode, Get, Op, Version
+from planaria.core.expiry import Expiries
+from planaria.core.messages import (
+    ClientReply,
+    ErrorCode,
+    Expire,
+    Get,
+    GetEx,
+    GetExpiry,
+    Op,
+    Set,
+    Version,
+)
 from planaria.core.slots import SLOTS
 from planaria.core.strings import apply_write
 from planaria.net import topology
@@ -38,6 +50,7 @@ class ToyCluster:
     def __init__(self, nodes: int = 1, delay_s: float = 0.0, hold: bool = False) -> None:
         self.names = [f"toy{i}" for i in range(nodes)]
         self.data: dict[bytes, tuple[bytes, Version]] = {}
+        self.expiries = Expiries()  # the toy never expires keys: they only hold the times
         self.delay_s = delay_s
         # hold: data replies wait in ``held`` until release() (pipeline-depth tests).
         self.hold = hold
@@ -79,7 +92,13 @@ class ToyCluster:
         if isinstance(op, Get):
             found = self.data.get(op.key)
             return ClientReply(0, ("toy", 0), value=found[0] if found is not None else None)
-        previous, take, result, failure = apply_write(self.data, op, Version(1, 1))
+        if isinstance(op, GetExpiry):
+            at = self.expiries.get_time(op.key)
+            ttl = -2 if op.key not in self.data else -1 if at is None else at
+            return ClientReply(0, ("toy", 0), result=ttl)
+        if isinstance(op, Set | Expire | GetEx) and op.relative and op.expire_ms is not None:
+            op = replace(op, expire_ms=op.expire_ms + 10**12, relative=False)  # far ahead
+        previous, take, result, failure = apply_write(self.data, op, Version(1, 1), self.expiries)
         return ClientReply(
             0, ("toy", 0), value=previous, applied=take, result=result, failure=failure
         )

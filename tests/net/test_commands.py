@@ -6,10 +6,14 @@ from redis._parsers.helpers import parse_command
 
 from planaria.core.messages import (
     AppendTo,
+    ClearExpiry,
     ClientReply,
     Delete,
     ErrorCode,
+    Expire,
     Get,
+    GetEx,
+    GetExpiry,
     IncrBy,
     IncrByFloat,
     MSet,
@@ -57,6 +61,49 @@ def decode(data: bytes) -> object:
     return reader.gets()
 
 
+def test_expiry_commands_parse_into_ops_with_their_request_ids() -> None:
+    slot = keyslot(b"k")
+    assert parse("set", "k", "v", "ex", "10", "REQID", "c", "1") == ClientOp(
+        DataCommand.SET,
+        (Set(b"k", b"v", expire_ms=10_000, relative=True),),
+        slot,
+        request_id=("c", 1),
+    )
+    assert parse("set", "k", "v", "ex", "1", "ex", "2") == ClientOp(
+        DataCommand.SET, (Set(b"k", b"v", expire_ms=2000, relative=True),), slot
+    )
+    assert parse("setex", "k", "10", "v", "REQID", "c", "2") == ClientOp(
+        DataCommand.SETEX,
+        (Set(b"k", b"v", expire_ms=10_000, relative=True),),
+        slot,
+        request_id=("c", 2),
+    )
+    assert parse("expire", "k", "10", "nx", "REQID", "c", "3") == ClientOp(
+        DataCommand.EXPIRE,
+        (Expire(b"k", 10_000, relative=True, nx=True),),
+        slot,
+        request_id=("c", 3),
+    )
+    assert parse("pexpireat", "k", "-5", "XX", "lt") == ClientOp(
+        DataCommand.PEXPIREAT, (Expire(b"k", -5, xx=True, lt=True),), slot
+    )
+    assert parse("persist", "k", "REQID", "c", "4") == ClientOp(
+        DataCommand.PERSIST, (ClearExpiry(b"k"),), slot, request_id=("c", 4)
+    )
+    assert parse("getex", "k", "exat", "7", "REQID", "c", "5") == ClientOp(
+        DataCommand.GETEX, (GetEx(b"k", 7000),), slot, request_id=("c", 5)
+    )
+    assert parse("getex", "k", "px", "-1") == ClientOp(
+        DataCommand.GETEX,
+        (GetEx(b"k", error="ERR invalid expire time in 'getex' command"),),
+        slot,
+    )
+    assert parse("pttl", "k") == ClientOp(DataCommand.PTTL, (GetExpiry(b"k", relative=True),), slot)
+    assert parse("expiretime", "k") == ClientOp(DataCommand.EXPIRETIME, (GetExpiry(b"k"),), slot)
+    ttl = parse("ttl", "k")
+    assert isinstance(ttl, ClientOp) and not ttl.is_write
+
+
 def test_data_commands() -> None:
     assert parse("get", "k") == ClientOp(DataCommand.GET, (Get(b"k"),), keyslot(b"k"))
     assert parse("SET", "k", "v", "nx", "get") == ClientOp(
@@ -64,7 +111,7 @@ def test_data_commands() -> None:
     )
     conditional = parse("set", "k", "v", "IFEQ", "old", "KEEPTTL")
     assert isinstance(conditional, ClientOp)
-    assert conditional.ops == (Set(b"k", b"v", if_value=b"old"),)
+    assert conditional.ops == (Set(b"k", b"v", if_value=b"old", keep_ttl=True),)
     both = parse("del", "{u}a", "{u}b")
     assert isinstance(both, ClientOp)
     assert both.ops == (Delete(b"{u}a"), Delete(b"{u}b"))
@@ -90,8 +137,24 @@ def test_data_commands() -> None:
         (("set", "k", "v", "ifeq"), b"-ERR syntax error\r\n"),
         (("set", "k", "v", "xx", "ifeq", "a"), b"-ERR syntax error\r\n"),
         (("set", "k", "v", "bogus"), b"-ERR syntax error\r\n"),
-        (("set", "k", "v", "px", "10"),
-         b"-ERR SET PX: key expiry (TTL) is not supported by planaria\r\n"),
+        (("set", "k", "v", "px", "0"), b"-ERR invalid expire time in 'set' command\r\n"),
+        (("set", "k", "v", "ex", "x"), b"-ERR value is not an integer or out of range\r\n"),
+        (("set", "k", "v", "ex", "1", "px", "1"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "keepttl", "exat", "1"), b"-ERR syntax error\r\n"),
+        (("set", "k", "v", "ex"), b"-ERR syntax error\r\n"),
+        (("setex", "k", "-1", "v"), b"-ERR invalid expire time in 'setex' command\r\n"),
+        (("psetex", "k", "0", "v"), b"-ERR invalid expire time in 'psetex' command\r\n"),
+        (("getex", "k", "persist", "ex", "1"), b"-ERR syntax error\r\n"),
+        (("expire", "k", "1", "nx", "xx"),
+         b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"),
+        (("expire", "k", "1", "gt", "lt"),
+         b"-ERR GT and LT options at the same time are not compatible\r\n"),
+        (("expire", "k", "1", "Foo"), b"-ERR Unsupported option Foo\r\n"),
+        (("pexpire", "k", "x"), b"-ERR value is not an integer or out of range\r\n"),
+        (("expire", "k", "9223372036854776"), b"-ERR invalid expire time in 'expire' command\r\n"),
+        (("expireat", "k", "-9223372036854776"),
+         b"-ERR invalid expire time in 'expireat' command\r\n"),
+        (("ttl", "k", "x"), b"-ERR wrong number of arguments for 'ttl' command\r\n"),
         (("del", "a", "b"), b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
         (("get", "k" * 17), b"-ERR key too long (17 bytes, limit 16)\r\n"),
         (("set", "k", "v" * 33), b"-ERR value too long (33 bytes, limit 32)\r\n"),

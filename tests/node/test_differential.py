@@ -3,6 +3,15 @@ redis-server 7 (in cluster mode, owning every slot) and to a planaria cluster (t
 in-process nodes, every write through the replicated log), get the same replies: the same
 bulk strings, integers, nils and arrays, and errors with the same text.
 
+Expiry: replies that depend on the clock are kept comparable. Relative times (EX, PX,
+EXPIRE, PEXPIRE, SETEX, PSETEX, GETEX EX/PX) are either not in the future (the key is
+deleted at once) or far ahead and apart (100000 s and more, each value distinct by days),
+so no key expires during a sequence and GT/LT between them never depends on the ms the
+command arrived in; absolute times are far in the past or the future (the year 2096). TTL and
+PTTL are compared within 2 s / 2000 ms; EXPIRETIME and PEXPIRETIME exactly, unless a
+relative time was set before in the sequence (then within 2 s / 2000 ms as well: the two
+servers read their clocks at different moments).
+
 Marked ``process`` and ``ensemble`` (tests/conftest.py): it starts redis-server, a Debian
 package (``make system-deps``). The differences that remain on purpose are listed in
 docs/compatibility.md; none of them is reachable from these commands.
@@ -233,6 +242,160 @@ commands = st.one_of(
          [b"DECR", b"{t}a", b"1"]]
     ),
 )  # fmt: skip
+
+
+# --- expiry ------------------------------------------------------------------------------------
+
+relative_seconds = st.sampled_from(
+    [b"100000", b"300000", b"0", b"-1", b"-100", b"9223372036854775", b"9223372036854776",
+     b"-9223372036854776", b"9223372036854775807", b"x", b"1.5", b""]
+)  # fmt: skip
+relative_ms = st.sampled_from(
+    [b"200000000", b"400000000", b"0", b"-5", b"9223372036854775807", b"-9223372036854775808",
+     b"x"]
+)  # fmt: skip
+absolute_seconds = st.sampled_from(
+    [b"4000000000", b"4000000001", b"3999999999", b"1", b"100", b"0", b"-1",
+     b"9223372036854775", b"9223372036854776", b"-9223372036854775808", b"x"]
+)  # fmt: skip
+absolute_ms = st.sampled_from(
+    [b"4000000000000", b"4000000000499", b"4000000000500", b"4000000001000", b"1", b"0",
+     b"-3", b"9223372036854775807", b"x"]
+)  # fmt: skip
+expire_options = st.lists(st.sampled_from([b"NX", b"XX", b"GT", b"LT", b"nx", b"gt"]), max_size=2)
+set_options = st.lists(
+    st.one_of(
+        st.tuples(st.just(b"EX"), relative_seconds).map(list),
+        st.tuples(st.just(b"PX"), relative_ms).map(list),
+        st.tuples(st.just(b"EXAT"), absolute_seconds).map(list),
+        st.tuples(st.just(b"PXAT"), absolute_ms).map(list),
+        st.sampled_from([[b"KEEPTTL"], [b"NX"], [b"XX"], [b"GET"], [b"ex"], [b"PERSIST"]]),
+    ),
+    max_size=3,
+).map(lambda options: [part for option in options for part in option])
+getex_options = st.one_of(
+    st.just([]),
+    st.tuples(st.sampled_from([b"EX"]), relative_seconds).map(list),
+    st.tuples(st.just(b"PX"), relative_ms).map(list),
+    st.tuples(st.just(b"EXAT"), absolute_seconds).map(list),
+    st.tuples(st.just(b"PXAT"), absolute_ms).map(list),
+    st.sampled_from([[b"PERSIST"], [b"PERSIST", b"EX", b"100000"], [b"KEEPTTL"], [b"EX"]]),
+)
+
+
+def _expire_command(name: bytes, times: st.SearchStrategy[bytes]) -> st.SearchStrategy[Command]:
+    return st.tuples(keys, times, expire_options).map(lambda t: [name, t[0], t[1], *t[2]])
+
+
+expiry_commands = st.one_of(
+    st.tuples(keys, values, set_options).map(lambda t: [b"SET", t[0], t[1], *t[2]]),
+    _command(b"SETEX", keys, relative_seconds, values),
+    _command(b"PSETEX", keys, relative_ms, values),
+    st.tuples(keys, getex_options).map(lambda t: [b"GETEX", t[0], *t[1]]),
+    *(
+        _expire_command(name, times)
+        for name, times in (
+            (b"EXPIRE", relative_seconds),
+            (b"PEXPIRE", relative_ms),
+            (b"EXPIREAT", absolute_seconds),
+            (b"PEXPIREAT", absolute_ms),
+        )
+    ),
+    _command(b"TTL", keys),
+    _command(b"PTTL", keys),
+    _command(b"EXPIRETIME", keys),
+    _command(b"PEXPIRETIME", keys),
+    _command(b"PERSIST", keys),
+    st.sampled_from(
+        [[b"EXPIRE", b"{t}a"], [b"TTL"], [b"PTTL", b"{t}a", b"{t}b"], [b"PERSIST"],
+         [b"SETEX", b"{t}a", b"10"], [b"GETEX"], [b"EXPIRETIME"]]
+    ),
+)  # fmt: skip
+_RELATIVE = frozenset((b"EX", b"PX", b"EXPIRE", b"PEXPIRE", b"SETEX", b"PSETEX"))
+_TOLERANCES = {b"TTL": 2, b"PTTL": 2000, b"EXPIRETIME": 2, b"PEXPIRETIME": 2000}
+
+
+def _same_reply(command: Command, got: object, expected: object, relative_seen: bool) -> bool:
+    """Equal, or for a reading of the clock within its tolerance (see the module)."""
+    if got == expected:
+        return True
+    name = command[0].upper()
+    tolerance = _TOLERANCES.get(name)
+    if tolerance is None or (name.endswith(b"EXPIRETIME") and not relative_seen):
+        return False
+    return (
+        isinstance(got, int)
+        and isinstance(expected, int)
+        and min(got, expected) >= 0
+        and abs(got - expected) <= tolerance
+    )
+
+
+@settings(
+    max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(sequence=st.lists(expiry_commands | commands, min_size=5, max_size=30))
+def test_random_expiry_sequences_get_the_replies_redis_server_gives(
+    redis_server: Connection, planaria: Planaria, sequence: list[Command]
+) -> None:
+    _reset(redis_server)
+    _reset(planaria)
+    relative_seen = False
+    for command in sequence:
+        expected = shown(redis_server.call(command))
+        got = shown(planaria.call(command))
+        assert _same_reply(command, got, expected, relative_seen), (
+            f"{command!r}: planaria {got!r}, redis-server {expected!r}"
+        )
+        relative_seen |= any(part.upper() in _RELATIVE for part in command)
+    for key in KEYS:
+        assert planaria.call([b"GET", key]) == redis_server.call([b"GET", key])
+        expected_time = shown(redis_server.call([b"PEXPIRETIME", key]))
+        got_time = shown(planaria.call([b"PEXPIRETIME", key]))
+        assert _same_reply([b"PEXPIRETIME"], got_time, expected_time, relative_seen)
+
+
+def test_expiry_examples_on_both(redis_server: Connection, planaria: Planaria) -> None:
+    """Named cases: a past time deletes, KEEPTTL keeps, a plain SET clears, INCR keeps,
+    GT against no expiry, GETEX's invalid time only on an existing key."""
+    script = [
+        [b"DEL", b"{t}a", b"{t}b"],
+        [b"SET", b"{t}a", b"1", b"EXAT", b"4000000000"],
+        [b"EXPIRETIME", b"{t}a"],
+        [b"INCR", b"{t}a"],
+        [b"PEXPIRETIME", b"{t}a"],
+        [b"SET", b"{t}a", b"3", b"KEEPTTL"],
+        [b"EXPIRETIME", b"{t}a"],
+        [b"SET", b"{t}a", b"4"],
+        [b"TTL", b"{t}a"],
+        [b"EXPIRE", b"{t}a", b"100", b"GT"],
+        [b"EXPIRE", b"{t}a", b"100", b"LT"],
+        [b"PERSIST", b"{t}a"],
+        [b"EXPIREAT", b"{t}a", b"1"],
+        [b"GET", b"{t}a"],
+        [b"GETEX", b"{t}b", b"EX", b"-1"],
+        [b"SET", b"{t}b", b"v"],
+        [b"GETEX", b"{t}b", b"EX", b"-1"],
+        [b"GETEX", b"{t}b", b"PXAT", b"4000000000500"],
+        [b"EXPIRETIME", b"{t}b"],
+        [b"GETEX", b"{t}b", b"EXAT", b"1"],
+        [b"EXISTS", b"{t}b"],
+        [b"EXPIRE", b"{t}a", b"1", b"NX", b"XX"],
+        [b"SET", b"{t}a", b"v", b"EX", b"10", b"KEEPTTL"],
+    ]
+    replies = []
+    for command in script:
+        expected = shown(redis_server.call(command))
+        assert shown(planaria.call(command)) == expected, command
+        replies.append(expected)
+    assert replies[2] == 4000000000 and replies[4] == 4000000000000
+    assert replies[6] == 4000000000 and replies[8] == -1
+    assert replies[9:13] == [0, 1, 1, 1] and replies[13] is None
+    assert replies[14] is None
+    assert replies[16] == ("error", "ERR invalid expire time in 'getex' command")
+    assert replies[18] == 4000000001 and replies[20] == 0
 
 
 def _reset(target: Connection | Planaria) -> None:

@@ -16,7 +16,7 @@ import redis.asyncio as aredis
 
 from planaria._native import compiled
 from planaria.coord import MemoryCoordinator
-from planaria.core.messages import PartitionConfig
+from planaria.core.messages import EXPIRE_KEYS_PER_ENTRY, ExpireKeys, PartitionConfig
 from planaria.core.replica import Role
 from planaria.core.slots import keyslot, partition_of_slot
 from planaria.errors import UsageError
@@ -136,6 +136,67 @@ def test_redis_py_cluster_counts_and_strings_through_the_log(tmp_path: Path) -> 
                 return len(held) == 3 and all(v is not None and v[0] == b"14" for v in held)
 
             await cluster.wait_for(replicas_agree, 10.0, "every replica holds hits = 14")
+        finally:
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_redis_py_expiry_and_active_expiry_through_the_log(tmp_path: Path) -> None:
+    """SET EX, EXPIRE, TTL, PERSIST, GETEX through redis-py; then more keys than one active
+    expiry entry takes expire at once and every replica drops all of them (the primary's
+    entries, in slices: backups never expire a key on their own)."""
+    keys_count = 3 * EXPIRE_KEYS_PER_ENTRY + 1
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            seed = aredis.RedisCluster(
+                host="127.0.0.1", port=next(iter(cluster.nodes.values())).port
+            )
+            assert await seed.set("session", "s", ex=100) is True
+            assert 99 <= await seed.ttl("session") <= 100
+            assert await seed.expire("session", 200, gt=True) is True
+            assert await seed.persist("session") is True
+            assert await seed.ttl("session") == -1
+            assert await seed.getex("session", pxat=4_000_000_000_000) == b"s"
+            assert await seed.pexpiretime("session") == 4_000_000_000_000
+            assert await seed.setex("gone", 100, "x") is True
+            assert await seed.expire("gone", -1) is True
+            assert await seed.get("gone") is None
+            # Many keys of one slot expire together, soon.
+            pipe = seed.pipeline(transaction=False)
+            for i in range(keys_count):
+                pipe.set(f"{{e}}{i}", "v", px=300)
+            assert all(await pipe.execute())
+            await seed.aclose()
+            partition = partition_of_slot(keyslot(b"{e}"), cluster.partitions)
+            expiring = {f"{{e}}{i}".encode() for i in range(keys_count)}
+
+            def every_replica_dropped_them() -> bool:
+                replicas = [
+                    node.partitions[partition].replica
+                    for node in cluster.nodes.values()
+                    if partition in node.partitions
+                ]
+                return len(replicas) == 3 and all(
+                    not expiring & replica.applied.keys() and not expiring & set(replica.expiries)
+                    for replica in replicas
+                )
+
+            await cluster.wait_for(every_replica_dropped_them, 20.0, "the keys expired")
+            primary = cluster.primary_of(partition)
+            assert primary is not None
+            replica = cluster.nodes[primary].partitions[partition].replica
+            slices = [
+                entry.op.keys
+                for entry in replica.entries_after(replica.base_index)
+                if isinstance(entry.op, ExpireKeys)
+            ]
+            assert slices and max(len(keys) for keys in slices) <= EXPIRE_KEYS_PER_ENTRY
+            if replica.base_index == 0:  # nothing compacted: every slice is still there
+                assert sum(len(keys) for keys in slices) >= keys_count
         finally:
             await cluster.close()
 

@@ -57,6 +57,7 @@ class Regression:
     write_window: int | None = None  # the clients' (default: ClientSettings.write_window)
     nodes: int = 5
     fsync_max_ms: float | None = None  # the nodes' (default: drawn per seed, NodeSettings)
+    ttls: int = 0  # TTL keys in the workload (planaria sim --ttls)
 
     def config(self) -> SimConfig:
         faults = frozenset(self.faults.split(",")) if self.faults != "none" else frozenset()
@@ -76,6 +77,7 @@ class Regression:
             bugs=frozenset(self.bugs),
             checks=self.checks,
             client=client,
+            ttls=self.ttls,
         )
 
 
@@ -224,4 +226,14 @@ REGRESSIONS: tuple[Regression, ...] = (
                "their epochs: the snapshot's index read as of epoch 1, not 3 (storage: fixed, "
                "PartitionLog recovery drops the dropped segments' epochs)",
                faults=WITH_SNAPSHOT),
+    # Key expiry (issue 20): with TTL keys in the workload. A primary that answers a read
+    # without looking at the key's expiry is caught by the monitor (expired-read: the
+    # primary's clock, which no client sees); a backup that deletes expired keys by its own
+    # clock ends with a state that differs (diverged: a later EXPIRE finds the key on the
+    # primary only).
+    Regression(1, "a read answered with a key past its expiry", faults=WITH_SNAPSHOT, ttls=4,
+               bugs=("read-ignores-expiry",), expect="expired-read"),
+    Regression(3, "a backup expired keys by its own clock: its state differs", ttls=4,
+               faults=WITH_SNAPSHOT, bugs=("backup-expires-on-its-own",), checks="history",
+               expect="diverged"),
 )  # fmt: skip

@@ -8,6 +8,7 @@ import pytest
 
 import planaria.core.replica
 from planaria._native import compiled
+from planaria.core.expiry import Expiries
 from planaria.core.messages import IncrBy, Version, WriteOp
 from planaria.core.replica import Replica
 from planaria.core.strings import Outcome, State, apply_write
@@ -57,10 +58,16 @@ def test_counter_doubled_bites_when_retries_skip_the_dedup_table(
 
 @MUTATES_SOURCES
 def test_counter_lost_bites_when_an_increment_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    def lossy(state: State, op: WriteOp, version: Version) -> Outcome:
+    def lossy(
+        state: State,
+        op: WriteOp,
+        version: Version,
+        expiries: Expiries | None = None,
+        now_ms: int = 0,
+    ) -> Outcome:
         if isinstance(op, IncrBy) and version.index % 7 == 0:
             op = IncrBy(op.key, 0)  # the mutation: this increment is lost, yet acknowledged
-        return apply_write(state, op, version)
+        return apply_write(state, op, version, expiries, now_ms)
 
     monkeypatch.setattr(planaria.core.replica, "apply_write", lossy)
     result = run_seed(counters(0, counter_share=1.0))

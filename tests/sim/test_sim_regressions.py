@@ -18,6 +18,8 @@ def _id(row: Regression) -> str:
         extra += f"-nodes{row.nodes}"
     if row.fsync_max_ms is not None:
         extra += f"-fsync{row.fsync_max_ms:g}"
+    if row.ttls:
+        extra += f"-ttls{row.ttls}"
     return f"seed{row.seed}-ops{row.ops}-p{row.partitions}-{bugs}{extra}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -50,6 +51,24 @@ from planaria.client._core import (
     float_argument,
     number,
     set_arguments,
+)
+from planaria.client._expiry import (
+    EXPIRE,
+    EXPIREAT,
+    EXPIRETIME,
+    GETEX,
+    PERSIST,
+    PEXPIRE,
+    PEXPIREAT,
+    PEXPIRETIME,
+    PSETEX,
+    PTTL,
+    SETEX,
+    TTL,
+    absolute_time,
+    expire_conditions,
+    expiry_arguments,
+    relative_time,
 )
 from planaria.client._protocol import to_bytes
 from planaria.client._waiting import RefreshLock, WriteGate
@@ -163,11 +182,20 @@ class Client:
         nx: bool = False,
         xx: bool = False,
         if_value: str | bytes | None = None,
+        ex: int | timedelta | None = None,
+        px: int | timedelta | None = None,
+        exat: int | datetime | None = None,
+        pxat: int | datetime | None = None,
+        keepttl: bool = False,
         timeout_s: float | None = None,
     ) -> bool:
         """Set ``key`` to ``value``; True when applied, False when the condition did not hold
-        (``nx``: only if absent; ``xx``: only if present; ``if_value``: only if it equals)."""
+        (``nx``: only if absent; ``xx``: only if present; ``if_value``: only if it equals).
+        With at most one of ``ex``/``px`` (seconds/ms from now, by the primary's clock),
+        ``exat``/``pxat`` (a Unix time in seconds/ms) the key expires then; ``keepttl``
+        keeps its expiry; none of them removes it."""
         extra = set_arguments(value, nx=nx, xx=xx, if_value=if_value)
+        extra += expiry_arguments(ex=ex, px=px, exat=exat, pxat=pxat, keepttl=keepttl)
         return self._write(SET, to_bytes("key", key), extra, timeout_s)
 
     def delete(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
@@ -311,6 +339,147 @@ class Client:
         first = next(iter(pairs))
         extra = tuple(part for key in pairs for part in (key, pairs[key]))[1:]
         return self._write(MSETNX, first, extra, timeout_s)
+
+    # ------------------------------------------------------------------ expiry
+
+    def setex(
+        self,
+        key: str | bytes,
+        time: int | timedelta,
+        value: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Set ``key`` to ``value``, expiring ``time`` seconds from now."""
+        extra = (relative_time("time", time, ms=False), to_bytes("value", value))
+        return self._write(SETEX, to_bytes("key", key), extra, timeout_s)
+
+    def psetex(
+        self,
+        key: str | bytes,
+        time_ms: int | timedelta,
+        value: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Set ``key`` to ``value``, expiring ``time_ms`` milliseconds from now."""
+        extra = (relative_time("time_ms", time_ms, ms=True), to_bytes("value", value))
+        return self._write(PSETEX, to_bytes("key", key), extra, timeout_s)
+
+    def getex(
+        self,
+        key: str | bytes,
+        *,
+        ex: int | timedelta | None = None,
+        px: int | timedelta | None = None,
+        exat: int | datetime | None = None,
+        pxat: int | datetime | None = None,
+        persist: bool = False,
+        timeout_s: float | None = None,
+    ) -> bytes | None:
+        """The value of ``key`` (None when absent), setting its expiry (at most one of
+        ``ex``, ``px``, ``exat``, ``pxat``) or removing it (``persist``)."""
+        extra = expiry_arguments(ex=ex, px=px, exat=exat, pxat=pxat)
+        if persist:
+            if extra:
+                raise UsageError("getex takes persist or an expiry, not both")
+            extra = (b"PERSIST",)
+        return self._write(GETEX, to_bytes("key", key), extra, timeout_s)
+
+    def expire(
+        self,
+        key: str | bytes,
+        time: int | timedelta,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        gt: bool = False,
+        lt: bool = False,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Let ``key`` expire ``time`` seconds from now (0 or less: delete it), if it exists
+        and the conditions hold (``nx``: it has no expiry; ``xx``: it has one; ``gt``/``lt``:
+        the new one is later/earlier); whether it did."""
+        extra = (
+            relative_time("time", time, ms=False),
+            *expire_conditions(nx=nx, xx=xx, gt=gt, lt=lt),
+        )
+        return self._write(EXPIRE, to_bytes("key", key), extra, timeout_s)
+
+    def pexpire(
+        self,
+        key: str | bytes,
+        time_ms: int | timedelta,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        gt: bool = False,
+        lt: bool = False,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """:meth:`expire` in milliseconds."""
+        extra = (
+            relative_time("time_ms", time_ms, ms=True),
+            *expire_conditions(nx=nx, xx=xx, gt=gt, lt=lt),
+        )
+        return self._write(PEXPIRE, to_bytes("key", key), extra, timeout_s)
+
+    def expireat(
+        self,
+        key: str | bytes,
+        when: int | datetime,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        gt: bool = False,
+        lt: bool = False,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Let ``key`` expire at ``when`` (a Unix time in seconds, or a datetime); see
+        :meth:`expire` for the conditions."""
+        extra = (
+            absolute_time("when", when, ms=False),
+            *expire_conditions(nx=nx, xx=xx, gt=gt, lt=lt),
+        )
+        return self._write(EXPIREAT, to_bytes("key", key), extra, timeout_s)
+
+    def pexpireat(
+        self,
+        key: str | bytes,
+        when: int | datetime,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        gt: bool = False,
+        lt: bool = False,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """:meth:`expireat` in Unix milliseconds."""
+        extra = (
+            absolute_time("when", when, ms=True),
+            *expire_conditions(nx=nx, xx=xx, gt=gt, lt=lt),
+        )
+        return self._write(PEXPIREAT, to_bytes("key", key), extra, timeout_s)
+
+    def persist(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
+        """Remove the expiry of ``key``; whether it had one."""
+        return self._write(PERSIST, to_bytes("key", key), (), timeout_s)
+
+    def ttl(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
+        """Seconds until ``key`` expires (rounded); -1 without an expiry, -2 when absent."""
+        return self._read(TTL, to_bytes("key", key), (), timeout_s)
+
+    def pttl(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
+        """Milliseconds until ``key`` expires; -1 without an expiry, -2 when absent."""
+        return self._read(PTTL, to_bytes("key", key), (), timeout_s)
+
+    def expiretime(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
+        """The Unix time (seconds) ``key`` expires at; -1 without an expiry, -2 when absent."""
+        return self._read(EXPIRETIME, to_bytes("key", key), (), timeout_s)
+
+    def pexpiretime(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
+        """The Unix time (ms) ``key`` expires at; -1 without an expiry, -2 when absent."""
+        return self._read(PEXPIRETIME, to_bytes("key", key), (), timeout_s)
 
     def close(self) -> None:
         """Close every connection; later calls raise UsageError."""

@@ -4,17 +4,28 @@ record, or of a snapshot file).
 The storage record carries the epoch and index itself; the payload holds the request id and
 the write. A barrier (``op is None``) is the empty payload. Layout (little-endian)::
 
-    kind u8 | flags u8 | seq u64 | client (u32 length + bytes) | the op's fields (u32 + bytes each)
+    kind u8 | flags u8 | seq u64 | [time i64] | client (u32 length + bytes) |
+    the op's fields (u32 + bytes each)
 
-by kind (a number is an 8-byte field, signed little-endian)::
+where the kind's high bit (128) says the entry's ``time_ms`` follows the head (entries of
+logs from before expiry have none: time 0), and by kind (a number is an 8-byte field,
+signed little-endian)::
 
-    1 Set:         key | value | if_value      flags: 1 nx, 2 xx, 4 if_value
+    1 Set:         key | value | if_value | [expire_ms (number)]
+                   flags: 1 nx, 2 xx, 4 if_value, 8 expire_ms, 16 keep_ttl
     2 Delete:      key
     3 IncrBy:      key | delta (number)
     4 IncrByFloat: key | delta (as sent)
     5 AppendTo:    key | value | bytes_max (number)
     6 SetRange:    key | value | offset (number) | bytes_max (number)
     7 MSet:        key | value | key | value ...   flags: 1 nx
+    8 Expire:      key | expire_ms (number)        flags: 1 nx, 2 xx, 4 gt, 8 lt
+    9 ClearExpiry: key
+    10 GetEx:      key | [expire_ms (number)] | [error (UTF-8)]
+                   flags: 1 expire_ms, 2 persist, 4 error
+    11 ExpireKeys: key | key ...   (no request id: client "" and seq 0)
+
+A logged op's expiry is always absolute (the primary made a relative one absolute).
 
 Kinds are only ever added, so every log written before stays readable.
 """
@@ -31,9 +42,13 @@ from types import MappingProxyType
 from planaria.core.messages import (
     AppendTo,
     AppliedWrites,
+    ClearExpiry,
     ClientReply,
     Delete,
     Entry,
+    Expire,
+    ExpireKeys,
+    GetEx,
     IncrBy,
     IncrByFloat,
     MSet,
@@ -51,7 +66,12 @@ _HEAD = struct.Struct("<BBQ")
 _LEN = struct.Struct("<I")
 _NUMBER = struct.Struct("<q")
 _SET, _DELETE, _INCR_BY, _INCR_BY_FLOAT, _APPEND_TO, _SET_RANGE, _MSET = 1, 2, 3, 4, 5, 6, 7
-_NX, _XX, _IF = 1, 2, 4
+_EXPIRE, _CLEAR_EXPIRY, _GET_EX, _EXPIRE_KEYS = 8, 9, 10, 11
+_TIMED = 128  # in the kind: the entry's time follows the head
+_NX, _XX, _IF, _EXPIRES, _KEEP_TTL = 1, 2, 4, 8, 16  # Set
+_GT, _LT = 4, 8  # Expire (with _NX, _XX)
+_GETEX_EXPIRES, _GETEX_PERSIST, _GETEX_ERROR = 1, 2, 4
+_TIME = struct.Struct("<q")
 
 
 def _field(data: bytes) -> bytes:
@@ -83,7 +103,32 @@ def _op_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
     if isinstance(op, MSet):
         pairs = [_field(part) for pair in op.pairs for part in pair]
         return _MSET, _NX if op.nx else 0, pairs
+    if isinstance(op, Expire):
+        _absolute(op.relative, op)
+        flags = (_NX if op.nx else 0) | (_XX if op.xx else 0)
+        flags |= (_GT if op.gt else 0) | (_LT if op.lt else 0)
+        return _EXPIRE, flags, [_field(op.key), _number(op.expire_ms)]
+    if isinstance(op, ClearExpiry):
+        return _CLEAR_EXPIRY, 0, [_field(op.key)]
+    if isinstance(op, GetEx):
+        _absolute(op.relative, op)
+        fields = [_field(op.key)]
+        flags = _GETEX_PERSIST if op.persist else 0
+        if op.expire_ms is not None:
+            flags |= _GETEX_EXPIRES
+            fields.append(_number(op.expire_ms))
+        if op.error is not None:
+            flags |= _GETEX_ERROR
+            fields.append(_field(op.error.encode()))
+        return _GET_EX, flags, fields
+    if isinstance(op, ExpireKeys):
+        return _EXPIRE_KEYS, 0, [_field(key) for key in op.keys]
     raise InternalError(f"no entry kind for {type(op).__name__}")
+
+
+def _absolute(relative: bool, op: WriteOp) -> None:
+    if relative:
+        raise InternalError(f"a relative expiry in a log entry: {op}")
 
 
 def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteOp:
@@ -101,6 +146,24 @@ def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteO
     if kind == _MSET:
         pairs = tuple(zip(fields[0::2], fields[1::2], strict=True))
         return MSet(pairs, nx=bool(flags & _NX))
+    if kind == _EXPIRE:
+        return Expire(
+            fields[0],
+            _read_number(fields[1]),
+            nx=bool(flags & _NX),
+            xx=bool(flags & _XX),
+            gt=bool(flags & _GT),
+            lt=bool(flags & _LT),
+        )
+    if kind == _CLEAR_EXPIRY:
+        return ClearExpiry(fields[0])
+    if kind == _GET_EX:
+        rest = iter(fields[1:])
+        expire_ms = _read_number(next(rest)) if flags & _GETEX_EXPIRES else None
+        error = next(rest).decode() if flags & _GETEX_ERROR else None
+        return GetEx(fields[0], expire_ms, persist=bool(flags & _GETEX_PERSIST), error=error)
+    if kind == _EXPIRE_KEYS:
+        return ExpireKeys(tuple(fields))
     raise InternalError(f"unknown entry kind {kind} at index {index}")
 
 
@@ -109,22 +172,35 @@ def encode_entry(entry: Entry) -> bytes:
     if op is None:
         return b""
     if entry.request_id is None:
-        raise InternalError(f"a write entry without a request id: {entry}")
-    client, seq = entry.request_id
+        if not isinstance(op, ExpireKeys):
+            raise InternalError(f"a write entry without a request id: {entry}")
+        client, seq = "", 0
+    else:
+        client, seq = entry.request_id
+    timed = _TIMED if entry.time_ms else 0
+    time = _TIME.pack(entry.time_ms) if timed else b""
     if isinstance(op, Set):
         flags = (_NX if op.nx else 0) | (_XX if op.xx else 0)
         flags |= _IF if op.if_value is not None else 0
+        flags |= _KEEP_TTL if op.keep_ttl else 0
+        expire = b""
+        if op.expire_ms is not None:
+            _absolute(op.relative, op)
+            flags |= _EXPIRES
+            expire = _number(op.expire_ms)
         return b"".join(
             (
-                _HEAD.pack(_SET, flags, seq),
+                _HEAD.pack(_SET | timed, flags, seq),
+                time,
                 _field(client.encode()),
                 _field(op.key),
                 _field(op.value),
                 _field(op.if_value or b""),
+                expire,
             )
         )
     kind, flags, fields = _op_fields(op)
-    return b"".join((_HEAD.pack(kind, flags, seq), _field(client.encode()), *fields))
+    return b"".join((_HEAD.pack(kind | timed, flags, seq), time, _field(client.encode()), *fields))
 
 
 def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
@@ -132,6 +208,11 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
         return Entry(epoch, index, None, None)
     kind, flags, seq = _HEAD.unpack_from(record, 0)
     offset = _HEAD.size
+    time_ms = 0
+    if kind & _TIMED:
+        kind &= ~_TIMED
+        (time_ms,) = _TIME.unpack_from(record, offset)
+        offset += _TIME.size
     fields: list[bytes] = []
     while offset < len(record):
         (length,) = _LEN.unpack_from(record, offset)
@@ -149,13 +230,17 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
         _SET_NX.__set__(op, bool(flags & _NX))
         _SET_XX.__set__(op, bool(flags & _XX))
         _SET_IF_VALUE.__set__(op, fields[3] if flags & _IF else None)
+        _SET_EXPIRE_MS.__set__(op, _read_number(fields[4]) if flags & _EXPIRES else None)
+        _SET_RELATIVE.__set__(op, False)
+        _SET_KEEP_TTL.__set__(op, bool(flags & _KEEP_TTL))
     else:
         op = _decode_op(kind, flags, fields[1:], index)
     entry: Entry = _new(Entry)
     _ENTRY_EPOCH.__set__(entry, epoch)
     _ENTRY_INDEX.__set__(entry, index)
-    _ENTRY_REQUEST_ID.__set__(entry, (client, seq))
+    _ENTRY_REQUEST_ID.__set__(entry, None if kind == _EXPIRE_KEYS else (client, seq))
     _ENTRY_OP.__set__(entry, op)
+    _ENTRY_TIME_MS.__set__(entry, time_ms)
     return entry
 
 
@@ -166,10 +251,14 @@ _SET_VALUE = Set.__dict__["value"]
 _SET_NX = Set.__dict__["nx"]
 _SET_XX = Set.__dict__["xx"]
 _SET_IF_VALUE = Set.__dict__["if_value"]
+_SET_EXPIRE_MS = Set.__dict__["expire_ms"]
+_SET_RELATIVE = Set.__dict__["relative"]
+_SET_KEEP_TTL = Set.__dict__["keep_ttl"]
 _ENTRY_EPOCH = Entry.__dict__["epoch"]
 _ENTRY_INDEX = Entry.__dict__["index"]
 _ENTRY_REQUEST_ID = Entry.__dict__["request_id"]
 _ENTRY_OP = Entry.__dict__["op"]
+_ENTRY_TIME_MS = Entry.__dict__["time_ms"]
 
 
 # --- replica state snapshots ------------------------------------------------------------------
@@ -186,7 +275,11 @@ _ENTRY_OP = Entry.__dict__["op"]
 #         [value (u32 + bytes)] | [version epoch u64 | index u64] | [number i64] |
 #         [string result (u32 + bytes)] | [failure (u32 + UTF-8)]
 #
-# (Flags 8, 16 and 32 came with the counter and string commands: older states have none.)
+#     [expiries u64 | key lengths u32[expiries] | times i64[expiries] | keys' bytes]
+#
+# (Flags 8, 16 and 32 came with the counter and string commands: older states have none.
+# The expiry section came with TTLs, and is left out when no key has an expiry: a state
+# that ends after the dedup table has none, so every state written before still decodes.)
 #
 # Column by column, so that a restart decodes a partition of a million keys with a few
 # C-speed passes (array.frombytes, slicing, zip into the dict) instead of a Python loop that
@@ -254,6 +347,25 @@ def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> 
     for column in columns:
         yield from filter(None, column)  # the only empty pieces are the steps' ends
     yield _encode_dedup(snapshot)
+    expires = snapshot.expires
+    if not expires:
+        return
+    # key lengths, times, keys' bytes
+    expiry_columns: tuple[list[bytes], ...] = ([], [], [])
+    expiry_items = iter(expires.items())
+    while expiry_chunk := list(islice(expiry_items, keys_per_part)):
+        keys = [key for key, _ in expiry_chunk]
+        expiry_pieces = (
+            _column("I", map(len, keys)),
+            _column("q", [time_ms for _, time_ms in expiry_chunk]),
+            b"".join(keys),
+        )
+        for column, piece in zip(expiry_columns, expiry_pieces, strict=True):
+            column.append(piece)
+        yield b""
+    yield _COUNT.pack(len(expires))
+    for column in expiry_columns:
+        yield from filter(None, column)
 
 
 def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
@@ -396,6 +508,21 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
                 failure=failure,
             )
         dedup[client] = AppliedWrites(tuple(seqs), replies)
+    expires: dict[bytes, int] = {}
+    if offset < len(buf):  # the expiry section (states from before TTLs end above)
+        (count,) = _COUNT.unpack(take(_COUNT.size))
+        expiry_lengths = _read_column("I", buf, offset, count)
+        offset += count * expiry_lengths.itemsize
+        times = _read_column("q", buf, offset, count)
+        offset += count * times.itemsize
+        expiry_bytes = sum(expiry_lengths)
+        if offset + expiry_bytes > len(buf):
+            raise struct.error("state cut short")
+        expiry_keys = _pieces(buf, offset, expiry_lengths)
+        offset += expiry_bytes
+        expires = dict(zip(expiry_keys, times, strict=True))
+        if len(expires) != count or not expires.keys() <= kv.keys():
+            raise ValueError("an expiry twice, or of a key the state does not hold")
     if offset != len(buf):
         raise struct.error(f"{len(buf) - offset} bytes after the state")
     return ReplicaSnapshot(
@@ -405,4 +532,5 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
         kv=MappingProxyType(kv),
         dedup=MappingProxyType(dedup),
         dedup_window=window,
+        expires=MappingProxyType(expires),
     )

@@ -36,18 +36,24 @@ from planaria.errors import UsageError
 
 __all__ = [
     "DEDUP_WINDOW",
+    "EXPIRE_KEYS_PER_ENTRY",
     "STRING_BYTES_MAX",
     "Append",
     "AppendReply",
     "AppendTo",
     "AppliedWrites",
+    "ClearExpiry",
     "ClientReply",
     "ClientRequest",
     "ConfigUpdate",
     "Delete",
     "Entry",
     "ErrorCode",
+    "Expire",
+    "ExpireKeys",
     "Get",
+    "GetEx",
+    "GetExpiry",
     "IncrBy",
     "IncrByFloat",
     "MSet",
@@ -100,18 +106,91 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Set:
-    """SET key value [NX | XX] [IFEQ if_value]: at most one of the conditions."""
+    """SET key value [NX | XX] [IFEQ if_value] [EX | PX | EXAT | PXAT | KEEPTTL]: at most
+    one of the conditions. ``expire_ms``: the key's expiry, in Unix ms (EXAT/PXAT), or with
+    ``relative`` a delay (EX/PX) that the primary turns into an absolute time by its clock
+    before it logs the op (a logged op is never relative). No expiry and no ``keep_ttl``:
+    the key's TTL is cleared, as a plain SET does."""
 
     key: bytes
     value: bytes
     nx: bool = False  # only if the key does not exist
     xx: bool = False  # only if the key exists
     if_value: bytes | None = None  # only if the current value equals this (compare-and-set)
+    expire_ms: int | None = None
+    relative: bool = False
+    keep_ttl: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: give the key the expiry ``expire_ms`` (Unix ms;
+    with ``relative`` a delay the primary makes absolute before logging), if the key exists
+    and the conditions hold (``nx``: it has none; ``xx``: it has one; ``gt``/``lt``: the new
+    one is later/earlier, no expiry counting as infinite). A time not after the entry's
+    deletes the key. Result: 1 if it did, else 0."""
+
+    key: bytes
+    expire_ms: int
+    relative: bool = False
+    nx: bool = False
+    xx: bool = False
+    gt: bool = False
+    lt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClearExpiry:
+    """PERSIST: remove the key's expiry. Result: 1 if it had one, else 0."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetEx:
+    """GETEX key [EX | PX | EXAT | PXAT | PERSIST]: the value (``value`` of the reply), and
+    the key's expiry set to ``expire_ms`` (as :class:`Expire` makes it absolute; a time not
+    after the entry's deletes the key) or removed (``persist``). ``error``: the expiry the
+    client sent is invalid; as in Redis it fails only when the key exists."""
+
+    key: bytes
+    expire_ms: int | None = None
+    relative: bool = False
+    persist: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireKeys:
+    """Active expiry, proposed by the primary itself (no request id): delete each of
+    ``keys`` whose expiry is before the entry's time (``Entry.time_ms``) when it applies
+    (a key given a new expiry or persisted since stays). At most
+    :data:`EXPIRE_KEYS_PER_ENTRY` keys."""
+
+    keys: tuple[bytes, ...]
+
+    @property
+    def key(self) -> bytes:
+        return self.keys[0]
+
+
+@dataclass(frozen=True, slots=True)
+class GetExpiry:
+    """TTL, PTTL (``relative``: the ms left), EXPIRETIME, PEXPIRETIME (the Unix ms): a read.
+    The reply's ``result``: -2 when the key does not exist, -1 when it has no expiry."""
+
+    key: bytes
+    relative: bool = False
+
+
+# The most keys one active-expiry entry deletes (:class:`ExpireKeys`): a million keys that
+# expire at once go in slices of this many, each a small entry, so writes interleave.
+EXPIRE_KEYS_PER_ENTRY = 128
 
 
 # The longest string a write may make (Redis' own limit, its default proto-max-bulk-len);
@@ -177,8 +256,20 @@ class MSet:
 
 # Every write is one of these; core/strings.py applies them (the one dispatch), so a new
 # command adds a dataclass here and a case there (and a kind in core/codec.py).
-WriteOp: TypeAlias = Set | Delete | IncrBy | IncrByFloat | AppendTo | SetRange | MSet
-Op: TypeAlias = Get | WriteOp
+WriteOp: TypeAlias = (
+    Set
+    | Delete
+    | IncrBy
+    | IncrByFloat
+    | AppendTo
+    | SetRange
+    | MSet
+    | Expire
+    | ClearExpiry
+    | GetEx
+    | ExpireKeys
+)
+Op: TypeAlias = Get | GetExpiry | WriteOp
 # What a write answers besides ``value``/``applied``: a number (INCR, APPEND, SETRANGE) or
 # a string (INCRBYFLOAT). More kinds join as the commands that need them do.
 Result: TypeAlias = int | bytes | None
@@ -240,12 +331,17 @@ class ClientReply:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log record. ``op is None`` marks the first entry of an epoch (the barrier)."""
+    """One log record. ``op is None`` marks the first entry of an epoch (the barrier); an
+    op without a request id is the primary's own (:class:`ExpireKeys`). ``time_ms``: the
+    primary's clock (Unix ms) when it logged the entry, 0 when unknown (an older log):
+    every replica applies the op at that time, so a key past its expiry then is gone for
+    it on every replica alike."""
 
     epoch: int
     index: int
     request_id: RequestId | None = None
     op: WriteOp | None = None
+    time_ms: int = 0
 
 
 # --- replicated state ----------------------------------------------------------------------
@@ -277,6 +373,8 @@ class ReplicaSnapshot:
     kv: Mapping[bytes, tuple[bytes, Version]]
     dedup: Mapping[str, AppliedWrites]
     dedup_window: int = DEDUP_WINDOW
+    # key -> its expiry in Unix ms, only keys of ``kv`` (none in states from before TTLs).
+    expires: Mapping[bytes, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.index < 0 or self.epoch < 0:

@@ -33,11 +33,13 @@ from __future__ import annotations
 import enum
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from planaria.core.expiry import Expiries
 from planaria.core.messages import (
     DEDUP_WINDOW,
+    EXPIRE_KEYS_PER_ENTRY,
     Append,
     AppendReply,
     AppliedWrites,
@@ -46,7 +48,11 @@ from planaria.core.messages import (
     ConfigUpdate,
     Entry,
     ErrorCode,
+    Expire,
+    ExpireKeys,
     Get,
+    GetEx,
+    GetExpiry,
     Message,
     NodeId,
     PartitionConfig,
@@ -58,6 +64,7 @@ from planaria.core.messages import (
     Reply,
     RequestId,
     Send,
+    Set,
     SnapshotAck,
     SnapshotChunk,
     Version,
@@ -79,6 +86,7 @@ __all__ = [
 BUGS = frozenset(
     {
         "ack-before-replicate",  # ack a write once the primary persisted it
+        "backup-expires-on-its-own",  # a backup deletes the keys its own clock says expired
         "backup-unserving",  # node only: BACKUP BEGIN snapshots a replica that does not serve
         "compact-past-commit",  # compact() drops (and applies) entries not committed yet
         "dedup-last-only",  # remember only a client's last write: an older one gets no answer
@@ -88,11 +96,16 @@ BUGS = frozenset(
         "no-epoch-fence",  # backups accept Appends from older epochs
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
+        "read-ignores-expiry",  # reads answer a key past its expiry
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
 )
+
+
+def _sets_expiry(op: WriteOp) -> bool:
+    return isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None
 
 
 def merge_appends(first: Append, then: Append, entries_max: int) -> Append | None:
@@ -162,6 +175,9 @@ class ReplicaSettings:
       forgotten first. The order is the log's, so every replica forgets the same ones. A
       client forgotten this way (idle while this many others wrote) could see a retry
       applied twice.
+    - ``expire_keys_per_entry``: active expiry deletes at most this many keys per log
+      entry (one such entry in flight at a time), so that many keys expiring at once
+      become many small entries between the clients' writes, not one that stalls them.
     - ``bugs``: known-bug switches from :data:`BUGS` (tests of the tests only).
     """
 
@@ -174,6 +190,7 @@ class ReplicaSettings:
     batch_entries_max: int = 64
     dedup_window: int = DEDUP_WINDOW
     dedup_clients_max: int = 100_000
+    expire_keys_per_entry: int = EXPIRE_KEYS_PER_ENTRY
     bugs: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -187,11 +204,12 @@ class ReplicaSettings:
             self.batch_entries_max,
             self.dedup_window,
             self.dedup_clients_max,
+            self.expire_keys_per_entry,
         )
         if min(limits) < 1:
             raise UsageError(
-                "pending_writes_max, batch_entries_max, dedup_window and dedup_clients_max "
-                "must be >= 1"
+                "pending_writes_max, batch_entries_max, dedup_window, dedup_clients_max and "
+                "expire_keys_per_entry must be >= 1"
             )
         unknown = set(self.bugs) - BUGS
         if unknown:
@@ -303,8 +321,20 @@ class Replica:
         self._kv: dict[bytes, tuple[bytes, Version]] = (
             dict(snapshot.kv) if snapshot is not None else {}
         )
+        # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
+        self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
         # Replicated state, rebuilt from the log: least recently written client first.
         self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
+        # The node's wall clock minus its monotonic one (``tick``'s ``wall_ms``), and the
+        # latest time logged: this replica's clock for expiry never goes below it, so a new
+        # primary with a clock behind goes on from the times its predecessor logged.
+        self._wall_offset_ms = 0.0
+        self._log_time_ms = max((entry.time_ms for entry in self._log), default=0)
+        self._expiry_index = 0  # this primary's active-expiry entry in flight (0: none)
+        # The last entry in the log that sets an expiry (0: none): see _on_client.
+        self._expiry_set_index = max(
+            (e.index for e in self._log if e.op is not None and _sets_expiry(e.op)), default=0
+        )
         # Transitions of a peer to needing a snapshot (a counter for status and the sim).
         self._snapshots_needed = 0
         # The bug keeps a window of one: only the last write.
@@ -431,17 +461,29 @@ class Replica:
             and (not self._lost or config.primary_incarnation == self._session)
         )
 
-    def tick(self, now_ms: float, lease_until_ms: float) -> Ready:
-        """Advance time: heartbeats / retransmissions, ISR shrink/expand proposals.
+    def tick(self, now_ms: float, lease_until_ms: float, wall_ms: float | None = None) -> Ready:
+        """Advance time: heartbeats / retransmissions, ISR shrink/expand proposals, and on a
+        serving primary active expiry (an :class:`ExpireKeys` entry for keys past their
+        expiry, at most ``expire_keys_per_entry``, one in flight at a time).
 
         ``lease_until_ms`` is the node's lease in its own clock: the send time of the last
         session renewal the coordinator acknowledged, plus ``lease_ms`` (``-inf`` or 0 when
         there is none). The replica keeps it until the next tick; a primary serves only while
         ``now_ms < lease_until_ms``. Call at least every ``heartbeat_ms / 2``.
+
+        ``wall_ms``: the node's wall clock (Unix ms) at ``now_ms``, for key expiry (kept as
+        an offset from ``now_ms`` until the next tick that gives one; none yet: 0).
         """
         self._lease_until_ms = lease_until_ms
+        if wall_ms is not None:
+            self._wall_offset_ms = wall_ms - now_ms
         ready = Ready()
         if self._role is not Role.PRIMARY:
+            if "backup-expires-on-its-own" in self._bugs and self._expiries:
+                clock_ms = self._clock_ms(now_ms)
+                for key in self._expiries.due(clock_ms, self._settings.expire_keys_per_entry):
+                    self._kv.pop(key, None)
+                    self._expiries.discard(key)
             return ready
         for name in sorted(self._peers):
             peer = self._peers[name]
@@ -454,7 +496,31 @@ class Replica:
                     peer.next_index = peer.match_index + 1
                 self._send_append(name, peer, now_ms, ready)
         self._maybe_propose_isr(now_ms, ready)
+        self._maybe_expire(now_ms, ready)
         return ready
+
+    def _clock_ms(self, now_ms: float) -> int:
+        """This replica's clock for expiry (Unix ms): the node's wall clock, never below
+        the latest time logged."""
+        return max(int(now_ms + self._wall_offset_ms), self._log_time_ms)
+
+    def _maybe_expire(self, now_ms: float, ready: Ready) -> None:
+        """Active expiry: log the deletion of keys whose expiry passed (a slice of them),
+        unless one such entry is still in flight or the log is full."""
+        if (
+            not self._expiries
+            or self._expiry_index > self._applied_index
+            or not self.serving(now_ms)
+            or self.last_index - self._commit_index >= self._settings.pending_writes_max
+        ):
+            return
+        clock_ms = self._clock_ms(now_ms)
+        keys = self._expiries.due(clock_ms, self._settings.expire_keys_per_entry)
+        if not keys:
+            return
+        entry = Entry(self._epoch, self.last_index + 1, None, ExpireKeys(tuple(keys)), clock_ms)
+        self._expiry_index = entry.index
+        self._append_entry(entry, now_ms, ready)
 
     # --- views -----------------------------------------------------------------------------
 
@@ -556,6 +622,7 @@ class Replica:
             kv=MappingProxyType(dict(self._kv)),
             dedup=MappingProxyType(dict(self._dedup)),
             dedup_window=self._dedup_window,
+            expires=MappingProxyType(self._expiries.copy_times()),
         )
 
     def compact(self, index: int) -> None:
@@ -602,6 +669,15 @@ class Replica:
         return MappingProxyType(self._kv)
 
     @property
+    def expiries(self) -> Expiries:
+        """The applied keys' expiries: key -> Unix ms (replicated state). Read-only."""
+        return self._expiries
+
+    def clock_ms(self, now_ms: float) -> int:
+        """The time (Unix ms) this replica judges expiry by at ``now_ms``."""
+        return self._clock_ms(now_ms)
+
+    @property
     def dedup(self) -> Mapping[str, tuple[int, ...]]:
         """Per client id: the sequence numbers of its applied writes inside its dedup window,
         ascending; the last is its highest (replicated state, equal on every replica that
@@ -632,18 +708,9 @@ class Replica:
         ready = Ready()
         serving = self.serving(now_ms)
         op = request.op
-        if isinstance(op, Get):
+        if isinstance(op, Get | GetExpiry):
             if serving or request.stale_ok:
-                found = self._kv.get(op.key)
-                reply = ClientReply(
-                    partition=self._partition,
-                    request_id=request.request_id,
-                    value=found[0] if found is not None else None,
-                    version=found[1] if found is not None else None,
-                    stale=not serving,
-                    epoch=self._epoch,
-                )
-                ready.replies.append(Reply(request.client, reply))
+                ready.replies.append(Reply(request.client, self._read(request, serving, now_ms)))
             else:
                 ready.replies.append(self._refusal(request, self._not_serving_error()))
             return ready
@@ -667,18 +734,69 @@ class Replica:
         if self.last_index - self._commit_index >= self._settings.pending_writes_max:
             ready.replies.append(self._refusal(request, ErrorCode.OVERLOADED))
             return ready
-        entry = Entry(self._epoch, self.last_index + 1, request.request_id, op)
-        self._log.append(entry)
-        self._append_ms[entry.index] = now_ms
+        clock_ms = self._clock_ms(now_ms)
+        sets_expiry = False
+        if isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None:
+            sets_expiry = True
+            if op.relative:
+                # The primary decides the absolute time; every replica applies the logged one.
+                op = replace(op, expire_ms=clock_ms + op.expire_ms, relative=False)
+        index = self.last_index + 1
+        if sets_expiry:
+            self._expiry_set_index = index
+        # The entry's time matters only where a key may have an expiry when it applies: an
+        # expiry applied, or one in the log before it. Without, it is left out (0), so a
+        # store that uses no TTL logs what it did before.
+        timed = bool(self._expiries) or self._expiry_set_index > self._applied_index
+        entry = Entry(self._epoch, index, request.request_id, op, clock_ms if timed else 0)
         self._in_log[request.request_id] = entry.index
         self._waiters[request.request_id] = [request.client]
+        self._append_entry(entry, now_ms, ready)
+        return ready
+
+    def _append_entry(self, entry: Entry, now_ms: float, ready: Ready) -> None:
+        """Log an entry of this primary and start replicating it."""
+        self._log.append(entry)
+        self._log_time_ms = max(self._log_time_ms, entry.time_ms)
+        self._append_ms[entry.index] = now_ms
         ready.persist.append(self._persist(None, (entry,)))
         for name in sorted(self._peers):
             peer = self._peers[name]
             if peer.acked and peer.next_index == entry.index:
                 self._send_append(name, peer, now_ms, ready)
         self._try_commit(ready)
-        return ready
+
+    def _read(self, request: ClientRequest, serving: bool, now_ms: float) -> ClientReply:
+        """A read from the applied state, as of this replica's clock: a key past its expiry
+        is not there (a backup's stale read judges by its own clock, as a Redis replica)."""
+        op = request.op
+        key = op.key
+        found = self._kv.get(key)
+        expire_ms = self._expiries.get_time(key) if found is not None else None
+        clock_ms = self._clock_ms(now_ms)
+        if (
+            expire_ms is not None
+            and expire_ms < clock_ms
+            and "read-ignores-expiry" not in self._bugs
+        ):
+            found = expire_ms = None
+        result: int | None = None
+        if isinstance(op, GetExpiry):
+            if found is None:
+                result = -2
+            elif expire_ms is None:
+                result = -1
+            else:
+                result = max(expire_ms - clock_ms, 0) if op.relative else expire_ms
+        return ClientReply(
+            partition=self._partition,
+            request_id=request.request_id,
+            value=found[0] if found is not None else None,
+            version=found[1] if found is not None else None,
+            stale=not serving,
+            epoch=self._epoch,
+            result=result,
+        )
 
     def _not_serving_error(self) -> ErrorCode:
         config = self._config
@@ -750,6 +868,9 @@ class Replica:
                 del self._log[index - 1 - self._base_index :]
                 self._forget_after(index - 1)
             self._log.append(entry)
+            self._log_time_ms = max(self._log_time_ms, entry.time_ms)
+            if entry.op is not None and _sets_expiry(entry.op):
+                self._expiry_set_index = entry.index
             appended.append(entry)
         match = append.prev_index + len(append.entries)
         commit = max(self._commit_index, min(append.commit_index, match))
@@ -964,6 +1085,9 @@ class Replica:
         self._barrier_index = barrier.index
         self._append_ms = {barrier.index: now_ms}
         self._in_log = {}
+        self._expiry_index = 0
+        # Keys a deposed primary's unapplied ExpireKeys took out of the index come back.
+        self._expiries.reindex()
         base = self._base_index
         for entry in self._log[self._applied_index - base : barrier.index - 1 - base]:
             if entry.request_id is not None:
@@ -998,6 +1122,7 @@ class Replica:
             self._in_log = {}
             self._waiters = {}
             self._proposal = None
+            self._expiry_index = 0
 
     # --- log and state -----------------------------------------------------------------------
 
@@ -1025,7 +1150,11 @@ class Replica:
             entry = self._log[self._applied_index - self._base_index]
             self._applied_index += 1
             self._append_ms.pop(entry.index, None)
-            if entry.request_id is None or entry.op is None:
+            if entry.op is None:
+                continue
+            if entry.request_id is None:  # the primary's own (active expiry)
+                apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
+                            self._expiries, entry.time_ms)  # fmt: skip
                 continue
             self._in_log.pop(entry.request_id, None)
             reply = self._apply(entry, entry.request_id, entry.op)
@@ -1074,7 +1203,9 @@ class Replica:
                 partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
             )
         version = Version(entry.epoch, entry.index)
-        previous, take, result, failure = apply_write(self._kv, op, version)
+        previous, take, result, failure = apply_write(
+            self._kv, op, version, self._expiries, entry.time_ms
+        )
         reply = ClientReply(
             partition=self._partition,
             request_id=request_id,

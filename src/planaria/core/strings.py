@@ -19,10 +19,15 @@ from collections.abc import MutableMapping
 from fractions import Fraction
 from typing import TypeAlias
 
+from planaria.core.expiry import Expiries
 from planaria.core.messages import (
     STRING_BYTES_MAX,
     AppendTo,
+    ClearExpiry,
     Delete,
+    Expire,
+    ExpireKeys,
+    GetEx,
     IncrBy,
     IncrByFloat,
     MSet,
@@ -63,10 +68,24 @@ State: TypeAlias = MutableMapping[bytes, tuple[bytes, Version]]
 Outcome: TypeAlias = tuple[bytes | None, bool, Result, str | None]
 
 
-def apply_write(state: State, op: WriteOp, version: Version) -> Outcome:
-    """Apply ``op`` (at ``version``) to ``state`` in place and say what it did. A failure
-    changes nothing."""
+def apply_write(
+    state: State,
+    op: WriteOp,
+    version: Version,
+    expiries: Expiries | None = None,
+    now_ms: int = 0,
+) -> Outcome:
+    """Apply ``op`` (at ``version``, logged at ``now_ms``: Unix ms, 0 when unknown) to
+    ``state`` and its keys' ``expiries`` in place and say what it did. A key whose expiry
+    is before ``now_ms`` is gone first (Redis' lazy expiry, here decided by the logged time,
+    so alike on every replica). A failure changes nothing else."""
+    if expiries is None:
+        expiries = Expiries()
+    elif expiries and now_ms:
+        _expire_keys(state, expiries, op, now_ms)
     if isinstance(op, Set):
+        if op.relative:
+            raise InternalError(f"a relative expiry reached the apply: {op}")
         current = state.get(op.key)
         previous = current[0] if current is not None else None
         # Conditions combine with AND (NX with XX can never hold).
@@ -77,10 +96,17 @@ def apply_write(state: State, op: WriteOp, version: Version) -> Outcome:
         )
         if take:
             state[op.key] = (op.value, version)
+            if op.expire_ms is not None:
+                _set_expiry(state, expiries, op.key, op.expire_ms, now_ms)
+            elif not op.keep_ttl:
+                expiries.discard(op.key)
         return previous, take, None, None
     if isinstance(op, Delete):
         current = state.pop(op.key, None)
+        expiries.discard(op.key)
         return (current[0] if current is not None else None), current is not None, None, None
+    if isinstance(op, Expire | ClearExpiry | GetEx | ExpireKeys):
+        return _apply_expiry(state, expiries, op, now_ms)
     if isinstance(op, IncrBy):
         return _incr_by(state, op, version)
     if isinstance(op, IncrByFloat):
@@ -100,8 +126,77 @@ def apply_write(state: State, op: WriteOp, version: Version) -> Outcome:
             return None, False, None, None
         for key, value in op.pairs:
             state[key] = (value, version)
+            expiries.discard(key)
         return None, True, None, None
     raise InternalError(f"no apply for {type(op).__name__}")  # pragma: no cover
+
+
+def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> None:
+    """Lazy expiry: the keys ``op`` touches that expired before ``now_ms`` are deleted."""
+    if isinstance(op, MSet):
+        keys: tuple[bytes, ...] = tuple(key for key, _ in op.pairs)
+    elif isinstance(op, ExpireKeys):
+        return  # its keys are its business
+    else:
+        keys = (op.key,)
+    for key in keys:
+        time_ms = expiries.get_time(key)
+        if time_ms is not None and time_ms < now_ms:
+            state.pop(key, None)
+            expiries.discard(key)
+
+
+def _set_expiry(state: State, expiries: Expiries, key: bytes, expire_ms: int, now_ms: int) -> None:
+    """Give ``key`` (which exists) the expiry ``expire_ms``; one not after the entry's time
+    deletes it at once (as Redis' checkAlreadyExpired: nothing could read it anyway)."""
+    if now_ms and expire_ms <= now_ms:
+        state.pop(key, None)
+        expiries.discard(key)
+    else:
+        expiries.set(key, expire_ms)
+
+
+def _apply_expiry(
+    state: State, expiries: Expiries, op: Expire | ClearExpiry | GetEx | ExpireKeys, now_ms: int
+) -> Outcome:
+    if isinstance(op, ExpireKeys):
+        deleted = 0
+        for key in op.keys:
+            time_ms = expiries.get_time(key)
+            if time_ms is not None and time_ms < now_ms:
+                state.pop(key, None)
+                expiries.discard(key)
+                deleted += 1
+        return None, deleted > 0, deleted, None
+    if not isinstance(op, ClearExpiry) and op.relative:
+        raise InternalError(f"a relative expiry reached the apply: {op}")
+    current = state.get(op.key)
+    if isinstance(op, GetEx):
+        if current is None:
+            return None, False, None, None
+        if op.error is not None:
+            return None, False, None, op.error
+        if op.expire_ms is not None:
+            _set_expiry(state, expiries, op.key, op.expire_ms, now_ms)
+        elif op.persist:
+            expiries.discard(op.key)
+        return current[0], True, None, None
+    if current is None:
+        return None, False, 0, None
+    existing = expiries.get_time(op.key)
+    if isinstance(op, ClearExpiry):
+        expiries.discard(op.key)
+        return None, existing is not None, int(existing is not None), None
+    # Redis' order: NX, XX, GT (no expiry is infinite: never greater), LT.
+    if (
+        (op.nx and existing is not None)
+        or (op.xx and existing is None)
+        or (op.gt and (existing is None or op.expire_ms <= existing))
+        or (op.lt and existing is not None and op.expire_ms >= existing)
+    ):
+        return None, False, 0, None
+    _set_expiry(state, expiries, op.key, op.expire_ms, now_ms)
+    return None, True, 1, None
 
 
 def _incr_by(state: State, op: IncrBy, version: Version) -> Outcome:

@@ -27,10 +27,14 @@ from typing import TypeAlias
 
 from planaria.core.messages import (
     AppendTo,
+    ClearExpiry,
     ClientReply,
     Delete,
     ErrorCode,
+    Expire,
     Get,
+    GetEx,
+    GetExpiry,
     IncrBy,
     IncrByFloat,
     MSet,
@@ -178,6 +182,34 @@ _STRING_COMMANDS = (
     _string("mset", -3, True, "Sets keys (all in one slot).", last_key=-1, step=2),
     _string("msetnx", -3, True, "Sets keys (one slot) only if none exists.", last_key=-1, step=2),
 )
+_EXPIRY_COMMANDS = (
+    _string("setex", 4, True, "Sets the value and the expiry (seconds) of a key."),
+    _string("psetex", 4, True, "Sets the value and the expiry (milliseconds) of a key."),
+    CommandSpec("getex", -2, ("write", "fast"), 1, 1, 1, ("@write", "@string", "@fast"),
+                "Returns the value of a key and sets or removes its expiry.", "string"),
+    *(
+        CommandSpec(name, -3, ("write", "fast"), 1, 1, 1, ("@keyspace", "@write", "@fast"),
+                    summary, "generic")
+        for name, summary in (
+            ("expire", "Sets a key's time to live in seconds."),
+            ("pexpire", "Sets a key's time to live in milliseconds."),
+            ("expireat", "Sets a key's expiry to a Unix time in seconds."),
+            ("pexpireat", "Sets a key's expiry to a Unix time in milliseconds."),
+        )
+    ),
+    *(
+        CommandSpec(name, 2, ("readonly", "fast"), 1, 1, 1, ("@keyspace", "@read", "@fast"),
+                    summary, "generic")
+        for name, summary in (
+            ("ttl", "Returns a key's time to live in seconds."),
+            ("pttl", "Returns a key's time to live in milliseconds."),
+            ("expiretime", "Returns a key's expiry as a Unix time in seconds."),
+            ("pexpiretime", "Returns a key's expiry as a Unix time in milliseconds."),
+        )
+    ),
+    CommandSpec("persist", 2, ("write", "fast"), 1, 1, 1, ("@keyspace", "@write", "@fast"),
+                "Removes a key's expiry.", "generic"),
+)  # fmt: skip
 _STALE = ("loading", "stale")
 COMMANDS: Mapping[str, CommandSpec] = {
     spec.name: spec
@@ -192,6 +224,7 @@ COMMANDS: Mapping[str, CommandSpec] = {
                     ("@keyspace", "@read", "@fast"),
                     "Counts how many of the keys (all in one slot) exist.", "generic"),
         *_STRING_COMMANDS,
+        *_EXPIRY_COMMANDS,
         CommandSpec("ping", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
                     summary="Returns PONG, or the message given.", group="connection"),
         CommandSpec("echo", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
@@ -284,11 +317,24 @@ class DataCommand(enum.StrEnum):
     MGET = "mget"
     MSET = "mset"
     MSETNX = "msetnx"
+    SETEX = "setex"
+    PSETEX = "psetex"
+    GETEX = "getex"
+    EXPIRE = "expire"
+    PEXPIRE = "pexpire"
+    EXPIREAT = "expireat"
+    PEXPIREAT = "pexpireat"
+    TTL = "ttl"
+    PTTL = "pttl"
+    EXPIRETIME = "expiretime"
+    PEXPIRETIME = "pexpiretime"
+    PERSIST = "persist"
 
 
 _READS = frozenset(
     (DataCommand.GET, DataCommand.EXISTS, DataCommand.STRLEN, DataCommand.GETRANGE,
-     DataCommand.MGET)
+     DataCommand.MGET, DataCommand.TTL, DataCommand.PTTL, DataCommand.EXPIRETIME,
+     DataCommand.PEXPIRETIME)
 )  # fmt: skip
 
 
@@ -558,9 +604,10 @@ def _parse_request_id(client_id: bytes, seq: bytes) -> tuple[str, int]:
 def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
     key = _check_key(command[1], limits)
     value = _check_value(command[2], limits)
-    nx = xx = return_old = False
+    nx = xx = return_old = keep_ttl = False
     if_value: bytes | None = None
     request_id: tuple[str, int] | None = None
+    expiry: tuple[bytes, bytes] | None = None  # (EX | PX | EXAT | PXAT, the time as sent)
     i = 3
     while i < len(command):
         option = command[i].lower()
@@ -580,19 +627,33 @@ def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
             if_value = _check_value(command[i], limits)
         elif option == b"get":
             return_old = True
-        elif option == b"keepttl":
-            pass  # no key ever has a TTL, so keeping it is exact
-        elif option in _TTL_OPTIONS:
-            raise CommandError(
-                f"ERR SET {_text(option).upper()}: key expiry (TTL) is not supported by planaria"
-            )
+        elif option == b"keepttl" and expiry is None:
+            keep_ttl = True
+        elif (
+            option in _TTL_OPTIONS
+            and not keep_ttl
+            and (expiry is None or expiry[0] == option)  # the same one again: the last wins
+            and i + 1 < len(command)
+        ):
+            i += 1
+            expiry = (option, command[i])
         else:
             raise CommandError(_SYNTAX)
         i += 1
     if return_old and request_id is not None:
         # A deduplicated retry could not answer the old value it saw the first time.
         raise CommandError("ERR SET with REQID cannot also take GET")
-    op = Set(key, value, nx=nx, xx=xx, if_value=if_value)
+    expire_ms, relative = (None, False) if expiry is None else _expire_time(*expiry, b"set")
+    op = Set(
+        key,
+        value,
+        nx=nx,
+        xx=xx,
+        if_value=if_value,
+        expire_ms=expire_ms,
+        relative=relative,
+        keep_ttl=keep_ttl,
+    )
     return ClientOp(DataCommand.SET, (op,), keyslot(key), return_old, request_id)
 
 
@@ -698,6 +759,138 @@ def _parse_multi_key(
     return ClientOp(command, (op,), slot, request_id=request_id)
 
 
+# --- expiry ----------------------------------------------------------------------------------
+
+# A relative expiry is made absolute by the primary's clock; Redis refuses one whose sum
+# overflows a 64-bit integer. planaria refuses it here, for any clock up to this (2**42 ms
+# after 1970: the year 2109), so the primary never has to (docs/compatibility.md).
+CLOCK_MS_MAX = 2**42
+_INT64_MAX = 2**63 - 1
+
+
+def _invalid_expire(name: bytes) -> str:
+    return f"ERR invalid expire time in '{_text(name).lower()}' command"
+
+
+def _expire_time(unit: bytes, sent: bytes, name: bytes) -> tuple[int, bool]:
+    """SET/SETEX/PSETEX/GETEX's expiry (``unit`` one of ex, px, exat, pxat) as Redis 7.0's
+    getExpireMillisecondsOrReply reads it: ``(ms, relative)``. Raises CommandError."""
+    value = _int64(sent)
+    seconds = unit in (b"ex", b"exat")
+    if value <= 0 or (seconds and value > _INT64_MAX // 1000):
+        raise CommandError(_invalid_expire(name))
+    ms = value * 1000 if seconds else value
+    relative = unit in (b"ex", b"px")
+    if relative and ms > _INT64_MAX - CLOCK_MS_MAX:
+        raise CommandError(_invalid_expire(name))
+    return ms, relative
+
+
+def _split_request_id(
+    command: Sequence[bytes], fixed: int
+) -> tuple[Sequence[bytes], tuple[str, int] | None]:
+    """A trailing ``REQID <client-id> <seq>`` after at least ``fixed`` arguments (name
+    included), taken off (the expiry commands' options never take REQID as a value)."""
+    if len(command) >= fixed + 3 and command[-3].lower() == _REQID:
+        return command[:-3], _parse_request_id(command[-2], command[-1])
+    return command, None
+
+
+_EXPIRE_UNITS: Mapping[DataCommand, tuple[bool, bool]] = {  # (in seconds, relative)
+    DataCommand.EXPIRE: (True, True),
+    DataCommand.PEXPIRE: (False, True),
+    DataCommand.EXPIREAT: (True, False),
+    DataCommand.PEXPIREAT: (False, False),
+}
+_EXPIRE_OPTIONS = (b"nx", b"xx", b"gt", b"lt")
+_TTL_READS: Mapping[DataCommand, bool] = {  # relative (ms left) or the Unix time
+    DataCommand.TTL: True,
+    DataCommand.PTTL: True,
+    DataCommand.EXPIRETIME: False,
+    DataCommand.PEXPIRETIME: False,
+}
+
+
+def _parse_expiry_command(
+    command: DataCommand, spec: CommandSpec, args: Sequence[bytes], limits: Limits
+) -> ClientOp:
+    """SETEX, PSETEX, GETEX, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL, EXPIRETIME,
+    PEXPIRETIME, PERSIST, with Redis 7.0's checks in Redis' order."""
+    request_id = None
+    if "write" in spec.flags:
+        args, request_id = _split_request_id(args, abs(spec.arity))
+    _check_arity(spec, len(args))
+    key = _check_key(args[1], limits)
+    slot = keyslot(key)
+    op: Op
+    if command in _TTL_READS:
+        return ClientOp(command, (GetExpiry(key, relative=_TTL_READS[command]),), slot)
+    if command is DataCommand.PERSIST:
+        op = ClearExpiry(key)
+    elif command in (DataCommand.SETEX, DataCommand.PSETEX):
+        unit = b"ex" if command is DataCommand.SETEX else b"px"
+        expire_ms, _ = _expire_time(unit, args[2], args[0])
+        op = Set(key, _check_value(args[3], limits), expire_ms=expire_ms, relative=True)
+    elif command is DataCommand.GETEX:
+        op = _parse_getex(key, args)
+    else:
+        op = _parse_expire(command, key, args)
+    return ClientOp(command, (op,), slot, request_id=request_id)
+
+
+def _parse_expire(command: DataCommand, key: bytes, args: Sequence[bytes]) -> Expire:
+    flags = dict.fromkeys(_EXPIRE_OPTIONS, False)
+    for option in args[3:]:
+        lowered = option.lower()
+        if lowered not in flags:
+            raise CommandError(f"ERR Unsupported option {_text(option)}")
+        flags[lowered] = True
+    nx, xx, gt, lt = (flags[option] for option in _EXPIRE_OPTIONS)
+    if nx and (xx or gt or lt):
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if gt and lt:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
+    when = _int64(args[2])
+    seconds, relative = _EXPIRE_UNITS[command]
+    if seconds:
+        if not -(2**63 // 1000) <= when <= _INT64_MAX // 1000:  # C division: toward 0
+            raise CommandError(_invalid_expire(args[0]))
+        when *= 1000
+    if relative and when > _INT64_MAX - CLOCK_MS_MAX:
+        raise CommandError(_invalid_expire(args[0]))
+    return Expire(key, when, relative=relative, nx=nx, xx=xx, gt=gt, lt=lt)
+
+
+def _parse_getex(key: bytes, args: Sequence[bytes]) -> GetEx:
+    """GETEX's options (a syntax error at once); an invalid time only fails a key that
+    exists (Redis reads it after the key), so it travels in the op."""
+    expiry: tuple[bytes, bytes] | None = None
+    persist = False
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if option == b"persist" and expiry is None:
+            persist = True
+        elif (
+            option in _TTL_OPTIONS
+            and not persist
+            and (expiry is None or expiry[0] == option)
+            and i + 1 < len(args)
+        ):
+            i += 1
+            expiry = (option, args[i])
+        else:
+            raise CommandError(_SYNTAX)
+        i += 1
+    if expiry is None:
+        return GetEx(key, persist=persist)
+    try:
+        expire_ms, relative = _expire_time(*expiry, b"getex")
+    except CommandError as error:
+        return GetEx(key, error=str(error))
+    return GetEx(key, expire_ms, relative=relative)
+
+
 def _parse_int(data: bytes) -> int:
     try:
         return int(data)
@@ -714,6 +907,9 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
     string_command = _STRING_DATA.get(name)
     if string_command is not None:
         return _parse_string_command(string_command, spec, command, limits)
+    expiry_command = _EXPIRY_DATA.get(name)
+    if expiry_command is not None:
+        return _parse_expiry_command(expiry_command, spec, command, limits)
     if name in (b"get", b"exists") and _has_trailing_reqid(command):
         raise CommandError(
             f"ERR REQID is only valid on SET and DEL, not {_text(name).upper()} "
@@ -767,6 +963,9 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
 
 _STRING_DATA: Mapping[bytes, DataCommand] = {
     spec.name.encode(): DataCommand(spec.name) for spec in _STRING_COMMANDS
+}
+_EXPIRY_DATA: Mapping[bytes, DataCommand] = {
+    spec.name.encode(): DataCommand(spec.name) for spec in _EXPIRY_COMMANDS
 }
 
 
@@ -1012,7 +1211,25 @@ def render_reply(
         return resp.array([resp.bulk(reply.value) for reply in replies])
     if command is DataCommand.MSET:
         return resp.OK
+    if command in _EXPIRY_RENDER:
+        return _render_expiry(command, first)
     return resp.integer(int(first.applied))  # SETNX, MSETNX
+
+
+_EXPIRY_RENDER = frozenset(_EXPIRY_DATA.values())
+
+
+def _render_expiry(command: DataCommand, reply: ClientReply) -> bytes:
+    if command in (DataCommand.SETEX, DataCommand.PSETEX):
+        return resp.OK
+    if command is DataCommand.GETEX:
+        return resp.bulk(reply.value)
+    result = reply.result
+    if not isinstance(result, int):
+        raise UsageError(f"{command.value} answered without a number: {reply}")
+    if command in (DataCommand.TTL, DataCommand.EXPIRETIME) and result >= 0:
+        return resp.integer((result + 500) // 1000)  # Redis rounds to the nearest second
+    return resp.integer(result)
 
 
 _NUMBER_RESULTS = frozenset(

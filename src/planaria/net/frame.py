@@ -402,5 +402,10 @@ CODEC = Codec(
         21: m.AppendTo,
         22: m.SetRange,
         23: m.MSet,
+        24: m.Expire,
+        25: m.ClearExpiry,
+        26: m.GetEx,
+        27: m.ExpireKeys,
+        28: m.GetExpiry,
     }
 )

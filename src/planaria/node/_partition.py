@@ -391,7 +391,7 @@ class PartitionRuntime:
         elif not (self._out_of_service):
             # A backup's tick only records the lease (cheap: most partitions of a node are
             # backups, and every one is ticked every tick_ms).
-            ready = self.replica.tick(self._clock_ms(), lease_until_ms)
+            ready = self.replica.tick(self._clock_ms(), lease_until_ms, _wall_ms())
             if ready:
                 self._dispatch(ready)
 
@@ -399,7 +399,7 @@ class PartitionRuntime:
         replica = self.replica
         now = self._clock_ms()
         if isinstance(item, _Tick):
-            return replica.tick(now, item.lease_until_ms)
+            return replica.tick(now, item.lease_until_ms, _wall_ms())
         if isinstance(item, SessionOpened):
             return replica.session_opened(item.incarnation, now)
         if isinstance(item, PartitionConfig):
@@ -936,6 +936,11 @@ def _lost_marker(directory: Path) -> Path:
     """Next to a partition's log directory: the log was lost (wiped as damaged, with the
     journal, or a replaced disk), and its config does not record it yet."""
     return directory.parent / f"{LOST_PREFIX}{directory.name}"
+
+
+def _wall_ms() -> float:
+    """The wall clock in Unix ms: the time keys' expiries are judged by (a primary's own)."""
+    return time.time() * 1000.0
 
 
 def new_loss_id() -> int:

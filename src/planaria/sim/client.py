@@ -34,6 +34,12 @@ Counters (``Workload.counter_keys``, none unless asked for): a share of the oper
 history of their own (``counter_history``: ``incr`` completes ``ok`` with the new value),
 which the run checks for increments lost or applied twice (the register model does not
 read counters).
+
+TTL keys (``Workload.ttl_keys``, none unless asked for): a share of the operations sets one
+with a relative expiry (``Set`` with ``px``, 20 to 300 ms, made absolute by the primary),
+gives it a new one (``Expire``), removes it (``ClearExpiry``) or reads it. Their events go to
+``ttl_history`` (keys vanish there: the register model does not read them); the monitor
+checks their reads (``expired-read``).
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from planaria.check.history import Event
 from planaria.check.models import STALE_READ
 from planaria.core.messages import (
     DEDUP_WINDOW,
+    ClearExpiry,
     ClientReply,
     ClientRequest,
     Delete,
     ErrorCode,
+    Expire,
     Get,
     IncrBy,
     Op,
@@ -98,6 +106,8 @@ class Workload:
     unique_share: float = 0.3  # share of operations that set a key written once (lost writes)
     counter_keys: tuple[bytes, ...] = ()  # keys only ever incremented (none: no counters)
     counter_share: float = 0.3  # with counter keys: share of operations that increment one
+    ttl_keys: tuple[bytes, ...] = ()  # keys set with an expiry (none: no TTLs)
+    ttl_share: float = 0.3  # with TTL keys: share of operations on one
     started: int = 0
     info: int = 0
     parked: int = 0
@@ -146,9 +156,11 @@ class SimClient(Process):
         history: History,
         settings: ClientSettings,
         counter_history: History | None = None,
+        ttl_history: History | None = None,
     ) -> None:
         super().__init__(world, pid)
         self.counter_history = counter_history if counter_history is not None else History()
+        self.ttl_history = ttl_history if ttl_history is not None else History()
         self.network = network
         self.partitions = partitions
         self.workload = workload
@@ -275,6 +287,9 @@ class SimClient(Process):
         if counters and rng.random() < workload.counter_share:
             return IncrBy(counters[rng.randrange(len(counters))], 1), False
         value = f"{self.pid}-{self.written}".encode()
+        ttl_keys = workload.ttl_keys
+        if ttl_keys and rng.random() < workload.ttl_share:
+            return self._choose_ttl(ttl_keys[rng.randrange(len(ttl_keys))], value), False
         if rng.random() < workload.unique_share:
             return Set(b"u:" + value, value), False
         key = workload.keys[rng.randrange(len(workload.keys))]
@@ -286,6 +301,20 @@ class SimClient(Process):
         if roll < 0.9:
             return Set(key, value, if_value=self.seen.get(key, b"")), False
         return Delete(key), False
+
+    def _choose_ttl(self, key: bytes, value: bytes) -> Op:
+        rng = self.world.rng
+        roll = rng.random()
+        if roll < 0.4:
+            return Get(key)
+        delay_ms = rng.randint(20, 300)
+        if roll < 0.75:
+            return Set(key, value, expire_ms=delay_ms, relative=True)
+        if roll < 0.9:
+            return Expire(key, delay_ms, relative=True)
+        if roll < 0.95:
+            return ClearExpiry(key)
+        return Set(key, value)
 
     def _begin(self, lane: int, op: Op, *, stale: bool = False, final_read: bool = False) -> None:
         key = op.key.decode()
@@ -299,6 +328,10 @@ class SimClient(Process):
                 f = "delete"
             elif isinstance(op, IncrBy):
                 f = "incr"
+            elif isinstance(op, Expire):
+                f, value = "expire", op.expire_ms
+            elif isinstance(op, ClearExpiry):
+                f = "persist"
             elif not isinstance(op, Set):
                 raise InternalError(f"the register workload sends no {type(op).__name__}")
             elif op.if_value is not None:
@@ -326,8 +359,12 @@ class SimClient(Process):
         self._attempt(pending, pending.token)
 
     def _history(self, op: Op) -> History:
-        """Where ``op``'s events go: counter keys have a history of their own."""
-        return self.counter_history if op.key in self.workload.counter_keys else self.history
+        """Where ``op``'s events go: counter and TTL keys have histories of their own."""
+        if op.key in self.workload.counter_keys:
+            return self.counter_history
+        if op.key in self.workload.ttl_keys:
+            return self.ttl_history
+        return self.history
 
     def _resume(self, lane: int, pending: _Pending) -> None:
         """Retry a parked write on ``lane`` (its history process stays its own)."""

@@ -20,7 +20,10 @@ During the run (a :class:`Violation` stops it at once, with the trace around it)
   holding durably every entry its primary has committed, so a replica never counts toward a
   commit before it is in the ISR and in sync;
 - ``truncated-committed``: a replica never truncates entries it persisted as committed;
-- ``persist-order``: Persists append right after the log's end.
+- ``persist-order``: Persists append right after the log's end;
+- ``expired-read``: a read a primary answers never returns a key past its expiry, by the
+  primary's own clock (the replicated expiry of the key it holds, against the clock it
+  judges expiry by: ``Replica.clock_ms``).
 
 With ``enforce=False`` (``planaria sim --checks history``) none of these raises: the monitor
 only traces, and a refused persist makes the node rebuild the replica from its disk, as the
@@ -59,6 +62,7 @@ MONITOR_CHECKS = (
     "isr-joined-behind",
     "truncated-committed",
     "persist-order",
+    "expired-read",
 )
 # What ``--checks history`` keeps: what a client sees (its history, the final reads, writes
 # retried after healing that get no answer, partitions left without a primary) and the
@@ -117,6 +121,7 @@ class Monitor:
         # of that epoch: what no-lease-wait does, and what a client's history must show.
         self.deposed_reads = 0
         self.deposed_reads_stale = 0  # of which the new primary had applied another value
+        self.expiry_checks = 0  # reads of a value checked against the key's expiry
 
     # ------------------------------------------------------------------ node hooks
 
@@ -140,6 +145,7 @@ class Monitor:
                 )
 
     def on_read(self, node: SimNode, key: bytes, reply: ClientReply) -> None:
+        self._check_not_expired(node, key, reply)
         config = self.config_of(reply.partition)
         if config.primary == node.pid and config.epoch == reply.epoch:
             return
@@ -151,6 +157,21 @@ class Monitor:
             found = replica.applied.get(key)
             if (found[0] if found is not None else None) != reply.value:
                 self.deposed_reads_stale += 1
+
+    def _check_not_expired(self, node: SimNode, key: bytes, reply: ClientReply) -> None:
+        replica = node.replicas.get(reply.partition)
+        if not self.enforce or reply.value is None or replica is None:
+            return
+        self.expiry_checks += 1
+        expire_ms = replica.expiries.get_time(key)
+        clock_ms = replica.clock_ms(node.local_now())
+        if expire_ms is not None and expire_ms < clock_ms:
+            raise Violation(
+                "expired-read",
+                f"{node.pid} answered {key!r} in p{reply.partition} with a value, but its "
+                f"expiry {expire_ms} is {clock_ms - expire_ms} ms before its clock {clock_ms}",
+                focus=f"p{reply.partition}",
+            )
 
     @staticmethod
     def _durable(node: SimNode, partition: int, epoch: int, index: int) -> bool:

@@ -95,6 +95,9 @@ FIRST_NONCE = 1  # the first incarnation's first wish
 DATA = "/data"
 LOST_ALL = "lost-all"  # marker: the whole data directory was replaced (the operator's)
 DISK_ID_SHIFT = 32  # data ids: (the node's disks so far) << this | a number of the node
+# A node's wall clock (Unix ms, for key expiry) is its drifting local clock plus this: a
+# late-2023 date, so expiry times look like real ones.
+SIM_WALL_EPOCH_MS = 1_700_000_000_000
 
 
 def _lost_marker(partition: int) -> str:
@@ -575,7 +578,8 @@ class SimNode(Process):
         for partition in self.partitions:
             replica = self.replicas.get(partition)
             if replica is not None:
-                self._execute(partition, replica.tick(now, self.lease_until_ms))
+                wall_ms = now + SIM_WALL_EPOCH_MS
+                self._execute(partition, replica.tick(now, self.lease_until_ms, wall_ms))
                 if self.up and self.replicas.get(partition) is replica:  # not rebuilt
                     self._maybe_snapshot(partition, replica)
                 if not self.up:

@@ -20,6 +20,10 @@ first violated check with the trace around it and the command that replays it. P
    each counter's final value must count every acknowledged increment
    (``counter-lost``, also when two acknowledged ones answered the same value) and no more
    than those plus the ones of unknown outcome (``counter-doubled``: one applied twice).
+   With TTL keys (``SimConfig.ttls``), the clients also set keys with a relative expiry
+   (tens to hundreds of ms), change and remove expiries and read them: the monitor's
+   ``expired-read`` holds every read a primary answers to its own clock, and ``diverged``
+   compares the replicas' expiries too.
 
 ``checks="history"`` turns the in-run monitor off (``checks.Monitor``): only what a client
 sees, the end checks above, can fail the run.
@@ -79,6 +83,8 @@ class SimConfig:
     keys: int = 8  # keys shared by every client (for linearizability)
     counters: int = 0  # counter keys the clients increment (0: the register workload only)
     counter_share: float = 0.3  # with counters: the share of operations that increment
+    ttls: int = 0  # keys the clients set with an expiry and read (0: none)
+    ttl_share: float = 0.3  # with TTL keys: the share of operations on them
     # "all": every check; "history": only what a client sees (HISTORY_CHECKS).
     checks: str = "all"
     faults: frozenset[str] = frozenset(FAULT_KINDS)
@@ -104,6 +110,8 @@ class SimConfig:
             raise UsageError(f"ops must be >= 0, got {self.ops}")
         if self.counters < 0 or not 0.0 <= self.counter_share <= 1.0:
             raise UsageError("counters must be >= 0 and counter_share within 0..1")
+        if self.ttls < 0 or not 0.0 <= self.ttl_share <= 1.0:
+            raise UsageError("ttls must be >= 0 and ttl_share within 0..1")
         if self.checks not in CHECK_MODES:
             raise UsageError(f"checks must be one of {CHECK_MODES}, got {self.checks!r}")
         if self.client.lanes < 1 or self.client.write_window < 1:
@@ -177,6 +185,8 @@ def replay_command(config: SimConfig) -> str:
         parts.append(f"--counters {config.counters}")
     if config.counter_share != SimConfig.counter_share:
         parts.append(f"--counter-share {config.counter_share:g}")
+    if config.ttls != SimConfig.ttls:
+        parts.append(f"--ttls {config.ttls}")
     if config.client.lanes != ClientSettings.lanes:
         parts.append(f"--lanes {config.client.lanes}")
     if not config.node.fsync_max_drawn:
@@ -254,6 +264,7 @@ class _Run:
         self.coordinator.set_membership(self.members, frozenset(), replicas=config.replicas)
         self.history = History()
         self.counter_history = History()
+        self.ttl_history = History()  # not judged by the register model: keys vanish
         keys = tuple(f"k{i}".encode() for i in range(config.keys))
         counters = tuple(f"n{i}".encode() for i in range(config.counters))
         self.workload = Workload(
@@ -261,6 +272,8 @@ class _Run:
             keys=keys,
             counter_keys=counters,
             counter_share=config.counter_share,
+            ttl_keys=tuple(f"t{i}".encode() for i in range(config.ttls)),
+            ttl_share=config.ttl_share,
         )
         self.clients = [
             SimClient(
@@ -272,6 +285,7 @@ class _Run:
                 history=self.history,
                 settings=config.client,
                 counter_history=self.counter_history,
+                ttl_history=self.ttl_history,
             )
             for i in range(1, config.clients + 1)
         ]
@@ -496,7 +510,7 @@ class _Run:
         unresolved = [p for c in self.clients for p in c.unresolved]
         for client in self.clients:
             client.stop_resolving()
-        events = [*self.history.events, *self.counter_history.events]
+        events = [*self.history.events, *self.counter_history.events, *self.ttl_history.events]
         keys = sorted({str(event.key) for event in events})
         reader_count = len(self.clients)
         for i, client in enumerate(self.clients):
@@ -592,6 +606,7 @@ class _Run:
                     replica.applied_index != reference.applied_index
                     or replica.applied != reference.applied
                     or replica.dedup != reference.dedup
+                    or dict(replica.expiries) != dict(reference.expiries)
                 ):
                     same = "equal" if replica.applied == reference.applied else "differ"
                     text = (
@@ -698,6 +713,7 @@ class _Run:
             "serving_checks": self.monitor.serving_checks,
             "deposed_reads": self.monitor.deposed_reads,
             "deposed_reads_stale": self.monitor.deposed_reads_stale,
+            "expiry_checks": self.monitor.expiry_checks,
             "writes_parked": self.workload.parked,
             "persists_refused": sum(node.persists_refused for node in nodes),
             "busy_refusals": sum(node.busy_refusals for node in nodes),

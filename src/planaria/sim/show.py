@@ -35,9 +35,10 @@ def _op(op: Op | None) -> str:
     if not isinstance(op, Set):
         return f"{type(op).__name__.lower()} {key}"
     value = op.value.decode(errors="replace")
+    expiry = "" if op.expire_ms is None else f" {'px' if op.relative else 'pxat'} {op.expire_ms}"
     if op.if_value is not None:
-        return f"cas {key} {op.if_value.decode(errors='replace')!r}->{value!r}"
-    return f"set {key}={value!r}"
+        return f"cas {key} {op.if_value.decode(errors='replace')!r}->{value!r}{expiry}"
+    return f"set {key}={value!r}{expiry}"
 
 
 def _entry(entry: Entry) -> str:
