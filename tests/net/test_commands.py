@@ -459,3 +459,23 @@ def test_render_string_replies() -> None:
 )  # fmt: skip
 def test_getrange_cuts_as_redis(start: int, end: int, expected: bytes) -> None:
     assert getrange(b"This is a string", start, end) == expected
+
+
+def test_ttl_and_expiretime_round_to_the_nearest_second_as_redis() -> None:
+    """redis-server answers TTL and EXPIRETIME as (ms + 500) / 1000 (the differential test's
+    clock tolerance cannot see a second's difference, so it is pinned here)."""
+
+    def op(*args: str) -> ClientOp:
+        parsed = parse(*args)
+        assert isinstance(parsed, ClientOp)
+        return parsed
+
+    ttl = op("ttl", "k")
+    assert render_reply(ttl, [reply(result=1499)]) == b":1\r\n"
+    assert render_reply(ttl, [reply(result=1500)]) == b":2\r\n"
+    assert render_reply(ttl, [reply(result=0)]) == b":0\r\n"
+    assert render_reply(ttl, [reply(result=-2)]) == b":-2\r\n"
+    expiretime = op("expiretime", "k")
+    assert render_reply(expiretime, [reply(result=4_000_000_000_499)]) == b":4000000000\r\n"
+    assert render_reply(expiretime, [reply(result=4_000_000_000_500)]) == b":4000000001\r\n"
+    assert render_reply(op("pttl", "k"), [reply(result=1499)]) == b":1499\r\n"
