@@ -142,36 +142,35 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM to the launcher stops the cluster as Ctrl-C does."""
+class _StopSignals:
+    """SIGINT and SIGTERM stop ``planaria up`` in every phase, whatever disposition it
+    inherited: a shell starts background jobs with SIGINT ignored, and Python keeps that, so
+    a SIGINT sent while the cluster was starting was lost and ``up`` ran on (seen in the
+    Ctrl-C test under load). While starting, the first signal raises KeyboardInterrupt (the
+    start's waits end there); once the live status runs it only sets ``requested``: raised
+    in the middle of rich's locks or a state-file lock, an interrupt could leave the launcher
+    stuck. A second signal while stopping is ignored, so the stop runs to its end."""
 
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.live = False
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.requested.is_set():
+            return
+        self.requested.set()
+        if not self.live:
+            raise KeyboardInterrupt
 
-
-@contextmanager
-def _signals_set(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set ``stop`` instead of raising: raised in the middle of the live
-    status (a state-file lock, rich's own locks), the interrupt could leave the launcher
-    stuck before it stopped anything (seen under load: ``planaria up`` alive 90 s after
-    SIGINT)."""
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._handle) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _up_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,7 +212,8 @@ def run_up(args: argparse.Namespace) -> int:
     what = f"{nodes} nodes on {args.coordinator}" if args.coordinator else (
         f"a coordinator and {nodes} nodes"
     )  # fmt: skip
-    with _sigterm_as_interrupt():
+    signals = _StopSignals()
+    with signals.installed():
         try:
             with console.status(f"starting {what} in {cluster.data_dir} ..."):
                 started = time.monotonic()
@@ -227,21 +227,18 @@ def run_up(args: argparse.Namespace) -> int:
                 console.print(f"stop it with: planaria down --data {cluster.data_dir}")
                 return 0
             console.print("[dim]live status below; Ctrl-C stops the cluster[/]")
-            stop = threading.Event()
-            with _signals_set(stop), Live(console=console, refresh_per_second=4) as live:
-                while not stop.is_set():
-                    live.update(render_status(cluster.status(), compact=True))
-                    stop.wait(_REFRESH_S)
-            console.print("stopping the cluster ...")
-            cluster.stop()
-            console.print("[bold]stopped[/]")
-            return 130
+            signals.live = True
+            if not signals.requested.is_set():
+                with Live(console=console, refresh_per_second=4) as live:
+                    while not signals.requested.is_set():
+                        live.update(render_status(cluster.status(), compact=True))
+                        signals.requested.wait(_REFRESH_S)
         except KeyboardInterrupt:
-            console.print("stopping the cluster ...")
-            cluster.stop()
-            console.print("[bold]stopped[/]")
-            return 130
-    return 0
+            pass  # a stop asked for while starting: stop what has started, below
+        console.print("stopping the cluster ...")
+        cluster.stop()
+        console.print("[bold]stopped[/]")
+        return 130
 
 
 def _print_addresses(console: Console, cluster: LocalCluster) -> None:
