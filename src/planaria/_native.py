@@ -43,6 +43,7 @@ __all__ = [
 # The modules a write crosses, in a node (see docs/BENCHMARKS.md for what compiling them gave).
 HOT_MODULES = (
     "planaria.core.codec",
+    "planaria.core.expiry",
     "planaria.core.strings",
     "planaria.storage.persist",
     "planaria.core.pipeline",

@@ -105,7 +105,7 @@ BUGS = frozenset(
 
 
 def _sets_expiry(op: WriteOp) -> bool:
-    return isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None
+    return isinstance(op, (Set, Expire, GetEx)) and op.expire_ms is not None
 
 
 def merge_appends(first: Append, then: Append, entries_max: int) -> Append | None:
@@ -424,7 +424,7 @@ class Replica:
         """
         if isinstance(message, ConfigUpdate):
             return self.on_config(message.config, now_ms)
-        if isinstance(message, ClientReply | SnapshotChunk | SnapshotAck):
+        if isinstance(message, (ClientReply, SnapshotChunk, SnapshotAck)):
             raise UsageError(
                 f"a replica does not take {type(message).__name__} messages "
                 "(snapshot transfers go to core/transfer.py)"
@@ -708,7 +708,7 @@ class Replica:
         ready = Ready()
         serving = self.serving(now_ms)
         op = request.op
-        if isinstance(op, Get | GetExpiry):
+        if isinstance(op, (Get, GetExpiry)):
             if serving or request.stale_ok:
                 ready.replies.append(Reply(request.client, self._read(request, serving, now_ms)))
             else:
@@ -734,21 +734,24 @@ class Replica:
         if self.last_index - self._commit_index >= self._settings.pending_writes_max:
             ready.replies.append(self._refusal(request, ErrorCode.OVERLOADED))
             return ready
-        clock_ms = self._clock_ms(now_ms)
-        sets_expiry = False
-        if isinstance(op, Set | Expire | GetEx) and op.expire_ms is not None:
-            sets_expiry = True
-            if op.relative:
-                # The primary decides the absolute time; every replica applies the logged one.
-                op = replace(op, expire_ms=clock_ms + op.expire_ms, relative=False)
         index = self.last_index + 1
-        if sets_expiry:
-            self._expiry_set_index = index
         # The entry's time matters only where a key may have an expiry when it applies: an
-        # expiry applied, or one in the log before it. Without, it is left out (0), so a
-        # store that uses no TTL logs what it did before.
-        timed = bool(self._expiries) or self._expiry_set_index > self._applied_index
-        entry = Entry(self._epoch, index, request.request_id, op, clock_ms if timed else 0)
+        # expiry set by this op or applied, or one in the log before it. Without, it is left
+        # out (0), so a store that uses no TTL logs (and pays) what it did before.
+        expiring = op if isinstance(op, (Set, Expire, GetEx)) else None
+        expire_ms = expiring.expire_ms if expiring is not None else None
+        timed = (
+            expire_ms is not None
+            or self._expiry_set_index > self._applied_index
+            or bool(self._expiries)
+        )
+        clock_ms = self._clock_ms(now_ms) if timed else 0
+        if expiring is not None and expire_ms is not None:
+            self._expiry_set_index = index
+            if expiring.relative:
+                # The primary decides the absolute time; every replica applies the logged one.
+                op = replace(expiring, expire_ms=clock_ms + expire_ms, relative=False)
+        entry = Entry(self._epoch, index, request.request_id, op, clock_ms)
         self._in_log[request.request_id] = entry.index
         self._waiters[request.request_id] = [request.client]
         self._append_entry(entry, now_ms, ready)

@@ -81,7 +81,7 @@ def apply_write(
     so alike on every replica). A failure changes nothing else."""
     if expiries is None:
         expiries = Expiries()
-    elif expiries and now_ms:
+    elif now_ms and expiries:
         _expire_keys(state, expiries, op, now_ms)
     if isinstance(op, Set):
         if op.relative:
@@ -98,14 +98,14 @@ def apply_write(
             state[op.key] = (op.value, version)
             if op.expire_ms is not None:
                 _set_expiry(state, expiries, op.key, op.expire_ms, now_ms)
-            elif not op.keep_ttl:
+            elif not op.keep_ttl and expiries:
                 expiries.discard(op.key)
         return previous, take, None, None
     if isinstance(op, Delete):
         current = state.pop(op.key, None)
         expiries.discard(op.key)
         return (current[0] if current is not None else None), current is not None, None, None
-    if isinstance(op, Expire | ClearExpiry | GetEx | ExpireKeys):
+    if isinstance(op, (Expire, ClearExpiry, GetEx, ExpireKeys)):
         return _apply_expiry(state, expiries, op, now_ms)
     if isinstance(op, IncrBy):
         return _incr_by(state, op, version)

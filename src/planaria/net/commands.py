@@ -1030,7 +1030,7 @@ def answer_local(
         return resp.PONG if request.message is None else resp.bulk(request.message)
     if isinstance(request, Echo):
         return resp.bulk(request.message)
-    if isinstance(request, ReadOnly | ReadWrite):
+    if isinstance(request, (ReadOnly, ReadWrite)):
         state.readonly = isinstance(request, ReadOnly)
         return resp.OK
     if isinstance(request, Quit):

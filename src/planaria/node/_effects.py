@@ -70,7 +70,7 @@ class ReplicaEffects:
             self.sender.on_ack(message, monotonic_ms())
             self.send_chunks(monotonic_ms())
             return
-        if not isinstance(message, Append | AppendReply | SnapshotChunk):
+        if not isinstance(message, (Append, AppendReply, SnapshotChunk)):
             log.warning("dropping an unexpected peer message %s", type(message).__name__)
             return
         runtime = self._partitions.get(message.partition)
