@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from planaria.core.keyspace import KeyIndex, write_keys
 from planaria.core.messages import (
     DEDUP_WINDOW,
     Append,
@@ -89,6 +90,7 @@ BUGS = frozenset(
         "no-lease-wait",  # the primary serves without a valid lease (controller: promotes early)
         "promote-out-of-sync",  # controller only: any live replica may be promoted
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
+        "scan-index-stale",  # the scan order index never learns of added or removed keys
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -303,6 +305,9 @@ class Replica:
         self._kv: dict[bytes, tuple[bytes, Version]] = (
             dict(snapshot.kv) if snapshot is not None else {}
         )
+        # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, kept in step
+        # by every apply; the same order on every replica (core/keyspace.py).
+        self._key_index = KeyIndex(self._kv)
         # Replicated state, rebuilt from the log: least recently written client first.
         self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
         # Transitions of a peer to needing a snapshot (a counter for status and the sim).
@@ -600,6 +605,11 @@ class Replica:
     def applied(self) -> Mapping[bytes, tuple[bytes, Version]]:
         """The applied (committed) key-value state: key -> (value, version). Read-only."""
         return MappingProxyType(self._kv)
+
+    @property
+    def key_index(self) -> KeyIndex:
+        """The applied keys in scan order (SCAN, KEYS, RANDOMKEY). Read it, never change it."""
+        return self._key_index
 
     @property
     def dedup(self) -> Mapping[str, tuple[int, ...]]:
@@ -1074,7 +1084,9 @@ class Replica:
                 partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
             )
         version = Version(entry.epoch, entry.index)
+        before = self._key_index_step(op)
         previous, take, result, failure = apply_write(self._kv, op, version)
+        self._key_index_done(before)
         reply = ClientReply(
             partition=self._partition,
             request_id=request_id,
@@ -1087,6 +1099,24 @@ class Replica:
         )
         self._remember(request_id[0], request_id[1], reply)
         return reply
+
+    def _key_index_step(self, op: WriteOp) -> tuple[tuple[bytes, bool], ...]:
+        """The keys ``op`` may add or remove, each with whether it is there before."""
+        kv = self._kv
+        return tuple((key, key in kv) for key in write_keys(op))
+
+    def _key_index_done(self, before: tuple[tuple[bytes, bool], ...]) -> None:
+        """Bring the key index in step with the keys an apply added or removed."""
+        if "scan-index-stale" in self._bugs:
+            return  # the bug: the index never learns of added or removed keys
+        kv = self._kv
+        index = self._key_index
+        for key, was in before:
+            now = key in kv
+            if now and not was:
+                index.add(key)
+            elif was and not now:
+                index.discard(key)
 
     def _check_partition(self, partition: PartitionId) -> None:
         if partition != self._partition:
