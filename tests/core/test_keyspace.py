@@ -21,10 +21,10 @@ from planaria.core.keyspace import (
     type_name,
     write_keys,
 )
-from planaria.core.messages import Delete, MSet, Set
+from planaria.core.messages import Delete, Entry, IncrBy, MSet, Set, WriteOp
+from planaria.core.replica import Replica, ReplicaSettings
 from planaria.core.slots import SLOTS, keyslot, slot_range
 from planaria.errors import UsageError
-
 
 keys = st.binary(max_size=4) | st.sampled_from([b"{t}a", b"{t}b", b"{t}c", b"x", b""])
 
@@ -90,7 +90,7 @@ def test_chunks_split_past_twice_their_size_and_empty_ones_go() -> None:
 def test_keys_of_one_position_are_found_across_chunks() -> None:
     """Two keys never share 48 bits of hash in practice: force it, with a monkeypatched
     order, to check that a position's keys spread over chunks are still found."""
-    import planaria.core.keyspace as keyspace
+    from planaria.core import keyspace
 
     real = keyspace.scan_order
     try:
@@ -244,13 +244,9 @@ def test_the_count_reached_at_a_parts_end_goes_on_at_the_next_part() -> None:
 # --- the replica keeps its index in step ---------------------------------------------------------
 
 
-def _replica_with_writes(bugs: frozenset[str]) -> tuple[object, set[bytes]]:
-    from planaria.core.messages import Entry, IncrBy
-    from planaria.core.replica import Replica, ReplicaSettings
-
+def _replica_with_writes(bugs: frozenset[str]) -> tuple[Replica, set[bytes]]:
     replica = Replica("a", 0, ReplicaSettings(bugs=bugs))
-    present: set[bytes] = set()
-    ops = [
+    ops: list[WriteOp] = [
         Set(b"a", b"1"),
         Set(b"b", b"1"),
         IncrBy(b"c", 1),
@@ -263,25 +259,23 @@ def _replica_with_writes(bugs: frozenset[str]) -> tuple[object, set[bytes]]:
         IncrBy(b"d", 1),  # fails (not an integer): d stays
     ]
     for n, op in enumerate(ops, start=1):
-        replica._apply(Entry(1, n, ("c", n), op), ("c", n), op)  # noqa: SLF001
-    present = {key for key in replica.applied}
-    return replica, present
+        replica._apply(Entry(1, n, ("c", n), op), ("c", n), op)
+    return replica, set(replica.applied)
 
 
 def test_the_replicas_index_follows_every_apply() -> None:
     replica, present = _replica_with_writes(frozenset())
     assert present == {b"b", b"c", b"{t}1", b"{t}2", b"d"}
-    assert sorted(replica.key_index) == sorted(present)  # type: ignore[attr-defined]
+    assert sorted(replica.key_index) == sorted(present)
 
 
 def test_the_index_check_bites_a_replica_whose_index_goes_stale() -> None:
     replica, present = _replica_with_writes(frozenset({"scan-index-stale"}))
-    assert sorted(replica.key_index) != sorted(present)  # type: ignore[attr-defined]
+    assert sorted(replica.key_index) != sorted(present)
 
 
 def test_a_replica_built_from_a_snapshot_indexes_its_keys() -> None:
     from planaria.core.messages import ReplicaSnapshot, Version
-    from planaria.core.replica import Replica
 
     kv = {b"k%d" % n: (b"v", Version(1, n)) for n in range(1, 50)}
     snapshot = ReplicaSnapshot(partition=0, index=49, epoch=1, kv=kv, dedup={})
