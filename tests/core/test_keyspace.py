@@ -250,7 +250,7 @@ def _replica_with_writes(bugs: frozenset[str]) -> tuple[Replica, set[bytes]]:
         Set(b"a", b"1"),
         Set(b"b", b"1"),
         IncrBy(b"c", 1),
-        MSet(((b"{t}1", b"x"), (b"{t}2", b"y"))),
+        MSet(((b"{t}1", b"x"), (b"{t}2", b"y"), (b"{t}1", b"z"))),  # a key twice
         Delete(b"a"),
         Set(b"b", b"2", nx=True),  # not applied: b stays
         Delete(b"nothing"),
@@ -266,7 +266,7 @@ def _replica_with_writes(bugs: frozenset[str]) -> tuple[Replica, set[bytes]]:
 def test_the_replicas_index_follows_every_apply() -> None:
     replica, present = _replica_with_writes(frozenset())
     assert present == {b"b", b"c", b"{t}1", b"{t}2", b"d"}
-    assert sorted(replica.key_index) == sorted(present)
+    assert sorted(replica.key_index) == sorted(present)  # each once
 
 
 def test_the_index_check_bites_a_replica_whose_index_goes_stale() -> None:

@@ -1103,7 +1103,10 @@ class Replica:
     def _key_index_step(self, op: WriteOp) -> tuple[tuple[bytes, bool], ...]:
         """The keys ``op`` may add or remove, each with whether it is there before."""
         kv = self._kv
-        return tuple((key, key in kv) for key in write_keys(op))
+        keys = write_keys(op)
+        if len(keys) > 1:
+            keys = tuple(dict.fromkeys(keys))  # MSET k 1 k 2: one key, added once
+        return tuple((key, key in kv) for key in keys)
 
     def _key_index_done(self, before: tuple[tuple[bytes, bool], ...]) -> None:
         """Bring the key index in step with the keys an apply added or removed."""
