@@ -281,6 +281,10 @@ def test_a_replica_built_from_a_snapshot_indexes_its_keys() -> None:
     snapshot = ReplicaSnapshot(partition=0, index=49, epoch=1, kv=kv, dedup={})
     replica = Replica("a", 0, snapshot=snapshot)
     assert list(replica.key_index) == _model(set(kv))
+    given = KeyIndex(kv)  # built beforehand (off the event loop, as a node does)
+    assert Replica("a", 0, snapshot=snapshot, key_index=given).key_index is given
+    with pytest.raises(UsageError, match="key index"):
+        Replica("a", 0, snapshot=snapshot, key_index=KeyIndex())
 
 
 # --- globs ---

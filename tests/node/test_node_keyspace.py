@@ -15,6 +15,7 @@ import redis.asyncio as aredis
 from planaria.client import AsyncClient
 from planaria.core.keyspace import ORDER_BITS
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
+from planaria.net.commands import SCAN_COUNT_MAX
 
 from ._cluster import FAST, LocalCluster
 
@@ -189,6 +190,11 @@ def test_keys_past_the_cap_is_refused_and_scan_still_walks_them(tmp_path: Path) 
                     break
             assert len(seen) == 21
             assert await raw.call("DBSIZE") == 21
+            # COUNT is a hint: one call visits at most SCAN_COUNT_MAX keys, however many.
+            tagged = [part for i in range(SCAN_COUNT_MAX + 100) for part in (f"{{t}}{i}", "v")]
+            await raw.call("MSET", *tagged)
+            cursor, found = await raw.scan(0, 10**9)
+            assert cursor != 0 and len(found) == SCAN_COUNT_MAX
         finally:
             await raw.client.aclose()
             await cluster.close()

@@ -260,6 +260,7 @@ class Replica:
         commit_index: int = 0,
         lost: bool = False,
         snapshot: ReplicaSnapshot | None = None,
+        key_index: KeyIndex | None = None,
     ) -> None:
         self._node = node
         self._lost = lost
@@ -307,7 +308,11 @@ class Replica:
         )
         # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, kept in step
         # by every apply; the same order on every replica (core/keyspace.py).
-        self._key_index = KeyIndex(self._kv)
+        # ``key_index``: the snapshot's keys indexed beforehand (off the event loop: a million
+        # keys take seconds), else built here.
+        self._key_index = key_index if key_index is not None else KeyIndex(self._kv)
+        if len(self._key_index) != len(self._kv):
+            raise UsageError(f"a key index of {len(self._key_index)} keys for {len(self._kv)}")
         # Replicated state, rebuilt from the log: least recently written client first.
         self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
         # Transitions of a peer to needing a snapshot (a counter for status and the sim).
