@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from planaria.core.slots import SLOTS, keyslot
+from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
 __all__ = [
@@ -51,10 +52,15 @@ ORDER_END = SLOTS << ORDER_BITS  # past every position: 2**62
 CHUNK_KEYS = 512  # a chunk splits in two past twice this
 
 
+_blake2b = hashlib.blake2b
+
+
 def scan_order(key: bytes) -> int:
-    """The key's position in every scan: its slot, then 48 bits of its BLAKE2b hash."""
-    digest = hashlib.blake2b(key, digest_size=ORDER_BITS // 8).digest()
-    return (keyslot(key) << ORDER_BITS) | int.from_bytes(digest, "big")
+    """The key's position in every scan: its slot, then 48 bits of its BLAKE2b hash. (The
+    slot as ``keyslot`` computes it, without its checks of the type: every write pays this.)"""
+    slot = crc_hqx(hash_tag(key), 0) & (SLOTS - 1)
+    digest = _blake2b(key, digest_size=ORDER_BITS // 8).digest()
+    return (slot << ORDER_BITS) | int.from_bytes(digest, "big")
 
 
 def type_name(value: object) -> str:
