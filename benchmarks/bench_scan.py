@@ -2,8 +2,8 @@
 keys holds the partitions' write p99 within 2x of normal).
 
 A 3-node cluster (processes, ``--partitions`` partitions, fsync ``always``) is preloaded
-with ``--keys`` keys (pipelined SETs straight to each key's primary). Then, ``--repeats``
-times, two phases of ``--seconds`` each, under the same write probe (``--writers``
+with ``--keys`` keys (one MSET per slot, pipelined straight to each slot's primary). Then,
+``--repeats`` times, two phases of ``--seconds`` each, under the same write probe (``--writers``
 threads of ``planaria.Client``, each SET timed from invoke to completion, on keys spread
 over every partition, a tenth of them new keys, so the key index takes inserts too):
 
@@ -67,31 +67,36 @@ def _slot_owners(address: str) -> list[str]:
     return owners
 
 
-def preload(addresses: list[str], keys: int, batch: int = 2000) -> float:
-    """SET ``keys`` keys, pipelined in batches to each key's primary; seconds it took."""
+def preload(addresses: list[str], keys: int, batch: int = 64) -> float:
+    """SET ``keys`` keys: one MSET per slot (about keys / 16384 keys each, one log entry),
+    pipelined ``batch`` at a time to each slot's primary; seconds it took."""
     owners = _slot_owners(addresses[0])
-    by_node: dict[str, list[bytes]] = {}
+    by_slot: dict[int, list[bytes]] = {}
     for i in range(keys):
         key = b"key:%d" % i
-        by_node.setdefault(owners[keyslot(key)], []).append(key)
+        by_slot.setdefault(keyslot(key), []).append(key)
+    by_node: dict[str, list[list[bytes]]] = {}
+    for slot, slot_keys in by_slot.items():
+        command = [b"MSET", *(part for key in slot_keys for part in (key, VALUE))]
+        by_node.setdefault(owners[slot], []).append(command)
     started = time.perf_counter()
 
-    def load(address: str, node_keys: list[bytes]) -> None:
+    def load(address: str, commands: list[list[bytes]]) -> None:
         host, port = address.rsplit(":", 1)
         with socket.create_connection((host, int(port))) as sock:
             reader = hiredis.Reader()
-            pending = list(node_keys)
+            pending = list(commands)
             while pending:
                 chunk, pending = pending[:batch], pending[batch:]
-                sock.sendall(b"".join(_encode([b"SET", key, VALUE]) for key in chunk))
-                failed: list[bytes] = []
-                for key in chunk:
+                sock.sendall(b"".join(_encode(command) for command in chunk))
+                failed: list[list[bytes]] = []
+                for command in chunk:
                     while (reply := reader.gets()) is False:
                         reader.feed(sock.recv(1 << 20))
                     if reply != b"OK":
                         if b"TRYAGAIN" not in str(reply).encode():
-                            raise RuntimeError(f"SET answered {reply!r}")
-                        failed.append(key)  # a partition settling: send it again
+                            raise RuntimeError(f"MSET answered {reply!r}")
+                        failed.append(command)  # a partition settling: send it again
                 if failed:
                     time.sleep(0.05)
                     pending = failed + pending
