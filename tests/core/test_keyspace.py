@@ -128,6 +128,11 @@ def test_bad_arguments_are_refused() -> None:
     assert write_keys(MSet(((b"a", b"1"), (b"b", b"2")))) == (b"a", b"b")
     assert write_keys(Delete(b"k")) == (b"k",)
 
+    class ManyKeys:  # an op on several keys (as active expiry's will be)
+        keys = (b"a", b"b")
+
+    assert write_keys(ManyKeys()) == (b"a", b"b")
+
 
 # --- SCAN's guarantee ---------------------------------------------------------------------------
 

@@ -72,10 +72,15 @@ def type_name(value: object) -> str:
 
 
 def write_keys(op: object) -> tuple[bytes, ...]:
-    """The keys a write op may add or remove: its ``pairs``' keys (MSET) or its ``key``."""
+    """The keys a write op may add or remove: its ``pairs``' keys (MSET), its ``keys`` (an
+    op on several keys), or its ``key``. Every write that changes a partition's keys must
+    say them so, for the replica to keep its :class:`KeyIndex` in step."""
     pairs = getattr(op, "pairs", None)
     if pairs is not None:
         return tuple(key for key, _ in pairs)
+    keys = getattr(op, "keys", None)
+    if isinstance(keys, tuple):
+        return keys
     key = getattr(op, "key", None)
     if not isinstance(key, bytes):
         raise UsageError(f"{type(op).__name__} names no key")
