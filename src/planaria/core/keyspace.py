@@ -178,16 +178,32 @@ class KeyIndex:
     def scan(self, start: int, end: int, count: int) -> tuple[list[bytes], int | None]:
         """The keys at positions in ``[start, end)``, from ``start``: ``count`` of them, or
         more to finish the last one's position; and the position to go on from, or None
-        when none is left before ``end``."""
+        when none is left before ``end``. Copies slices of the chunks (no step per key)."""
         found: list[bytes] = []
-        last = -1
-        for order, key in self.entries_from(start):
-            if order >= end:
-                return found, None
-            if len(found) >= count and order != last:
-                return found, order
-            found.append(key)
-            last = order
+        i = bisect_left(self._lasts, start)
+        if i == len(self._orders):
+            return found, None
+        j = bisect_left(self._orders[i], start)
+        closing: int | None = None  # once ``count`` is reached: the position to finish
+        while i < len(self._orders):
+            orders, keys = self._orders[i], self._keys[i]
+            stop = len(orders) if orders[-1] < end else bisect_left(orders, end, j)
+            if closing is None:
+                take = min(stop, j + count - len(found))
+                found += keys[j:take]
+                if len(found) >= count:
+                    closing = orders[take - 1]
+                j = take
+            if closing is not None:
+                while j < stop and orders[j] == closing:
+                    found.append(keys[j])
+                    j += 1
+                if j < stop:
+                    return found, orders[j]
+            if stop < len(orders):
+                return found, None  # the next position is at or past ``end``
+            i += 1
+            j = 0
         return found, None
 
     def random_key(self, rng: random.Random) -> bytes | None:

@@ -131,4 +131,5 @@ class KeyspaceReads:
                 if found is not None and type_name(found[0]) == wanted:
                     kept.append(key)
             keys = kept
-        return resp.array([resp.bulk(b"%d" % cursor), resp.array([resp.bulk(k) for k in keys])])
+        listed = b"".join([b"$%d\r\n%b\r\n" % (len(key), key) for key in keys])  # bulks
+        return b"*2\r\n%b*%d\r\n%b" % (resp.bulk(b"%d" % cursor), len(keys), listed)
