@@ -178,8 +178,10 @@ class Scanners:
             done = subprocess.run(
                 [sys.executable, __file__, "--scan-node", address, "--count", str(self.count)],
                 capture_output=True,
-                check=True,
+                check=False,
             )
+            if done.returncode != 0:
+                raise RuntimeError(f"scanning {address} failed: {done.stderr.decode()[-2000:]}")
             with self._lock:
                 self.keys += int(done.stdout)
                 self.iterations += 1
