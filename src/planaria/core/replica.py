@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from planaria.core.expiry import Expiries
+from planaria.core.keyspace import KeyIndex, write_keys
 from planaria.core.messages import (
     DEDUP_WINDOW,
     EXPIRE_KEYS_PER_ENTRY,
@@ -98,6 +99,7 @@ BUGS = frozenset(
         "promote-out-of-sync",  # controller only: any live replica may be promoted
         "read-ignores-expiry",  # reads answer a key past its expiry
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
+        "scan-index-stale",  # the scan order index never learns of added or removed keys
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -276,6 +278,7 @@ class Replica:
         commit_index: int = 0,
         lost: bool = False,
         snapshot: ReplicaSnapshot | None = None,
+        key_index: KeyIndex | None = None,
     ) -> None:
         self._node = node
         self._lost = lost
@@ -323,6 +326,13 @@ class Replica:
         )
         # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
         self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
+        # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, kept in step
+        # by every apply; the same order on every replica (core/keyspace.py).
+        # ``key_index``: the snapshot's keys indexed beforehand (off the event loop: a million
+        # keys take seconds), else built here.
+        self._key_index = key_index if key_index is not None else KeyIndex(self._kv)
+        if len(self._key_index) != len(self._kv):
+            raise UsageError(f"a key index of {len(self._key_index)} keys for {len(self._kv)}")
         # Replicated state, rebuilt from the log: least recently written client first.
         self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
         # The node's wall clock minus its monotonic one (``tick``'s ``wall_ms``), and the
@@ -482,7 +492,8 @@ class Replica:
             if "backup-expires-on-its-own" in self._bugs and self._expiries:
                 clock_ms = self._clock_ms(now_ms)
                 for key in self._expiries.due(clock_ms, self._settings.expire_keys_per_entry):
-                    self._kv.pop(key, None)
+                    if self._kv.pop(key, None) is not None:
+                        self._key_index.discard(key)
                     self._expiries.discard(key)
             return ready
         for name in sorted(self._peers):
@@ -676,6 +687,11 @@ class Replica:
     def clock_ms(self, now_ms: float) -> int:
         """The time (Unix ms) this replica judges expiry by at ``now_ms``."""
         return self._clock_ms(now_ms)
+
+    @property
+    def key_index(self) -> KeyIndex:
+        """The applied keys in scan order (SCAN, KEYS, RANDOMKEY). Read it, never change it."""
+        return self._key_index
 
     @property
     def dedup(self) -> Mapping[str, tuple[int, ...]]:
@@ -1153,8 +1169,10 @@ class Replica:
             if entry.op is None:
                 continue
             if entry.request_id is None:  # the primary's own (active expiry)
+                before = self._key_index_step(entry.op)
                 apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
                             self._expiries, entry.time_ms)  # fmt: skip
+                self._key_index_done(before)
                 continue
             self._in_log.pop(entry.request_id, None)
             reply = self._apply(entry, entry.request_id, entry.op)
@@ -1203,9 +1221,11 @@ class Replica:
                 partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
             )
         version = Version(entry.epoch, entry.index)
+        before = self._key_index_step(op)
         previous, take, result, failure = apply_write(
             self._kv, op, version, self._expiries, entry.time_ms
         )
+        self._key_index_done(before)
         reply = ClientReply(
             partition=self._partition,
             request_id=request_id,
@@ -1218,6 +1238,27 @@ class Replica:
         )
         self._remember(request_id[0], request_id[1], reply)
         return reply
+
+    def _key_index_step(self, op: WriteOp) -> tuple[tuple[bytes, bool], ...]:
+        """The keys ``op`` may add or remove, each with whether it is there before."""
+        kv = self._kv
+        keys = write_keys(op)
+        if len(keys) > 1:
+            keys = tuple(dict.fromkeys(keys))  # MSET k 1 k 2: one key, added once
+        return tuple((key, key in kv) for key in keys)
+
+    def _key_index_done(self, before: tuple[tuple[bytes, bool], ...]) -> None:
+        """Bring the key index in step with the keys an apply added or removed."""
+        if "scan-index-stale" in self._bugs:
+            return  # the bug: the index never learns of added or removed keys
+        kv = self._kv
+        index = self._key_index
+        for key, was in before:
+            now = key in kv
+            if now and not was:
+                index.add(key)
+            elif was and not now:
+                index.discard(key)
 
     def _check_partition(self, partition: PartitionId) -> None:
         if partition != self._partition:
