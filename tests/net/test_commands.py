@@ -543,3 +543,23 @@ def test_keyspace_commands_are_in_the_table_as_redis_lists_them() -> None:
     for name in ("dbsize", "keys", "randomkey", "scan"):
         assert COMMANDS[name].first_key == 0  # keyless: a cluster client picks a node
         assert "readonly" in COMMANDS[name].flags
+
+
+def test_ttl_and_expiretime_round_to_the_nearest_second_as_redis() -> None:
+    """redis-server answers TTL and EXPIRETIME as (ms + 500) / 1000 (the differential test's
+    clock tolerance cannot see a second's difference, so it is pinned here)."""
+
+    def op(*args: str) -> ClientOp:
+        parsed = parse(*args)
+        assert isinstance(parsed, ClientOp)
+        return parsed
+
+    ttl = op("ttl", "k")
+    assert render_reply(ttl, [reply(result=1499)]) == b":1\r\n"
+    assert render_reply(ttl, [reply(result=1500)]) == b":2\r\n"
+    assert render_reply(ttl, [reply(result=0)]) == b":0\r\n"
+    assert render_reply(ttl, [reply(result=-2)]) == b":-2\r\n"
+    expiretime = op("expiretime", "k")
+    assert render_reply(expiretime, [reply(result=4_000_000_000_499)]) == b":4000000000\r\n"
+    assert render_reply(expiretime, [reply(result=4_000_000_000_500)]) == b":4000000001\r\n"
+    assert render_reply(op("pttl", "k"), [reply(result=1499)]) == b":1499\r\n"

@@ -8,8 +8,8 @@ EXPIRE, PEXPIRE, SETEX, PSETEX, GETEX EX/PX) are either not in the future (the k
 deleted at once) or far ahead and apart (100000 s and more, each value distinct by days),
 so no key expires during a sequence and GT/LT between them never depends on the ms the
 command arrived in; absolute times are far in the past or the future (the year 2096). TTL and
-PTTL are compared within 2 s / 2000 ms; EXPIRETIME and PEXPIRETIME exactly, unless a
-relative time was set before in the sequence (then within 2 s / 2000 ms as well: the two
+PTTL are compared within 10 s / 10,000 ms; EXPIRETIME and PEXPIRETIME exactly, unless a
+relative time was set before in the sequence (then within 10 s / 10,000 ms as well: the two
 servers read their clocks at different moments).
 
 The node-wide commands (DBSIZE, KEYS, RANDOMKEY, SCAN) go to every planaria node (each
@@ -329,7 +329,9 @@ expiry_commands = st.one_of(
     ),
 )  # fmt: skip
 _RELATIVE = frozenset((b"EX", b"PX", b"EXPIRE", b"PEXPIRE", b"SETEX", b"PSETEX"))
-_TOLERANCES = {b"TTL": 2, b"PTTL": 2000, b"EXPIRETIME": 2, b"PEXPIRETIME": 2000}
+# Wide: on a loaded machine seconds may pass between the two servers' calls; the times are
+# days apart, so a reading this far off still tells them apart.
+_TOLERANCES = {b"TTL": 10, b"PTTL": 10_000, b"EXPIRETIME": 10, b"PEXPIRETIME": 10_000}
 
 
 def _same_reply(command: Command, got: object, expected: object, relative_seen: bool) -> bool:

@@ -15,8 +15,8 @@ PROBE_TIMEOUT_S = 30.0  # how long to look for a zk:// or etcd:// backend at sta
 # A node's disk and storage threads give the interpreter's lock up for every fsync, rename
 # and write, and each time they want it back a busy event loop keeps it up to the switch
 # interval: at Python's 5 ms, a snapshot's rename and seal (a dozen such calls, holding the
-# partition's writes off) took 34 and 100 ms beside a busy thread instead of 2.5 and 3, at
-# 0.5 ms 4 and 8 (docs/BENCHMARKS.md, "Snapshots").
+# partition's writes off) took 18-40 and 44-100 ms beside a busy thread instead of about 2
+# each, at 0.5 ms 3.5-6 and 4.5-11 (docs/BENCHMARKS.md, "The hold beside a busy event loop").
 GIL_SWITCH_INTERVAL_MS = 0.5
 
 
