@@ -1,7 +1,9 @@
 """The key space (core/keyspace.py): the scan-order index against a plain sorted model,
 SCAN's guarantee while keys come and go (and across a move of a partition), the replica
-keeping its index in step (the ``scan-index-stale`` bug shows the check bites), and Redis'
-glob patterns against a port of redis-server's ``stringmatchlen``."""
+keeping its index in step (the ``scan-index-stale`` bug shows the check bites), the index
+built only on first use, in bounded slices, with the writes made meanwhile reconciled (the
+``scan-build-unreconciled`` bug shows that check bites), and Redis' glob patterns against a
+port of redis-server's ``stringmatchlen``."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planaria.core.keyspace import (
+    BUILD_SLICE_KEYS,
     ORDER_BITS,
     ORDER_END,
     KeyIndex,
+    LazyKeyIndex,
     glob_matcher,
     scan_order,
     scan_ranges,
@@ -249,8 +253,19 @@ def test_the_count_reached_at_a_parts_end_goes_on_at_the_next_part() -> None:
 # --- the replica keeps its index in step ---------------------------------------------------------
 
 
+def _built(replica: Replica) -> KeyIndex:
+    """Build ``replica``'s key index to the end (a slice at a time) and return it."""
+    replica.start_key_index()
+    while not replica.key_index_step():
+        pass
+    index = replica.key_index
+    assert index is not None
+    return index
+
+
 def _replica_with_writes(bugs: frozenset[str]) -> tuple[Replica, set[bytes]]:
     replica = Replica("a", 0, ReplicaSettings(bugs=bugs))
+    _built(replica)  # empty: built at once, then kept in step by the writes
     ops: list[WriteOp] = [
         Set(b"a", b"1"),
         Set(b"b", b"1"),
@@ -268,28 +283,214 @@ def _replica_with_writes(bugs: frozenset[str]) -> tuple[Replica, set[bytes]]:
     return replica, set(replica.applied)
 
 
-def test_the_replicas_index_follows_every_apply() -> None:
+def test_a_built_index_follows_every_apply() -> None:
     replica, present = _replica_with_writes(frozenset())
     assert present == {b"b", b"c", b"{t}1", b"{t}2", b"d"}
+    assert replica.key_index is not None
     assert sorted(replica.key_index) == sorted(present)  # each once
 
 
 def test_the_index_check_bites_a_replica_whose_index_goes_stale() -> None:
     replica, present = _replica_with_writes(frozenset({"scan-index-stale"}))
+    assert replica.key_index is not None
     assert sorted(replica.key_index) != sorted(present)
 
 
-def test_a_replica_built_from_a_snapshot_indexes_its_keys() -> None:
+def test_a_replica_builds_no_index_until_asked_and_its_writes_pay_for_none() -> None:
     from planaria.core.messages import ReplicaSnapshot, Version
 
     kv = {b"k%d" % n: (b"v", Version(1, n)) for n in range(1, 50)}
     snapshot = ReplicaSnapshot(partition=0, index=49, epoch=1, kv=kv, dedup={})
-    replica = Replica("a", 0, snapshot=snapshot)
-    assert list(replica.key_index) == _model(set(kv))
-    given = KeyIndex(kv)  # built beforehand (off the event loop, as a node does)
-    assert Replica("a", 0, snapshot=snapshot, key_index=given).key_index is given
-    with pytest.raises(UsageError, match="key index"):
-        Replica("a", 0, snapshot=snapshot, key_index=KeyIndex())
+    replica = Replica("a", 0, snapshot=snapshot)  # as a restart or an install builds it
+    op = Set(b"new", b"v")
+    replica._apply(Entry(1, 50, ("c", 1), op), ("c", 1), op)
+    assert replica.key_index is None and not replica.key_index_building
+    assert replica.key_index_builds == 0
+    assert replica._keys.tracking is False  # the writes were not told
+    assert list(_built(replica)) == _model(set(kv) | {b"new"})
+    assert replica.key_index_builds == 1
+    assert replica.start_key_index() is False  # built: nothing to start
+
+
+# --- the lazy build: writes while it runs are reconciled ------------------------------------
+
+
+def _write(lazy: LazyKeyIndex, kv: dict[bytes, int], keys: tuple[bytes, ...], add: bool) -> None:
+    """A write of ``keys`` as a replica applies one: told before and after, if tracking."""
+    before = lazy.before_write(keys) if lazy.tracking else ()
+    for key in keys:
+        if add:
+            kv[key] = 1
+        else:
+            kv.pop(key, None)
+    if before:
+        lazy.after_write(before)
+
+
+def _build_through_writes(*, reconcile: bool) -> tuple[LazyKeyIndex, dict[bytes, int]]:
+    """Each case the reconciliation must handle, with one key per slice: a key deleted
+    before its turn, one deleted after it, one added while listing, one added then deleted
+    while listing, one re-added after its delete, writes while settling, an MSET naming a
+    key twice."""
+    kv = {b"k%d" % n: 1 for n in range(8)}
+    lazy = LazyKeyIndex(kv, reconcile=reconcile)
+    assert lazy.start() and lazy.building and lazy.index is None
+    order = list(kv)  # the listing's order (the dict's)
+    lazy.step(2)  # order[0], order[1] indexed
+    _write(lazy, kv, (order[5],), add=False)  # deleted before its turn
+    _write(lazy, kv, (order[0],), add=False)  # deleted after its turn
+    _write(lazy, kv, (b"new",), add=True)  # added while listing
+    _write(lazy, kv, (b"gone",), add=True)  # added ...
+    lazy.step(1)
+    _write(lazy, kv, (b"gone",), add=False)  # ... then deleted while listing
+    _write(lazy, kv, (order[1],), add=False)  # deleted after its turn ...
+    _write(lazy, kv, (order[1],), add=True)  # ... and back
+    _write(lazy, kv, (b"{t}m", b"{t}n", b"{t}m"), add=True)  # an MSET naming a key twice
+    while lazy._listed is not None:
+        assert not lazy.step(1)
+    # Settling: a key still to settle is left to it; another is kept in step at once.
+    assert lazy.building and lazy.index is None
+    _write(lazy, kv, (b"new",), add=False)
+    _write(lazy, kv, (b"late",), add=True)
+    while not lazy.step(1):
+        pass
+    _write(lazy, kv, (b"after",), add=True)  # built: kept in step
+    _write(lazy, kv, (order[2],), add=False)
+    return lazy, kv
+
+
+def test_writes_made_during_a_build_are_reconciled() -> None:
+    lazy, kv = _build_through_writes(reconcile=True)
+    assert lazy.index is not None and not lazy.building
+    assert list(lazy.index) == _model(set(kv))
+    assert len(lazy.index) == len(kv)
+
+
+def test_the_reconciliation_check_bites_a_build_that_ignores_the_writes() -> None:
+    lazy, kv = _build_through_writes(reconcile=False)  # bug switch scan-build-unreconciled
+    assert lazy.index is not None
+    assert list(lazy.index) != _model(set(kv))
+
+
+@settings(max_examples=300)
+@given(
+    initial=st.sets(keys, max_size=12),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["write", "write", "step", "step", "start", "drop"]),
+            st.lists(keys, min_size=1, max_size=3),  # a write's keys
+            st.booleans(),  # a write adds them (else deletes them)
+            st.integers(1, 4),  # a step's slice
+        ),
+        max_size=40,
+    ),
+)
+def test_a_lazy_build_ends_with_exactly_the_keys_present_whatever_the_interleaving(
+    initial: set[bytes], steps: list[tuple[str, list[bytes], bool, int]]
+) -> None:
+    kv = dict.fromkeys(initial, 1)
+    lazy = LazyKeyIndex(kv)
+    for kind, step_keys, add, slice_keys in steps:
+        if kind == "write":
+            _write(lazy, kv, tuple(step_keys), add=add)
+        elif kind == "step":
+            lazy.step(slice_keys)
+        elif kind == "start":
+            lazy.start()
+        else:
+            lazy.drop()
+            assert lazy.index is None and not lazy.tracking
+        index = lazy.index
+        if index is not None:  # once built, in step after every write
+            assert list(index) == _model(set(kv))
+    lazy.start()
+    while not lazy.step(2):
+        pass
+    assert lazy.index is not None and list(lazy.index) == _model(set(kv))
+    # Bounded: nothing is left of the build (its key list, its touched set).
+    assert lazy._listed is None and lazy._touched is None
+
+
+def test_a_build_step_indexes_at_most_its_slice_and_the_slice_is_a_named_constant() -> None:
+    kv = dict.fromkeys((b"k%d" % n for n in range(3 * BUILD_SLICE_KEYS + 1)), 1)
+    lazy = LazyKeyIndex(kv)
+    assert lazy.step() is False  # not started: nothing to do
+    lazy.start()
+    sizes = []
+    while not lazy.step():
+        assert lazy._index is not None
+        sizes.append(len(lazy._index))
+    assert sizes == [BUILD_SLICE_KEYS, 2 * BUILD_SLICE_KEYS, 3 * BUILD_SLICE_KEYS, len(kv)]
+    with pytest.raises(UsageError, match="max_keys"):
+        lazy.step(0)
+
+
+def _build_on_a_primary_during_writes(bugs: frozenset[str]) -> Replica:
+    """A primary's build through a write, a delete, a key added then deleted, active
+    expiry, and writes while settling."""
+    from test_replica import ready_pump  # tests/core is on sys.path
+
+    pump = ready_pump(expire_keys_per_entry=2, bugs=bugs)
+    primary = pump.replicas["a"]
+    at = int(pump.now) + 30
+    seq = 0
+
+    def call(op: WriteOp) -> None:
+        nonlocal seq
+        seq += 1
+        reply = pump.call("a", op, ("c", seq))
+        assert reply is not None and reply.error is None
+
+    for n in range(40):
+        call(Set(b"k%d" % n, b"v", expire_ms=at if n % 5 == 0 else None))
+    assert primary.key_index is None and primary.key_index_builds == 0
+    assert primary.start_key_index()
+    primary.key_index_step(3)
+    call(Set(b"added", b"v"))  # a write during the build
+    call(Delete(b"k1"))  # a delete (of a key maybe indexed already, maybe not)
+    call(Set(b"brief", b"v"))  # added ...
+    primary.key_index_step(3)
+    call(Delete(b"brief"))  # ... then deleted during the build
+    pump.tick(300)  # active expiry: the primary logs ExpireKeys, applied as its own entries
+    assert not any(key in primary.applied for key in (b"k0", b"k5"))
+    while not primary.key_index_step(3):
+        call(Set(b"during-settling", b"v"))
+    for backup in ("b", "c"):  # the backups never built one
+        assert pump.replicas[backup].key_index_builds == 0
+    return primary
+
+
+def test_a_build_on_a_primary_reconciles_writes_deletes_and_active_expiry() -> None:
+    primary = _build_on_a_primary_during_writes(frozenset())
+    assert primary.key_index is not None
+    assert list(primary.key_index) == _model(set(primary.applied))
+
+
+def test_the_primarys_build_check_bites_with_scan_build_unreconciled() -> None:
+    primary = _build_on_a_primary_during_writes(frozenset({"scan-build-unreconciled"}))
+    assert primary.key_index is not None
+    assert list(primary.key_index) != _model(set(primary.applied))
+
+
+def test_a_primary_that_steps_down_drops_its_index_and_its_build() -> None:
+    from test_replica import ready_pump
+
+    from planaria.core.messages import PartitionConfig
+    from planaria.core.replica import Role
+
+    pump = ready_pump()
+    primary = pump.replicas["a"]
+    for n in range(10):
+        pump.call("a", Set(b"k%d" % n, b"v"), ("c", n + 1))
+    primary.start_key_index()
+    primary.key_index_step(2)
+    assert primary.key_index_building
+    newer = PartitionConfig(0, 2, "b", ("a", "b", "c"), frozenset("bc"), 2)
+    primary.on_config(newer, pump.now)
+    assert primary.role is Role.BACKUP
+    assert not primary.key_index_building and primary.key_index is None
+    assert primary.key_index_step() is False  # nothing left to build
+    assert primary._keys.tracking is False  # a backup's applies pay nothing
 
 
 # --- globs ---

@@ -2,10 +2,12 @@
 survives inserts, deletes and moves of the partition, and Redis' glob patterns.
 
 **Scan order.** Every key has a position ``scan_order(key) = slot << 48 | h``, where ``h``
-is 48 bits of BLAKE2b of the key: the same number on every node, whatever order the keys
-arrived in. A partition keeps its keys sorted by position (:class:`KeyIndex`, chunked so
-an insert or delete costs O(log n + chunk), never a copy of the whole). A SCAN cursor is
-the position to go on from, a plain unsigned integer as Redis clients expect (below 2**62).
+is the top 48 bits of the key's XXH3-64 (a stable, specified hash; BLAKE2b before, at three
+times the cost on every write that adds a key): the same number on every node, whatever
+order the keys arrived in. A partition keeps its keys sorted by position
+(:class:`KeyIndex`, chunked so an insert or delete costs O(log n + chunk), never a copy of
+the whole), built on first use (:class:`LazyKeyIndex`). A SCAN cursor is the position to
+go on from, a plain unsigned integer as Redis clients expect (below 2**62).
 
 The guarantee, as Redis gives it (docs/compatibility.md): a key present from the first
 call of an iteration to the last, whose slot the node serves for all of it, is returned
@@ -25,21 +27,24 @@ against redis-server itself (tests/node/test_differential.py).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from xxhash import xxh3_64_intdigest
 
 from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
 __all__ = [
+    "BUILD_SLICE_KEYS",
     "CHUNK_KEYS",
     "ORDER_BITS",
     "ORDER_END",
     "KeyIndex",
+    "LazyKeyIndex",
     "glob_matcher",
     "scan_order",
     "scan_ranges",
@@ -50,17 +55,19 @@ __all__ = [
 ORDER_BITS = 48  # bits of hash under the slot in a position
 ORDER_END = SLOTS << ORDER_BITS  # past every position: 2**62
 CHUNK_KEYS = 512  # a chunk splits in two past twice this
-
-
-_blake2b = hashlib.blake2b
+# A lazy build (LazyKeyIndex.step) indexes or settles at most this many keys per call: the
+# node runs one call per turn of its event loop (about 1 ms of pure Python), so a build
+# never holds the loop longer, whatever the partition's size.
+BUILD_SLICE_KEYS = 1024
+_HASH_SHIFT = 64 - ORDER_BITS
 
 
 def scan_order(key: bytes) -> int:
-    """The key's position in every scan: its slot, then 48 bits of its BLAKE2b hash. (The
-    slot as ``keyslot`` computes it, without its checks of the type: every write pays this.)"""
+    """The key's position in every scan: its slot, then the top 48 bits of its XXH3-64.
+    (The slot as ``keyslot`` computes it, without its checks of the type: every write that
+    adds a key to a built index pays this.)"""
     slot = crc_hqx(hash_tag(key), 0) & (SLOTS - 1)
-    digest = _blake2b(key, digest_size=ORDER_BITS // 8).digest()
-    return (slot << ORDER_BITS) | int.from_bytes(digest, "big")
+    return (slot << ORDER_BITS) | (xxh3_64_intdigest(key) >> _HASH_SHIFT)
 
 
 def type_name(value: object) -> str:
@@ -74,17 +81,42 @@ def type_name(value: object) -> str:
 def write_keys(op: object) -> tuple[bytes, ...]:
     """The keys a write op may add or remove: its ``pairs``' keys (MSET), its ``keys`` (an
     op on several keys), or its ``key``. Every write that changes a partition's keys must
-    say them so, for the replica to keep its :class:`KeyIndex` in step."""
-    pairs = getattr(op, "pairs", None)
-    if pairs is not None:
-        return tuple(key for key, _ in pairs)
-    keys = getattr(op, "keys", None)
-    if isinstance(keys, tuple):
-        return keys
-    key = getattr(op, "key", None)
-    if not isinstance(key, bytes):
-        raise UsageError(f"{type(op).__name__} names no key")
+    say them so, for the replica to keep its :class:`KeyIndex` in step. (Which field an op
+    type has is found once per type: a write to a built index pays a dict lookup.)"""
+    keys_of = _KEYS_OF.get(type(op))
+    if keys_of is None:
+        keys_of = _keys_of_type(op)
+        _KEYS_OF[type(op)] = keys_of  # bounded: one entry per op class
+    return keys_of(op)
+
+
+# Op class -> how to read the keys of one of its ops (filled by write_keys).
+_KEYS_OF: dict[type, Callable[[object], tuple[bytes, ...]]] = {}
+
+
+def _pairs_keys(op: object) -> tuple[bytes, ...]:
+    pairs: tuple[tuple[bytes, object], ...] = getattr(op, "pairs")  # noqa: B009
+    return tuple([key for key, _ in pairs])
+
+
+def _keys_keys(op: object) -> tuple[bytes, ...]:
+    keys: tuple[bytes, ...] = getattr(op, "keys")  # noqa: B009
+    return keys
+
+
+def _key_keys(op: object) -> tuple[bytes, ...]:
+    key: bytes = getattr(op, "key")  # noqa: B009
     return (key,)
+
+
+def _keys_of_type(op: object) -> Callable[[object], tuple[bytes, ...]]:
+    if isinstance(getattr(op, "pairs", None), tuple):
+        return _pairs_keys
+    if isinstance(getattr(op, "keys", None), tuple):
+        return _keys_keys
+    if isinstance(getattr(op, "key", None), bytes):
+        return _key_keys
+    raise UsageError(f"{type(op).__name__} names no key")
 
 
 class KeyIndex:
@@ -220,6 +252,133 @@ class KeyIndex:
     def __iter__(self) -> Iterator[bytes]:
         for keys in self._keys:
             yield from keys
+
+
+class LazyKeyIndex:
+    """A partition's :class:`KeyIndex`, built only once somebody needs it (SCAN, KEYS,
+    RANDOMKEY), in bounded slices, while the partition's writes go on; then kept in step.
+
+    Until :meth:`start`, it costs nothing: writes are not told (``tracking`` is False) and
+    no memory is held. :meth:`start` copies the list of the keys present (one C-level copy
+    of references) and :meth:`step` indexes up to ``max_keys`` of them per call; the owner
+    calls it between other work until it answers True. Meanwhile writes are reconciled:
+
+    - while listing, every key a write names is recorded in ``touched`` and not indexed
+      when its turn comes (a key touched after its turn may be in the index or not);
+    - then ``touched`` is settled, ``max_keys`` a step: each key is taken out of the index
+      and put back if the partition has it. A write of a key still in ``touched`` is left
+      to that; a write of any other key keeps the index in step directly, since for every
+      key outside ``touched`` the index agrees with the partition's keys;
+    - when ``touched`` is empty, the index is complete (``index`` returns it).
+
+    ``touched`` holds at most the distinct keys written while listing (the listing is a
+    fixed number of steps), and only shrinks while settling. ``reconcile=False`` is the bug
+    switch ``scan-build-unreconciled``: writes during a build are not recorded, so the
+    index misses the keys they add and keeps those they remove.
+    """
+
+    __slots__ = (
+        "_index", "_kv", "_listed", "_next", "_reconcile", "_touched", "builds", "tracking"
+    )  # fmt: skip
+
+    def __init__(self, kv: Mapping[bytes, object], *, reconcile: bool = True) -> None:
+        self._kv = kv  # the partition's keys (the replica's state, changed by its applies)
+        self._reconcile = reconcile
+        self._index: KeyIndex | None = None  # being built, or built
+        self._listed: list[bytes] | None = None  # while listing: the keys at the start
+        self._next = 0  # the first of ``_listed`` not indexed yet
+        self._touched: set[bytes] | None = None  # while building: see the class
+        self.tracking = False  # whether writes must call before_write / after_write
+        self.builds = 0  # builds started (a status counter, and for tests)
+
+    @property
+    def index(self) -> KeyIndex | None:
+        """The complete index, or None (not built, or still building)."""
+        return self._index if self._touched is None else None
+
+    @property
+    def building(self) -> bool:
+        return self._touched is not None
+
+    def start(self) -> bool:
+        """Start a build unless one runs or the index is built; whether one started."""
+        if self.tracking:
+            return False
+        self._index = KeyIndex()
+        self._listed = list(self._kv)
+        self._next = 0
+        self._touched = set()
+        self.tracking = True
+        self.builds += 1
+        return True
+
+    def drop(self) -> None:
+        """Forget the index and any build (memory back; writes no longer pay)."""
+        self._index = None
+        self._listed = None
+        self._touched = None
+        self.tracking = False
+
+    def step(self, max_keys: int = BUILD_SLICE_KEYS) -> bool:
+        """Index (or settle) up to ``max_keys`` keys of a running build; whether the index
+        is complete (False with no build: call :meth:`start` first)."""
+        if max_keys < 1:
+            raise UsageError(f"max_keys must be >= 1, got {max_keys}")
+        index, touched = self._index, self._touched
+        if index is None:
+            return False
+        if touched is None:
+            return True
+        listed = self._listed
+        if listed is not None:
+            stop = min(self._next + max_keys, len(listed))
+            add = index.add
+            for key in listed[self._next : stop]:
+                if key not in touched:  # else settled at the end, as it is then
+                    add(key)
+            self._next = stop
+            if stop == len(listed):
+                self._listed = None
+            return False
+        kv = self._kv
+        for _ in range(min(max_keys, len(touched))):
+            key = touched.pop()
+            index.discard(key)
+            if key in kv:
+                index.add(key)
+        if touched:
+            return False
+        self._touched = None
+        return True
+
+    def before_write(self, keys: tuple[bytes, ...]) -> tuple[tuple[bytes, bool], ...]:
+        """Call before applying a write of ``keys`` (only while ``tracking``): what
+        :meth:`after_write` needs, each key the index follows with whether it is there."""
+        touched = self._touched
+        if len(keys) > 1:
+            keys = tuple(dict.fromkeys(keys))  # MSET k 1 k 2: one key, added once
+        if touched is not None:
+            if self._listed is not None:  # listing: record, index nothing now
+                if self._reconcile:
+                    touched.update(keys)
+                return ()
+            if touched:  # settling: a key still to settle is left to that
+                keys = tuple([key for key in keys if key not in touched])
+        kv = self._kv
+        return tuple([(key, key in kv) for key in keys])
+
+    def after_write(self, before: tuple[tuple[bytes, bool], ...]) -> None:
+        """Bring the index in step with the keys the write added or removed."""
+        index = self._index
+        if index is None:
+            return
+        kv = self._kv
+        for key, was in before:
+            if key in kv:
+                if not was:
+                    index.add(key)
+            elif was:
+                index.discard(key)
 
 
 def scan_ranges(

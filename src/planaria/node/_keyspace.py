@@ -12,6 +12,16 @@ the next slot that node serves, and one given to a partition's new primary goes 
 where the old one stopped. KEYS refuses, with an error, to walk more than ``keys_max`` keys
 (NodeSettings): use SCAN, which holds the loop for at most ``SCAN_COUNT_MAX`` keys a call.
 
+**The key index is built on first use.** A partition keeps its keys in scan order only
+once a SCAN, KEYS or RANDOMKEY needs them (DBSIZE and TYPE never do): the first such read
+starts a build on every partition it needs, and one task of the node (:meth:`_build`) runs
+it, ``BUILD_SLICE_KEYS`` keys at a time, yielding the event loop between slices so writes
+go on (core/keyspace.py's :class:`~planaria.core.keyspace.LazyKeyIndex` reconciles them).
+The read waits for the build, up to ``write_timeout_ms`` (then TRYAGAIN), and every read
+that arrives meanwhile shares it. A partition whose replica steps down drops its index (a
+backup pays nothing for it); one rebuilt (a snapshot installed, the log reopened) starts
+without one: a read waiting on it asks again and starts the new replica's build.
+
 A key past its expiry is not listed by KEYS, SCAN or RANDOMKEY (judged by the replica's
 clock, as a GET of it is), though active expiry may not have deleted it yet; DBSIZE counts
 it until then, as Redis' does.
@@ -19,10 +29,18 @@ it until then, as Redis' does.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from planaria.core.keyspace import ORDER_END, KeyIndex, glob_matcher, scan_ranges, type_name
+from planaria.core.keyspace import (
+    BUILD_SLICE_KEYS,
+    ORDER_END,
+    KeyIndex,
+    glob_matcher,
+    scan_ranges,
+    type_name,
+)
 from planaria.core.messages import ErrorCode
 from planaria.core.replica import Replica, Role
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
@@ -67,13 +85,36 @@ class KeyspaceReads:
     def __init__(
         self, context: NodeContext, *, cluster: ConfigFollower, rng: random.Random | None = None
     ) -> None:
+        self._context = context
         self._node_id = context.node_id
         self._settings = context.settings
         self._partitions = context.partitions
         self._cluster = cluster
         self._rng = rng if rng is not None else random.Random()
+        # Partitions whose key index is being built, in the order reads asked (bounded by
+        # the partitions this node holds), and the one task building them.
+        self._wanted: dict[int, None] = {}
+        self._builder: asyncio.Task[None] | None = None
+        # Resolved (then replaced) whenever a wanted build ends, complete or dropped: the
+        # reads waiting on builds look again then.
+        self._progress: asyncio.Future[None] | None = None
+        self.slices = 0  # build slices run (a counter, for status and tests)
 
-    def answer(self, request: KeyspaceRead) -> bytes:
+    def answer(self, request: KeyspaceRead) -> bytes | Awaitable[bytes]:
+        """The reply now, or (when a key index must be built first) an awaitable of it."""
+        answered = self._answer_now(request)
+        if isinstance(answered, bytes):
+            return answered
+        return self._answer_when_built(request)
+
+    @property
+    def building(self) -> tuple[int, ...]:
+        """The partitions whose key index is being built for reads waiting on it."""
+        return tuple(self._wanted)
+
+    def _answer_now(self, request: KeyspaceRead) -> bytes | None:
+        """The reply, or None when a led partition has no key index yet (its build is
+        started, or goes on)."""
         count = self._cluster.partition_count
         if count is None:
             return resp.error("CLUSTERDOWN the cluster has no partitions yet")
@@ -83,11 +124,90 @@ class KeyspaceReads:
             return led
         if isinstance(request, DbSize):
             return resp.integer(sum(len(replica.applied) for replica in led.values()))
-        if isinstance(request, RandomKey):
-            return resp.bulk(self._random_key(led, now_ms))
         if isinstance(request, Keys):
-            return self._keys(led, request, now_ms)
-        return self._scan(led, request, count, now_ms)
+            refusal = self._keys_refusal(led)  # before any build: KEYS may not walk them
+            if refusal is not None:
+                return refusal
+        indexes: dict[int, KeyIndex] = {}
+        for partition, replica in led.items():
+            index = replica.key_index
+            if index is None:
+                self._want(partition, replica)
+            else:
+                indexes[partition] = index
+        if len(indexes) < len(led):
+            return None
+        if isinstance(request, RandomKey):
+            return resp.bulk(self._random_key(led, indexes, now_ms))
+        if isinstance(request, Keys):
+            return self._keys(led, indexes, request, now_ms)
+        return self._scan(led, indexes, request, count, now_ms)
+
+    async def _answer_when_built(self, request: KeyspaceRead) -> bytes:
+        """Wait for the builds the read needs, then answer it (TRYAGAIN past the deadline).
+        The partitions are looked at again after each build ends: one may have stepped
+        down, or been rebuilt without an index (then its new build is started)."""
+        timeout_ms = self._settings.write_timeout_ms
+        deadline_ms = monotonic_ms() + timeout_ms
+        while True:
+            answered = self._answer_now(request)
+            if answered is not None:
+                return answered
+            if self._progress is None:
+                self._progress = asyncio.get_running_loop().create_future()
+            left_s = (deadline_ms - monotonic_ms()) / 1000
+            try:
+                # Shielded: a read that gives up must not cancel the others' wait.
+                await asyncio.wait_for(asyncio.shield(self._progress), max(left_s, 0.0))
+            except TimeoutError:
+                return resp.error(
+                    f"TRYAGAIN the key index of partition(s) {sorted(self._wanted)} is still "
+                    f"being built on this node after {timeout_ms:.0f} ms"
+                )
+
+    def _want(self, partition: int, replica: Replica) -> None:
+        """Start (or go on with) the build of ``partition``'s key index."""
+        replica.start_key_index()
+        self._wanted[partition] = None
+        if self._builder is None or self._builder.done():
+            self._builder = self._context.spawn(self._build(), "key-index")
+
+    async def _build(self) -> None:
+        """Build the wanted partitions' key indexes one after another, a slice per turn
+        of the event loop, until none is wanted."""
+        try:
+            while self._wanted and not self._context.stopping:
+                partition = next(iter(self._wanted))
+                runtime = self._partitions.get(partition)
+                replica = runtime.replica if runtime is not None else None
+                # Not building any more: built, dropped (stepped down), or the replica was
+                # rebuilt (a new one starts without an index; a read asks for it again).
+                ended = replica is None or not replica.key_index_building
+                if not ended and replica is not None:
+                    ended = replica.key_index_step(BUILD_SLICE_KEYS)
+                    self.slices += 1
+                if ended:
+                    del self._wanted[partition]
+                    self._wake()
+                await asyncio.sleep(0)  # the loop's other work goes on between slices
+        except Exception as exc:
+            # The reads waiting fail with it (an error reply each, logged); the next read
+            # starts a new build.
+            self._wanted.clear()
+            self._wake(exc)
+            raise
+        finally:
+            self._wanted.clear()
+            self._wake()  # the reads look again (and start a new build if still needed)
+
+    def _wake(self, failure: Exception | None = None) -> None:
+        progress, self._progress = self._progress, None
+        if progress is None or progress.done():
+            return
+        if failure is None:
+            progress.set_result(None)
+        else:
+            progress.set_exception(failure)
 
     def _led(self, now_ms: float) -> dict[int, Replica] | bytes:
         """The replicas of the partitions this node leads, by partition, or the TRYAGAIN
@@ -105,46 +225,60 @@ class KeyspaceReads:
             led[partition] = replica
         return led
 
-    def _random_key(self, led: dict[int, Replica], now_ms: float) -> bytes | None:
+    def _random_key(
+        self, led: dict[int, Replica], indexes: dict[int, KeyIndex], now_ms: float
+    ) -> bytes | None:
         """A key chosen at random, skipping expired ones (at most ``RANDOM_KEY_TRIES``
         draws: nil if every one was expired, when nearly all are)."""
-        sizes = [(len(replica.key_index), replica) for replica in led.values()]
-        total = sum(size for size, _ in sizes)
+        sizes = [(len(indexes[p]), indexes[p], replica) for p, replica in led.items()]
+        total = sum(size for size, _, _ in sizes)
         if total == 0:
             return None
         for _ in range(RANDOM_KEY_TRIES):
             place = self._rng.randrange(total)
-            for size, replica in sizes:  # a partition as likely as its share of the keys
+            for size, index, replica in sizes:  # a partition as likely as its share of keys
                 if place < size:
-                    key = replica.key_index.random_key(self._rng)
+                    key = index.random_key(self._rng)
                     if key is not None and _live(replica, now_ms)(key):
                         return key
                     break
                 place -= size
         return None
 
-    def _keys(self, led: dict[int, Replica], request: Keys, now_ms: float) -> bytes:
-        total = sum(len(replica.key_index) for replica in led.values())
+    def _keys_refusal(self, led: dict[int, Replica]) -> bytes | None:
+        """KEYS' error when the led partitions hold more keys than ``keys_max``."""
+        total = sum(len(replica.applied) for replica in led.values())
         limit = self._settings.keys_max
-        if total > limit:
-            return resp.error(
-                f"ERR KEYS would walk {total} keys on this node, over its limit of {limit} "
-                "(keys_max); use SCAN"
-            )
+        if total <= limit:
+            return None
+        return resp.error(
+            f"ERR KEYS would walk {total} keys on this node, over its limit of {limit} "
+            "(keys_max); use SCAN"
+        )
+
+    def _keys(
+        self, led: dict[int, Replica], indexes: dict[int, KeyIndex], request: Keys, now_ms: float
+    ) -> bytes:
         matches = glob_matcher(request.pattern)
         found = []
-        for replica in led.values():
+        for partition, replica in led.items():
             live = _live(replica, now_ms)
-            found += [resp.bulk(key) for key in replica.key_index if matches(key) and live(key)]
+            found += [resp.bulk(key) for key in indexes[partition] if matches(key) and live(key)]
         return resp.array(found)
 
-    def _scan(self, led: dict[int, Replica], request: Scan, count: int, now_ms: float) -> bytes:
+    def _scan(
+        self,
+        led: dict[int, Replica],
+        indexes: dict[int, KeyIndex],
+        request: Scan,
+        count: int,
+        now_ms: float,
+    ) -> bytes:
         keys: list[bytes] = []
         cursor = 0
         if request.cursor < ORDER_END:
             parts: list[tuple[range, KeyIndex]] = [
-                (slot_range(partition, count), replica.key_index)
-                for partition, replica in led.items()
+                (slot_range(partition, count), index) for partition, index in indexes.items()
             ]
             visit = min(request.count, SCAN_COUNT_MAX)
             cursor, keys = scan_ranges(parts, request.cursor, visit)

@@ -32,7 +32,6 @@ from typing import Any, Protocol, TypeVar
 
 from planaria.core.codec import encode_state_parts
 from planaria.core.compaction import SnapshotPolicy
-from planaria.core.keyspace import KeyIndex
 from planaria.core.messages import (
     Append,
     AppendReply,
@@ -269,14 +268,6 @@ class PartitionRuntime:
                 entries_before_snapshot=self.snapshot_policy.catchup_entries,
             ),
         )
-        # The scan order of the snapshot's keys, off the event loop too (SCAN, KEYS).
-        key_index = None
-        if snapshot is not None:
-            key_index = await loop.run_in_executor(
-                self._executor,
-                functools.partial(_without_gc, freeze=self._freeze_decoded),
-                functools.partial(KeyIndex, snapshot.kv),
-            )
         self.log = log_
         self.loss = loss
         if log_.recovery.covered_damage is not None:
@@ -292,7 +283,6 @@ class PartitionRuntime:
             self.partition,
             self.replica_settings,
             snapshot=snapshot,
-            key_index=key_index,
             log=entries,
             epoch=log_.epoch,
             commit_index=log_.commit_index,
