@@ -200,3 +200,52 @@ def test_keys_past_the_cap_is_refused_and_scan_still_walks_them(tmp_path: Path) 
             await cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_a_restarted_node_builds_no_key_index_until_a_scan_needs_one(tmp_path: Path) -> None:
+    """Opening partitions (from snapshots and logs) builds no key index; the first SCAN
+    builds one on each partition the node leads, once for several SCANs at a time, and
+    none on the partitions it backs up."""
+    from planaria.core.compaction import SnapshotPolicy
+
+    async def scenario() -> None:
+        settings = replace(FAST, snapshots=SnapshotPolicy(entries=20, catchup_entries=5))
+        cluster = LocalCluster(tmp_path, partitions=4, settings=settings)
+        await cluster.start()
+        seed = aredis.RedisCluster(host="127.0.0.1", port=next(iter(cluster.nodes.values())).port)
+        raw: Raw | None = None
+        try:
+            keys = [f"key:{i}".encode() for i in range(300)]
+            for start in range(0, len(keys), 10):  # many log entries: snapshots are taken
+                await seed.mset_nonatomic({key: b"v" for key in keys[start : start + 10]})
+            name = "n1"
+            runtimes = cluster.nodes[name].partitions
+            await cluster.wait_for(
+                lambda: all(runtime.snapshots_taken > 0 for runtime in runtimes.values()),
+                30.0,
+                "a snapshot of every partition",
+            )
+            await cluster.crash(name)
+            node = await cluster.start_node(name)
+            await cluster.wait_for(cluster.all_serving, 30.0, "every partition served")
+            await cluster.wait_for(
+                lambda: bool(node.serving_partitions()), 30.0, "the restarted node leads one"
+            )
+            for runtime in node.partitions.values():
+                assert runtime.replica.key_index is None
+                assert runtime.replica.key_index_builds == 0
+            led = set(node.serving_partitions())
+            raw = Raw(node.port)
+            replies = await asyncio.gather(*(raw.scan(0, 10_000) for _ in range(4)))
+            mine = {k for k in keys if partition_of_slot(keyslot(k), cluster.partitions) in led}
+            assert all(cursor == 0 and set(found) == mine for cursor, found in replies)
+            for partition, runtime in node.partitions.items():
+                built = runtime.replica.key_index_builds
+                assert built == (1 if partition in led else 0), (partition, built)
+        finally:
+            if raw is not None:
+                await raw.client.aclose()
+            await seed.aclose()
+            await cluster.close()
+
+    asyncio.run(scenario())
