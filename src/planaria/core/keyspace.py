@@ -355,6 +355,9 @@ class LazyKeyIndex:
         """Call before applying a write of ``keys`` (only while ``tracking``): what
         :meth:`after_write` needs, each key the index follows with whether it is there."""
         touched = self._touched
+        if touched is None and len(keys) == 1:  # built, one key: the common write
+            key = keys[0]
+            return ((key, key in self._kv),)
         if len(keys) > 1:
             keys = tuple(dict.fromkeys(keys))  # MSET k 1 k 2: one key, added once
         if touched is not None:
