@@ -15,12 +15,13 @@ where the old one stopped. KEYS refuses, with an error, to walk more than ``keys
 **The key index is built on first use.** A partition keeps its keys in scan order only
 once a SCAN, KEYS or RANDOMKEY needs them (DBSIZE and TYPE never do): the first such read
 starts a build on every partition it needs, and one task of the node (:meth:`_build`) runs
-it, ``BUILD_SLICE_KEYS`` keys at a time, yielding the event loop between slices so writes
-go on (core/keyspace.py's :class:`~planaria.core.keyspace.LazyKeyIndex` reconciles them).
-The read waits for the build, up to ``write_timeout_ms`` (then TRYAGAIN), and every read
-that arrives meanwhile shares it. A partition whose replica steps down drops its index (a
-backup pays nothing for it); one rebuilt (a snapshot installed, the log reopened) starts
-without one: a read waiting on it asks again and starts the new replica's build.
+it, ``BUILD_SLICE_KEYS`` keys at a time, resting between slices (at most
+``BUILD_LOOP_SHARE`` of the loop's time) so writes go on (core/keyspace.py's
+:class:`~planaria.core.keyspace.LazyKeyIndex` reconciles them). The read waits for the
+build, up to ``write_timeout_ms`` (then TRYAGAIN), and every read that arrives meanwhile
+shares it. A partition whose replica steps down drops its index (a backup pays nothing for
+it); one rebuilt (a snapshot installed, the log reopened) starts without one: a read
+waiting on it asks again and starts the new replica's build.
 
 A key past its expiry is not listed by KEYS, SCAN or RANDOMKEY (judged by the replica's
 clock, as a GET of it is), though active expiry may not have deleted it yet; DBSIZE counts
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from planaria.core.keyspace import (
@@ -58,10 +60,14 @@ from planaria.node._configs import ConfigFollower
 from planaria.node._context import NodeContext
 from planaria.node._settings import monotonic_ms
 
-__all__ = ["RANDOM_KEY_TRIES", "KeyspaceReads"]
+__all__ = ["BUILD_LOOP_SHARE", "RANDOM_KEY_TRIES", "KeyspaceReads"]
 
 # RANDOMKEY draws at most this many keys looking for one not past its expiry.
 RANDOM_KEY_TRIES = 100
+# A key index build takes at most this share of the event loop's time: after each slice it
+# rests as long again (the waiting read is not the only client of the node; a million keys
+# take about twice 2.2 s, pure Python).
+BUILD_LOOP_SHARE = 0.5
 
 
 def _live(replica: Replica, now_ms: float) -> Callable[[bytes], bool]:
@@ -183,13 +189,16 @@ class KeyspaceReads:
                 # Not building any more: built, dropped (stepped down), or the replica was
                 # rebuilt (a new one starts without an index; a read asks for it again).
                 ended = replica is None or not replica.key_index_building
+                rest_s = 0.0
                 if not ended and replica is not None:
+                    started = time.perf_counter()
                     ended = replica.key_index_step(BUILD_SLICE_KEYS)
+                    rest_s = (time.perf_counter() - started) * (1 / BUILD_LOOP_SHARE - 1)
                     self.slices += 1
                 if ended:
                     del self._wanted[partition]
                     self._wake()
-                await asyncio.sleep(0)  # the loop's other work goes on between slices
+                await asyncio.sleep(rest_s)  # the loop's other work goes on between slices
         except Exception as exc:
             # The reads waiting fail with it (an error reply each, logged); the next read
             # starts a new build.
