@@ -174,3 +174,52 @@ def test_a_read_whose_build_outlasts_the_deadline_answers_tryagain() -> None:
         assert replica.key_index is not None and replica.key_index_builds == 1
 
     asyncio.run(scenario())
+
+
+def test_a_read_waiting_for_a_build_when_the_node_stops_answers_at_once() -> None:
+    pump = _pump_with_keys("k", 40)
+    stand = Stand(pump)
+
+    async def scenario() -> None:
+        scan = stand.answer(ALL)
+        await stand.turns_until(1)
+        stand.context.stopping = True  # as Node.close sets it; the builder ends on it
+        reply = await asyncio.wait_for(scan, 30.0)
+        assert reply == b"-TRYAGAIN the node is shutting down\r\n"
+        assert not stand.reads.building
+
+    asyncio.run(scenario())
+
+
+class BrokenBuild:
+    """A serving primary whose index build fails (a bug): the waiting reads must fail
+    with it, not wait for their deadline."""
+
+    role = Role.PRIMARY
+    key_index = None
+    key_index_building = True
+    applied: dict[bytes, object] = {}  # noqa: RUF012
+
+    def serving(self, now_ms: float) -> bool:
+        return True
+
+    def start_key_index(self) -> bool:
+        return True
+
+    def key_index_step(self, max_keys: int) -> bool:
+        raise RuntimeError("the build broke")
+
+
+def test_a_build_that_fails_fails_the_reads_waiting_for_it() -> None:
+    pump = _pump_with_keys("k", 1)
+    stand = Stand(pump)
+    stand.runtime.replica = BrokenBuild()
+
+    async def scenario() -> None:
+        scans = [stand.answer(ALL) for _ in range(2)]
+        for scan in scans:
+            with pytest.raises(RuntimeError, match="the build broke"):
+                await asyncio.wait_for(scan, 30.0)
+        assert not stand.reads.building
+
+    asyncio.run(scenario())

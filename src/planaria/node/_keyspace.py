@@ -156,6 +156,8 @@ class KeyspaceReads:
         timeout_ms = self._settings.write_timeout_ms
         deadline_ms = monotonic_ms() + timeout_ms
         while True:
+            if self._context.stopping:  # no build runs any more (_build ends on it)
+                return resp.error("TRYAGAIN the node is shutting down")
             answered = self._answer_now(request)
             if answered is not None:
                 return answered
