@@ -17,6 +17,10 @@ Redis: one redis-server (no AOF) loaded with the same keys and values the same w
 to an RDB file, stopped, and started again on that file; the time is from the start of the
 process to its first PONG (it answers -LOADING until the RDB is loaded).
 
+``--alternate-src DIR``: also restart the same node on the same data with the sources in
+DIR (another checkout's ``src``: the code before a change), alternating with this one in
+each repeat (no Redis then); both medians and their ratio.
+
 Alternating repeats, medians. ~1 minute with the defaults (100 MB); 1 GB (``--keys
 1000000``) takes ~10 minutes, most of it the load.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -266,7 +271,40 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "keep-alives miss it loses the session during the load, again and again",
     )  # fmt: skip
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it")
+    parser.add_argument(
+        "--alternate-src", metavar="DIR",
+        help="restart with the sources in DIR too, alternating (the code before a change)",
+    )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def alternate(
+    cluster: LocalCluster, args: argparse.Namespace, address: tuple[str, int]
+) -> dict[str, Any]:
+    """Restarts of the node with this checkout's sources and with ``--alternate-src``'s,
+    alternating, on the same data (each restart's sample read back)."""
+    ours = os.environ.get("PYTHONPATH", "")
+    theirs = str(Path(args.alternate_src).resolve())
+    times: dict[str, list[float]] = {"this": [], "alternate": []}
+    try:
+        for repeat in range(args.repeats):
+            for name, path in (("this", ours), ("alternate", theirs)):
+                os.environ["PYTHONPATH"] = path  # the node process started next runs it
+                times[name].append(planaria_restart(cluster, args))
+                check_sample(address, args.keys, args.value_bytes, args.overwrites - 1)
+            print(f"  run {repeat + 1}: this {times['this'][-1]:.2f} s, "
+                  f"alternate {times['alternate'][-1]:.2f} s", flush=True)  # fmt: skip
+    finally:
+        os.environ["PYTHONPATH"] = ours
+    this_s, other_s = statistics.median(times["this"]), statistics.median(times["alternate"])
+    print(f"restart: this {this_s:.2f} s, alternate ({theirs}) {other_s:.2f} s, "
+          f"ratio {this_s / other_s:.2f}x")  # fmt: skip
+    return {
+        "this_restart_s": [round(s, 3) for s in times["this"]],
+        "alternate_restart_s": [round(s, 3) for s in times["alternate"]],
+        "alternate_src": theirs,
+        "ratio": round(this_s / other_s, 3),
+    }
 
 
 def main(argv: Sequence[str]) -> int:
@@ -292,6 +330,11 @@ def main(argv: Sequence[str]) -> int:
         wait_until(lambda: snapshots_caught_up(cluster, 10_000), 300.0, "snapshots")
         results["planaria_load_set_per_s"] = round(statistics.median(rates))
         results["planaria_disk_mb"] = round(disk_bytes(workdir / "planaria" / "nodes") / 1e6, 1)
+        if args.alternate_src is not None:
+            results.update(alternate(cluster, args, address))
+            results["command"] = "benchmarks/bench_restart.py " + " ".join(argv)
+            write_results("restart_alternate", results)
+            return 0
         redis = Redis(workdir / "redis") if args.redis else None
         if redis is not None:
             redis.start()

@@ -41,7 +41,10 @@ PHRASES = (
         "A blocking planaria client, safe to share between threads.",
     ),
     ("import asyncio\n", ""),
-    ("Awaitable, Callable", "Callable"),
+    (
+        "AsyncIterator, Awaitable, Callable, Iterable, Mapping",
+        "Callable, Iterable, Iterator, Mapping",
+    ),
 )
 
 # Then names, word by word, in this order.
@@ -52,6 +55,7 @@ TOKENS = (
     (r"\b__aexit__\b", "__exit__"),
     (r"\basyncio\.sleep\b", "time.sleep"),
     (r"\basync_sleep\b", "sleep"),
+    (r"\basync_gather\b", "gather"),
     (r"\bcall_async\b", "call"),
     (r"\bAwaitable\[object\]", "object"),
     (r"\bAsync([A-Z]\w*)", r"\1"),  # AsyncClient, AsyncPool, AsyncWriteGate, ...

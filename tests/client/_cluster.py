@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from planaria.core.expiry import Expiries
+from planaria.core.keyspace import KeyIndex, glob_matcher, scan_ranges
 from planaria.core.messages import (
     ClientReply,
     Expire,
@@ -26,7 +27,7 @@ from planaria.core.messages import (
     Set,
     Version,
 )
-from planaria.core.slots import SLOTS
+from planaria.core.slots import SLOTS, keyslot
 from planaria.core.strings import apply_write
 from planaria.net import resp, topology
 from planaria.net.commands import (
@@ -34,7 +35,11 @@ from planaria.net.commands import (
     ClusterShards,
     ClusterSlots,
     ConnectionState,
+    DbSize,
+    Keys,
     NodeRequest,
+    RandomKey,
+    Scan,
     render_reply,
 )
 from planaria.net.server import RespServer
@@ -177,6 +182,24 @@ class ScriptedCluster:
             self.dedup[rid] = reply
         return reply
 
+    def keyspace(self, name: str, request: DbSize | Keys | RandomKey | Scan) -> bytes:
+        """A node-wide read over the slots ``name`` is primary of (core/keyspace.py)."""
+        self.seen.append(Seen(name, type(request).__name__.upper(), b"", None, False))
+        ranges = [range(r.start, r.end + 1) for r in self.topology.ranges if r.primary == name]
+        mine = [key for key in self.data if any(keyslot(key) in slots for slots in ranges)]
+        if isinstance(request, DbSize):
+            return resp.integer(len(mine))
+        if isinstance(request, RandomKey):
+            return resp.bulk(min(mine) if mine else None)
+        if isinstance(request, Keys):
+            matches = glob_matcher(request.pattern)
+            return resp.array([resp.bulk(key) for key in sorted(mine) if matches(key)])
+        parts = [(slots, KeyIndex(k for k in mine if keyslot(k) in slots)) for slots in ranges]
+        cursor, found = scan_ranges(parts, request.cursor, request.count)
+        if request.pattern is not None:
+            found = [key for key in found if glob_matcher(request.pattern)(key)]
+        return resp.array([resp.bulk(b"%d" % cursor), resp.array([resp.bulk(k) for k in found])])
+
     def handler(self, name: str) -> Callable[[ConnectionState, NodeRequest], Reply]:
         def handle(state: ConnectionState, request: NodeRequest) -> Reply:
             if isinstance(request, ClusterShards | ClusterSlots):
@@ -186,6 +209,8 @@ class ScriptedCluster:
                 if not self.shards_supported:
                     return resp.error("ERR unknown subcommand 'SHARDS'. Try CLUSTER HELP.")
                 return topology.cluster_shards(self.topology, state.protocol)
+            if isinstance(request, DbSize | Keys | RandomKey | Scan):
+                return self.keyspace(name, request)
             assert isinstance(request, ClientOp), request
             self.seen.append(
                 Seen(

@@ -4,7 +4,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +41,10 @@ class Blocking:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
+        if inspect.isasyncgenfunction(attr):  # scan_iter: drained into a list
+            return lambda *args, **kwargs: self.loop.run_until_complete(
+                _drain(attr(*args, **kwargs))
+            )
         if not inspect.iscoroutinefunction(attr):
             return attr
         return lambda *args, **kwargs: self.loop.run_until_complete(attr(*args, **kwargs))
@@ -83,3 +87,7 @@ def connect(request: pytest.FixtureRequest, fake_time: FakeTime) -> Iterator[Con
             client.finish()
         else:
             client.close()
+
+
+async def _drain(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]

@@ -589,9 +589,10 @@ def test_string_and_counter_methods_as_redis_py_names_them(connect: Connect) -> 
             db.msetnx({"a": "1", "b": "2"})
         with pytest.raises(UsageError):
             db.incrby("n", 1.5)
-        # Every write carried a request id of its own, in order.
+        # Every write carried a request id of its own (the per-slot MSETs of AsyncClient
+        # run concurrently, so they may arrive in any order).
         writes = cluster.seen_writes()
-        assert [w.request_id for w in writes] == [
+        assert sorted(w.request_id for w in writes if w.request_id is not None) == [
             (db.client_id, seq) for seq in range(1, len(writes) + 1)
         ]
 
@@ -666,3 +667,33 @@ def test_a_swallowed_incr_is_retried_with_the_same_id_and_counted_once(
         writes = cluster.seen_writes()
         assert len(writes) == 2 and writes[0].request_id == writes[1].request_id
         assert cluster.applied[b"n"] == 1 and cluster.data[b"n"] == b"5"
+
+
+def test_key_space_methods_cover_every_primary(connect: Connect) -> None:
+    with running(ScriptedCluster(3)) as cluster:
+        db = connect(cluster.address("n1"))
+        keys = [f"k{i}".encode() for i in range(60)]
+        assert db.mset({key: b"v" for key in keys}) is True
+        assert len({cluster.primary_of(keyslot(key)) for key in keys}) == 3
+        assert db.dbsize() == 60  # every primary's count, added up
+        assert sorted(db.keys()) == sorted(keys)
+        assert sorted(db.keys("k1*")) == sorted(k for k in keys if k.startswith(b"k1"))
+        assert sorted(db.scan_iter(count=7)) == sorted(keys)  # each once: nothing changed
+        assert sorted(db.scan_iter(match="k2?")) == [b"k2%d" % i for i in range(10)]
+        assert db.randomkey() in keys
+        assert db.type("k1") == "string" and db.type("nope") == "none"
+        primaries = db.primaries()
+        assert sorted(primaries) == sorted(cluster.address(n) for n in cluster.names)
+        cursor, found = db.scan(primaries[0], 0, count=5)
+        assert cursor != 0 and len(found) >= 5
+        with pytest.raises(UsageError, match="not a primary"):
+            db.scan("127.0.0.1:1")
+        # UNLINK across slots: one call per key (each with its request id), counted.
+        assert db.unlink("k1", "k2", "k3", "nope", "k1") == 3
+        assert db.dbsize() == 57
+        unlinks = [s for s in cluster.seen_writes() if s.command == "UNLINK"]
+        assert len(unlinks) == 4 and all(s.request_id is not None for s in unlinks)
+        with pytest.raises(UsageError):
+            db.unlink()
+        cluster.data.clear()
+        assert db.randomkey() is None and db.dbsize() == 0 and list(db.scan_iter()) == []

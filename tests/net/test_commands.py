@@ -32,9 +32,13 @@ from planaria.net.commands import (
     ConfigGet,
     ConnectionState,
     DataCommand,
+    DbSize,
     Hello,
+    Keys,
     Limits,
+    RandomKey,
     ReadOnly,
+    Scan,
     answer_local,
     error_reply,
     getrange,
@@ -459,6 +463,86 @@ def test_render_string_replies() -> None:
 )  # fmt: skip
 def test_getrange_cuts_as_redis(start: int, end: int, expected: bytes) -> None:
     assert getrange(b"This is a string", start, end) == expected
+
+
+# --- the key-space commands ------------------------------------------------------------------
+
+
+def test_keyspace_commands_parse() -> None:
+    assert parse("dbsize") == DbSize()
+    assert parse("RANDOMKEY") == RandomKey()
+    assert parse("keys", "h*llo") == Keys(b"h*llo")
+    assert parse("scan", "0") == Scan(0)
+    assert parse("scan", "42", "match", "a*", "COUNT", "5", "type", "STRING") == Scan(
+        42, b"a*", 5, b"STRING"
+    )
+    assert parse("scan", "0", "match", "*") == Scan(0)  # "*" matches all: no filter
+    assert parse("scan", "0", "count", "1", "count", "7") == Scan(0, count=7)  # the last wins
+    op = parse("type", "k")
+    assert op == ClientOp(DataCommand.TYPE, (Get(b"k"),), keyslot("k"))
+    assert isinstance(op, ClientOp) and not op.is_write
+    unlink = parse("unlink", "{t}a", "{t}b")
+    assert unlink == ClientOp(DataCommand.UNLINK, (Delete(b"{t}a"), Delete(b"{t}b")), keyslot("t"))
+    assert isinstance(unlink, ClientOp) and unlink.is_write
+    with_id = parse("unlink", "k", "REQID", "c1", "9")
+    assert isinstance(with_id, ClientOp) and with_id.request_id == ("c1", 9)
+
+
+@pytest.mark.parametrize(
+    ("cursor", "value"),
+    [("0", 0), ("", 0), ("+7", 7), ("18446744073709551615", 2**64 - 1), ("-1", 2**64 - 1)],
+)
+def test_scan_cursors_read_as_strtoul(cursor: str, value: int) -> None:
+    assert parse("scan", cursor) == Scan(value)
+
+
+@pytest.mark.parametrize(
+    ("args", "reply"),
+    [
+        (("scan", "x"), b"-ERR invalid cursor\r\n"),
+        (("scan", " 1"), b"-ERR invalid cursor\r\n"),
+        (("scan", "1 "), b"-ERR invalid cursor\r\n"),
+        (("scan", "+"), b"-ERR invalid cursor\r\n"),
+        (("scan", "18446744073709551616"), b"-ERR invalid cursor\r\n"),
+        (("scan", "0", "count", "0"), b"-ERR syntax error\r\n"),
+        (("scan", "0", "count", "x"), b"-ERR value is not an integer or out of range\r\n"),
+        (("scan", "0", "match"), b"-ERR syntax error\r\n"),
+        (("scan", "0", "bogus", "1"), b"-ERR syntax error\r\n"),
+        (("scan",), b"-ERR wrong number of arguments for 'scan' command\r\n"),
+        (("keys",), b"-ERR wrong number of arguments for 'keys' command\r\n"),
+        (("dbsize", "x"), b"-ERR wrong number of arguments for 'dbsize' command\r\n"),
+        (("randomkey", "x"), b"-ERR wrong number of arguments for 'randomkey' command\r\n"),
+        (("type", "a", "b"), b"-ERR wrong number of arguments for 'type' command\r\n"),
+        (("unlink",), b"-ERR wrong number of arguments for 'unlink' command\r\n"),
+        (("unlink", "a", "b"), b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
+        (("exists", "a", "b"), b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"),
+        (
+            ("unlink", "a", "b", "REQID", "c", "1"),
+            b"-ERR UNLINK with REQID takes exactly one key: UNLINK key REQID cid seq\r\n",
+        ),
+    ],
+)
+def test_keyspace_refusals(args: tuple[str, ...], reply: bytes) -> None:
+    assert refused(*args) == reply
+
+
+def test_render_type_and_unlink() -> None:
+    type_op = parse("type", "k")
+    unlink = parse("unlink", "{t}a", "{t}b")
+    assert isinstance(type_op, ClientOp) and isinstance(unlink, ClientOp)
+    found = ClientReply(0, ("c", 1), value=b"v")
+    assert render_reply(type_op, [found]) == b"+string\r\n"
+    assert render_reply(type_op, [ClientReply(0, ("c", 1))]) == b"+none\r\n"
+    replies = [ClientReply(0, ("c", 1), applied=True), ClientReply(0, ("c", 2))]
+    assert render_reply(unlink, replies) == b":1\r\n"
+
+
+def test_keyspace_commands_are_in_the_table_as_redis_lists_them() -> None:
+    assert COMMANDS["type"].flags == ("readonly", "fast")
+    assert (COMMANDS["unlink"].first_key, COMMANDS["unlink"].last_key) == (1, -1)
+    for name in ("dbsize", "keys", "randomkey", "scan"):
+        assert COMMANDS[name].first_key == 0  # keyless: a cluster client picks a node
+        assert "readonly" in COMMANDS[name].flags
 
 
 def test_ttl_and_expiretime_round_to_the_nearest_second_as_redis() -> None:

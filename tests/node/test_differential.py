@@ -1,4 +1,4 @@
-"""Differential test: random sequences of the string and counter commands, sent to a real
+"""Differential test: random sequences of the string, counter and key-space commands, sent to a real
 redis-server 7 (in cluster mode, owning every slot) and to a planaria cluster (three
 in-process nodes, every write through the replicated log), get the same replies: the same
 bulk strings, integers, nils and arrays, and errors with the same text.
@@ -12,6 +12,11 @@ PTTL are compared within 10 s / 10,000 ms; EXPIRETIME and PEXPIRETIME exactly, u
 relative time was set before in the sequence (then within 10 s / 10,000 ms as well: the two
 servers read their clocks at different moments).
 
+The node-wide commands (DBSIZE, KEYS, RANDOMKEY, SCAN) go to every planaria node (each
+answers for the partitions it leads) and are compared as a whole: DBSIZE added up, KEYS
+sorted, SCAN as the set of keys a full iteration returns (its order differs on purpose),
+RANDOMKEY by whether there is a key and that it is one.
+
 Marked ``process`` and ``ensemble`` (tests/conftest.py): it starts redis-server, a Debian
 package (``make system-deps``). The differences that remain on purpose are listed in
 docs/compatibility.md; none of them is reachable from these commands.
@@ -20,13 +25,14 @@ docs/compatibility.md; none of them is reachable from these commands.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import hiredis
 import pytest
@@ -139,6 +145,17 @@ class Planaria:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.connections: dict[str, Connection] = {}
+
+    def on_node(self, name: str, command: Command) -> object:
+        connection = self.connections.get(name)
+        if connection is None:
+            connection = Connection(self.cluster.nodes[name].port)
+            self.connections[name] = connection
+        return connection.call(command)
+
+    def every_node(self, command: Command) -> list[object]:
+        """``command`` on every node (a node-wide read: each answers for what it leads)."""
+        return [self.on_node(name, command) for name in self.cluster.nodes]
 
     def call(self, command: Command) -> object:
         key = command[1] if len(command) > 1 else b""
@@ -400,6 +417,102 @@ def test_expiry_examples_on_both(redis_server: Connection, planaria: Planaria) -
     assert replies[18] == 4000000001 and replies[20] == 0
 
 
+patterns = st.lists(st.sampled_from(list(b"{}t*?[]^-\\abco")), max_size=5).map(bytes)
+scan_options = st.lists(
+    st.sampled_from([b"MATCH", b"COUNT", b"TYPE"]).flatmap(
+        lambda option: st.tuples(
+            st.just(option),
+            patterns
+            if option == b"MATCH"
+            else st.sampled_from([b"1", b"2", b"10", b"0", b"-1", b"x"])
+            if option == b"COUNT"
+            else st.sampled_from([b"string", b"STRING", b"hash", b"none", b"foo"]),
+        )
+    ),
+    max_size=3,
+).map(lambda pairs: [part for pair in pairs for part in pair])
+scans = st.tuples(
+    st.sampled_from([b"0", b"0", b"0", b"", b"x", b" 1", b"+"]), scan_options,
+    st.sampled_from([[], [], [], [b"COUNT"]]),  # a dangling option
+).map(lambda t: [b"SCAN", t[0], *t[1], *t[2]])  # fmt: skip
+keyspace_commands = st.one_of(
+    _command(b"TYPE", keys),
+    _multi(b"UNLINK", pairs=False),
+    _multi(b"DEL", pairs=False),
+    _multi(b"EXISTS", pairs=False),
+    st.just([b"DBSIZE"]),
+    st.just([b"RANDOMKEY"]),
+    _command(b"KEYS", patterns),
+    scans,
+    st.sampled_from(
+        [[b"TYPE"], [b"TYPE", b"{t}a", b"x"], [b"UNLINK"], [b"DBSIZE", b"x"],
+         [b"RANDOMKEY", b"x"], [b"KEYS"], [b"KEYS", b"a", b"b"], [b"SCAN"]]
+    ),
+)  # fmt: skip
+NODE_WIDE = {b"DBSIZE", b"KEYS", b"RANDOMKEY", b"SCAN"}
+
+
+def _full_scan(
+    call: Callable[[Command], object], command: Command
+) -> list[bytes] | tuple[str, str]:
+    """The set of keys a whole SCAN iteration returns, from the command's cursor on (or
+    its error)."""
+    found: set[bytes] = set()
+    while True:
+        reply = shown(call(command))
+        if isinstance(reply, tuple):
+            return reply
+        assert isinstance(reply, list) and isinstance(reply[0], bytes), reply
+        cursor = reply[0]
+        keys = reply[1]
+        assert isinstance(keys, list)
+        found |= {key for key in keys if isinstance(key, bytes)}
+        if cursor == b"0":
+            return sorted(found)
+        command = [command[0], cursor, *command[2:]]
+
+
+def on_redis(redis_server: Connection, command: Command) -> object:
+    """``command``'s reply from redis-server, as compared (see the module's docstring)."""
+    name = command[0].upper()
+    if name not in NODE_WIDE:
+        return shown(redis_server.call(command))
+    if name == b"SCAN":
+        return _full_scan(redis_server.call, command)
+    reply = shown(redis_server.call(command))
+    if name == b"KEYS" and isinstance(reply, list):
+        return sorted(key for key in reply if isinstance(key, bytes))
+    if name == b"RANDOMKEY" and isinstance(reply, bytes):
+        return ("a key", reply in KEYS + GLOB_KEYS)
+    return reply
+
+
+def on_planaria(planaria: Planaria, command: Command) -> object:
+    """``command``'s reply from the planaria cluster, as compared: node-wide commands on
+    every node, put together."""
+    name = command[0].upper()
+    if name not in NODE_WIDE:
+        return shown(planaria.call(command))
+    if name == b"SCAN":
+        scanned: set[bytes] = set()
+        for node in planaria.cluster.nodes:
+            result = _full_scan(functools.partial(planaria.on_node, node), command)
+            if isinstance(result, tuple):
+                return result
+            scanned |= set(result)
+        return sorted(scanned)
+    replies = [shown(reply) for reply in planaria.every_node(command)]
+    errors = [r for r in replies if isinstance(r, tuple)]
+    if errors:
+        return errors[0]
+    if name == b"DBSIZE":
+        return sum(r for r in replies if isinstance(r, int))
+    if name == b"KEYS":
+        return sorted(k for r in replies if isinstance(r, list) for k in r if isinstance(k, bytes))
+    found = [r for r in replies if r is not None]  # RANDOMKEY
+    return ("a key", found[0] in KEYS + GLOB_KEYS) if found else None
+
+
 def _reset(target: Connection | Planaria) -> None:
     for key in KEYS:
         target.call([b"DEL", key])
@@ -410,15 +523,15 @@ def _reset(target: Connection | Planaria) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(sequence=st.lists(commands, min_size=5, max_size=30))
+@given(sequence=st.lists(commands | keyspace_commands, min_size=5, max_size=30))
 def test_random_command_sequences_get_the_replies_redis_server_gives(
     redis_server: Connection, planaria: Planaria, sequence: list[Command]
 ) -> None:
     _reset(redis_server)
     _reset(planaria)
     for command in sequence:
-        expected = shown(redis_server.call(command))
-        got = shown(planaria.call(command))
+        expected = on_redis(redis_server, command)
+        got = on_planaria(planaria, command)
         assert got == expected, f"{command!r}: planaria {got!r}, redis-server {expected!r}"
     for key in KEYS:
         assert planaria.call([b"GET", key]) == redis_server.call([b"GET", key])
@@ -458,3 +571,31 @@ def test_the_examples_of_the_brief(redis_server: Connection, planaria: Planaria)
     assert replies[1:7] == [b"10.5", b"10.6", b"OK", b"5000", b"OK", b"3"]
     assert replies[8] == ("error", "ERR increment or decrement would overflow")
     assert replies[15] == ("error", "CROSSSLOT Keys in request don't hash to the same slot")
+
+
+# Keys that glob patterns find hard: every special byte of a pattern, the empty key.
+GLOB_KEYS = (b"", b"a*b", b"[x]", b"a\\b", b"-", b"^", b"{t}]", b"ab", b"a?", b"\\", b"{t}c-")
+
+
+@settings(
+    max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")) * 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(pattern=patterns | st.sampled_from([b"*", b"**", b"", b"[", b"[^", b"\\", b"[a-]", b"*[]"]))
+def test_keys_and_scan_match_globs_as_redis_server(
+    redis_server: Connection, planaria: Planaria, pattern: bytes
+) -> None:
+    for target in (redis_server, planaria):
+        _reset(target)
+        for key in GLOB_KEYS:
+            assert shown(target.call([b"SET", key, b"v"])) == b"OK"
+    try:
+        for command in ([b"KEYS", pattern], [b"SCAN", b"0", b"MATCH", pattern, b"COUNT", b"3"]):
+            expected = on_redis(redis_server, command)
+            got = on_planaria(planaria, command)
+            assert got == expected, f"{command!r}: planaria {got!r}, redis-server {expected!r}"
+    finally:
+        for target in (redis_server, planaria):
+            for key in GLOB_KEYS:
+                target.call([b"DEL", key])

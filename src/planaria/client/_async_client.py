@@ -11,8 +11,9 @@ waiting.py (threads or tasks). Run ``python scripts/unasync.py`` after editing i
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -25,6 +26,7 @@ from planaria.client._core import (
     APPEND,
     CLUSTER_SHARDS,
     CLUSTER_SLOTS,
+    DBSIZE,
     DECRBY,
     DEL,
     EXISTS,
@@ -34,18 +36,23 @@ from planaria.client._core import (
     GETSET,
     INCRBY,
     INCRBYFLOAT,
+    KEYS,
     MGET,
     MSET,
     MSETNX,
     PRIMARY_UNREACHABLE,
+    RANDOMKEY,
     REDIRECTS_MAX,
     REFRESH_FAILURES,
+    SCAN,
     SET,
     SETNX,
     SETRANGE,
     STALE_SKIP,
     STRLEN,
     TRANSPORT_FAILURES,
+    TYPE,
+    UNLINK,
     Call,
     ClientCore,
     Command,
@@ -76,9 +83,9 @@ from planaria.client._expiry import (
     relative_time,
 )
 from planaria.client._protocol import to_bytes
-from planaria.client._waiting import AsyncRefreshLock, AsyncWriteGate
+from planaria.client._waiting import AsyncRefreshLock, AsyncWriteGate, async_gather
 from planaria.core.messages import DEDUP_WINDOW
-from planaria.errors import Moved, UsageError
+from planaria.errors import Moved, Unavailable, UsageError
 from planaria.retry import RetryBudget
 
 __all__ = ["AsyncClient"]
@@ -98,6 +105,24 @@ def _pairs(mapping: Mapping[str | bytes, str | bytes]) -> dict[bytes, bytes]:
     if not pairs:
         raise UsageError("mset and msetnx need at least one key")
     return pairs
+
+
+def _flat(group: list[bytes], pairs: Mapping[bytes, bytes]) -> tuple[bytes, ...]:
+    """MSET's arguments for the keys of ``group``: key, value, key, value, ..."""
+    return tuple(part for key in group for part in (key, pairs[key]))
+
+
+def _scan_arguments(
+    cursor: int, match: str | bytes | None, count: int | None, type_name: str | None
+) -> tuple[bytes, ...]:
+    arguments = [number("cursor", cursor)]
+    if match is not None:
+        arguments += [b"MATCH", to_bytes("match", match)]
+    if count is not None:
+        arguments += [b"COUNT", number("count", count)]
+    if type_name is not None:
+        arguments += [b"TYPE", to_bytes("_type", type_name)]
+    return tuple(arguments)
 
 
 class AsyncClient:
@@ -313,10 +338,12 @@ class AsyncClient:
         """The values of the keys in order (None for an absent one). Keys of different slots
         are asked slot by slot (one MGET each), so the whole is not one atomic read."""
         wanted = _keys(keys, args)
+        groups = [list(dict.fromkeys(group)) for group in by_slot(wanted).values()]
+        answers = await async_gather(
+            *(self._read(MGET, group[0], tuple(group[1:]), timeout_s) for group in groups)
+        )
         found: dict[bytes, bytes | None] = {}
-        for group in by_slot(wanted).values():
-            unique = list(dict.fromkeys(group))
-            values = await self._read(MGET, unique[0], tuple(unique[1:]), timeout_s)
+        for unique, values in zip(groups, answers, strict=True):
             if len(values) != len(unique):
                 raise UsageError(f"MGET of {len(unique)} keys answered {len(values)} values")
             found.update(zip(unique, values, strict=True))
@@ -328,9 +355,12 @@ class AsyncClient:
         """Set every key to its value: atomically within a slot; keys of different slots
         are set slot by slot (one MSET each, as redis-py's cluster client does)."""
         pairs = _pairs(mapping)
-        for group in by_slot(pairs).values():
-            extra = tuple(part for key in group for part in (key, pairs[key]))[1:]
-            await self._write(MSET, group[0], extra, timeout_s)
+        await async_gather(
+            *(
+                self._write(MSET, group[0], _flat(group, pairs)[1:], timeout_s)
+                for group in by_slot(pairs).values()
+            )
+        )
         return True
 
     async def msetnx(
@@ -342,8 +372,103 @@ class AsyncClient:
         if len(by_slot(pairs)) != 1:
             raise UsageError("msetnx takes keys of one slot only (use a {hash tag})")
         first = next(iter(pairs))
-        extra = tuple(part for key in pairs for part in (key, pairs[key]))[1:]
-        return await self._write(MSETNX, first, extra, timeout_s)
+        return await self._write(MSETNX, first, _flat(list(pairs), pairs)[1:], timeout_s)
+
+    # ------------------------------------------------------------------ the key space
+
+    async def type(self, key: str | bytes, *, timeout_s: float | None = None) -> str:
+        """The type of the value at ``key``: ``"string"``, or ``"none"`` when absent."""
+        return await self._read(TYPE, to_bytes("key", key), (), timeout_s)
+
+    async def unlink(self, *keys: str | bytes, timeout_s: float | None = None) -> int:
+        """Delete the keys (any slots); how many existed. Each key is its own UNLINK with
+        its own request id, all sent at once, so a retry never deletes a key twice (the
+        keys are not deleted together atomically, as with redis-py's cluster client)."""
+        unique = list(dict.fromkeys(to_bytes("key", key) for key in keys))
+        if not unique:
+            raise UsageError("unlink needs at least one key")
+        counts = await async_gather(*(self._write(UNLINK, key, (), timeout_s) for key in unique))
+        return sum(counts)
+
+    async def primaries(self, *, timeout_s: float | None = None) -> list[str]:
+        """The primaries of the cluster map, as ``host:port``: the nodes DBSIZE, KEYS and
+        SCAN answer for (each for the partitions it leads)."""
+        return list((await self._primary_slots(timeout_s)).keys())
+
+    async def dbsize(self, *, timeout_s: float | None = None) -> int:
+        """The number of keys in the cluster: every primary's DBSIZE, added up (as redis-py's
+        cluster client does); not one atomic count while keys come and go."""
+        slots = await self._primary_slots(timeout_s)
+        calls = (self._run_node(DBSIZE, slot, (), timeout_s) for slot in slots.values())
+        sizes = await async_gather(*calls)
+        return sum(sizes)
+
+    async def keys(
+        self,
+        pattern: str | bytes = "*",
+        *,
+        timeout_s: float | None = None,
+    ) -> list[bytes]:
+        """The keys matching ``pattern`` (Redis' glob) on every primary, node after node.
+        A node refuses with an error past its ``keys_max`` keys: use :meth:`scan_iter`."""
+        extra = (to_bytes("pattern", pattern),)
+        slots = await self._primary_slots(timeout_s)
+        lists = (self._run_node(KEYS, slot, extra, timeout_s) for slot in slots.values())
+        found = await async_gather(*lists)
+        return [key for keys in found for key in keys]
+
+    async def randomkey(self, *, timeout_s: float | None = None) -> bytes | None:
+        """A random key: from a random primary, or the next one while they have none; None
+        when no primary has a key."""
+        slots = list((await self._primary_slots(timeout_s)).values())
+        first = self._core.rng.getrandbits(32) % len(slots)
+        for slot in slots[first:] + slots[:first]:
+            key = await self._run_node(RANDOMKEY, slot, (), timeout_s)
+            if key is not None:
+                return key
+        return None
+
+    async def scan(
+        self,
+        node: str,
+        cursor: int = 0,
+        match: str | bytes | None = None,
+        count: int | None = None,
+        _type: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> tuple[int, list[bytes]]:
+        """One SCAN step on ``node`` (one of :meth:`primaries`): the next cursor (0: done)
+        and the keys. The cursor is a position in a scan order shared by every node (see
+        docs/compatibility.md), so if the node's partitions move, the primary now serving
+        the node's first slot goes on with it."""
+        slots = await self._primary_slots(timeout_s)
+        if node not in slots:
+            raise UsageError(f"{node} is not a primary of the cluster map: {list(slots)}")
+        extra = _scan_arguments(cursor, match, count, _type)
+        return await self._run_node(SCAN, slots[node], extra, timeout_s)
+
+    async def scan_iter(
+        self,
+        match: str | bytes | None = None,
+        count: int | None = None,
+        _type: str | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Every key of the cluster (matching ``match`` and ``_type``), primary after
+        primary, SCAN by SCAN (``timeout_s`` bounds each SCAN). A key present for the whole
+        iteration is yielded at least once while its partition stays with its primary;
+        a key may be yielded twice."""
+        for slot in (await self._primary_slots(timeout_s)).values():
+            cursor = 0
+            while True:
+                extra = _scan_arguments(cursor, match, count, _type)
+                cursor, keys = await self._run_node(SCAN, slot, extra, timeout_s)
+                for key in keys:  # noqa: RUF100, UP028 (the generated twin could yield from)
+                    yield key
+                if cursor == 0:
+                    break
 
     # ------------------------------------------------------------------ expiry
 
@@ -497,13 +622,36 @@ class AsyncClient:
 
     async def __aexit__(
         self,
-        kind: type[BaseException] | None,
+        kind: builtins.type[BaseException] | None,
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
 
     # ------------------------------------------------------------------ one call
+
+    async def _primary_slots(self, timeout_s: float | None) -> dict[str, int]:
+        """The primaries with a slot each (reading the map first if there is none yet)."""
+        core = self._core
+        core.check_open()
+        if core.refresh_due():
+            await self._refresh(core.clock() + core.call_timeout(timeout_s))
+        slots = core.primary_slots()
+        if not slots:
+            raise Unavailable("the cluster map names no primary")
+        return slots
+
+    async def _run_node(
+        self,
+        command: Command[ResultT],
+        slot: int,
+        extra: tuple[bytes, ...],
+        timeout_s: float | None,
+    ) -> ResultT:
+        """A read of the whole node that is primary of ``slot``."""
+        call = self._core.node_call(command, slot, extra, timeout_s=timeout_s)
+        value, _ = await self._run(call)
+        return value
 
     async def _read(
         self,

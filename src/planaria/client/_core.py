@@ -40,27 +40,34 @@ __all__ = [
     "APPEND",
     "CLUSTER_SHARDS",
     "CLUSTER_SLOTS",
+    "DBSIZE",
     "DECRBY",
     "DEL",
     "EXISTS",
+    "EXISTS_COUNT",
     "GET",
     "GETDEL",
     "GETRANGE",
     "GETSET",
     "INCRBY",
     "INCRBYFLOAT",
+    "KEYS",
     "MGET",
     "MSET",
     "MSETNX",
     "PRIMARY_UNREACHABLE",
+    "RANDOMKEY",
     "REDIRECTS_MAX",
     "REFRESH_FAILURES",
+    "SCAN",
     "SET",
     "SETNX",
     "SETRANGE",
     "STALE_SKIP",
     "STRLEN",
     "TRANSPORT_FAILURES",
+    "TYPE",
+    "UNLINK",
     "Call",
     "ClientCore",
     "Command",
@@ -232,6 +239,35 @@ MSET: Final = Command("MSET", _ok)
 MSETNX: Final = Command("MSETNX", _counted)
 
 
+def _type_name(call: Call[str], reply: object) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("ascii", "replace")
+    raise _unexpected(call, reply)
+
+
+def _keys(call: Call[list[bytes]], reply: object) -> list[bytes]:
+    if isinstance(reply, list) and all(isinstance(item, bytes) for item in reply):
+        return reply
+    raise _unexpected(call, reply)
+
+
+def _scan_step(call: Call[tuple[int, list[bytes]]], reply: object) -> tuple[int, list[bytes]]:
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bytes):
+        cursor, keys = reply
+        if cursor.isdigit() and isinstance(keys, list) and all(isinstance(k, bytes) for k in keys):
+            return int(cursor), keys
+    raise _unexpected(call, reply)
+
+
+TYPE: Final = Command("TYPE", _type_name)
+UNLINK: Final = Command("UNLINK", _integer)
+EXISTS_COUNT: Final = Command("EXISTS", _integer)
+DBSIZE: Final = Command("DBSIZE", _integer)
+KEYS: Final = Command("KEYS", _keys)
+RANDOMKEY: Final = Command("RANDOMKEY", _value)
+SCAN: Final = Command("SCAN", _scan_step)
+
+
 def by_slot(keys: Iterable[bytes]) -> dict[int, list[bytes]]:
     """``keys`` grouped by slot, in their first appearance's order (MGET, MSET per slot)."""
     groups: dict[int, list[bytes]] = {}
@@ -274,6 +310,8 @@ class Call(Generic[ResultT]):
             if self.request_id is None
             else f" (request id {self.request_id[0]}:{self.request_id[1]})"
         )
+        if not self.key:  # a node-wide command, routed by a slot of its node
+            return f"{self.command.name} (the primary of slot {self.slot})"
         return f"{self.command.name} {self.key!r}{rid}"
 
 
@@ -356,6 +394,7 @@ class ClientCore:
         if rng is None:
             rng = random.Random()
         self.client_id = f"{rng.getrandbits(128):032x}"
+        self.rng = rng
         self.window = WriteWindow(write_window)
         self.budget = retry_budget if retry_budget is not None else RetryBudget(clock=clock)
         self._breaker_factory = breaker_factory or (lambda address: default_breaker(address, clock))
@@ -421,6 +460,24 @@ class ClientCore:
             stale_ok,
             request_id,
         )
+
+    def node_call(
+        self,
+        command: Command[ResultT],
+        slot: int,
+        extra: tuple[bytes, ...] = (),
+        *,
+        timeout_s: float | None = None,
+    ) -> Call[ResultT]:
+        """A read of a whole node (DBSIZE, KEYS, SCAN, RANDOMKEY): sent to the primary of
+        ``slot`` (one of the slots that node serves: see :meth:`primary_slots`)."""
+        self.check_open()
+        payload = encode_command([command.name.encode(), *extra])
+        return Call(command, b"", slot, payload, False, self.call_timeout(timeout_s))
+
+    def primary_slots(self) -> dict[str, int]:
+        """Every primary of the map with a slot it serves (empty before the first map)."""
+        return {} if self.slot_map is None else self.slot_map.primary_slots()
 
     def call_timeout(self, timeout_s: float | None) -> float:
         """A call's deadline in seconds: ``timeout_s``, else the client's default."""

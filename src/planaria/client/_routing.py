@@ -148,6 +148,15 @@ class SlotMap:
                 seen.setdefault(replica)
         return iter(seen)
 
+    def primary_slots(self) -> dict[str, int]:
+        """Every primary once, by address (sorted), with the first slot it serves: a node-wide
+        command (DBSIZE, KEYS, SCAN) goes to that slot's primary."""
+        first: dict[str, int] = {}
+        for slot, shard in enumerate(self._owners):
+            if shard is not None:
+                first.setdefault(shard.primary, slot)
+        return dict(sorted(first.items()))
+
     def __contains__(self, address: object) -> bool:
         return any(
             shard is not None and (shard.primary == address or address in shard.replicas)

@@ -4,6 +4,9 @@
 
 - The refresh lock: one map refresh at a time; a caller waits for it at most until its
   deadline, then goes on with the map there is.
+- Gathering the calls of one command split per slot (MGET, MSET, UNLINK, EXISTS): the
+  asyncio client runs them concurrently; the blocking one has run them in turn by the
+  time it gathers them (its caller's thread is the only one it has).
 - The write gate: hands out the :class:`WriteWindow`'s sequence numbers, waiting (within the
   caller's deadline) while the window is full, and wakes the waiters when a write leaves it.
 """
@@ -13,11 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from planaria.client._core import WriteWindow
 
-__all__ = ["AsyncRefreshLock", "AsyncWriteGate", "RefreshLock", "WriteGate"]
+__all__ = [
+    "AsyncRefreshLock",
+    "AsyncWriteGate",
+    "RefreshLock",
+    "WriteGate",
+    "async_gather",
+    "gather",
+]
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- threads
 
@@ -59,7 +72,24 @@ class WriteGate:
                 self._moved.notify_all()
 
 
+def gather(*results: T) -> list[T]:
+    """The results of calls that already ran, in turn, as the arguments were evaluated."""
+    return list(results)
+
+
 # --------------------------------------------------------------------------- asyncio
+
+
+async def async_gather(*calls: Awaitable[T]) -> list[T]:
+    """Run ``calls`` concurrently; their results in order. All run to their end (no write
+    is left in flight behind the caller's back); then the first failure, if any, raises."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    results: list[T] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results.append(outcome)
+    return results
 
 
 class AsyncRefreshLock:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from planaria.core.expiry import Expiries
+from planaria.core.keyspace import BUILD_SLICE_KEYS, KeyIndex, LazyKeyIndex, write_keys
 from planaria.core.messages import (
     DEDUP_WINDOW,
     EXPIRE_KEYS_PER_ENTRY,
@@ -98,6 +99,8 @@ BUGS = frozenset(
         "promote-out-of-sync",  # controller only: any live replica may be promoted
         "read-ignores-expiry",  # reads answer a key past its expiry
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
+        "scan-build-unreconciled",  # a lazy key index build ignores the writes made during it
+        "scan-index-stale",  # the scan order index never learns of added or removed keys
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -323,6 +326,11 @@ class Replica:
         )
         # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
         self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
+        # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, the same
+        # order on every replica (core/keyspace.py). Built only when a key-space read asks
+        # (start_key_index, then key_index_step between other work), then kept in step by
+        # every apply; dropped when the replica stops being primary. Nothing until then.
+        self._keys = LazyKeyIndex(self._kv, reconcile="scan-build-unreconciled" not in self._bugs)
         # Replicated state, rebuilt from the log: least recently written client first.
         self._dedup: dict[str, AppliedWrites] = dict(snapshot.dedup) if snapshot is not None else {}
         # The node's wall clock minus its monotonic one (``tick``'s ``wall_ms``), and the
@@ -481,8 +489,11 @@ class Replica:
         if self._role is not Role.PRIMARY:
             if "backup-expires-on-its-own" in self._bugs and self._expiries:
                 clock_ms = self._clock_ms(now_ms)
+                keys_index = self._keys
                 for key in self._expiries.due(clock_ms, self._settings.expire_keys_per_entry):
+                    before = keys_index.before_write((key,)) if keys_index.tracking else ()
                     self._kv.pop(key, None)
+                    self._key_index_done(before)
                     self._expiries.discard(key)
             return ready
         for name in sorted(self._peers):
@@ -676,6 +687,32 @@ class Replica:
     def clock_ms(self, now_ms: float) -> int:
         """The time (Unix ms) this replica judges expiry by at ``now_ms``."""
         return self._clock_ms(now_ms)
+
+    @property
+    def key_index(self) -> KeyIndex | None:
+        """The applied keys in scan order (SCAN, KEYS, RANDOMKEY), once built (else None:
+        see :meth:`start_key_index`). Read it, never change it."""
+        return self._keys.index
+
+    @property
+    def key_index_building(self) -> bool:
+        """Whether a build of the key index runs (started, not complete, not dropped)."""
+        return self._keys.building
+
+    @property
+    def key_index_builds(self) -> int:
+        """How many builds of the key index this replica started."""
+        return self._keys.builds
+
+    def start_key_index(self) -> bool:
+        """Start building the key index unless it is built or building; whether it started.
+        The caller then calls :meth:`key_index_step` until it answers True (writes may be
+        applied between steps), or until the build is dropped (the replica stepped down)."""
+        return self._keys.start()
+
+    def key_index_step(self, max_keys: int = BUILD_SLICE_KEYS) -> bool:
+        """One bounded slice of the build: whether the index is complete now."""
+        return self._keys.step(max_keys)
 
     @property
     def dedup(self) -> Mapping[str, tuple[int, ...]]:
@@ -1126,6 +1163,8 @@ class Replica:
             self._waiters = {}
             self._proposal = None
             self._expiry_index = 0
+            # Only a primary answers key-space reads: a backup pays nothing for an index.
+            self._keys.drop()
 
     # --- log and state -----------------------------------------------------------------------
 
@@ -1156,8 +1195,12 @@ class Replica:
             if entry.op is None:
                 continue
             if entry.request_id is None:  # the primary's own (active expiry)
+                keys_index = self._keys
+                op = entry.op
+                before = keys_index.before_write(write_keys(op)) if keys_index.tracking else ()
                 apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
                             self._expiries, entry.time_ms)  # fmt: skip
+                self._key_index_done(before)
                 continue
             self._in_log.pop(entry.request_id, None)
             reply = self._apply(entry, entry.request_id, entry.op)
@@ -1206,9 +1249,12 @@ class Replica:
                 partition=self._partition, request_id=request_id, error=seen, epoch=entry.epoch
             )
         version = Version(entry.epoch, entry.index)
+        keys_index = self._keys
+        before = keys_index.before_write(write_keys(op)) if keys_index.tracking else ()
         previous, take, result, failure = apply_write(
             self._kv, op, version, self._expiries, entry.time_ms
         )
+        self._key_index_done(before)
         reply = ClientReply(
             partition=self._partition,
             request_id=request_id,
@@ -1221,6 +1267,11 @@ class Replica:
         )
         self._remember(request_id[0], request_id[1], reply)
         return reply
+
+    def _key_index_done(self, before: tuple[tuple[bytes, bool], ...]) -> None:
+        """Bring the key index in step with the keys an apply added or removed."""
+        if before and "scan-index-stale" not in self._bugs:  # the bug: it never learns
+            self._keys.after_write(before)
 
     def _check_partition(self, partition: PartitionId) -> None:
         if partition != self._partition:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from planaria.core.keyspace import type_name
 from planaria.core.messages import (
     AppendTo,
     ClearExpiry,
@@ -56,6 +57,7 @@ from planaria.net import resp
 __all__ = [
     "COMMANDS",
     "REQUEST_CLIENT_ID_BYTES_MAX",
+    "SCAN_COUNT_MAX",
     "BackupBegin",
     "BackupEnd",
     "BackupRead",
@@ -73,17 +75,22 @@ __all__ = [
     "ConfigGet",
     "ConnectionState",
     "DataCommand",
+    "DbSize",
     "Echo",
     "Hello",
     "Info",
+    "Keys",
+    "KeyspaceRead",
     "Limits",
     "LocalRequest",
     "NodeRequest",
     "Ping",
     "Quit",
+    "RandomKey",
     "ReadOnly",
     "ReadWrite",
     "Request",
+    "Scan",
     "Select",
     "answer_local",
     "error_reply",
@@ -211,6 +218,24 @@ _EXPIRY_COMMANDS = (
                 "Removes a key's expiry.", "generic"),
 )  # fmt: skip
 _STALE = ("loading", "stale")
+# The key-space commands, as Redis 7.0's table lists them.
+_KEYSPACE_COMMANDS = (
+    CommandSpec("type", 2, ("readonly", "fast"), 1, 1, 1, ("@keyspace", "@read", "@fast"),
+                "Determines the type of value stored at a key.", "generic"),
+    CommandSpec("unlink", -2, ("write", "fast"), 1, -1, 1, ("@keyspace", "@write", "@fast"),
+                "Deletes keys (all in one slot), as DEL does.", "generic"),
+    CommandSpec("dbsize", 1, ("readonly", "fast"), categories=("@keyspace", "@read", "@fast"),
+                summary="The number of keys in the partitions this node leads.",
+                group="server"),
+    CommandSpec("keys", 2, ("readonly",), categories=("@keyspace", "@read", "@slow",
+                "@dangerous"), summary="The keys matching a pattern on this node (capped).",
+                group="generic"),
+    CommandSpec("randomkey", 1, ("readonly",), categories=("@keyspace", "@read", "@slow"),
+                summary="A random key of the partitions this node leads.", group="generic"),
+    CommandSpec("scan", -2, ("readonly",), categories=("@keyspace", "@read", "@slow"),
+                summary="Iterates over the keys of the partitions this node leads.",
+                group="generic"),
+)  # fmt: skip
 COMMANDS: Mapping[str, CommandSpec] = {
     spec.name: spec
     for spec in (
@@ -225,6 +250,7 @@ COMMANDS: Mapping[str, CommandSpec] = {
                     "Counts how many of the keys (all in one slot) exist.", "generic"),
         *_STRING_COMMANDS,
         *_EXPIRY_COMMANDS,
+        *_KEYSPACE_COMMANDS,
         CommandSpec("ping", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
                     summary="Returns PONG, or the message given.", group="connection"),
         CommandSpec("echo", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
@@ -329,12 +355,14 @@ class DataCommand(enum.StrEnum):
     EXPIRETIME = "expiretime"
     PEXPIRETIME = "pexpiretime"
     PERSIST = "persist"
+    TYPE = "type"
+    UNLINK = "unlink"
 
 
 _READS = frozenset(
     (DataCommand.GET, DataCommand.EXISTS, DataCommand.STRLEN, DataCommand.GETRANGE,
      DataCommand.MGET, DataCommand.TTL, DataCommand.PTTL, DataCommand.EXPIRETIME,
-     DataCommand.PEXPIRETIME)
+     DataCommand.PEXPIRETIME, DataCommand.TYPE)
 )  # fmt: skip
 
 
@@ -366,6 +394,36 @@ class ClientOp:
 @dataclass(frozen=True, slots=True)
 class Info:
     sections: tuple[str, ...]  # lower case; empty: the default sections
+
+
+@dataclass(frozen=True, slots=True)
+class DbSize:
+    """DBSIZE: the keys of the partitions this node leads."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """KEYS pattern: the matching keys of the partitions this node leads."""
+
+    pattern: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RandomKey:
+    """RANDOMKEY: a key of the partitions this node leads (null when there is none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type] (core/keyspace.py)."""
+
+    cursor: int
+    pattern: bytes | None = None
+    count: int = 10
+    type: bytes | None = None
+
+
+KeyspaceRead: TypeAlias = DbSize | Keys | RandomKey | Scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +539,10 @@ class ConfigGet:
 # Answered by the node (its data and topology) / by the connection alone (answer_local).
 NodeRequest: TypeAlias = (
     ClientOp
+    | DbSize
+    | Keys
+    | RandomKey
+    | Scan
     | Info
     | ClusterSlots
     | ClusterShards
@@ -658,14 +720,63 @@ def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
 
 
 def _parse_del(command: Sequence[bytes], limits: Limits) -> ClientOp:
+    """DEL or UNLINK (the same here: deleting is never slower for a big value)."""
+    which = DataCommand.UNLINK if command[0].lower() == b"unlink" else DataCommand.DEL
     if _has_trailing_reqid(command):
         if len(command) != 5:
-            raise CommandError("ERR DEL with REQID takes exactly one key: DEL key REQID cid seq")
+            raise CommandError(
+                f"ERR {which.value.upper()} with REQID takes exactly one key: "
+                f"{which.value.upper()} key REQID cid seq"
+            )
         key = _check_key(command[1], limits)
         request_id = _parse_request_id(command[3], command[4])
-        return ClientOp(DataCommand.DEL, (Delete(key),), keyslot(key), request_id=request_id)
+        return ClientOp(which, (Delete(key),), keyslot(key), request_id=request_id)
     keys = [_check_key(key, limits) for key in command[1:]]
-    return ClientOp(DataCommand.DEL, tuple(Delete(key) for key in keys), _one_slot(keys))
+    return ClientOp(which, tuple(Delete(key) for key in keys), _one_slot(keys))
+
+
+# SCAN's COUNT is a hint (Redis' words): a call visits at most this many keys whatever it
+# asks, so one call never holds the node for long.
+SCAN_COUNT_MAX = 1000
+_ULONG_MAX = 2**64 - 1
+
+
+def _parse_scan_cursor(data: bytes) -> int:
+    """The cursor as redis-server 7.0 reads it (``strtoul``: an optional sign, digits;
+    no leading space, nothing after, in range; a minus wraps around)."""
+    if not data:
+        return 0  # nothing read and nothing left: strtoul's 0
+    sign = data[:1]
+    digits = data[1:] if sign in (b"+", b"-") else data
+    if not digits.isdigit():
+        raise CommandError("ERR invalid cursor")
+    value = int(digits)
+    if value > _ULONG_MAX:
+        raise CommandError("ERR invalid cursor")
+    return (-value) % 2**64 if sign == b"-" else value
+
+
+def _parse_scan(command: Sequence[bytes]) -> Scan:
+    cursor = _parse_scan_cursor(command[1])
+    pattern: bytes | None = None
+    count = 10
+    type_name: bytes | None = None
+    i = 2
+    while i < len(command):
+        option = command[i].lower()
+        more = len(command) - i >= 2
+        if option == b"count" and more:
+            count = _int64(command[i + 1])
+            if count < 1:
+                raise CommandError(_SYNTAX)
+        elif option == b"match" and more:
+            pattern = None if command[i + 1] == b"*" else command[i + 1]
+        elif option == b"type" and more:
+            type_name = command[i + 1]
+        else:
+            raise CommandError(_SYNTAX)
+        i += 2
+    return Scan(cursor, pattern, count, type_name)
 
 
 def _take_request_id(
@@ -921,8 +1032,19 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
         return ClientOp(DataCommand.GET, (Get(key),), keyslot(key))
     if name == b"set":
         return _parse_set(command, limits)
-    if name == b"del":
+    if name in (b"del", b"unlink"):
         return _parse_del(command, limits)
+    if name == b"type":
+        key = _check_key(command[1], limits)
+        return ClientOp(DataCommand.TYPE, (Get(key),), keyslot(key))
+    if name == b"dbsize":
+        return DbSize()
+    if name == b"randomkey":
+        return RandomKey()
+    if name == b"keys":
+        return Keys(command[1])
+    if name == b"scan":
+        return _parse_scan(command)
     if name == b"exists":
         keys = [_check_key(key, limits) for key in command[1:]]
         return ClientOp(DataCommand.EXISTS, tuple(Get(key) for key in keys), _one_slot(keys))
@@ -1189,8 +1311,11 @@ def render_reply(
         if op.return_old:
             return resp.bulk(first.value)
         return resp.OK if first.applied else resp.NULL
-    if command is DataCommand.DEL:
+    if command in (DataCommand.DEL, DataCommand.UNLINK):
         return resp.integer(sum(reply.applied for reply in replies))
+    if command is DataCommand.TYPE:
+        found = first.value
+        return resp.simple("none" if found is None else type_name(found))
     if command is DataCommand.EXISTS:
         return resp.integer(sum(reply.value is not None for reply in replies))
     if command in _NUMBER_RESULTS:

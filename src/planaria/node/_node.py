@@ -43,13 +43,22 @@ from planaria.address import format_address, parse_address
 from planaria.coord import Coordinator, CoordinatorUnavailable, SessionId
 from planaria.core.messages import PartitionConfig
 from planaria.errors import UsageError
-from planaria.net.commands import ClientOp, ConnectionState, NodeRequest
+from planaria.net.commands import (
+    ClientOp,
+    ConnectionState,
+    DbSize,
+    Keys,
+    NodeRequest,
+    RandomKey,
+    Scan,
+)
 from planaria.net.server import RespServer
 from planaria.net.topology import Topology
 from planaria.node._backup import BackupExports, remove_files
 from planaria.node._configs import ConfigFollower
 from planaria.node._context import NodeContext
 from planaria.node._effects import ReplicaEffects
+from planaria.node._keyspace import KeyspaceReads
 from planaria.node._partition import (
     PartitionRuntime,
     RecoveredLogs,
@@ -167,6 +176,7 @@ class Node:
             create_partition=self._create_partition,
         )
         self._requests = ClientRequests(self._context, cluster=self._cluster)
+        self._keyspace = KeyspaceReads(self._context, cluster=self._cluster)
         self._server = RespServer(
             self._handle,
             self.host,
@@ -423,6 +433,8 @@ class Node:
     def _handle(self, state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:
         if isinstance(request, ClientOp):
             return self._requests.client_op(state, request)
+        if isinstance(request, DbSize | Keys | RandomKey | Scan):
+            return self._keyspace.answer(request)
         return self._views.answer(state, request)
 
     # ------------------------------------------------------------------ views

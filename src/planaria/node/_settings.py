@@ -74,6 +74,9 @@ class NodeSettings:
     # the process: past its lease it serves nothing, yet the thread would keep its session.
     # Far above any pause of a healthy loop under load; a SIGSTOP does not count.
     loop_stall_max_ms: float = 3000.0
+    # KEYS answers an error instead of walking more keys than this (the node's partitions it
+    # leads, together): one KEYS holds the event loop for its whole walk; SCAN does not.
+    keys_max: int = 100_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -95,5 +98,5 @@ class NodeSettings:
             raise UsageError("keepalive_interval_ms must be shorter than lease_ms")
         if self.loop_stall_max_ms <= 2 * self.keepalive_interval_ms:
             raise UsageError("loop_stall_max_ms must exceed two keep-alive intervals")
-        if self.storage_threads < 1 or self.partition_inbox_max < 1:
-            raise UsageError("storage_threads and partition_inbox_max must be >= 1")
+        if self.storage_threads < 1 or self.partition_inbox_max < 1 or self.keys_max < 1:
+            raise UsageError("storage_threads, partition_inbox_max and keys_max must be >= 1")
