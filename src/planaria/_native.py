@@ -44,6 +44,7 @@ __all__ = [
 HOT_MODULES = (
     "planaria.core.codec",
     "planaria.core.expiry",
+    "planaria.core.keyspace",
     "planaria.core.strings",
     "planaria.storage.persist",
     "planaria.core.pipeline",

@@ -126,13 +126,22 @@ class KeyIndex:
     particular order among themselves. Memory: the live keys (two references and an int
     each) and one small list per chunk; an empty chunk is dropped at once."""
 
-    __slots__ = ("_chunk_keys", "_keys", "_lasts", "_length", "_orders")
+    __slots__ = ("_chunk_keys", "_keys", "_lasts", "_length", "_orders", "_position")
 
-    def __init__(self, keys: Iterable[bytes] = (), *, chunk_keys: int = CHUNK_KEYS) -> None:
+    def __init__(
+        self,
+        keys: Iterable[bytes] = (),
+        *,
+        chunk_keys: int = CHUNK_KEYS,
+        position: Callable[[bytes], int] = scan_order,
+    ) -> None:
+        """``position``: a key's place in the order; another than :func:`scan_order` only in
+        tests (e.g. every key at one position, which real hashes never give)."""
         if chunk_keys < 1:
             raise UsageError(f"chunk_keys must be >= 1, got {chunk_keys}")
         self._chunk_keys = chunk_keys
-        entries = sorted((scan_order(key), key) for key in keys)
+        self._position = position
+        entries = sorted((position(key), key) for key in keys)
         self._orders: list[list[int]] = []
         self._keys: list[list[bytes]] = []
         self._lasts: list[int] = []
@@ -152,7 +161,7 @@ class KeyIndex:
 
     def add(self, key: bytes) -> None:
         """Add ``key`` (the caller knows it is not in: the partition's state had it not)."""
-        order = scan_order(key)
+        order = self._position(key)
         if not self._orders:
             self._orders.append([order])
             self._keys.append([key])
@@ -174,7 +183,7 @@ class KeyIndex:
 
     def discard(self, key: bytes) -> bool:
         """Remove ``key``; whether it was in."""
-        order = scan_order(key)
+        order = self._position(key)
         i = bisect_left(self._lasts, order)
         while i < len(self._orders):
             orders, keys = self._orders[i], self._keys[i]
