@@ -116,6 +116,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compacted entries (default 64 MiB/s)",
     )
     parser.add_argument(
+        "--maxmemory",
+        default="0",
+        metavar="SIZE",
+        help="refuse commands that may grow the data (SET, INCR, APPEND, ...) with Redis' "
+        "OOM error once the node's resident memory passes SIZE (bytes, or 100mb, 2gb; as "
+        "Redis' maxmemory with the noeviction policy); 0, the default: no limit",
+    )
+    parser.add_argument(
         "--gil-switch-interval-ms",
         type=float,
         default=GIL_SWITCH_INTERVAL_MS,
@@ -144,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
     from planaria.core.lease import lease_max_ms  # noqa: PLC0415
     from planaria.core.transfer import TransferSettings  # noqa: PLC0415
     from planaria.errors import UsageError  # noqa: PLC0415
-    from planaria.node import DRIFT_MAX, LEASE_MARGIN_MS, Node, NodeSettings  # noqa: PLC0415
+    from planaria.node import (  # noqa: PLC0415
+        DRIFT_MAX,
+        LEASE_MARGIN_MS,
+        Node,
+        NodeSettings,
+        parse_memory,
+    )
     from planaria.storage import FsyncPolicy  # noqa: PLC0415
 
     logging.basicConfig(
@@ -173,7 +187,12 @@ def run(args: argparse.Namespace) -> int:
     transfer = TransferSettings()
     if args.snapshot_transfer_bytes_per_s is not None:
         transfer = replace(transfer, bytes_per_s=args.snapshot_transfer_bytes_per_s)
-    defaults = NodeSettings(fsync=FsyncPolicy.parse(fsync), snapshots=snapshots, transfer=transfer)
+    defaults = NodeSettings(
+        fsync=FsyncPolicy.parse(fsync),
+        snapshots=snapshots,
+        transfer=transfer,
+        maxmemory_bytes=parse_memory(args.maxmemory),
+    )
 
     def settings_for(session_ttl_ms: float, ttl_given: bool) -> NodeSettings:
         if args.lease_ms is not None:

@@ -364,6 +364,14 @@ _READS = frozenset(
      DataCommand.MGET, DataCommand.TTL, DataCommand.PTTL, DataCommand.EXPIRETIME,
      DataCommand.PEXPIRETIME, DataCommand.TYPE)
 )  # fmt: skip
+# Redis' ``denyoom`` commands: those that may grow the data, refused once a node is over its
+# maxmemory (reads, deletes and expiry changes go on: they never need more room).
+_DENIED_WHEN_FULL = frozenset(
+    (DataCommand.SET, DataCommand.SETNX, DataCommand.SETEX, DataCommand.PSETEX,
+     DataCommand.GETSET, DataCommand.MSET, DataCommand.MSETNX, DataCommand.APPEND,
+     DataCommand.SETRANGE, DataCommand.INCR, DataCommand.INCRBY, DataCommand.DECR,
+     DataCommand.DECRBY, DataCommand.INCRBYFLOAT)
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +397,11 @@ class ClientOp:
     @property
     def is_write(self) -> bool:
         return self.command not in _READS
+
+    @property
+    def denied_when_full(self) -> bool:
+        """Whether a node over its maxmemory refuses it (Redis' ``denyoom``)."""
+        return self.command in _DENIED_WHEN_FULL
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ loads the controller service's module, not the node's event loop and sockets.
 - ``_lease``: the keep-alive thread and the event loop watchdog.
 - ``_control``: the controller service (its decisions are ``core.controller``'s) and the
   coordinator records it reads and writes (``/cluster``, configs, membership).
+- ``_memory``: the maxmemory limit (noeviction) against the process's resident memory.
 - ``_tasks``: cancelling a set of asyncio tasks.
 """
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         sessions_from_members,
         write_cluster_metadata,
     )
+    from planaria.node._memory import parse_memory
     from planaria.node._node import Node
     from planaria.node._settings import (
         DRIFT_MAX,
@@ -58,6 +60,7 @@ _LAZY = {
     "EXIT_LOOP_STALLED": "planaria.node._settings",
     "LEASE_MARGIN_MS": "planaria.node._settings",
     "Node": "planaria.node._node",
+    "parse_memory": "planaria.node._memory",
     "NodeSettings": "planaria.node._settings",
     "CLUSTER_KEY": "planaria.node._control",
     "ClusterMetadata": "planaria.node._control",
@@ -98,6 +101,7 @@ __all__ = [
     "mark_member",
     "membership_target",
     "move_progress",
+    "parse_memory",
     "read_cluster_metadata",
     "read_configs",
     "read_membership",

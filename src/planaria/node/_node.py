@@ -59,6 +59,7 @@ from planaria.node._configs import ConfigFollower
 from planaria.node._context import NodeContext
 from planaria.node._effects import ReplicaEffects
 from planaria.node._keyspace import KeyspaceReads
+from planaria.node._memory import MemoryGauge
 from planaria.node._partition import (
     PartitionRuntime,
     RecoveredLogs,
@@ -175,7 +176,8 @@ class Node:
             keeper=self._keeper,
             create_partition=self._create_partition,
         )
-        self._requests = ClientRequests(self._context, cluster=self._cluster)
+        self._memory = MemoryGauge(self.settings.maxmemory_bytes)
+        self._requests = ClientRequests(self._context, cluster=self._cluster, memory=self._memory)
         self._keyspace = KeyspaceReads(self._context, cluster=self._cluster)
         self._server = RespServer(
             self._handle,
@@ -183,6 +185,10 @@ class Node:
             port,
             connections_max=self.settings.connections_max,
             pipeline_depth_max=self.settings.pipeline_depth_max,
+            settings={
+                "maxmemory": str(self.settings.maxmemory_bytes),
+                "maxmemory-policy": "noeviction",
+            },
         )
         self._views = NodeViews(
             self._context,
@@ -193,6 +199,7 @@ class Node:
             server=self._server,
             committer=self._committer,
             backups=self._backups,
+            memory=self._memory,
             ports=lambda: (self.port, self.bus_port),
         )
         self._closed = asyncio.Event()
@@ -414,6 +421,7 @@ class Node:
         while not self._context.stopping:
             await asyncio.sleep(tick_s)
             self.loop_beats += 1
+            self._memory.refresh()
             lease = self._keeper.lease_until_ms
             now = monotonic_ms()
             for runtime in self.partitions.values():
@@ -433,7 +441,7 @@ class Node:
     def _handle(self, state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:
         if isinstance(request, ClientOp):
             return self._requests.client_op(state, request)
-        if isinstance(request, DbSize | Keys | RandomKey | Scan):
+        if isinstance(request, (DbSize, Keys, RandomKey, Scan)):
             return self._keyspace.answer(request)
         return self._views.answer(state, request)
 

@@ -16,6 +16,7 @@ from planaria.net import resp
 from planaria.net.commands import ClientOp, ConnectionState, error_reply, render_reply
 from planaria.node._configs import ConfigFollower
 from planaria.node._context import NodeContext
+from planaria.node._memory import OOM_ERROR, MemoryGauge
 from planaria.node._settings import monotonic_ms
 
 __all__ = ["ClientRequests"]
@@ -52,8 +53,11 @@ class ClientRequests:
     """The commands waiting for their partitions' replies. Routing reads ``cluster``'s
     partition count, configs and member addresses."""
 
-    def __init__(self, context: NodeContext, *, cluster: ConfigFollower) -> None:
+    def __init__(
+        self, context: NodeContext, *, cluster: ConfigFollower, memory: MemoryGauge
+    ) -> None:
         self._node_id = context.node_id
+        self._memory = memory
         self._settings = context.settings
         self._partitions = context.partitions
         self._cluster = cluster
@@ -83,6 +87,9 @@ class ClientRequests:
         runtime = self._partitions.get(partition)
         if runtime is None or (primary != self._node_id and not stale_ok):
             return self._moved(op, partition, primary)
+        if op.denied_when_full and self._memory.full:
+            self._memory.refused += 1
+            return resp.error(OOM_ERROR)
         if op.is_write and runtime.storage_failure is not None:
             return resp.error(
                 f"CLUSTERDOWN partition {partition} cannot persist writes on this node: "

@@ -67,6 +67,9 @@ class NodeSettings:
     # byte rate of all of them together (``planaria node --snapshot-transfer-bytes-per-s``).
     transfer: TransferSettings = field(default_factory=TransferSettings)
     storage_threads: int = 4  # opening, recovering and closing logs (persists: one thread)
+    # Redis' maxmemory with the noeviction policy, against the process's RSS (node/_memory.py):
+    # past it, commands that may grow the data are refused with Redis' OOM error. 0: no limit.
+    maxmemory_bytes: int = 0
     # Every this often, whatever survived so far is frozen out of the garbage collector's
     # full collections (see Node._gc_freeze_loop); 0 turns it off.
     gc_freeze_interval_ms: float = 1000.0
@@ -100,3 +103,7 @@ class NodeSettings:
             raise UsageError("loop_stall_max_ms must exceed two keep-alive intervals")
         if self.storage_threads < 1 or self.partition_inbox_max < 1 or self.keys_max < 1:
             raise UsageError("storage_threads, partition_inbox_max and keys_max must be >= 1")
+        if self.maxmemory_bytes < 0:
+            raise UsageError(
+                f"maxmemory_bytes must be >= 0 (0: no limit), not {self.maxmemory_bytes}"
+            )

@@ -37,6 +37,7 @@ from planaria.node._backup import BackupExports
 from planaria.node._configs import ConfigFollower
 from planaria.node._context import NodeContext
 from planaria.node._effects import ReplicaEffects
+from planaria.node._memory import MemoryGauge, resident_bytes
 from planaria.node._partition import PartitionRuntime
 from planaria.node._requests import ClientRequests
 from planaria.node._session import SessionKeeper
@@ -61,8 +62,10 @@ class NodeViews:
         server: RespServer,
         committer: GroupCommitter,
         backups: BackupExports,
+        memory: MemoryGauge,
         ports: Callable[[], tuple[int, int]],
     ) -> None:
+        self._memory = memory
         self._node_id = context.node_id
         self._settings = context.settings
         self._partitions = context.partitions
@@ -156,6 +159,16 @@ class NodeViews:
                 "backups_open": len(self._backups),
                 "backups_taken": self._backups.exported,
             },
+            "Memory": {
+                # The process's RSS (node/_memory.py), as Redis reports its allocator's.
+                "used_memory": (used := resident_bytes()),
+                "used_memory_human": _human(used),
+                "used_memory_rss": used,
+                "maxmemory": self._memory.maxmemory_bytes,
+                "maxmemory_human": _human(self._memory.maxmemory_bytes),
+                "maxmemory_policy": "noeviction",
+                "oom_refused": self._memory.refused,
+            },
             "Partitions": {
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(partitions.items())
             },
@@ -182,6 +195,14 @@ class NodeViews:
             f"{_log_fields(runtime)},"
             f"transfers={sum(p == runtime.partition for p, _ in transfers)}"
         )
+
+
+def _human(size: int) -> str:
+    """Bytes as Redis' INFO writes them (``1.50M``)."""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.2f}{unit}"
+    return f"{size}B"
 
 
 def _log_fields(runtime: PartitionRuntime) -> str:
