@@ -249,3 +249,35 @@ def test_a_restarted_node_builds_no_key_index_until_a_scan_needs_one(tmp_path: P
             await cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_info_keyspace_counts_the_led_keys_and_their_expiries(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=1)
+        await cluster.start()
+        try:
+            await cluster.wait_for(cluster.all_serving, 30.0, "serving")
+            primary = cluster.primary_of(0)
+            assert primary is not None
+            backup = next(name for name in cluster.nodes if name != primary)
+            client = aredis.Redis(port=cluster.nodes[primary].port)
+            try:
+                assert "db0" not in await client.info("keyspace")  # empty: no line, as Redis
+                await client.set("plain", "v")
+                await client.set("soon", "v", px=100_000)
+                await client.set("later", "v", px=300_000)
+                db0 = (await client.info("keyspace"))["db0"]
+                assert (db0["keys"], db0["expires"]) == (3, 2)
+                assert 100_000 < db0["avg_ttl"] <= 200_000  # (100 + 300) / 2 s, a bit less
+            finally:
+                await client.aclose()
+            # A backup leads nothing here: its INFO counts no keys (DBSIZE's rule).
+            other = aredis.Redis(port=cluster.nodes[backup].port)
+            try:
+                assert "db0" not in await other.info("keyspace")
+            finally:
+                await other.aclose()
+        finally:
+            await cluster.close()
+
+    asyncio.run(scenario())

@@ -4,6 +4,7 @@ and the answers to every command that is not a data command (INFO, CLUSTER, BACK
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -173,10 +174,36 @@ class NodeViews:
                 f"p{p}": self._partition_line(r, now) for p, r in sorted(partitions.items())
             },
         }
+        keyspace = self._keyspace_line(now)
+        if keyspace:  # as Redis: no line for an empty database
+            result["Keyspace"] = {"db0": keyspace}
         wanted = {s.lower() for s in sections} - {"all", "everything", "default"}
         if wanted:
             result = {name: body for name, body in result.items() if name.lower() in wanted}
         return result
+
+    def _keyspace_line(self, now_ms: float) -> str:
+        """INFO's ``db0`` line over the partitions this node leads (the keys DBSIZE counts):
+        keys, keys with an expiry, and their average time left in ms, estimated as Redis
+        does from a sample (up to ``_TTL_SAMPLE`` keys a partition: INFO stays cheap)."""
+        keys = expires = 0
+        left_ms: list[int] = []
+        for runtime in self._partitions.values():
+            replica = runtime.replica
+            if replica.role is not Role.PRIMARY:
+                continue
+            keys += len(replica.applied)
+            expiries = replica.expiries
+            expires += len(expiries)
+            clock_ms = replica.clock_ms(now_ms)
+            for key in itertools.islice(expiries, _TTL_SAMPLE):
+                time_ms = expiries.get_time(key)
+                if time_ms is not None:
+                    left_ms.append(max(time_ms - clock_ms, 0))
+        if not keys:
+            return ""
+        avg_ttl = sum(left_ms) // len(left_ms) if left_ms else 0
+        return f"keys={keys},expires={expires},avg_ttl={avg_ttl}"
 
     def _partition_line(self, runtime: PartitionRuntime, now_ms: float) -> str:
         replica = runtime.replica
@@ -195,6 +222,10 @@ class NodeViews:
             f"{_log_fields(runtime)},"
             f"transfers={sum(p == runtime.partition for p, _ in transfers)}"
         )
+
+
+# Keys of each led partition whose expiries INFO's avg_ttl is estimated from.
+_TTL_SAMPLE = 64
 
 
 def _human(size: int) -> str:
