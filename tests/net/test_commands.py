@@ -333,8 +333,6 @@ def test_without_reqid_there_is_no_request_id() -> None:
          b"-ERR syntax error: REQID <client-id> <seq> must be the last option of SET\r\n"),
         (("set", "k", "v", "reqid", "c"),
          b"-ERR syntax error: REQID <client-id> <seq> must be the last option of SET\r\n"),
-        (("set", "k", "v", "get", "reqid", "c", "1"),
-         b"-ERR SET with REQID cannot also take GET\r\n"),
         (("set", "k", "v", "reqid", "c", "-1"),
          b"-ERR REQID sequence must be an integer from 0 to 2^63-1\r\n"),
         (("set", "k", "v", "reqid", "c", "1_000"),

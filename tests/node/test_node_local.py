@@ -554,6 +554,20 @@ def test_a_retried_reqid_write_is_applied_once(tmp_path: Path) -> None:
             # The retry gets the stored reply and is not applied again.
             assert await client.execute_command("SET", key, "v1", "REQID", "client-a", "1")
             assert await client.get(key) is None
+            # SET ... GET: a retry answers the old value the first try saw (the stored
+            # reply keeps it, in snapshots too), not the value now.
+            await client.set(key, "old")
+            client.set_response_callback("SET", lambda reply, **_: reply)  # type: ignore[arg-type]
+            assert (
+                await client.execute_command("SET", key, "new", "GET", "REQID", "client-a", "2")
+                == b"old"
+            )
+            assert await client.set(key, "newer") == b"OK"
+            assert (
+                await client.execute_command("SET", key, "new", "GET", "REQID", "client-a", "2")
+                == b"old"
+            )
+            assert await client.get(key) == b"newer"
             await client.aclose()
         finally:
             await cluster.close()

@@ -715,9 +715,6 @@ def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
         else:
             raise CommandError(_SYNTAX)
         i += 1
-    if return_old and request_id is not None:
-        # A deduplicated retry could not answer the old value it saw the first time.
-        raise CommandError("ERR SET with REQID cannot also take GET")
     expire_ms, relative = (None, False) if expiry is None else _expire_time(*expiry, b"set")
     op = Set(
         key,
