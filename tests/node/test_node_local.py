@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import shutil
 import socket
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -698,6 +700,46 @@ def test_a_node_back_on_an_empty_disk_nobody_marked_is_refilled_first(tmp_path: 
             assert not (tmp_path / "n3" / "data-id-new").exists()
         finally:
             await writer.close()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_redis_benchmark_cluster_mode_against_nodes(tmp_path: Path) -> None:
+    """``redis-benchmark --cluster`` (Redis' own tool, unchanged) finds the nodes through
+    CLUSTER NODES / SLOTS and runs its tests against them; every INCR counts once."""
+    if shutil.which("redis-benchmark") is None:
+        pytest.skip("redis-benchmark not found (apt-get install redis-tools)")
+    requests = 600
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=4)
+        await cluster.start()
+        try:
+            await cluster.wait_for(cluster.all_serving, 30.0, "serving")
+            port = cluster.nodes["n1"].port
+            loop = asyncio.get_running_loop()
+            argv = ["redis-benchmark", "--cluster", "-p", str(port), "-q", "-c", "4"]
+            argv += ["-t", "set,get,incr,mset", "-n", str(requests)]
+            done = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False
+                ),
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            for test in ("SET:", "GET:", "INCR:", "MSET (10 keys):"):
+                assert test in done.stdout, done.stdout + done.stderr
+            counted = 0
+            for partition in range(cluster.partitions):
+                primary = cluster.primary_of(partition)
+                assert primary is not None
+                applied = cluster.nodes[primary].partitions[partition].replica.applied
+                counted += sum(
+                    int(value) for key, (value, _) in applied.items() if key.startswith(b"counter")
+                )
+            assert counted == requests  # every INCR applied once, none lost
+        finally:
             await cluster.close()
 
     run(scenario())
