@@ -98,6 +98,9 @@ BUGS = frozenset(
         "promote-out-of-sync",  # controller only: any live replica may be promoted
         "read-ignores-expiry",  # reads answer a key past its expiry
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
+        # the request-id table is never consulted: a write retried after it applied (a
+        # timeout, a failover) is logged and applied again (an INCR counts twice)
+        "retry-applies-again",
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -1165,6 +1168,8 @@ class Replica:
     def _seen(self, request_id: RequestId) -> ClientReply | ErrorCode | None:
         """What the dedup table knows of a write: its stored reply if it was applied,
         SEQ_TOO_OLD at or below its client's window, None if it may be applied now."""
+        if "retry-applies-again" in self._bugs:
+            return None  # the bug: every retry is news
         client_id, seq = request_id
         applied = self._dedup.get(client_id)
         if applied is None or not applied.seqs:
