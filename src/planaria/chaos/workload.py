@@ -53,10 +53,12 @@ _UNIQUE_SHARE: Final = 0.4
 _GET_SHARE: Final = 0.4  # of the operations on rotating keys; the rest split put / cas
 _CAS_SHARE: Final = 0.3
 COUNTER_SHARE: Final = 0.2  # of all operations, with counter keys (3/4 INCRBY, 1/4 GET)
-TTL_SHARE: Final = 0.2  # of all operations, with TTL keys (1/4 SET PX, 3/4 GET)
+TTL_SHARE: Final = 0.2  # of all operations, with TTL keys (mostly GET; see _ttl_op)
 _COUNTER_READ_SHARE: Final = 0.25
-# Few SETs: most keys expire before the next SET, and the reads that follow judge it.
-_TTL_SET_SHARE: Final = 0.25
+# A client sets a TTL key mostly once it read it absent (expired), so keys do expire and
+# are read around their expiry; a live key is set again only now and then.
+_TTL_SET_ABSENT: Final = 0.3
+_TTL_SET_LIVE: Final = 0.005
 TTL_MIN_MS: Final = 200
 TTL_MAX_MS: Final = 2000
 _AMOUNT_MAX: Final = 5
@@ -181,7 +183,8 @@ class Worker(threading.Thread):
             return
         if self._ttl_keys and rng.random() < TTL_SHARE:
             key = rng.choice(self._ttl_keys)
-            if rng.random() < _TTL_SET_SHARE:
+            live = self._seen.get(key) is not None
+            if rng.random() < (_TTL_SET_LIVE if live else _TTL_SET_ABSENT):
                 ttl_ms = rng.randint(TTL_MIN_MS, TTL_MAX_MS)
                 self._do(client, SET_PX, key, (self._value(), ttl_ms))
             else:
@@ -217,6 +220,7 @@ class Worker(threading.Thread):
                 value, ttl_ms = _pair(argument)
                 _extended(client).set_px(key, value, int(ttl_ms))
                 result = argument
+                self._seen[key] = value
             else:
                 old, new = _cas_argument(argument)
                 if not client.cas(key, old, new):

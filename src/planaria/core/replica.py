@@ -1184,7 +1184,8 @@ class Replica:
         # AppliedWrites each time, since snapshots share the old one.
         old = self._dedup.pop(client_id, None) or AppliedWrites()
         seqs = list(old.seqs)
-        insort(seqs, seq)
+        if seq not in old.replies:  # applied again only with the retry-applies-again bug
+            insort(seqs, seq)
         replies = dict(old.replies)
         replies[seq] = reply
         below = bisect_right(seqs, seqs[-1] - self._dedup_window)
