@@ -19,7 +19,8 @@ first violated check with the trace around it and the command that replays it. P
    is checked before that failure is reported. With counters (``SimConfig.counters``),
    each counter's final value must count every acknowledged increment
    (``counter-lost``, also when two acknowledged ones answered the same value) and no more
-   than those plus the ones of unknown outcome (``counter-doubled``: one applied twice).
+   than those plus the ones of unknown outcome (``counter-doubled``: one applied twice),
+   and every value seen must fit real time (``planaria.check.counters``).
    With TTL keys (``SimConfig.ttls``), the clients also set keys with a relative expiry
    (tens to hundreds of ms), change and remove expiries and read them: the monitor's
    ``expired-read`` holds every read a primary answers to its own clock, and ``diverged``
