@@ -72,6 +72,8 @@ def test_compare_of_a_missing_directory_is_a_usage_error(
         ["chaos", "--target", "etcd", "--bug", "ack-before-replicate", "--faults", "kill"],
         ["chaos", "--bug", "no-such-bug", "--faults", "kill"],
         ["chaos", "--nodes", "2", "--faults", "kill"],
+        ["chaos", "--counters", "-1", "--faults", "kill"],
+        ["chaos", "--ttls", "65", "--faults", "kill"],
         ["chaos", "frobnicate"],
     ],
 )

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="planaria only: a known-bug switch for the nodes (e.g. ack-before-replicate)",
+        help="planaria only: a known-bug switch for the nodes (e.g. ack-before-replicate; "
+        "read-ignores-expiry and retry-applies-again for the TTL and counter checks)",
     )
     parser.add_argument("--partitions", type=int, default=8, help="planaria partitions (default 8)")
     parser.add_argument(
@@ -99,8 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3,
         metavar="N",
         help="planaria only: N counter keys beside the registers, incremented with INCRBY "
-        "and checked for increments lost or applied twice (default 3; 0: none; other "
-        "targets skip them)",
+        "and checked for increments lost or applied twice (default 3; 0: none; at most 64; "
+        "other targets skip them)",
     )
     parser.add_argument(
         "--ttls",
@@ -108,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         metavar="N",
         help="planaria only: N keys set with PX (200-2000 ms) and read, checked for reads "
-        "of an expired key (default 4; 0: none; other targets skip them)",
+        "of an expired key (default 4; 0: none; at most 64; other targets skip them)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
