@@ -499,7 +499,7 @@ def _counter_rows(table: Table, counters: dict[str, Any] | None) -> None:
     for row in counters["keys"]:
         verdict = "[green]ok[/]" if not row["problems"] else "[red]FAIL[/]"
         table.add_row(
-            f"counter {row['key']}: acked / unknown / failed -> final",
+            f"counter {row['key']} acked/unknown/failed -> final",
             f"{row['acked']} (+{row['acked_sum']}) / {row['unknown']} (+{row['unknown_sum']})"
             f" / {row['failed']} -> {row['final']}  lost {row['lost']}, doubled "
             f"{row['doubled']} {verdict}",
@@ -517,10 +517,11 @@ def _ttl_rows(table: Table, ttl: dict[str, Any] | None) -> None:
         return
     expired = ttl["expired_reads"]
     table.add_row(
-        f"TTL keys ({ttl['keys']}): SETs acked / unknown, reads judged",
-        f"{ttl['sets_acked']} / {ttl['sets_unknown']}, {ttl['reads_judged']} of {ttl['reads']}",
+        f"TTL keys ({ttl['keys']}) SETs acked/unknown, reads",
+        f"{ttl['sets_acked']} / {ttl['sets_unknown']}, {ttl['reads_judged']} judged of "
+        f"{ttl['reads']}",
     )
     table.add_row(
-        f"reads past expiry + {ttl['tolerance_ms']:g} ms (expired-read)",
+        f"expired reads (> {ttl['tolerance_ms']:.1f} ms late)",
         "[green]0[/]" if expired == 0 else f"[red]{expired}[/]",
     )

@@ -53,7 +53,7 @@ _UNIQUE_SHARE: Final = 0.4
 _GET_SHARE: Final = 0.4  # of the operations on rotating keys; the rest split put / cas
 _CAS_SHARE: Final = 0.3
 COUNTER_SHARE: Final = 0.2  # of all operations, with counter keys (3/4 INCRBY, 1/4 GET)
-TTL_SHARE: Final = 0.2  # of all operations, with TTL keys (mostly GET; see _ttl_op)
+TTL_SHARE: Final = 0.2  # of all operations, with TTL keys (mostly GET; SET below)
 _COUNTER_READ_SHARE: Final = 0.25
 # A client sets a TTL key mostly once it read it absent (expired), so keys do expire and
 # are read around their expiry; a live key is set again only now and then.
