@@ -47,6 +47,7 @@ PROCESS = (
     "tests/cluster/test_backup_restore.py",
     "tests/cluster/test_cluster_ensembles.py",
     "tests/chaos/test_real_runs.py",
+    "tests/chaos/test_counter_ttl_runs.py",
     "tests/client/test_client_cluster.py",
     "tests/node/test_differential.py",
 )

@@ -72,6 +72,8 @@ def test_compare_of_a_missing_directory_is_a_usage_error(
         ["chaos", "--target", "etcd", "--bug", "ack-before-replicate", "--faults", "kill"],
         ["chaos", "--bug", "no-such-bug", "--faults", "kill"],
         ["chaos", "--nodes", "2", "--faults", "kill"],
+        ["chaos", "--counters", "-1", "--faults", "kill"],
+        ["chaos", "--ttls", "65", "--faults", "kill"],
         ["chaos", "frobnicate"],
     ],
 )
@@ -81,3 +83,30 @@ def test_bad_arguments_fail_before_starting_anything(
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip()
     assert not (tmp_path / "out" / "data").exists()
+
+
+def test_the_summary_shows_counters_and_ttl_keys_or_that_they_were_skipped() -> None:
+    import io
+
+    from rich.console import Console
+
+    from planaria.chaos.harness import summary_table
+
+    record: dict[str, object] = {
+        **results("planaria", 0, True),
+        "failover_ms": {"p50": None, "p99": None, "max": None, "samples": 0, "unrecovered": 0},
+        "counters": {
+            "checked": True,
+            "keys": [
+                {"key": "c0", "acked": 3, "acked_sum": 7, "unknown": 1, "unknown_sum": 2,
+                 "failed": 0, "final": 10, "lost": 0, "doubled": 1,
+                 "problems": [{"check": "counter-doubled", "detail": "counter c0: 10 > 9"}]},
+            ],
+        },
+        "ttl": {"checked": False, "skipped": "etcd target: registers only"},
+    }  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=200).print(summary_table(record))
+    text = out.getvalue()
+    assert "counter c0" in text and "doubled 1" in text and "counter-doubled" in text
+    assert "TTL keys" in text and "skipped" in text and "registers only" in text

@@ -71,6 +71,11 @@ def test_a_correct_cluster_loses_nothing_and_stays_linearizable(tmp_path: Path) 
     assert any(fault["affected_shards"] for fault in results["faults"])  # a leader was hit
     assert results["failover_ms"]["unrecovered"] == 0
     assert results["net"] == ("netns" if os.geteuid() == 0 else "proxy")
+    # The counters and TTL keys of the default workload: nothing lost, doubled or expired.
+    counters, ttl = results["counters"], results["ttl"]
+    assert counters["ok"] and counters["acked"] > 0, counters
+    assert counters["lost"] == counters["doubled"] == 0
+    assert ttl["ok"] and ttl["reads_judged"] > 0 and ttl["expired_reads"] == 0, ttl
 
 
 def test_the_proxy_partitions_without_losing_anything(tmp_path: Path) -> None:

@@ -11,12 +11,15 @@ from planaria.chaos.results import (
     FaultRecord,
     compare_rows,
     completed_ops,
+    counter_results,
     failover_samples,
     longest_write_gap_s,
+    passed,
     percentile,
     summarize,
+    ttl_results,
 )
-from planaria.check import Event
+from planaria.check import CounterReport, Event, check_counters, check_expired_reads
 
 
 def shard_of(key: str) -> int:
@@ -143,3 +146,43 @@ def test_compare_rows_put_runs_side_by_side() -> None:
     assert rows["linearizable"] == ["yes", "NO", "unknown"]
     assert rows["failover p50 ms"] == ["1040", "2229", "-"]
     assert rows["faults"] == ["2", "2", "2"]
+
+
+def counter_reports(final: str) -> list[CounterReport]:
+    events = [
+        Event(0, "invoke", "incr", "c0", 2, 0.0),
+        Event(0, "ok", "incr", "c0", 2, 0.1),
+        Event(1, "invoke", "incr", "c0", 3, 0.2),
+        Event(1, "info", "incr", "c0", None, 0.3),
+    ]
+    return check_counters(events, {"c0": final})
+
+
+def test_counter_and_ttl_records_and_the_verdict() -> None:
+    base: dict[str, Any] = {"acked_writes_lost": 0, "linearizable": True}
+    clean = counter_results(counter_reports("5"))
+    assert clean["ok"] and (clean["acked"], clean["unknown"], clean["lost"]) == (1, 1, 0)
+    assert clean["keys"][0]["final"] == 5 and clean["keys"][0]["unknown_sum"] == 3
+    doubled = counter_results(counter_reports("7"))
+    assert not doubled["ok"] and doubled["doubled"] == 2 and doubled["problems"] >= 1
+    expiry = check_expired_reads(
+        [
+            Event(0, "invoke", "set-px", "t0", ("a", 100), 0.0),
+            Event(0, "ok", "set-px", "t0", ("a", 100), 0.01),
+            Event(1, "invoke", "get", "t0", None, 0.5),
+            Event(1, "ok", "get", "t0", "a", 0.51),
+        ],
+        tolerance_ms=5.0,
+    )
+    ttl = ttl_results(expiry, wall_step_ms=0.25)
+    assert ttl["checked"] and not ttl["ok"] and ttl["expired_reads"] == 1
+    assert ttl["wall_step_ms"] == 0.25 and ttl["tolerance_ms"] == 5.0
+    assert passed({**base, "counters": clean, "ttl": ttl_results(None, "off")})
+    assert not passed({**base, "counters": doubled})
+    assert not passed({**base, "counters": clean, "ttl": ttl})
+    assert passed(base)  # a record from before counters and TTL keys existed
+    skipped = counter_results(None, "etcd target: registers only")
+    assert skipped == {"checked": False, "skipped": "etcd target: registers only"}
+    rows = dict(compare_rows([{**base, "counters": doubled, "ttl": ttl}, {**base, "ops": {}}]))
+    assert rows["counter amount doubled"] == ["2", "-"]
+    assert rows["expired reads"] == ["1", "-"]

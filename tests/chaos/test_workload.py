@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from planaria.chaos.workload import (
+    TTL_MAX_MS,
+    TTL_MIN_MS,
     OpFailed,
     OpUnknown,
     Recorder,
@@ -20,11 +22,14 @@ from planaria.chaos.workload import (
 from planaria.check import (
     Event,
     Verdict,
+    check_counters,
+    check_expired_reads,
     check_operations,
     default_model,
     find_lost_writes,
     parse_history,
 )
+from planaria.check.expiry import SET_PX
 
 
 class FakeClock:
@@ -191,3 +196,98 @@ def test_read_final_reads_in_batches() -> None:
     keys = [f"k{i}" for i in range(450)]
     assert len(read_final(read_many, keys, timeout_s=1.0, batch=200)) == 450
     assert seen == [200, 200, 50]
+
+
+class FakeCounterTtlKv(FakeKv):
+    """FakeKv with INCRBY and SET PX on a fake clock (ms); ``double_every``: every n-th
+    increment is applied twice (a retry the dedup table missed), ``stale_reads``: reads
+    ignore expiry."""
+
+    def __init__(
+        self, stop: threading.Event, ops_max: int, *, double_every: int = 0, stale: bool = False
+    ) -> None:
+        super().__init__(stop, ops_max)
+        self.expiry_ms: dict[str, float] = {}
+        self.double_every = double_every
+        self.stale = stale
+        self.increments = 0
+
+    def now_ms(self) -> float:
+        return self.ops * 10.0  # every operation takes 10 ms of the store's clock
+
+    def get(self, key: str) -> str | None:
+        with self.lock:
+            self._count()
+            expiry = self.expiry_ms.get(key)
+            if expiry is not None and expiry < self.now_ms() and not self.stale:
+                return None
+            return self.data.get(key)
+
+    def incrby(self, key: str, amount: int) -> int:
+        with self.lock:
+            self._count()
+            self.increments += 1
+            times = 2 if self.double_every and self.increments % self.double_every == 0 else 1
+            value = int(self.data.get(key, "0")) + amount * times
+            self.data[key] = str(value)
+            return value
+
+    def set_px(self, key: str, value: str, ttl_ms: int) -> None:
+        with self.lock:
+            self._count()
+            self.data[key] = value
+            self.expiry_ms[key] = self.now_ms() + ttl_ms
+
+
+def run_extended(kv: FakeCounterTtlKv, stop: threading.Event) -> Recorder:
+    # The recorder's clock is the store's (10 ms an operation), in seconds.
+    recorder = Recorder(lambda: kv.now_ms() / 1000)
+    worker = Worker(0, 1, recorder, lambda: kv, stop, seed=5, counters=2, ttls=2)
+    worker.run()
+    assert worker.error is None
+    return recorder
+
+
+def split(recorder: Recorder, prefix: str) -> list[Event]:
+    return [e for e in recorder.events if str(e.key).startswith(prefix)]
+
+
+def test_counters_and_ttl_keys_are_recorded_and_pass_their_checks_on_a_correct_store() -> None:
+    stop = threading.Event()
+    kv = FakeCounterTtlKv(stop, ops_max=3000)
+    recorder = run_extended(kv, stop)
+    counters, ttls = split(recorder, "c"), split(recorder, "t")
+    assert {e.f for e in counters} == {"incr", "get"} and {e.key for e in counters} <= {"c0", "c1"}
+    assert {e.f for e in ttls} == {SET_PX, "get"} and {e.key for e in ttls} <= {"t0", "t1"}
+    amounts = {e.value for e in counters if e.f == "incr" and e.type == "invoke"}
+    assert amounts <= set(range(1, 6)) and len(amounts) > 1
+    ttl_values = [e.value for e in ttls if e.f == SET_PX and e.type == "invoke"]
+    assert all(isinstance(v, tuple) and TTL_MIN_MS <= v[1] <= TTL_MAX_MS for v in ttl_values)
+    reports = check_counters(counters, {k: kv.data.get(str(k)) for k in ("c0", "c1")})
+    assert reports and all(r.ok for r in reports), [r.problems for r in reports]
+    expiry = check_expired_reads(ttls, tolerance_ms=5.0)
+    assert expiry.ok and expiry.reads_judged > 0
+    assert expiry.reads > expiry.reads_judged  # keys did expire and were read absent
+
+
+def test_a_store_that_applies_an_increment_twice_is_caught() -> None:
+    stop = threading.Event()
+    kv = FakeCounterTtlKv(stop, ops_max=3000, double_every=50)
+    recorder = run_extended(kv, stop)
+    reports = check_counters(split(recorder, "c"), {k: kv.data.get(k) for k in ("c0", "c1")})
+    assert {p.check for r in reports for p in r.problems} == {"counter-doubled"}
+
+
+def test_a_store_whose_reads_ignore_expiry_is_caught() -> None:
+    stop = threading.Event()
+    kv = FakeCounterTtlKv(stop, ops_max=3000, stale=True)
+    recorder = run_extended(kv, stop)
+    assert check_expired_reads(split(recorder, "t"), tolerance_ms=5.0).expired_reads > 0
+
+
+def test_a_register_client_cannot_run_counters() -> None:
+    stop = threading.Event()
+    kv = FakeKv(stop, ops_max=100)
+    worker = Worker(0, 1, Recorder(), lambda: kv, stop, seed=5, counters=1)
+    worker.run()
+    assert isinstance(worker.error, TypeError)

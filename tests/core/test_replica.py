@@ -26,6 +26,7 @@ from planaria.core.messages import (
     Entry,
     ErrorCode,
     Get,
+    IncrBy,
     Message,
     NodeId,
     Op,
@@ -612,6 +613,15 @@ def test_a_retried_committed_write_is_answered_from_the_dedup_table() -> None:
     again = pump.call("a", Set(b"k", b"v", nx=True), ("c1", 1))
     assert again == first  # the same answer, applied=True, not re-run (NX would now fail)
     assert pump.replicas["a"].last_index == last
+
+
+def test_bug_retry_applies_again_counts_a_retried_increment_twice() -> None:
+    pump = ready_pump(bugs=frozenset({"retry-applies-again"}))
+    first = pump.call("a", IncrBy(b"n", 1), ("c1", 1))
+    again = pump.call("a", IncrBy(b"n", 1), ("c1", 1))
+    assert first is not None and first.result == 1
+    assert again is not None and again.result == 2  # the retry was applied again
+    assert pump.primary.applied[b"n"][0] == b"2"
 
 
 def test_the_dedup_table_forgets_the_least_recently_written_client_first() -> None:

@@ -4,6 +4,8 @@ check is shown to bite on a mutation it alone catches."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import planaria.core.replica
@@ -53,6 +55,13 @@ def test_counter_doubled_bites_when_retries_skip_the_dedup_table(
     # The mutation: the replica never finds a request id (a retried INCR applies again).
     monkeypatch.setattr(Replica, "_seen", lambda self, request_id: None)
     result = run_seed(counters(0, counter_share=1.0))
+    assert not result.passed and result.check == "counter-doubled", result.detail
+
+
+def test_counter_doubled_bites_on_the_retry_applies_again_switch() -> None:
+    # The same rule broken by the replica's switch (the one `planaria chaos --bug` uses).
+    config = replace(counters(0, counter_share=1.0), bugs=frozenset({"retry-applies-again"}))
+    result = run_seed(config)
     assert not result.passed and result.check == "counter-doubled", result.detail
 
 

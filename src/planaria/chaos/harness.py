@@ -1,7 +1,9 @@
 """The chaos run: start a target, run the workload, apply the nemesis schedule, heal, read
 every key back, check, and write the output directory::
 
-    history.jsonl    every operation (planaria check reads it)
+    history.jsonl    every register operation (planaria check reads it)
+    counters.jsonl   the counter keys' operations (planaria.check.counters judges them)
+    ttl.jsonl        the TTL keys' operations (planaria.check.expiry judges them)
     results.json     the measurements (planaria.chaos.results.summarize)
     latency.png      latency of every operation over time, faults shaded
     throughput.png   throughput over time by outcome, faults shaded
@@ -30,7 +32,13 @@ from rich.table import Table
 
 from planaria.chaos.net import Net, NetError, choose_method, make_net
 from planaria.chaos.plots import plot_run
-from planaria.chaos.results import FaultRecord, completed_ops, summarize
+from planaria.chaos.results import (
+    FaultRecord,
+    completed_ops,
+    counter_results,
+    summarize,
+    ttl_results,
+)
 from planaria.chaos.schedule import FAULT_KINDS, LEADER, Fault, format_schedule, random_schedule
 from planaria.chaos.targets import Target, TargetError, make_target
 from planaria.chaos.workload import (
@@ -38,12 +46,17 @@ from planaria.chaos.workload import (
     OpUnknown,
     Recorder,
     Worker,
+    counter_keys,
     read_final,
+    ttl_keys,
     write_history,
     written_keys,
 )
 from planaria.check import (
+    Event,
     Verdict,
+    check_counters,
+    check_expired_reads,
     check_operations,
     default_model,
     explain_partition,
@@ -58,6 +71,15 @@ __all__ = ["ChaosConfig", "run_chaos", "summary_table"]
 _FINAL_READ_TIMEOUT_S: Final = 30.0
 _JOIN_TIMEOUT_S: Final = 15.0
 _SETTLE_S: Final = 1.0
+KEYS_MAX: Final = 64  # counter keys, TTL keys: a few is the point (bounded)
+# How far past a SET's latest possible expiry (its completion + ttl, on the harness's clock)
+# a read may still return the value. The node judges expiry by its own wall clock in whole
+# ms (at most 1 ms behind), its wall offset taken next to its monotonic clock every tick;
+# the harness stamps with time.monotonic, which Linux slews at the same rate as the wall
+# clock, invocations before the request is sent and completions after the answer came. On
+# one host a correct node is thus never more than ~1 ms late; 5 ms leaves room for
+# rounding. A step of the wall clock during the run (NTP) is measured and added.
+EXPIRY_TOLERANCE_MS: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,9 @@ class ChaosConfig:
     # and compaction every few seconds, and transfers to nodes back from a kill.
     snapshot_entries: int | None = None
     snapshot_catchup_entries: int | None = None
+    # Counter and TTL keys beside the registers (targets that cannot: skipped, and said so).
+    counters: int = 3
+    ttls: int = 4
 
     def faults_to_run(self) -> tuple[Fault, ...]:
         if self.schedule is not None:
@@ -184,6 +209,8 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> dict[str, 
     console = console or Console()
     if config.clients < 1 or config.duration_s <= 0:
         raise UsageError("--clients and --duration-s must be positive")
+    if not 0 <= config.counters <= KEYS_MAX or not 0 <= config.ttls <= KEYS_MAX:
+        raise UsageError(f"--counters and --ttls must be within 0..{KEYS_MAX}")
     schedule = config.faults_to_run()
     # the targets start processes in directories of their own: no path may be relative
     config = replace(config, out=config.out.resolve())
@@ -226,6 +253,12 @@ def _run_with_net(
     )
     console.rule(f"[bold]planaria chaos[/]: {config.target}, seed {config.seed}")
     console.print(f"schedule: {format_schedule(schedule) or '(no faults)'}")
+    skipped = None
+    if (config.counters or config.ttls) and not target.counters_and_ttls:
+        skipped = f"{config.target} target: registers only"
+        console.print(f"[yellow]counters and TTL keys skipped[/] ({skipped})")
+        config = replace(config, counters=0, ttls=0)
+    counters, ttls = counter_keys(config.counters), ttl_keys(config.ttls)
     recorder: Recorder | None = None
     compaction: dict[str, object] | None = None
     started = time.monotonic()
@@ -233,6 +266,7 @@ def _run_with_net(
         with console.status(f"starting {config.target} ({config.nodes} nodes) ..."):
             target.start()
         recorder = Recorder()
+        wall_offset_s = time.time() - time.monotonic()
         nemesis = _Nemesis(target, net, recorder, console)
         nemesis.group_all()
         try:
@@ -244,18 +278,25 @@ def _run_with_net(
             keys = written_keys(workload_events)
             final = read_final(
                 _recorded(target.read_many, recorder),
-                keys,
+                [*keys, *counters, *ttls],
                 timeout_s=_FINAL_READ_TIMEOUT_S,
                 batch=target.read_batch,
             )
             # The final reads are part of the history: a lost write is then also a read
             # the checker cannot linearize.
             events = list(recorder.events)
+            wall_step_ms = abs(time.time() - time.monotonic() - wall_offset_s) * 1000
             compaction = target.compaction()
     finally:
         with console.status("stopping ..."):
             target.stop()
+    streams = _split(events, set(counters), set(ttls))
+    events = streams["registers"]
     write_history(out / "history.jsonl", events)
+    if counters:
+        write_history(out / "counters.jsonl", streams["counters"])
+    if ttls:
+        write_history(out / "ttl.jsonl", streams["ttls"])
     operations = operations_from_events(events)
     lost = find_lost_writes(operations, final)
     with console.status(f"checking {len(operations)} operations for linearizability ..."):
@@ -287,6 +328,15 @@ def _run_with_net(
             "keys_read_back": len(keys),
         },
     )
+    results["counters"] = counter_results(
+        check_counters(streams["counters"], final) if counters else None, skipped
+    )
+    expiry = None
+    if ttls:
+        expiry = check_expired_reads(
+            streams["ttls"], tolerance_ms=EXPIRY_TOLERANCE_MS + wall_step_ms
+        )
+    results["ttl"] = ttl_results(expiry, skipped, wall_step_ms)
     failing = checked.failing
     results["linearizability_failure"] = (
         None if failing is None else {"key": str(failing.key), "reason": failing.reason}
@@ -312,6 +362,16 @@ def _run_with_net(
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(summary_table(results))
     return results
+
+
+def _split(events: Sequence[Event], counters: set[str], ttls: set[str]) -> dict[str, list[Event]]:
+    """The history by kind of key: registers (the kv model's), counters, TTL keys."""
+    streams: dict[str, list[Event]] = {"registers": [], "counters": [], "ttls": []}
+    for event in events:
+        key = str(event.key)
+        kind = "counters" if key in counters else "ttls" if key in ttls else "registers"
+        streams[kind].append(event)
+    return streams
 
 
 def _recorded(
@@ -349,7 +409,16 @@ def _run_workload(
 ) -> tuple[list[Any], list[FaultRecord]]:
     stop = threading.Event()
     workers = [
-        Worker(i, config.clients, recorder, target.client, stop, seed=config.seed)
+        Worker(
+            i,
+            config.clients,
+            recorder,
+            target.client,
+            stop,
+            seed=config.seed,
+            counters=config.counters,
+            ttls=config.ttls,
+        )
         for i in range(config.clients)
     ]
     for worker in workers:
@@ -394,6 +463,8 @@ def summary_table(results: dict[str, Any], title: str | None = None) -> Table:
         if lin is False
         else f"[yellow]unknown[/] {results.get('linearizability_unknown') or ''}",
     )
+    _counter_rows(table, results.get("counters"))
+    _ttl_rows(table, results.get("ttl"))
     fo = results["failover_ms"]
 
     def ms(value: Any) -> str:
@@ -417,3 +488,40 @@ def summary_table(results: dict[str, Any], title: str | None = None) -> Table:
         if indexes:
             table.add_row("primaries' snapshot index min / max", f"{min(indexes)} / {max(indexes)}")
     return table
+
+
+def _counter_rows(table: Table, counters: dict[str, Any] | None) -> None:
+    if not counters:
+        return
+    if not counters["checked"]:
+        table.add_row("counters", f"[yellow]skipped[/] ({counters['skipped'] or 'off'})")
+        return
+    for row in counters["keys"]:
+        verdict = "[green]ok[/]" if not row["problems"] else "[red]FAIL[/]"
+        table.add_row(
+            f"counter {row['key']} acked/unknown/failed -> final",
+            f"{row['acked']} (+{row['acked_sum']}) / {row['unknown']} (+{row['unknown_sum']})"
+            f" / {row['failed']} -> {row['final']}  lost {row['lost']}, doubled "
+            f"{row['doubled']} {verdict}",
+        )
+    for row in counters["keys"]:
+        for problem in row["problems"][:2]:
+            table.add_row(f"[red]{problem['check']}[/]", problem["detail"])
+
+
+def _ttl_rows(table: Table, ttl: dict[str, Any] | None) -> None:
+    if not ttl:
+        return
+    if not ttl["checked"]:
+        table.add_row("TTL keys", f"[yellow]skipped[/] ({ttl['skipped'] or 'off'})")
+        return
+    expired = ttl["expired_reads"]
+    table.add_row(
+        f"TTL keys ({ttl['keys']}) SETs acked/unknown, reads",
+        f"{ttl['sets_acked']} / {ttl['sets_unknown']}, {ttl['reads_judged']} judged of "
+        f"{ttl['reads']}",
+    )
+    table.add_row(
+        f"expired reads (> {ttl['tolerance_ms']:.1f} ms late)",
+        "[green]0[/]" if expired == 0 else f"[red]{expired}[/]",
+    )

@@ -6,6 +6,11 @@ the fault started), the failover time is from the fault's start to the completio
 first acknowledged write on that shard invoked at or after the start; a shard with no such
 write before the run ended is counted as ``unrecovered``. The longest gap is the longest
 stretch of the workload with no acknowledged write at all.
+
+Counters and TTL keys (:func:`counter_results`, :func:`ttl_results`): the reports of
+``planaria.check.counters`` and ``planaria.check.expiry``, or why they were skipped. A run
+passes (:func:`passed`) when no acknowledged write is lost, the history is linearizable, no
+counter increment is lost or doubled, and no read returned an expired key.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from planaria.check import Event
+from planaria.check import CounterReport, Event, ExpiryReport
 
 __all__ = [
     "WRITE_FUNCTIONS",
@@ -26,10 +31,13 @@ __all__ = [
     "FaultRecord",
     "compare_rows",
     "completed_ops",
+    "counter_results",
     "failover_samples",
     "longest_write_gap_s",
+    "passed",
     "percentile",
     "summarize",
+    "ttl_results",
 ]
 
 WRITE_FUNCTIONS: Final = frozenset({"put", "cas"})
@@ -194,6 +202,49 @@ def summarize(
     }
 
 
+def counter_results(
+    reports: Sequence[CounterReport] | None, skipped: str | None = None
+) -> dict[str, Any]:
+    """The ``counters`` record: totals and one row per key (None: not run, ``skipped`` why)."""
+    if reports is None:
+        return {"checked": False, "skipped": skipped}
+    return {
+        "checked": True,
+        "skipped": None,
+        "ok": all(r.ok for r in reports),
+        "acked": sum(r.acked for r in reports),
+        "unknown": sum(r.unknown for r in reports),
+        "failed": sum(r.failed for r in reports),
+        "lost": sum(r.lost for r in reports),
+        "doubled": sum(r.doubled for r in reports),
+        "problems": sum(len(r.problems) for r in reports),
+        "keys": [r.to_json() for r in reports],
+    }
+
+
+def ttl_results(
+    report: ExpiryReport | None, skipped: str | None = None, wall_step_ms: float = 0.0
+) -> dict[str, Any]:
+    """The ``ttl`` record (None: not run, ``skipped`` why); ``wall_step_ms``: how far the
+    wall clock moved against the monotonic one during the run (added to the tolerance)."""
+    if report is None:
+        return {"checked": False, "skipped": skipped}
+    return {
+        "checked": True,
+        "skipped": None,
+        "ok": report.ok,
+        "wall_step_ms": round(wall_step_ms, 3),
+        **report.to_json(),
+    }
+
+
+def passed(results: Mapping[str, Any]) -> bool:
+    """PASS: nothing acknowledged lost, linearizable, counters and TTL reads clean (a
+    record without the counter or TTL part, from before they existed, is judged without)."""
+    extra_ok = all(bool(results.get(part, {}).get("ok", True)) for part in ("counters", "ttl"))
+    return results["acked_writes_lost"] == 0 and results["linearizable"] is True and extra_ok
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -228,6 +279,12 @@ def compare_rows(results: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[s
         ("ops info", lambda r: _cell(get(r, "ops", "info"))),
         ("acked writes lost", lambda r: _cell(r.get("acked_writes_lost"))),
         ("linearizable", linearizable),
+        ("counter increments acked", lambda r: _cell(get(r, "counters", "acked"))),
+        ("counter amount lost", lambda r: _cell(get(r, "counters", "lost"))),
+        ("counter amount doubled", lambda r: _cell(get(r, "counters", "doubled"))),
+        ("counter problems", lambda r: _cell(get(r, "counters", "problems"))),
+        ("TTL reads judged", lambda r: _cell(get(r, "ttl", "reads_judged"))),
+        ("expired reads", lambda r: _cell(get(r, "ttl", "expired_reads"))),
         ("failover p50 ms", lambda r: _cell(get(r, "failover_ms", "p50"))),
         ("failover p99 ms", lambda r: _cell(get(r, "failover_ms", "p99"))),
         ("failover max ms", lambda r: _cell(get(r, "failover_ms", "max"))),

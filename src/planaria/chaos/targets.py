@@ -48,6 +48,8 @@ class Target(abc.ABC):
 
     name: str
     read_batch: int = 200  # keys per final read request
+    # Its clients are CounterTtlAdapters (INCRBY, SET PX): the counter and TTL workload runs.
+    counters_and_ttls: bool = False
 
     def __init__(self, workdir: Path, nodes: int, net: Net | None = None) -> None:
         if nodes < 3:
@@ -140,6 +142,15 @@ class _PlanariaClient:
             return bool(self._call("set", key, new, nx=True))
         return bool(self._call("set", key, new, if_value=old))
 
+    def incrby(self, key: str, amount: int) -> int:
+        value = self._call("incrby", key, amount)
+        if not isinstance(value, int):
+            raise TargetError(f"INCRBY {key} answered {value!r}, not an integer")
+        return value
+
+    def set_px(self, key: str, value: str, ttl_ms: int) -> None:
+        self._call("set", key, value, px=ttl_ms)
+
     def close(self) -> None:
         self._client.close()
 
@@ -156,6 +167,7 @@ class PlanariaTarget(Target):
     ``--bus-advertise`` to its command line)."""
 
     name = "planaria"
+    counters_and_ttls = True
 
     def __init__(
         self,

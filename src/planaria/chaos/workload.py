@@ -2,6 +2,13 @@
 linearizability) and writes of unique keys (counted for lost writes), every operation
 recorded as invoke, then ok, fail or info, in ``planaria.check``'s history format.
 
+Beside the registers, when asked for (``counters``, ``ttls``; planaria only): INCRBY of 1 to
+5 on a few counter keys ``c<j>`` and reads of them (recorded as ``incr``, its ok value the
+new value, and ``get``), and on a few TTL keys ``t<j>`` SET with PX (a unique value, a
+relative expiry of :data:`TTL_MIN_MS` to :data:`TTL_MAX_MS`; recorded as ``set-px
+[value, ttl_ms]``) and reads. Those keys are fixed (bounded), and their events are checked
+by ``planaria.check.counters`` and ``planaria.check.expiry``, not by the register model.
+
 Keys for linearizability rotate every few seconds (``r<generation>-<j>``): a key's history
 stays short, so the checker's search stays bounded even with many operations of unknown
 outcome. A process whose operation timed out (info) never invokes again: the thread carries
@@ -16,19 +23,27 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from planaria.check import Event
+from planaria.check.expiry import SET_PX
 from planaria.check.history import event_line
 from planaria.errors import PlanariaError
 
 __all__ = [
+    "COUNTER_SHARE",
+    "TTL_MAX_MS",
+    "TTL_MIN_MS",
+    "TTL_SHARE",
+    "CounterTtlAdapter",
     "KvAdapter",
     "OpFailed",
     "OpUnknown",
     "Recorder",
     "Worker",
+    "counter_keys",
     "read_final",
+    "ttl_keys",
     "write_history",
     "written_keys",
 ]
@@ -37,6 +52,16 @@ ROTATE_S: Final = 5.0
 _UNIQUE_SHARE: Final = 0.4
 _GET_SHARE: Final = 0.4  # of the operations on rotating keys; the rest split put / cas
 _CAS_SHARE: Final = 0.3
+COUNTER_SHARE: Final = 0.2  # of all operations, with counter keys (3/4 INCRBY, 1/4 GET)
+TTL_SHARE: Final = 0.2  # of all operations, with TTL keys (mostly GET; SET below)
+_COUNTER_READ_SHARE: Final = 0.25
+# A client sets a TTL key mostly once it read it absent (expired), so keys do expire and
+# are read around their expiry; a live key is set again only now and then.
+_TTL_SET_ABSENT: Final = 0.3
+_TTL_SET_LIVE: Final = 0.005
+TTL_MIN_MS: Final = 200
+TTL_MAX_MS: Final = 2000
+_AMOUNT_MAX: Final = 5
 
 
 class OpFailed(PlanariaError):
@@ -58,6 +83,23 @@ class KvAdapter(Protocol):
     def cas(self, key: str, old: str | None, new: str) -> bool: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CounterTtlAdapter(KvAdapter, Protocol):
+    """A client that also increments counters and sets keys with a relative expiry."""
+
+    def incrby(self, key: str, amount: int) -> int: ...
+
+    def set_px(self, key: str, value: str, ttl_ms: int) -> None: ...
+
+
+def counter_keys(count: int) -> list[str]:
+    return [f"c{j}" for j in range(count)]
+
+
+def ttl_keys(count: int) -> list[str]:
+    return [f"t{j}" for j in range(count)]
 
 
 class Recorder:
@@ -97,6 +139,8 @@ class Worker(threading.Thread):
         *,
         seed: int,
         keys: int = 3,
+        counters: int = 0,
+        ttls: int = 0,
     ) -> None:
         super().__init__(name=f"chaos-client-{index}", daemon=True)
         self._index = index
@@ -106,6 +150,8 @@ class Worker(threading.Thread):
         self._make_client = make_client
         self._stopping = stop
         self._keys = keys
+        self._counter_keys = counter_keys(counters)
+        self._ttl_keys = ttl_keys(ttls)
         self._rng = random.Random(seed * 1_000_003 + index)
         self._seen: dict[str, str | None] = {}
         self._seq = 0
@@ -128,6 +174,22 @@ class Worker(threading.Thread):
 
     def _one(self, client: KvAdapter) -> None:
         rng = self._rng
+        if self._counter_keys and rng.random() < COUNTER_SHARE:
+            key = rng.choice(self._counter_keys)
+            if rng.random() < _COUNTER_READ_SHARE:
+                self._do(client, "get", key, None)
+            else:
+                self._do(client, "incr", key, rng.randint(1, _AMOUNT_MAX))
+            return
+        if self._ttl_keys and rng.random() < TTL_SHARE:
+            key = rng.choice(self._ttl_keys)
+            live = self._seen.get(key) is not None
+            if rng.random() < (_TTL_SET_LIVE if live else _TTL_SET_ABSENT):
+                ttl_ms = rng.randint(TTL_MIN_MS, TTL_MAX_MS)
+                self._do(client, SET_PX, key, (self._value(), ttl_ms))
+            else:
+                self._do(client, "get", key, None)
+            return
         if rng.random() < _UNIQUE_SHARE:
             value = self._value()
             self._do(client, "put", f"u{self._index}-{self._seq}", value)
@@ -152,6 +214,13 @@ class Worker(threading.Thread):
                 client.put(key, str(argument))
                 result = argument
                 self._seen[key] = str(argument)
+            elif f == "incr":
+                result = _extended(client).incrby(key, int(str(argument)))
+            elif f == SET_PX:
+                value, ttl_ms = _pair(argument)
+                _extended(client).set_px(key, value, int(ttl_ms))
+                result = argument
+                self._seen[key] = value
             else:
                 old, new = _cas_argument(argument)
                 if not client.cas(key, old, new):
@@ -171,6 +240,19 @@ class Worker(threading.Thread):
             self._process += self._clients
             return
         self._recorder.complete(process, "ok", f, key, result)
+
+
+def _extended(client: KvAdapter) -> CounterTtlAdapter:
+    if not isinstance(client, CounterTtlAdapter):
+        raise TypeError(f"{type(client).__name__} has no incrby / set_px")
+    return client
+
+
+def _pair(argument: Hashable) -> tuple[str, str]:
+    if not isinstance(argument, tuple) or len(argument) != 2:
+        raise TypeError(f"expected a pair, not {argument!r}")
+    first, second = argument
+    return str(first), str(second)
 
 
 def _cas_argument(argument: Hashable) -> tuple[str | None, str]:

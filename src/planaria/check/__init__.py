@@ -1,4 +1,5 @@
-"""Histories, the linearizability checker, the lost-write checker and their reports.
+"""Histories, the linearizability checker, the lost-write, counter and expired-read checkers
+and their reports.
 
 Everything here is pure (no I/O, no real time): parsers take lines, the checker takes an
 injected clock. ``planaria check FILE...`` (``planaria.cli._check``) is the file-reading
@@ -32,6 +33,8 @@ Jepsen log lines (a cas-register) and EDN maps (a key-value map) are read too; s
 
 from __future__ import annotations
 
+from planaria.check.counters import CounterProblem, CounterReport, check_counters
+from planaria.check.expiry import ExpiredRead, ExpiryReport, check_expired_reads
 from planaria.check.history import UNKNOWN, Event, Operation, operations_from_events
 from planaria.check.linearizability import (
     CheckResult,
@@ -51,7 +54,11 @@ __all__ = [
     "UNKNOWN",
     "CasRegister",
     "CheckResult",
+    "CounterProblem",
+    "CounterReport",
     "Event",
+    "ExpiredRead",
+    "ExpiryReport",
     "Input",
     "KvModel",
     "LostWrite",
@@ -60,6 +67,8 @@ __all__ = [
     "ParsedHistory",
     "PartitionResult",
     "Verdict",
+    "check_counters",
+    "check_expired_reads",
     "check_operations",
     "check_partition",
     "default_model",

@@ -101,6 +101,9 @@ BUGS = frozenset(
         "release-before-durable",  # pipeline only: effects leave before their persists are durable
         "scan-build-unreconciled",  # a lazy key index build ignores the writes made during it
         "scan-index-stale",  # the scan order index never learns of added or removed keys
+        # the request-id table is never consulted: a write retried after it applied (a
+        # timeout, a failover) is logged and applied again (an INCR counts twice)
+        "retry-applies-again",
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
@@ -1211,6 +1214,8 @@ class Replica:
     def _seen(self, request_id: RequestId) -> ClientReply | ErrorCode | None:
         """What the dedup table knows of a write: its stored reply if it was applied,
         SEQ_TOO_OLD at or below its client's window, None if it may be applied now."""
+        if "retry-applies-again" in self._bugs:
+            return None  # the bug: every retry is news
         client_id, seq = request_id
         applied = self._dedup.get(client_id)
         if applied is None or not applied.seqs:
@@ -1225,7 +1230,8 @@ class Replica:
         # AppliedWrites each time, since snapshots share the old one.
         old = self._dedup.pop(client_id, None) or AppliedWrites()
         seqs = list(old.seqs)
-        insort(seqs, seq)
+        if seq not in old.replies:  # applied again only with the retry-applies-again bug
+            insort(seqs, seq)
         replies = dict(old.replies)
         replies[seq] = reply
         below = bisect_right(seqs, seqs[-1] - self._dedup_window)

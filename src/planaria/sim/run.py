@@ -19,7 +19,8 @@ first violated check with the trace around it and the command that replays it. P
    is checked before that failure is reported. With counters (``SimConfig.counters``),
    each counter's final value must count every acknowledged increment
    (``counter-lost``, also when two acknowledged ones answered the same value) and no more
-   than those plus the ones of unknown outcome (``counter-doubled``: one applied twice).
+   than those plus the ones of unknown outcome (``counter-doubled``: one applied twice),
+   and every value seen must fit real time (``planaria.check.counters``).
    With TTL keys (``SimConfig.ttls``), the clients also set keys with a relative expiry
    (tens to hundreds of ms), change and remove expiries and read them: the monitor's
    ``expired-read`` holds every read a primary answers to its own clock, and ``diverged``
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from random import Random
 from typing import Any
 
+from planaria.check.counters import check_counters
 from planaria.check.history import Operation, operations_from_events
 from planaria.check.linearizability import Verdict, check_operations
 from planaria.check.lostwrites import find_lost_writes
@@ -643,39 +645,16 @@ class _Run:
             raise Violation("lost-write", f"{len(lost)} acknowledged write(s) lost: {shown}")
 
     def _check_counters(self) -> None:
-        """Every counter's final value counts each acknowledged increment once: at least
-        those (and above every value one answered), at most those plus the increments whose
-        outcome is unknown; no two acknowledged ones answered the same value."""
+        """Every counter's final value counts each acknowledged increment once, and every
+        value seen during the run lies within what real time allows
+        (``planaria.check.counters``, shared with ``planaria chaos``)."""
         final: dict[Hashable, Hashable] = {}
         for client in self.clients:
             final.update(client.final_values)
-        by_key: dict[str, list[Any]] = {}
-        for event in self.counter_history.events:
-            if event.f == "incr":
-                by_key.setdefault(str(event.key), []).append(event)
-        for key, events in sorted(by_key.items()):
-            acked = [int(e.value) for e in events if e.type == "ok"]
-            invoked = sum(e.type == "invoke" for e in events)
-            unknown = invoked - len(acked) - sum(e.type == "fail" for e in events)
-            read = final.get(key)
-            value = int(str(read)) if read is not None else 0
-            if len(set(acked)) != len(acked) or value < max(acked, default=0):
-                raise Violation(
-                    "counter-lost",
-                    f"counter {key}: final value {value}; acknowledged increments answered "
-                    f"{sorted(acked)[-8:]} (last 8 of {len(acked)})",
-                )
-            if value < len(acked):
-                raise Violation(
-                    "counter-lost",
-                    f"counter {key}: final value {value} < {len(acked)} acknowledged increments",
-                )
-            if value > len(acked) + unknown:
-                raise Violation(
-                    "counter-doubled",
-                    f"counter {key}: final value {value} > {len(acked)} acknowledged + "
-                    f"{unknown} unknown increments: one was applied twice",
-                )
+        for report in check_counters(self.counter_history.events, final):
+            if report.problems:
+                first = report.problems[0]
+                raise Violation(first.check, first.detail)
 
     def _fill(self, result: SimResult) -> None:
         world = self.world
