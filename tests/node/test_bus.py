@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from planaria.core.messages import Append, AppendReply, Entry, Set
 from planaria.net.frame import CODEC
-from planaria.node._transport import QUEUE_FRAMES_MAX, PeerBus
+from planaria.node._transport import BUS_PREAMBLE, QUEUE_FRAMES_MAX, PeerBus
 
 
 def append(entries: int, index: int = 1) -> Append:
@@ -41,7 +44,9 @@ def test_incoming_frames_reach_the_callback_and_garbage_closes_the_connection() 
         port = await bus.listen("127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         reply = AppendReply(0, 1, "n1", True, 3)
-        writer.write(CODEC.frame(reply) + CODEC.frame(append(1)))
+        writer.write(BUS_PREAMBLE[:3])  # the preamble may come in pieces
+        await writer.drain()
+        writer.write(BUS_PREAMBLE[3:] + CODEC.frame(reply) + CODEC.frame(append(1)))
         await writer.drain()
         writer.write(b"\x00\x00\x00\x03abc")  # not msgpack of a message
         await writer.drain()
@@ -75,3 +80,35 @@ def test_a_bad_bus_address_keeps_the_link_alive_until_it_is_corrected() -> None:
         await server.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("opening", "logged"),
+    [
+        (b"PLNBUS\x00\x01", "it speaks bus protocol 1, this node 2"),
+        (CODEC.frame(AppendReply(0, 1, "n1", True, 3)), "no planaria bus preamble"),
+    ],
+    ids=["older-version", "no-preamble"],
+)
+def test_a_peer_of_another_bus_protocol_is_refused_and_logged(
+    opening: bytes, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node of another release (older versions sent frames at once) is refused before any
+    of its frames is read: message formats differ between versions."""
+
+    async def scenario() -> None:
+        received: list[object] = []
+        bus = PeerBus("n2", received.append)
+        port = await bus.listen("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(opening + CODEC.frame(append(1)))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 2.0) == b""  # closed by the bus
+        assert received == []
+        assert bus.peers_refused == 1
+        writer.close()
+        await bus.close()
+
+    with caplog.at_level(logging.ERROR, logger="planaria.node.bus"):
+        asyncio.run(scenario())
+    assert logged in caplog.text and "upgrade every node" in caplog.text

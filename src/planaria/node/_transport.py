@@ -9,6 +9,11 @@ Incoming: a server that decodes frames and hands Append / AppendReply (and snaps
 transfer chunks and acks) to a callback. A peer
 that sends bytes which are not valid frames has its connection closed; nothing else is
 affected.
+
+Every connection opens with :data:`BUS_PREAMBLE`: a magic and the bus protocol's version.
+The message formats change between releases (an entry's fields, the ops), and a node that
+read another version's frames could misread them; so a peer that opens with another
+preamble is refused and logged (upgrade every node of a cluster together).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -26,11 +32,17 @@ from planaria.errors import UsageError
 from planaria.net.frame import CODEC, FrameDecoder, FrameError
 from planaria.node._tasks import cancel_all
 
-__all__ = ["PeerBus", "PeerMessage"]
+__all__ = ["BUS_PREAMBLE", "BUS_PROTOCOL_VERSION", "PeerBus", "PeerMessage"]
 
 PeerMessage = Append | AppendReply | SnapshotChunk | SnapshotAck
 
 log = logging.getLogger("planaria.node.bus")
+
+# The bus protocol's version: raise it whenever a message's encoding changes (2: entries
+# carry the primary's time, and the expiry ops; issue 20).
+BUS_PROTOCOL_VERSION = 2
+_MAGIC = b"PLNBUS"
+BUS_PREAMBLE = _MAGIC + struct.pack(">H", BUS_PROTOCOL_VERSION)
 
 QUEUE_FRAMES_MAX = 4096
 RECONNECT_DELAY_MIN_S = 0.02
@@ -112,6 +124,7 @@ class _PeerLink(asyncio.Protocol):
         # uvloop's transports are not subclasses of asyncio.Transport, only alike.
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        self._transport.write(BUS_PREAMBLE)  # before any frame (see the module's doc)
         self._paused = False
         self._schedule_flush()
 
@@ -183,6 +196,7 @@ class _Incoming(asyncio.Protocol):
         self._decoder = FrameDecoder(CODEC)
         self._transport: asyncio.BaseTransport | None = None
         self._peer: object = None
+        self._preamble = b""  # what arrived of the peer's preamble, until it is whole
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -190,11 +204,20 @@ class _Incoming(asyncio.Protocol):
         self._bus._incoming.add(transport)
 
     def data_received(self, data: bytes) -> None:
+        if len(self._preamble) < len(BUS_PREAMBLE):
+            wanted = len(BUS_PREAMBLE) - len(self._preamble)
+            self._preamble += data[:wanted]
+            data = data[wanted:]
+            if len(self._preamble) < len(BUS_PREAMBLE):
+                return
+            if self._preamble != BUS_PREAMBLE:
+                self._refuse()
+                return
         deliver = self._bus._deliver
         try:
             self._decoder.feed(data)
             for message in self._decoder.messages():
-                if isinstance(message, Append | AppendReply | SnapshotChunk | SnapshotAck):
+                if isinstance(message, (Append, AppendReply, SnapshotChunk, SnapshotAck)):
                     deliver(message)
                 else:
                     raise FrameError(f"unexpected {type(message).__name__} on the bus")
@@ -203,6 +226,24 @@ class _Incoming(asyncio.Protocol):
             log.warning("bus: bad frame from %s, closing that connection: %s", self._peer, exc)
             if self._transport is not None:
                 self._transport.close()
+
+    def _refuse(self) -> None:
+        """A peer of another bus protocol (or no planaria node at all): say which, close."""
+        self._bus.peers_refused += 1
+        preamble = self._preamble
+        if preamble.startswith(_MAGIC):
+            (version,) = struct.unpack(">H", preamble[len(_MAGIC) :])
+            why = f"it speaks bus protocol {version}, this node {BUS_PROTOCOL_VERSION}"
+        else:
+            why = f"it sent no planaria bus preamble ({preamble!r}): an older node, or not one"
+        log.error(
+            "bus: refusing the connection from %s: %s; upgrade every node of a cluster "
+            'together (docs/operations.md, "Upgrades")',
+            self._peer,
+            why,
+        )
+        if self._transport is not None:
+            self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -222,6 +263,7 @@ class PeerBus:
         self._server: asyncio.Server | None = None
         self._incoming: set[asyncio.BaseTransport] = set()
         self.frames_bad = 0
+        self.peers_refused = 0  # connections that opened with another preamble
 
     async def listen(self, host: str, port: int) -> int:
         self._server = await asyncio.get_running_loop().create_server(
