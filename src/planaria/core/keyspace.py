@@ -32,6 +32,7 @@ from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from planaria.core.messages import HashValue, SetValue
 from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
@@ -64,10 +65,13 @@ def scan_order(key: bytes) -> int:
 
 
 def type_name(value: object) -> str:
-    """The name TYPE answers and SCAN TYPE filters on for a stored value (strings are all
-    there is so far; hashes and sets add theirs here)."""
+    """The name TYPE answers and SCAN TYPE filters on for a stored value."""
     if isinstance(value, bytes):
         return "string"
+    if isinstance(value, HashValue):
+        return "hash"
+    if isinstance(value, SetValue):
+        return "set"
     raise UsageError(f"no type name for a value of {type(value).__name__}")
 
 
