@@ -143,7 +143,9 @@ def _pop(value: HashValue | SetValue, op: SetPop, version: Version) -> Result:
     size = len(value)
     count = 1 if op.count is None else op.count
     chosen: list[bytes]
-    if count >= size:
+    if count == 0:
+        chosen = []
+    elif count >= size:
         chosen = list(value)
     else:
         rng = random.Random(version.epoch << 64 | version.index)
@@ -222,19 +224,17 @@ def read_value(op: ValueRead, live: Lookup, seed: str) -> tuple[Result, str | No
         return tuple(members), failure
     value = live(op.key)
     args = op.args
-    if command in _HASH_READS:
-        if value is None:
-            fields = HashValue()
-        elif isinstance(value, HashValue):
-            fields = value
-        else:
-            return None, WRONGTYPE
-        return _read_hash(command, fields, args), None
+    kind = HashValue if command in _HASH_READS else SetValue
     if value is None:
-        return _read_set(command, SetValue(), args, seed), None
-    if isinstance(value, SetValue):
-        return _read_set(command, value, args, seed), None
-    return None, WRONGTYPE
+        value = kind()
+    elif value.__class__ is not kind:
+        return None, WRONGTYPE
+    elif op.error is not None:
+        return None, op.error
+    if isinstance(value, HashValue):
+        return _read_hash(command, value, args), None
+    assert isinstance(value, SetValue)
+    return _read_set(command, value, args, seed), None
 
 
 def _read_hash(command: str, fields: HashValue, args: tuple[bytes, ...]) -> Result:
@@ -290,9 +290,10 @@ def _random_members(members: SetValue, args: tuple[bytes, ...], seed: str) -> Re
 
 
 def _scan_reply(container: HashValue | SetValue, args: tuple[bytes, ...], *, pairs: bool) -> Result:
-    """HSCAN / SSCAN: ``args`` is (cursor, pattern or b"", count) as the parser made them;
-    the result (next cursor, element[, value], ...)."""
-    cursor, pattern, count = int(args[0]), args[1] or None, int(args[2])
+    """HSCAN / SSCAN: ``args`` is (cursor, count[, pattern]) as the parser made them; the
+    result (next cursor, element[, value], ...)."""
+    cursor, count = int(args[0]), int(args[1])
+    pattern = args[2] if len(args) > 2 else None
     next_cursor, elements = scan_elements(container, cursor, count)
     if pattern is not None:
         matches = glob_matcher(pattern)

@@ -385,6 +385,7 @@ class ValueRead:
     command: str
     args: tuple[bytes, ...] = ()
     others: tuple[bytes, ...] = ()
+    error: str | None = None  # HSCAN/SSCAN's bad option: fails only on a hash/set there
 
 
 # Every write is one of these; core/strings.py applies them (the one dispatch), so a new
