@@ -707,8 +707,8 @@ def _unordered(reply: object, pairs: bool) -> object:
     if not isinstance(reply, list):
         return reply
     if pairs:
-        return sorted(zip(reply[::2], reply[1::2], strict=True))  # type: ignore[type-var]
-    return sorted(reply)  # type: ignore[type-var]
+        return sorted(zip(reply[::2], reply[1::2], strict=True))
+    return sorted(reply)
 
 
 def _members(redis_server: Connection, key: bytes) -> set[bytes]:
