@@ -147,7 +147,8 @@ def test_wrongtype_both_ways_and_what_replaces_any_type() -> None:
     assert store.run(MSet(((b"s", b"x"),))) == (None, True, None)
     store.run(SetAdd(b"t", (b"m",)))
     assert store.run(Delete(b"t")) == (None, True, None)
-    assert store.kv[b"h"][0] == b"v" and store.kv[b"s"][0] == b"x" and b"t" not in store.kv
+    values = {key: value for key, (value, _) in store.kv.items()}
+    assert values[b"h"] == b"v" and values[b"s"] == b"x" and b"t" not in values
 
 
 def test_set_operations_and_stores() -> None:

@@ -58,7 +58,7 @@ def test_hashes_and_sets_through_redis_py_and_planarias_client(tmp_path: Path) -
             assert await seed.sadd("{t}tags", "a", "b", "c") == 3
             assert await seed.sadd("{t}more", "b", "c", "d") == 3
             assert await seed.smembers("{t}tags") == {b"a", b"b", b"c"}
-            assert await seed.sinter("{t}tags", "{t}more") == {b"b", b"c"}
+            assert await seed.sinter(["{t}tags", "{t}more"]) == {b"b", b"c"}
             assert await seed.sunionstore("{t}all", ["{t}tags", "{t}more"]) == 4
             assert [bool(x) for x in await seed.smismember("{t}all", ["a", "z"])] == [True, False]
             with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
