@@ -69,6 +69,7 @@ from planaria.core.messages import (
     Set,
     SnapshotAck,
     SnapshotChunk,
+    StateTable,
     Value,
     ValueRead,
     Version,
@@ -108,6 +109,10 @@ BUGS = frozenset(
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
 )
+
+
+# The reads (a tuple, not a union built on every request: the write path checks it too).
+_READ_OPS = (Get, GetExpiry, ValueRead)
 
 
 def _sets_expiry(op: WriteOp) -> bool:
@@ -325,13 +330,10 @@ class Replica:
         self._lease_until_ms = float("-inf")
         self._commit_index = applied_index
         self._applied_index = applied_index
-        self._kv: dict[bytes, tuple[Value, Version]] = (
-            dict(snapshot.kv) if snapshot is not None else {}
-        )
-        # Which hashes and sets a write may change in place: those made in this generation,
-        # which every snapshot ends (its copy of _kv shares them; core/containers.py). From
-        # 1, so the containers of the snapshot built from (generation 0 or -1) are copied.
-        self._generation = 1
+        # Its generation says which hashes and sets a write may change in place: those made
+        # in it, which every snapshot ends (its copy of _kv shares them; core/containers.py).
+        # From 1, so the containers of the snapshot built from (generation -1) are copied.
+        self._kv = StateTable(snapshot.kv if snapshot is not None else (), generation=1)
         # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
         self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
         # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, kept in step
@@ -635,7 +637,7 @@ class Replica:
         """The replicated state at :attr:`applied_index`, as an immutable copy (one
         C-speed copy of each table; the entries in them are shared, never changed)."""
         if "snapshot-shares-containers" not in self._bugs:
-            self._generation += 1  # the hashes and sets it shares are never changed again
+            self._kv.generation += 1  # the hashes and sets it shares are never changed again
         return ReplicaSnapshot(
             partition=self._partition,
             index=self._applied_index,
@@ -734,7 +736,7 @@ class Replica:
         ready = Ready()
         serving = self.serving(now_ms)
         op = request.op
-        if isinstance(op, Get | GetExpiry | ValueRead):
+        if isinstance(op, _READ_OPS):
             if serving or request.stale_ok:
                 ready.replies.append(Reply(request.client, self._read(request, serving, now_ms)))
             else:
@@ -1219,7 +1221,7 @@ class Replica:
             if entry.request_id is None:  # the primary's own (active expiry)
                 before = self._key_index_step(entry.op)
                 apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
-                            self._expiries, entry.time_ms, generation=self._generation)  # fmt: skip
+                            self._expiries, entry.time_ms)  # fmt: skip
                 self._key_index_done(before)
                 continue
             self._in_log.pop(entry.request_id, None)
@@ -1271,7 +1273,7 @@ class Replica:
         version = Version(entry.epoch, entry.index)
         before = self._key_index_step(op)
         previous, take, result, failure = apply_write(
-            self._kv, op, version, self._expiries, entry.time_ms, generation=self._generation
+            self._kv, op, version, self._expiries, entry.time_ms
         )
         self._key_index_done(before)
         reply = ClientReply(
