@@ -633,6 +633,7 @@ def test_set_commands_parse_in_redis_order() -> None:
     assert one_op("spop", "s") == (SetPop(b"s"), None)
     assert one_op("spop", "s", "3") == (SetPop(b"s", 3), None)
     assert refused("spop", "s", "-1") == b"-ERR value is out of range, must be positive\r\n"
+    assert refused("spop", "s", "x") == b"-ERR value is out of range, must be positive\r\n"
     assert refused("spop", "s", "1", "2") == b"-ERR syntax error\r\n"
     assert refused("srandmember", "s", "1", "2") == b"-ERR syntax error\r\n"
     assert refused("srandmember", "s", "-9223372036854775808") == (

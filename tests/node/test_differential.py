@@ -629,7 +629,9 @@ def _variadic(name: bytes, items: st.SearchStrategy[bytes]) -> st.SearchStrategy
     )
 
 
-counts = st.sampled_from([b"0", b"1", b"2", b"5", b"-2", b"-1", b"x", b"-9223372036854775808"])
+counts = st.sampled_from(
+    [b"0", b"1", b"2", b"5", b"-2", b"-1", b"x", b"-9223372036854775808", b"99999999999999999999"]
+)
 container_scan_options = st.lists(
     st.sampled_from([b"MATCH", b"COUNT", b"TYPE", b"NOVALUES"]).flatmap(
         lambda option: st.tuples(

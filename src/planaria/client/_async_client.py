@@ -696,14 +696,20 @@ class AsyncClient:
         return await self._read(HMGET, to_bytes("name", name), extra, timeout_s)
 
     async def hdel(
-        self, name: str | bytes, *keys: str | bytes, timeout_s: float | None = None
+        self,
+        name: str | bytes,
+        *keys: str | bytes,
+        timeout_s: float | None = None,
     ) -> int:
         """Delete fields of the hash ``name`` (the hash goes with its last); how many were there."""
         extra = items("key", (), keys)
         return await self._write(HDEL, to_bytes("name", name), extra, timeout_s)
 
     async def hgetall(
-        self, name: str | bytes, *, timeout_s: float | None = None
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
     ) -> dict[bytes, bytes]:
         """The fields and values of the hash ``name`` (empty when absent)."""
         return await self._read(HGETALL, to_bytes("name", name), (), timeout_s)
@@ -776,14 +782,20 @@ class AsyncClient:
     # ------------------------------------------------------------------ sets
 
     async def sadd(
-        self, name: str | bytes, *values: str | bytes, timeout_s: float | None = None
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
     ) -> int:
         """Add members to the set ``name``; how many were new."""
         extra = items("value", (), values)
         return await self._write(SADD, to_bytes("name", name), extra, timeout_s)
 
     async def srem(
-        self, name: str | bytes, *values: str | bytes, timeout_s: float | None = None
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
     ) -> int:
         """Remove members of the set ``name`` (the set goes with its last); how many were there."""
         extra = items("value", (), values)
@@ -808,7 +820,10 @@ class AsyncClient:
         return await self._read(SMISMEMBER, to_bytes("name", name), extra, timeout_s)
 
     async def smembers(
-        self, name: str | bytes, *, timeout_s: float | None = None
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
     ) -> builtins.set[bytes]:
         """The members of the set ``name`` (empty when absent)."""
         return await self._read(SMEMBERS, to_bytes("name", name), (), timeout_s)

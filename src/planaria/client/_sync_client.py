@@ -690,12 +690,22 @@ class Client:
         extra = items("key", keys, args)
         return self._read(HMGET, to_bytes("name", name), extra, timeout_s)
 
-    def hdel(self, name: str | bytes, *keys: str | bytes, timeout_s: float | None = None) -> int:
+    def hdel(
+        self,
+        name: str | bytes,
+        *keys: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
         """Delete fields of the hash ``name`` (the hash goes with its last); how many were there."""
         extra = items("key", (), keys)
         return self._write(HDEL, to_bytes("name", name), extra, timeout_s)
 
-    def hgetall(self, name: str | bytes, *, timeout_s: float | None = None) -> dict[bytes, bytes]:
+    def hgetall(
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[bytes, bytes]:
         """The fields and values of the hash ``name`` (empty when absent)."""
         return self._read(HGETALL, to_bytes("name", name), (), timeout_s)
 
@@ -766,12 +776,22 @@ class Client:
 
     # ------------------------------------------------------------------ sets
 
-    def sadd(self, name: str | bytes, *values: str | bytes, timeout_s: float | None = None) -> int:
+    def sadd(
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
         """Add members to the set ``name``; how many were new."""
         extra = items("value", (), values)
         return self._write(SADD, to_bytes("name", name), extra, timeout_s)
 
-    def srem(self, name: str | bytes, *values: str | bytes, timeout_s: float | None = None) -> int:
+    def srem(
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
         """Remove members of the set ``name`` (the set goes with its last); how many were there."""
         extra = items("value", (), values)
         return self._write(SREM, to_bytes("name", name), extra, timeout_s)
@@ -794,7 +814,12 @@ class Client:
         extra = items("value", values, args)
         return self._read(SMISMEMBER, to_bytes("name", name), extra, timeout_s)
 
-    def smembers(self, name: str | bytes, *, timeout_s: float | None = None) -> builtins.set[bytes]:
+    def smembers(
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> builtins.set[bytes]:
         """The members of the set ``name`` (empty when absent)."""
         return self._read(SMEMBERS, to_bytes("name", name), (), timeout_s)
 

@@ -1089,8 +1089,8 @@ def _parse_container_write(
         raise CommandError(_SYNTAX)
     if len(args) == 2:
         return SetPop(key)
-    count = _int64(args[2])
-    if count < 0:
+    count = parse_int64(args[2])
+    if count is None or count < 0:  # Redis' getPositiveLong...: one error for both
         raise CommandError(_OUT_OF_RANGE_POSITIVE)
     return SetPop(key, count)
 
