@@ -426,7 +426,7 @@ scan_options = st.lists(
             if option == b"MATCH"
             else st.sampled_from([b"1", b"2", b"10", b"0", b"-1", b"x"])
             if option == b"COUNT"
-            else st.sampled_from([b"string", b"STRING", b"hash", b"none", b"foo"]),
+            else st.sampled_from([b"string", b"STRING", b"hash", b"set", b"none", b"foo"]),
         )
     ),
     max_size=3,
