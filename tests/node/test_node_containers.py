@@ -1,6 +1,6 @@
 """Hashes and sets on a cluster of in-process nodes: through redis-py's cluster client and
 planaria's own, every replica applying the same log (SPOP's choice too), a failover that
-keeps them, and a restart that recovers them from a snapshot."""
+keeps them, and a crashed node that catches up to them from its data directory."""
 
 from __future__ import annotations
 
@@ -97,6 +97,48 @@ def test_hashes_and_sets_through_redis_py_and_planarias_client(tmp_path: Path) -
             assert isinstance(_held(cluster, b"{t}all")[0], SetValue)
         finally:
             await seed.aclose()
+            await cluster.close()
+
+    run(scenario())
+
+
+def test_hashes_and_sets_survive_a_failover_and_a_restart(tmp_path: Path) -> None:
+    """Crash the primary of a hash's partition: the new primary serves the hash and set as
+    written; the crashed node, started again on its data directory, catches up to the same."""
+
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            async with AsyncClient([n.address for n in cluster.nodes.values()]) as db:
+                fields = {f"f{i}": str(i) for i in range(300)}
+                assert await db.hset("{x}h", mapping=fields) == 300
+                assert await db.sadd("{x}s", *fields) == 300
+                assert len(await db.spop("{x}s", 10) or []) == 10  # type: ignore[arg-type]
+            partition = partition_of_slot(keyslot(b"{x}h"), cluster.partitions)
+            old = cluster.primary_of(partition)
+            assert old is not None
+            expected = _held(cluster, b"{x}h"), _held(cluster, b"{x}s")
+            await cluster.crash(old)
+            await cluster.wait_for(
+                lambda: cluster.primary_of(partition) not in (None, old), 30.0, "a new primary"
+            )
+            async with AsyncClient([n.address for n in cluster.nodes.values()]) as db:
+                assert await db.hgetall("{x}h") == {
+                    k.encode(): v.encode() for k, v in fields.items()
+                }
+                assert await db.scard("{x}s") == 290
+                assert await db.hincrby("{x}h", "f1", 1) == 2
+            await cluster.start_node(old)
+
+            def caught_up() -> bool:
+                held = _held(cluster, b"{x}h")
+                return len(held) == 3 and all(value == held[0] for value in held)
+
+            await cluster.wait_for(caught_up, 30.0, "the restarted node holds the same hash")
+            sets = _held(cluster, b"{x}s")
+            assert all(value == expected[1][0] for value in sets)
+        finally:
             await cluster.close()
 
     run(scenario())
