@@ -114,7 +114,7 @@ def test_hashes_and_sets_survive_a_failover_and_a_restart(tmp_path: Path) -> Non
                 fields = {f"f{i}": str(i) for i in range(300)}
                 assert await db.hset("{x}h", mapping=fields) == 300
                 assert await db.sadd("{x}s", *fields) == 300
-                assert len(await db.spop("{x}s", 10) or []) == 10  # type: ignore[arg-type]
+                assert len(await db.spop("{x}s", 10) or []) == 10
             partition = partition_of_slot(keyslot(b"{x}h"), cluster.partitions)
             old = cluster.primary_of(partition)
             assert old is not None

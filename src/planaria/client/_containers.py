@@ -5,7 +5,7 @@ them (``hset(name, key, value, mapping=...)``, ``sadd(name, *values)``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, TypeAlias
 
 from planaria.client._core import (
     Call,
@@ -52,6 +52,7 @@ __all__ = [
     "SSCAN",
     "SUNION",
     "SUNIONSTORE",
+    "FieldMapping",
     "count_argument",
     "hash_pairs",
     "items",
@@ -148,10 +149,16 @@ SUNIONSTORE: Final = Command("SUNIONSTORE", _integer)
 SDIFFSTORE: Final = Command("SDIFFSTORE", _integer)
 
 
+# HSET's mapping: keys all str, all bytes, or either (Mapping is invariant in its keys).
+FieldMapping: TypeAlias = (
+    Mapping[str, str | bytes] | Mapping[bytes, str | bytes] | Mapping[str | bytes, str | bytes]
+)
+
+
 def hash_pairs(
     key: str | bytes | None,
     value: str | bytes | None,
-    mapping: Mapping[str | bytes, str | bytes] | None,
+    mapping: FieldMapping | None,
     pairs: Iterable[str | bytes] | None,
 ) -> tuple[bytes, ...]:
     """HSET's field-value arguments as redis-py's ``hset`` takes them: ``key`` and
@@ -161,7 +168,7 @@ def hash_pairs(
         if value is None:
             raise UsageError("hset's key needs a value")
         flat += [to_bytes("key", key), to_bytes("value", value)]
-    for field, field_value in (mapping or {}).items():
+    for field, field_value in dict(mapping or {}).items():
         flat += [to_bytes("key", field), to_bytes("value", field_value)]
     listed = [to_bytes("items", item) for item in pairs or ()]
     if len(listed) % 2:
