@@ -461,24 +461,22 @@ def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> 
 def _encode_containers(
     containers: list[tuple[bytes, tuple[Value, Version]]], elements_per_part: int
 ) -> Iterator[bytes]:
-    """The container section (layout above), a step (``b""``) every ``elements_per_part``
-    elements or so."""
+    """The container section (layout above), a step (``b""``) after every
+    ``elements_per_part`` elements, also inside one large hash or set (a snapshot's
+    containers never change while it is encoded: core/containers.py)."""
     yield _COUNT.pack(len(containers))
-    done = 0
     for key, (value, version) in containers:
         if isinstance(value, HashValue):
             kind = _HASH_KIND
-            parts = [_field(part) for pair in value.items() for part in pair]
+            elements: Iterator[bytes] = (part for pair in value.items() for part in pair)
+            per_part = 2 * elements_per_part
         elif isinstance(value, SetValue):
-            kind = _SET_KIND
-            parts = [_field(member) for member in value]
+            kind, elements, per_part = _SET_KIND, iter(value), elements_per_part
         else:
             raise InternalError(f"not a container: {type(value).__name__}")
         yield _field(key) + _CONTAINER.pack(kind, version.epoch, version.index, len(value))
-        yield b"".join(parts)
-        done += len(value)
-        if done >= elements_per_part:
-            done = 0
+        while chunk := list(islice(elements, per_part)):
+            yield b"".join([_field(part) for part in chunk])
             yield b""
 
 
