@@ -324,3 +324,25 @@ def test_set_store_of_missing_keys_deletes_the_destination(kind: str) -> None:
     store.run(HashSet(b"d", ((b"f", b"1"),)))
     assert store.run(SetStore(b"d", (b"x", b"y"), kind)) == (None, True, 0)
     assert store.kv == {}
+
+
+def test_the_key_index_follows_every_hash_and_set_write() -> None:
+    """SCAN, KEYS and RANDOMKEY read the key index: every write that makes or removes a
+    hash or set key keeps it in step (an op's ``pairs`` would be read as MSET's keys)."""
+    pump = ready_pump()
+    ops: list[WriteOp] = [
+        HashSet(b"h", ((b"f", b"1"), (b"g", b"2"))),
+        HashIncrBy(b"n", b"f", 1),
+        HashIncrByFloat(b"x", b"f", b"1.5"),
+        SetAdd(b"s", (b"a", b"b")),
+        SetStore(b"d", (b"s",), "union"),
+        HashDelete(b"h", (b"f", b"g")),
+        SetPop(b"s", 5),
+        SetRemove(b"d", (b"a",)),
+        SetStore(b"d", (b"none",), "inter"),
+    ]
+    for seq, op in enumerate(ops, 1):
+        assert acked(pump.call("a", op, ("c1", seq)))
+        replica = pump.replicas["a"]
+        assert sorted(replica.key_index) == sorted(replica.applied), op
+    assert sorted(pump.replicas["a"].applied) == [b"n", b"x"]

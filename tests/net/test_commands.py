@@ -672,7 +672,7 @@ def test_one_command_holds_as_many_fields_as_the_reader_lets_in() -> None:
     read = reader.next_command()
     assert read is not None
     op = one_op(*read)[0]
-    assert isinstance(op, HashSet) and len(op.pairs) == (ARGS_MAX - 2) // 2
+    assert isinstance(op, HashSet) and len(op.items) == (ARGS_MAX - 2) // 2
     reader.feed(b"*%d\r\n" % (ARGS_MAX + 1))
     with pytest.raises(RespProtocolError, match="invalid multibulk length"):
         reader.next_command()

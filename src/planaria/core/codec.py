@@ -156,7 +156,7 @@ def _op_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
 def _container_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
     key = _field(op.key)
     if isinstance(op, HashSet):
-        pairs = [_field(part) for pair in op.pairs for part in pair]
+        pairs = [_field(part) for pair in op.items for part in pair]
         return _HASH_SET, _NX if op.nx else 0, [key, *pairs]
     if isinstance(op, HashDelete):
         return _HASH_DELETE, 0, [key, *map(_field, op.fields)]

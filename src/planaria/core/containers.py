@@ -95,7 +95,7 @@ def apply_container(
     if isinstance(op, HashSet):
         assert isinstance(value, HashValue)
         added = 0
-        for field, field_value in op.pairs:
+        for field, field_value in op.items:
             if field not in value:
                 added += 1
             elif op.nx:

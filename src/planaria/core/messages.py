@@ -315,12 +315,13 @@ class StateTable(dict[bytes, "tuple[Value, Version]"]):
 
 @dataclass(frozen=True, slots=True)
 class HashSet:
-    """HSET key field value [field value ...]: set each field (in order; a field twice
-    ends with the last value). Result: how many fields were new. With ``nx`` (HSETNX, one
-    pair): only a field not there yet; result 1 if it was set, else 0."""
+    """HSET key field value [field value ...]: set each field of ``items`` (in order; a
+    field twice ends with the last value). Result: how many fields were new. With ``nx``
+    (HSETNX, one item): only a field not there yet; result 1 if it was set, else 0. (Not
+    ``pairs``: that names MSet's keys, which core.keyspace.write_keys reads.)"""
 
     key: bytes
-    pairs: tuple[tuple[bytes, bytes], ...]
+    items: tuple[tuple[bytes, bytes], ...]
     nx: bool = False
 
 
