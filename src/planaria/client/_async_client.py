@@ -415,7 +415,8 @@ class AsyncClient:
     # ------------------------------------------------------------------ the key space
 
     async def type(self, key: str | bytes, *, timeout_s: float | None = None) -> str:
-        """The type of the value at ``key``: ``"string"``, or ``"none"`` when absent."""
+        """The type of the value at ``key``: ``"string"``, ``"hash"``, ``"set"``, or ``"none"``
+        when absent."""
         return await self._read(TYPE, to_bytes("key", key), (), timeout_s)
 
     async def unlink(self, *keys: str | bytes, timeout_s: float | None = None) -> int:

@@ -410,7 +410,8 @@ class Client:
     # ------------------------------------------------------------------ the key space
 
     def type(self, key: str | bytes, *, timeout_s: float | None = None) -> str:
-        """The type of the value at ``key``: ``"string"``, or ``"none"`` when absent."""
+        """The type of the value at ``key``: ``"string"``, ``"hash"``, ``"set"``, or ``"none"``
+        when absent."""
         return self._read(TYPE, to_bytes("key", key), (), timeout_s)
 
     def unlink(self, *keys: str | bytes, timeout_s: float | None = None) -> int:
