@@ -32,7 +32,7 @@ from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from planaria.core.messages import HashValue, SetValue
+from planaria.core.messages import ExpireKeys, HashValue, MSet, SetValue
 from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
@@ -76,15 +76,14 @@ def type_name(value: object) -> str:
 
 
 def write_keys(op: object) -> tuple[bytes, ...]:
-    """The keys a write op may add or remove: its ``pairs``' keys (MSET), its ``keys`` (an
-    op on several keys), or its ``key``. Every write that changes a partition's keys must
-    say them so, for the replica to keep its :class:`KeyIndex` in step."""
-    pairs = getattr(op, "pairs", None)
-    if pairs is not None:
-        return tuple(key for key, _ in pairs)
-    keys = getattr(op, "keys", None)
-    if isinstance(keys, tuple):
-        return keys
+    """The keys a write op may add or remove: MSET's keys, ExpireKeys' keys, or its ``key``
+    (SINTERSTORE's destination: its sources are only read). Every write that changes a
+    partition's keys must say them so, for the replica to keep its :class:`KeyIndex` in
+    step. By type, not by attribute: an HSET's field-value pairs are no keys."""
+    if isinstance(op, MSet):
+        return tuple(key for key, _ in op.pairs)
+    if isinstance(op, ExpireKeys):
+        return op.keys
     key = getattr(op, "key", None)
     if not isinstance(key, bytes):
         raise UsageError(f"{type(op).__name__} names no key")
