@@ -317,8 +317,7 @@ class StateTable(dict[bytes, "tuple[Value, Version]"]):
 class HashSet:
     """HSET key field value [field value ...]: set each field of ``items`` (in order; a
     field twice ends with the last value). Result: how many fields were new. With ``nx``
-    (HSETNX, one item): only a field not there yet; result 1 if it was set, else 0. (Not
-    ``pairs``: that names MSet's keys, which core.keyspace.write_keys reads.)"""
+    (HSETNX, one item): only a field not there yet; result 1 if it was set, else 0."""
 
     key: bytes
     items: tuple[tuple[bytes, bytes], ...]
