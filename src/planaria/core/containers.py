@@ -5,10 +5,9 @@ the writes here, the replica's read path the reads).
 **Copy on write.** A hash or set is a mutable dict in the state. A snapshot copies the
 state's table but shares the values, and is encoded while the replica goes on applying; so a
 write changes a container in place only when it was made since the last snapshot (its
-``generation`` is its state table's, :class:`~planaria.core.messages.StateTable`, which
-every snapshot advances), and otherwise replaces it with a changed copy. A snapshot's
-containers are never changed; a hash written after a snapshot is copied once, then written
-in place until the next one.
+``generation`` is the replica's, which every snapshot advances), and otherwise replaces it
+with a changed copy. A snapshot's containers are never changed; a hash written after a
+snapshot is copied once, then written in place until the next one.
 
 **Order.** Fields and members keep insertion order (Python dicts), as a small Redis hash
 (listpack) lists them; the order is the same on every replica that applied the same log,

@@ -84,7 +84,6 @@ __all__ = [
     "SetValue",
     "SnapshotAck",
     "SnapshotChunk",
-    "StateTable",
     "Value",
     "ValueRead",
     "Version",
@@ -299,18 +298,6 @@ class SetValue(dict[bytes, None]):
 
 # What a key holds: a string, a hash or a set. An empty hash or set is never stored.
 Value: TypeAlias = bytes | HashValue | SetValue
-
-
-class StateTable(dict[bytes, "tuple[Value, Version]"]):
-    """A replica's key -> (value, version) table, with its snapshot ``generation``: a
-    write changes a hash or set in place only when it was made in this generation
-    (core/containers.py). Kept on the table, so a string write pays nothing for it."""
-
-    __slots__ = ("generation",)
-
-    def __init__(self, *args: object, generation: int = 0) -> None:
-        super().__init__(*args)
-        self.generation = generation
 
 
 @dataclass(frozen=True, slots=True)

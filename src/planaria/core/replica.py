@@ -69,7 +69,6 @@ from planaria.core.messages import (
     Set,
     SnapshotAck,
     SnapshotChunk,
-    StateTable,
     Value,
     ValueRead,
     Version,
@@ -330,10 +329,13 @@ class Replica:
         self._lease_until_ms = float("-inf")
         self._commit_index = applied_index
         self._applied_index = applied_index
-        # Its generation says which hashes and sets a write may change in place: those made
-        # in it, which every snapshot ends (its copy of _kv shares them; core/containers.py).
-        # From 1, so the containers of the snapshot built from (generation -1) are copied.
-        self._kv = StateTable(snapshot.kv if snapshot is not None else (), generation=1)
+        self._kv: dict[bytes, tuple[Value, Version]] = (
+            dict(snapshot.kv) if snapshot is not None else {}
+        )
+        # Which hashes and sets a write may change in place: those made in this generation,
+        # which every snapshot ends (its copy of _kv shares them; core/containers.py). From
+        # 1, so the containers of the snapshot built from (generation -1) are copied.
+        self._generation = 1
         # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
         self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
         # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, kept in step
@@ -637,7 +639,7 @@ class Replica:
         """The replicated state at :attr:`applied_index`, as an immutable copy (one
         C-speed copy of each table; the entries in them are shared, never changed)."""
         if "snapshot-shares-containers" not in self._bugs:
-            self._kv.generation += 1  # the hashes and sets it shares are never changed again
+            self._generation += 1  # the hashes and sets it shares are never changed again
         return ReplicaSnapshot(
             partition=self._partition,
             index=self._applied_index,
@@ -1221,7 +1223,7 @@ class Replica:
             if entry.request_id is None:  # the primary's own (active expiry)
                 before = self._key_index_step(entry.op)
                 apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
-                            self._expiries, entry.time_ms)  # fmt: skip
+                            self._expiries, entry.time_ms, self._generation)  # fmt: skip
                 self._key_index_done(before)
                 continue
             self._in_log.pop(entry.request_id, None)
@@ -1273,7 +1275,7 @@ class Replica:
         version = Version(entry.epoch, entry.index)
         before = self._key_index_step(op)
         previous, take, result, failure = apply_write(
-            self._kv, op, version, self._expiries, entry.time_ms
+            self._kv, op, version, self._expiries, entry.time_ms, self._generation
         )
         self._key_index_done(before)
         reply = ClientReply(

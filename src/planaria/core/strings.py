@@ -51,7 +51,6 @@ from planaria.core.messages import (
     SetRange,
     SetRemove,
     SetStore,
-    StateTable,
     Value,
     Version,
     WriteOp,
@@ -87,19 +86,20 @@ State: TypeAlias = MutableMapping[bytes, tuple[Value, Version]]
 Outcome: TypeAlias = tuple[bytes | None, bool, Result, str | None]
 
 
-def apply_write(
+def apply_write(  # noqa: PLR0917 (every write's hot path: positional is the cheapest call)
     state: State,
     op: WriteOp,
     version: Version,
     expiries: Expiries | None = None,
     now_ms: int = 0,
+    generation: int = 0,
 ) -> Outcome:
     """Apply ``op`` (at ``version``, logged at ``now_ms``: Unix ms, 0 when unknown) to
     ``state`` and its keys' ``expiries`` in place and say what it did. A key whose expiry
     is before ``now_ms`` is gone first (Redis' lazy expiry, here decided by the logged time,
     so alike on every replica). A failure changes nothing else. A hash or set is changed in
-    place only when made in the generation of ``state`` (a :class:`StateTable`; any other
-    mapping: generation 0; core/containers.py)."""
+    place only when it was made in ``generation`` (the replica's snapshot generation;
+    core/containers.py)."""
     if expiries is None:
         expiries = Expiries()
     elif expiries and now_ms:
@@ -141,9 +141,9 @@ def apply_write(
     if isinstance(op, Expire | ClearExpiry | GetEx | ExpireKeys):
         return _apply_expiry(state, expiries, op, now_ms)
     if isinstance(op, HashSet | HashDelete | SetAdd | SetRemove | SetPop | SetStore):
-        return _apply_container(state, op, version, expiries, now_ms)
+        return _apply_container(state, op, version, expiries, (now_ms, generation))
     if isinstance(op, HashIncrBy | HashIncrByFloat):
-        return _hash_incr(state, op, version)
+        return _hash_incr(state, op, version, generation)
     if isinstance(op, IncrBy | IncrByFloat | AppendTo | SetRange):
         found = state.get(op.key)
         if found is not None and found[0].__class__ is not bytes:
@@ -178,8 +178,10 @@ def _apply_container(
     op: ContainerOp,
     version: Version,
     expiries: Expiries,
-    now_ms: int,
+    times: tuple[int, int],
 ) -> Outcome:
+    now_ms, generation = times  # the entry's time, the replica's snapshot generation
+
     def live(key: bytes) -> Value | None:
         """A key's value as of the entry's time (SINTERSTORE's sources may have expired)."""
         found = state.get(key)
@@ -189,7 +191,7 @@ def _apply_container(
         return None if time_ms is not None and time_ms < now_ms else found[0]
 
     had = op.key in state
-    changed, result, failure = apply_container(state, op, version, _generation(state), live)
+    changed, result, failure = apply_container(state, op, version, generation, live)
     if isinstance(op, SetStore) and failure is None:
         expiries.discard(op.key)  # the destination is new (Redis' setKey), or gone
     elif had and op.key not in state:
@@ -197,12 +199,14 @@ def _apply_container(
     return None, changed, result, failure
 
 
-def _hash_incr(state: State, op: HashIncrBy | HashIncrByFloat, version: Version) -> Outcome:
+def _hash_incr(
+    state: State, op: HashIncrBy | HashIncrByFloat, version: Version, generation: int
+) -> Outcome:
     """HINCRBY, HINCRBYFLOAT: as INCRBY and INCRBYFLOAT on a field, with Redis' own words
     for a field that holds no number."""
     current = state.get(op.key)
     held = current[0] if current is not None else None
-    fields = writable(held, HashValue, _generation(state))
+    fields = writable(held, HashValue, generation)
     if fields is None:
         return None, False, None, WRONGTYPE
     assert isinstance(fields, HashValue)
@@ -231,11 +235,6 @@ def _hash_incr(state: State, op: HashIncrBy | HashIncrByFloat, version: Version)
     fields[op.field] = new
     state[op.key] = (fields, version)
     return None, True, result, None
-
-
-def _generation(state: State) -> int:
-    """The snapshot generation of ``state`` (0 for a plain mapping: tests, tools)."""
-    return state.generation if isinstance(state, StateTable) else 0
 
 
 def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> None:
