@@ -25,6 +25,8 @@ from planaria.core.messages import (
     MSet,
     Op,
     Set,
+    Value,
+    ValueRead,
     Version,
 )
 from planaria.core.slots import SLOTS, keyslot
@@ -150,7 +152,11 @@ class ScriptedCluster:
             return ClientReply(0, ("toy", 0), result=ttl)
         if isinstance(op, Set | Expire | GetEx) and op.relative and op.expire_ms is not None:
             op = replace(op, expire_ms=now_ms + op.expire_ms, relative=False)
-        state = {key: (value, Version(1, 1)) for key, value in self.data.items()}
+        if isinstance(op, ValueRead):
+            raise AssertionError(f"the fake cluster serves no hashes or sets: {op}")
+        state: dict[bytes, tuple[Value, Version]] = {
+            key: (value, Version(1, 1)) for key, value in self.data.items()
+        }
         previous, take, result, failure = apply_write(state, op, Version(1, 1), expiries, now_ms)
         changed = {key for key in self.data.keys() | state.keys() if self.data.get(key) != (
             state[key][0] if key in state else None
@@ -158,7 +164,7 @@ class ScriptedCluster:
         if take:
             for key in [key for key, _ in op.pairs] if isinstance(op, MSet) else [op.key]:
                 self.applied[key] += 1
-        self.data = {key: value for key, (value, _) in state.items()}
+        self.data = {key: value for key, (value, _) in state.items() if isinstance(value, bytes)}
         assert take or not changed
         return ClientReply(
             0, ("toy", 0), value=previous, applied=take, result=result, failure=failure

@@ -28,6 +28,7 @@ from planaria.core.messages import (
     ReplicaSnapshot,
     Set,
     SetRange,
+    Value,
     Version,
     WriteOp,
 )
@@ -42,7 +43,7 @@ class State:
     """A partition's state for apply_write: values and expiries."""
 
     def __init__(self) -> None:
-        self.kv: dict[bytes, tuple[bytes, Version]] = {}
+        self.kv: dict[bytes, tuple[Value, Version]] = {}
         self.expiries = Expiries()
         self.index = 0
 

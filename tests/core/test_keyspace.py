@@ -25,7 +25,19 @@ from planaria.core.keyspace import (
     type_name,
     write_keys,
 )
-from planaria.core.messages import Delete, Entry, IncrBy, MSet, Set, WriteOp
+from planaria.core.messages import (
+    Delete,
+    Entry,
+    ExpireKeys,
+    HashSet,
+    HashValue,
+    IncrBy,
+    MSet,
+    Set,
+    SetStore,
+    SetValue,
+    WriteOp,
+)
 from planaria.core.replica import Replica, ReplicaSettings
 from planaria.core.slots import SLOTS, keyslot, slot_range
 from planaria.errors import UsageError
@@ -125,11 +137,12 @@ def test_bad_arguments_are_refused() -> None:
     assert type_name(b"x") == "string"
     assert write_keys(MSet(((b"a", b"1"), (b"b", b"2")))) == (b"a", b"b")
     assert write_keys(Delete(b"k")) == (b"k",)
-
-    class ManyKeys:  # an op on several keys (as active expiry's will be)
-        keys = (b"a", b"b")
-
-    assert write_keys(ManyKeys()) == (b"a", b"b")
+    assert write_keys(ExpireKeys((b"a", b"b"))) == (b"a", b"b")
+    # An HSET's field-value pairs are no keys; SINTERSTORE's sources are only read.
+    assert write_keys(HashSet(b"h", ((b"f", b"1"),))) == (b"h",)
+    assert write_keys(SetStore(b"d", (b"a", b"b"), "union")) == (b"d",)
+    assert type_name(HashValue({b"f": b"1"})) == "hash"
+    assert type_name(SetValue({b"m": None})) == "set"
 
 
 # --- SCAN's guarantee ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ tests/net/test_differential.py."""
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -51,9 +52,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
 
-def run(
-    ops: list[WriteOp], state: dict[bytes, tuple[bytes, Version]] | None = None
-) -> list[object]:
+def run(ops: list[WriteOp], state: dict[bytes, Any] | None = None) -> list[object]:
     """Apply ``ops`` in order; each one's (result or failure, applied)."""
     kv = {} if state is None else state
     out: list[object] = []

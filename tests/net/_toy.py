@@ -22,6 +22,8 @@ from planaria.core.messages import (
     GetExpiry,
     Op,
     Set,
+    Value,
+    ValueRead,
     Version,
 )
 from planaria.core.slots import SLOTS
@@ -49,7 +51,7 @@ class ToyCluster:
 
     def __init__(self, nodes: int = 1, delay_s: float = 0.0, hold: bool = False) -> None:
         self.names = [f"toy{i}" for i in range(nodes)]
-        self.data: dict[bytes, tuple[bytes, Version]] = {}
+        self.data: dict[bytes, tuple[Value, Version]] = {}
         self.expiries = Expiries()  # the toy never expires keys: they only hold the times
         self.delay_s = delay_s
         # hold: data replies wait in ``held`` until release() (pipeline-depth tests).
@@ -91,13 +93,17 @@ class ToyCluster:
     def apply(self, op: Op) -> ClientReply:
         if isinstance(op, Get):
             found = self.data.get(op.key)
-            return ClientReply(0, ("toy", 0), value=found[0] if found is not None else None)
+            value = found[0] if found is not None else None
+            assert value is None or isinstance(value, bytes)
+            return ClientReply(0, ("toy", 0), value=value)
         if isinstance(op, GetExpiry):
             at = self.expiries.get_time(op.key)
             ttl = -2 if op.key not in self.data else -1 if at is None else at
             return ClientReply(0, ("toy", 0), result=ttl)
         if isinstance(op, Set | Expire | GetEx) and op.relative and op.expire_ms is not None:
             op = replace(op, expire_ms=op.expire_ms + 10**12, relative=False)  # far ahead
+        if isinstance(op, ValueRead):
+            raise AssertionError(f"the toy serves no hashes or sets: {op}")
         previous, take, result, failure = apply_write(self.data, op, Version(1, 1), self.expiries)
         return ClientReply(
             0, ("toy", 0), value=previous, applied=take, result=result, failure=failure

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import cast
+
 import hiredis
 import pytest
 from redis._parsers.helpers import parse_command
 
+from planaria.core.containers import WRONGTYPE
 from planaria.core.messages import (
     AppendTo,
     ClearExpiry,
@@ -14,11 +17,20 @@ from planaria.core.messages import (
     Get,
     GetEx,
     GetExpiry,
+    HashDelete,
+    HashIncrBy,
+    HashIncrByFloat,
+    HashSet,
     IncrBy,
     IncrByFloat,
     MSet,
     Set,
+    SetAdd,
+    SetPop,
     SetRange,
+    SetRemove,
+    SetStore,
+    ValueRead,
 )
 from planaria.core.slots import keyslot
 from planaria.net import resp
@@ -45,6 +57,7 @@ from planaria.net.commands import (
     parse_request,
     render_reply,
 )
+from planaria.net.resp import ARGS_MAX, RequestReader, RespProtocolError
 
 LIMITS = Limits(key_bytes_max=16, value_bytes_max=32)
 
@@ -111,7 +124,7 @@ def test_expiry_commands_parse_into_ops_with_their_request_ids() -> None:
 def test_data_commands() -> None:
     assert parse("get", "k") == ClientOp(DataCommand.GET, (Get(b"k"),), keyslot(b"k"))
     assert parse("SET", "k", "v", "nx", "get") == ClientOp(
-        DataCommand.SET, (Set(b"k", b"v", nx=True),), keyslot(b"k"), return_old=True
+        DataCommand.SET, (Set(b"k", b"v", nx=True, get=True),), keyslot(b"k"), return_old=True
     )
     conditional = parse("set", "k", "v", "IFEQ", "old", "KEEPTTL")
     assert isinstance(conditional, ClientOp)
@@ -242,7 +255,7 @@ def test_render_reply() -> None:
     set_ = ClientOp(DataCommand.SET, (Set(b"k", b"v", nx=True),), 1)
     assert render_reply(set_, [reply(applied=True)]) == b"+OK\r\n"
     assert render_reply(set_, [reply(applied=False, value=b"old")]) == b"$-1\r\n"
-    set_get = ClientOp(DataCommand.SET, (Set(b"k", b"v"),), 1, return_old=True)
+    set_get = ClientOp(DataCommand.SET, (Set(b"k", b"v", get=True),), 1, return_old=True)
     assert render_reply(set_get, [reply(applied=True, value=b"old")]) == b"$3\r\nold\r\n"
     delete = ClientOp(DataCommand.DEL, (Delete(b"a"), Delete(b"a")), 1)
     assert render_reply(delete, [reply(applied=True), reply(applied=False)]) == b":1\r\n"
@@ -376,8 +389,9 @@ def test_counter_commands_parse_into_increments() -> None:
     for bad in ("1.0", " 1", "+1", "01", "9223372036854775808", ""):
         assert refused("incrby", "n", bad) == b"-ERR value is not an integer or out of range\r\n"
     assert refused("decrby", "n", "-9223372036854775808") == b"-ERR decrement would overflow\r\n"
-    assert refused("incrbyfloat", "f", "abc") == b"-ERR value is not a valid float\r\n"
-    assert refused("incrbyfloat", "f", "nan") == b"-ERR value is not a valid float\r\n"
+    # Not a float: the apply refuses it, after WRONGTYPE (Redis reads the key first).
+    assert one_op("incrbyfloat", "f", "abc") == (IncrByFloat(b"f", b"abc"), None)
+    assert one_op("incrbyfloat", "f", "nan") == (IncrByFloat(b"f", b"nan"), None)
 
 
 def test_string_commands_parse_into_ops_with_the_nodes_bound() -> None:
@@ -385,8 +399,8 @@ def test_string_commands_parse_into_ops_with_the_nodes_bound() -> None:
     assert one_op("setrange", "s", "3", "xy") == (SetRange(b"s", 3, b"xy", 32), None)
     assert refused("setrange", "s", "-1", "x") == b"-ERR offset is out of range\r\n"
     assert refused("setrange", "s", "x", "x") == b"-ERR value is not an integer or out of range\r\n"
-    assert one_op("getset", "s", "v") == (Set(b"s", b"v"), None)
-    assert one_op("getdel", "s") == (Delete(b"s"), None)
+    assert one_op("getset", "s", "v") == (Set(b"s", b"v", get=True), None)
+    assert one_op("getdel", "s") == (Delete(b"s", get=True), None)
     assert one_op("setnx", "s", "v") == (Set(b"s", b"v", nx=True), None)
     assert one_op("strlen", "s") == (Get(b"s"), None)
     getrange = parse("getrange", "s", "-3", "-1")
@@ -397,7 +411,7 @@ def test_string_commands_parse_into_ops_with_the_nodes_bound() -> None:
 
 def test_every_write_takes_a_trailing_request_id() -> None:
     assert one_op("incr", "n", "REQID", "c1", "7") == (IncrBy(b"n", 1), ("c1", 7))
-    assert one_op("getset", "s", "v", "reqid", "c1", "8") == (Set(b"s", b"v"), ("c1", 8))
+    assert one_op("getset", "s", "v", "reqid", "c1", "8") == (Set(b"s", b"v", get=True), ("c1", 8))
     mset = parse("mset", "{t}a", "1", "{t}b", "2", "REQID", "c1", "9")
     assert isinstance(mset, ClientOp) and mset.request_id == ("c1", 9)
     assert mset.ops == (MSet(((b"{t}a", b"1"), (b"{t}b", b"2"))),)
@@ -561,3 +575,131 @@ def test_ttl_and_expiretime_round_to_the_nearest_second_as_redis() -> None:
     assert render_reply(expiretime, [reply(result=4_000_000_000_499)]) == b":4000000000\r\n"
     assert render_reply(expiretime, [reply(result=4_000_000_000_500)]) == b":4000000001\r\n"
     assert render_reply(op("pttl", "k"), [reply(result=1499)]) == b":1499\r\n"
+
+
+# --- hashes and sets -----------------------------------------------------------------------------
+
+
+def test_hash_commands_parse_in_redis_order() -> None:
+    slot = keyslot(b"h")
+    assert one_op("hset", "h", "f", "1", "g", "2") == (
+        HashSet(b"h", ((b"f", b"1"), (b"g", b"2"))),
+        None,
+    )
+    assert one_op("HSETNX", "h", "f", "1", "REQID", "c", "3") == (
+        HashSet(b"h", ((b"f", b"1"),), nx=True),
+        ("c", 3),
+    )
+    assert (
+        refused("hset", "h", "f", "1", "g")
+        == b"-ERR wrong number of arguments for 'hset' command\r\n"
+    )
+    assert refused("hset", "h", "f") == b"-ERR wrong number of arguments for 'hset' command\r\n"
+    assert one_op("hdel", "h", "f", "g") == (HashDelete(b"h", (b"f", b"g")), None)
+    assert one_op("hincrby", "h", "f", "-5") == (HashIncrBy(b"h", b"f", -5), None)
+    assert refused("hincrby", "h", "f", "x") == b"-ERR value is not an integer or out of range\r\n"
+    assert one_op("hincrbyfloat", "h", "f", "1e3") == (HashIncrByFloat(b"h", b"f", b"1e3"), None)
+    assert refused("hincrbyfloat", "h", "f", "x") == b"-ERR value is not a valid float\r\n"
+    assert refused("hincrbyfloat", "h", "f", "inf") == b"-ERR value is NaN or Infinity\r\n"
+    assert parse("hmget", "h", "f", "g") == ClientOp(
+        DataCommand.HMGET, (ValueRead(b"h", "hmget", (b"f", b"g")),), slot
+    )
+    assert not cast(ClientOp, parse("hgetall", "h")).is_write
+    # HSCAN: the cursor at once; a bad option travels (Redis reads it after the key).
+    assert refused("hscan", "h", "x") == b"-ERR invalid cursor\r\n"
+    assert one_op("hscan", "h", "0", "MATCH", "f*", "COUNT", "5") == (
+        ValueRead(b"h", "hscan", (b"0", b"5", b"f*")),
+        None,
+    )
+    assert one_op("hscan", "h", "0", "COUNT", "0") == (
+        ValueRead(b"h", "hscan", (b"0", b"10"), error="ERR syntax error"),
+        None,
+    )
+    assert one_op("hscan", "h", "0", "TYPE", "hash")[0] == ValueRead(
+        b"h", "hscan", (b"0", b"10"), error="ERR syntax error"
+    )
+    # Fields and values are values: the node's value limit holds for each.
+    assert refused("hset", "h", "f" * 33, "1").startswith(b"-ERR value too long")
+    assert refused("sadd", "s", "m" * 33).startswith(b"-ERR value too long")
+
+
+def test_set_commands_parse_in_redis_order() -> None:
+    assert one_op("sadd", "s", "a", "b") == (SetAdd(b"s", (b"a", b"b")), None)
+    assert one_op("srem", "s", "a", "REQID", "c", "9") == (SetRemove(b"s", (b"a",)), ("c", 9))
+    # A trailing REQID that is not a valid one is members (a plain client's).
+    assert one_op("sadd", "s", "reqid", "c", "x") == (SetAdd(b"s", (b"reqid", b"c", b"x")), None)
+    assert one_op("spop", "s") == (SetPop(b"s"), None)
+    assert one_op("spop", "s", "3") == (SetPop(b"s", 3), None)
+    assert refused("spop", "s", "-1") == b"-ERR value is out of range, must be positive\r\n"
+    assert refused("spop", "s", "x") == b"-ERR value is out of range, must be positive\r\n"
+    assert refused("spop", "s", "1", "2") == b"-ERR syntax error\r\n"
+    assert refused("srandmember", "s", "1", "2") == b"-ERR syntax error\r\n"
+    assert refused("srandmember", "s", "-9223372036854775808") == (
+        b"-ERR value is out of range, value must between -9223372036854775807 and "
+        b"9223372036854775807\r\n"
+    )
+    assert refused("srandmember", "s", "-1048577").startswith(b"-ERR SRANDMEMBER with a negative")
+    assert one_op("srandmember", "s", "-1048576")[0] == ValueRead(
+        b"s", "srandmember", (b"-1048576",)
+    )
+    assert parse("sinter", "{t}a", "{t}b") == ClientOp(
+        DataCommand.SINTER, (ValueRead(b"{t}a", "sinter", (), (b"{t}b",)),), keyslot(b"{t}a")
+    )
+    assert refused("sunion", "{t}a", "b") == (
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    )
+    assert one_op("sdiffstore", "{t}d", "{t}a", "{t}b", "REQID", "c", "1") == (
+        SetStore(b"{t}d", (b"{t}a", b"{t}b"), "diff"),
+        ("c", 1),
+    )
+    assert refused("sinterstore", "{t}d", "x") == (
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    )
+    assert COMMANDS["sinter"].entry()[3:6] == [1, -1, 1]
+
+
+def test_one_command_holds_as_many_fields_as_the_reader_lets_in() -> None:
+    """The bound on a hash's or set's growth per command: the RESP reader's ``args_max``
+    (Redis' own 1M) and ``request_bytes_max``; at the limit an HSET parses whole, one more
+    argument is refused before it is buffered."""
+    command = [b"HSET", b"h"] + [b"f%d" % (i // 2) for i in range(ARGS_MAX - 2)]
+    reader = RequestReader(request_bytes_max=64 << 20)
+    reader.feed(
+        b"*%d\r\n" % len(command) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in command)
+    )
+    read = reader.next_command()
+    assert read is not None
+    op = one_op(*read)[0]
+    assert isinstance(op, HashSet) and len(op.items) == (ARGS_MAX - 2) // 2
+    reader.feed(b"*%d\r\n" % (ARGS_MAX + 1))
+    with pytest.raises(RespProtocolError, match="invalid multibulk length"):
+        reader.next_command()
+
+
+def test_hash_and_set_replies_render_as_redis() -> None:
+    def rendered(
+        command: str, result: object, *, failure: str | None = None, protocol: int = 2
+    ) -> bytes:
+        request = parse(command, "k", *(["0"] if command.endswith("scan") else []))
+        assert isinstance(request, ClientOp)
+        reply = ClientReply(0, ("c", 1), result=result, failure=failure)  # type: ignore[arg-type]
+        return render_reply(request, [reply], protocol=protocol)
+
+    assert rendered("hlen", 2) == b":2\r\n"
+    assert rendered("hgetall", (b"f", b"1")) == b"*2\r\n$1\r\nf\r\n$1\r\n1\r\n"
+    assert rendered("hgetall", (b"f", b"1"), protocol=3) == b"%1\r\n$1\r\nf\r\n$1\r\n1\r\n"
+    assert rendered("smembers", ()) == b"*0\r\n"
+    assert rendered("spop", None) == b"$-1\r\n"
+    assert rendered("hscan", (b"0", b"f", b"1")) == b"*2\r\n$1\r\n0\r\n*2\r\n$1\r\nf\r\n$1\r\n1\r\n"
+    assert rendered("smembers", None, failure=WRONGTYPE) == b"-" + WRONGTYPE.encode() + b"\r\n"
+    # GET of a hash: WRONGTYPE; TYPE names it; EXISTS counts it; MGET answers null.
+    hash_read = ClientReply(0, ("c", 1), result=b"hash", failure=WRONGTYPE)
+    for command, expected in (
+        ("get", b"-" + WRONGTYPE.encode() + b"\r\n"),
+        ("type", b"+hash\r\n"),
+        ("exists", b":1\r\n"),
+        ("mget", b"*1\r\n$-1\r\n"),
+    ):
+        request = parse(command, "k")
+        assert isinstance(request, ClientOp)
+        assert render_reply(request, [hash_read]) == expected, command

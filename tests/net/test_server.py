@@ -307,13 +307,15 @@ def test_redis_benchmark_runs(extra: list[str]) -> None:
     cluster = ToyCluster(3 if "--cluster" in extra else 1)
     with serving(cluster) as servers:
         out = run(
-            "redis-benchmark", "-p", str(servers[0].port), "-t", "set,get,incr,mset", "-n", "600",
-            "-c", "4", "-q", *extra,
+            "redis-benchmark", "-p", str(servers[0].port), "-t", "set,get,incr,mset,hset,sadd",
+            "-n", "600", "-c", "4", "-q", *extra,
         )  # fmt: skip
-        for test in ("SET:", "GET:", "INCR:", "MSET (10 keys):"):
+        for test in ("SET:", "GET:", "INCR:", "MSET (10 keys):", "HSET:", "SADD:"):
             assert test in out
         assert len(cluster.data) > 0
         counters = [
-            value for key, (value, _) in cluster.data.items() if key.startswith(b"counter:")
+            value
+            for key, (value, _) in cluster.data.items()
+            if key.startswith(b"counter:") and isinstance(value, bytes)
         ]
         assert counters and sum(int(value) for value in counters) == 600  # every INCR once

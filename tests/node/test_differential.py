@@ -426,7 +426,7 @@ scan_options = st.lists(
             if option == b"MATCH"
             else st.sampled_from([b"1", b"2", b"10", b"0", b"-1", b"x"])
             if option == b"COUNT"
-            else st.sampled_from([b"string", b"STRING", b"hash", b"none", b"foo"]),
+            else st.sampled_from([b"string", b"STRING", b"hash", b"set", b"none", b"foo"]),
         )
     ),
     max_size=3,
@@ -599,3 +599,268 @@ def test_keys_and_scan_match_globs_as_redis_server(
         for target in (redis_server, planaria):
             for key in GLOB_KEYS:
                 target.call([b"DEL", key])
+
+
+# --- hashes and sets ----------------------------------------------------------------------------
+#
+# Hashes keep Redis' order while redis-server keeps them as a listpack (small fields and
+# values: insertion order, as planaria always does): their replies are compared exactly then,
+# else as multisets (a hashtable's order is its own). Sets are compared as multisets (an
+# intset is sorted, a hashtable in its own order). SPOP and SRANDMEMBER are random on both
+# sides: compared by size and by being members, and a SPOP that chose other members on
+# planaria is reconciled (SADD/SREM there) so that the sequence goes on from equal states.
+
+fields = st.sampled_from([b"f", b"g", b"h", b"", b"9"])
+members = st.sampled_from([b"a", b"b", b"c", b"1", b"2", b"-3", b"", b"\x00"])
+set_keys = st.lists(multi_keys, min_size=1, max_size=3)
+
+
+def _pairs(name: bytes, items: st.SearchStrategy[bytes]) -> st.SearchStrategy[Command]:
+    pairs = st.lists(st.tuples(fields, items), min_size=1, max_size=3).map(
+        lambda kv: [part for pair in kv for part in pair]
+    )
+    dangling = st.sampled_from([[], [], [], [b"f"]])  # a field without its value
+    return st.tuples(keys, pairs, dangling).map(lambda t: [name, t[0], *t[1], *t[2]])
+
+
+def _variadic(name: bytes, items: st.SearchStrategy[bytes]) -> st.SearchStrategy[Command]:
+    return st.tuples(keys, st.lists(items, min_size=1, max_size=4)).map(
+        lambda t: [name, t[0], *t[1]]
+    )
+
+
+counts = st.sampled_from(
+    [b"0", b"1", b"2", b"5", b"-2", b"-1", b"x", b"-9223372036854775808", b"99999999999999999999"]
+)
+container_scan_options = st.lists(
+    st.sampled_from([b"MATCH", b"COUNT", b"TYPE", b"NOVALUES"]).flatmap(
+        lambda option: st.tuples(
+            st.just(option),
+            patterns
+            if option == b"MATCH"
+            else st.sampled_from([b"1", b"10", b"100", b"0", b"x"])
+            if option == b"COUNT"
+            else st.sampled_from([b"string", b"hash"]),
+        )
+    ),
+    max_size=2,
+).map(lambda pairs: [part for pair in pairs for part in pair])
+container_commands = st.one_of(
+    _pairs(b"HSET", values),
+    _command(b"HSETNX", keys, fields, values),
+    _command(b"HGET", keys, fields),
+    _variadic(b"HMGET", fields),
+    _variadic(b"HDEL", fields),
+    _command(b"HGETALL", keys),
+    _command(b"HKEYS", keys),
+    _command(b"HVALS", keys),
+    _command(b"HLEN", keys),
+    _command(b"HEXISTS", keys, fields),
+    _command(b"HSTRLEN", keys, fields),
+    _command(b"HINCRBY", keys, fields, integers),
+    _command(b"HINCRBYFLOAT", keys, fields, floats),
+    st.tuples(keys, st.sampled_from([b"0", b"0", b"x", b"-1"]), container_scan_options).map(
+        lambda t: [b"HSCAN", t[0], t[1], *t[2]]
+    ),
+    _variadic(b"SADD", members),
+    _variadic(b"SREM", members),
+    _command(b"SISMEMBER", keys, members),
+    _variadic(b"SMISMEMBER", members),
+    _command(b"SMEMBERS", keys),
+    _command(b"SCARD", keys),
+    _command(b"SPOP", keys),
+    _command(b"SPOP", keys, counts),
+    _command(b"SRANDMEMBER", keys),
+    _command(b"SRANDMEMBER", keys, counts),
+    st.tuples(keys, st.sampled_from([b"0", b"0", b"x"]), container_scan_options).map(
+        lambda t: [b"SSCAN", t[0], t[1], *t[2]]
+    ),
+    *(
+        set_keys.map(lambda ks, name=name: [name, *ks])  # type: ignore[misc]
+        for name in (b"SINTER", b"SUNION", b"SDIFF")
+    ),
+    *(
+        st.tuples(multi_keys, set_keys).map(lambda t, name=name: [name, t[0], *t[1]])  # type: ignore[misc]
+        for name in (b"SINTERSTORE", b"SUNIONSTORE", b"SDIFFSTORE")
+    ),
+    # Arity and syntax errors.
+    st.sampled_from(
+        [[b"HSET", b"{t}a", b"f"], [b"HSET", b"{t}a", b"f", b"1", b"g"], [b"HGET", b"{t}a"],
+         [b"HGETALL"], [b"HINCRBY", b"{t}a", b"f"], [b"HSETNX", b"{t}a", b"f", b"1", b"2"],
+         [b"SADD", b"{t}a"], [b"SPOP", b"{t}a", b"1", b"2"], [b"SRANDMEMBER", b"{t}a", b"1", b"2"],
+         [b"SINTER"], [b"SINTERSTORE", b"{t}a"], [b"SISMEMBER", b"{t}a"], [b"HSCAN", b"{t}a"]]
+    ),
+)  # fmt: skip
+_HASH_LISTS = frozenset((b"HGETALL", b"HKEYS", b"HVALS", b"HSCAN"))
+_SET_LISTS = frozenset((b"SMEMBERS", b"SINTER", b"SUNION", b"SDIFF", b"SSCAN"))
+
+
+def _items(reply: object) -> list[object] | None:
+    """A list reply's items, a SCAN-style reply's items after its cursor, else None."""
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], list):
+        return reply[1]
+    return reply if isinstance(reply, list) else None
+
+
+def _unordered(reply: object, pairs: bool) -> object:
+    """A list reply as a sorted multiset (of pairs for a hash's HGETALL and HSCAN)."""
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], list):
+        return [reply[0], _unordered(reply[1], pairs)]  # a cursor and its items
+    if not isinstance(reply, list):
+        return reply
+    if pairs:
+        return sorted(zip(reply[::2], reply[1::2], strict=True))
+    return sorted(reply)
+
+
+def _members(redis_server: Connection, key: bytes) -> set[bytes]:
+    reply = shown(redis_server.call([b"SMEMBERS", key]))
+    return {m for m in reply if isinstance(m, bytes)} if isinstance(reply, list) else set()
+
+
+def compare_container(
+    redis_server: Connection, planaria: Planaria, command: Command, relative_seen: bool
+) -> None:
+    """Send ``command`` to both and check the replies agree (see above)."""
+    name = command[0].upper()
+    random_reply = name in (b"SPOP", b"SRANDMEMBER") and len(command) >= 2
+    before = _members(redis_server, command[1]) if random_reply else set()
+    if name in NODE_WIDE:
+        expected, got = on_redis(redis_server, command), on_planaria(planaria, command)
+    else:
+        expected = shown(redis_server.call(command))
+        got = shown(planaria.call(command))
+    where = f"{command!r}: planaria {got!r}, redis-server {expected!r}"
+    if random_reply and not isinstance(expected, tuple):
+        _check_random(planaria, command, got=got, expected=expected, before=before, where=where)
+        return
+    if name in _HASH_LISTS and got != expected:
+        encoding = redis_server.call([b"OBJECT", b"ENCODING", command[1]])
+        assert encoding != b"listpack", where  # then the order must be Redis' own
+        pairs = name == b"HGETALL" or (name == b"HSCAN" and b"NOVALUES" not in command)
+        got, expected = _unordered(got, pairs), _unordered(expected, pairs)
+    elif name in _SET_LISTS:
+        got, expected = _unordered(got, False), _unordered(expected, False)
+    assert _same_reply(command, got, expected, relative_seen), where
+
+
+def _check_random(
+    planaria: Planaria,
+    command: Command,
+    *,
+    got: object,
+    expected: object,
+    before: set[bytes],
+    where: str,
+) -> None:
+    """SPOP / SRANDMEMBER: the same shape and size, members of the set; SPOP's choice
+    reconciled on planaria."""
+    if not isinstance(expected, list):
+        assert got == expected or (isinstance(got, bytes) and got in before), where
+        chosen_got = [got] if isinstance(got, bytes) else []
+        chosen_expected = [expected] if isinstance(expected, bytes) else []
+    else:
+        assert isinstance(got, list) and len(got) == len(expected), where
+        assert all(item in before for item in got), where
+        if (
+            len(command) == 3
+            and command[2].lstrip(b"-").isdigit()
+            and not command[2].startswith(b"-")
+        ):
+            assert len(set(got)) == len(got), where  # distinct, as Redis' positive count
+        chosen_got = [m for m in got if isinstance(m, bytes)]
+        chosen_expected = [m for m in expected if isinstance(m, bytes)]
+    if command[0].upper() == b"SPOP" and set(chosen_got) != set(chosen_expected):
+        key = command[1]
+        for member in set(chosen_got) - set(chosen_expected):
+            planaria.call([b"SADD", key, member])
+        for member in set(chosen_expected) - set(chosen_got):
+            planaria.call([b"SREM", key, member])
+
+
+@settings(
+    max_examples=int(os.environ.get("DIFFERENTIAL_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    sequence=st.lists(
+        container_commands
+        | container_commands
+        | commands
+        | keyspace_commands
+        | _command(b"EXPIRE", keys, st.just(b"100000"))
+        | _command(b"TTL", keys)
+        | _command(b"PERSIST", keys),
+        min_size=5,
+        max_size=30,
+    )
+)
+def test_random_hash_and_set_sequences_get_the_replies_redis_server_gives(
+    redis_server: Connection, planaria: Planaria, sequence: list[Command]
+) -> None:
+    """Hashes and sets among strings: their replies, WRONGTYPE both ways, TYPE, EXISTS,
+    DEL, SCAN TYPE and expiry on them, as redis-server 7 gives them."""
+    _reset(redis_server)
+    _reset(planaria)
+    relative_seen = False
+    for command in sequence:
+        compare_container(redis_server, planaria, command, relative_seen)
+        relative_seen |= command[0].upper() == b"EXPIRE"
+    for key in KEYS:
+        assert planaria.call([b"TYPE", key]) == redis_server.call([b"TYPE", key])
+        compare_container(redis_server, planaria, [b"HGETALL", key], relative_seen)
+        compare_container(redis_server, planaria, [b"SMEMBERS", key], relative_seen)
+
+
+def test_hash_and_set_examples_on_both(redis_server: Connection, planaria: Planaria) -> None:
+    """Named cases: WRONGTYPE both ways (GETSET, GETDEL, SET GET, GETEX, APPEND on a hash;
+    HSET on a string), SET and DEL replace or remove any type, an emptied hash is gone,
+    HINCRBYFLOAT's words, SINTERSTORE's empty result deletes its destination."""
+    _reset(redis_server)
+    _reset(planaria)
+    sequence = [
+        [b"HSET", b"{t}a", b"f", b"1", b"g", b"x"],
+        [b"GET", b"{t}a"],
+        [b"GETSET", b"{t}a", b"v"],
+        [b"GETDEL", b"{t}a"],
+        [b"SET", b"{t}a", b"v", b"GET"],
+        [b"GETEX", b"{t}a", b"EX", b"-1"],
+        [b"APPEND", b"{t}a", b"x"],
+        [b"INCR", b"{t}a"],
+        [b"INCRBYFLOAT", b"{t}a", b"abc"],
+        [b"SETRANGE", b"{t}a", b"0", b""],
+        [b"STRLEN", b"{t}a"],
+        [b"MGET", b"{t}a", b"{t}b"],
+        [b"TYPE", b"{t}a"],
+        [b"EXISTS", b"{t}a", b"{t}b"],
+        [b"SADD", b"{t}a", b"m"],
+        [b"HINCRBY", b"{t}a", b"g", b"1"],
+        [b"HINCRBYFLOAT", b"{t}a", b"g", b"1"],
+        [b"HINCRBYFLOAT", b"{t}a", b"f", b"inf"],
+        [b"HINCRBYFLOAT", b"{t}a", b"f", b"1e4932"],
+        [b"HINCRBYFLOAT", b"{t}a", b"f", b"0.1"],
+        [b"HSCAN", b"{t}a", b"0", b"COUNT", b"0"],
+        [b"HSCAN", b"{t}b", b"0", b"COUNT", b"0"],
+        [b"SET", b"{t}b", b"s"],
+        [b"HSET", b"{t}b", b"f", b"1"],
+        [b"HSCAN", b"{t}b", b"0", b"BAD"],
+        [b"SINTER", b"{t}c", b"{t}b"],
+        [b"EXPIRE", b"{t}a", b"100000"],
+        [b"HDEL", b"{t}a", b"f", b"g", b"f"],
+        [b"EXISTS", b"{t}a"],
+        [b"TTL", b"{t}a"],
+        [b"SADD", b"{t}c", b"a", b"b", b"a"],
+        [b"SINTERSTORE", b"{t}b", b"{t}c", b"{t}a"],
+        [b"TYPE", b"{t}b"],
+        [b"SUNIONSTORE", b"{t}b", b"{t}c", b"{t}a"],
+        [b"TYPE", b"{t}b"],
+        [b"SPOP", b"{t}c", b"5"],
+        [b"SPOP", b"{t}c"],
+        [b"SPOP", b"{t}c", b"-1"],
+        [b"SET", b"{t}b", b"s"],
+        [b"DEL", b"{t}b"],
+        [b"SINTER", b"{t}a", b"other"],
+    ]
+    for command in sequence:
+        compare_container(redis_server, planaria, command, False)

@@ -720,7 +720,7 @@ def test_redis_benchmark_cluster_mode_against_nodes(tmp_path: Path) -> None:
             port = cluster.nodes["n1"].port
             loop = asyncio.get_running_loop()
             argv = ["redis-benchmark", "--cluster", "-p", str(port), "-q", "-c", "4"]
-            argv += ["-t", "set,get,incr,mset", "-n", str(requests)]
+            argv += ["-t", "set,get,incr,mset,hset,sadd", "-n", str(requests)]
             done = await loop.run_in_executor(
                 None,
                 functools.partial(
@@ -728,7 +728,7 @@ def test_redis_benchmark_cluster_mode_against_nodes(tmp_path: Path) -> None:
                 ),
             )
             assert done.returncode == 0, done.stdout + done.stderr
-            for test in ("SET:", "GET:", "INCR:", "MSET (10 keys):"):
+            for test in ("SET:", "GET:", "INCR:", "MSET (10 keys):", "HSET:", "SADD:"):
                 assert test in done.stdout, done.stdout + done.stderr
             counted = 0
             for partition in range(cluster.partitions):
@@ -736,7 +736,9 @@ def test_redis_benchmark_cluster_mode_against_nodes(tmp_path: Path) -> None:
                 assert primary is not None
                 applied = cluster.nodes[primary].partitions[partition].replica.applied
                 counted += sum(
-                    int(value) for key, (value, _) in applied.items() if key.startswith(b"counter")
+                    int(value)
+                    for key, (value, _) in applied.items()
+                    if key.startswith(b"counter") and isinstance(value, bytes)
                 )
             assert counted == requests  # every INCR applied once, none lost
         finally:

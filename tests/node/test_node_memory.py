@@ -35,11 +35,15 @@ def test_the_commands_refused_when_full_are_redis_denyoom_ones() -> None:
         ("set", "k", "v"), ("setnx", "k", "v"), ("setex", "k", "1", "v"), ("mset", "k", "v"),
         ("incr", "k"), ("incrbyfloat", "k", "1.5"), ("append", "k", "v"),
         ("setrange", "k", "0", "v"), ("getset", "k", "v"), ("decrby", "k", "2"),
+        ("hset", "k", "f", "v"), ("hsetnx", "k", "f", "v"), ("hincrby", "k", "f", "1"),
+        ("hincrbyfloat", "k", "f", "1"), ("sadd", "k", "m"), ("sinterstore", "k", "k"),
+        ("sunionstore", "k", "k"), ("sdiffstore", "k", "k"),
     ):  # fmt: skip
         assert _op(*args).denied_when_full, args
     for args in (
         ("get", "k"), ("del", "k"), ("unlink", "k"), ("expire", "k", "10"), ("persist", "k"),
-        ("getdel", "k"), ("ttl", "k"), ("exists", "k"), ("strlen", "k"),
+        ("getdel", "k"), ("ttl", "k"), ("exists", "k"), ("strlen", "k"), ("hdel", "k", "f"),
+        ("srem", "k", "m"), ("spop", "k"), ("hget", "k", "f"), ("smembers", "k"),
     ):  # fmt: skip
         assert not _op(*args).denied_when_full, args
 

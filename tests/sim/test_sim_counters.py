@@ -67,16 +67,17 @@ def test_counter_doubled_bites_on_the_retry_applies_again_switch() -> None:
 
 @MUTATES_SOURCES
 def test_counter_lost_bites_when_an_increment_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    def lossy(
+    def lossy(  # noqa: PLR0917 (apply_write's own positional signature)
         state: State,
         op: WriteOp,
         version: Version,
         expiries: Expiries | None = None,
         now_ms: int = 0,
+        generation: int = 0,
     ) -> Outcome:
         if isinstance(op, IncrBy) and version.index % 7 == 0:
             op = IncrBy(op.key, 0)  # the mutation: this increment is lost, yet acknowledged
-        return apply_write(state, op, version, expiries, now_ms)
+        return apply_write(state, op, version, expiries, now_ms, generation)
 
     monkeypatch.setattr(planaria.core.replica, "apply_write", lossy)
     result = run_seed(counters(0, counter_share=1.0))

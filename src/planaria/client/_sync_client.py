@@ -17,6 +17,44 @@ import hiredis
 
 from planaria.breaker import CircuitBreaker
 from planaria.client._connection import Pool
+from planaria.client._containers import (
+    HDEL,
+    HEXISTS,
+    HGET,
+    HGETALL,
+    HINCRBY,
+    HINCRBYFLOAT,
+    HKEYS,
+    HLEN,
+    HMGET,
+    HSCAN,
+    HSET,
+    HSETNX,
+    HSTRLEN,
+    HVALS,
+    SADD,
+    SCARD,
+    SDIFF,
+    SDIFFSTORE,
+    SINTER,
+    SINTERSTORE,
+    SISMEMBER,
+    SMEMBERS,
+    SMISMEMBER,
+    SPOP,
+    SPOP_COUNT,
+    SRANDMEMBER,
+    SRANDMEMBER_COUNT,
+    SREM,
+    SSCAN,
+    SUNION,
+    SUNIONSTORE,
+    FieldMapping,
+    count_argument,
+    hash_pairs,
+    items,
+    scan_options,
+)
 from planaria.client._core import (
     APPEND,
     CLUSTER_SHARDS,
@@ -372,7 +410,8 @@ class Client:
     # ------------------------------------------------------------------ the key space
 
     def type(self, key: str | bytes, *, timeout_s: float | None = None) -> str:
-        """The type of the value at ``key``: ``"string"``, or ``"none"`` when absent."""
+        """The type of the value at ``key``: ``"string"``, ``"hash"``, ``"set"``, or ``"none"``
+        when absent."""
         return self._read(TYPE, to_bytes("key", key), (), timeout_s)
 
     def unlink(self, *keys: str | bytes, timeout_s: float | None = None) -> int:
@@ -605,6 +644,288 @@ class Client:
     def pexpiretime(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
         """The Unix time (ms) ``key`` expires at; -1 without an expiry, -2 when absent."""
         return self._read(PEXPIRETIME, to_bytes("key", key), (), timeout_s)
+
+    # ------------------------------------------------------------------ hashes
+
+    def hset(
+        self,
+        name: str | bytes,
+        key: str | bytes | None = None,
+        value: str | bytes | None = None,
+        mapping: FieldMapping | None = None,
+        items: Iterable[str | bytes] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Set fields of the hash ``name``: ``key`` to ``value``, and ``mapping``'s and
+        ``items``' (field, value, ...) pairs; how many fields were new."""
+        extra = hash_pairs(key, value, mapping, items)
+        return self._write(HSET, to_bytes("name", name), extra, timeout_s)
+
+    def hsetnx(
+        self,
+        name: str | bytes,
+        key: str | bytes,
+        value: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Set the field ``key`` of the hash ``name`` only if it is not there; whether it
+        was set."""
+        extra = (to_bytes("key", key), to_bytes("value", value))
+        return self._write(HSETNX, to_bytes("name", name), extra, timeout_s)
+
+    def hget(
+        self, name: str | bytes, key: str | bytes, *, timeout_s: float | None = None
+    ) -> bytes | None:
+        """The value of the field ``key`` of the hash ``name`` (None when absent)."""
+        return self._read(HGET, to_bytes("name", name), (to_bytes("key", key),), timeout_s)
+
+    def hmget(
+        self,
+        name: str | bytes,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> list[bytes | None]:
+        """The values of the fields in order (None for an absent one)."""
+        extra = items("key", keys, args)
+        return self._read(HMGET, to_bytes("name", name), extra, timeout_s)
+
+    def hdel(
+        self,
+        name: str | bytes,
+        *keys: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Delete fields of the hash ``name`` (the hash goes with its last); how many were there."""
+        extra = items("key", (), keys)
+        return self._write(HDEL, to_bytes("name", name), extra, timeout_s)
+
+    def hgetall(
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[bytes, bytes]:
+        """The fields and values of the hash ``name`` (empty when absent)."""
+        return self._read(HGETALL, to_bytes("name", name), (), timeout_s)
+
+    def hkeys(self, name: str | bytes, *, timeout_s: float | None = None) -> list[bytes]:
+        """The fields of the hash ``name``."""
+        return self._read(HKEYS, to_bytes("name", name), (), timeout_s)
+
+    def hvals(self, name: str | bytes, *, timeout_s: float | None = None) -> list[bytes]:
+        """The values of the hash ``name``."""
+        return self._read(HVALS, to_bytes("name", name), (), timeout_s)
+
+    def hlen(self, name: str | bytes, *, timeout_s: float | None = None) -> int:
+        """The number of fields of the hash ``name``."""
+        return self._read(HLEN, to_bytes("name", name), (), timeout_s)
+
+    def hexists(
+        self, name: str | bytes, key: str | bytes, *, timeout_s: float | None = None
+    ) -> bool:
+        """Whether the hash ``name`` has the field ``key``."""
+        extra = (to_bytes("key", key),)
+        return self._read(HEXISTS, to_bytes("name", name), extra, timeout_s)
+
+    def hincrby(
+        self,
+        name: str | bytes,
+        key: str | bytes,
+        amount: int = 1,
+        *,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Add ``amount`` to the integer in the field ``key`` (0 when absent); the new value."""
+        extra = (to_bytes("key", key), number("amount", amount))
+        return self._write(HINCRBY, to_bytes("name", name), extra, timeout_s)
+
+    def hincrbyfloat(
+        self,
+        name: str | bytes,
+        key: str | bytes,
+        amount: float = 1.0,
+        *,
+        timeout_s: float | None = None,
+    ) -> float:
+        """Add ``amount`` to the number in the field ``key`` (0 when absent, in Redis' long
+        double precision); the new value."""
+        extra = (to_bytes("key", key), float_argument("amount", amount))
+        return self._write(HINCRBYFLOAT, to_bytes("name", name), extra, timeout_s)
+
+    def hstrlen(
+        self, name: str | bytes, key: str | bytes, *, timeout_s: float | None = None
+    ) -> int:
+        """The length of the value of the field ``key`` (0 when absent)."""
+        extra = (to_bytes("key", key),)
+        return self._read(HSTRLEN, to_bytes("name", name), extra, timeout_s)
+
+    def hscan(
+        self,
+        name: str | bytes,
+        cursor: int = 0,
+        match: str | bytes | None = None,
+        count: int | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> tuple[int, dict[bytes, bytes]]:
+        """One HSCAN step of the hash ``name``: the next cursor (0: done) and fields with
+        their values (a field present throughout is returned at least once)."""
+        extra = (number("cursor", cursor), *scan_options(match, count))
+        return self._read(HSCAN, to_bytes("name", name), extra, timeout_s)
+
+    # ------------------------------------------------------------------ sets
+
+    def sadd(
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Add members to the set ``name``; how many were new."""
+        extra = items("value", (), values)
+        return self._write(SADD, to_bytes("name", name), extra, timeout_s)
+
+    def srem(
+        self,
+        name: str | bytes,
+        *values: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Remove members of the set ``name`` (the set goes with its last); how many were there."""
+        extra = items("value", (), values)
+        return self._write(SREM, to_bytes("name", name), extra, timeout_s)
+
+    def sismember(
+        self, name: str | bytes, value: str | bytes, *, timeout_s: float | None = None
+    ) -> bool:
+        """Whether ``value`` is a member of the set ``name``."""
+        extra = (to_bytes("value", value),)
+        return self._read(SISMEMBER, to_bytes("name", name), extra, timeout_s)
+
+    def smismember(
+        self,
+        name: str | bytes,
+        values: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> list[bool]:
+        """For each value in order, whether it is a member of the set ``name``."""
+        extra = items("value", values, args)
+        return self._read(SMISMEMBER, to_bytes("name", name), extra, timeout_s)
+
+    def smembers(
+        self,
+        name: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> builtins.set[bytes]:
+        """The members of the set ``name`` (empty when absent)."""
+        return self._read(SMEMBERS, to_bytes("name", name), (), timeout_s)
+
+    def scard(self, name: str | bytes, *, timeout_s: float | None = None) -> int:
+        """The number of members of the set ``name``."""
+        return self._read(SCARD, to_bytes("name", name), (), timeout_s)
+
+    def spop(
+        self, name: str | bytes, count: int | None = None, *, timeout_s: float | None = None
+    ) -> bytes | list[bytes] | None:
+        """Remove and return a random member (None when empty), or with ``count`` a list of
+        up to that many. The primary's log decides which, so every replica removes the same."""
+        key = to_bytes("name", name)
+        if count is None:
+            return self._write(SPOP, key, (), timeout_s)
+        return self._write(SPOP_COUNT, key, (number("count", count),), timeout_s)
+
+    def srandmember(
+        self, name: str | bytes, number: int | None = None, *, timeout_s: float | None = None
+    ) -> bytes | list[bytes] | None:
+        """A random member (None when empty), or with ``number`` a list: that many distinct
+        members at most, or for a negative one that many with repeats."""
+        key = to_bytes("name", name)
+        if number is None:
+            return self._read(SRANDMEMBER, key, (), timeout_s)
+        extra = (count_argument("number", number),)
+        return self._read(SRANDMEMBER_COUNT, key, extra, timeout_s)
+
+    def sscan(
+        self,
+        name: str | bytes,
+        cursor: int = 0,
+        match: str | bytes | None = None,
+        count: int | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> tuple[int, list[bytes]]:
+        """One SSCAN step of the set ``name``: the next cursor (0: done) and members (a
+        member present throughout is returned at least once)."""
+        extra = (number("cursor", cursor), *scan_options(match, count))
+        return self._read(SSCAN, to_bytes("name", name), extra, timeout_s)
+
+    def sinter(
+        self,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> builtins.set[bytes]:
+        """The members of every set of ``keys`` (one slot: use a {hash tag})."""
+        first, *rest = items("key", keys, args)
+        return self._read(SINTER, first, tuple(rest), timeout_s)
+
+    def sunion(
+        self,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> builtins.set[bytes]:
+        """The members of any set of ``keys`` (one slot: use a {hash tag})."""
+        first, *rest = items("key", keys, args)
+        return self._read(SUNION, first, tuple(rest), timeout_s)
+
+    def sdiff(
+        self,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> builtins.set[bytes]:
+        """The members of the first set of ``keys`` in none of the others (one slot)."""
+        first, *rest = items("key", keys, args)
+        return self._read(SDIFF, first, tuple(rest), timeout_s)
+
+    def sinterstore(
+        self,
+        dest: str | bytes,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Store SINTER of ``keys`` at ``dest`` (one slot with them); its size."""
+        extra = items("key", keys, args)
+        return self._write(SINTERSTORE, to_bytes("dest", dest), extra, timeout_s)
+
+    def sunionstore(
+        self,
+        dest: str | bytes,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Store SUNION of ``keys`` at ``dest`` (one slot with them); its size."""
+        extra = items("key", keys, args)
+        return self._write(SUNIONSTORE, to_bytes("dest", dest), extra, timeout_s)
+
+    def sdiffstore(
+        self,
+        dest: str | bytes,
+        keys: str | bytes | Iterable[str | bytes],
+        *args: str | bytes,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Store SDIFF of ``keys`` at ``dest`` (one slot with them); its size."""
+        extra = items("key", keys, args)
+        return self._write(SDIFFSTORE, to_bytes("dest", dest), extra, timeout_s)
 
     def close(self) -> None:
         """Close every connection; later calls raise UsageError."""

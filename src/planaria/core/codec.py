@@ -24,6 +24,16 @@ signed little-endian)::
     10 GetEx:      key | [expire_ms (number)] | [error (UTF-8)]
                    flags: 1 expire_ms, 2 persist, 4 error
     11 ExpireKeys: key | key ...   (no request id: client "" and seq 0)
+    12 HashSet:    key | field | value ...     flags: 1 nx
+    13 HashDelete: key | field ...
+    14 HashIncrBy: key | field | delta (number)
+    15 HashIncrByFloat: key | field | delta (as sent)
+    16 SetAdd:     key | member ...
+    17 SetRemove:  key | member ...
+    18 SetPop:     key | [count (number)]      flags: 1 count
+    19 SetStore:   key | kind (inter, union, diff) | source ...
+
+and Set's flag 32 says GET (SET ... GET, GETSET), Delete's flag 1 GETDEL.
 
 A logged op's expiry is always absolute (the primary made a relative one absolute).
 
@@ -49,12 +59,24 @@ from planaria.core.messages import (
     Expire,
     ExpireKeys,
     GetEx,
+    HashDelete,
+    HashIncrBy,
+    HashIncrByFloat,
+    HashSet,
+    HashValue,
     IncrBy,
     IncrByFloat,
     MSet,
     ReplicaSnapshot,
+    Result,
     Set,
+    SetAdd,
+    SetPop,
     SetRange,
+    SetRemove,
+    SetStore,
+    SetValue,
+    Value,
     Version,
     WriteOp,
 )
@@ -67,6 +89,11 @@ _LEN = struct.Struct("<I")
 _NUMBER = struct.Struct("<q")
 _SET, _DELETE, _INCR_BY, _INCR_BY_FLOAT, _APPEND_TO, _SET_RANGE, _MSET = 1, 2, 3, 4, 5, 6, 7
 _EXPIRE, _CLEAR_EXPIRY, _GET_EX, _EXPIRE_KEYS = 8, 9, 10, 11
+_HASH_SET, _HASH_DELETE, _HASH_INCR_BY, _HASH_INCR_BY_FLOAT = 12, 13, 14, 15
+_SET_ADD, _SET_REMOVE, _SET_POP, _SET_STORE = 16, 17, 18, 19
+_GET = 32  # Set: SET ... GET, GETSET
+_GETDEL = 1  # Delete
+_COUNTED = 1  # SetPop
 _TIMED = 128  # in the kind: the entry's time follows the head
 _NX, _XX, _IF, _EXPIRES, _KEEP_TTL = 1, 2, 4, 8, 16  # Set
 _GT, _LT = 4, 8  # Expire (with _NX, _XX)
@@ -90,7 +117,7 @@ def _read_number(data: bytes) -> int:
 def _op_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
     """The kind, flags and encoded fields of every op but Set (the hot one, inline)."""
     if isinstance(op, Delete):
-        return _DELETE, 0, [_field(op.key)]
+        return _DELETE, _GETDEL if op.get else 0, [_field(op.key)]
     if isinstance(op, IncrBy):
         return _INCR_BY, 0, [_field(op.key), _number(op.delta)]
     if isinstance(op, IncrByFloat):
@@ -123,6 +150,29 @@ def _op_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
         return _GET_EX, flags, fields
     if isinstance(op, ExpireKeys):
         return _EXPIRE_KEYS, 0, [_field(key) for key in op.keys]
+    return _container_fields(op)
+
+
+def _container_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
+    key = _field(op.key)
+    if isinstance(op, HashSet):
+        pairs = [_field(part) for pair in op.items for part in pair]
+        return _HASH_SET, _NX if op.nx else 0, [key, *pairs]
+    if isinstance(op, HashDelete):
+        return _HASH_DELETE, 0, [key, *map(_field, op.fields)]
+    if isinstance(op, HashIncrBy):
+        return _HASH_INCR_BY, 0, [key, _field(op.field), _number(op.delta)]
+    if isinstance(op, HashIncrByFloat):
+        return _HASH_INCR_BY_FLOAT, 0, [key, _field(op.field), _field(op.delta)]
+    if isinstance(op, (SetAdd, SetRemove)):
+        kind = _SET_ADD if isinstance(op, SetAdd) else _SET_REMOVE
+        return kind, 0, [key, *map(_field, op.members)]
+    if isinstance(op, SetPop):
+        if op.count is None:
+            return _SET_POP, 0, [key]
+        return _SET_POP, _COUNTED, [key, _number(op.count)]
+    if isinstance(op, SetStore):
+        return _SET_STORE, 0, [key, _field(op.kind.encode()), *map(_field, op.sources)]
     raise InternalError(f"no entry kind for {type(op).__name__}")
 
 
@@ -134,7 +184,7 @@ def _absolute(relative: bool, op: WriteOp) -> None:
 def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteOp:
     """The op of an entry of ``kind`` (not Set) from its fields after the client's."""
     if kind == _DELETE:
-        return Delete(fields[0])
+        return Delete(fields[0], get=bool(flags & _GETDEL))
     if kind == _INCR_BY:
         return IncrBy(fields[0], _read_number(fields[1]))
     if kind == _INCR_BY_FLOAT:
@@ -164,6 +214,23 @@ def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteO
         return GetEx(fields[0], expire_ms, persist=bool(flags & _GETEX_PERSIST), error=error)
     if kind == _EXPIRE_KEYS:
         return ExpireKeys(tuple(fields))
+    if kind == _HASH_SET:
+        pairs = tuple(zip(fields[1::2], fields[2::2], strict=True))
+        return HashSet(fields[0], pairs, nx=bool(flags & _NX))
+    if kind == _HASH_DELETE:
+        return HashDelete(fields[0], tuple(fields[1:]))
+    if kind == _HASH_INCR_BY:
+        return HashIncrBy(fields[0], fields[1], _read_number(fields[2]))
+    if kind == _HASH_INCR_BY_FLOAT:
+        return HashIncrByFloat(fields[0], fields[1], fields[2])
+    if kind == _SET_ADD:
+        return SetAdd(fields[0], tuple(fields[1:]))
+    if kind == _SET_REMOVE:
+        return SetRemove(fields[0], tuple(fields[1:]))
+    if kind == _SET_POP:
+        return SetPop(fields[0], _read_number(fields[1]) if flags & _COUNTED else None)
+    if kind == _SET_STORE:
+        return SetStore(fields[0], tuple(fields[2:]), fields[1].decode())
     raise InternalError(f"unknown entry kind {kind} at index {index}")
 
 
@@ -183,6 +250,7 @@ def encode_entry(entry: Entry) -> bytes:
         flags = (_NX if op.nx else 0) | (_XX if op.xx else 0)
         flags |= _IF if op.if_value is not None else 0
         flags |= _KEEP_TTL if op.keep_ttl else 0
+        flags |= _GET if op.get else 0
         expire = b""
         if op.expire_ms is not None:
             _absolute(op.relative, op)
@@ -233,6 +301,7 @@ def decode_entry(epoch: int, index: int, record: bytes) -> Entry:
         _SET_EXPIRE_MS.__set__(op, _read_number(fields[4]) if flags & _EXPIRES else None)
         _SET_RELATIVE.__set__(op, False)
         _SET_KEEP_TTL.__set__(op, bool(flags & _KEEP_TTL))
+        _SET_GET.__set__(op, bool(flags & _GET))
     else:
         op = _decode_op(kind, flags, fields[1:], index)
     entry: Entry = _new(Entry)
@@ -254,6 +323,7 @@ _SET_IF_VALUE = Set.__dict__["if_value"]
 _SET_EXPIRE_MS = Set.__dict__["expire_ms"]
 _SET_RELATIVE = Set.__dict__["relative"]
 _SET_KEEP_TTL = Set.__dict__["keep_ttl"]
+_SET_GET = Set.__dict__["get"]
 _ENTRY_EPOCH = Entry.__dict__["epoch"]
 _ENTRY_INDEX = Entry.__dict__["index"]
 _ENTRY_REQUEST_ID = Entry.__dict__["request_id"]
@@ -276,10 +346,16 @@ _ENTRY_TIME_MS = Entry.__dict__["time_ms"]
 #         [string result (u32 + bytes)] | [failure (u32 + UTF-8)]
 #
 #     [expiries u64 | key lengths u32[expiries] | times i64[expiries] | keys' bytes]
+#     [containers u64 | per hash or set: key (u32 + bytes) | kind u8 (1 hash, 2 set) |
+#         version epoch u64 | index u64 | elements u32 | per element: field (u32 + bytes)
+#         [| value (u32 + bytes), a hash's]]
 #
-# (Flags 8, 16 and 32 came with the counter and string commands: older states have none.
+# (Flags 8, 16 and 32 came with the counter and string commands: older states have none;
+# flag 64, a list result (u32 count, then per item: u32 length + bytes), with SPOP.
 # The expiry section came with TTLs, and is left out when no key has an expiry: a state
-# that ends after the dedup table has none, so every state written before still decodes.)
+# that ends after the dedup table has none, so every state written before still decodes.
+# The container section came with hashes and sets and is left out when there are none; a
+# state with one has the expiry section, if empty. The key columns hold strings only.)
 #
 # Column by column, so that a restart decodes a partition of a million keys with a few
 # C-speed passes (array.frombytes, slicing, zip into the dict) instead of a Python loop that
@@ -290,7 +366,9 @@ _VERSION = struct.Struct("<QQ")
 _COUNT = struct.Struct("<Q")
 _WRITE = struct.Struct("<QBQ")
 _APPLIED, _HAS_VALUE, _HAS_VERSION = 1, 2, 4
-_HAS_NUMBER, _HAS_STRING, _HAS_FAILURE = 8, 16, 32
+_HAS_NUMBER, _HAS_STRING, _HAS_FAILURE, _HAS_LIST = 8, 16, 32, 64
+_CONTAINER = struct.Struct("<BQQI")
+_HASH_KIND, _SET_KIND = 1, 2
 _LITTLE = sys.byteorder == "little"
 
 
@@ -327,10 +405,20 @@ def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> 
     kv = snapshot.kv
     # key lengths, value lengths, version epochs, version indexes, keys' bytes, values' bytes
     columns: tuple[list[bytes], ...] = ([], [], [], [], [], [])
+    containers: list[tuple[bytes, tuple[Value, Version]]] = []
+    strings = len(kv)
     items = iter(kv.items())
     while chunk := list(islice(items, keys_per_part)):
-        keys = [key for key, _ in chunk]
         values = [value for _, (value, _) in chunk]
+        try:
+            joined = b"".join(values)  # type: ignore[arg-type]
+        except TypeError:  # hashes or sets among them: they have their own section
+            containers += [item for item in chunk if item[1][0].__class__ is not bytes]
+            chunk = [item for item in chunk if item[1][0].__class__ is bytes]
+            strings -= len(values) - len(chunk)
+            values = [value for _, (value, _) in chunk]
+            joined = b"".join(values)  # type: ignore[arg-type]
+        keys = [key for key, _ in chunk]
         versions = [version for _, (_, version) in chunk]
         pieces = (
             _column("I", map(len, keys)),
@@ -338,17 +426,17 @@ def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> 
             _column("Q", [version.epoch for version in versions]),
             _column("Q", [version.index for version in versions]),
             b"".join(keys),
-            b"".join(values),
+            joined,
         )
         for column, piece in zip(columns, pieces, strict=True):
             column.append(piece)
         yield b""
-    yield _STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, len(kv))
+    yield _STATE_HEAD.pack(snapshot.partition, snapshot.dedup_window, strings)
     for column in columns:
         yield from filter(None, column)  # the only empty pieces are the steps' ends
     yield _encode_dedup(snapshot)
     expires = snapshot.expires
-    if not expires:
+    if not expires and not containers:
         return
     # key lengths, times, keys' bytes
     expiry_columns: tuple[list[bytes], ...] = ([], [], [])
@@ -366,6 +454,30 @@ def encode_state_parts(snapshot: ReplicaSnapshot, keys_per_part: int = 1024) -> 
     yield _COUNT.pack(len(expires))
     for column in expiry_columns:
         yield from filter(None, column)
+    if containers:
+        yield from _encode_containers(containers, keys_per_part)
+
+
+def _encode_containers(
+    containers: list[tuple[bytes, tuple[Value, Version]]], elements_per_part: int
+) -> Iterator[bytes]:
+    """The container section (layout above), a step (``b""``) after every
+    ``elements_per_part`` elements, also inside one large hash or set (a snapshot's
+    containers never change while it is encoded: core/containers.py)."""
+    yield _COUNT.pack(len(containers))
+    for key, (value, version) in containers:
+        if isinstance(value, HashValue):
+            kind = _HASH_KIND
+            elements: Iterator[bytes] = (part for pair in value.items() for part in pair)
+            per_part = 2 * elements_per_part
+        elif isinstance(value, SetValue):
+            kind, elements, per_part = _SET_KIND, iter(value), elements_per_part
+        else:
+            raise InternalError(f"not a container: {type(value).__name__}")
+        yield _field(key) + _CONTAINER.pack(kind, version.epoch, version.index, len(value))
+        while chunk := list(islice(elements, per_part)):
+            yield b"".join([_field(part) for part in chunk])
+            yield b""
 
 
 def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
@@ -384,6 +496,7 @@ def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
                 raise InternalError(f"a stored reply with a bool result: {reply}")
             flags |= _HAS_NUMBER if isinstance(result, int) else 0
             flags |= _HAS_STRING if isinstance(result, bytes) else 0
+            flags |= _HAS_LIST if isinstance(result, tuple) else 0
             flags |= _HAS_FAILURE if reply.failure is not None else 0
             parts.append(_WRITE.pack(seq, flags, reply.epoch))
             if reply.value is not None:
@@ -394,6 +507,11 @@ def _encode_dedup(snapshot: ReplicaSnapshot) -> bytes:
                 parts.append(_NUMBER.pack(result))
             elif isinstance(result, bytes):
                 parts.append(_field(result))
+            elif isinstance(result, tuple):  # SPOP's members
+                if not all(isinstance(item, bytes) for item in result):
+                    raise InternalError(f"a stored reply with a list not of strings: {reply}")
+                parts.append(_LEN.pack(len(result)))
+                parts += [_field(item) for item in result]  # type: ignore[arg-type]
             if reply.failure is not None:
                 parts.append(_field(reply.failure.encode()))
     return b"".join(parts)
@@ -459,7 +577,9 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
     value_list = _pieces(buf, offset, value_lengths)
     offset += values_bytes
     versions = _versions(epochs, indexes)
-    kv = dict(zip(key_list, zip(value_list, versions, strict=True), strict=True))
+    kv: dict[bytes, tuple[Value, Version]] = dict(
+        zip(key_list, zip(value_list, versions, strict=True), strict=True)
+    )
     if len(kv) != keys:
         raise ValueError("a key appears twice")
 
@@ -490,11 +610,14 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
             version = (
                 Version(*_VERSION.unpack(take(_VERSION.size))) if flags & _HAS_VERSION else None
             )
-            result: int | bytes | None = None
+            result: Result = None
             if flags & _HAS_NUMBER:
                 (result,) = _NUMBER.unpack(take(_NUMBER.size))
             elif flags & _HAS_STRING:
                 result = field_()
+            elif flags & _HAS_LIST:
+                (items,) = _LEN.unpack(take(_LEN.size))
+                result = tuple(field_() for _ in range(items))
             failure = field_().decode() if flags & _HAS_FAILURE else None
             seqs.append(seq)
             replies[seq] = ClientReply(
@@ -521,8 +644,28 @@ def _decode_state(index: int, epoch: int, buf: memoryview) -> ReplicaSnapshot:
         expiry_keys = _pieces(buf, offset, expiry_lengths)
         offset += expiry_bytes
         expires = dict(zip(expiry_keys, times, strict=True))
-        if len(expires) != count or not expires.keys() <= kv.keys():
-            raise ValueError("an expiry twice, or of a key the state does not hold")
+        if len(expires) != count:
+            raise ValueError("an expiry twice")
+    if offset < len(buf):  # the container section (states from before hashes end above)
+        (count,) = _COUNT.unpack(take(_COUNT.size))
+        strings = len(kv)
+        for _ in range(count):
+            key = field_()
+            kind, version_epoch, version_index, elements = _CONTAINER.unpack(take(_CONTAINER.size))
+            value: Value
+            if kind == _HASH_KIND:
+                value = HashValue((field_(), field_()) for _ in range(elements))
+            elif kind == _SET_KIND:
+                value = SetValue((field_(), None) for _ in range(elements))
+            else:
+                raise ValueError(f"container kind {kind}")
+            if not elements or len(value) != elements:
+                raise ValueError("an empty container, or an element twice")
+            kv[key] = (value, Version(version_epoch, version_index))
+        if len(kv) != strings + count:
+            raise ValueError("a key appears twice")
+    if not expires.keys() <= kv.keys():
+        raise ValueError("an expiry of a key the state does not hold")
     if offset != len(buf):
         raise struct.error(f"{len(buf) - offset} bytes after the state")
     return ReplicaSnapshot(

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from xxhash import xxh3_64_intdigest
 
+from planaria.core.messages import ExpireKeys, HashValue, MSet, SetValue
 from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
@@ -71,18 +72,22 @@ def scan_order(key: bytes) -> int:
 
 
 def type_name(value: object) -> str:
-    """The name TYPE answers and SCAN TYPE filters on for a stored value (strings are all
-    there is so far; hashes and sets add theirs here)."""
+    """The name TYPE answers and SCAN TYPE filters on for a stored value."""
     if isinstance(value, bytes):
         return "string"
+    if isinstance(value, HashValue):
+        return "hash"
+    if isinstance(value, SetValue):
+        return "set"
     raise UsageError(f"no type name for a value of {type(value).__name__}")
 
 
 def write_keys(op: object) -> tuple[bytes, ...]:
-    """The keys a write op may add or remove: its ``pairs``' keys (MSET), its ``keys`` (an
-    op on several keys), or its ``key``. Every write that changes a partition's keys must
-    say them so, for the replica to keep its :class:`KeyIndex` in step. (Which field an op
-    type has is found once per type: a write to a built index pays a dict lookup.)"""
+    """The keys a write op may add or remove: MSET's keys, ExpireKeys' keys, or its ``key``
+    (SINTERSTORE's destination: its sources are only read). Every write that changes a
+    partition's keys must say them so, for the replica to keep its :class:`KeyIndex` in
+    step. By type, not by attribute: an HSET's field-value pairs are no keys. (The reader
+    of an op type is found once per type: a write to a built index pays a dict lookup.)"""
     keys_of = _KEYS_OF.get(type(op))
     if keys_of is None:
         keys_of = _keys_of_type(op)
@@ -110,9 +115,9 @@ def _key_keys(op: object) -> tuple[bytes, ...]:
 
 
 def _keys_of_type(op: object) -> Callable[[object], tuple[bytes, ...]]:
-    if isinstance(getattr(op, "pairs", None), tuple):
+    if isinstance(op, MSet):
         return _pairs_keys
-    if isinstance(getattr(op, "keys", None), tuple):
+    if isinstance(op, ExpireKeys):
         return _keys_keys
     if isinstance(getattr(op, "key", None), bytes):
         return _key_keys

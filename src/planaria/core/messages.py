@@ -54,6 +54,11 @@ __all__ = [
     "Get",
     "GetEx",
     "GetExpiry",
+    "HashDelete",
+    "HashIncrBy",
+    "HashIncrByFloat",
+    "HashSet",
+    "HashValue",
     "IncrBy",
     "IncrByFloat",
     "MSet",
@@ -71,9 +76,16 @@ __all__ = [
     "Result",
     "Send",
     "Set",
+    "SetAdd",
+    "SetPop",
     "SetRange",
+    "SetRemove",
+    "SetStore",
+    "SetValue",
     "SnapshotAck",
     "SnapshotChunk",
+    "Value",
+    "ValueRead",
     "Version",
     "WriteOp",
 ]
@@ -120,11 +132,15 @@ class Set:
     expire_ms: int | None = None
     relative: bool = False
     keep_ttl: bool = False
+    get: bool = False  # SET ... GET, GETSET: it reads the old value (WRONGTYPE on a hash)
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    """DEL, UNLINK (any type); with ``get`` GETDEL (a string only: WRONGTYPE otherwise)."""
+
     key: bytes
+    get: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +270,124 @@ class MSet:
         return self.pairs[0][0]
 
 
+# --- hashes and sets (core/containers.py applies them) -------------------------------------
+
+
+class HashValue(dict[bytes, bytes]):
+    """A hash's fields and values, in insertion order (as a small Redis hash lists them).
+    ``generation``: the replica's snapshot generation it was made in; one made before the
+    last snapshot is shared with it and never changed (a write copies it first)."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, *args: object, generation: int = -1) -> None:
+        super().__init__(*args)
+        self.generation = generation
+
+
+class SetValue(dict[bytes, None]):
+    """A set's members (a dict for an order that is the same on every replica, which
+    SPOP's deterministic choice needs); ``generation`` as :class:`HashValue`'s."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, *args: object, generation: int = -1) -> None:
+        super().__init__(*args)
+        self.generation = generation
+
+
+# What a key holds: a string, a hash or a set. An empty hash or set is never stored.
+Value: TypeAlias = bytes | HashValue | SetValue
+
+
+@dataclass(frozen=True, slots=True)
+class HashSet:
+    """HSET key field value [field value ...]: set each field of ``items`` (in order; a
+    field twice ends with the last value). Result: how many fields were new. With ``nx``
+    (HSETNX, one item): only a field not there yet; result 1 if it was set, else 0."""
+
+    key: bytes
+    items: tuple[tuple[bytes, bytes], ...]
+    nx: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HashDelete:
+    """HDEL key field [field ...]. Result: how many were there; the hash goes with its last."""
+
+    key: bytes
+    fields: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HashIncrBy:
+    """HINCRBY: as :class:`IncrBy` on a field. Result: the new value."""
+
+    key: bytes
+    field: bytes
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class HashIncrByFloat:
+    """HINCRBYFLOAT: as :class:`IncrByFloat` on a field (``delta`` as sent, a finite
+    float: the server checked). Result: the new value as stored."""
+
+    key: bytes
+    field: bytes
+    delta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetAdd:
+    """SADD key member [member ...]. Result: how many were new."""
+
+    key: bytes
+    members: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetRemove:
+    """SREM key member [member ...]. Result: how many were there; the set goes with its last."""
+
+    key: bytes
+    members: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetPop:
+    """SPOP key [count]: remove members chosen by a generator seeded with the entry's
+    version (the primary's choice of epoch and index, so every replica removes the same
+    ones). Result: the member or None (``count`` None), else a tuple of the members."""
+
+    key: bytes
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetStore:
+    """SINTERSTORE, SUNIONSTORE, SDIFFSTORE (``kind``: inter, union, diff): ``key`` (the
+    destination, any type, its expiry cleared) becomes the result over ``sources`` (one slot
+    with it), or is deleted when the result is empty. Result: the result's size."""
+
+    key: bytes
+    sources: tuple[bytes, ...]
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRead:
+    """A read of a hash or set (HGET, HGETALL, SMEMBERS, SINTER, HSCAN, ...): ``command``
+    (lower case) with its ``args`` after the key, and ``others`` the further keys (SINTER,
+    SUNION, SDIFF; one slot). core/containers.py answers it from the applied state."""
+
+    key: bytes
+    command: str
+    args: tuple[bytes, ...] = ()
+    others: tuple[bytes, ...] = ()
+    error: str | None = None  # HSCAN/SSCAN's bad option: fails only on a hash/set there
+
+
 # Every write is one of these; core/strings.py applies them (the one dispatch), so a new
 # command adds a dataclass here and a case there (and a kind in core/codec.py).
 WriteOp: TypeAlias = (
@@ -268,11 +402,20 @@ WriteOp: TypeAlias = (
     | ClearExpiry
     | GetEx
     | ExpireKeys
+    | HashSet
+    | HashDelete
+    | HashIncrBy
+    | HashIncrByFloat
+    | SetAdd
+    | SetRemove
+    | SetPop
+    | SetStore
 )
-Op: TypeAlias = Get | GetExpiry | WriteOp
-# What a write answers besides ``value``/``applied``: a number (INCR, APPEND, SETRANGE) or
-# a string (INCRBYFLOAT). More kinds join as the commands that need them do.
-Result: TypeAlias = int | bytes | None
+Op: TypeAlias = Get | GetExpiry | ValueRead | WriteOp
+# What a write answers besides ``value``/``applied``: a number (INCR, APPEND, SETRANGE), a
+# string (INCRBYFLOAT), or a list (SPOP with a count; reads of hashes and sets: HMGET's
+# items may be None, SMISMEMBER's are numbers).
+Result: TypeAlias = int | bytes | tuple[bytes | int | None, ...] | None
 
 
 class ErrorCode(enum.StrEnum):
@@ -370,7 +513,7 @@ class ReplicaSnapshot:
     partition: PartitionId
     index: int
     epoch: int
-    kv: Mapping[bytes, tuple[bytes, Version]]
+    kv: Mapping[bytes, tuple[Value, Version]]
     dedup: Mapping[str, AppliedWrites]
     dedup_window: int = DEDUP_WINDOW
     # key -> its expiry in Unix ms, only keys of ``kv`` (none in states from before TTLs).

@@ -36,8 +36,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from planaria.core.containers import WRONGTYPE, read_value
 from planaria.core.expiry import Expiries
-from planaria.core.keyspace import BUILD_SLICE_KEYS, KeyIndex, LazyKeyIndex, write_keys
+from planaria.core.keyspace import BUILD_SLICE_KEYS, KeyIndex, LazyKeyIndex, type_name, write_keys
 from planaria.core.messages import (
     DEDUP_WINDOW,
     EXPIRE_KEYS_PER_ENTRY,
@@ -68,6 +69,8 @@ from planaria.core.messages import (
     Set,
     SnapshotAck,
     SnapshotChunk,
+    Value,
+    ValueRead,
     Version,
     WriteOp,
 )
@@ -105,9 +108,14 @@ BUGS = frozenset(
         # timeout, a failover) is logged and applied again (an INCR counts twice)
         "retry-applies-again",
         "skip-truncate",  # backups keep a divergent suffix instead of truncating it
+        "snapshot-shares-containers",  # later writes change the hashes and sets of a snapshot
         "wiped-stays-in-sync",  # controller only: a replica that lost its log stays in the ISR
     }
 )
+
+
+# The reads (a tuple, not a union built on every request: the write path checks it too).
+_READ_OPS = (Get, GetExpiry, ValueRead)
 
 
 def _sets_expiry(op: WriteOp) -> bool:
@@ -324,9 +332,13 @@ class Replica:
         self._lease_until_ms = float("-inf")
         self._commit_index = applied_index
         self._applied_index = applied_index
-        self._kv: dict[bytes, tuple[bytes, Version]] = (
+        self._kv: dict[bytes, tuple[Value, Version]] = (
             dict(snapshot.kv) if snapshot is not None else {}
         )
+        # Which hashes and sets a write may change in place: those made in this generation,
+        # which every snapshot ends (its copy of _kv shares them; core/containers.py). From
+        # 1, so the containers of the snapshot built from (generation -1) are copied.
+        self._generation = 1
         # Replicated state: the keys' expiries (Unix ms), only keys of _kv.
         self._expiries = Expiries(snapshot.expires if snapshot is not None else None)
         # The keys in scan order (SCAN, KEYS, RANDOMKEY): derived from ``_kv``, the same
@@ -629,6 +641,8 @@ class Replica:
     def snapshot(self) -> ReplicaSnapshot:
         """The replicated state at :attr:`applied_index`, as an immutable copy (one
         C-speed copy of each table; the entries in them are shared, never changed)."""
+        if "snapshot-shares-containers" not in self._bugs:
+            self._generation += 1  # the hashes and sets it shares are never changed again
         return ReplicaSnapshot(
             partition=self._partition,
             index=self._applied_index,
@@ -678,7 +692,7 @@ class Replica:
         return self._barrier_index
 
     @property
-    def applied(self) -> Mapping[bytes, tuple[bytes, Version]]:
+    def applied(self) -> Mapping[bytes, tuple[Value, Version]]:
         """The applied (committed) key-value state: key -> (value, version). Read-only."""
         return MappingProxyType(self._kv)
 
@@ -748,7 +762,7 @@ class Replica:
         ready = Ready()
         serving = self.serving(now_ms)
         op = request.op
-        if isinstance(op, (Get, GetExpiry)):
+        if isinstance(op, _READ_OPS):
             if serving or request.stale_ok:
                 ready.replies.append(Reply(request.client, self._read(request, serving, now_ms)))
             else:
@@ -813,6 +827,8 @@ class Replica:
         """A read from the applied state, as of this replica's clock: a key past its expiry
         is not there (a backup's stale read judges by its own clock, as a Redis replica)."""
         op = request.op
+        if isinstance(op, ValueRead):
+            return self._read_value(request, op, serving, now_ms)
         key = op.key
         found = self._kv.get(key)
         expire_ms = self._expiries.get_time(key) if found is not None else None
@@ -823,7 +839,9 @@ class Replica:
             and "read-ignores-expiry" not in self._bugs
         ):
             found = expire_ms = None
-        result: int | None = None
+        result: int | bytes | None = None
+        failure: str | None = None
+        value = found[0] if found is not None else None
         if isinstance(op, GetExpiry):
             if found is None:
                 result = -2
@@ -831,14 +849,48 @@ class Replica:
                 result = -1
             else:
                 result = max(expire_ms - clock_ms, 0) if op.relative else expire_ms
+        if value is not None and not isinstance(value, bytes):
+            # A hash or set: GET's WRONGTYPE, and its type's name for TYPE and EXISTS.
+            if not isinstance(op, GetExpiry):
+                result, failure = type_name(value).encode(), WRONGTYPE
+            value = None
         return ClientReply(
             partition=self._partition,
             request_id=request.request_id,
-            value=found[0] if found is not None else None,
+            value=value,
             version=found[1] if found is not None else None,
             stale=not serving,
             epoch=self._epoch,
             result=result,
+            failure=failure,
+        )
+
+    def _read_value(
+        self, request: ClientRequest, op: ValueRead, serving: bool, now_ms: float
+    ) -> ClientReply:
+        """A read of a hash or set (core/containers.py), keys past their expiry not there."""
+        kv, expiries = self._kv, self._expiries
+        clock_ms = self._clock_ms(now_ms)
+        ignore_expiry = "read-ignores-expiry" in self._bugs
+
+        def live(key: bytes) -> Value | None:
+            found = kv.get(key)
+            if found is None:
+                return None
+            expire_ms = expiries.get_time(key)
+            if expire_ms is not None and expire_ms < clock_ms and not ignore_expiry:
+                return None
+            return found[0]
+
+        client, seq = request.request_id
+        result, failure = read_value(op, live, f"{client}:{seq}")
+        return ClientReply(
+            partition=self._partition,
+            request_id=request.request_id,
+            stale=not serving,
+            epoch=self._epoch,
+            result=result,
+            failure=failure,
         )
 
     def _not_serving_error(self) -> ErrorCode:
@@ -1202,7 +1254,7 @@ class Replica:
                 op = entry.op
                 before = keys_index.before_write(write_keys(op)) if keys_index.tracking else ()
                 apply_write(self._kv, entry.op, Version(entry.epoch, entry.index),
-                            self._expiries, entry.time_ms)  # fmt: skip
+                            self._expiries, entry.time_ms, self._generation)  # fmt: skip
                 self._key_index_done(before)
                 continue
             self._in_log.pop(entry.request_id, None)
@@ -1258,7 +1310,7 @@ class Replica:
         keys_index = self._keys
         before = keys_index.before_write(write_keys(op)) if keys_index.tracking else ()
         previous, take, result, failure = apply_write(
-            self._kv, op, version, self._expiries, entry.time_ms
+            self._kv, op, version, self._expiries, entry.time_ms, self._generation
         )
         self._key_index_done(before)
         reply = ClientReply(

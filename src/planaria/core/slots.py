@@ -31,7 +31,7 @@ def keyslot(key: str | bytes) -> int:
     """The Redis Cluster slot of ``key`` (0..16383)."""
     if isinstance(key, str):
         key = key.encode()
-    elif not isinstance(key, bytes | bytearray | memoryview):
+    elif not isinstance(key, (bytes, bytearray, memoryview)):
         raise UsageError(f"key must be str or bytes, not {type(key).__name__}")
     return crc_hqx(hash_tag(bytes(key)), 0) & (SLOTS - 1)
 

@@ -19,6 +19,14 @@ from collections.abc import MutableMapping
 from fractions import Fraction
 from typing import TypeAlias
 
+from planaria.core.containers import (
+    HASH_NOT_A_FLOAT,
+    HASH_NOT_AN_INTEGER,
+    WRONGTYPE,
+    ContainerOp,
+    apply_container,
+    writable,
+)
 from planaria.core.expiry import Expiries
 from planaria.core.messages import (
     STRING_BYTES_MAX,
@@ -28,12 +36,22 @@ from planaria.core.messages import (
     Expire,
     ExpireKeys,
     GetEx,
+    HashDelete,
+    HashIncrBy,
+    HashIncrByFloat,
+    HashSet,
+    HashValue,
     IncrBy,
     IncrByFloat,
     MSet,
     Result,
     Set,
+    SetAdd,
+    SetPop,
     SetRange,
+    SetRemove,
+    SetStore,
+    Value,
     Version,
     WriteOp,
 )
@@ -63,22 +81,25 @@ TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-State: TypeAlias = MutableMapping[bytes, tuple[bytes, Version]]
+State: TypeAlias = MutableMapping[bytes, tuple[Value, Version]]
 # (the previous value, whether the state changed, the result, the failure's error reply)
 Outcome: TypeAlias = tuple[bytes | None, bool, Result, str | None]
 
 
-def apply_write(
+def apply_write(  # noqa: PLR0917 (every write's hot path: positional is the cheapest call)
     state: State,
     op: WriteOp,
     version: Version,
     expiries: Expiries | None = None,
     now_ms: int = 0,
+    generation: int = 0,
 ) -> Outcome:
     """Apply ``op`` (at ``version``, logged at ``now_ms``: Unix ms, 0 when unknown) to
     ``state`` and its keys' ``expiries`` in place and say what it did. A key whose expiry
     is before ``now_ms`` is gone first (Redis' lazy expiry, here decided by the logged time,
-    so alike on every replica). A failure changes nothing else."""
+    so alike on every replica). A failure changes nothing else. A hash or set is changed in
+    place only when it was made in ``generation`` (the replica's snapshot generation;
+    core/containers.py)."""
     if expiries is None:
         expiries = Expiries()
     elif now_ms and expiries:
@@ -88,6 +109,10 @@ def apply_write(
             raise InternalError(f"a relative expiry reached the apply: {op}")
         current = state.get(op.key)
         previous = current[0] if current is not None else None
+        if previous is not None and previous.__class__ is not bytes:  # a hash or set
+            if op.get or op.if_value is not None:
+                return None, False, None, WRONGTYPE
+            previous = None  # SET replaces any type; only a string is ever answered
         # Conditions combine with AND (NX with XX can never hold).
         take = (
             (not op.nx or current is None)
@@ -102,11 +127,27 @@ def apply_write(
                 expiries.discard(op.key)
         return previous, take, None, None
     if isinstance(op, Delete):
-        current = state.pop(op.key, None)
+        current = state.get(op.key)
+        if current is None:
+            return None, False, None, None
+        previous = current[0]
+        if previous.__class__ is not bytes:  # a hash or set: DEL takes it, GETDEL refuses
+            if op.get:
+                return None, False, None, WRONGTYPE
+            previous = None
+        del state[op.key]
         expiries.discard(op.key)
-        return (current[0] if current is not None else None), current is not None, None, None
+        return previous, True, None, None
     if isinstance(op, (Expire, ClearExpiry, GetEx, ExpireKeys)):
         return _apply_expiry(state, expiries, op, now_ms)
+    if isinstance(op, (HashSet, HashDelete, SetAdd, SetRemove, SetPop, SetStore)):
+        return _apply_container(state, op, version, expiries, (now_ms, generation))
+    if isinstance(op, (HashIncrBy, HashIncrByFloat)):
+        return _hash_incr(state, op, version, generation)
+    if isinstance(op, (IncrBy, IncrByFloat, AppendTo, SetRange)):
+        found = state.get(op.key)
+        if found is not None and found[0].__class__ is not bytes:
+            return None, False, None, WRONGTYPE  # a string command on a hash or set
     if isinstance(op, IncrBy):
         return _incr_by(state, op, version)
     if isinstance(op, IncrByFloat):
@@ -114,6 +155,7 @@ def apply_write(
     if isinstance(op, AppendTo):
         current = state.get(op.key)
         old = current[0] if current is not None else b""
+        assert isinstance(old, bytes)
         length = len(old) + len(op.value)
         if length > min(op.bytes_max, STRING_BYTES_MAX):
             return None, False, None, TOO_LONG
@@ -129,6 +171,70 @@ def apply_write(
             expiries.discard(key)
         return None, True, None, None
     raise InternalError(f"no apply for {type(op).__name__}")  # pragma: no cover
+
+
+def _apply_container(
+    state: State,
+    op: ContainerOp,
+    version: Version,
+    expiries: Expiries,
+    times: tuple[int, int],
+) -> Outcome:
+    now_ms, generation = times  # the entry's time, the replica's snapshot generation
+
+    def live(key: bytes) -> Value | None:
+        """A key's value as of the entry's time (SINTERSTORE's sources may have expired)."""
+        found = state.get(key)
+        if found is None:
+            return None
+        time_ms = expiries.get_time(key) if now_ms else None
+        return None if time_ms is not None and time_ms < now_ms else found[0]
+
+    had = op.key in state
+    changed, result, failure = apply_container(state, op, version, generation, live)
+    if isinstance(op, SetStore) and failure is None:
+        expiries.discard(op.key)  # the destination is new (Redis' setKey), or gone
+    elif had and op.key not in state:
+        expiries.discard(op.key)  # the last field or member went, and the key with it
+    return None, changed, result, failure
+
+
+def _hash_incr(
+    state: State, op: HashIncrBy | HashIncrByFloat, version: Version, generation: int
+) -> Outcome:
+    """HINCRBY, HINCRBYFLOAT: as INCRBY and INCRBYFLOAT on a field, with Redis' own words
+    for a field that holds no number."""
+    current = state.get(op.key)
+    held = current[0] if current is not None else None
+    fields = writable(held, HashValue, generation)
+    if fields is None:
+        return None, False, None, WRONGTYPE
+    assert isinstance(fields, HashValue)
+    old = fields.get(op.field)
+    new: bytes
+    result: Result
+    if isinstance(op, HashIncrBy):
+        number = parse_int64(old) if old is not None else 0
+        if number is None:
+            return None, False, None, HASH_NOT_AN_INTEGER
+        total = number + op.delta
+        if not INT64_MIN <= total <= INT64_MAX:
+            return None, False, None, OVERFLOW
+        new, result = b"%d" % total, total
+    else:
+        value = parse_long_double(old) if old is not None else Fraction(0)
+        delta = parse_long_double(op.delta)
+        if value is None or delta is None:
+            return None, False, None, HASH_NOT_A_FLOAT
+        if isinstance(value, float) or isinstance(delta, float):  # an infinity
+            return None, False, None, NOT_FINITE
+        total_value = _round_extended(value + delta)
+        if total_value is None:
+            return None, False, None, NOT_FINITE
+        new = result = format_long_double(total_value)
+    fields[op.field] = new
+    state[op.key] = (fields, version)
+    return None, True, result, None
 
 
 def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> None:
@@ -174,6 +280,8 @@ def _apply_expiry(
     if isinstance(op, GetEx):
         if current is None:
             return None, False, None, None
+        if current[0].__class__ is not bytes:
+            return None, False, None, WRONGTYPE  # before the expiry's error, as Redis
         if op.error is not None:
             return None, False, None, op.error
         if op.expire_ms is not None:
@@ -201,7 +309,7 @@ def _apply_expiry(
 
 def _incr_by(state: State, op: IncrBy, version: Version) -> Outcome:
     current = state.get(op.key)
-    value = parse_int64(current[0]) if current is not None else 0
+    value = parse_int64(current[0]) if current is not None else 0  # type: ignore[arg-type]
     if value is None:
         return None, False, None, NOT_AN_INTEGER
     total = value + op.delta
@@ -213,7 +321,7 @@ def _incr_by(state: State, op: IncrBy, version: Version) -> Outcome:
 
 def _incr_by_float(state: State, op: IncrByFloat, version: Version) -> Outcome:
     current = state.get(op.key)
-    value = parse_long_double(current[0]) if current is not None else Fraction(0)
+    value = parse_long_double(current[0]) if current is not None else Fraction(0)  # type: ignore[arg-type]
     delta = parse_long_double(op.delta)
     if value is None or delta is None:
         return None, False, None, NOT_A_FLOAT
@@ -232,6 +340,7 @@ def _set_range(state: State, op: SetRange, version: Version) -> Outcome:
         return None, False, None, OFFSET_OUT_OF_RANGE
     current = state.get(op.key)
     old = current[0] if current is not None else b""
+    assert isinstance(old, bytes)  # a hash or set failed before
     if not op.value:  # nothing to write: the length as it is, no key made
         return None, False, len(old), None
     end = op.offset + len(op.value)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from planaria.core.keyspace import type_name
+from planaria.core.containers import WRONGTYPE
 from planaria.core.messages import (
     AppendTo,
     ClearExpiry,
@@ -36,12 +36,21 @@ from planaria.core.messages import (
     Get,
     GetEx,
     GetExpiry,
+    HashDelete,
+    HashIncrBy,
+    HashIncrByFloat,
+    HashSet,
     IncrBy,
     IncrByFloat,
     MSet,
     Op,
     Set,
+    SetAdd,
+    SetPop,
     SetRange,
+    SetRemove,
+    SetStore,
+    ValueRead,
 )
 from planaria.core.slots import keyslot
 from planaria.core.strings import (
@@ -217,6 +226,65 @@ _EXPIRY_COMMANDS = (
     CommandSpec("persist", 2, ("write", "fast"), 1, 1, 1, ("@keyspace", "@write", "@fast"),
                 "Removes a key's expiry.", "generic"),
 )  # fmt: skip
+
+
+def _container(
+    name: str, arity: int, flags: str, summary: str, *, last_key: int = 1, slow: bool = False
+) -> CommandSpec:
+    """A hash or set command's row: ``flags`` as Redis 7.0 lists them (``fast`` among
+    them unless ``slow``); its group from its first letter."""
+    group = "hash" if name.startswith("h") else "set"
+    kind = "@write" if "write" in flags.split() else "@read"
+    listed = tuple(flags.split()) + (() if slow else ("fast",))
+    speed = "@slow" if slow else "@fast"
+    return CommandSpec(name, arity, listed, 1, last_key, 1, (kind, f"@{group}", speed),
+                       summary, group)  # fmt: skip
+
+
+_HASH_COMMANDS = (
+    _container("hset", -4, "write denyoom", "Sets fields of a hash."),
+    _container("hsetnx", 4, "write denyoom", "Sets a field of a hash if it does not exist."),
+    _container("hget", 3, "readonly", "Returns the value of a field of a hash."),
+    _container("hmget", -3, "readonly", "Returns the values of fields of a hash."),
+    _container("hdel", -3, "write", "Deletes fields of a hash."),
+    _container("hgetall", 2, "readonly", "Returns the fields and values of a hash.", slow=True),
+    _container("hkeys", 2, "readonly", "Returns the fields of a hash.", slow=True),
+    _container("hvals", 2, "readonly", "Returns the values of a hash.", slow=True),
+    _container("hlen", 2, "readonly", "Returns the number of fields of a hash."),
+    _container("hexists", 3, "readonly", "Says whether a field of a hash exists."),
+    _container("hincrby", 4, "write denyoom", "Increments the integer value of a field."),
+    _container("hincrbyfloat", 4, "write denyoom", "Increments the float value of a field."),
+    _container("hstrlen", 3, "readonly", "Returns the length of the value of a field."),
+    _container("hscan", -3, "readonly", "Iterates over the fields and values of a hash.",
+               slow=True),
+)  # fmt: skip
+_SET_COMMANDS = (
+    _container("sadd", -3, "write denyoom", "Adds members to a set."),
+    _container("srem", -3, "write", "Removes members from a set."),
+    _container("sismember", 3, "readonly", "Says whether a member is in a set."),
+    _container("smismember", -3, "readonly", "Says whether each member is in a set."),
+    _container("smembers", 2, "readonly", "Returns the members of a set.", slow=True),
+    _container("scard", 2, "readonly", "Returns the number of members of a set."),
+    _container("spop", -2, "write", "Removes and returns random members of a set."),
+    _container("srandmember", -2, "readonly", "Returns random members of a set.", slow=True),
+    _container("sscan", -3, "readonly", "Iterates over the members of a set.", slow=True),
+    *(
+        _container(name, -2, "readonly", summary, last_key=-1, slow=True)
+        for name, summary in (
+            ("sinter", "The intersection of sets (all in one slot)."),
+            ("sunion", "The union of sets (all in one slot)."),
+            ("sdiff", "The first set less the others (all in one slot)."),
+        )
+    ),
+    *(
+        _container(name, -3, "write denyoom", summary, last_key=-1, slow=True)
+        for name, summary in (
+            ("sinterstore", "Stores the intersection of sets (all in one slot)."),
+            ("sunionstore", "Stores the union of sets (all in one slot)."),
+            ("sdiffstore", "Stores the first set less the others (all in one slot)."),
+        )
+    ),
+)  # fmt: skip
 _STALE = ("loading", "stale")
 # The key-space commands, as Redis 7.0's table lists them.
 _KEYSPACE_COMMANDS = (
@@ -251,6 +319,8 @@ COMMANDS: Mapping[str, CommandSpec] = {
         *_STRING_COMMANDS,
         *_EXPIRY_COMMANDS,
         *_KEYSPACE_COMMANDS,
+        *_HASH_COMMANDS,
+        *_SET_COMMANDS,
         CommandSpec("ping", -1, ("fast", *_STALE), categories=("@fast", "@connection"),
                     summary="Returns PONG, or the message given.", group="connection"),
         CommandSpec("echo", 2, ("fast", *_STALE), categories=("@fast", "@connection"),
@@ -357,12 +427,46 @@ class DataCommand(enum.StrEnum):
     PERSIST = "persist"
     TYPE = "type"
     UNLINK = "unlink"
+    HSET = "hset"
+    HSETNX = "hsetnx"
+    HGET = "hget"
+    HMGET = "hmget"
+    HDEL = "hdel"
+    HGETALL = "hgetall"
+    HKEYS = "hkeys"
+    HVALS = "hvals"
+    HLEN = "hlen"
+    HEXISTS = "hexists"
+    HINCRBY = "hincrby"
+    HINCRBYFLOAT = "hincrbyfloat"
+    HSTRLEN = "hstrlen"
+    HSCAN = "hscan"
+    SADD = "sadd"
+    SREM = "srem"
+    SISMEMBER = "sismember"
+    SMISMEMBER = "smismember"
+    SMEMBERS = "smembers"
+    SCARD = "scard"
+    SPOP = "spop"
+    SRANDMEMBER = "srandmember"
+    SSCAN = "sscan"
+    SINTER = "sinter"
+    SUNION = "sunion"
+    SDIFF = "sdiff"
+    SINTERSTORE = "sinterstore"
+    SUNIONSTORE = "sunionstore"
+    SDIFFSTORE = "sdiffstore"
 
 
 _READS = frozenset(
     (DataCommand.GET, DataCommand.EXISTS, DataCommand.STRLEN, DataCommand.GETRANGE,
      DataCommand.MGET, DataCommand.TTL, DataCommand.PTTL, DataCommand.EXPIRETIME,
-     DataCommand.PEXPIRETIME, DataCommand.TYPE)
+     DataCommand.PEXPIRETIME, DataCommand.TYPE, DataCommand.HGET, DataCommand.HMGET,
+     DataCommand.HGETALL, DataCommand.HKEYS, DataCommand.HVALS, DataCommand.HLEN,
+     DataCommand.HEXISTS, DataCommand.HSTRLEN, DataCommand.HSCAN, DataCommand.SISMEMBER,
+     DataCommand.SMISMEMBER, DataCommand.SMEMBERS, DataCommand.SCARD,
+     DataCommand.SRANDMEMBER, DataCommand.SSCAN, DataCommand.SINTER, DataCommand.SUNION,
+     DataCommand.SDIFF)
 )  # fmt: skip
 # Redis' ``denyoom`` commands: those that may grow the data, refused once a node is over its
 # maxmemory (reads, deletes and expiry changes go on: they never need more room).
@@ -370,7 +474,9 @@ _DENIED_WHEN_FULL = frozenset(
     (DataCommand.SET, DataCommand.SETNX, DataCommand.SETEX, DataCommand.PSETEX,
      DataCommand.GETSET, DataCommand.MSET, DataCommand.MSETNX, DataCommand.APPEND,
      DataCommand.SETRANGE, DataCommand.INCR, DataCommand.INCRBY, DataCommand.DECR,
-     DataCommand.DECRBY, DataCommand.INCRBYFLOAT)
+     DataCommand.DECRBY, DataCommand.INCRBYFLOAT, DataCommand.HSET, DataCommand.HSETNX,
+     DataCommand.HINCRBY, DataCommand.HINCRBYFLOAT, DataCommand.SADD, DataCommand.SINTERSTORE,
+     DataCommand.SUNIONSTORE, DataCommand.SDIFFSTORE)
 )  # fmt: skip
 
 
@@ -725,6 +831,7 @@ def _parse_set(command: Sequence[bytes], limits: Limits) -> ClientOp:
         expire_ms=expire_ms,
         relative=relative,
         keep_ttl=keep_ttl,
+        get=return_old,
     )
     return ClientOp(DataCommand.SET, (op,), keyslot(key), return_old, request_id)
 
@@ -835,8 +942,7 @@ def _parse_string_command(
             raise CommandError("ERR decrement would overflow")
         op = IncrBy(key, -delta)
     elif command is DataCommand.INCRBYFLOAT:
-        if parse_long_double(args[2]) is None:
-            raise CommandError(NOT_A_FLOAT)
+        # Not a float: the apply's error, after WRONGTYPE and the value's own (Redis' order).
         op = IncrByFloat(key, args[2])
     elif command is DataCommand.APPEND:
         op = AppendTo(key, _check_value(args[2], limits), limits.value_bytes_max)
@@ -850,9 +956,9 @@ def _parse_string_command(
             raise CommandError(OFFSET_OUT_OF_RANGE)
         op = SetRange(key, offset, _check_value(args[3], limits), limits.value_bytes_max)
     elif command is DataCommand.GETSET:
-        op = Set(key, _check_value(args[2], limits))
+        op = Set(key, _check_value(args[2], limits), get=True)
     elif command is DataCommand.GETDEL:
-        op = Delete(key)
+        op = Delete(key, get=True)
     else:  # SETNX
         op = Set(key, _check_value(args[2], limits), nx=True)
     return ClientOp(command, (op,), keyslot(key), request_id=request_id, span=span)
@@ -878,6 +984,156 @@ def _parse_multi_key(
     slot = _one_slot([key for key, _ in pairs])
     op = MSet(pairs, nx=command is DataCommand.MSETNX)
     return ClientOp(command, (op,), slot, request_id=request_id)
+
+
+# --- hashes and sets --------------------------------------------------------------------------
+
+_VALUE_READS = frozenset(
+    (DataCommand.HGET, DataCommand.HMGET, DataCommand.HGETALL, DataCommand.HKEYS,
+     DataCommand.HVALS, DataCommand.HLEN, DataCommand.HEXISTS, DataCommand.HSTRLEN,
+     DataCommand.SISMEMBER, DataCommand.SMISMEMBER, DataCommand.SMEMBERS, DataCommand.SCARD)
+)  # fmt: skip
+_SET_STORES: Mapping[DataCommand, str] = {
+    DataCommand.SINTERSTORE: "inter",
+    DataCommand.SUNIONSTORE: "union",
+    DataCommand.SDIFFSTORE: "diff",
+}
+_LONG_MAX = 2**63 - 1
+_OUT_OF_RANGE_POSITIVE = "ERR value is out of range, must be positive"
+_NAN_OR_INFINITY = "ERR value is NaN or Infinity"
+
+
+def _take_trailing_request_id(
+    command: Sequence[bytes], fixed: int
+) -> tuple[Sequence[bytes], tuple[str, int] | None]:
+    """A write's trailing ``REQID <client-id> <seq>`` after at least ``fixed`` arguments,
+    taken off only when it is a valid one: otherwise they are the command's own arguments
+    (``SADD tags reqid`` adds a member "reqid"; docs/compatibility.md says what is left)."""
+    if len(command) < fixed + 3 or command[-3].lower() != _REQID:
+        return command, None
+    try:
+        request_id = _parse_request_id(command[-2], command[-1])
+    except CommandError:
+        return command, None
+    return command[:-3], request_id
+
+
+def _parse_container_command(
+    command: DataCommand, spec: CommandSpec, args: Sequence[bytes], limits: Limits
+) -> ClientOp:
+    """A hash or set command, with Redis 7.0's checks in Redis' order (arity, the
+    arguments read before the key, CROSSSLOT; WRONGTYPE and what Redis reads after the key
+    are the apply's or the read's)."""
+    request_id = None
+    if "write" in spec.flags:
+        args, request_id = _take_trailing_request_id(args, abs(spec.arity))
+    _check_arity(spec, len(args))
+    key = _check_key(args[1], limits)
+    op: Op
+    if command in _VALUE_READS:
+        checked = tuple(_check_value(arg, limits) for arg in args[2:])
+        op = ValueRead(key, command.value, checked)
+    elif command in (DataCommand.SINTER, DataCommand.SUNION, DataCommand.SDIFF):
+        keys = [_check_key(other, limits) for other in args[1:]]
+        return ClientOp(command, (ValueRead(key, command.value, (), tuple(keys[1:])),),
+                        _one_slot(keys))  # fmt: skip
+    elif command in _SET_STORES:
+        keys = [_check_key(other, limits) for other in args[1:]]
+        slot = _one_slot(keys)
+        op = SetStore(key, tuple(keys[1:]), _SET_STORES[command])
+        return ClientOp(command, (op,), slot, request_id=request_id)
+    elif command in (DataCommand.HSCAN, DataCommand.SSCAN):
+        op = _parse_container_scan(key, command, args)
+    elif command is DataCommand.SRANDMEMBER:
+        if len(args) > 3:
+            raise CommandError(_SYNTAX)
+        count: tuple[bytes, ...] = ()
+        if len(args) == 3:
+            value = _int64(args[2])
+            if value < -_LONG_MAX:
+                raise CommandError(
+                    f"ERR value is out of range, value must between {-_LONG_MAX} and {_LONG_MAX}"
+                )
+            if value < -SRANDMEMBER_COUNT_MAX:
+                raise CommandError(
+                    f"ERR SRANDMEMBER with a negative count is limited to "
+                    f"{SRANDMEMBER_COUNT_MAX} members here"
+                )
+            count = (b"%d" % value,)
+        op = ValueRead(key, command.value, count)
+    else:
+        op = _parse_container_write(command, key, args, limits)
+    return ClientOp(command, (op,), keyslot(key), request_id=request_id)
+
+
+# SRANDMEMBER key -count answers |count| members, repeats allowed: more than this is refused
+# (Redis would build the whole reply; docs/compatibility.md).
+SRANDMEMBER_COUNT_MAX = 1024 * 1024
+
+
+def _parse_container_write(
+    command: DataCommand, key: bytes, args: Sequence[bytes], limits: Limits
+) -> Op:
+    if command in (DataCommand.HSET, DataCommand.HSETNX):
+        if len(args) % 2:  # a field without its value
+            raise _arity_error(command.value)
+        pairs = tuple(
+            (_check_value(args[i], limits), _check_value(args[i + 1], limits))
+            for i in range(2, len(args), 2)
+        )
+        return HashSet(key, pairs, nx=command is DataCommand.HSETNX)
+    if command is DataCommand.HDEL:
+        return HashDelete(key, tuple(_check_value(field, limits) for field in args[2:]))
+    if command is DataCommand.HINCRBY:
+        return HashIncrBy(key, _check_value(args[2], limits), _int64(args[3]))
+    if command is DataCommand.HINCRBYFLOAT:
+        delta = parse_long_double(args[3])
+        if delta is None:
+            raise CommandError(NOT_A_FLOAT)
+        if isinstance(delta, float):  # an infinity: Redis refuses it before the key
+            raise CommandError(_NAN_OR_INFINITY)
+        return HashIncrByFloat(key, _check_value(args[2], limits), args[3])
+    if command in (DataCommand.SADD, DataCommand.SREM):
+        members = tuple(_check_value(member, limits) for member in args[2:])
+        return SetAdd(key, members) if command is DataCommand.SADD else SetRemove(key, members)
+    # SPOP
+    if len(args) > 3:
+        raise CommandError(_SYNTAX)
+    if len(args) == 2:
+        return SetPop(key)
+    count = parse_int64(args[2])
+    if count is None or count < 0:  # Redis' getPositiveLong...: one error for both
+        raise CommandError(_OUT_OF_RANGE_POSITIVE)
+    return SetPop(key, count)
+
+
+def _parse_container_scan(key: bytes, command: DataCommand, args: Sequence[bytes]) -> ValueRead:
+    """HSCAN / SSCAN key cursor [MATCH pattern] [COUNT count]: the cursor is read first (an
+    error at once); the options after the key (an error only on a hash or set that
+    exists, as Redis reads them), so theirs travels in the read."""
+    cursor = _parse_scan_cursor(args[2])
+    pattern: bytes | None = None
+    count = 10
+    error: str | None = None
+    i = 3
+    while i < len(args) and error is None:
+        option = args[i].lower()
+        more = len(args) - i >= 2
+        if option == b"count" and more:
+            parsed = parse_int64(args[i + 1])
+            if parsed is None:
+                error = NOT_AN_INTEGER
+            elif parsed < 1:
+                error = _SYNTAX
+            else:
+                count = parsed
+        elif option == b"match" and more:
+            pattern = None if args[i + 1] == b"*" else args[i + 1]
+        else:
+            error = _SYNTAX
+        i += 2
+    options = (b"%d" % cursor, b"%d" % count) + (() if pattern is None else (pattern,))
+    return ValueRead(key, command.value, options, error=error)
 
 
 # --- expiry ----------------------------------------------------------------------------------
@@ -1031,6 +1287,9 @@ def parse_request(command: Sequence[bytes], limits: Limits) -> Request:
     expiry_command = _EXPIRY_DATA.get(name)
     if expiry_command is not None:
         return _parse_expiry_command(expiry_command, spec, command, limits)
+    container_command = _CONTAINER_DATA.get(name)
+    if container_command is not None:
+        return _parse_container_command(container_command, spec, command, limits)
     if name in (b"get", b"exists") and _has_trailing_reqid(command):
         raise CommandError(
             f"ERR REQID is only valid on SET and DEL, not {_text(name).upper()} "
@@ -1098,6 +1357,9 @@ _STRING_DATA: Mapping[bytes, DataCommand] = {
 }
 _EXPIRY_DATA: Mapping[bytes, DataCommand] = {
     spec.name.encode(): DataCommand(spec.name) for spec in _EXPIRY_COMMANDS
+}
+_CONTAINER_DATA: Mapping[bytes, DataCommand] = {
+    spec.name.encode(): DataCommand(spec.name) for spec in (*_HASH_COMMANDS, *_SET_COMMANDS)
 }
 
 
@@ -1298,22 +1560,30 @@ def error_reply(
 
 
 def render_reply(
-    op: ClientOp, replies: Sequence[ClientReply], *, moved_to: str | None = None
+    op: ClientOp,
+    replies: Sequence[ClientReply],
+    *,
+    moved_to: str | None = None,
+    protocol: int = 2,
 ) -> bytes:
     """Redis' reply to ``op`` from the core's replies, one per op in order. The first error
     wins (``moved_to``: the primary's ``host:port`` for NOT_PRIMARY, if known). GET: bulk or
     null; SET: +OK, null when NX/XX/IFEQ did not hold, the old value with GET; DEL: how many
-    keys existed; EXISTS: how many exist."""
+    keys existed; EXISTS: how many exist. ``protocol``: the connection's (HGETALL answers a
+    map in RESP3)."""
     if len(replies) != len(op.ops):
         raise UsageError(f"{len(op.ops)} ops but {len(replies)} replies")
+    command = op.command
+    type_blind = command in _TYPE_BLIND
     for reply in replies:
         if reply.error is not None:
             return error_reply(
                 reply.error, slot=op.slot, partition=reply.partition, moved_to=moved_to
             )
-        if reply.failure is not None:
+        if reply.failure is not None and not type_blind:
             return resp.error(reply.failure)
-    command = op.command
+    if command in _CONTAINER_RENDER:
+        return _render_container(command, first_result=replies[0].result, protocol=protocol)
     first = replies[0]
     if command is DataCommand.GET:
         return resp.bulk(first.value)
@@ -1324,10 +1594,13 @@ def render_reply(
     if command in (DataCommand.DEL, DataCommand.UNLINK):
         return resp.integer(sum(reply.applied for reply in replies))
     if command is DataCommand.TYPE:
-        found = first.value
-        return resp.simple("none" if found is None else type_name(found))
+        if first.failure == WRONGTYPE and isinstance(first.result, bytes):
+            return resp.simple(first.result.decode())  # a hash's or set's type
+        return resp.simple("none" if first.value is None else "string")
     if command is DataCommand.EXISTS:
-        return resp.integer(sum(reply.value is not None for reply in replies))
+        return resp.integer(
+            sum(reply.value is not None or reply.failure is not None for reply in replies)
+        )
     if command in _NUMBER_RESULTS:
         if not isinstance(first.result, int):
             raise UsageError(f"{command.value} answered without a number: {first}")
@@ -1352,6 +1625,46 @@ def render_reply(
 
 
 _EXPIRY_RENDER = frozenset(_EXPIRY_DATA.values())
+# Reads of any type: a hash or set is no error to them (MGET answers null for it).
+_TYPE_BLIND = frozenset((DataCommand.TYPE, DataCommand.EXISTS, DataCommand.MGET))
+_CONTAINER_RENDER = frozenset(_CONTAINER_DATA.values())
+_CONTAINER_NUMBERS = frozenset(
+    (DataCommand.HSET, DataCommand.HSETNX, DataCommand.HDEL, DataCommand.HLEN,
+     DataCommand.HEXISTS, DataCommand.HINCRBY, DataCommand.HSTRLEN, DataCommand.SADD,
+     DataCommand.SREM, DataCommand.SISMEMBER, DataCommand.SCARD, DataCommand.SINTERSTORE,
+     DataCommand.SUNIONSTORE, DataCommand.SDIFFSTORE)
+)  # fmt: skip
+
+
+def _render_container(command: DataCommand, first_result: object, protocol: int) -> bytes:
+    """A hash or set command's reply from its result (core/containers.py)."""
+    result = first_result
+    if command in _CONTAINER_NUMBERS:
+        if not isinstance(result, int):
+            raise UsageError(f"{command.value} answered without a number: {result!r}")
+        return resp.integer(result)
+    if result is None or isinstance(result, bytes):  # HGET, HINCRBYFLOAT, SPOP, SRANDMEMBER
+        return resp.bulk(result)
+    if not isinstance(result, tuple):
+        raise UsageError(f"{command.value} answered without a list: {result!r}")
+    if command is DataCommand.SMISMEMBER:
+        return resp.array([resp.integer(int(item or 0)) for item in result])
+    if command in (DataCommand.HSCAN, DataCommand.SSCAN):
+        cursor, *items = result
+        return b"*2\r\n%b%b" % (resp.bulk(_as_bytes(cursor)), _bulks(items))
+    if command is DataCommand.HGETALL and protocol == 3:
+        return b"%%%d\r\n%b" % (len(result) // 2, b"".join(resp.bulk(_as_bytes(i)) for i in result))
+    return _bulks(result)
+
+
+def _as_bytes(item: object) -> bytes | None:
+    if item is None or isinstance(item, bytes):
+        return item
+    raise UsageError(f"not a string in a reply: {item!r}")
+
+
+def _bulks(items: Sequence[object]) -> bytes:
+    return resp.array([resp.bulk(_as_bytes(item)) for item in items])
 
 
 def _render_expiry(command: DataCommand, reply: ClientReply) -> bytes:

@@ -180,6 +180,10 @@ class Codec:
             inner_encode, inner_decode = self._compile(rest[0])
         elif all(arg in (int, str, bytes) for arg in rest):
             inner_encode, inner_decode = _scalars(rest)
+        elif sum(typing.get_origin(arg) is tuple for arg in rest) == 1 and all(
+            arg in (int, str, bytes) or typing.get_origin(arg) is tuple for arg in rest
+        ):
+            inner_encode, inner_decode = self._compile_scalars_or_tuple(rest)
         else:
             raise UsageError(f"frame: cannot encode a union of {args!r}")
         if not optional:
@@ -190,6 +194,21 @@ class Codec:
 
         def decode(value: Any) -> Any:
             return None if value is None else inner_decode(value)
+
+        return encode, decode
+
+    def _compile_scalars_or_tuple(self, args: tuple[Any, ...]) -> tuple[_Encode, _Decode]:
+        """Scalars or one tuple type (``int | bytes | tuple[bytes | None, ...]``, a reply's
+        result): msgpack keeps an array apart from the scalars."""
+        sequence = next(arg for arg in args if typing.get_origin(arg) is tuple)
+        scalar_encode, scalar_decode = _scalars(tuple(arg for arg in args if arg is not sequence))
+        tuple_encode, tuple_decode = self._compile(sequence)
+
+        def encode(value: Any) -> Any:
+            return tuple_encode(value) if isinstance(value, tuple) else scalar_encode(value)
+
+        def decode(value: Any) -> Any:
+            return tuple_decode(value) if isinstance(value, list) else scalar_decode(value)
 
         return encode, decode
 
@@ -407,5 +426,14 @@ CODEC = Codec(
         26: m.GetEx,
         27: m.ExpireKeys,
         28: m.GetExpiry,
+        29: m.HashSet,
+        30: m.HashDelete,
+        31: m.HashIncrBy,
+        32: m.HashIncrByFloat,
+        33: m.SetAdd,
+        34: m.SetRemove,
+        35: m.SetPop,
+        36: m.SetStore,
+        37: m.ValueRead,
     }
 )

@@ -152,7 +152,7 @@ def encode(value: RespValue, protocol: int = 2) -> bytes:
         if protocol == 3:
             return b"%%%d\r\n%b" % (len(value) // 2, b"".join(encode(v, 3) for v in value))
         return array([encode(item, protocol) for item in value])
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return array([encode(item, protocol) for item in value])
     raise UsageError(f"cannot encode {type(value).__name__} as RESP")
 

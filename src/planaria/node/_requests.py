@@ -27,11 +27,14 @@ class _Answer:
     partition answers them, and rendered once all are in: into ``future`` when the command
     had to wait, else kept in ``rendered`` (no future, no callback hop per item)."""
 
-    __slots__ = ("future", "missing", "op", "partition", "rendered", "replies", "unknown")
+    __slots__ = (
+        "future", "missing", "op", "partition", "protocol", "rendered", "replies", "unknown"
+    )  # fmt: skip
 
-    def __init__(self, op: ClientOp, partition: int) -> None:
+    def __init__(self, op: ClientOp, partition: int, protocol: int = 2) -> None:
         self.op = op
         self.partition = partition
+        self.protocol = protocol  # the connection's RESP version (HGETALL's map in RESP3)
         self.replies: list[ClientReply | None] = [None] * len(op.ops)
         self.missing = len(op.ops)
         self.unknown: str | None = None  # why an item left without an answer
@@ -95,7 +98,7 @@ class ClientRequests:
                 f"CLUSTERDOWN partition {partition} cannot persist writes on this node: "
                 f"{runtime.storage_failure}"
             )
-        answer = _Answer(op, partition)
+        answer = _Answer(op, partition, state.protocol)
         tokens: list[str] = []
         deadline_ms = monotonic_ms() + self._settings.write_timeout_ms
         request_id: RequestId | None = getattr(op, "request_id", None)
@@ -151,17 +154,19 @@ class ClientRequests:
             else:
                 rendered = resp.error(f"TRYAGAIN partition {answer.partition}: {answer.unknown}")
         else:
-            rendered = self._render(answer.op, [r for r in answer.replies if r is not None])
+            replies = [r for r in answer.replies if r is not None]
+            rendered = self._render(answer.op, replies, answer.protocol)
         if answer.future is None:
             answer.rendered = rendered
         elif not answer.future.done():
             answer.future.set_result(rendered)
 
-    def _render(self, op: ClientOp, replies: list[ClientReply]) -> bytes:
+    def _render(self, op: ClientOp, replies: list[ClientReply], protocol: int) -> bytes:
         hint = next((r.primary_hint for r in replies if r.error is not None), None)
         addresses = self._cluster.addresses
         address = addresses.get(hint) if hint is not None and hint != self._node_id else None
-        return render_reply(op, replies, moved_to=str(address) if address else None)
+        moved_to = str(address) if address else None
+        return render_reply(op, replies, moved_to=moved_to, protocol=protocol)
 
     def on_step_down(self, partition: int) -> None:
         self.fail_waiting(partition, "its primary stepped down before the write committed")
