@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planaria.core.codec import decode_entry, encode_entry
-from planaria.core.messages import Delete, Entry, Set
+from planaria.core.messages import Delete, Entry, Rename, Set
 
 ops = st.one_of(
     st.builds(
@@ -18,6 +18,7 @@ ops = st.one_of(
         if_value=st.none() | st.binary(max_size=20),
     ),
     st.builds(Delete, st.binary(max_size=20)),
+    st.builds(Rename, st.binary(max_size=20), st.binary(max_size=20), nx=st.booleans()),
 )
 
 

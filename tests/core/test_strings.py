@@ -16,6 +16,7 @@ from test_replica import Pump, acked, expire, ready_pump  # tests/core is on sys
 from planaria._native import compiled
 from planaria.core import strings
 from planaria.core.codec import decode_entry, decode_state, encode_entry, encode_state
+from planaria.core.expiry import Expiries
 from planaria.core.messages import (
     STRING_BYTES_MAX,
     AppendTo,
@@ -27,6 +28,7 @@ from planaria.core.messages import (
     IncrBy,
     IncrByFloat,
     MSet,
+    Rename,
     ReplicaSnapshot,
     Set,
     SetRange,
@@ -35,6 +37,7 @@ from planaria.core.messages import (
 )
 from planaria.core.replica import Replica
 from planaria.core.strings import (
+    NO_SUCH_KEY,
     NOT_A_FLOAT,
     NOT_AN_INTEGER,
     NOT_FINITE,
@@ -231,6 +234,38 @@ def test_mset_sets_every_pair_and_msetnx_only_when_none_exists() -> None:
     assert run([MSet(((b"c", b"1"), (b"b", b"9")), nx=True)], kv) == [(None, False, None)]
     assert run([MSet(((b"c", b"1"), (b"d", b"9")), nx=True)], kv) == [(None, True, None)]
     assert values(kv) == {b"a": b"3", b"b": b"2", b"c": b"1", b"d": b"9"}
+
+
+def test_rename_moves_the_value_and_its_expiry_and_replaces_the_destination() -> None:
+    kv: dict[bytes, Any] = {}
+    expiries = Expiries()
+    ops: list[WriteOp] = [Set(b"a", b"1", expire_ms=5_000), Set(b"b", b"2", expire_ms=9_000)]
+    for index, op in enumerate(ops, 1):
+        apply_write(kv, op, Version(1, index), expiries, 1_000)
+    assert apply_write(kv, Rename(b"a", b"b"), Version(1, 3), expiries, 1_000) == (
+        None, True, 1, None
+    )  # fmt: skip
+    assert kv == {b"b": (b"1", Version(1, 3))}  # the moved key's version is the rename's
+    assert dict(expiries) == {b"b": 5_000}  # a's expiry went with it; b's old one is gone
+    apply_write(kv, Set(b"c", b"3"), Version(1, 4), expiries, 1_000)
+    apply_write(kv, Rename(b"c", b"b"), Version(1, 5), expiries, 1_000)
+    assert kv == {b"b": (b"3", Version(1, 5))} and dict(expiries) == {}  # no expiry moved
+
+
+def test_rename_of_a_missing_or_expired_key_fails_and_renamenx_keeps_a_taken_name() -> None:
+    kv: dict[bytes, Any] = {}
+    expiries = Expiries()
+    assert apply_write(kv, Rename(b"a", b"b"), V, expiries, 1_000)[3] == NO_SUCH_KEY
+    apply_write(kv, Set(b"a", b"1", expire_ms=2_000), V, expiries, 1_000)
+    apply_write(kv, Set(b"b", b"2"), V, expiries, 1_000)
+    assert apply_write(kv, Rename(b"a", b"b", nx=True), V, expiries, 1_000) == (
+        None, False, 0, None
+    )  # fmt: skip
+    assert apply_write(kv, Rename(b"a", b"a"), V, expiries, 1_000) == (None, False, 0, None)
+    assert values(kv) == {b"a": b"1", b"b": b"2"}
+    # Past its expiry (by the entry's time) the key is gone: no such key, on every replica.
+    assert apply_write(kv, Rename(b"a", b"c"), V, expiries, 3_000)[3] == NO_SUCH_KEY
+    assert values(kv) == {b"b": b"2"}
 
 
 # --- through the replicated log --------------------------------------------------------------

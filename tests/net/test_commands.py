@@ -24,6 +24,7 @@ from planaria.core.messages import (
     IncrBy,
     IncrByFloat,
     MSet,
+    Rename,
     Set,
     SetAdd,
     SetPop,
@@ -703,3 +704,28 @@ def test_hash_and_set_replies_render_as_redis() -> None:
         request = parse(command, "k")
         assert isinstance(request, ClientOp)
         assert render_reply(request, [hash_read]) == expected, command
+
+
+def test_rename_parses_within_a_slot_and_renders_as_redis() -> None:
+    rename = parse("rename", "{t}a", "{t}b")
+    assert rename == ClientOp(DataCommand.RENAME, (Rename(b"{t}a", b"{t}b"),), keyslot("t"))
+    assert isinstance(rename, ClientOp) and rename.is_write and not rename.denied_when_full
+    with_id = parse("renamenx", "{t}a", "{t}b", "REQID", "c", "3")
+    assert with_id == ClientOp(
+        DataCommand.RENAMENX, (Rename(b"{t}a", b"{t}b", nx=True),), keyslot("t"),
+        request_id=("c", 3),
+    )  # fmt: skip
+    assert refused("rename", "a", "b") == (
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    )
+    assert refused("renamenx", "a") == (
+        b"-ERR wrong number of arguments for 'renamenx' command\r\n"
+    )
+    assert isinstance(with_id, ClientOp)
+    moved = ClientReply(0, ("c", 1), applied=True, result=1)
+    assert render_reply(rename, [moved]) == b"+OK\r\n"
+    assert render_reply(with_id, [moved]) == b":1\r\n"
+    kept = ClientReply(0, ("c", 1), result=0)
+    assert render_reply(with_id, [kept]) == b":0\r\n"
+    missing = ClientReply(0, ("c", 1), failure="ERR no such key")
+    assert render_reply(rename, [missing]) == b"-ERR no such key\r\n"

@@ -323,9 +323,12 @@ expiry_commands = st.one_of(
     _command(b"EXPIRETIME", keys),
     _command(b"PEXPIRETIME", keys),
     _command(b"PERSIST", keys),
+    _command(b"RENAME", keys, multi_keys),  # the value and its expiry move; CROSSSLOT
+    _command(b"RENAMENX", keys, multi_keys),
     st.sampled_from(
         [[b"EXPIRE", b"{t}a"], [b"TTL"], [b"PTTL", b"{t}a", b"{t}b"], [b"PERSIST"],
-         [b"SETEX", b"{t}a", b"10"], [b"GETEX"], [b"EXPIRETIME"]]
+         [b"SETEX", b"{t}a", b"10"], [b"GETEX"], [b"EXPIRETIME"], [b"RENAME", b"{t}a"],
+         [b"RENAMENX", b"{t}a", b"{t}b", b"{t}c"]]
     ),
 )  # fmt: skip
 _RELATIVE = frozenset((b"EX", b"PX", b"EXPIRE", b"PEXPIRE", b"SETEX", b"PSETEX"))
@@ -791,7 +794,8 @@ def _check_random(
         | keyspace_commands
         | _command(b"EXPIRE", keys, st.just(b"100000"))
         | _command(b"TTL", keys)
-        | _command(b"PERSIST", keys),
+        | _command(b"PERSIST", keys)
+        | _command(b"RENAME", keys, multi_keys),  # a hash or set moves whole
         min_size=5,
         max_size=30,
     )

@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from planaria.client import AsyncClient
+from planaria.client import AsyncClient, CommandRefused
 from planaria.core.keyspace import ORDER_BITS
 from planaria.core.slots import keyslot, partition_of_slot, slot_range
 from planaria.net.commands import SCAN_COUNT_MAX
@@ -277,6 +277,29 @@ def test_info_keyspace_counts_the_led_keys_and_their_expiries(tmp_path: Path) ->
                 assert "db0" not in await other.info("keyspace")
             finally:
                 await other.aclose()
+        finally:
+            await cluster.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_client_renames_a_key_with_its_expiry_and_type(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = LocalCluster(tmp_path, partitions=2)
+        await cluster.start()
+        try:
+            await cluster.wait_for(cluster.all_serving, 30.0, "serving")
+            async with AsyncClient([n.address for n in cluster.nodes.values()]) as db:
+                await db.set("{u}a", "1", px=600_000)
+                assert await db.rename("{u}a", "{u}b")
+                assert await db.get("{u}b") == b"1" and await db.get("{u}a") is None
+                assert 0 < await db.pttl("{u}b") <= 600_000  # the expiry moved with it
+                await db.sadd("{u}s", "x")
+                assert not await db.renamenx("{u}s", "{u}b")  # {u}b is taken
+                assert await db.renamenx("{u}s", "{u}t")
+                assert await db.type("{u}t") == "set"
+                with pytest.raises(CommandRefused, match="no such key"):
+                    await db.rename("{u}gone", "{u}c")
         finally:
             await cluster.close()
 

@@ -113,6 +113,8 @@ from planaria.client._expiry import (
     PEXPIRETIME,
     PSETEX,
     PTTL,
+    RENAME,
+    RENAMENX,
     SETEX,
     TTL,
     absolute_time,
@@ -633,6 +635,28 @@ class AsyncClient:
     async def persist(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Remove the expiry of ``key``; whether it had one."""
         return await self._write(PERSIST, to_bytes("key", key), (), timeout_s)
+
+    async def rename(
+        self,
+        src: str | bytes,
+        dst: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Rename ``src`` to ``dst`` (one slot: use a hash tag), its value and expiry moved,
+        ``dst``'s old value replaced; True. Raises CommandRefused (``ERR no such key``) when
+        ``src`` does not exist."""
+        return await self._write(RENAME, to_bytes("src", src), (to_bytes("dst", dst),), timeout_s)
+
+    async def renamenx(
+        self,
+        src: str | bytes,
+        dst: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Rename ``src`` to ``dst`` only if ``dst`` does not exist; whether it did."""
+        return await self._write(RENAMENX, to_bytes("src", src), (to_bytes("dst", dst),), timeout_s)
 
     async def ttl(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
         """Seconds until ``key`` expires (rounded); -1 without an expiry, -2 when absent."""

@@ -21,6 +21,8 @@ __all__ = [
     "PEXPIRETIME",
     "PSETEX",
     "PTTL",
+    "RENAME",
+    "RENAMENX",
     "SETEX",
     "TTL",
     "absolute_time",
@@ -35,6 +37,9 @@ PEXPIRE: Final = Command("PEXPIRE", _counted)
 EXPIREAT: Final = Command("EXPIREAT", _counted)
 PEXPIREAT: Final = Command("PEXPIREAT", _counted)
 PERSIST: Final = Command("PERSIST", _counted)
+# Keys, not expiry, but like PERSIST one key's state moved in one write.
+RENAME: Final = Command("RENAME", _ok)
+RENAMENX: Final = Command("RENAMENX", _counted)
 TTL: Final = Command("TTL", _integer)
 PTTL: Final = Command("PTTL", _integer)
 EXPIRETIME: Final = Command("EXPIRETIME", _integer)

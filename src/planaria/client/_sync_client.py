@@ -108,6 +108,8 @@ from planaria.client._expiry import (
     PEXPIRETIME,
     PSETEX,
     PTTL,
+    RENAME,
+    RENAMENX,
     SETEX,
     TTL,
     absolute_time,
@@ -628,6 +630,28 @@ class Client:
     def persist(self, key: str | bytes, *, timeout_s: float | None = None) -> bool:
         """Remove the expiry of ``key``; whether it had one."""
         return self._write(PERSIST, to_bytes("key", key), (), timeout_s)
+
+    def rename(
+        self,
+        src: str | bytes,
+        dst: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Rename ``src`` to ``dst`` (one slot: use a hash tag), its value and expiry moved,
+        ``dst``'s old value replaced; True. Raises CommandRefused (``ERR no such key``) when
+        ``src`` does not exist."""
+        return self._write(RENAME, to_bytes("src", src), (to_bytes("dst", dst),), timeout_s)
+
+    def renamenx(
+        self,
+        src: str | bytes,
+        dst: str | bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> bool:
+        """Rename ``src`` to ``dst`` only if ``dst`` does not exist; whether it did."""
+        return self._write(RENAMENX, to_bytes("src", src), (to_bytes("dst", dst),), timeout_s)
 
     def ttl(self, key: str | bytes, *, timeout_s: float | None = None) -> int:
         """Seconds until ``key`` expires (rounded); -1 without an expiry, -2 when absent."""

@@ -32,6 +32,7 @@ signed little-endian)::
     17 SetRemove:  key | member ...
     18 SetPop:     key | [count (number)]      flags: 1 count
     19 SetStore:   key | kind (inter, union, diff) | source ...
+    20 Rename:     key | new key                   flags: 1 nx
 
 and Set's flag 32 says GET (SET ... GET, GETSET), Delete's flag 1 GETDEL.
 
@@ -67,6 +68,7 @@ from planaria.core.messages import (
     IncrBy,
     IncrByFloat,
     MSet,
+    Rename,
     ReplicaSnapshot,
     Result,
     Set,
@@ -91,6 +93,7 @@ _SET, _DELETE, _INCR_BY, _INCR_BY_FLOAT, _APPEND_TO, _SET_RANGE, _MSET = 1, 2, 3
 _EXPIRE, _CLEAR_EXPIRY, _GET_EX, _EXPIRE_KEYS = 8, 9, 10, 11
 _HASH_SET, _HASH_DELETE, _HASH_INCR_BY, _HASH_INCR_BY_FLOAT = 12, 13, 14, 15
 _SET_ADD, _SET_REMOVE, _SET_POP, _SET_STORE = 16, 17, 18, 19
+_RENAME = 20
 _GET = 32  # Set: SET ... GET, GETSET
 _GETDEL = 1  # Delete
 _COUNTED = 1  # SetPop
@@ -173,6 +176,8 @@ def _container_fields(op: WriteOp) -> tuple[int, int, list[bytes]]:
         return _SET_POP, _COUNTED, [key, _number(op.count)]
     if isinstance(op, SetStore):
         return _SET_STORE, 0, [key, _field(op.kind.encode()), *map(_field, op.sources)]
+    if isinstance(op, Rename):
+        return _RENAME, _NX if op.nx else 0, [key, _field(op.new_key)]
     raise InternalError(f"no entry kind for {type(op).__name__}")
 
 
@@ -231,6 +236,8 @@ def _decode_op(kind: int, flags: int, fields: list[bytes], index: int) -> WriteO
         return SetPop(fields[0], _read_number(fields[1]) if flags & _COUNTED else None)
     if kind == _SET_STORE:
         return SetStore(fields[0], tuple(fields[2:]), fields[1].decode())
+    if kind == _RENAME:
+        return Rename(fields[0], fields[1], nx=bool(flags & _NX))
     raise InternalError(f"unknown entry kind {kind} at index {index}")
 
 

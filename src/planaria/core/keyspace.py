@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from xxhash import xxh3_64_intdigest
 
-from planaria.core.messages import ExpireKeys, HashValue, MSet, SetValue
+from planaria.core.messages import ExpireKeys, HashValue, MSet, Rename, SetValue
 from planaria.core.slots import SLOTS, hash_tag
 from planaria.errors import UsageError
 
@@ -83,7 +83,8 @@ def type_name(value: object) -> str:
 
 
 def write_keys(op: object) -> tuple[bytes, ...]:
-    """The keys a write op may add or remove: MSET's keys, ExpireKeys' keys, or its ``key``
+    """The keys a write op may add or remove: MSET's keys, ExpireKeys' keys, RENAME's two,
+    or its ``key``
     (SINTERSTORE's destination: its sources are only read). Every write that changes a
     partition's keys must say them so, for the replica to keep its :class:`KeyIndex` in
     step. By type, not by attribute: an HSET's field-value pairs are no keys. (The reader
@@ -114,9 +115,17 @@ def _key_keys(op: object) -> tuple[bytes, ...]:
     return (key,)
 
 
+def _rename_keys(op: object) -> tuple[bytes, ...]:
+    key: bytes = getattr(op, "key")  # noqa: B009
+    new_key: bytes = getattr(op, "new_key")  # noqa: B009
+    return (key, new_key)
+
+
 def _keys_of_type(op: object) -> Callable[[object], tuple[bytes, ...]]:
     if isinstance(op, MSet):
         return _pairs_keys
+    if isinstance(op, Rename):
+        return _rename_keys
     if isinstance(op, ExpireKeys):
         return _keys_keys
     if isinstance(getattr(op, "key", None), bytes):

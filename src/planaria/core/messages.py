@@ -70,6 +70,7 @@ __all__ = [
     "Persist",
     "ProposeIsr",
     "Ready",
+    "Rename",
     "ReplicaSnapshot",
     "Reply",
     "RequestId",
@@ -158,6 +159,18 @@ class Expire:
     xx: bool = False
     gt: bool = False
     lt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """RENAME / RENAMENX (``nx``): ``key``'s value, of any type, and its expiry move to
+    ``new_key`` (one slot with it), replacing what that held (with ``nx``: only if it held
+    nothing); the moved key's version is this entry's. Fails with ``ERR no such key`` when
+    ``key`` does not exist. Result: 1 if it moved, 0 if not (RENAMENX)."""
+
+    key: bytes
+    new_key: bytes
+    nx: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +423,7 @@ WriteOp: TypeAlias = (
     | SetRemove
     | SetPop
     | SetStore
+    | Rename
 )
 Op: TypeAlias = Get | GetExpiry | ValueRead | WriteOp
 # What a write answers besides ``value``/``applied``: a number (INCR, APPEND, SETRANGE), a

@@ -44,6 +44,7 @@ from planaria.core.messages import (
     IncrBy,
     IncrByFloat,
     MSet,
+    Rename,
     Result,
     Set,
     SetAdd,
@@ -78,6 +79,7 @@ NOT_A_FLOAT = "ERR value is not a valid float"
 NOT_FINITE = "ERR increment would produce NaN or Infinity"
 OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
 TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+NO_SUCH_KEY = "ERR no such key"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -140,6 +142,8 @@ def apply_write(  # noqa: PLR0917 (every write's hot path: positional is the che
         return previous, True, None, None
     if isinstance(op, (Expire, ClearExpiry, GetEx, ExpireKeys)):
         return _apply_expiry(state, expiries, op, now_ms)
+    if isinstance(op, Rename):
+        return _rename(state, expiries, op, version)
     if isinstance(op, (HashSet, HashDelete, SetAdd, SetRemove, SetPop, SetStore)):
         return _apply_container(state, op, version, expiries, (now_ms, generation))
     if isinstance(op, (HashIncrBy, HashIncrByFloat)):
@@ -237,10 +241,31 @@ def _hash_incr(
     return None, True, result, None
 
 
+def _rename(state: State, expiries: Expiries, op: Rename, version: Version) -> Outcome:
+    """RENAME / RENAMENX as Redis 7.0: the value (any type) and its expiry move; RENAME to
+    the same key is OK, RENAMENX to it 0."""
+    current = state.get(op.key)
+    if current is None:
+        return None, False, None, NO_SUCH_KEY
+    if op.key == op.new_key or (op.nx and op.new_key in state):
+        return None, False, 0, None
+    del state[op.key]
+    state[op.new_key] = (current[0], version)
+    time_ms = expiries.get_time(op.key)
+    expiries.discard(op.key)
+    if time_ms is None:
+        expiries.discard(op.new_key)
+    else:
+        expiries.set(op.new_key, time_ms)
+    return None, True, 1, None
+
+
 def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> None:
     """Lazy expiry: the keys ``op`` touches that expired before ``now_ms`` are deleted."""
     if isinstance(op, MSet):
         keys: tuple[bytes, ...] = tuple(key for key, _ in op.pairs)
+    elif isinstance(op, Rename):
+        keys = (op.key, op.new_key)
     elif isinstance(op, ExpireKeys):
         return  # its keys are its business
     else:

@@ -44,6 +44,7 @@ from planaria.core.messages import (
     IncrByFloat,
     MSet,
     Op,
+    Rename,
     Set,
     SetAdd,
     SetPop,
@@ -225,6 +226,11 @@ _EXPIRY_COMMANDS = (
     ),
     CommandSpec("persist", 2, ("write", "fast"), 1, 1, 1, ("@keyspace", "@write", "@fast"),
                 "Removes a key's expiry.", "generic"),
+    # Parsed and answered with the expiry commands: one key's value and expiry, moved.
+    CommandSpec("rename", 3, ("write",), 1, 2, 1, ("@keyspace", "@write", "@slow"),
+                "Renames a key (within a slot), replacing the destination.", "generic"),
+    CommandSpec("renamenx", 3, ("write", "fast"), 1, 2, 1, ("@keyspace", "@write", "@fast"),
+                "Renames a key (within a slot) only if the new name is free.", "generic"),
 )  # fmt: skip
 
 
@@ -427,6 +433,8 @@ class DataCommand(enum.StrEnum):
     PERSIST = "persist"
     TYPE = "type"
     UNLINK = "unlink"
+    RENAME = "rename"
+    RENAMENX = "renamenx"
     HSET = "hset"
     HSETNX = "hsetnx"
     HGET = "hget"
@@ -1192,7 +1200,7 @@ def _parse_expiry_command(
     command: DataCommand, spec: CommandSpec, args: Sequence[bytes], limits: Limits
 ) -> ClientOp:
     """SETEX, PSETEX, GETEX, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, TTL, PTTL, EXPIRETIME,
-    PEXPIRETIME, PERSIST, with Redis 7.0's checks in Redis' order."""
+    PEXPIRETIME, PERSIST, RENAME, RENAMENX, with Redis 7.0's checks in Redis' order."""
     request_id = None
     if "write" in spec.flags:
         args, request_id = _split_request_id(args, abs(spec.arity))
@@ -1202,6 +1210,10 @@ def _parse_expiry_command(
     op: Op
     if command in _TTL_READS:
         return ClientOp(command, (GetExpiry(key, relative=_TTL_READS[command]),), slot)
+    if command in (DataCommand.RENAME, DataCommand.RENAMENX):
+        new_key = _check_key(args[2], limits)
+        rename = Rename(key, new_key, nx=command is DataCommand.RENAMENX)
+        return ClientOp(command, (rename,), _one_slot((key, new_key)), request_id=request_id)
     if command is DataCommand.PERSIST:
         op = ClearExpiry(key)
     elif command in (DataCommand.SETEX, DataCommand.PSETEX):
@@ -1672,6 +1684,8 @@ def _render_expiry(command: DataCommand, reply: ClientReply) -> bytes:
         return resp.OK
     if command is DataCommand.GETEX:
         return resp.bulk(reply.value)
+    if command is DataCommand.RENAME:
+        return resp.OK
     result = reply.result
     if not isinstance(result, int):
         raise UsageError(f"{command.value} answered without a number: {reply}")

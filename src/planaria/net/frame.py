@@ -435,5 +435,6 @@ CODEC = Codec(
         35: m.SetPop,
         36: m.SetStore,
         37: m.ValueRead,
+        38: m.Rename,
     }
 )
