@@ -38,8 +38,8 @@ PeerMessage = Append | AppendReply | SnapshotChunk | SnapshotAck
 
 log = logging.getLogger("planaria.node.bus")
 
-# The bus protocol's version: raise it whenever a message's encoding changes (2: entries
-# carry the primary's time, and the expiry ops; issue 20).
+# The bus protocol's version: raise it whenever a message's encoding changes, once per
+# release (2: entries carry the primary's time; the expiry, hash, set and RENAME ops).
 BUS_PROTOCOL_VERSION = 2
 _MAGIC = b"PLNBUS"
 BUS_PREAMBLE = _MAGIC + struct.pack(">H", BUS_PROTOCOL_VERSION)
