@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from planaria.errors import NotPrimary, PeerError, Unavailable, UnknownOutcome, UsageError
+from planaria.errors import (
+    CircuitOpenError,
+    NotPrimary,
+    PeerError,
+    Unavailable,
+    UnknownOutcome,
+    UsageError,
+)
 from planaria.retry import (
     DEFAULT_RETRY_ON,
     Jitter,
@@ -601,6 +608,29 @@ def test_budget_empty_uses_fallback(fake: FakeTime) -> None:
     target = Script(ConnectionError(), "ok")
     assert retry(**fake.options(budget=budget, fallback="cached"))(target)() == "cached"
     assert target.calls == 1
+
+
+def test_a_breaker_refusal_takes_nothing_from_the_budget_and_waits_for_the_trial(
+    fake: FakeTime,
+) -> None:
+    """Calls refused locally by an open breaker never reached the service: retrying them
+    must not empty the budget (hundreds of gathered calls used to fail together), and the
+    wait lasts until the breaker lets a trial through. A real failure still needs budget."""
+    budget = RetryBudget(ratio=0.0, min_retries_per_s=0.0, clock=fake.clock)  # empty
+    options = fake.options(
+        budget=budget,
+        wait_initial_s=0.001,
+        jitter="none",
+        retry_on=(ConnectionError, CircuitOpenError),  # as planaria's client retries them
+    )
+    refused = CircuitOpenError("node", 0.3)
+    assert refused.retry_after_ms == pytest.approx(300.0)
+    assert CircuitOpenError("node", 0.0).retry_after_ms is None  # a trial runs: backoff
+    target = Script(refused, CircuitOpenError("node", 0.0), "ok")
+    assert retry(**options)(target)() == "ok"
+    assert fake.sleeps[0] == pytest.approx(0.3) and fake.sleeps[1] < 0.3
+    with pytest.raises(ConnectionError):
+        retry(**options)(Script(ConnectionError(), "ok"))()  # the budget is empty
 
 
 # --------------------------------------------------------------------------- testing switch

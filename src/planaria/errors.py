@@ -131,13 +131,16 @@ class SequenceTooOld(PlanariaError):
 class CircuitOpenError(PlanariaError):
     """A circuit breaker refused the call without attempting it.
 
-    ``remaining_s`` is how long until the breaker lets a trial call through.
+    ``remaining_s`` is how long until the breaker lets a trial call through; as
+    ``retry_after_ms``, the pushback hint ``planaria.retry`` waits for (none while a trial
+    runs: then the retry's own backoff).
     """
 
     def __init__(self, name: str, remaining_s: float) -> None:
         super().__init__(f"circuit {name!r} is open; next trial in {remaining_s:.3f}s")
         self.name = name
         self.remaining_s = remaining_s
+        self.retry_after_ms = remaining_s * 1000.0 if remaining_s > 0 else None
 
 
 class MissingExtra(PlanariaError, ImportError):

@@ -50,7 +50,11 @@ error that is not retryable propagates at once, untouched.
 Retry budget. A ``RetryBudget`` shared by many calls caps retries at ``ratio`` of the requests
 (plus a small floor) over a sliding ``ttl_s`` window, as Finagle's retry budget does: during an
 outage clients stop multiplying the load. An empty budget makes the call give up. No budget is
-used unless one is passed (``budget=``); share one per downstream service.
+used unless one is passed (``budget=``); share one per downstream service. A retry after a
+``CircuitOpenError`` takes nothing from it: the breaker refused the call locally, nothing
+reached the service, and the wait is at least until its next trial (its ``retry_after_ms``);
+otherwise hundreds of calls gathered at once, refused together while a breaker is open,
+emptied the budget and failed although the service was back within a second.
 
 Hooks ``before_sleep`` and ``on_give_up`` receive a frozen ``RetryState``. Each decorated
 function counts its calls, retries and give-ups in ``fn.retry_stats`` (``retry_stats(fn)`` for
@@ -78,7 +82,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast, overload
 
-from planaria.errors import PeerError, UsageError
+from planaria.errors import CircuitOpenError, PeerError, UsageError
 
 __all__ = [
     "DEFAULT_RETRY_ON",
@@ -554,7 +558,11 @@ class _Run:
                     wait_s = max(wait_s, hint_s)
             if self._deadline_s is not None and now_s + wait_s >= self._deadline_s:
                 reason = StopReason.TIMEOUT
-            elif policy.budget is not None and not policy.budget.try_withdraw():
+            elif (
+                policy.budget is not None
+                and not isinstance(exception, CircuitOpenError)  # refused locally: see module
+                and not policy.budget.try_withdraw()
+            ):
                 reason = StopReason.BUDGET
         state = RetryState(
             name=self._name,
