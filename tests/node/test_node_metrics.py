@@ -232,7 +232,10 @@ def test_command_counts_are_bounded_by_the_command_table() -> None:
     for i in range(1000):
         stats.record(_command_name(f"NoSuch{i}".encode()), True, 0.001)
         stats.record(_command_name(b"sEt" if i % 2 else b"SET"), False, 10.0)
-    assert stats.calls == {("unknown", "error"): 1000, ("set", "ok"): 1000}
-    assert set(stats.buckets) == {"unknown", "set"}
-    assert stats.buckets["set"][-1] == 1000  # beyond the last bound
-    assert sum(stats.buckets["unknown"]) == 1000
+    assert set(stats.rows) == {"unknown", "set"}
+    unknown, set_ = stats.rows["unknown"], stats.rows["set"]
+    assert (unknown[CommandStats.OK], unknown[CommandStats.ERRORS]) == (0, 1000)
+    assert (set_[CommandStats.OK], set_[CommandStats.ERRORS]) == (1000, 0)
+    assert set_[-1] == 1000  # beyond the last bound
+    assert sum(unknown[CommandStats.BUCKETS :]) == 1000
+    assert unknown[CommandStats.LATENCY_SUM_S] == pytest.approx(1.0)

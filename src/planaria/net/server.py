@@ -94,26 +94,23 @@ def _command_name(raw: bytes) -> str:
 
 class CommandStats:
     """Requests by command and outcome (``ok`` or ``error``: an error reply) and their
-    latency, as plain counters the node's metrics read when scraped. Bounded: one entry a
-    command of the table (and ``unknown``) and outcome, one bucket list a command."""
+    latency, as plain counters the node's metrics read when scraped. Bounded: one row a
+    command of the table (and ``unknown``). A row (one list, so a request costs one
+    lookup): ``[ok, errors, latency sum in seconds, then the count of each bucket of
+    LATENCY_BOUNDS_S (not cumulative) and one for beyond the last bound]``."""
+
+    OK, ERRORS, LATENCY_SUM_S, BUCKETS = 0, 1, 2, 3
 
     def __init__(self) -> None:
-        self.calls: dict[tuple[str, str], int] = {}
-        # Per command: counts per bucket of LATENCY_BOUNDS_S (not cumulative; one more for
-        # beyond the last bound) and the sum of the latencies in seconds.
-        self.buckets: dict[str, list[int]] = {}
-        self.latency_sum_s: dict[str, float] = {}
+        self.rows: dict[str, list[float]] = {}
 
     def record(self, name: str, error: bool, seconds: float) -> None:
-        key = (name, "error" if error else "ok")
-        calls = self.calls
-        calls[key] = calls.get(key, 0) + 1
-        buckets = self.buckets.get(name)
-        if buckets is None:
-            buckets = self.buckets[name] = [0] * (len(LATENCY_BOUNDS_S) + 1)
-            self.latency_sum_s[name] = 0.0
-        buckets[bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
-        self.latency_sum_s[name] += seconds
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = [0.0] * (4 + len(LATENCY_BOUNDS_S))
+        row[1 if error else 0] += 1
+        row[2] += seconds
+        row[3 + bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
 
 
 def _error_for(exc: BaseException) -> bytes:

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from planaria.address import format_address, parse_address
 from planaria.core.replica import Role
-from planaria.net.server import LATENCY_BOUNDS_S
+from planaria.net.server import LATENCY_BOUNDS_S, CommandStats
 from planaria.node._memory import resident_bytes
 from planaria.node._settings import monotonic_ms
 from planaria.node._views import NodeViews
@@ -183,28 +183,29 @@ class NodeCollector(Collector):
             "client writes waiting for their commit",
             views.requests.pending,
         )
-        command_stats = server.stats
+        rows = sorted(server.stats.rows.items())
         commands = CounterMetricFamily(
             "planaria_commands",
             "commands answered, by name and outcome (error: an error reply)",
             labels=["node", "command", "outcome"],
         )
-        for (name, outcome), count in sorted(command_stats.calls.items()):
-            commands.add_metric([node, name, outcome], count)
-        yield commands
         latency = HistogramMetricFamily(
             "planaria_command_latency_seconds",
             "time from a command's parse to its reply being ready",
             labels=["node", "command"],
         )
         bounds = [*(repr(b) for b in LATENCY_BOUNDS_S), "+Inf"]
-        for name, counts in sorted(command_stats.buckets.items()):
+        first = CommandStats.BUCKETS
+        for name, row in rows:
+            commands.add_metric([node, name, "ok"], row[CommandStats.OK])
+            commands.add_metric([node, name, "error"], row[CommandStats.ERRORS])
             cumulative: list[tuple[str, float]] = []
-            total = 0
-            for bound, count in zip(bounds, counts, strict=True):
+            total = 0.0
+            for bound, count in zip(bounds, row[first:], strict=True):
                 total += count
                 cumulative.append((bound, total))
-            latency.add_metric([node, name], cumulative, command_stats.latency_sum_s[name])
+            latency.add_metric([node, name], cumulative, row[CommandStats.LATENCY_SUM_S])
+        yield commands
         yield latency
 
         # -- memory, session, transfers
