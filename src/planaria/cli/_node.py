@@ -189,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.gil_switch_interval_ms > 0:
         raise UsageError(f"--gil-switch-interval-ms must be > 0, not {args.gil_switch_interval_ms}")
-    sys.setswitchinterval(args.gil_switch_interval_ms / 1000)
     metrics_listen = metrics_address(args.metrics_listen)
+    sys.setswitchinterval(args.gil_switch_interval_ms / 1000)
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
     snapshot_defaults = SnapshotPolicy()
     snapshots = SnapshotPolicy(
