@@ -4,6 +4,7 @@ parsed with prometheus-client's own parser, and checked against the node's state
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -49,6 +50,17 @@ async def scrape(node: Node) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def documented_metrics() -> set[str]:
+    """The metric names in the first column of docs/operations.md's table under "Metrics"."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `planaria_"):
+            names.update(re.findall(r"`(planaria_\w+)`", line.split(" | ")[0]))
+    return names
 
 
 def partition_series(samples: Samples) -> dict[str, set[str]]:
@@ -99,13 +111,18 @@ def test_scraped_metrics_match_the_node_and_stay_bounded(tmp_path: Path) -> None
                 assert config is not None
                 assert value(after, "planaria_partition_epoch", **labels) == replica.epoch
                 assert value(after, "planaria_partition_isr_size", **labels) == len(config.isr)
-                assert value(after, "planaria_partition_last_index", **labels) == (
-                    replica.last_index
+                log_ = runtime.log
+                assert log_ is not None
+                assert value(after, "planaria_partition_log_entries", **labels) == (
+                    log_.log_entries
+                )
+                assert value(after, "planaria_partition_snapshot_index", **labels) == (
+                    log_.snapshot_index
                 )
                 assert value(after, "planaria_partition_primary", **labels) == (
                     partition in node.serving_partitions()
                 )
-            assert value(after, "planaria_partition_last_index", node=name, partition="0") >= 25
+            assert value(after, "planaria_partition_log_entries", node=name, partition="0") >= 25
             assert value(after, "planaria_partitions", node=name) == len(node.partitions)
             assert value(after, "planaria_under_replicated_partitions", node=name) == 0
 
@@ -126,6 +143,13 @@ def test_scraped_metrics_match_the_node_and_stay_bounded(tmp_path: Path) -> None
             assert {dict(labels).get("command") for _, labels in new} <= {"unknown"}, new
             assert value(later, "planaria_commands_total", node=name, command="unknown",
                          outcome="error") == 6  # fmt: skip
+
+            # docs/operations.md lists every metric a node serves, and only those.
+            documented = documented_metrics()
+            served = {sample_name for sample_name, _ in later}
+            histogram = "planaria_command_latency_seconds"
+            served = {n for n in served if not n.startswith(histogram)} | {histogram}
+            assert served == documented
 
             # INFO and planaria status give the URL.
             info = node.info(["server"])["Server"]
