@@ -9,8 +9,9 @@ Three measurements, in one process that runs the node(s) on its event loop:
    of ``--scrapes`` renders; its size in bytes and series. At one scrape a second this is
    the fraction of one CPU scraping takes.
 2. **Scraping every second under load**: a 1-node, 1-partition cluster (fsync never) loaded
-   by ``redis-benchmark -t set`` (another process), once with no scraper and once with a
-   thread fetching ``/metrics`` over HTTP every second; this process's CPU per SET
+   by ``redis-benchmark -t set`` (another process; 10,000 keys, all written in a warm-up
+   first), once with no scraper and once with a thread fetching ``/metrics`` over HTTP
+   every second; this process's CPU per SET
    (``time.process_time``: the node, its disk thread and the scraper thread), runs
    alternated, medians. The difference is within the machine's noise at this rate: row 1
    is the precise figure.
@@ -49,6 +50,9 @@ from planaria.node import CLUSTER_KEY, Node, NodeSettings
 from planaria.storage import FsyncPolicy
 
 SETTINGS = NodeSettings(fsync=FsyncPolicy("never"))
+# The keys SETs go to: few enough that the warm-up creates them all, so every run sees the
+# same state (snapshots cost more as keys are added: later runs would cost more otherwise).
+KEYS = 10_000
 # False on a checkout before the metrics (the anchor): no scraping rows there.
 HAS_METRICS = "metrics_listen" in inspect.signature(Node).parameters
 
@@ -139,7 +143,7 @@ async def cpu_per_set(node: Node, requests: int, scrape: bool) -> tuple[float, i
     start = time.process_time()
     bench = await asyncio.create_subprocess_exec(
         "redis-benchmark", "-p", str(node.port), "-t", "set", "-n", str(requests),
-        "-c", "16", "-r", "100000",
+        "-c", "16", "-r", str(KEYS),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await bench.communicate()
@@ -159,7 +163,7 @@ async def under_load(requests: int, repeats: int) -> dict[str, Any]:
         nodes, coordinators = await start_cluster(Path(tmp), 1, 1)
         try:
             node = nodes[0]
-            await cpu_per_set(node, requests // 4, False)  # warm up
+            await cpu_per_set(node, 5 * KEYS, False)  # warm up: every key exists
             off: list[float] = []
             on: list[float] = []
             scrapes = 0
