@@ -263,3 +263,19 @@ def test_command_counts_are_bounded_by_the_command_table() -> None:
     assert set_[-1] == 1000  # beyond the last bound
     assert sum(unknown[CommandStats.BUCKETS :]) == 1000
     assert unknown[CommandStats.LATENCY_SUM_S] == pytest.approx(1.0)
+
+
+def test_metrics_on_every_interface_are_named_by_the_nodes_host(tmp_path: Path) -> None:
+    def url(metrics_listen: str, advertise: str | None = None) -> str | None:
+        return Node(
+            "n1",
+            listen="127.0.0.2:7001",
+            coordinator=MemoryCoordinator(MemoryStore()),
+            data_dir=tmp_path,
+            metrics_listen=metrics_listen,
+            advertise=advertise,
+        ).metrics_url
+
+    assert url("0.0.0.0:9100") == "http://127.0.0.2:9100/metrics"
+    assert url("[::]:9100", advertise="db1.example:7001") == "http://db1.example:9100/metrics"
+    assert url("127.0.0.3:9100") == "http://127.0.0.3:9100/metrics"

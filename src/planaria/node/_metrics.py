@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from planaria.address import format_address, parse_address
+from planaria.address import parse_address
 from planaria.core.replica import Role
 from planaria.net.server import LATENCY_BOUNDS_S, CommandStats
 from planaria.node._memory import resident_bytes
@@ -242,14 +242,6 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self.scrapes = 0
-
-    @property
-    def address(self) -> str:
-        return format_address(self.host, self.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}/metrics"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

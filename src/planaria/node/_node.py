@@ -227,8 +227,14 @@ class Node:
 
     @property
     def metrics_url(self) -> str | None:
-        """Where Prometheus scrapes this node (None when it serves no metrics)."""
-        return None if self._metrics is None else self._metrics.url
+        """Where Prometheus scrapes this node (None when it serves no metrics). Served on
+        every interface (``0.0.0.0``, ``::``), it is named by the host others are told."""
+        if self._metrics is None:
+            return None
+        host = self._metrics.host
+        if host in ("0.0.0.0", "::", ""):
+            host = (self._advertise or (self.host, self.port))[0]
+        return f"http://{format_address(host, self._metrics.port)}/metrics"
 
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
