@@ -86,3 +86,14 @@ def test_node_refuses_a_switch_interval_that_is_not_positive(
     err = capsys.readouterr().err
     assert err.startswith("planaria node: --gil-switch-interval-ms must be > 0")
     assert sys.getswitchinterval() == before  # checked before anything is changed
+
+
+def test_node_refuses_a_bad_metrics_address(
+    capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    before = sys.getswitchinterval()
+    args = ["node", "--id", "n1", "--listen", "127.0.0.1:1", "--data", str(tmp_path)]
+    assert main([*args, "--metrics-listen", "localhost:http"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("planaria node: --metrics-listen"), err
+    assert sys.getswitchinterval() == before  # refused before anything starts

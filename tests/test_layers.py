@@ -48,7 +48,7 @@ IO_MODULES = frozenset(
 )
 # Third-party packages only the runtime adapters use.
 OPTIONAL = frozenset({"uvloop", "kazoo", "matplotlib", "redis"})
-ADAPTER_DEPS = frozenset({"hiredis", "msgpack", "rich"}) | OPTIONAL
+ADAPTER_DEPS = frozenset({"hiredis", "msgpack", "rich", "prometheus_client"}) | OPTIONAL
 PURE_FORBIDDEN = IO_MODULES | ADAPTER_DEPS
 
 STORAGE_PURE = frozenset(
@@ -135,9 +135,9 @@ LAYERS = (
     Layer("client", under("planaria.client"),
           (under("planaria.client"), one_of(frozenset(TOOLKIT)),
            one_of(frozenset({"planaria.core", "planaria.core.messages", "planaria.core.slots"}))),
-          frozenset({"msgpack", "rich"}) | OPTIONAL),
+          frozenset({"msgpack", "rich", "prometheus_client"}) | OPTIONAL),
     Layer("net", under("planaria.net"), (under("planaria.net", "planaria.core"),),
-          frozenset({"hiredis", "rich"}) | OPTIONAL),
+          frozenset({"hiredis", "rich", "prometheus_client"}) | OPTIONAL),
     Layer("coord", under("planaria.coord"),
           (under("planaria.coord", "planaria.storage"),
            one_of(frozenset({"planaria.core", "planaria.core.messages", "planaria.core.codec",

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from planaria.cluster import (
     ClusterStatus,
@@ -228,6 +230,20 @@ def test_up_detach_status_node_kill_start_down(tmp_path: Path) -> None:
             p["id"]: p["primary"] for p in report["partitions"]
         }
         assert sorted(n.pid or 0 for n in seen.nodes) == sorted(n["pid"] for n in report["nodes"])
+        # Every node serves Prometheus metrics; status names their URLs, both ways.
+        assert {n.id: n.metrics for n in seen.nodes} == {
+            n["id"]: n["metrics"] for n in report["nodes"]
+        }
+        for node in report["nodes"]:
+            assert node["metrics"].startswith("http://127.0.0.1:"), node
+            with urllib.request.urlopen(node["metrics"], timeout=30) as response:
+                families = {
+                    f.name: f for f in text_string_to_metric_families(response.read().decode())
+                }
+            held = families["planaria_partitions"].samples[0]
+            assert held.labels == {"node": node["id"]} and held.value == 8
+            epochs = families["planaria_partition_epoch"].samples
+            assert sorted(int(s.labels["partition"]) for s in epochs) == list(range(8))
 
         pids = [n["pid"] for n in report["nodes"]]
         killed = _planaria("node", "kill", "n3", "--data", data)

@@ -24,12 +24,14 @@ class LocalCluster:
         partitions: int = 8,
         replicas: int = 3,
         settings: NodeSettings = FAST,
+        metrics: bool = False,
     ) -> None:
         self.root = root
         self.names = [f"n{i + 1}" for i in range(nodes)]
         self.partitions = partitions
         self.replicas = replicas
         self.settings = settings
+        self.metrics = metrics  # each node serves Prometheus metrics on a free port
         self.store = MemoryStore()
         self.nodes: dict[str, Node] = {}
         self.coordinators: dict[str, MemoryCoordinator] = {}
@@ -55,6 +57,7 @@ class LocalCluster:
             coordinator=coordinator,
             data_dir=self.root / name,
             settings=self.settings,
+            metrics_listen="127.0.0.1:0" if self.metrics else None,
         )
         await node.start()
         self.nodes[name] = node

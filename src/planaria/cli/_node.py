@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the bus address peers are told, when not --bus (a proxy, NAT)",
     )
     parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (a bare PORT: "
+        "on loopback, 127.0.0.1; port 0: any free port, shown by INFO's metrics_address "
+        "and planaria status); default: no metrics served",
+    )
+    parser.add_argument(
         "--session-ttl-ms",
         type=float,
         default=None,
@@ -142,6 +150,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
+def metrics_address(text: str | None) -> str | None:
+    """``--metrics-listen`` as a listen address (a bare port: on loopback); checked here, so
+    a bad one is a usage error before anything starts."""
+    from planaria.address import format_address, parse_address  # noqa: PLC0415
+
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        text = f"127.0.0.1:{text.strip()}"
+    host, port = parse_address(text, what="--metrics-listen", listen=True)
+    return format_address(host, port)
+
+
 def run(args: argparse.Namespace) -> int:
     # Lazy, so `planaria --help` starts fast.
     from dataclasses import replace  # noqa: PLC0415
@@ -168,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.gil_switch_interval_ms > 0:
         raise UsageError(f"--gil-switch-interval-ms must be > 0, not {args.gil_switch_interval_ms}")
+    metrics_listen = metrics_address(args.metrics_listen)
     sys.setswitchinterval(args.gil_switch_interval_ms / 1000)
     fsync = f"interval:{DEFAULT_INTERVAL_MS}" if args.fsync == "interval" else args.fsync
     snapshot_defaults = SnapshotPolicy()
@@ -256,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
             bus_advertise=args.bus_advertise,
             # Keep-alives from their own thread and connection: a busy loop cannot starve them.
             keepalive_connect=lambda: connect(args.coordinator),
+            metrics_listen=metrics_listen,
         )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

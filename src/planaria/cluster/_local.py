@@ -238,6 +238,10 @@ class LocalCluster:
             self.coordinator_url,
             "--data",
             str(self.data_dir / node.data),
+            # Every node serves Prometheus metrics, on a free loopback port that `planaria
+            # status` reads from its INFO (a --metrics-listen in the node's args wins).
+            "--metrics-listen",
+            "127.0.0.1:0",
         ]
         if self._state.fsync is not None:
             argv += ["--fsync", self._state.fsync]
@@ -567,9 +571,10 @@ class LocalCluster:
             for node in state.nodes
         )
         serving = {n.id: n.address for n in nodes if n.alive and not n.paused}
-        primaries = primary_lines(serving, timeout_s, errors)
+        metrics: dict[str, str] = {}
+        primaries = primary_lines(serving, timeout_s, errors, metrics)
         return ClusterStatus(
-            nodes=nodes,
+            nodes=tuple(replace(n, metrics=metrics.get(n.id)) for n in nodes),
             partitions=partition_statuses(configs, state.partitions, primaries),
             coordinator=self.coordinator_address,
             coordinator_alive=coordinator_alive,

@@ -36,6 +36,9 @@ class NodeStatus:
     alive: bool
     paused: bool = False
     registered: bool | None = None
+    # The URL Prometheus scrapes the node at, as its INFO says (None: it serves no metrics,
+    # or it did not answer).
+    metrics: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,13 @@ def status_from_seed(seed: str, timeout_s: float = 2.0) -> ClusterStatus:
         node_id = info.get("planaria_node", address)
         pid_text = info.get("process_id", "")
         nodes.append(
-            NodeStatus(node_id, address, int(pid_text) if pid_text.isdigit() else None, True)
+            NodeStatus(
+                node_id,
+                address,
+                int(pid_text) if pid_text.isdigit() else None,
+                True,
+                metrics=info.get("metrics_address") or None,
+            )
         )
         if info.get("partitions_total", "").isdigit():
             partitions = max(partitions, int(info["partitions_total"]))
@@ -221,18 +230,25 @@ def _count(line: Mapping[str, str], name: str) -> int | None:
 
 
 def primary_lines(
-    addresses: Mapping[str, str], timeout_s: float, errors: list[str]
+    addresses: Mapping[str, str],
+    timeout_s: float,
+    errors: list[str],
+    metrics: dict[str, str] | None = None,
 ) -> dict[int, dict[str, str]]:
     """partition -> its primary's INFO line (lag: entries its slowest replica is behind;
-    snapshot_index, log_entries, log_bytes, transfers)."""
+    snapshot_index, log_entries, log_bytes, transfers). Into ``metrics``: node id -> its
+    metrics URL, for the nodes that serve metrics."""
     lines: dict[int, dict[str, str]] = {}
     for node_id, address in addresses.items():
         try:
-            (reply,) = resp_command(address, ("INFO", "partitions"), timeout_s=timeout_s)
+            (reply,) = resp_command(address, ("INFO", "server", "partitions"), timeout_s=timeout_s)
         except OSError as exc:
             errors.append(f"{node_id} {address}: {exc!r}")
             continue
-        for partition, fields in partition_lines(info_fields(reply)).items():
+        info = info_fields(reply)
+        if metrics is not None and info.get("metrics_address"):
+            metrics[node_id] = info["metrics_address"]
+        for partition, fields in partition_lines(info).items():
             if fields.get("role") == "primary":
                 lines[partition] = fields
     return lines

@@ -20,13 +20,20 @@ Bounds, so a flood of clients or requests cannot exhaust memory:
 
 Malformed RESP gets ``-ERR Protocol error: ...`` and that connection is closed; nothing else
 is affected. A handler that raises gets its request an error reply (and a log record).
+
+Every request is counted (:class:`CommandStats`): by command name (a name outside the
+command table counts as ``unknown``, so the label set stays bounded) and outcome, with its
+time from parse to reply in a fixed set of latency buckets. The node's metrics read them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
+import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, cast
@@ -34,6 +41,7 @@ from typing import Any, TypeAlias, cast
 from planaria.errors import Moved, UsageError
 from planaria.net import resp
 from planaria.net.commands import (
+    COMMANDS,
     ClientCommand,
     ClusterKeyslot,
     CommandError,
@@ -53,7 +61,7 @@ from planaria.net.commands import (
     parse_request,
 )
 
-__all__ = ["Handler", "RespServer"]
+__all__ = ["LATENCY_BOUNDS_S", "CommandStats", "Handler", "RespServer"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,45 @@ _LOCAL = (
     ClientCommand, ConfigGet,
 )  # fmt: skip
 MAX_CLIENTS_REPLY = resp.error("ERR max number of clients reached")
+# The upper bounds of the command latency buckets, in seconds (the last bucket: beyond).
+LATENCY_BOUNDS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+# A request's name as sent (any case) to its label: only the command table's names.
+_NAMES: dict[bytes, str] = {}
+UNKNOWN_COMMAND = "unknown"
+
+
+def _command_name(raw: bytes) -> str:
+    name = _NAMES.get(raw)
+    if name is None:
+        name = raw.lower().decode("latin-1")
+        if name not in COMMANDS:
+            return UNKNOWN_COMMAND
+        if len(_NAMES) < 4 * len(COMMANDS):  # a few spellings a name; bounded
+            _NAMES[raw] = name
+    return name
+
+
+class CommandStats:
+    """Requests by command and outcome (``ok`` or ``error``: an error reply) and their
+    latency, as plain counters the node's metrics read when scraped. Bounded: one row a
+    command of the table (and ``unknown``). A row (one list, so a request costs one
+    lookup): ``[ok, errors, latency sum in seconds, then the count of each bucket of
+    LATENCY_BOUNDS_S (not cumulative) and one for beyond the last bound]``."""
+
+    OK, ERRORS, LATENCY_SUM_S, BUCKETS = 0, 1, 2, 3
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[float]] = {}
+
+    def record(self, name: str, error: bool, seconds: float) -> None:
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = [0.0] * (4 + len(LATENCY_BOUNDS_S))
+        row[1 if error else 0] += 1
+        row[2] += seconds
+        row[3 + bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
 
 
 def _error_for(exc: BaseException) -> bytes:
@@ -117,6 +164,7 @@ class RespServer:
         }
         self._connections: set[_Connection] = set()
         self._ids = itertools.count(1)
+        self.stats = CommandStats()
         self._server: asyncio.Server | None = None
 
     @property
@@ -218,10 +266,14 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     def _dispatch(self, command: list[bytes]) -> None:
+        started_s = time.perf_counter()
+        name = _command_name(command[0])
         try:
             request = parse_request(command, self._server.limits)
             if isinstance(request, _LOCAL):
-                self._reply(answer_local(request, self.state, self._server.settings))
+                reply = answer_local(request, self.state, self._server.settings)
+                self._reply(reply)
+                self._server.stats.record(name, reply[:1] == b"-", time.perf_counter() - started_s)
                 if self.state.closing:
                     self._close_after_replies()
                 return
@@ -229,13 +281,15 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:
             # CommandError is the client's mistake; anything else is logged as a bug.
             self._reply(_error_for(exc))
+            self._server.stats.record(name, True, time.perf_counter() - started_s)
             return
         if isinstance(result, bytes):
             self._reply(result)
+            self._server.stats.record(name, result[:1] == b"-", time.perf_counter() - started_s)
             return
         future = asyncio.ensure_future(result)
         self._pending.append(future)
-        future.add_done_callback(self._on_done)
+        future.add_done_callback(functools.partial(self._on_done, name, started_s))
 
     def _reply(self, reply: bytes) -> None:
         if self._pending:
@@ -249,7 +303,9 @@ class _Connection(asyncio.Protocol):
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
-    def _on_done(self, future: asyncio.Future[Any]) -> None:
+    def _on_done(self, name: str, started_s: float, future: asyncio.Future[Any]) -> None:
+        error = future.cancelled() or future.exception() is not None or future.result()[:1] == b"-"
+        self._server.stats.record(name, error, time.perf_counter() - started_s)
         if self._lost:
             if not future.cancelled():
                 future.exception()  # retrieved: the client is gone, nobody wants the reply

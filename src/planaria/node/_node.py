@@ -60,6 +60,7 @@ from planaria.node._context import NodeContext
 from planaria.node._effects import ReplicaEffects
 from planaria.node._keyspace import KeyspaceReads
 from planaria.node._memory import MemoryGauge
+from planaria.node._metrics import MetricsServer, new_registry
 from planaria.node._partition import (
     PartitionRuntime,
     RecoveredLogs,
@@ -116,6 +117,7 @@ class Node:
         advertise: str | None = None,
         bus_advertise: str | None = None,
         keepalive_connect: Callable[[], Coordinator] | None = None,
+        metrics_listen: str | None = None,
     ) -> None:
         if not node_id or "/" in node_id or not node_id.isprintable() or " " in node_id:
             raise UsageError(f"a node id is printable text without '/' or spaces: {node_id!r}")
@@ -202,6 +204,11 @@ class Node:
             memory=self._memory,
             ports=lambda: (self.port, self.bus_port),
         )
+        # Prometheus metrics over HTTP (node/_metrics.py), when given an address to serve on.
+        self._metrics: MetricsServer | None = None
+        if metrics_listen is not None:
+            self._metrics = MetricsServer(new_registry(self._views), metrics_listen)
+            self._views.metrics_address = lambda: self.metrics_url
         self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,6 +225,17 @@ class Node:
         host, port = self._bus_advertise or (self.bus_host, self.bus_port)
         return format_address(host, port)
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes this node (None when it serves no metrics). Served on
+        every interface (``0.0.0.0``, ``::``), it is named by the host others are told."""
+        if self._metrics is None:
+            return None
+        host = self._metrics.host
+        if host in ("0.0.0.0", "::", ""):
+            host = (self._advertise or (self.host, self.port))[0]
+        return f"http://{format_address(host, self._metrics.port)}/metrics"
+
     async def start(self) -> None:
         """Lock the data dir, listen, open a session and register, start every loop."""
         loop = asyncio.get_running_loop()
@@ -230,6 +248,8 @@ class Node:
             self.bus_port = await self._effects.bus.listen(self.bus_host, self.bus_port)
             await self._server.start()
             self.port = self._server.port
+            if self._metrics is not None:
+                await self._metrics.start()
             self._context.spawn(self._tick_loop(), "tick")
             if self.settings.gc_freeze_interval_ms > 0:
                 self._context.spawn(self._gc_freeze_loop(), "gc-freeze")
@@ -266,6 +286,8 @@ class Node:
         self._context.stopping = True
         try:
             await self._server.close()
+            if self._metrics is not None:
+                await self._metrics.close()
             tasks = {*self._context.tasks, *self._cluster.opening.values()}
             if self._keeper.controller_task is not None:
                 tasks.add(self._keeper.controller_task)
@@ -422,6 +444,7 @@ class Node:
             await asyncio.sleep(tick_s)
             self.loop_beats += 1
             self._memory.refresh()
+            self._views.observe_epochs()
             lease = self._keeper.lease_until_ms
             now = monotonic_ms()
             for runtime in self.partitions.values():

@@ -7,6 +7,7 @@ import gc
 import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 from planaria import _native
 from planaria.core.replica import Role
@@ -45,7 +46,29 @@ from planaria.node._session import SessionKeeper
 from planaria.node._settings import monotonic_ms
 from planaria.storage import GroupCommitter
 
-__all__ = ["NodeViews"]
+__all__ = ["NodeViews", "PartitionNumbers"]
+
+
+class PartitionNumbers(NamedTuple):
+    """What INFO's partition line and the metrics say of one replica here."""
+
+    role: Role
+    serving: bool
+    epoch: int
+    last_index: int
+    commit_index: int
+    isr: tuple[str, ...]  # sorted; empty before the replica has a config
+    replicas: int  # in its config (0 before it has one)
+    lag_entries: int  # a primary's: entries its furthest-behind peer lacks; else 0
+    storage_failed: bool
+    storage_failures: int
+    snapshot_index: int
+    log_entries: int
+    log_bytes: int
+    memory_entries: int
+    snapshots: int
+    needs_snapshot: int
+    transfers: int
 
 
 class NodeViews:
@@ -79,6 +102,56 @@ class NodeViews:
         self._backups = backups
         self._ports = ports
         self._started_ms = monotonic_ms()
+        # Failovers seen here: each partition's newest epoch, and the rises counted so far.
+        # Bounded by the cluster's partitions (a partition that leaves keeps its entry).
+        self._epochs_seen: dict[int, int] = {}
+        self.epoch_changes = 0
+        self.metrics_address: Callable[[], str | None] = lambda: None
+
+    def observe_epochs(self) -> None:
+        """Count the epoch rises since the last call (the node's tick calls it), so the
+        count does not depend on anyone reading it. A partition's first epoch here counts
+        nothing (it opened, it did not fail over)."""
+        seen = self._epochs_seen
+        for partition, runtime in self._partitions.items():
+            epoch = runtime.replica.epoch
+            before = seen.get(partition)
+            if before != epoch:
+                if before is not None and epoch > before:
+                    self.epoch_changes += epoch - before
+                seen[partition] = epoch
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def partitions(self) -> dict[int, PartitionRuntime]:
+        return self._partitions
+
+    @property
+    def server(self) -> RespServer:
+        return self._server
+
+    @property
+    def committer(self) -> GroupCommitter:
+        return self._committer
+
+    @property
+    def memory(self) -> MemoryGauge:
+        return self._memory
+
+    @property
+    def effects(self) -> ReplicaEffects:
+        return self._effects
+
+    @property
+    def keeper(self) -> SessionKeeper:
+        return self._keeper
+
+    @property
+    def requests(self) -> ClientRequests:
+        return self._requests
 
     def answer(self, state: ConnectionState, request: NodeRequest) -> bytes | Awaitable[bytes]:
         """INFO, CLUSTER MYID / SLOTS / SHARDS / NODES / INFO, BACKUP BEGIN / READ / END."""
@@ -133,6 +206,8 @@ class NodeViews:
                 "replies_unleased": self._effects.replies_unleased,
                 "fsync": self._settings.fsync.mode,
                 "compiled": "yes" if _native.compiled() else "no",  # mypyc hot modules
+                # Where Prometheus scrapes this node (planaria node --metrics-listen).
+                "metrics_address": self.metrics_address() or "",
             },
             "Cluster": {
                 "cluster_enabled": 1,
@@ -143,6 +218,7 @@ class NodeViews:
                 "serving": len(self.serving_partitions()),
                 "connected_clients": self._server.connections,
                 "pending_writes": self._requests.pending,
+                "epoch_changes": self.epoch_changes,
                 "gc_frozen_objects": gc.get_freeze_count(),
                 "disk_jobs": stats.jobs,
                 "disk_jobs_inline": stats.inline,
@@ -205,22 +281,46 @@ class NodeViews:
         avg_ttl = sum(left_ms) // len(left_ms) if left_ms else 0
         return f"keys={keys},expires={expires},avg_ttl={avg_ttl}"
 
-    def _partition_line(self, runtime: PartitionRuntime, now_ms: float) -> str:
+    def partition_numbers(self, runtime: PartitionRuntime, now_ms: float) -> PartitionNumbers:
         replica = runtime.replica
         config = runtime.config
         lag = 0
         if replica.role is Role.PRIMARY and config is not None:
             peers = [n for n in config.replicas if n != self._node_id]
             lag = max((replica.last_index - replica.match_index(n) for n in peers), default=0)
-        isr = "|".join(sorted(config.isr)) if config is not None else ""
-        transfers = self._effects.sender.transfers
+        log_ = runtime.log
+        partition = runtime.partition
+        return PartitionNumbers(
+            role=replica.role,
+            serving=replica.serving(now_ms),
+            epoch=replica.epoch,
+            last_index=replica.last_index,
+            commit_index=replica.commit_index,
+            isr=tuple(sorted(config.isr)) if config is not None else (),
+            replicas=len(config.replicas) if config is not None else 0,
+            lag_entries=lag,
+            storage_failed=runtime.storage_failure is not None,
+            storage_failures=runtime.storage_failures,
+            snapshot_index=log_.snapshot_index if log_ is not None else 0,
+            log_entries=log_.log_entries if log_ is not None else 0,
+            log_bytes=log_.log_bytes if log_ is not None else 0,
+            memory_entries=replica.log_entries,
+            snapshots=runtime.snapshots_taken,
+            needs_snapshot=len(replica.peers_needing_snapshot),
+            transfers=sum(p == partition for p, _ in self._effects.sender.transfers),
+        )
+
+    def _partition_line(self, runtime: PartitionRuntime, now_ms: float) -> str:
+        n = self.partition_numbers(runtime, now_ms)
         return (
-            f"role={replica.role},serving={int(replica.serving(now_ms))},epoch={replica.epoch},"
-            f"last={replica.last_index},commit={replica.commit_index},isr={isr},lag={lag},"
-            f"storage={'failed' if runtime.storage_failure else 'ok'},"
-            f"storage_failures={runtime.storage_failures},"
-            f"{_log_fields(runtime)},"
-            f"transfers={sum(p == runtime.partition for p, _ in transfers)}"
+            f"role={n.role},serving={int(n.serving)},epoch={n.epoch},"
+            f"last={n.last_index},commit={n.commit_index},isr={'|'.join(n.isr)},"
+            f"lag={n.lag_entries},storage={'failed' if n.storage_failed else 'ok'},"
+            f"storage_failures={n.storage_failures},"
+            f"snapshot_index={n.snapshot_index},log_entries={n.log_entries},"
+            f"log_bytes={n.log_bytes},memory_entries={n.memory_entries},"
+            f"snapshots={n.snapshots},needs_snapshot={n.needs_snapshot},"
+            f"transfers={n.transfers}"
         )
 
 
@@ -234,18 +334,3 @@ def _human(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.2f}{unit}"
     return f"{size}B"
-
-
-def _log_fields(runtime: PartitionRuntime) -> str:
-    """INFO's snapshot and log fields of a partition: where its snapshot stands, what its
-    log files hold, the entries in memory, and the peers that need a snapshot transfer."""
-    log_ = runtime.log
-    replica = runtime.replica
-    snapshot_index = log_.snapshot_index if log_ is not None else 0
-    log_entries = log_.log_entries if log_ is not None else 0
-    log_bytes = log_.log_bytes if log_ is not None else 0
-    return (
-        f"snapshot_index={snapshot_index},log_entries={log_entries},log_bytes={log_bytes},"
-        f"memory_entries={replica.log_entries},snapshots={runtime.snapshots_taken},"
-        f"needs_snapshot={len(replica.peers_needing_snapshot)}"
-    )
