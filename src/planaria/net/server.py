@@ -36,7 +36,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeAlias, cast
+from typing import Any, Final, TypeAlias, cast
 
 from planaria.errors import Moved, UsageError
 from planaria.net import resp
@@ -99,7 +99,10 @@ class CommandStats:
     lookup): ``[ok, errors, latency sum in seconds, then the count of each bucket of
     LATENCY_BOUNDS_S (not cumulative) and one for beyond the last bound]``."""
 
-    OK, ERRORS, LATENCY_SUM_S, BUCKETS = 0, 1, 2, 3
+    OK: Final = 0
+    ERRORS: Final = 1
+    LATENCY_SUM_S: Final = 2
+    BUCKETS: Final = 3
 
     def __init__(self) -> None:
         self.rows: dict[str, list[float]] = {}
@@ -108,9 +111,9 @@ class CommandStats:
         row = self.rows.get(name)
         if row is None:
             row = self.rows[name] = [0.0] * (4 + len(LATENCY_BOUNDS_S))
-        row[1 if error else 0] += 1
-        row[2] += seconds
-        row[3 + bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
+        row[self.ERRORS if error else self.OK] += 1
+        row[self.LATENCY_SUM_S] += seconds
+        row[self.BUCKETS + bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
 
 
 def _error_for(exc: BaseException) -> bytes:
