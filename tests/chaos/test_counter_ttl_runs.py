@@ -56,7 +56,8 @@ def test_read_ignores_expiry_is_caught_as_an_expired_read(tmp_path: Path) -> Non
     ttl = results["ttl"]
     assert ttl["checked"] and ttl["reads_judged"] > 0
     assert ttl["expired_reads"] > 0, ttl
-    assert ttl["examples"][0]["late_ms"] > ttl["tolerance_ms"]
+    # The report rounds late_ms to 0.1 ms; the check itself compared the exact values.
+    assert ttl["examples"][0]["late_ms"] >= round(ttl["tolerance_ms"], 1)
     assert results["acked_writes_lost"] == 0 and results["linearizable"] is True
     assert not passed(results)
     assert (tmp_path / "out" / "ttl.jsonl").stat().st_size > 0
