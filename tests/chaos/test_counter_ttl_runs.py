@@ -1,6 +1,6 @@
-"""Short chaos runs on real planaria processes with counters and TTL keys (25-35 s each on
-an idle machine): each known-bug switch of the nodes is caught by its own check, and
-by that check only (the registers stay clean).
+"""Short chaos runs on real planaria processes with counters and TTL keys (about 25 s each
+on an idle machine; up to three when a run catches nothing): each known-bug switch of the
+nodes is caught by its own check, and by that check only (the registers stay clean).
 
 - ``read-ignores-expiry``: a primary answers a key past its expiry until the entry that
   deletes it applies (tens of ms after the expiry): ``expired-read``. No faults are needed.
@@ -25,7 +25,7 @@ from planaria.chaos.harness import ChaosConfig, run_chaos
 from planaria.chaos.results import passed
 from planaria.chaos.schedule import parse_schedule
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 KILLS = "kill:leader@2+1.5,kill:leader@5.5+1.5,kill:leader@9+1.5,pause:leader@12+2"
 
@@ -49,25 +49,40 @@ def run(
     return run_chaos(config, Console(file=io.StringIO(), width=120))
 
 
+# A bug shows only when a read or a retry lands in the right few ms: a run may catch nothing,
+# more often on a loaded machine (seen under make stress). Each test runs until its check
+# catches the bug, at most this many runs; every run must flag nothing else.
+RUNS_MAX = 3
+
+
 def test_read_ignores_expiry_is_caught_as_an_expired_read(tmp_path: Path) -> None:
-    # 4 to 7 expired reads in 15 s runs here (each a read landing in the tens of ms between
-    # an expiry and its replicated deletion): 25 s keeps a run that catches none unlikely.
-    results = run(tmp_path, "read-ignores-expiry", spec="", counters=0, ttls=4, duration_s=25.0)
-    ttl = results["ttl"]
-    assert ttl["checked"] and ttl["reads_judged"] > 0
-    assert ttl["expired_reads"] > 0, ttl
+    # 4 to 7 expired reads in 15 s runs on an idle machine (each a read landing in the tens
+    # of ms between an expiry and its replicated deletion).
+    for attempt in range(RUNS_MAX):
+        out = tmp_path / f"run{attempt}"
+        results = run(out, "read-ignores-expiry", spec="", counters=0, ttls=4, duration_s=15.0)
+        ttl = results["ttl"]
+        assert ttl["checked"] and ttl["reads_judged"] > 0
+        assert results["acked_writes_lost"] == 0 and results["linearizable"] is True
+        if ttl["expired_reads"]:
+            break
+    assert ttl["expired_reads"] > 0, f"no expired read caught in {RUNS_MAX} runs: {ttl}"
     # The report rounds late_ms to 0.1 ms; the check itself compared the exact values.
     assert ttl["examples"][0]["late_ms"] >= round(ttl["tolerance_ms"], 1)
-    assert results["acked_writes_lost"] == 0 and results["linearizable"] is True
     assert not passed(results)
-    assert (tmp_path / "out" / "ttl.jsonl").stat().st_size > 0
+    assert (out / "out" / "ttl.jsonl").stat().st_size > 0
 
 
 def test_retry_applies_again_is_caught_as_counter_doubled(tmp_path: Path) -> None:
-    results = run(tmp_path, "retry-applies-again", spec=KILLS, counters=16, ttls=0)
-    counters = results["counters"]
-    assert counters["checked"] and counters["acked"] > 0
-    checks = {p["check"] for key in counters["keys"] for p in key["problems"]}
-    assert checks == {"counter-doubled"}, counters
+    for attempt in range(RUNS_MAX):
+        results = run(tmp_path / f"run{attempt}", "retry-applies-again", spec=KILLS, counters=16,
+                      ttls=0)  # fmt: skip
+        counters = results["counters"]
+        assert counters["checked"] and counters["acked"] > 0
+        checks = {p["check"] for key in counters["keys"] for p in key["problems"]}
+        assert checks <= {"counter-doubled"}, counters  # nothing else, caught or not
+        if checks:
+            break
+    assert checks == {"counter-doubled"}, f"no doubled increment in {RUNS_MAX} runs: {counters}"
     assert not counters["ok"] and not passed(results)
     assert results["ttl"] == {"checked": False, "skipped": None}
