@@ -28,6 +28,7 @@ from planaria.core.containers import (
     writable,
 )
 from planaria.core.expiry import Expiries
+from planaria.core.keyspace import write_keys
 from planaria.core.messages import (
     STRING_BYTES_MAX,
     AppendTo,
@@ -261,16 +262,11 @@ def _rename(state: State, expiries: Expiries, op: Rename, version: Version) -> O
 
 
 def _expire_keys(state: State, expiries: Expiries, op: WriteOp, now_ms: int) -> None:
-    """Lazy expiry: the keys ``op`` touches that expired before ``now_ms`` are deleted."""
-    if isinstance(op, MSet):
-        keys: tuple[bytes, ...] = tuple(key for key, _ in op.pairs)
-    elif isinstance(op, Rename):
-        keys = (op.key, op.new_key)
-    elif isinstance(op, ExpireKeys):
+    """Lazy expiry: the keys ``op`` writes (``write_keys``, the one place that says which
+    keys an op names) that expired before ``now_ms`` are deleted."""
+    if isinstance(op, ExpireKeys):
         return  # its keys are its business
-    else:
-        keys = (op.key,)
-    for key in keys:
+    for key in write_keys(op):
         time_ms = expiries.get_time(key)
         if time_ms is not None and time_ms < now_ms:
             state.pop(key, None)
